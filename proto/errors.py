@@ -3,8 +3,8 @@
 Every exception we raise on purpose derives from :class:`QpcError`. Errors are
 split by who is at fault (h11/httpcore style):
 
-* :class:`LocalError` – the caller misused an API or local state is wrong.
-* :class:`RemoteError` – a peer (node or other client) sent something bad, or
+* :class:`LocalError` - the caller misused an API or local state is wrong.
+* :class:`RemoteError` - a peer (node or other client) sent something bad, or
   the node answered with an error response.
 
 Wire errors map 1:1 between the schema's ``ErrorCode`` enum and exception
@@ -297,3 +297,26 @@ class BadSignature(CryptoError, RemoteError):
 
 class WrongPassphrase(CryptoError, LocalError):
     """The profile passphrase is wrong (the profile is untouched)."""
+
+
+class InvalidKey(CryptoError, RemoteError):
+    """Key bytes have the wrong length or do not encode a valid key."""
+
+
+class MalformedEnvelope(CryptoError, RemoteError):
+    """A sealed envelope or its plaintext is not well-formed (version, lengths, padding)."""
+
+
+class OpaqueError(CryptoError, RemoteError):
+    """An OPAQUE message or state could not be parsed or processed."""
+
+
+class OpaqueLoginFailed(OpaqueError, LoginFailed):
+    """OPAQUE login failed: wrong password or unknown user (indistinguishable).
+
+    Also a :class:`LoginFailed`, so the node can answer it on the wire as is.
+    """
+
+
+class ProfileError(LocalError):
+    """The client profile is missing, exists already, or is damaged."""
