@@ -216,6 +216,10 @@ class ProtocolError(RemoteError):
     """The peer sent bytes that are not a valid message (malformed frame)."""
 
 
+class EncodeError(LocalError):
+    """A message could not be encoded (wrong field type, integer out of range)."""
+
+
 class FingerprintMismatch(RemoteError):
     """The server's TLS key differs from the pinned one.
 

@@ -1,0 +1,365 @@
+"""Typed Cap'n Proto codec for the node protocol (``proto/schemas/node.capnp``).
+
+This is the only module that imports :mod:`capnp`. Everything else sees frozen,
+slotted, keyword-only dataclasses: one ``<Method>Params`` and one
+``<Method>Result`` per method, plus :class:`Envelope`, :class:`Device`,
+:class:`Recipient`, :class:`ErrorInfo`, :class:`Request` and :class:`Response`.
+
+Wire format: standard Cap'n Proto stream framing (segment table, unpacked), so
+``capnp decode proto/schemas/node.capnp Request < captured`` reads it. Every
+reader gets an explicit byte limit, traversal limit and nesting limit
+(:class:`CodecLimits`); any decoding failure raises
+:class:`proto.errors.ProtocolError` and no capnp exception escapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import capnp
+
+from proto import messages
+from proto.errors import EncodeError, ErrorCode, ProtocolError
+from proto.messages import *  # noqa: F403 - codec re-exports every message type
+from proto.messages import (
+    METHOD_BY_NAME,
+    METHOD_BY_PARAMS,
+    METHOD_BY_RESULT,
+    METHOD_NAMES,
+    METHODS,
+    ErrorInfo,
+    Request,
+    Response,
+    snake_case,
+)
+
+__all__ = [
+    *messages.__all__,
+    "DEFAULT_LIMITS",
+    "SCHEMA_PATH",
+    "CodecLimits",
+    "decode_request",
+    "decode_response",
+    "encode_request",
+    "encode_response",
+    "frame_length",
+]
+
+SCHEMA_PATH: Final = Path(__file__).with_name("schemas") / "node.capnp"
+"""Path of the schema file (also used by tests with the reference ``capnp`` tool)."""
+
+_schema: Any = capnp.load(str(SCHEMA_PATH))
+_RequestSchema: Any = _schema.Request
+_ResponseSchema: Any = _schema.Response
+
+
+# --------------------------------------------------------------------- limits
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CodecLimits:
+    """Limits applied to every decoded message."""
+
+    max_message_bytes: int = 4 * 1024 * 1024
+    """Largest accepted message including its segment table."""
+    max_segments: int = 64
+    """Largest accepted segment count in the segment table."""
+    traversal_limit_words: int = 2 * 4 * 1024 * 1024 // 8
+    """Upper bound for capnp's traversal limit; the per-message limit is
+    ``min(this, 2 * message words + 64)`` so pointer aliasing cannot amplify."""
+    nesting_limit: int = 16
+    """Pointer nesting depth (the schema needs at most 4)."""
+
+
+DEFAULT_LIMITS: Final = CodecLimits()
+
+
+# ------------------------------------------------------------------ methods
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+if tuple(_RequestSchema.schema.union_fields) != METHOD_NAMES or tuple(
+    _ResponseSchema.schema.union_fields
+) != ("error", *METHOD_NAMES):  # pragma: no cover - guards schema drift at import time
+    raise ImportError("node.capnp Request/Response unions do not match proto.messages")
+
+_ERROR_NAMES: Final[dict[str, int]] = dict(_schema.ErrorCode.schema.enumerants)
+if sorted(_ERROR_NAMES.values()) != [int(c) for c in ErrorCode] or any(
+    ErrorCode[snake_case(n).upper()] != v for n, v in _ERROR_NAMES.items()
+):  # pragma: no cover - guards schema/enum drift at import time
+    raise ImportError("node.capnp ErrorCode does not match proto.errors.ErrorCode")
+
+
+# ------------------------------------------------- generic field traversal
+
+_DATA, _TEXT, _INT, _BOOL, _DATA_LIST, _INT_LIST, _STRUCT_LIST = range(7)
+_FieldSpec = tuple[str, str, int, type[Any] | None]
+_SPECS: dict[type[Any], tuple[_FieldSpec, ...]] = {}
+_UINT_BITS: dict[tuple[type[Any], str], int] = {}
+
+
+def _build_spec(cls: type[Any], capnp_struct: Any) -> tuple[_FieldSpec, ...]:
+    hints = typing.get_type_hints(cls)
+    out: list[_FieldSpec] = []
+    schema_fields = capnp_struct.schema.fields
+    for f in dataclasses.fields(cls):
+        cname = _camel(f.name)
+        if cname not in schema_fields:  # pragma: no cover - programming error
+            raise ImportError(f"{cls.__name__}.{f.name} not in schema")
+        hint = hints[f.name]
+        elem: type[Any] | None = None
+        if hint is bytes:
+            kind = _DATA
+        elif hint is str:
+            kind = _TEXT
+        elif hint is bool:
+            kind = _BOOL
+        elif hint is int:
+            kind = _INT
+            which = schema_fields[cname].proto.slot.type.which()
+            _UINT_BITS[(cls, f.name)] = int(str(which).removeprefix("uint"))
+        else:
+            (arg, _ellipsis) = typing.get_args(hint)
+            if arg is bytes:
+                kind = _DATA_LIST
+            elif arg is int:
+                kind = _INT_LIST
+            else:
+                kind, elem = _STRUCT_LIST, arg
+                _SPECS[arg] = _build_spec(arg, getattr(_schema, arg.__name__))
+        out.append((f.name, cname, kind, elem))
+    return tuple(out)
+
+
+for _m in METHODS:
+    _SPECS[_m.params] = _build_spec(_m.params, getattr(_schema, _m.params.__name__))
+    _SPECS[_m.result] = _build_spec(_m.result, getattr(_schema, _m.result.__name__))
+del _m
+
+
+def _fill(builder: Any, obj: Any) -> None:
+    cls = type(obj)
+    for py, cn, kind, _elem in _SPECS[cls]:
+        value = getattr(obj, py)
+        if kind == _DATA:
+            if not isinstance(value, bytes):
+                raise EncodeError(f"{cls.__name__}.{py} must be bytes")
+            if value:
+                setattr(builder, cn, value)
+        elif kind == _TEXT:
+            if not isinstance(value, str):
+                raise EncodeError(f"{cls.__name__}.{py} must be str")
+            if value:
+                setattr(builder, cn, value)
+        elif kind == _INT:
+            if type(value) is not int or not 0 <= value < (1 << _UINT_BITS[(cls, py)]):
+                raise EncodeError(f"{cls.__name__}.{py} must be an unsigned int in range")
+            setattr(builder, cn, value)
+        elif kind == _BOOL:
+            if not isinstance(value, bool):
+                raise EncodeError(f"{cls.__name__}.{py} must be bool")
+            setattr(builder, cn, value)
+        else:
+            items = tuple(value)
+            lst = builder.init(cn, len(items))
+            if kind == _STRUCT_LIST:
+                for i, item in enumerate(items):
+                    if type(item) is not _elem:
+                        raise EncodeError(f"{cls.__name__}.{py} items must be {_elem}")
+                    _fill(lst[i], item)
+            elif kind == _INT_LIST:
+                for i, item in enumerate(items):
+                    if type(item) is not int or not 0 <= item < (1 << 64):
+                        raise EncodeError(f"{cls.__name__}.{py} items must be UInt64")
+                    lst[i] = item
+            else:
+                for i, item in enumerate(items):
+                    if not isinstance(item, bytes):
+                        raise EncodeError(f"{cls.__name__}.{py} items must be bytes")
+                    lst[i] = item
+
+
+def _read(reader: Any, cls: type[Any]) -> Any:
+    kwargs: dict[str, Any] = {}
+    for py, cn, kind, elem in _SPECS[cls]:
+        value = getattr(reader, cn)
+        if kind == _DATA:
+            kwargs[py] = bytes(value)
+        elif kind in (_TEXT, _INT, _BOOL):
+            kwargs[py] = value
+        elif kind == _STRUCT_LIST:
+            kwargs[py] = tuple(_read(item, elem) for item in value)  # type: ignore[arg-type]
+        elif kind == _DATA_LIST:
+            kwargs[py] = tuple(bytes(item) for item in value)
+        else:
+            kwargs[py] = tuple(value)
+    return cls(**kwargs)
+
+
+# ------------------------------------------------------------------ framing
+
+_U32 = struct.Struct("<I")
+
+
+def frame_length(buf: bytes | bytearray | memoryview, limits: CodecLimits = DEFAULT_LIMITS) -> int:
+    """Length in bytes of the framed message at the start of ``buf``.
+
+    Returns 0 when ``buf`` does not yet hold the whole segment table. The
+    returned length may exceed ``len(buf)`` (the message is incomplete).
+
+    Raises:
+        ProtocolError: the segment table exceeds ``limits`` (too many segments
+            or a message larger than ``max_message_bytes``).
+    """
+    if len(buf) < 4:
+        return 0
+    count: int = _U32.unpack_from(buf, 0)[0] + 1
+    if count > limits.max_segments:
+        raise ProtocolError(f"message has {count} segments (limit {limits.max_segments})")
+    header = (4 + 4 * count + 7) & ~7
+    if len(buf) < header:
+        return 0
+    words: int = sum(struct.unpack_from(f"<{count}I", buf, 4))
+    total = header + 8 * words
+    if total > limits.max_message_bytes:
+        raise ProtocolError(f"message of {total} bytes exceeds {limits.max_message_bytes}")
+    return total
+
+
+def _open(schema: Any, data: bytes, limits: CodecLimits) -> Any:
+    """Validate framing and return a reader context manager."""
+    if len(data) > limits.max_message_bytes:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds {limits.max_message_bytes}")
+    length = frame_length(data, limits)
+    if length == 0 or length != len(data):
+        raise ProtocolError("truncated message or trailing bytes after it")
+    traversal = min(limits.traversal_limit_words, 2 * (length // 8) + 64)
+    return schema.from_bytes(
+        data, traversal_limit_in_words=traversal, nesting_limit=limits.nesting_limit
+    )
+
+
+def _decode(schema: Any, data: bytes, limits: CodecLimits, body: Callable[[Any], Any]) -> Any:
+    try:
+        with _open(schema, data, limits) as reader:
+            reader.total_size  # noqa: B018 - traverses the whole message: enforces limits
+            return body(reader)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # capnp.KjException, ValueError, ... never escape
+        raise ProtocolError(f"malformed message: {_short(exc)}") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    # KjException text starts with a C++ source location; keep the description.
+    return first.rsplit(": ", 1)[-1][:200]
+
+
+# ----------------------------------------------------------------- requests
+
+
+def encode_request(request: Request) -> bytes:
+    """Encode a :class:`Request` in stream framing.
+
+    Raises:
+        EncodeError: a field has the wrong type or an integer is out of range.
+    """
+    method = METHOD_BY_PARAMS.get(type(request.call))
+    if method is None:
+        raise EncodeError(f"not a params type: {type(request.call).__name__}")
+    if not isinstance(request.auth, bytes):
+        raise EncodeError("Request.auth must be bytes")
+    msg = _RequestSchema.new_message()
+    if request.auth:
+        msg.auth = request.auth
+    try:
+        _fill(msg.init(method.name), request.call)
+        return bytes(msg.to_bytes())
+    except EncodeError:
+        raise
+    except Exception as exc:
+        raise EncodeError(f"cannot encode {method.name}: {_short(exc)}") from None
+
+
+def _request_body(reader: Any) -> Request:
+    method = METHOD_BY_NAME[reader.which()]
+    params = _read(getattr(reader, method.name), method.params)
+    return Request(auth=bytes(reader.auth), call=params)
+
+
+def decode_request(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Request:
+    """Decode one framed ``Request`` occupying all of ``data``.
+
+    Raises:
+        ProtocolError: malformed, truncated, over a limit, or an unknown method.
+    """
+    result: Request = _decode(_RequestSchema, data, limits, _request_body)
+    return result
+
+
+# ---------------------------------------------------------------- responses
+
+
+def encode_response(response: Response) -> bytes:
+    """Encode a :class:`Response` in stream framing.
+
+    Raises:
+        EncodeError: a field has the wrong type or an integer is out of range.
+    """
+    msg = _ResponseSchema.new_message()
+    res = response.result
+    try:
+        if isinstance(res, ErrorInfo):
+            err = msg.init("error")
+            err.code = int(res.code)
+            if res.message:
+                err.message = res.message
+            err.retryAfterMs = res.retry_after_ms
+        else:
+            method = METHOD_BY_RESULT.get(type(res))
+            if method is None:
+                raise EncodeError(f"not a result type: {type(res).__name__}")
+            _fill(msg.init(method.name), res)
+        return bytes(msg.to_bytes())
+    except EncodeError:
+        raise
+    except Exception as exc:
+        raise EncodeError(f"cannot encode response: {_short(exc)}") from None
+
+
+def _response_body(reader: Any) -> Response:
+    which = reader.which()
+    if which == "error":
+        err = reader.error
+        raw = err.code.raw
+        try:
+            code = ErrorCode(raw)
+        except ValueError:  # a newer node's code: treat as internal
+            code = ErrorCode.INTERNAL
+        return Response(
+            result=ErrorInfo(code=code, message=err.message, retry_after_ms=err.retryAfterMs)
+        )
+    method = METHOD_BY_NAME[which]
+    return Response(result=_read(getattr(reader, method.name), method.result))
+
+
+def decode_response(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Response:
+    """Decode one framed ``Response`` occupying all of ``data``.
+
+    Raises:
+        ProtocolError: malformed, truncated, over a limit, or an unknown member.
+    """
+    result: Response = _decode(_ResponseSchema, data, limits, _response_body)
+    return result
