@@ -1,0 +1,226 @@
+"""The backend-neutral ``Store`` protocol and the records it returns.
+
+Services talk only to this protocol, so a PostgreSQL backend can replace the
+SQLite one without touching them. Every method is atomic on its own; methods
+that write return only after their transaction is durable. Backends raise
+only :mod:`proto.errors` classes: the documented domain errors
+(:class:`~proto.errors.AlreadyExists`, :class:`~proto.errors.QueueFull`,
+:class:`~proto.errors.StaleEpoch`, :class:`~proto.errors.LimitExceeded`) and
+:class:`~proto.errors.Unavailable` for any storage failure; driver exceptions
+never escape a backend module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Protocol
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SessionRecord:
+    """A stored session (the token itself is never stored)."""
+
+    username: str
+    """Normalised username the session belongs to."""
+    device_id: bytes
+    """The device the token is bound to."""
+    expires_ms: int
+    """Unix time in ms after which the session is invalid."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceRecord:
+    """A registered device."""
+
+    device_id: bytes
+    """Ed25519 identity public key (32 bytes)."""
+    username: str
+    """Owning account."""
+    hybrid_key: bytes
+    """X-Wing public key."""
+    signature: bytes
+    """Ed25519 signature by ``device_id`` over ``b"qpc-device-v1" + hybrid_key``."""
+    access_key_hash: bytes | None
+    """SHA-256 of the delivery access key, or None when sealed sender is off."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEnvelope:
+    """A message waiting in an inbox."""
+
+    seq: int
+    """Per-inbox delivery sequence number."""
+    channel_id: bytes
+    """Channel (MLS group id) the message belongs to."""
+    data: bytes
+    """The sealed payload, opaque to the node."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class FanoutItem:
+    """One recipient's message in an ``enqueue_commit``."""
+
+    recipient: bytes
+    """Recipient device id."""
+    payload: bytes
+    """Sealed payload for that device."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CommitResult:
+    """Outcome of an accepted ``enqueue_commit``."""
+
+    seqs: tuple[int, ...]
+    """The seq assigned in each recipient's inbox, in fan-out order."""
+    new_epoch: int
+    """The channel's epoch after the commit."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class KeyPackageCount:
+    """Stock of a device's KeyPackages."""
+
+    count: int
+    """Unconsumed one-time KeyPackages."""
+    has_last_resort: bool
+    """Whether a last-resort KeyPackage is on file."""
+
+
+class Store(Protocol):
+    """Persistent state of a node. Implementations are safe for concurrent use."""
+
+    @property
+    def backend(self) -> str:
+        """Short backend name reported by ``health`` (e.g. ``"sqlite"``)."""
+        ...
+
+    async def close(self) -> None:
+        """Finish pending writes and release connections."""
+        ...
+
+    # -- node secrets
+    async def get_or_create_secret(self, name: str, value: bytes) -> bytes:
+        """Return the secret ``name``, storing ``value`` first if there is none."""
+        ...
+
+    # -- accounts and sessions
+    async def account_exists(self, username: str) -> bool:
+        """Whether ``username`` is registered."""
+        ...
+
+    async def create_account(self, username: str, password_file: bytes, now_ms: int) -> None:
+        """Create an account with its OPAQUE password file.
+
+        Raises:
+            AlreadyExists: the username is taken.
+        """
+        ...
+
+    async def get_password_file(self, username: str) -> bytes | None:
+        """The account's OPAQUE password file, or None if there is no such account."""
+        ...
+
+    async def create_session(
+        self, token_hash: bytes, username: str, device_id: bytes, now_ms: int, expires_ms: int
+    ) -> None:
+        """Store a new session under SHA-256 of its token."""
+        ...
+
+    async def get_session(self, token_hash: bytes) -> SessionRecord | None:
+        """Look a session up by token hash (expired ones are returned too)."""
+        ...
+
+    async def delete_session(self, token_hash: bytes) -> None:
+        """Remove a session (logout); missing sessions are ignored."""
+        ...
+
+    async def purge_sessions(self, now_ms: int) -> int:
+        """Delete expired sessions; return how many."""
+        ...
+
+    # -- devices and KeyPackages
+    async def upsert_device(self, device: DeviceRecord, now_ms: int) -> None:
+        """Register a device, or update the keys of one the same account holds.
+
+        Raises:
+            AlreadyExists: another account holds this device id.
+        """
+        ...
+
+    async def get_device(self, device_id: bytes) -> DeviceRecord | None:
+        """A device by id."""
+        ...
+
+    async def list_devices(self, username: str) -> list[DeviceRecord]:
+        """An account's devices, oldest first."""
+        ...
+
+    async def add_key_packages(
+        self, device_id: bytes, packages: Sequence[bytes], last_resort: bytes | None, max_stock: int
+    ) -> int:
+        """Add one-time KeyPackages (and replace the last-resort one if given).
+
+        Returns the new stock of one-time packages.
+
+        Raises:
+            LimitExceeded: the stock would exceed ``max_stock`` (nothing stored).
+        """
+        ...
+
+    async def consume_key_package(self, device_id: bytes) -> tuple[bytes, bool] | None:
+        """Hand out the oldest one-time KeyPackage (deleting it) or the last-resort one.
+
+        Returns ``(package, is_last_resort)``, or None when the device has neither.
+        No package is ever returned twice.
+        """
+        ...
+
+    async def key_package_count(self, device_id: bytes) -> KeyPackageCount:
+        """The device's KeyPackage stock."""
+        ...
+
+    # -- delivery
+    async def enqueue(
+        self, recipient: bytes, channel_id: bytes, payload: bytes, now_ms: int, max_depth: int
+    ) -> int:
+        """Append a message to ``recipient``'s inbox; return its seq once durable.
+
+        Raises:
+            QueueFull: the inbox holds ``max_depth`` messages already.
+        """
+        ...
+
+    async def enqueue_commit(
+        self,
+        channel_id: bytes,
+        epoch: int,
+        fanout: Sequence[FanoutItem],
+        now_ms: int,
+        max_depth: int,
+    ) -> CommitResult:
+        """Check and bump the channel epoch and enqueue every fan-out message, atomically.
+
+        An unknown channel is created at ``epoch``.
+
+        Raises:
+            StaleEpoch: ``epoch`` is not the channel's current epoch (nothing stored).
+            QueueFull: a recipient's inbox is full (nothing stored).
+        """
+        ...
+
+    async def fetch(self, recipient: bytes, after_seq: int, limit: int) -> list[StoredEnvelope]:
+        """Messages with seq > ``after_seq``, in seq order, at most ``limit``."""
+        ...
+
+    async def ack(self, recipient: bytes, upto_seq: int) -> int:
+        """Delete messages with seq <= ``upto_seq``; return how many."""
+        ...
+
+    async def purge_messages(self, before_ms: int) -> int:
+        """Delete messages stored before ``before_ms``; return how many."""
+        ...
+
+    async def queued_total(self) -> int:
+        """Messages waiting in all inboxes (for metrics)."""
+        ...
