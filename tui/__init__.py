@@ -1,0 +1,1 @@
+"""quicnprotochat terminal client: Textual app, client engine and CLI."""

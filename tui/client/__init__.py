@@ -1,0 +1,1 @@
+"""Client engine shared by the TUI and the CLI (no drawing here)."""

@@ -1,0 +1,436 @@
+"""A client profile: one account's keys and history, encrypted at rest.
+
+Layout of a profile directory (mode 0700, every file 0600)::
+
+    profile.json   metadata: format, Argon2id params, salt, verifier, wrapped root key
+    client.db      SQLite (aiosqlite): every value encrypted with the root key's
+                   record cipher (see proto.crypto.atrest); no plaintext secret,
+                   message text, sender or channel id is ever written
+    mls.db         MLS state (written by the MLS binding with :attr:`Profile.mls_storage_key`)
+
+Opening checks the passphrase against the verifier *before* the database is
+opened, so a wrong passphrase raises :class:`~proto.errors.WrongPassphrase` and
+leaves every file byte-identical. The passphrase only wraps a random root key,
+so :meth:`Profile.change_passphrase` rewrites ``profile.json`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import sqlite3
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import aiosqlite
+import platformdirs
+
+from proto.crypto.atrest import (
+    DEFAULT_PARAMS,
+    KEY_BYTES,
+    KdfParams,
+    MasterKey,
+    StorageKeys,
+    new_salt,
+)
+from proto.crypto.envelope import HybridPrivateKey
+from proto.crypto.identity import IdentityKey
+from proto.errors import DecryptionFailed, ProfileError
+
+__all__ = [
+    "CLIENT_DB",
+    "META_FILE",
+    "MLS_DB",
+    "ChatMessage",
+    "Profile",
+    "default_profile_dir",
+]
+
+META_FILE = "profile.json"
+"""Name of the metadata file inside a profile directory."""
+CLIENT_DB = "client.db"
+"""Name of the client database."""
+MLS_DB = "mls.db"
+"""Name reserved for the MLS binding's state file."""
+
+SECRET_IDENTITY = "device.identity"  # noqa: S105 (a name, not a secret)
+"""Secret name of the device's Ed25519 private key."""
+SECRET_HYBRID = "device.hybrid"  # noqa: S105 (a name, not a secret)
+"""Secret name of the device's X-Wing private key."""
+
+_FORMAT = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS secrets (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS messages (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel_tag BLOB NOT NULL,
+    record      BLOB NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS messages_by_channel ON messages (channel_tag, id);
+"""
+
+
+def default_profile_dir(name: str = "default") -> Path:
+    """``<platform user data dir>/quicnprotochat/profiles/<name>``."""
+    return platformdirs.user_data_path("quicnprotochat") / "profiles" / name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChatMessage:
+    """One message in a channel's local history (stored encrypted)."""
+
+    channel_id: bytes
+    """The channel (MLS group id)."""
+    sender: bytes
+    """Sender device id (Ed25519 public key); ours for outgoing messages."""
+    sender_name: str
+    """Sender's username as known when stored."""
+    timestamp_ms: int
+    """When it was sent or received (Unix milliseconds)."""
+    text: str
+    """The message text."""
+    outgoing: bool = False
+    """True for messages this device sent."""
+    local_id: int = 0
+    """Position in local history (set by the store; 0 before storing)."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(meta: dict[str, object], key: str) -> bytes:
+    value = meta.get(key)
+    if not isinstance(value, str):
+        raise ProfileError(f"profile metadata: missing {key}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError as exc:
+        raise ProfileError(f"profile metadata: bad {key}") from exc
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Atomically replace ``path`` with ``data``, mode 0600, durable."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _read_meta(path: Path) -> dict[str, object]:
+    try:
+        raw = (path / META_FILE).read_bytes()
+    except FileNotFoundError:
+        raise ProfileError(f"no profile at {path}") from None
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise ProfileError("profile metadata is not valid JSON") from exc
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        raise ProfileError("profile metadata has an unsupported format")
+    return meta
+
+
+def _encode_message(msg: ChatMessage) -> bytes:
+    return json.dumps(
+        {
+            "sender": msg.sender.hex(),
+            "name": msg.sender_name,
+            "ts": msg.timestamp_ms,
+            "text": msg.text,
+            "out": msg.outgoing,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def _decode_message(channel_id: bytes, local_id: int, data: bytes) -> ChatMessage:
+    try:
+        d = json.loads(data)
+        return ChatMessage(
+            channel_id=channel_id,
+            sender=bytes.fromhex(d["sender"]),
+            sender_name=str(d["name"]),
+            timestamp_ms=int(d["ts"]),
+            text=str(d["text"]),
+            outgoing=bool(d["out"]),
+            local_id=local_id,
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProfileError("a stored message is damaged") from exc
+
+
+class Profile:
+    """An unlocked profile. Create with :meth:`create` or :meth:`open`; close when done."""
+
+    def __init__(self, path: Path, meta: dict[str, object], keys: StorageKeys) -> None:
+        """Internal: use :meth:`create` or :meth:`open`."""
+        self._path = path
+        self._meta = meta
+        self._keys = keys
+        self._db: aiosqlite.Connection | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @staticmethod
+    def exists(path: Path) -> bool:
+        """Whether ``path`` holds a profile (its metadata file exists)."""
+        return (path / META_FILE).is_file()
+
+    @classmethod
+    async def create(
+        cls, path: Path, passphrase: str | bytes, *, kdf: KdfParams = DEFAULT_PARAMS
+    ) -> Profile:
+        """Create a new, empty profile in ``path`` and return it unlocked.
+
+        Raises:
+            ProfileError: a profile (or a stray client database) already exists there.
+        """
+        path = Path(path)
+        if cls.exists(path) or (path / CLIENT_DB).exists():
+            raise ProfileError(f"a profile already exists at {path}")
+        if not passphrase:
+            raise ProfileError("the passphrase must not be empty")
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.chmod(0o700)
+        salt = new_salt()
+        master = await asyncio.to_thread(MasterKey.derive, passphrase, salt, kdf)
+        root = os.urandom(KEY_BYTES)
+        meta: dict[str, object] = {
+            "format": _FORMAT,
+            "kdf": kdf.to_dict(),
+            "salt": _b64(salt),
+            "verifier": _b64(master.verifier()),
+            "wrapped_root": _b64(master.wrap(root)),
+        }
+        await asyncio.to_thread(_write_private, path / META_FILE, json.dumps(meta).encode())
+        profile = cls(path, meta, StorageKeys.from_root(root))
+        await profile._connect()
+        return profile
+
+    @classmethod
+    async def open(cls, path: Path, passphrase: str | bytes) -> Profile:
+        """Unlock an existing profile.
+
+        Raises:
+            ProfileError: no profile there, or its metadata is damaged.
+            WrongPassphrase: the passphrase is wrong (nothing was touched).
+        """
+        path = Path(path)
+        meta = _read_meta(path)
+        master = await cls._unlock(meta, passphrase)
+        try:
+            root = master.unwrap(_unb64(meta, "wrapped_root"))
+        except DecryptionFailed as exc:
+            raise ProfileError("profile root key is damaged") from exc
+        profile = cls(path, meta, StorageKeys.from_root(root))
+        await profile._connect()
+        return profile
+
+    @staticmethod
+    async def _unlock(meta: dict[str, object], passphrase: str | bytes) -> MasterKey:
+        params = KdfParams.from_dict(meta.get("kdf"))
+        salt = _unb64(meta, "salt")
+        verifier = _unb64(meta, "verifier")
+        master = await asyncio.to_thread(MasterKey.derive, passphrase, salt, params)
+        master.check(verifier)
+        return master
+
+    async def _connect(self) -> None:
+        db_path = self._path / CLIENT_DB
+        # Create the file ourselves so it is 0600 from the first byte; SQLite gives
+        # its -wal/-shm/-journal files the database's mode.
+        os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600))
+        db = await aiosqlite.connect(db_path)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA secure_delete=ON")
+            await db.executescript(_SCHEMA)
+            await db.commit()
+        except sqlite3.Error as exc:
+            await db.close()
+            raise ProfileError(f"client database unusable: {exc}") from exc
+        self._db = db
+
+    async def close(self) -> None:
+        """Close the database (idempotent)."""
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def __aenter__(self) -> Profile:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def change_passphrase(
+        self, old: str | bytes, new: str | bytes, *, kdf: KdfParams | None = None
+    ) -> None:
+        """Re-wrap the root key under a new passphrase (and optionally new KDF costs).
+
+        Raises:
+            WrongPassphrase: ``old`` is wrong (nothing changes).
+        """
+        if not new:
+            raise ProfileError("the passphrase must not be empty")
+        old_master = await self._unlock(self._meta, old)
+        root = old_master.unwrap(_unb64(self._meta, "wrapped_root"))
+        params = kdf or KdfParams.from_dict(self._meta.get("kdf"))
+        salt = new_salt()
+        master = await asyncio.to_thread(MasterKey.derive, new, salt, params)
+        meta: dict[str, object] = {
+            "format": _FORMAT,
+            "kdf": params.to_dict(),
+            "salt": _b64(salt),
+            "verifier": _b64(master.verifier()),
+            "wrapped_root": _b64(master.wrap(root)),
+        }
+        await asyncio.to_thread(_write_private, self._path / META_FILE, json.dumps(meta).encode())
+        self._meta = meta
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def path(self) -> Path:
+        """The profile directory."""
+        return self._path
+
+    @property
+    def mls_state_path(self) -> Path:
+        """Where the MLS binding keeps its (encrypted) state."""
+        return self._path / MLS_DB
+
+    @property
+    def mls_storage_key(self) -> bytes:
+        """32-byte key for the MLS storage codec (derived from the root key)."""
+        return self._keys.mls_storage_key
+
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise ProfileError("profile is closed")
+        return self._db
+
+    # ------------------------------------------------------------------ secrets
+
+    async def put_secret(self, name: str, value: bytes) -> None:
+        """Store (or replace) an encrypted secret under ``name``."""
+        blob = self._keys.records.encrypt(value, table="secrets", column="value", row=name)
+        await self._conn.execute(
+            "INSERT INTO secrets (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, blob),
+        )
+        await self._conn.commit()
+
+    async def get_secret(self, name: str) -> bytes | None:
+        """The secret stored under ``name``, or None.
+
+        Raises:
+            DecryptionFailed: the stored value was tampered with or moved.
+        """
+        async with self._conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return self._keys.records.decrypt(bytes(row[0]), table="secrets", column="value", row=name)
+
+    async def delete_secret(self, name: str) -> None:
+        """Remove a secret (no error if absent)."""
+        await self._conn.execute("DELETE FROM secrets WHERE name = ?", (name,))
+        await self._conn.commit()
+
+    async def put_identity(self, key: IdentityKey) -> None:
+        """Store the device's Ed25519 identity key."""
+        await self.put_secret(SECRET_IDENTITY, key.private_bytes())
+
+    async def get_identity(self) -> IdentityKey | None:
+        """The device's Ed25519 identity key, if created."""
+        raw = await self.get_secret(SECRET_IDENTITY)
+        return None if raw is None else IdentityKey.from_private_bytes(raw)
+
+    async def put_hybrid_key(self, key: HybridPrivateKey) -> None:
+        """Store the device's X-Wing private key."""
+        await self.put_secret(SECRET_HYBRID, key.private_bytes())
+
+    async def get_hybrid_key(self) -> HybridPrivateKey | None:
+        """The device's X-Wing private key, if created."""
+        raw = await self.get_secret(SECRET_HYBRID)
+        return None if raw is None else HybridPrivateKey.from_private_bytes(raw)
+
+    # ------------------------------------------------------------------ messages
+
+    def _channel_tag(self, channel_id: bytes) -> bytes:
+        return self._keys.blind_index("channel", channel_id)
+
+    @staticmethod
+    def _row(tag: bytes, local_id: int) -> bytes:
+        return tag + struct.pack(">Q", local_id)
+
+    async def append_message(self, msg: ChatMessage) -> int:
+        """Append to the channel's history; returns the message's ``local_id``."""
+        tag = self._channel_tag(msg.channel_id)
+        conn = self._conn
+        # The row id is bound into the AEAD associated data, so history rows cannot
+        # be reordered or moved between channels; it is known only after INSERT.
+        async with conn.execute(
+            "INSERT INTO messages (channel_tag, record) VALUES (?, x'') RETURNING id", (tag,)
+        ) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        local_id = int(row[0])
+        record = self._keys.records.encrypt(
+            _encode_message(msg), table="messages", column="record", row=self._row(tag, local_id)
+        )
+        await conn.execute("UPDATE messages SET record = ? WHERE id = ?", (record, local_id))
+        await conn.commit()
+        return local_id
+
+    async def list_messages(
+        self, channel_id: bytes, *, limit: int = 100, before_id: int | None = None
+    ) -> list[ChatMessage]:
+        """Up to ``limit`` most recent messages of a channel (before ``before_id``), oldest first.
+
+        Raises:
+            DecryptionFailed: a stored message was tampered with or moved.
+        """
+        tag = self._channel_tag(channel_id)
+        upper = before_id if before_id is not None else 2**63 - 1
+        async with self._conn.execute(
+            "SELECT id, record FROM messages WHERE channel_tag = ? AND id < ? "
+            "ORDER BY id DESC LIMIT ?",
+            (tag, upper, limit),
+        ) as cur:
+            rows = list(await cur.fetchall())
+        out = []
+        for local_id, blob in reversed(rows):
+            plain = self._keys.records.decrypt(
+                bytes(blob), table="messages", column="record", row=self._row(tag, int(local_id))
+            )
+            out.append(_decode_message(channel_id, int(local_id), plain))
+        return out
