@@ -1,0 +1,99 @@
+"""Prometheus metrics of one node, in a registry of its own (no module globals).
+
+Labels never carry user data: methods, error codes and store operation names
+only. Queue depth is reported as a node-wide total and as a histogram of
+depths seen at enqueue, never per inbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+
+
+class NodeMetrics:
+    """All metrics of a node; see the ``help`` strings for each."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        """Registry holding only this node's metrics."""
+        r = self.registry
+        self.calls = Counter("qpc_node_calls", "RPC calls handled", ["method"], registry=r)
+        self.errors = Counter(
+            "qpc_node_errors", "RPC calls answered with an error", ["method", "code"], registry=r
+        )
+        self.call_seconds = Histogram(
+            "qpc_node_call_seconds",
+            "Time to handle a unary RPC call",
+            ["method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.store_seconds = Histogram(
+            "qpc_node_store_seconds",
+            "Latency of store operations (writes include waiting for group commit)",
+            ["op"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queued_messages = Gauge(
+            "qpc_node_queued_messages", "Messages waiting in all inboxes", registry=r
+        )
+        self.enqueued = Counter(
+            "qpc_node_enqueued_messages", "Messages stored in inboxes", registry=r
+        )
+        self.subscribers = Gauge(
+            "qpc_node_fetchwait_subscribers", "Open fetchWait subscriptions", registry=r
+        )
+        self.rate_limited = Counter(
+            "qpc_node_rate_limited", "Calls refused by a rate limit", ["kind"], registry=r
+        )
+        self.purged = Counter(
+            "qpc_node_purged", "Rows deleted by expiry sweeps", ["kind"], registry=r
+        )
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def observe_store(self, op: str, seconds: float) -> None:
+        """Record one store operation's latency (the store's observer callback)."""
+        self.store_seconds.labels(op).observe(seconds)
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the HTTP exporter in a daemon thread; return the bound port."""
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server, self._thread = server, thread
+        bound: int = server.server_address[1]
+        log.info("metrics on http://%s:%d/metrics", host, bound)
+        return bound
+
+    def stop(self) -> None:
+        """Stop the HTTP exporter if it runs."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

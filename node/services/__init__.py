@@ -1,0 +1,1 @@
+"""Node services (auth, keys, delivery, misc) and the shared node context."""

@@ -1,0 +1,212 @@
+"""Inboxes: enqueue (token or sealed sender), commit fan-out, fetch, fetchWait, ack."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Sequence
+
+from node.services.common import (
+    Caller,
+    NodeContext,
+    check_blob,
+    check_channel_id,
+    check_device_id,
+    check_u64,
+    key_hash,
+    same_secret_hash,
+)
+from node.store import CommitResult, FanoutItem, StoredEnvelope
+from proto.errors import BadRequest, LimitExceeded, NotFound, PermissionDenied
+
+log = logging.getLogger(__name__)
+
+ACCESS_KEY_BYTES = 32
+
+
+class DeliveryService:
+    """Per-device inboxes with per-inbox seqs."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        """Args: the node context."""
+        self._ctx = ctx
+        self._subscriptions: dict[bytes, int] = {}
+
+    # ------------------------------------------------------------------ send
+
+    async def enqueue(
+        self,
+        caller: Caller,
+        recipient: bytes,
+        channel_id: bytes,
+        payload: bytes,
+        access_key: bytes,
+    ) -> int:
+        """Store a payload for ``recipient``; return its seq once durable.
+
+        With a session token the caller is authenticated as usual. Without one
+        (sealed sender) ``access_key`` must hash to the recipient's delivery
+        access key hash; the node then learns nothing about the sender, and
+        stores nothing about it either way.
+
+        Raises:
+            PermissionDenied: sealed sender with a wrong key, or to a device
+                without one (the two are not distinguished).
+            NotFound: (token path) no such recipient device.
+            QueueFull, PayloadTooLarge, BadRequest, RateLimited.
+        """
+        check_device_id(recipient, "recipient")
+        check_channel_id(channel_id)
+        check_blob(payload, self._ctx.config.max_payload_bytes, "payload")
+        if caller.token:
+            session = await self._ctx.authenticate(caller)
+            self._ctx.limit_write(caller, session.username)
+            if await self._ctx.store.get_device(recipient) is None:
+                raise NotFound("no such recipient device")
+        else:
+            if len(access_key) != ACCESS_KEY_BYTES:
+                raise PermissionDenied("sealed sender needs the recipient's access key")
+            self._ctx.limit_write(caller, "r:" + recipient.hex())
+            device = await self._ctx.store.get_device(recipient)
+            expected = device.access_key_hash if device is not None else None
+            # Compare even when there is nothing to compare with, so both refusals look alike.
+            ok = same_secret_hash(key_hash(access_key), expected or bytes(32))
+            if expected is None or not ok:
+                raise PermissionDenied("access key does not match")
+        seq = await self._ctx.store.enqueue(
+            recipient, channel_id, payload, self._ctx.now_ms(), self._ctx.config.max_queue_depth
+        )
+        self._ctx.metrics.enqueued.inc()
+        self._ctx.notifier.notify(recipient)
+        return seq
+
+    async def enqueue_commit(
+        self,
+        caller: Caller,
+        channel_id: bytes,
+        epoch: int,
+        fanout: Sequence[tuple[bytes, bytes]],
+    ) -> CommitResult:
+        """Sequence an MLS commit: epoch check, epoch bump and fan-out in one transaction.
+
+        Raises:
+            StaleEpoch: ``epoch`` is not the channel's current epoch.
+            NotFound: a fan-out recipient does not exist (nothing stored).
+            QueueFull, LimitExceeded, PayloadTooLarge, BadRequest.
+        """
+        session, _ = await self._ctx.authenticate_device(caller)
+        check_channel_id(channel_id)
+        check_u64(epoch, "epoch")
+        if epoch == 2**64 - 1:
+            raise BadRequest("epoch out of range")
+        limits = self._ctx.config
+        if len(fanout) > limits.max_fanout:
+            raise LimitExceeded(f"at most {limits.max_fanout} fan-out recipients")
+        items = []
+        for recipient, payload in fanout:
+            check_device_id(recipient, "recipient")
+            check_blob(payload, limits.max_payload_bytes, "payload")
+            items.append(FanoutItem(recipient=recipient, payload=payload))
+        self._ctx.limit_write(caller, session.username)
+        for recipient in {item.recipient for item in items}:
+            if await self._ctx.store.get_device(recipient) is None:
+                raise NotFound("no such recipient device")
+        result = await self._ctx.store.enqueue_commit(
+            channel_id, epoch, items, self._ctx.now_ms(), limits.max_queue_depth
+        )
+        self._ctx.metrics.enqueued.inc(len(items))
+        for recipient in {item.recipient for item in items}:
+            self._ctx.notifier.notify(recipient)
+        return result
+
+    # --------------------------------------------------------------- receive
+
+    def _limit(self, limit: int) -> int:
+        check_u64(limit, "limit")
+        maximum = self._ctx.config.max_fetch
+        return maximum if limit == 0 else min(limit, maximum)
+
+    async def fetch(self, caller: Caller, after_seq: int, limit: int) -> list[StoredEnvelope]:
+        """Envelopes of the token's own inbox after ``after_seq`` (0 = the server maximum)."""
+        _, device = await self._ctx.authenticate_device(caller)
+        check_u64(after_seq, "afterSeq")
+        return await self._ctx.store.fetch(device.device_id, after_seq, self._limit(limit))
+
+    async def ack(self, caller: Caller, upto_seq: int) -> None:
+        """Delete the token's own envelopes up to ``upto_seq``."""
+        session, device = await self._ctx.authenticate_device(caller)
+        check_u64(upto_seq, "uptoSeq")
+        self._ctx.limit_write(caller, session.username)
+        await self._ctx.store.ack(device.device_id, upto_seq)
+
+    async def fetch_wait(
+        self, caller: Caller, after_seq: int, timeout_ms: int
+    ) -> AsyncGenerator[list[StoredEnvelope], None]:
+        """Subscribe to the token's own inbox.
+
+        Yields at once (the waiting envelopes, possibly none, which also
+        confirms the subscription), then a batch whenever new envelopes arrive.
+        With ``timeout_ms`` > 0, yields one empty batch when it passes and ends.
+        The caller cancels by closing the iterator.
+
+        Raises:
+            LimitExceeded: the device has too many open subscriptions.
+        """
+        _, device = await self._ctx.authenticate_device(caller)
+        check_u64(after_seq, "afterSeq")
+        check_u64(timeout_ms, "timeoutMs")
+        inbox = device.device_id
+        if self._subscriptions.get(inbox, 0) >= self._ctx.config.max_subscriptions_per_device:
+            raise LimitExceeded("too many fetchWait subscriptions for this device")
+        return self._subscription(inbox, after_seq, timeout_ms)
+
+    async def _subscription(
+        self, inbox: bytes, after_seq: int, timeout_ms: int
+    ) -> AsyncGenerator[list[StoredEnvelope], None]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_ms / 1000 if timeout_ms else None
+        limit = self._ctx.config.max_fetch
+        cursor = after_seq
+        self._subscriptions[inbox] = self._subscriptions.get(inbox, 0) + 1
+        self._ctx.metrics.subscribers.inc()
+        try:
+            with self._ctx.notifier.subscribe(inbox) as event:
+                first = True
+                while True:
+                    event.clear()
+                    batch = await self._ctx.store.fetch(inbox, cursor, limit)
+                    if batch or first:
+                        first = False
+                        if batch:
+                            cursor = batch[-1].seq
+                        yield batch
+                        if len(batch) == limit:
+                            continue  # more may be waiting already
+                    if deadline is None:
+                        await event.wait()
+                        continue
+                    remaining = deadline - loop.time()
+                    woke = False
+                    if remaining > 0:
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(remaining):
+                                await event.wait()
+                                woke = True
+                    if not woke:
+                        yield []
+                        return
+        finally:
+            self._ctx.metrics.subscribers.dec()
+            left = self._subscriptions.get(inbox, 1) - 1
+            if left:
+                self._subscriptions[inbox] = left
+            else:
+                self._subscriptions.pop(inbox, None)
+
+    # ----------------------------------------------------------- housekeeping
+
+    async def purge(self) -> int:
+        """Delete messages older than the retention period; return how many."""
+        cutoff = self._ctx.now_ms() - self._ctx.config.retention_s * 1000
+        return await self._ctx.store.purge_messages(cutoff)
