@@ -78,6 +78,8 @@ class NodeConfig:
     """How often expired messages, sessions and login states are purged."""
     write_batch: int = 256
     """Most write operations committed together in one transaction (group commit)."""
+    sqlite_synchronous: str = "FULL"
+    """SQLite ``synchronous`` in WAL mode: FULL survives power loss, NORMAL only a crash."""
     metrics_host: str = "127.0.0.1"
     """Address of the Prometheus HTTP endpoint."""
     metrics_port: int = 0
@@ -115,6 +117,8 @@ class NodeConfig:
                 raise ConfigError(f"{name} must be 0..65535")
         if (self.cert is None) != (self.key is None):
             raise ConfigError("cert and key must be given together")
+        if self.sqlite_synchronous not in ("FULL", "NORMAL"):
+            raise ConfigError("sqlite_synchronous must be FULL or NORMAL")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"unknown log level {self.log_level!r}")
 
@@ -174,10 +178,22 @@ def _convert(name: str, value: object) -> object:
     raise ConfigError(f"bad value for {name}: {value!r}")
 
 
+_ALIASES = {
+    "retention": "retention_s",
+    "session_ttl": "session_ttl_s",
+    "login_ttl": "login_ttl_s",
+    "login_rate": "login_rate_per_s",
+    "write_rate": "write_rate_per_s",
+    "purge_interval": "purge_interval_s",
+}
+"""Long-option spellings whose field name differs (the unit suffix)."""
+
+
 def _from_mapping(values: Mapping[str, object], origin: str) -> dict[str, object]:
     out: dict[str, object] = {}
     for key, value in values.items():
         name = key.replace("-", "_")
+        name = _ALIASES.get(name, name)
         if name == "listen" and isinstance(value, str):
             out["host"], out["port"] = parse_hostport(value)
             continue
@@ -292,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("--purge-interval", "purge_interval_s", "seconds between expiry sweeps (default 60)"),
     ):
         limits.add_argument(flag, dest=dest, type=float, metavar="X", help=text)
+    p.add_argument(
+        "--sqlite-synchronous",
+        choices=("FULL", "NORMAL"),
+        help="FULL (default): a returned seq survives power loss; NORMAL: only a process crash",
+    )
     p.add_argument(
         "--metrics-port",
         type=int,
