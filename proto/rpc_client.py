@@ -1,0 +1,518 @@
+"""RPC client half: a reconnecting QUIC connection to a node.
+
+::
+
+    trust = TrustConfig(pin_store=profile_dir / "pins.json")
+    async with RpcClient(ClientConfig(host="chat.example", port=7000, trust=trust)) as node:
+        print(await node.health())
+        node.token = (await node.login_finish(...)).token
+        async with node.fetch_wait(after_seq=0) as sub:
+            async for push in sub:
+                ...
+
+Every call opens its own QUIC stream, so any number of calls may be in flight.
+Errors: the node's error responses raise the matching
+:class:`proto.errors.RpcError` subclass; transport problems raise
+:class:`proto.errors.TransportError` / :class:`proto.errors.ConnectionLost`;
+a changed server key raises :class:`proto.errors.FingerprintMismatch`. No
+aioquic exception escapes this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import random
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.quic import events
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+
+from proto import tls
+from proto.codec import (
+    CodecLimits,
+    ErrorInfo,
+    FetchWaitParams,
+    FetchWaitResult,
+    Params,
+    Request,
+    Response,
+    Result,
+    decode_response,
+    encode_request,
+)
+from proto.errors import (
+    ConnectionLost,
+    FingerprintMismatch,
+    ProtocolError,
+    QpcError,
+    TransportError,
+)
+from proto.rpc import ALPN, DEFAULT_PORT, CloseCode, MessageSplitter, StreamError
+from proto.rpc_calls import NodeCalls
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+_END: Any = object()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientConfig:
+    """Client transport settings; every field has a default."""
+
+    host: str = "localhost"
+    """Node host name or address."""
+    port: int = DEFAULT_PORT
+    """Node UDP port."""
+    server_name: str | None = None
+    """TLS SNI / CA host name check (default: ``host``)."""
+    trust: tls.TrustConfig = field(default_factory=lambda: tls.TrustConfig(insecure=False))
+    """How to trust the node's key; must configure exactly one mode."""
+    idle_timeout: float = 30.0
+    """QUIC idle timeout (s); keepalive PINGs keep idle connections open."""
+    keepalive_interval: float = 2.0
+    """Send a PING after this long without receiving anything (s)."""
+    dead_timeout: float = 6.0
+    """Declare the node dead after this long without receiving anything (s)."""
+    connect_timeout: float = 5.0
+    """Time for one connection attempt (handshake) (s)."""
+    call_timeout: float | None = 30.0
+    """Default time limit of a unary call (s); None = no limit."""
+    reconnect: bool = True
+    """Reconnect automatically (jittered exponential backoff) after a loss."""
+    reconnect_wait: float = 15.0
+    """How long a call waits for a (re)connection before ``ConnectionLost`` (s)."""
+    backoff_initial: float = 0.2
+    """First reconnect delay bound (s); doubles per attempt (full jitter)."""
+    backoff_max: float = 10.0
+    """Largest reconnect delay bound (s)."""
+    max_response_bytes: int = 16 * 1024 * 1024
+    """Largest accepted response message."""
+    nesting_limit: int = 16
+    """Cap'n Proto nesting limit for response readers."""
+
+
+class _Call:
+    """Receive state of one stream: a future (unary) or a queue (streaming)."""
+
+    __slots__ = ("buf", "future", "limit", "queue", "splitter")
+
+    def __init__(self, limits: CodecLimits, streaming: bool, loop: asyncio.AbstractEventLoop):
+        self.limit = limits.max_message_bytes
+        self.buf = bytearray()
+        self.future: asyncio.Future[Response] | None = None
+        self.queue: asyncio.Queue[Any] | None = None
+        self.splitter: MessageSplitter | None = None
+        if streaming:
+            self.queue = asyncio.Queue()
+            self.splitter = MessageSplitter(limits)
+        else:
+            self.future = loop.create_future()
+
+    def fail(self, exc: BaseException) -> None:
+        if self.future is not None:
+            if not self.future.done():
+                self.future.set_exception(exc)
+                self.future.exception()  # the caller may be gone: don't warn
+        elif self.queue is not None:
+            self.queue.put_nowait(exc)
+
+
+class _Protocol(QuicConnectionProtocol):
+    """aioquic protocol of one client connection."""
+
+    def __init__(self, quic: QuicConnection, **kwargs: Any) -> None:
+        super().__init__(quic, **kwargs)
+        self.calls: dict[int, _Call] = {}
+        self.last_rx = time.monotonic()
+        self.dead: BaseException | None = None
+        self.handshake: asyncio.Future[Any] = self._loop.create_future()
+        self.limits = CodecLimits()
+        self.on_lost: Any = None
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        self.last_rx = time.monotonic()
+        super().datagram_received(data, addr)
+
+    def transmit(self) -> None:
+        if self.dead is None:
+            super().transmit()
+
+    def quic_event_received(self, event: events.QuicEvent) -> None:
+        if isinstance(event, events.StreamDataReceived):
+            call = self.calls.get(event.stream_id)
+            if call is not None:
+                self._on_data(event.stream_id, call, event.data, event.end_stream)
+        elif isinstance(event, events.StreamReset):
+            call = self.calls.pop(event.stream_id, None)
+            if call is not None:
+                call.fail(TransportError(f"node reset the stream (code {event.error_code})"))
+        elif isinstance(event, events.HandshakeCompleted):
+            if not self.handshake.done():
+                self.handshake.set_result(self._quic.tls._peer_certificate)
+        elif isinstance(event, events.ConnectionTerminated):
+            reason = event.reason_phrase or f"code {event.error_code}"
+            self.kill(ConnectionLost(f"connection closed: {reason}"), close=False)
+
+    def _on_data(self, sid: int, call: _Call, data: bytes, fin: bool) -> None:
+        try:
+            if call.future is not None:  # unary: exactly one response, then FIN
+                if not fin or call.buf:
+                    call.buf += data
+                    if len(call.buf) > call.limit:
+                        raise ProtocolError("response exceeds the size limit")
+                    if not fin:
+                        return
+                    data = bytes(call.buf)
+                self.calls.pop(sid, None)
+                if not call.future.done():
+                    call.future.set_result(decode_response(data, self.limits))
+                return
+            assert call.queue is not None and call.splitter is not None
+            for m in call.splitter.feed(data) if data else ():
+                call.queue.put_nowait(decode_response(m, self.limits))
+            if fin:
+                if call.splitter.pending:
+                    raise ProtocolError("stream ended inside a message")
+                self.calls.pop(sid, None)
+                call.queue.put_nowait(_END)
+        except ProtocolError as exc:
+            call.fail(exc)
+            self.stop(sid)
+
+    def stop(self, sid: int) -> None:
+        """Ask the node to stop sending on ``sid`` (cancels the call there)."""
+        self.calls.pop(sid, None)
+        if self.dead is not None:
+            return
+        with contextlib.suppress(ValueError, RuntimeError):
+            self._quic.stop_stream(sid, int(StreamError.CANCELLED))
+            self._transmit_soon()
+
+    def kill(self, exc: BaseException, *, close: bool = True, code: int = 0) -> None:
+        """Mark dead, fail every call with ``exc``, drop the socket."""
+        if self.dead is not None:
+            return
+        if close:
+            with contextlib.suppress(Exception):
+                self._quic.close(error_code=code, reason_phrase=str(exc)[:100])
+                super().transmit()
+        self.dead = exc
+        if not self.handshake.done():
+            self.handshake.set_exception(exc)
+            self.handshake.exception()  # mark retrieved
+        for call in self.calls.values():
+            call.fail(exc)
+        self.calls.clear()
+        if self._transport is not None:
+            self._transport.close()
+        if self.on_lost is not None:
+            self.on_lost(self)
+
+
+class Subscription:
+    """Async iterator over the results of a streaming call (``fetchWait``).
+
+    Use as ``async with node.fetch_wait(...) as sub: async for r in sub: ...``.
+    Leaving the block (or :meth:`aclose`) cancels the call on the node. The
+    iterator ends when the node finishes the stream; it raises the call's
+    :class:`RpcError`, or :class:`ConnectionLost` if the connection drops.
+    """
+
+    def __init__(self, client: RpcClient, params: Params, auth: bytes | None) -> None:
+        self._client = client
+        self._params = params
+        self._auth = auth
+        self._proto: _Protocol | None = None
+        self._sid = -1
+        self._call: _Call | None = None
+        self._done = False
+
+    async def _open(self) -> None:
+        proto = await self._client._ready()
+        self._proto = proto
+        self._sid, self._call = self._client._start(proto, self._params, self._auth, True)
+
+    async def __aenter__(self) -> Subscription:
+        await self._open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> FetchWaitResult:
+        if self._done:
+            raise StopAsyncIteration
+        if self._call is None:
+            await self._open()
+        assert self._call is not None and self._call.queue is not None
+        item = await self._call.queue.get()
+        if item is _END:
+            self._done = True
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        result = item.result
+        if isinstance(result, ErrorInfo):
+            self._done = True
+            raise result.to_exception()
+        if not isinstance(result, FetchWaitResult):
+            self._done = True
+            raise ProtocolError(f"unexpected {type(result).__name__} on a fetchWait stream")
+        return result
+
+    async def aclose(self) -> None:
+        """Stop the subscription (STOP_SENDING to the node)."""
+        if not self._done and self._proto is not None:
+            self._proto.stop(self._sid)
+        self._done = True
+
+
+class RpcClient(NodeCalls):
+    """A connection to one node with typed async methods per call.
+
+    The first use connects (or call :meth:`connect` to fail fast on a wrong
+    key). After a loss the client reconnects in the background with jittered
+    exponential backoff; calls wait up to ``reconnect_wait`` for it.
+    """
+
+    def __init__(self, config: ClientConfig | None = None, *, token: bytes = b"") -> None:
+        self.config = config if config is not None else ClientConfig()
+        self.config.trust.validate()
+        self.token = token
+        """Session token sent as ``Request.auth`` (unless a call overrides it)."""
+        self.fingerprint: str | None = None
+        """SPKI SHA-256 of the node's key once connected."""
+        self._limits = CodecLimits(
+            max_message_bytes=self.config.max_response_bytes,
+            traversal_limit_words=self.config.max_response_bytes // 4,
+            nesting_limit=self.config.nesting_limit,
+        )
+        self._proto: _Protocol | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self._bg: set[asyncio.Task[Any]] = set()
+        self._pings = itertools.count(1)
+        self.connects = 0
+        """Number of successful connections so far (reconnects included)."""
+
+    # ---------------------------------------------------------------- public
+
+    @property
+    def connected(self) -> bool:
+        """True while a live connection exists."""
+        return self._proto is not None and self._proto.dead is None
+
+    async def connect(self) -> None:
+        """Connect now (no-op when connected).
+
+        Raises:
+            FingerprintMismatch: the node's key is not the trusted one.
+            ConnectionLost: no connection within ``reconnect_wait``.
+        """
+        await self._ready()
+
+    async def call(self, params: Params, *, auth: bytes | None = None) -> Result:
+        """Make one unary call; return its result or raise its error.
+
+        The call is limited to ``call_timeout`` (wrap it in ``asyncio.timeout``
+        for a shorter limit). Cancelling it cancels the work on the node.
+        """
+        proto = await self._ready()
+        sid, call = self._start(proto, params, auth, False)
+        assert call.future is not None
+        limit = self.config.call_timeout
+        try:
+            response = await asyncio.wait_for(asyncio.shield(call.future), limit)
+        except TimeoutError:
+            proto.stop(sid)
+            raise TransportError(f"call timed out after {limit}s") from None
+        except asyncio.CancelledError:
+            proto.stop(sid)
+            raise
+        if isinstance(response.result, ErrorInfo):
+            raise response.result.to_exception()
+        return response.result
+
+    def subscribe(self, params: Params, *, auth: bytes | None = None) -> Subscription:
+        """Start a streaming call (opened on ``async with`` or first iteration)."""
+        return Subscription(self, params, auth)
+
+    def fetch_wait(
+        self, *, after_seq: int, timeout_ms: int = 0, auth: bytes | None = None
+    ) -> Subscription:
+        """Subscribe to the inbox after ``after_seq`` (see docs/PROTOCOL.md)."""
+        return self.subscribe(
+            FetchWaitParams(after_seq=after_seq, timeout_ms=timeout_ms), auth=auth
+        )
+
+    async def close(self) -> None:
+        """Close the connection (pending calls fail with ConnectionLost)."""
+        self._closed = True
+        for task in list(self._bg):
+            task.cancel()
+        proto = self._proto
+        if proto is not None and proto.dead is None:
+            proto.kill(ConnectionLost("client closed"), code=int(CloseCode.CLIENT_CLOSE))
+        if self._bg:
+            await asyncio.gather(*self._bg, return_exceptions=True)
+
+    async def __aenter__(self) -> RpcClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -------------------------------------------------------------- internals
+
+    def _start(
+        self, proto: _Protocol, params: Params, auth: bytes | None, streaming: bool
+    ) -> tuple[int, _Call]:
+        data = encode_request(Request(auth=self.token if auth is None else auth, call=params))
+        quic = proto._quic
+        sid = quic.get_next_available_stream_id()
+        call = _Call(self._limits, streaming, proto._loop)
+        proto.calls[sid] = call
+        quic.send_stream_data(sid, data, end_stream=True)
+        proto._transmit_soon()
+        return sid, call
+
+    async def _ready(self) -> _Protocol:
+        proto = self._proto
+        if proto is not None and proto.dead is None:
+            return proto
+        try:
+            return await asyncio.wait_for(self._reconnect(), self.config.reconnect_wait)
+        except TimeoutError:
+            raise ConnectionLost(
+                f"no connection to {self.config.host}:{self.config.port}"
+            ) from None
+
+    async def _reconnect(self) -> _Protocol:
+        cfg = self.config
+        async with self._lock:
+            attempt = 0
+            while True:
+                proto = self._proto
+                if proto is not None and proto.dead is None:
+                    return proto
+                if self._closed:
+                    raise ConnectionLost("client closed")
+                try:
+                    return await self._connect_once()
+                except FingerprintMismatch:
+                    raise
+                except QpcError as exc:
+                    if not cfg.reconnect:
+                        raise
+                    bound = min(cfg.backoff_max, cfg.backoff_initial * 2**attempt)
+                    attempt += 1
+                    delay = random.uniform(bound / 2, bound)  # noqa: S311 - jitter only
+                    log.info("connect to node failed (%s); retrying in %.2fs", exc, delay)
+                    await asyncio.sleep(delay)
+
+    async def _connect_once(self) -> _Protocol:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        qcfg = QuicConfiguration(
+            is_client=True,
+            alpn_protocols=[ALPN],
+            idle_timeout=cfg.idle_timeout,
+            server_name=cfg.server_name or cfg.host,
+        )
+        if cfg.trust.verify_ca:
+            qcfg.verify_mode = ssl.CERT_REQUIRED
+            if cfg.trust.ca_file is not None:
+                qcfg.load_verify_locations(cafile=str(cfg.trust.ca_file))
+        else:
+            qcfg.verify_mode = ssl.CERT_NONE  # the key is checked against the pin below
+        try:
+            infos = await loop.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_DGRAM)
+            addr: Any = infos[0][4]
+            if len(addr) == 2:
+                addr = ("::ffff:" + addr[0], addr[1], 0, 0)
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            try:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                sock.bind(("::", 0, 0, 0))
+                transport, proto = await loop.create_datagram_endpoint(
+                    lambda: _Protocol(QuicConnection(configuration=qcfg)), sock=sock
+                )
+            except BaseException:
+                sock.close()
+                raise
+        except OSError as exc:
+            raise TransportError(f"cannot reach {cfg.host}:{cfg.port}: {exc}") from None
+        assert isinstance(proto, _Protocol)
+        proto.limits = self._limits
+        try:
+            proto.connect(addr)
+            cert = await asyncio.wait_for(asyncio.shield(proto.handshake), cfg.connect_timeout)
+            self.fingerprint = tls.check_server_key(cfg.trust, f"{cfg.host}:{cfg.port}", cert)
+        except FingerprintMismatch as exc:
+            proto.kill(exc)
+            raise
+        except TimeoutError:
+            proto.kill(TransportError("handshake timed out"))
+            raise TransportError(f"TLS handshake with {cfg.host}:{cfg.port} timed out") from None
+        except QpcError as exc:
+            proto.kill(exc)
+            raise
+        except Exception as exc:  # aioquic: TLS alerts, bad certificates, ...
+            proto.kill(TransportError(str(exc)))
+            raise TransportError(f"cannot connect to {cfg.host}:{cfg.port}: {exc}") from None
+        finally:
+            if proto.dead is not None:
+                transport.close()
+        proto.on_lost = self._on_lost
+        self._proto = proto
+        self.connects += 1
+        self._spawn(self._keepalive(proto))
+        return proto
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    def _on_lost(self, proto: _Protocol) -> None:
+        if proto is self._proto and not self._closed and self.config.reconnect:
+            log.info("connection to node lost (%s); reconnecting", proto.dead)
+            self._spawn(self._background_reconnect())
+
+    async def _background_reconnect(self) -> None:
+        with contextlib.suppress(QpcError):
+            await self._reconnect()
+
+    async def _keepalive(self, proto: _Protocol) -> None:
+        cfg = self.config
+        tick = max(0.05, min(cfg.keepalive_interval, cfg.dead_timeout) / 4)
+        pinged_at = -math.inf
+        while proto.dead is None:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            idle = now - proto.last_rx
+            if idle >= cfg.dead_timeout:
+                proto.kill(
+                    ConnectionLost(f"node silent for {idle:.1f}s"),
+                    code=int(CloseCode.KEEPALIVE_TIMEOUT),
+                )
+                return
+            if idle >= cfg.keepalive_interval and now - pinged_at >= cfg.keepalive_interval:
+                pinged_at = now
+                proto._quic.send_ping(next(self._pings))
+                proto.transmit()
