@@ -18,8 +18,9 @@ not expose opaque-ke's built-in fake record. :class:`DecoyPasswordFiles` makes,
 per username, a real password file for a password nobody knows
 (``HKDF(node secret, username)``), so an unknown user's CredentialResponse has the
 same size and structure as a real one and the login fails just like a wrong
-password. The first decoy for a name costs one registration (measured in
-docs/perf/crypto.md); later ones come from a bounded cache.
+password. Making one costs a registration (~16 ms, docs/perf/crypto.md); a
+bounded cache keeps one file per name, and an optional pre-made pool hides the
+cost of the first probe of a name.
 
 Caution: ``ServerSetupData.get_public_key()`` of opaque-ke-py 0.1.0 returns the
 whole serialized setup, private keys included; this module never calls it.
@@ -28,6 +29,8 @@ whole serialized setup, private keys included; this module never calls it.
 from __future__ import annotations
 
 import collections
+import os
+import threading
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -195,33 +198,75 @@ def decoy_password_file(setup: ServerSetup, node_secret: bytes, username: str | 
 
 
 class DecoyPasswordFiles:
-    """Bounded LRU cache of decoy password files, one per unknown username.
+    """Decoy password files for unknown usernames: a bounded LRU cache plus a spare pool.
 
     The same name gets the same file while it stays cached, so repeated probes of
-    an unknown user look like repeated logins to one real account.
+    an unknown user look like repeated logins to one real account. Making a file
+    costs one OPAQUE registration (~16 ms), which would make the *first* probe of
+    an unknown name measurably slower than a real login; with ``pool_size > 0``
+    the node calls :meth:`refill` in a worker thread (at start and after use) and
+    :meth:`get` hands out a pre-made file instead. A pooled file was registered
+    under another (random) name: the client cannot tell, because the OPRF key is
+    derived per username at login and the rest of the response is masked with a
+    key only the password holder can compute.
     """
 
-    def __init__(self, setup: ServerSetup, node_secret: bytes, *, max_entries: int = 4096):
-        """Args: the node's setup, a >= 32-byte node secret, and the cache size."""
+    def __init__(
+        self,
+        setup: ServerSetup,
+        node_secret: bytes,
+        *,
+        max_entries: int = 4096,
+        pool_size: int = 0,
+    ) -> None:
+        """Args: the node's setup, a >= 32-byte node secret, cache and pool sizes."""
         if len(node_secret) < 32:
             raise LocalError("node secret must be at least 32 bytes")
         self._setup = setup
         self._secret = node_secret
         self._max = max_entries
+        self._pool_size = pool_size
+        self._pool: list[bytes] = []
         self._cache: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, username: str | bytes) -> bytes:
-        """The decoy password file for ``username`` (made on first use)."""
+        """The decoy password file for ``username`` (pooled or made on first use)."""
         name = _name(username)
-        found = self._cache.get(name)
-        if found is not None:
+        with self._lock:
+            found = self._cache.get(name)
+            if found is not None:
+                self._cache.move_to_end(name)
+                return found
+            made = self._pool.pop() if self._pool else None
+        if made is None:
+            made = decoy_password_file(self._setup, self._secret, name)
+        with self._lock:
+            made = self._cache.setdefault(name, made)
             self._cache.move_to_end(name)
-            return found
-        made = decoy_password_file(self._setup, self._secret, name)
-        self._cache[name] = made
-        while len(self._cache) > self._max:
-            self._cache.popitem(last=False)
+            while len(self._cache) > self._max:
+                self._cache.popitem(last=False)
         return made
+
+    def refill(self) -> int:
+        """Top the spare pool up to ``pool_size``; blocking, run it in a thread.
+
+        Returns how many files were made.
+        """
+        made = 0
+        while True:
+            with self._lock:
+                if len(self._pool) >= self._pool_size:
+                    return made
+            spare = decoy_password_file(self._setup, self._secret, os.urandom(16))
+            with self._lock:
+                self._pool.append(spare)
+            made += 1
+
+    @property
+    def pooled(self) -> int:
+        """Spare files ready to hand out."""
+        return len(self._pool)
 
     def __len__(self) -> int:
         return len(self._cache)

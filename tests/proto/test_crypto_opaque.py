@@ -137,3 +137,22 @@ def test_garbage_messages_fail_cleanly(data: bytes) -> None:
     reg = op.client_registration_start("p")
     with pytest.raises(OpaqueError):
         op.client_registration_finish("p", reg.state, data)
+
+
+def test_decoy_pool_hands_out_premade_files() -> None:
+    decoys = op.DecoyPasswordFiles(SETUP, NODE_SECRET, pool_size=3)
+    assert decoys.pooled == 0
+    assert decoys.refill() == 3
+    assert decoys.refill() == 0
+    first = decoys.get("ghost")
+    assert decoys.pooled == 2
+    assert decoys.get("ghost") == first
+    assert decoys.pooled == 2
+    # A pooled file (registered under a random name) still answers like a real account.
+    start = op.client_login_start("guess")
+    server = op.server_login_start(SETUP, first, start.request, "ghost")
+    real = op.server_login_start(SETUP, PASSWORD_FILE, start.request, "alice")
+    assert len(server.response) == len(real.response)
+    with pytest.raises(OpaqueLoginFailed):
+        op.client_login_finish("guess", start.state, server.response)
+    assert decoys.refill() == 1
