@@ -117,7 +117,7 @@ async def test_unknown_user_login_looks_like_wrong_password(node: EmbeddedNode) 
     await alice.client.close()
     async with connected(node) as c:
         shapes = []
-        errors = []
+        errors: list[object] = []
         for name, password in (("alice", "wrong password"), ("nosuchuser", "whatever")):
             start = opaque.client_login_start(password)
             resp = await c.login_start(username=name, request=start.request)
