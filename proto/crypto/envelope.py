@@ -138,6 +138,8 @@ class HybridPublicKey:
         try:
             mk = mlkem.MLKEM768PublicKey.from_public_bytes(data[:_MLKEM_PUBLIC_BYTES])
             xk = x25519.X25519PublicKey.from_public_bytes(data[_MLKEM_PUBLIC_BYTES:])
+            # Reject low-order X25519 points now rather than failing at every seal.
+            x25519.X25519PrivateKey.generate().exchange(xk)
         except ValueError as exc:
             raise InvalidKey("not a valid X-Wing public key") from exc
         return cls(mk, xk)
@@ -310,6 +312,8 @@ def seal(
 
     Raises:
         LocalError: an argument is out of range.
+        InvalidKey: the recipient key is degenerate (cannot happen for keys
+            parsed with :meth:`HybridPublicKey.from_bytes`).
     """
     _check_ids(recipient_id, channel_id, LocalError)
     if len(body) > MAX_BODY_BYTES:
@@ -321,7 +325,12 @@ def seal(
     )
     pad = _padding(_MIN_PLAINTEXT + len(body))
     plaintext = b"".join((header, body, _PAD_LEN.pack(pad), bytes(pad)))
-    ciphertext = _SUITE.encrypt(plaintext, recipient_key._key, info=_info(recipient_id, channel_id))
+    try:
+        ciphertext = _SUITE.encrypt(
+            plaintext, recipient_key._key, info=_info(recipient_id, channel_id)
+        )
+    except ValueError as exc:
+        raise InvalidKey("cannot seal to this X-Wing public key") from exc
     return SealedEnvelope(bytes([ENVELOPE_VERSION]) + ciphertext)
 
 

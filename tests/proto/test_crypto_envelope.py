@@ -136,7 +136,20 @@ def test_hybrid_private_key_wrong_length(n: int) -> None:
         HybridPrivateKey.from_private_bytes(bytes(n))
 
 
-@pytest.mark.parametrize("data", [b"", bytes(1215), bytes(1217), b"\xff" * 1216])
+_MLKEM_PART = BOB_HYBRID.public_key.to_bytes()[:1184]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        bytes(1215),
+        bytes(1217),
+        b"\xff" * 1216,
+        _MLKEM_PART + bytes(32),  # all-zero (low-order) X25519 point
+        _MLKEM_PART + b"\x01" + bytes(31),  # the other trivial low-order point
+    ],
+)
 def test_hybrid_public_key_invalid(data: bytes) -> None:
     with pytest.raises(InvalidKey):
         HybridPublicKey.from_bytes(data)
@@ -275,3 +288,21 @@ def test_error_classes_are_remote_crypto_errors() -> None:
     for cls in (MalformedEnvelope, DecryptionFailed, BadSignature):
         assert issubclass(cls, CryptoError)
         assert issubclass(cls, RemoteError)
+
+
+def test_seal_to_degenerate_key_is_invalid_key() -> None:
+    from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+
+    weak = HybridPublicKey(
+        mlkem.MLKEM768PublicKey.from_public_bytes(_MLKEM_PART),
+        x25519.X25519PublicKey.from_public_bytes(bytes(32)),
+    )
+    with pytest.raises(InvalidKey):
+        seal(
+            sender=ALICE,
+            recipient_key=weak,
+            recipient_id=BOB.device_id,
+            channel_id=CHANNEL,
+            content_type=ContentType.CONTROL,
+            body=b"",
+        )
