@@ -1,0 +1,191 @@
+//! `Client`: one device's MLS state in one encrypted SQLite file.
+
+use std::sync::{Arc, Mutex};
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::core::{run, ClientCore, Shared, DEFAULT_CIPHERSUITE};
+use crate::group::Group;
+use crate::types::{pybytes, CommitOutput};
+
+#[pyclass(module = "proto._mls", frozen)]
+pub struct Client {
+    shared: Shared,
+    identity: Vec<u8>,
+    signature_public_key: Vec<u8>,
+    default_ciphersuite: u16,
+    path: String,
+}
+
+impl Client {
+    fn wrap(core: ClientCore, path: &str) -> Self {
+        Client {
+            identity: core.identity.clone(),
+            signature_public_key: core.signer.public().to_vec(),
+            default_ciphersuite: core.default_ciphersuite,
+            path: path.to_string(),
+            shared: Arc::new(Mutex::new(Some(core))),
+        }
+    }
+
+    fn suite(&self, ciphersuite: Option<u16>) -> u16 {
+        ciphersuite.unwrap_or(self.default_ciphersuite)
+    }
+
+    fn group(&self, group_id: Vec<u8>) -> Group {
+        Group::new(Arc::clone(&self.shared), group_id)
+    }
+}
+
+#[pymethods]
+impl Client {
+    #[staticmethod]
+    #[pyo3(signature = (path, storage_key, identity, *, signature_key=None, ciphersuite=DEFAULT_CIPHERSUITE))]
+    fn create(
+        py: Python<'_>,
+        path: &str,
+        storage_key: &[u8],
+        identity: &[u8],
+        signature_key: Option<&[u8]>,
+        ciphersuite: u16,
+    ) -> PyResult<Self> {
+        let core = py
+            .detach(|| {
+                ClientCore::create(path, storage_key, identity, signature_key, ciphersuite)
+            })
+            .map_err(PyErr::from)?;
+        Ok(Client::wrap(core, path))
+    }
+
+    #[staticmethod]
+    fn open(py: Python<'_>, path: &str, storage_key: &[u8]) -> PyResult<Self> {
+        let core = py
+            .detach(|| ClientCore::open(path, storage_key))
+            .map_err(PyErr::from)?;
+        Ok(Client::wrap(core, path))
+    }
+
+    #[getter]
+    fn identity<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.identity)
+    }
+
+    #[getter]
+    fn signature_public_key<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.signature_public_key)
+    }
+
+    #[getter]
+    fn default_ciphersuite(&self) -> u16 {
+        self.default_ciphersuite
+    }
+
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    #[pyo3(signature = (ciphersuite=None))]
+    fn key_package(&self, py: Python<'_>, ciphersuite: Option<u16>) -> PyResult<Py<PyBytes>> {
+        let cs = self.suite(ciphersuite);
+        let kp = run(py, &self.shared, |c| c.key_package(cs, false))?;
+        Ok(pybytes(py, &kp))
+    }
+
+    #[pyo3(signature = (count, ciphersuite=None))]
+    fn key_packages(
+        &self,
+        py: Python<'_>,
+        count: usize,
+        ciphersuite: Option<u16>,
+    ) -> PyResult<Vec<Py<PyBytes>>> {
+        let cs = self.suite(ciphersuite);
+        let kps = run(py, &self.shared, |c| {
+            (0..count).map(|_| c.key_package(cs, false)).collect::<Result<Vec<_>, _>>()
+        })?;
+        Ok(kps.iter().map(|k| pybytes(py, k)).collect())
+    }
+
+    #[pyo3(signature = (ciphersuite=None))]
+    fn last_resort_key_package(
+        &self,
+        py: Python<'_>,
+        ciphersuite: Option<u16>,
+    ) -> PyResult<Py<PyBytes>> {
+        let cs = self.suite(ciphersuite);
+        let kp = run(py, &self.shared, |c| c.key_package(cs, true))?;
+        Ok(pybytes(py, &kp))
+    }
+
+    #[pyo3(signature = (group_id, ciphersuite=None))]
+    fn create_group(
+        &self,
+        py: Python<'_>,
+        group_id: &[u8],
+        ciphersuite: Option<u16>,
+    ) -> PyResult<Group> {
+        let cs = self.suite(ciphersuite);
+        run(py, &self.shared, |c| c.create_group(group_id, cs))?;
+        Ok(self.group(group_id.to_vec()))
+    }
+
+    fn join_from_welcome(&self, py: Python<'_>, welcome: &[u8]) -> PyResult<Group> {
+        let gid = run(py, &self.shared, |c| c.join_from_welcome(welcome))?;
+        Ok(self.group(gid))
+    }
+
+    fn join_by_external_commit(
+        &self,
+        py: Python<'_>,
+        group_info: &[u8],
+    ) -> PyResult<(Group, Py<CommitOutput>)> {
+        let (gid, parts) = run(py, &self.shared, |c| c.join_by_external_commit(group_info))?;
+        Ok((self.group(gid), parts.into_py(py)?))
+    }
+
+    fn load_group(&self, py: Python<'_>, group_id: &[u8]) -> PyResult<Group> {
+        let found = run(py, &self.shared, |c| c.has_group(group_id))?;
+        if !found {
+            return Err(crate::error::Error::UnknownGroup.into());
+        }
+        Ok(self.group(group_id.to_vec()))
+    }
+
+    fn group_ids(&self, py: Python<'_>) -> PyResult<Vec<Py<PyBytes>>> {
+        let ids = run(py, &self.shared, |c| c.group_ids())?;
+        Ok(ids.iter().map(|i| pybytes(py, i)).collect())
+    }
+
+    fn delete_group(&self, py: Python<'_>, group_id: &[u8]) -> PyResult<()> {
+        run(py, &self.shared, |c| c.delete_group(group_id))
+    }
+
+    /// Close the state file. Later calls on this client or its groups raise
+    /// StorageFailure.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| {
+            if let Ok(mut guard) = self.shared.lock() {
+                guard.take();
+            }
+        });
+        Ok(())
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Client(path={:?}, ciphersuite=0x{:04x})",
+            self.path, self.default_ciphersuite
+        )
+    }
+}

@@ -1,0 +1,226 @@
+//! The storage codec: every value and every lookup key that
+//! `openmls_sqlite_storage` writes passes through [`EncryptingCodec`], so the
+//! SQLite file holds only ciphertext.
+//!
+//! Format of a stored blob: `0x01 || nonce (24) || XChaCha20-Poly1305(json)`.
+//!
+//! * Values (key pairs, group secrets, trees...) get a fresh random nonce.
+//! * Lookup keys (group id, key-package/proposal hash refs, HPKE public keys,
+//!   epochs, PSK ids) must encrypt the same way every time, or SQLite could
+//!   not find the row again. Their nonce is HMAC-SHA256(nonce key, plaintext)
+//!   truncated to 24 bytes (the SIV construction): deterministic, still
+//!   authenticated, and it only reveals that two rows share a key.
+//!
+//! `Codec` is a trait of static functions (no `&self`), so the key cannot live
+//! in the codec value. The client installs its key in a thread-local slot for
+//! the duration of each operation ([`KeyScope`]); without one the codec fails
+//! cleanly with a storage error instead of writing plaintext.
+
+use std::any::type_name;
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use serde::{de::DeserializeOwned, Serialize};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+const FORMAT_VERSION: u8 = 1;
+const NONCE_LEN: usize = 24;
+const AAD: &[u8] = b"quicnprotochat mls storage v1";
+
+/// Last path segments of the OpenMLS types used as lookup keys.
+const LOOKUP_KEY_TYPES: &[&str] = &[
+    "GroupId",
+    "HashReference",
+    "EncryptionKey",
+    "GroupEpoch",
+    "Psk",
+];
+
+/// Keys derived from the 32-byte storage key given by Python.
+pub struct CodecKeys {
+    aead: XChaCha20Poly1305,
+    nonce_key: Zeroizing<[u8; 32]>,
+}
+
+impl CodecKeys {
+    /// Derive the AEAD key and the deterministic-nonce key from the storage key.
+    pub fn derive(storage_key: &[u8; 32]) -> Self {
+        let sub = |label: &[u8]| -> Zeroizing<[u8; 32]> {
+            // HMAC accepts keys of any length; new_from_slice cannot fail here.
+            let mut out = Zeroizing::new([0u8; 32]);
+            if let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(storage_key) {
+                mac.update(label);
+                out.copy_from_slice(&mac.finalize().into_bytes());
+            }
+            out
+        };
+        let aead_key = sub(b"qpc-mls-storage aead v1");
+        let nonce_key = sub(b"qpc-mls-storage siv-nonce v1");
+        CodecKeys {
+            aead: XChaCha20Poly1305::new(aead_key.as_ref().into()),
+            nonce_key,
+        }
+    }
+
+    pub fn seal(&self, plaintext: &[u8], deterministic: bool) -> Result<Vec<u8>, CodecError> {
+        let nonce: XNonce = if deterministic {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.nonce_key.as_ref())
+                .map_err(|_| CodecError("nonce key"))?;
+            mac.update(plaintext);
+            let tag = mac.finalize().into_bytes();
+            XNonce::clone_from_slice(&tag[..NONCE_LEN])
+        } else {
+            XChaCha20Poly1305::generate_nonce(&mut OsRng)
+        };
+        let ct = self
+            .aead
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: AAD,
+                },
+            )
+            .map_err(|_| CodecError("encryption failed"))?;
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
+        out.push(FORMAT_VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    pub fn open(&self, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, CodecError> {
+        if blob.len() < 1 + NONCE_LEN + 16 || blob[0] != FORMAT_VERSION {
+            return Err(CodecError("not an encrypted record"));
+        }
+        let nonce = XNonce::from_slice(&blob[1..1 + NONCE_LEN]);
+        self.aead
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: &blob[1 + NONCE_LEN..],
+                    aad: AAD,
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| CodecError("decryption failed (wrong storage key or corrupted file)"))
+    }
+}
+
+/// Codec error; carries no data from the record.
+#[derive(Debug, Clone, Copy)]
+pub struct CodecError(&'static str);
+
+impl std::fmt::Display for CodecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "storage codec: {}", self.0)
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+thread_local! {
+    static ACTIVE: RefCell<Option<Arc<CodecKeys>>> = const { RefCell::new(None) };
+}
+
+/// Installs a client's keys for the current thread; restores the previous
+/// keys when dropped (scopes nest).
+pub struct KeyScope {
+    previous: Option<Arc<CodecKeys>>,
+}
+
+impl KeyScope {
+    pub fn enter(keys: &Arc<CodecKeys>) -> Self {
+        let previous = ACTIVE.with(|slot| slot.replace(Some(Arc::clone(keys))));
+        KeyScope { previous }
+    }
+}
+
+impl Drop for KeyScope {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        ACTIVE.with(|slot| {
+            slot.replace(previous);
+        });
+    }
+}
+
+fn with_active<R>(f: impl FnOnce(&CodecKeys) -> Result<R, CodecError>) -> Result<R, CodecError> {
+    ACTIVE.with(|slot| match slot.borrow().as_ref() {
+        Some(keys) => f(keys),
+        None => Err(CodecError("no storage key installed for this thread")),
+    })
+}
+
+fn is_lookup_key<T: ?Sized>() -> bool {
+    let name = type_name::<T>().trim_start_matches('&');
+    let name = name.rsplit("::").next().unwrap_or(name);
+    LOOKUP_KEY_TYPES.contains(&name)
+}
+
+/// The `openmls_sqlite_storage` codec that encrypts everything it encodes.
+#[derive(Default)]
+pub struct EncryptingCodec;
+
+impl openmls_sqlite_storage::Codec for EncryptingCodec {
+    type Error = CodecError;
+
+    fn to_vec<T: Serialize>(value: &T) -> Result<Vec<u8>, Self::Error> {
+        let plain = Zeroizing::new(
+            serde_json::to_vec(value).map_err(|_| CodecError("serialization failed"))?,
+        );
+        let deterministic = is_lookup_key::<T>();
+        with_active(|keys| keys.seal(&plain, deterministic))
+    }
+
+    fn from_slice<T: DeserializeOwned>(slice: &[u8]) -> Result<T, Self::Error> {
+        let plain = with_active(|keys| keys.open(slice))?;
+        serde_json::from_slice(&plain).map_err(|_| CodecError("deserialization failed"))
+    }
+}
+
+/// Encode a value of our own tables with the active keys (random nonce).
+pub fn seal_record<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let plain = Zeroizing::new(
+        serde_json::to_vec(value).map_err(|_| CodecError("serialization failed"))?,
+    );
+    with_active(|keys| keys.seal(&plain, false))
+}
+
+/// Decode a value of our own tables with the active keys.
+pub fn open_record<T: DeserializeOwned>(blob: &[u8]) -> Result<T, CodecError> {
+    let plain = with_active(|keys| keys.open(blob))?;
+    serde_json::from_slice(&plain).map_err(|_| CodecError("deserialization failed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openmls::prelude::{GroupEpoch, GroupId};
+
+    #[test]
+    fn lookup_keys_are_recognised() {
+        assert!(is_lookup_key::<&GroupId>());
+        assert!(is_lookup_key::<&&GroupEpoch>());
+        assert!(is_lookup_key::<openmls::prelude::KeyPackageRef>());
+        assert!(!is_lookup_key::<Vec<u8>>());
+    }
+
+    #[test]
+    fn round_trip_and_determinism() {
+        let keys = Arc::new(CodecKeys::derive(&[7u8; 32]));
+        let _scope = KeyScope::enter(&keys);
+        let a = keys.seal(b"abc", true).unwrap();
+        let b = keys.seal(b"abc", true).unwrap();
+        let c = keys.seal(b"abc", false).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(&keys.open(&c).unwrap()[..], b"abc");
+        let other = CodecKeys::derive(&[8u8; 32]);
+        assert!(other.open(&a).is_err());
+    }
+}

@@ -1,0 +1,499 @@
+//! The state behind a `Client`: provider, signing key, loaded groups.
+//! Everything here is plain Rust; `client.rs`/`group.rs` are the Python face.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+use openmls::prelude::tls_codec::Deserialize as _;
+use openmls::prelude::*;
+use openmls_sqlite_storage::Connection;
+use openmls_traits::signatures::{Signer, SignerError};
+use pyo3::prelude::*;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::codec::{open_record, seal_record, CodecKeys, KeyScope};
+use crate::error::{local, remote, Error, Result};
+use crate::provider::{open_connection, QpcProvider};
+
+/// Hybrid X25519 + ML-KEM-768 (X-Wing KEM), AES-128-GCM, SHA-256, Ed25519.
+pub const CIPHERSUITE_HYBRID: u16 = 0x004F;
+/// RFC 9420 MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519.
+pub const CIPHERSUITE_CLASSICAL: u16 = 0x0001;
+pub const DEFAULT_CIPHERSUITE: u16 = CIPHERSUITE_HYBRID;
+pub const SUPPORTED_CIPHERSUITES: [u16; 2] = [CIPHERSUITE_HYBRID, CIPHERSUITE_CLASSICAL];
+/// Past epochs whose message secrets are kept so late messages still decrypt.
+pub const MAX_PAST_EPOCHS: usize = 5;
+/// Largest input accepted by any parse entry point.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Out-of-order tolerance of the sender ratchets (messages per sender).
+const OUT_OF_ORDER_TOLERANCE: u32 = 32;
+const MAXIMUM_FORWARD_DISTANCE: u32 = 1000;
+/// Format version of our own client record.
+const CLIENT_RECORD_VERSION: i64 = 1;
+
+pub fn ciphersuite(code: u16) -> Result<Ciphersuite> {
+    if !SUPPORTED_CIPHERSUITES.contains(&code) {
+        return Err(Error::UnsupportedCiphersuite(format!("0x{code:04x}")));
+    }
+    Ciphersuite::try_from(code).map_err(|_| Error::UnsupportedCiphersuite(format!("0x{code:04x}")))
+}
+
+fn supported_suites() -> Vec<Ciphersuite> {
+    SUPPORTED_CIPHERSUITES
+        .iter()
+        .filter_map(|c| Ciphersuite::try_from(*c).ok())
+        .collect()
+}
+
+pub fn capabilities() -> Capabilities {
+    Capabilities::new(
+        None,
+        Some(&supported_suites()),
+        Some(&[ExtensionType::LastResort]),
+        None,
+        Some(&[CredentialType::Basic]),
+    )
+}
+
+pub fn join_config() -> MlsGroupJoinConfig {
+    MlsGroupJoinConfig::builder()
+        .use_ratchet_tree_extension(true)
+        .max_past_epochs(MAX_PAST_EPOCHS)
+        .wire_format_policy(MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY)
+        .sender_ratchet_configuration(SenderRatchetConfiguration::new(
+            OUT_OF_ORDER_TOLERANCE,
+            MAXIMUM_FORWARD_DISTANCE,
+        ))
+        .build()
+}
+
+fn create_config(cs: Ciphersuite) -> MlsGroupCreateConfig {
+    MlsGroupCreateConfig::builder()
+        .ciphersuite(cs)
+        .use_ratchet_tree_extension(true)
+        .max_past_epochs(MAX_PAST_EPOCHS)
+        .wire_format_policy(MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY)
+        .sender_ratchet_configuration(SenderRatchetConfiguration::new(
+            OUT_OF_ORDER_TOLERANCE,
+            MAXIMUM_FORWARD_DISTANCE,
+        ))
+        .capabilities(capabilities())
+        .build()
+}
+
+pub fn check_size(data: &[u8]) -> Result<()> {
+    if data.len() > MAX_MESSAGE_BYTES {
+        return Err(Error::Malformed(format!(
+            "{} bytes exceeds the {} byte limit",
+            data.len(),
+            MAX_MESSAGE_BYTES
+        )));
+    }
+    if data.is_empty() {
+        return Err(Error::Malformed("empty input".into()));
+    }
+    Ok(())
+}
+
+pub fn parse_message(data: &[u8]) -> Result<MlsMessageIn> {
+    check_size(data)?;
+    Ok(MlsMessageIn::tls_deserialize_exact(data)?)
+}
+
+/// Parse and validate an MLS-message-wrapped KeyPackage.
+pub fn validate_key_package(
+    crypto: &impl openmls_traits::crypto::OpenMlsCrypto,
+    data: &[u8],
+) -> Result<KeyPackage> {
+    let body = parse_message(data)?.extract();
+    let MlsMessageBodyIn::KeyPackage(kp_in) = body else {
+        return Err(Error::Malformed("not a KeyPackage message".into()));
+    };
+    let kp = kp_in
+        .validate(crypto, ProtocolVersion::Mls10)
+        .map_err(remote)?;
+    let code: u16 = kp.ciphersuite().into();
+    if !SUPPORTED_CIPHERSUITES.contains(&code) {
+        return Err(Error::UnsupportedCiphersuite(format!("0x{code:04x}")));
+    }
+    Ok(kp)
+}
+
+pub fn identity_of(credential: &Credential) -> Vec<u8> {
+    credential.serialized_content().to_vec()
+}
+
+/// Ed25519 signing key, backed by libcrux.
+pub struct SigningKey {
+    private: Zeroizing<[u8; 32]>,
+    public: [u8; 32],
+}
+
+impl SigningKey {
+    pub fn generate(provider: &QpcProvider) -> Result<Self> {
+        let (private, public) = provider
+            .crypto()
+            .signature_key_gen(SignatureScheme::ED25519)?;
+        let private = Zeroizing::new(private);
+        Self::from_parts(&private, Some(&public))
+    }
+
+    /// From a raw 32-byte Ed25519 private key (seed); public key derived.
+    pub fn from_parts(private: &[u8], public: Option<&[u8]>) -> Result<Self> {
+        let mut sk = Zeroizing::new([0u8; 32]);
+        if private.len() != 32 {
+            return Err(Error::Crypto(
+                "an Ed25519 private key is 32 bytes".to_string(),
+            ));
+        }
+        sk.copy_from_slice(private);
+        let mut pk = [0u8; 32];
+        libcrux_ed25519::secret_to_public(&mut pk, &sk);
+        if let Some(given) = public {
+            if given != pk {
+                return Err(Error::Storage(
+                    "stored signature key pair is inconsistent".to_string(),
+                ));
+            }
+        }
+        Ok(SigningKey {
+            private: sk,
+            public: pk,
+        })
+    }
+
+    pub fn public(&self) -> &[u8; 32] {
+        &self.public
+    }
+}
+
+impl Signer for SigningKey {
+    fn sign(&self, payload: &[u8]) -> std::result::Result<Vec<u8>, SignerError> {
+        libcrux_ed25519::sign(payload, &self.private)
+            .map(|s| s.to_vec())
+            .map_err(|_| SignerError::SigningError)
+    }
+
+    fn signature_scheme(&self) -> SignatureScheme {
+        SignatureScheme::ED25519
+    }
+}
+
+/// Our own record in the state file (encrypted like everything else).
+#[derive(Serialize, Deserialize)]
+struct ClientRecord {
+    identity: Vec<u8>,
+    signature_private: Vec<u8>,
+    signature_public: Vec<u8>,
+    default_ciphersuite: u16,
+}
+
+impl Drop for ClientRecord {
+    fn drop(&mut self) {
+        self.signature_private.zeroize();
+    }
+}
+
+pub struct ClientCore {
+    pub provider: QpcProvider,
+    meta: Connection,
+    keys: Arc<CodecKeys>,
+    pub signer: SigningKey,
+    pub identity: Vec<u8>,
+    pub default_ciphersuite: u16,
+    groups: HashMap<Vec<u8>, MlsGroup>,
+}
+
+pub type Shared = Arc<Mutex<Option<ClientCore>>>;
+
+fn meta_table(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS qpc_client (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            version INTEGER NOT NULL,
+            record BLOB NOT NULL
+        );",
+    )?;
+    Ok(())
+}
+
+fn storage_key(key: &[u8]) -> Result<Arc<CodecKeys>> {
+    let arr: [u8; 32] = key
+        .try_into()
+        .map_err(|_| Error::Storage("the storage key must be exactly 32 bytes".into()))?;
+    let arr = Zeroizing::new(arr);
+    Ok(Arc::new(CodecKeys::derive(&arr)))
+}
+
+impl ClientCore {
+    /// Create a new client in the file at `path` (which must not hold one).
+    pub fn create(
+        path: &str,
+        key: &[u8],
+        identity: &[u8],
+        signature_key: Option<&[u8]>,
+        default_ciphersuite: u16,
+    ) -> Result<Self> {
+        ciphersuite(default_ciphersuite)?;
+        let keys = storage_key(key)?;
+        let _scope = KeyScope::enter(&keys);
+        let meta = open_connection(path)?;
+        meta_table(&meta)?;
+        let exists: i64 = meta.query_row("SELECT count(*) FROM qpc_client", [], |r| r.get(0))?;
+        if exists != 0 {
+            return Err(Error::Storage(
+                "this state file already holds a client; use Client.open".into(),
+            ));
+        }
+        let provider = QpcProvider::open(path)?;
+        let signer = match signature_key {
+            Some(sk) => SigningKey::from_parts(sk, None)?,
+            None => SigningKey::generate(&provider)?,
+        };
+        let record = ClientRecord {
+            identity: identity.to_vec(),
+            signature_private: signer.private.to_vec(),
+            signature_public: signer.public.to_vec(),
+            default_ciphersuite,
+        };
+        let blob = seal_record(&record)?;
+        meta.execute(
+            "INSERT INTO qpc_client (id, version, record) VALUES (1, ?1, ?2)",
+            rusqlite::params![CLIENT_RECORD_VERSION, blob],
+        )?;
+        Ok(ClientCore {
+            provider,
+            meta,
+            keys: Arc::clone(&keys),
+            signer,
+            identity: identity.to_vec(),
+            default_ciphersuite,
+            groups: HashMap::new(),
+        })
+    }
+
+    /// Open the client stored in the file at `path`.
+    pub fn open(path: &str, key: &[u8]) -> Result<Self> {
+        let keys = storage_key(key)?;
+        let _scope = KeyScope::enter(&keys);
+        if !std::path::Path::new(path).exists() {
+            return Err(Error::Storage("no state file at this path".into()));
+        }
+        let meta = open_connection(path)?;
+        meta_table(&meta)?;
+        let row: Option<(i64, Vec<u8>)> = {
+            let mut stmt = meta.prepare("SELECT version, record FROM qpc_client WHERE id = 1")?;
+            let mut rows = stmt.query([])?;
+            match rows.next()? {
+                Some(r) => Some((r.get(0)?, r.get(1)?)),
+                None => None,
+            }
+        };
+        let Some((version, blob)) = row else {
+            return Err(Error::Storage("the state file holds no client".into()));
+        };
+        if version != CLIENT_RECORD_VERSION {
+            return Err(Error::Storage(format!(
+                "unknown client record version {version}"
+            )));
+        }
+        let record: ClientRecord = open_record(&blob)?;
+        let signer = SigningKey::from_parts(&record.signature_private, Some(&record.signature_public))?;
+        let provider = QpcProvider::open(path)?;
+        Ok(ClientCore {
+            provider,
+            meta,
+            keys: Arc::clone(&keys),
+            signer,
+            identity: record.identity.clone(),
+            default_ciphersuite: record.default_ciphersuite,
+            groups: HashMap::new(),
+        })
+    }
+
+    pub fn credential(&self) -> CredentialWithKey {
+        CredentialWithKey {
+            credential: BasicCredential::new(self.identity.clone()).into(),
+            signature_key: self.signer.public().to_vec().into(),
+        }
+    }
+
+    pub fn key_package(&self, cs: u16, last_resort: bool) -> Result<Vec<u8>> {
+        let cs = ciphersuite(cs)?;
+        let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities());
+        if last_resort {
+            builder = builder.mark_as_last_resort();
+        }
+        let bundle = builder
+            .build(cs, &self.provider, &self.signer, self.credential())
+            .map_err(local)?;
+        let msg: MlsMessageOut = bundle.key_package().clone().into();
+        Ok(msg.to_bytes()?)
+    }
+
+    pub fn create_group(&mut self, group_id: &[u8], cs: u16) -> Result<()> {
+        let cs = ciphersuite(cs)?;
+        let gid = GroupId::from_slice(group_id);
+        if self.groups.contains_key(group_id)
+            || MlsGroup::load(self.provider.storage(), &gid)?.is_some()
+        {
+            return Err(Error::Storage(
+                "a group with this id already exists in the store".into(),
+            ));
+        }
+        let group = MlsGroup::new_with_group_id(
+            &self.provider,
+            &self.signer,
+            &create_config(cs),
+            gid,
+            self.credential(),
+        )
+        .map_err(local)?;
+        self.groups.insert(group_id.to_vec(), group);
+        Ok(())
+    }
+
+    pub fn join_from_welcome(&mut self, welcome: &[u8]) -> Result<Vec<u8>> {
+        let body = parse_message(welcome)?.extract();
+        let MlsMessageBodyIn::Welcome(welcome) = body else {
+            return Err(Error::Malformed("not a Welcome message".into()));
+        };
+        let code: u16 = welcome.ciphersuite().into();
+        ciphersuite(code)?;
+        let staged = StagedWelcome::new_from_welcome(&self.provider, &join_config(), welcome, None)
+            .map_err(remote)?;
+        let group = staged.into_group(&self.provider).map_err(remote)?;
+        let gid = group.group_id().as_slice().to_vec();
+        self.groups.insert(gid.clone(), group);
+        Ok(gid)
+    }
+
+    pub fn join_by_external_commit(&mut self, group_info: &[u8]) -> Result<(Vec<u8>, CommitParts)> {
+        let body = parse_message(group_info)?.extract();
+        let MlsMessageBodyIn::GroupInfo(vgi) = body else {
+            return Err(Error::Malformed("not a GroupInfo message".into()));
+        };
+        let code: u16 = vgi.ciphersuite().into();
+        ciphersuite(code)?;
+        let credential = self.credential();
+        let (group, bundle) = MlsGroup::external_commit_builder()
+            .with_config(join_config())
+            .build_group(&self.provider, vgi, credential)
+            .map_err(remote)?
+            .leaf_node_parameters(
+                LeafNodeParameters::builder()
+                    .with_capabilities(capabilities())
+                    .build(),
+            )
+            .load_psks(self.provider.storage())
+            .map_err(local)?
+            .build(
+                self.provider.rand(),
+                self.provider.crypto(),
+                &self.signer,
+                |_| true,
+            )
+            .map_err(local)?
+            .finalize(&self.provider)
+            .map_err(local)?;
+        let epoch = group.epoch().as_u64();
+        let (commit, _welcome, gi) = bundle.into_contents();
+        let parts = CommitParts {
+            commit: commit.to_bytes()?,
+            welcome: None,
+            group_info: gi.map(|g| MlsMessageOut::from(g).to_bytes()).transpose()?,
+            epoch,
+        };
+        let gid = group.group_id().as_slice().to_vec();
+        self.groups.insert(gid.clone(), group);
+        Ok((gid, parts))
+    }
+
+    /// Run `f` on the group, loading it from storage if needed. On error the
+    /// in-memory copy is dropped so the next call reloads the stored state.
+    pub fn with_group<R>(
+        &mut self,
+        group_id: &[u8],
+        f: impl FnOnce(&mut MlsGroup, &QpcProvider, &SigningKey) -> Result<R>,
+    ) -> Result<R> {
+        if !self.groups.contains_key(group_id) {
+            let gid = GroupId::from_slice(group_id);
+            let group = MlsGroup::load(self.provider.storage(), &gid)?.ok_or(Error::UnknownGroup)?;
+            self.groups.insert(group_id.to_vec(), group);
+        }
+        let group = self.groups.get_mut(group_id).ok_or(Error::UnknownGroup)?;
+        let result = f(group, &self.provider, &self.signer);
+        if result.is_err() {
+            self.groups.remove(group_id);
+        }
+        result
+    }
+
+    pub fn has_group(&mut self, group_id: &[u8]) -> Result<bool> {
+        if self.groups.contains_key(group_id) {
+            return Ok(true);
+        }
+        let gid = GroupId::from_slice(group_id);
+        Ok(MlsGroup::load(self.provider.storage(), &gid)?.is_some())
+    }
+
+    pub fn delete_group(&mut self, group_id: &[u8]) -> Result<()> {
+        let gid = GroupId::from_slice(group_id);
+        let mut group = match self.groups.remove(group_id) {
+            Some(g) => g,
+            None => MlsGroup::load(self.provider.storage(), &gid)?.ok_or(Error::UnknownGroup)?,
+        };
+        group.delete(self.provider.storage()).map_err(local)
+    }
+
+    pub fn group_ids(&self) -> Result<Vec<Vec<u8>>> {
+        let mut stmt = self.meta.prepare(
+            "SELECT group_id FROM openmls_group_data WHERE data_type = 'join_group_config'",
+        )?;
+        let blobs = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut ids = Vec::with_capacity(blobs.len());
+        for blob in blobs {
+            let gid: GroupId = open_record(&blob)?;
+            ids.push(gid.as_slice().to_vec());
+        }
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+/// Commit bytes before conversion to Python objects.
+pub type CommitParts = crate::types::CommitData;
+
+/// Run `f` on the client state with the GIL released, the client's storage
+/// key installed for the codec, and panics turned into errors.
+pub fn run<T: Send>(
+    py: Python<'_>,
+    shared: &Shared,
+    f: impl FnOnce(&mut ClientCore) -> Result<T> + Send,
+) -> PyResult<T> {
+    let result = py.detach(|| {
+        let mut guard = shared
+            .lock()
+            .map_err(|_| Error::Storage("client state is poisoned".into()))?;
+        let core = guard
+            .as_mut()
+            .ok_or_else(|| Error::Storage("the client is closed".into()))?;
+        let _scope = KeyScope::enter(&core.keys);
+        catch_unwind(AssertUnwindSafe(|| f(core)))
+            .unwrap_or_else(|_| Err(Error::Crypto("internal error (caught a panic)".into())))
+    });
+    result.map_err(PyErr::from)
+}
+
+/// Like [`run`] but without a client (stateless parsing).
+pub fn run_stateless<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T> + Send) -> PyResult<T> {
+    let result = py.detach(|| {
+        catch_unwind(AssertUnwindSafe(f))
+            .unwrap_or_else(|_| Err(Error::Crypto("internal error (caught a panic)".into())))
+    });
+    result.map_err(PyErr::from)
+}

@@ -1,0 +1,446 @@
+//! `Group`: a handle on one MLS group of a client. The group state lives in
+//! the client (one in-memory copy per group id) and in its storage.
+
+use openmls::messages::group_info::GroupInfo;
+use openmls::prelude::*;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::core::{identity_of, parse_message, run, validate_key_package, Shared, SigningKey};
+use crate::error::{local, remote, Error, Result};
+use crate::provider::QpcProvider;
+use crate::types::{
+    members_into_py, pybytes, ApplicationMessage, CommitData, CommitMerged, CommitOutput,
+    Member, MemberData, OwnMessage, ProposalStored,
+};
+
+#[pyclass(module = "proto._mls", frozen)]
+pub struct Group {
+    shared: Shared,
+    group_id: Vec<u8>,
+}
+
+impl Group {
+    pub fn new(shared: Shared, group_id: Vec<u8>) -> Self {
+        Group { shared, group_id }
+    }
+
+    fn with<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut MlsGroup, &QpcProvider, &SigningKey) -> Result<T> + Send,
+    ) -> PyResult<T> {
+        let gid = &self.group_id;
+        run(py, &self.shared, |core| core.with_group(gid, f))
+    }
+}
+
+fn member_data(m: Member_) -> MemberData {
+    MemberData {
+        leaf_index: m.index.u32(),
+        identity: identity_of(&m.credential),
+        signature_key: m.signature_key,
+    }
+}
+
+type Member_ = openmls::group::Member;
+
+fn commit_data(
+    commit: MlsMessageOut,
+    welcome: Option<MlsMessageOut>,
+    group_info: Option<GroupInfo>,
+    epoch: u64,
+) -> Result<CommitData> {
+    Ok(CommitData {
+        commit: commit.to_bytes()?,
+        welcome: welcome.map(|w| w.to_bytes()).transpose()?,
+        group_info: group_info
+            .map(|g| MlsMessageOut::from(g).to_bytes())
+            .transpose()?,
+        epoch,
+    })
+}
+
+fn content_type_name(ct: ContentType) -> &'static str {
+    match ct {
+        ContentType::Application => "application",
+        ContentType::Proposal => "proposal",
+        ContentType::Commit => "commit",
+    }
+}
+
+fn proposal_kind(p: &Proposal) -> String {
+    let t = p.proposal_type();
+    match t {
+        ProposalType::Add => "add".into(),
+        ProposalType::Update => "update".into(),
+        ProposalType::Remove => "remove".into(),
+        ProposalType::PreSharedKey => "psk".into(),
+        ProposalType::Reinit => "reinit".into(),
+        ProposalType::ExternalInit => "external_init".into(),
+        ProposalType::GroupContextExtensions => "group_context_extensions".into(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+fn sender_leaf(sender: &Sender) -> Option<u32> {
+    match sender {
+        Sender::Member(idx) => Some(idx.u32()),
+        _ => None,
+    }
+}
+
+/// Result of processing, before conversion to Python objects.
+enum Processed {
+    Application {
+        plaintext: Vec<u8>,
+        sender_leaf: u32,
+        sender_identity: Vec<u8>,
+        epoch: u64,
+        aad: Vec<u8>,
+    },
+    Commit {
+        sender_leaf: Option<u32>,
+        sender_identity: Vec<u8>,
+        epoch: u64,
+        added: Vec<MemberData>,
+        removed: Vec<u32>,
+        self_removed: bool,
+    },
+    Proposal {
+        sender_leaf: Option<u32>,
+        sender_identity: Vec<u8>,
+        epoch: u64,
+        kind: String,
+    },
+    Own {
+        epoch: u64,
+        content_type: &'static str,
+    },
+}
+
+fn process(
+    group: &mut MlsGroup,
+    provider: &QpcProvider,
+    data: &[u8],
+) -> Result<Processed> {
+    let msg = parse_message(data)?;
+    let protocol = msg
+        .try_into_protocol_message()
+        .map_err(|_| Error::Malformed("not a PublicMessage or PrivateMessage".into()))?;
+    if protocol.group_id() != group.group_id() {
+        return Err(Error::Invalid("the message is for another group".into()));
+    }
+    let content_type = content_type_name(protocol.content_type());
+    let processed = group.process_message(provider, protocol).map_err(remote)?;
+    let epoch = processed.epoch().as_u64();
+    let leaf = sender_leaf(processed.sender());
+    let identity = identity_of(processed.credential());
+    let aad = processed.aad().to_vec();
+    Ok(match processed.into_content() {
+        ProcessedMessageContent::ApplicationMessage(app) => Processed::Application {
+            plaintext: app.into_bytes(),
+            sender_leaf: leaf.ok_or_else(|| {
+                Error::Invalid("application message from a non-member".into())
+            })?,
+            sender_identity: identity,
+            epoch,
+            aad,
+        },
+        ProcessedMessageContent::ProposalMessage(qp)
+        | ProcessedMessageContent::ExternalJoinProposalMessage(qp) => {
+            let kind = proposal_kind(qp.proposal());
+            group
+                .store_pending_proposal(provider.storage(), *qp)
+                .map_err(local)?;
+            Processed::Proposal {
+                sender_leaf: leaf,
+                sender_identity: identity,
+                epoch,
+                kind,
+            }
+        }
+        ProcessedMessageContent::StagedCommitMessage(staged) => {
+            let added_keys: Vec<Vec<u8>> = staged
+                .add_proposals()
+                .map(|p| {
+                    p.add_proposal()
+                        .key_package()
+                        .leaf_node()
+                        .signature_key()
+                        .as_slice()
+                        .to_vec()
+                })
+                .collect();
+            let removed: Vec<u32> = staged
+                .remove_proposals()
+                .map(|p| p.remove_proposal().removed().u32())
+                .collect();
+            let self_removed = staged.self_removed();
+            group
+                .merge_staged_commit(provider, *staged)
+                .map_err(local)?;
+            let added = group
+                .members()
+                .filter(|m| added_keys.contains(&m.signature_key))
+                .map(member_data)
+                .collect();
+            Processed::Commit {
+                sender_leaf: leaf,
+                sender_identity: identity,
+                epoch: group.epoch().as_u64(),
+                added,
+                removed,
+                self_removed,
+            }
+        }
+        ProcessedMessageContent::OwnPrivateMessage | ProcessedMessageContent::OwnPendingCommit => {
+            Processed::Own {
+                epoch,
+                content_type,
+            }
+        }
+    })
+}
+
+#[pymethods]
+impl Group {
+    #[getter]
+    fn group_id<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.group_id)
+    }
+
+    #[getter]
+    fn epoch(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with(py, |g, _, _| Ok(g.epoch().as_u64()))
+    }
+
+    #[getter]
+    fn ciphersuite(&self, py: Python<'_>) -> PyResult<u16> {
+        self.with(py, |g, _, _| Ok(g.ciphersuite().into()))
+    }
+
+    #[getter]
+    fn own_leaf_index(&self, py: Python<'_>) -> PyResult<u32> {
+        self.with(py, |g, _, _| Ok(g.own_leaf_index().u32()))
+    }
+
+    #[getter]
+    fn is_active(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with(py, |g, _, _| Ok(g.is_active()))
+    }
+
+    #[getter]
+    fn has_pending_commit(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with(py, |g, _, _| Ok(g.pending_commit().is_some()))
+    }
+
+    #[getter]
+    fn pending_proposal_count(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with(py, |g, _, _| Ok(g.pending_proposals().count()))
+    }
+
+    fn members(&self, py: Python<'_>) -> PyResult<Vec<Py<Member>>> {
+        let members = self.with(py, |g, _, _| Ok(g.members().map(member_data).collect()))?;
+        members_into_py(py, members)
+    }
+
+    fn add_members(&self, py: Python<'_>, key_packages: Vec<Vec<u8>>) -> PyResult<Py<CommitOutput>> {
+        let data = self.with(py, |g, p, s| {
+            if key_packages.is_empty() {
+                return Err(Error::Malformed("no KeyPackages given".into()));
+            }
+            let kps = key_packages
+                .iter()
+                .map(|kp| validate_key_package(p.crypto(), kp))
+                .collect::<Result<Vec<_>>>()?;
+            let epoch = g.epoch().as_u64();
+            let (commit, welcome, gi) = g.add_members(p, s, &kps).map_err(local)?;
+            commit_data(commit, Some(welcome), gi, epoch)
+        })?;
+        data.into_py(py)
+    }
+
+    fn remove_members(&self, py: Python<'_>, leaf_indices: Vec<u32>) -> PyResult<Py<CommitOutput>> {
+        let data = self.with(py, |g, p, s| {
+            if leaf_indices.is_empty() {
+                return Err(Error::Malformed("no leaf indices given".into()));
+            }
+            let mut leaves = Vec::with_capacity(leaf_indices.len());
+            for &i in &leaf_indices {
+                let idx = LeafNodeIndex::new(i);
+                if g.member_at(idx).is_none() {
+                    return Err(Error::NotAMember(format!("no member at leaf {i}")));
+                }
+                leaves.push(idx);
+            }
+            let epoch = g.epoch().as_u64();
+            let (commit, welcome, gi) = g.remove_members(p, s, &leaves).map_err(local)?;
+            commit_data(commit, welcome, gi, epoch)
+        })?;
+        data.into_py(py)
+    }
+
+    fn self_update(&self, py: Python<'_>) -> PyResult<Py<CommitOutput>> {
+        let data = self.with(py, |g, p, s| {
+            let epoch = g.epoch().as_u64();
+            let bundle = g
+                .self_update(p, s, LeafNodeParameters::default())
+                .map_err(local)?;
+            let welcome = bundle.to_welcome_msg();
+            let (commit, _, gi) = bundle.into_contents();
+            commit_data(commit, welcome, gi, epoch)
+        })?;
+        data.into_py(py)
+    }
+
+    fn commit_pending_proposals(&self, py: Python<'_>) -> PyResult<Py<CommitOutput>> {
+        let data = self.with(py, |g, p, s| {
+            let epoch = g.epoch().as_u64();
+            let (commit, welcome, gi) = g.commit_to_pending_proposals(p, s).map_err(local)?;
+            commit_data(commit, welcome, gi, epoch)
+        })?;
+        data.into_py(py)
+    }
+
+    fn leave(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
+        let out = self.with(py, |g, p, s| {
+            let msg = g.leave_group(p, s).map_err(local)?;
+            Ok(msg.to_bytes()?)
+        })?;
+        Ok(pybytes(py, &out))
+    }
+
+    fn merge_pending_commit(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(py, |g, p, _| {
+            if g.pending_commit().is_none() {
+                return Err(Error::PendingCommit("there is no pending commit to merge".into()));
+            }
+            g.merge_pending_commit(p).map_err(local)
+        })
+    }
+
+    fn clear_pending_commit(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(py, |g, p, _| {
+            g.clear_pending_commit(p.storage()).map_err(local)
+        })
+    }
+
+    fn encrypt(&self, py: Python<'_>, plaintext: &[u8]) -> PyResult<Py<PyBytes>> {
+        let out = self.with(py, |g, p, s| {
+            let msg = g.create_message(p, s, plaintext).map_err(local)?;
+            Ok(msg.to_bytes()?)
+        })?;
+        Ok(pybytes(py, &out))
+    }
+
+    fn process(&self, py: Python<'_>, message: &[u8]) -> PyResult<Py<PyAny>> {
+        let processed = self.with(py, |g, p, _| process(g, p, message))?;
+        Ok(match processed {
+            Processed::Application {
+                plaintext,
+                sender_leaf,
+                sender_identity,
+                epoch,
+                aad,
+            } => Py::new(
+                py,
+                ApplicationMessage {
+                    plaintext: pybytes(py, &plaintext),
+                    sender_leaf,
+                    sender_identity: pybytes(py, &sender_identity),
+                    epoch,
+                    authenticated_data: pybytes(py, &aad),
+                },
+            )?
+            .into_any(),
+            Processed::Commit {
+                sender_leaf,
+                sender_identity,
+                epoch,
+                added,
+                removed,
+                self_removed,
+            } => Py::new(
+                py,
+                CommitMerged {
+                    sender_leaf,
+                    sender_identity: pybytes(py, &sender_identity),
+                    epoch,
+                    added: members_into_py(py, added)?,
+                    removed,
+                    self_removed,
+                },
+            )?
+            .into_any(),
+            Processed::Proposal {
+                sender_leaf,
+                sender_identity,
+                epoch,
+                kind,
+            } => Py::new(
+                py,
+                ProposalStored {
+                    sender_leaf,
+                    sender_identity: pybytes(py, &sender_identity),
+                    epoch,
+                    kind,
+                },
+            )?
+            .into_any(),
+            Processed::Own {
+                epoch,
+                content_type,
+            } => Py::new(
+                py,
+                OwnMessage {
+                    epoch,
+                    content_type: content_type.to_string(),
+                },
+            )?
+            .into_any(),
+        })
+    }
+
+    fn export_secret(
+        &self,
+        py: Python<'_>,
+        label: &str,
+        context: &[u8],
+        length: usize,
+    ) -> PyResult<Py<PyBytes>> {
+        let out = self.with(py, |g, p, _| {
+            if length == 0 || length > 255 * 32 {
+                return Err(Error::Crypto(format!("unsupported secret length {length}")));
+            }
+            g.export_secret(p.crypto(), label, context, length)
+                .map_err(local)
+        })?;
+        Ok(pybytes(py, &out))
+    }
+
+    fn epoch_authenticator(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
+        let out = self.with(py, |g, _, _| Ok(g.epoch_authenticator().as_slice().to_vec()))?;
+        Ok(pybytes(py, &out))
+    }
+
+    #[pyo3(signature = (with_ratchet_tree=true))]
+    fn export_group_info(&self, py: Python<'_>, with_ratchet_tree: bool) -> PyResult<Py<PyBytes>> {
+        let out = self.with(py, |g, p, s| {
+            let msg = g
+                .export_group_info(p.crypto(), s, with_ratchet_tree)
+                .map_err(local)?;
+            Ok(msg.to_bytes()?)
+        })?;
+        Ok(pybytes(py, &out))
+    }
+
+    fn delete(&self, py: Python<'_>) -> PyResult<()> {
+        let gid = &self.group_id;
+        run(py, &self.shared, |core| core.delete_group(gid))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Group(group_id=<{} bytes>)", self.group_id.len())
+    }
+}

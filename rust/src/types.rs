@@ -1,0 +1,231 @@
+//! Plain result objects handed to Python. All frozen; bytes are `bytes`.
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+pub fn pybytes(py: Python<'_>, data: &[u8]) -> Py<PyBytes> {
+    PyBytes::new(py, data).unbind()
+}
+
+/// A group member: leaf index, credential identity and signature key.
+#[pyclass(module = "proto._mls", frozen, get_all)]
+pub struct Member {
+    pub leaf_index: u32,
+    pub identity: Py<PyBytes>,
+    pub signature_key: Py<PyBytes>,
+}
+
+#[pymethods]
+impl Member {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "Member(leaf_index={}, identity={})",
+            self.leaf_index,
+            self.identity.bind(py).repr().map(|r| r.to_string()).unwrap_or_default()
+        )
+    }
+}
+
+/// Rust-side member data, converted to [`Member`] with the GIL held.
+pub struct MemberData {
+    pub leaf_index: u32,
+    pub identity: Vec<u8>,
+    pub signature_key: Vec<u8>,
+}
+
+impl MemberData {
+    pub fn into_py(self, py: Python<'_>) -> PyResult<Py<Member>> {
+        Py::new(
+            py,
+            Member {
+                leaf_index: self.leaf_index,
+                identity: pybytes(py, &self.identity),
+                signature_key: pybytes(py, &self.signature_key),
+            },
+        )
+    }
+}
+
+pub fn members_into_py(py: Python<'_>, members: Vec<MemberData>) -> PyResult<Vec<Py<Member>>> {
+    members.into_iter().map(|m| m.into_py(py)).collect()
+}
+
+/// What a commit-producing operation returns.
+#[pyclass(module = "proto._mls", frozen, get_all)]
+pub struct CommitOutput {
+    /// The commit (MlsMessage bytes) to fan out to the current members.
+    pub commit: Py<PyBytes>,
+    /// The Welcome for new members, if members were added.
+    pub welcome: Option<Py<PyBytes>>,
+    /// GroupInfo (with ratchet tree) for external joins, if produced.
+    pub group_info: Option<Py<PyBytes>>,
+    /// The epoch the commit was made in (what `enqueueCommit` must name).
+    pub epoch: u64,
+}
+
+#[pymethods]
+impl CommitOutput {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "CommitOutput(epoch={}, commit={} bytes, welcome={}, group_info={})",
+            self.epoch,
+            self.commit.bind(py).as_bytes().len(),
+            self.welcome.is_some(),
+            self.group_info.is_some()
+        )
+    }
+}
+
+pub struct CommitData {
+    pub commit: Vec<u8>,
+    pub welcome: Option<Vec<u8>>,
+    pub group_info: Option<Vec<u8>>,
+    pub epoch: u64,
+}
+
+impl CommitData {
+    pub fn into_py(self, py: Python<'_>) -> PyResult<Py<CommitOutput>> {
+        Py::new(
+            py,
+            CommitOutput {
+                commit: pybytes(py, &self.commit),
+                welcome: self.welcome.map(|w| pybytes(py, &w)),
+                group_info: self.group_info.map(|g| pybytes(py, &g)),
+                epoch: self.epoch,
+            },
+        )
+    }
+}
+
+/// A decrypted application message.
+#[pyclass(module = "proto._mls", frozen, get_all)]
+pub struct ApplicationMessage {
+    pub plaintext: Py<PyBytes>,
+    pub sender_leaf: u32,
+    pub sender_identity: Py<PyBytes>,
+    pub epoch: u64,
+    pub authenticated_data: Py<PyBytes>,
+}
+
+#[pymethods]
+impl ApplicationMessage {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        // Never show message content in a repr (it ends up in logs).
+        format!(
+            "ApplicationMessage(sender_leaf={}, epoch={}, plaintext=<{} bytes>)",
+            self.sender_leaf,
+            self.epoch,
+            self.plaintext.bind(py).as_bytes().len()
+        )
+    }
+}
+
+/// An incoming commit that was validated, staged and merged.
+#[pyclass(module = "proto._mls", frozen, get_all)]
+pub struct CommitMerged {
+    /// Committer's leaf index (None for an external joiner's commit).
+    pub sender_leaf: Option<u32>,
+    pub sender_identity: Py<PyBytes>,
+    /// The group's epoch after the merge.
+    pub epoch: u64,
+    /// Members added by this commit (with their new leaf indices).
+    pub added: Vec<Py<Member>>,
+    /// Leaf indices removed by this commit.
+    pub removed: Vec<u32>,
+    /// True if this commit removed us; the group is now inactive.
+    pub self_removed: bool,
+}
+
+#[pymethods]
+impl CommitMerged {
+    fn __repr__(&self) -> String {
+        format!(
+            "CommitMerged(sender_leaf={:?}, epoch={}, added={}, removed={:?}, self_removed={})",
+            self.sender_leaf,
+            self.epoch,
+            self.added.len(),
+            self.removed,
+            self.self_removed
+        )
+    }
+}
+
+/// An incoming proposal, stored until a commit covers it.
+#[pyclass(module = "proto._mls", frozen, get_all)]
+pub struct ProposalStored {
+    pub sender_leaf: Option<u32>,
+    pub sender_identity: Py<PyBytes>,
+    pub epoch: u64,
+    /// "add", "remove", "update", ... (lower case proposal type).
+    pub kind: String,
+}
+
+#[pymethods]
+impl ProposalStored {
+    fn __repr__(&self) -> String {
+        format!(
+            "ProposalStored(sender_leaf={:?}, epoch={}, kind={:?})",
+            self.sender_leaf, self.epoch, self.kind
+        )
+    }
+}
+
+/// One of our own messages, echoed back by the node. Nothing to do.
+#[pyclass(module = "proto._mls", frozen, get_all)]
+pub struct OwnMessage {
+    pub epoch: u64,
+    /// "application", "proposal" or "commit".
+    pub content_type: String,
+}
+
+#[pymethods]
+impl OwnMessage {
+    fn __repr__(&self) -> String {
+        format!(
+            "OwnMessage(epoch={}, content_type={:?})",
+            self.epoch, self.content_type
+        )
+    }
+}
+
+/// Facts about a validated KeyPackage.
+#[pyclass(module = "proto._mls", frozen, get_all)]
+pub struct KeyPackageInfo {
+    pub ciphersuite: u16,
+    pub identity: Py<PyBytes>,
+    pub signature_key: Py<PyBytes>,
+    /// The KeyPackageRef (hash reference), unique per KeyPackage.
+    pub hash_ref: Py<PyBytes>,
+    pub last_resort: bool,
+}
+
+#[pymethods]
+impl KeyPackageInfo {
+    fn __repr__(&self) -> String {
+        format!(
+            "KeyPackageInfo(ciphersuite=0x{:04x}, last_resort={})",
+            self.ciphersuite, self.last_resort
+        )
+    }
+}
+
+/// Cleartext framing facts about an MLS message (no decryption).
+#[pyclass(module = "proto._mls", frozen, get_all)]
+pub struct MessageInfo {
+    /// "public_message", "private_message", "welcome", "group_info", "key_package".
+    pub kind: String,
+    pub group_id: Option<Py<PyBytes>>,
+    pub epoch: Option<u64>,
+    /// "application", "proposal", "commit" for protocol messages.
+    pub content_type: Option<String>,
+}
+
+#[pymethods]
+impl MessageInfo {
+    fn __repr__(&self) -> String {
+        format!(
+            "MessageInfo(kind={:?}, epoch={:?}, content_type={:?})",
+            self.kind, self.epoch, self.content_type
+        )
+    }
+}
