@@ -254,3 +254,22 @@ def test_default_profile_dir_is_per_user() -> None:
     d = prof.default_profile_dir("work")
     assert d.name == "work" and d.parent.name == "profiles"
     assert os.path.isabs(d)
+
+
+async def test_garbage_database_is_profile_error(tmp_path: Path) -> None:
+    await (await _create(tmp_path)).close()
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / (prof.CLIENT_DB + suffix)).unlink(missing_ok=True)
+    (tmp_path / prof.CLIENT_DB).write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ProfileError, match="database"):
+        await Profile.open(tmp_path, PASS)
+
+
+async def test_short_salt_in_metadata_is_profile_error(tmp_path: Path) -> None:
+    await (await _create(tmp_path)).close()
+    meta_path = tmp_path / prof.META_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["salt"] = base64.b64encode(b"12345678").decode()
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ProfileError, match="salt"):
+        await Profile.open(tmp_path, PASS)

@@ -23,6 +23,7 @@ import json
 import os
 import sqlite3
 import struct
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +34,7 @@ import platformdirs
 from proto.crypto.atrest import (
     DEFAULT_PARAMS,
     KEY_BYTES,
+    SALT_BYTES,
     KdfParams,
     MasterKey,
     StorageKeys,
@@ -150,6 +152,15 @@ def _read_meta(path: Path) -> dict[str, object]:
     return meta
 
 
+@contextlib.contextmanager
+def _db_errors() -> Iterator[None]:
+    """Translate sqlite errors (disk full, damaged file, ...) at the adapter boundary."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise ProfileError(f"client database error: {exc}") from exc
+
+
 def _encode_message(msg: ChatMessage) -> bytes:
     return json.dumps(
         {
@@ -251,6 +262,8 @@ class Profile:
         params = KdfParams.from_dict(meta.get("kdf"))
         salt = _unb64(meta, "salt")
         verifier = _unb64(meta, "verifier")
+        if len(salt) != SALT_BYTES or len(verifier) != KEY_BYTES:
+            raise ProfileError("profile metadata: bad salt or verifier length")
         master = await asyncio.to_thread(MasterKey.derive, passphrase, salt, params)
         master.check(verifier)
         return master
@@ -336,17 +349,35 @@ class Profile:
             raise ProfileError("profile is closed")
         return self._db
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Commit on success, roll back on any error; sqlite errors become ProfileError."""
+        conn = self._conn
+        try:
+            yield conn
+            await conn.commit()
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                await conn.rollback()
+            raise
+
+    async def _query(self, sql: str, params: tuple[object, ...]) -> list[sqlite3.Row]:
+        with _db_errors():
+            async with self._conn.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+
     # ------------------------------------------------------------------ secrets
 
     async def put_secret(self, name: str, value: bytes) -> None:
         """Store (or replace) an encrypted secret under ``name``."""
         blob = self._keys.records.encrypt(value, table="secrets", column="value", row=name)
-        await self._conn.execute(
-            "INSERT INTO secrets (name, value) VALUES (?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            (name, blob),
-        )
-        await self._conn.commit()
+        with _db_errors():
+            async with self._transaction() as conn:
+                await conn.execute(
+                    "INSERT INTO secrets (name, value) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (name, blob),
+                )
 
     async def get_secret(self, name: str) -> bytes | None:
         """The secret stored under ``name``, or None.
@@ -354,16 +385,18 @@ class Profile:
         Raises:
             DecryptionFailed: the stored value was tampered with or moved.
         """
-        async with self._conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)) as cur:
-            row = await cur.fetchone()
-        if row is None:
+        rows = await self._query("SELECT value FROM secrets WHERE name = ?", (name,))
+        if not rows:
             return None
-        return self._keys.records.decrypt(bytes(row[0]), table="secrets", column="value", row=name)
+        return self._keys.records.decrypt(
+            bytes(rows[0][0]), table="secrets", column="value", row=name
+        )
 
     async def delete_secret(self, name: str) -> None:
         """Remove a secret (no error if absent)."""
-        await self._conn.execute("DELETE FROM secrets WHERE name = ?", (name,))
-        await self._conn.commit()
+        with _db_errors():
+            async with self._transaction() as conn:
+                await conn.execute("DELETE FROM secrets WHERE name = ?", (name,))
 
     async def put_identity(self, key: IdentityKey) -> None:
         """Store the device's Ed25519 identity key."""
@@ -395,20 +428,25 @@ class Profile:
     async def append_message(self, msg: ChatMessage) -> int:
         """Append to the channel's history; returns the message's ``local_id``."""
         tag = self._channel_tag(msg.channel_id)
-        conn = self._conn
+        plain = _encode_message(msg)
         # The row id is bound into the AEAD associated data, so history rows cannot
-        # be reordered or moved between channels; it is known only after INSERT.
-        async with conn.execute(
-            "INSERT INTO messages (channel_tag, record) VALUES (?, x'') RETURNING id", (tag,)
-        ) as cur:
-            row = await cur.fetchone()
-        assert row is not None
-        local_id = int(row[0])
-        record = self._keys.records.encrypt(
-            _encode_message(msg), table="messages", column="record", row=self._row(tag, local_id)
-        )
-        await conn.execute("UPDATE messages SET record = ? WHERE id = ?", (record, local_id))
-        await conn.commit()
+        # be reordered or moved between channels; it is known only after INSERT,
+        # and both statements commit together.
+        with _db_errors():
+            async with self._transaction() as conn:
+                async with conn.execute(
+                    "INSERT INTO messages (channel_tag, record) VALUES (?, x'') RETURNING id",
+                    (tag,),
+                ) as cur:
+                    row = await cur.fetchone()
+                assert row is not None
+                local_id = int(row[0])
+                record = self._keys.records.encrypt(
+                    plain, table="messages", column="record", row=self._row(tag, local_id)
+                )
+                await conn.execute(
+                    "UPDATE messages SET record = ? WHERE id = ?", (record, local_id)
+                )
         return local_id
 
     async def list_messages(
@@ -421,12 +459,11 @@ class Profile:
         """
         tag = self._channel_tag(channel_id)
         upper = before_id if before_id is not None else 2**63 - 1
-        async with self._conn.execute(
+        rows = await self._query(
             "SELECT id, record FROM messages WHERE channel_tag = ? AND id < ? "
             "ORDER BY id DESC LIMIT ?",
             (tag, upper, limit),
-        ) as cur:
-            rows = list(await cur.fetchall())
+        )
         out = []
         for local_id, blob in reversed(rows):
             plain = self._keys.records.decrypt(
