@@ -120,6 +120,7 @@ class _Connection(QuicConnectionProtocol):
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._calls: dict[int, asyncio.Task[None]] = {}
         self._streaming: set[int] = set()
+        self._refused: set[int] = set()  # answered early; rest of the body is dropped
         self._limits = server._limits
         self._terminated = False
         server._connections.add(self)
@@ -144,10 +145,16 @@ class _Connection(QuicConnectionProtocol):
     def _on_data(self, sid: int, data: bytes, fin: bool) -> None:
         if sid & 3 != 0 or sid in self._calls:
             return  # not a client bidi stream, or data after the request: ignore
+        if sid in self._refused:  # answered already; drain until FIN/reset
+            if fin:
+                self._refused.discard(sid)
+            return
         buf = self._bufs.get(sid)
         if buf is None:
             if len(self._bufs) + len(self._calls) >= self._server.config.max_streams_per_connection:
                 self._refuse(sid, LimitExceeded("too many concurrent calls on this connection"))
+                if not fin:
+                    self._refused.add(sid)
                 return
             if fin:  # fast path: whole request in one chunk
                 self._dispatch(sid, data)
@@ -163,6 +170,8 @@ class _Connection(QuicConnectionProtocol):
             announced = len(buf)  # judged on FIN below (or when over the size limit)
         if max(announced, len(buf)) > self._limits.max_message_bytes:
             self._drop_buffer(sid)
+            if not fin:
+                self._refused.add(sid)
             self._refuse(
                 sid,
                 PayloadTooLarge(f"request exceeds {self._limits.max_message_bytes} bytes"),
@@ -182,6 +191,7 @@ class _Connection(QuicConnectionProtocol):
     def _on_request_timeout(self, sid: int) -> None:
         self._timers.pop(sid, None)
         if self._bufs.pop(sid, None) is not None:
+            self._refused.add(sid)
             self._refuse(
                 sid, BadRequest("request not completed in time"), StreamError.REQUEST_TIMEOUT
             )
@@ -274,6 +284,7 @@ class _Connection(QuicConnectionProtocol):
     # ----------------------------------------------------------- teardown
 
     def _abort_stream(self, sid: int) -> None:
+        self._refused.discard(sid)
         self._drop_buffer(sid)
         task = self._calls.pop(sid, None)
         if task is not None:
@@ -296,6 +307,18 @@ class _Connection(QuicConnectionProtocol):
                 task.cancel()
 
 
+class _Listener(QuicServer):
+    """aioquic's UDP endpoint, plus a future that completes when the socket closes."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.socket_closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.socket_closed.done():
+            self.socket_closed.set_result(None)
+
+
 class RpcServer:
     """Serves a :class:`NodeHandler` on QUIC; see the module docstring."""
 
@@ -315,7 +338,7 @@ class RpcServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._transport: asyncio.DatagramTransport | None = None
-        self._quic_server: QuicServer | None = None
+        self._listener: _Listener | None = None
         self.identity: tls.ServerIdentity | None = None
         """The TLS identity in use (after :meth:`start`)."""
 
@@ -344,11 +367,11 @@ class RpcServer:
             return _Connection(quic, server=self, **kwargs)
 
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: QuicServer(configuration=qcfg, create_protocol=create_protocol),
+            lambda: _Listener(configuration=qcfg, create_protocol=create_protocol),
             local_addr=(cfg.host, cfg.port),
         )
         self._transport = transport
-        self._quic_server = protocol
+        self._listener = protocol
 
     @property
     def port(self) -> int:
@@ -394,10 +417,9 @@ class RpcServer:
                 await asyncio.wait(late, timeout=1.0)
         for conn in list(self._connections):
             conn.close(error_code=int(CloseCode.SHUTDOWN), reason_phrase="node shutting down")
-        if self._transport is not None:
-            # Let the CONNECTION_CLOSE datagrams leave before the socket closes.
-            await asyncio.sleep(0)
-            self._transport.close()
+        if self._transport is not None and self._listener is not None:
+            self._transport.close()  # sendto() already handed the CLOSE datagrams over
+            await self._listener.socket_closed
 
     async def __aenter__(self) -> RpcServer:
         await self.start()
