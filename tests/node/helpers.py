@@ -7,6 +7,7 @@ import dataclasses
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Protocol
 
 from node.config import NodeConfig
 from node.embedded import EmbeddedNode
@@ -33,17 +34,22 @@ def node_config(data_dir: Path, **overrides: object) -> NodeConfig:
     return NodeConfig(**values)  # type: ignore[arg-type]
 
 
-def client_for(node: EmbeddedNode, *, token: bytes = b"") -> RpcClient:
-    """A client pinned to the node's fingerprint."""
+def client_at(port: int, fingerprint: str, *, token: bytes = b"") -> RpcClient:
+    """A client for 127.0.0.1:``port`` pinned to ``fingerprint`` (no reconnects)."""
     return RpcClient(
         ClientConfig(
             host="127.0.0.1",
-            port=node.port,
-            trust=tls.TrustConfig(fingerprint=node.fingerprint),
+            port=port,
+            trust=tls.TrustConfig(fingerprint=fingerprint),
             reconnect=False,
         ),
         token=token,
     )
+
+
+def client_for(node: EmbeddedNode, *, token: bytes = b"") -> RpcClient:
+    """A client pinned to the node's fingerprint."""
+    return client_at(node.port, node.fingerprint, token=token)
 
 
 @contextlib.asynccontextmanager
@@ -98,11 +104,18 @@ class Account:
         return self.client.token
 
 
+class _Endpoint(Protocol):
+    @property
+    def port(self) -> int: ...
+    @property
+    def fingerprint(self) -> str: ...
+
+
 async def make_account(
-    node: EmbeddedNode, username: str, *, password: str = "correct horse", device: bool = True
+    node: _Endpoint, username: str, *, password: str = "correct horse", device: bool = True
 ) -> Account:
     """Register ``username``, log in with a new device and (by default) register it."""
-    client = client_for(node)
+    client = client_at(node.port, node.fingerprint)
     await client.connect()
     identity = IdentityKey.generate()
     await register(client, username, password)
