@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from proto.codec import Envelope
 from proto.errors import QpcError
 from tests.node.helpers import Account, client_at, make_account
 
@@ -107,7 +108,7 @@ async def test_sigkill_while_enqueueing_loses_nothing_acknowledged(tmp_path: Pat
     async with node_process(tmp_path) as n2:
         client = client_at(n2.port, n2.fingerprint, token=token)  # the session survived
         try:
-            fetched = []
+            fetched: list[Envelope] = []
             after = 0
             while True:
                 page = await client.fetch(after_seq=after, limit=500)
