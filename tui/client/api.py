@@ -1,0 +1,454 @@
+"""The client engine's typed public surface, shared by the TUI and the CLI.
+
+Everything here is a frozen, slotted, keyword-only dataclass or a
+:class:`typing.Protocol`; nothing imports the engine's implementation, so the
+TUI (and its tests, with a fake engine) build against this module alone.
+
+Stability: this module only grows. Fields are never renamed or removed; new
+fields get defaults; new event classes are added to :data:`EngineEvent`.
+
+Identifiers as the user sees them:
+
+* a **channel** is named by its hex id (``ChannelInfo.id``, the MLS group id in
+  lowercase hex); CLI commands also accept the channel's display name when it
+  is unambiguous.
+* a **user** is the node's normalised username.
+* a **device** is the hex of its Ed25519 identity key.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "ChannelInfo",
+    "ChannelKind",
+    "ChannelsChanged",
+    "ClientEngine",
+    "ConnectionChanged",
+    "ConnectionState",
+    "ConnectionStatus",
+    "DeliveryState",
+    "DeviceKeyCheck",
+    "EngineEvent",
+    "Health",
+    "KeyCheck",
+    "KeyStock",
+    "Member",
+    "MembersChanged",
+    "Message",
+    "MessageReceived",
+    "MessageStateChanged",
+    "PingResult",
+    "SecurityWarning",
+    "WhoAmI",
+]
+
+
+class ChannelKind(enum.Enum):
+    """Whether a channel is a named group or a 1:1 direct conversation."""
+
+    GROUP = "group"
+    DM = "dm"
+
+
+class DeliveryState(enum.Enum):
+    """Where an outgoing message is; incoming messages are always ``RECEIVED``."""
+
+    PENDING = "pending"
+    """Written locally, not yet accepted by the node (e.g. in the outbox)."""
+    SENT = "sent"
+    """The node accepted the message for every recipient device."""
+    FAILED = "failed"
+    """Sending failed permanently (e.g. removed from the channel)."""
+    RECEIVED = "received"
+    """The message came from another member."""
+
+
+class ConnectionStatus(enum.Enum):
+    """Coarse connection state to the node."""
+
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionState:
+    """The engine's connection to the node, as shown in the status bar."""
+
+    status: ConnectionStatus
+    """Connected, reconnecting (a retry is scheduled) or offline."""
+    retry_in_s: float = 0.0
+    """When ``RECONNECTING``: seconds until the next attempt."""
+    outbox_count: int = 0
+    """Messages written locally and waiting to be sent."""
+    server: str = ""
+    """``host:port`` of the node."""
+
+    @classmethod
+    def connected(cls, *, server: str = "", outbox_count: int = 0) -> ConnectionState:
+        """The connection is up."""
+        return cls(status=ConnectionStatus.CONNECTED, server=server, outbox_count=outbox_count)
+
+    @classmethod
+    def reconnecting(
+        cls, in_s: float, *, server: str = "", outbox_count: int = 0
+    ) -> ConnectionState:
+        """The connection dropped; the next attempt is in ``in_s`` seconds."""
+        return cls(
+            status=ConnectionStatus.RECONNECTING,
+            retry_in_s=in_s,
+            server=server,
+            outbox_count=outbox_count,
+        )
+
+    @classmethod
+    def offline(cls, outbox_count: int, *, server: str = "") -> ConnectionState:
+        """No connection; ``outbox_count`` messages wait in the outbox."""
+        return cls(status=ConnectionStatus.OFFLINE, outbox_count=outbox_count, server=server)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Member:
+    """One member of a channel (a user; one user may have several devices)."""
+
+    user: str
+    """Username."""
+    devices: tuple[str, ...] = ()
+    """Hex device ids of this user in the channel."""
+    is_self: bool = False
+    """True for the local user."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelInfo:
+    """A channel (MLS group) the local device is a member of."""
+
+    id: str
+    """Hex MLS group id; stable, unique."""
+    name: str
+    """Display name (for DMs: the other user's name). Held inside MLS only."""
+    kind: ChannelKind = ChannelKind.GROUP
+    """Group or DM."""
+    members: tuple[str, ...] = ()
+    """Usernames of the members, sorted."""
+    epoch: int = 0
+    """Current MLS epoch."""
+    unread: int = 0
+    """Messages received since the channel was last read through :meth:`history`."""
+    last_activity_ms: int = 0
+    """Unix time (ms) of the newest message or membership change."""
+    active: bool = True
+    """False once we left or were removed (history stays readable locally)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """One chat message as stored in the local (encrypted) history."""
+
+    id: int
+    """Local id, increasing per profile; stable across restarts."""
+    channel: str
+    """Hex channel id."""
+    sender: str
+    """Sender's username (our own for outgoing messages)."""
+    text: str
+    """Plaintext (never logged)."""
+    time_ms: int
+    """Sender's timestamp, Unix ms."""
+    state: DeliveryState = DeliveryState.RECEIVED
+    """Delivery state (outgoing: pending/sent/failed)."""
+    sender_device: str = ""
+    """Hex device id of the sender's device."""
+    outgoing: bool = False
+    """True when the local user wrote it."""
+    sealed: bool = False
+    """True when it was delivered in sealed-sender mode."""
+
+    @property
+    def time(self) -> float:
+        """Sender's timestamp in Unix seconds."""
+        return self.time_ms / 1000.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyStock:
+    """KeyPackages held by the node for this device."""
+
+    count: int
+    """One-time KeyPackages available."""
+    has_last_resort: bool
+    """Whether a last-resort KeyPackage is uploaded."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WhoAmI:
+    """Who the local profile is, and where it is connected."""
+
+    user: str
+    """Username."""
+    device: str
+    """Hex device id (Ed25519 public key)."""
+    device_fingerprint: str
+    """Human-readable fingerprint of the device key (groups of digits)."""
+    server: str
+    """``host:port`` of the node."""
+    server_fingerprint: str
+    """Pinned SPKI SHA-256 (hex) of the node's TLS key."""
+    key_stock: KeyStock | None = None
+    """KeyPackage stock on the node, when it could be asked."""
+    device_registered: bool = True
+    """Whether the node knows this device."""
+    session_expires_ms: int = 0
+    """Unix ms when the session token expires (0 = unknown)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Health:
+    """The node's health report."""
+
+    status: str
+    """``ok`` or ``degraded``."""
+    version: str
+    """Node software version."""
+    uptime_ms: int
+    """Node uptime."""
+    store_backend: str
+    """``sqlite`` or ``postgres``."""
+    server: str = ""
+    """``host:port`` asked."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PingResult:
+    """Round-trip times of one or more pings."""
+
+    rtts_ms: tuple[float, ...]
+    """Each round trip in milliseconds."""
+    server_time_ms: int = 0
+    """Node clock at the last ping, Unix ms."""
+
+    @property
+    def min_ms(self) -> float:
+        """Fastest round trip (0 when empty)."""
+        return min(self.rtts_ms, default=0.0)
+
+    @property
+    def median_ms(self) -> float:
+        """Median round trip (0 when empty)."""
+        if not self.rtts_ms:
+            return 0.0
+        ordered = sorted(self.rtts_ms)
+        mid = len(ordered) // 2
+        if len(ordered) % 2:
+            return ordered[mid]
+        return (ordered[mid - 1] + ordered[mid]) / 2
+
+    @property
+    def max_ms(self) -> float:
+        """Slowest round trip (0 when empty)."""
+        return max(self.rtts_ms, default=0.0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceKeyCheck:
+    """Safety number for one of a user's devices."""
+
+    device: str
+    """Hex device id."""
+    safety_number: str
+    """Safety number of (our key, their key), groups of digits, order-independent."""
+    status: str
+    """``new`` (first seen, now pinned), ``verified`` (matches pin) or ``changed``."""
+    previous_device: str = ""
+    """When ``changed``: hex of the key we had pinned before."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyCheck:
+    """Result of checking a user's device keys against the pinned ones."""
+
+    user: str
+    """Username checked."""
+    devices: tuple[DeviceKeyCheck, ...]
+    """One entry per device the node lists (and per pinned device that vanished)."""
+
+    @property
+    def changed(self) -> bool:
+        """True when any key differs from what was pinned: warn loudly."""
+        return any(d.status == "changed" for d in self.devices)
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageReceived:
+    """A message was decrypted and persisted (or one of ours was stored)."""
+
+    message: Message
+    """The new message."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageStateChanged:
+    """An outgoing message changed delivery state (pending -> sent/failed)."""
+
+    message_id: int
+    """Local id of the message."""
+    channel: str
+    """Hex channel id."""
+    state: DeliveryState
+    """New state."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelsChanged:
+    """The channel list changed (joined, left, renamed, unread counts)."""
+
+    channels: tuple[ChannelInfo, ...]
+    """Every known channel, newest activity first."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MembersChanged:
+    """A channel's member list changed (add, remove, leave)."""
+
+    channel: str
+    """Hex channel id."""
+    members: tuple[Member, ...]
+    """New member list."""
+    epoch: int = 0
+    """MLS epoch after the change."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionChanged:
+    """The connection state changed."""
+
+    state: ConnectionState
+    """New state."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecurityWarning:
+    """Something was rejected or looks wrong (bad envelope, changed key, ...)."""
+
+    reason: str
+    """Short, user-facing reason (never message text or key material)."""
+    channel: str = ""
+    """Hex channel id when known."""
+    user: str = ""
+    """User concerned, when known."""
+
+
+EngineEvent = (
+    MessageReceived
+    | MessageStateChanged
+    | ChannelsChanged
+    | MembersChanged
+    | ConnectionChanged
+    | SecurityWarning
+)
+"""Every event :meth:`ClientEngine.events` can yield."""
+
+
+# --------------------------------------------------------------------------- engine
+
+
+@runtime_checkable
+class ClientEngine(Protocol):
+    """What the TUI and the CLI can ask of the client engine.
+
+    Every method is a coroutine. Failures raise subclasses of
+    :class:`proto.errors.QpcError` (``LocalError`` for misuse such as an unknown
+    channel; ``RemoteError``/``RpcError`` for the node or a peer). Sending never
+    fails because the node is unreachable: the message is stored with
+    ``DeliveryState.PENDING`` and sent from the outbox on reconnect.
+    """
+
+    async def register(self, user: str, password: str) -> WhoAmI:
+        """Create the account (OPAQUE), log in, create and register this device."""
+        ...
+
+    async def login(self, user: str, password: str) -> WhoAmI:
+        """Log in (OPAQUE), registering this device and topping up KeyPackages."""
+        ...
+
+    async def create_group(self, name: str) -> ChannelInfo:
+        """Create a new group channel with us as its only member."""
+        ...
+
+    async def invite(self, channel: str, users: list[str]) -> ChannelInfo:
+        """Add every device of each user to the channel (commit + Welcome)."""
+        ...
+
+    async def dm(self, user: str) -> ChannelInfo:
+        """Return the DM channel with ``user``, creating it on first use."""
+        ...
+
+    async def leave(self, channel: str) -> None:
+        """Leave the channel (other members remove us on their next commit)."""
+        ...
+
+    async def remove(self, channel: str, users: list[str]) -> ChannelInfo:
+        """Remove every device of each user from the channel."""
+        ...
+
+    async def members(self, channel: str) -> tuple[Member, ...]:
+        """Current member list of a channel, from local MLS state."""
+        ...
+
+    async def channels(self) -> tuple[ChannelInfo, ...]:
+        """Every known channel, newest activity first."""
+        ...
+
+    async def send(self, channel: str, text: str) -> Message:
+        """Encrypt and send ``text``; returns the stored message (sent or pending)."""
+        ...
+
+    async def sync(self) -> list[Message]:
+        """Fetch, process, persist and ack everything waiting; new messages in order."""
+        ...
+
+    async def history(
+        self, channel: str, *, limit: int = 100, before_id: int | None = None
+    ) -> list[Message]:
+        """Stored messages of a channel, oldest first; marks the channel read."""
+        ...
+
+    async def whoami(self) -> WhoAmI:
+        """Local identity, KeyPackage stock and pinned server fingerprint."""
+        ...
+
+    async def health(self) -> Health:
+        """Ask the node for its health."""
+        ...
+
+    async def ping(self, count: int = 1) -> PingResult:
+        """Measure ``count`` round trips to the node."""
+        ...
+
+    async def check_key(self, user: str) -> KeyCheck:
+        """Safety numbers for each of ``user``'s devices; flags changed keys."""
+        ...
+
+    async def refresh_keypackages(self) -> KeyStock:
+        """Upload KeyPackages until the stock is full (and a last resort exists)."""
+        ...
+
+    def connection_state(self) -> ConnectionState:
+        """Current connection state (no I/O)."""
+        ...
+
+    def events(self) -> AsyncIterator[EngineEvent]:
+        """Live events; the engine holds the fetchWait subscription while iterated."""
+        ...
+
+    async def close(self) -> None:
+        """Stop background work and close the connection and the profile."""
+        ...
