@@ -23,6 +23,8 @@ from proto.errors import BadRequest, LimitExceeded, NotFound, PermissionDenied
 log = logging.getLogger(__name__)
 
 ACCESS_KEY_BYTES = 32
+MAX_STORED_INT = 2**63 - 1
+"""Stores keep seqs and epochs as signed 64-bit integers; cursors above are clamped."""
 
 
 class DeliveryService:
@@ -98,7 +100,7 @@ class DeliveryService:
         session, _ = await self._ctx.authenticate_device(caller)
         check_channel_id(channel_id)
         check_u64(epoch, "epoch")
-        if epoch == 2**64 - 1:
+        if epoch >= MAX_STORED_INT:
             raise BadRequest("epoch out of range")
         limits = self._ctx.config
         if len(fanout) > limits.max_fanout:
@@ -131,14 +133,16 @@ class DeliveryService:
         """Envelopes of the token's own inbox after ``after_seq`` (0 = the server maximum)."""
         _, device = await self._ctx.authenticate_device(caller)
         check_u64(after_seq, "afterSeq")
-        return await self._ctx.store.fetch(device.device_id, after_seq, self._limit(limit))
+        return await self._ctx.store.fetch(
+            device.device_id, min(after_seq, MAX_STORED_INT), self._limit(limit)
+        )
 
     async def ack(self, caller: Caller, upto_seq: int) -> None:
         """Delete the token's own envelopes up to ``upto_seq``."""
         session, device = await self._ctx.authenticate_device(caller)
         check_u64(upto_seq, "uptoSeq")
         self._ctx.limit_write(caller, session.username)
-        await self._ctx.store.ack(device.device_id, upto_seq)
+        await self._ctx.store.ack(device.device_id, min(upto_seq, MAX_STORED_INT))
 
     async def fetch_wait(
         self, caller: Caller, after_seq: int, timeout_ms: int
@@ -159,7 +163,7 @@ class DeliveryService:
         inbox = device.device_id
         if self._subscriptions.get(inbox, 0) >= self._ctx.config.max_subscriptions_per_device:
             raise LimitExceeded("too many fetchWait subscriptions for this device")
-        return self._subscription(inbox, after_seq, timeout_ms)
+        return self._subscription(inbox, min(after_seq, MAX_STORED_INT), timeout_ms)
 
     async def _subscription(
         self, inbox: bytes, after_seq: int, timeout_ms: int

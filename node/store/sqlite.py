@@ -66,7 +66,7 @@ def _map_errors() -> Iterator[None]:
     """Translate driver exceptions into :class:`Unavailable` at the module boundary."""
     try:
         yield
-    except (sqlite3.Error, ValueError) as exc:
+    except (sqlite3.Error, ValueError, OverflowError) as exc:
         log.error("sqlite failure: %s", type(exc).__name__)
         raise Unavailable("store failure") from exc
 
@@ -238,7 +238,7 @@ class SqliteStore:
                 except QpcError as exc:
                     outcomes.append((False, exc))
             await self._w.execute_fetchall("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:  # sqlite3.Error, or a bad value (OverflowError...)
             log.error("sqlite write failed (%s); retrying ops singly", type(exc).__name__)
             with contextlib.suppress(sqlite3.Error):
                 if self._w.in_transaction:

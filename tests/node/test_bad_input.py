@@ -141,7 +141,14 @@ async def test_bad_delivery_input_stores_nothing(node: EmbeddedNode) -> None:
         ):
             with pytest.raises(error):
                 await alice.client.enqueue_commit(channel_id=channel, epoch=0, fanout=fanout)
+        with pytest.raises(BadRequest):
+            await alice.client.enqueue_commit(channel_id=b"g", epoch=2**64 - 1, fanout=[ok])
         assert (await bob.client.fetch(after_seq=0, limit=10)).envelopes == ()
+        # the largest cursors are fine (clamped to what a store can hold)
+        assert (await bob.client.fetch(after_seq=2**64 - 1, limit=2**32 - 1)).envelopes == ()
+        await bob.client.ack(upto_seq=2**64 - 1)
+        async with bob.client.fetch_wait(after_seq=2**64 - 1, timeout_ms=2**32 - 1) as sub:
+            assert (await anext(sub)).envelopes == ()
         # the channel was never created: epoch 0 is still accepted
         r = await alice.client.enqueue_commit(channel_id=b"g", epoch=0, fanout=[ok])
         assert (r.new_epoch, r.seqs) == (1, (1,))
