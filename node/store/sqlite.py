@@ -196,8 +196,7 @@ class SqliteStore:
         started = time.perf_counter()
         try:
             with _map_errors():
-                async with self._r.execute(sql, params) as cur:
-                    return list(await cur.fetchall())
+                return list(await self._r.execute_fetchall(sql, params))
         finally:
             self._observe(name, started)
 
