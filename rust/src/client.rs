@@ -9,6 +9,10 @@ use crate::core::{run, ClientCore, Shared, DEFAULT_CIPHERSUITE};
 use crate::group::Group;
 use crate::types::{pybytes, CommitOutput};
 
+/// One device's MLS state in one encrypted SQLite file.
+///
+/// Construct with `Client.create` (new file) or `Client.open` (existing
+/// file). Every value in the file is encrypted under the 32-byte storage key.
 #[pyclass(module = "proto._mls", frozen)]
 pub struct Client {
     shared: Shared,
@@ -40,6 +44,10 @@ impl Client {
 
 #[pymethods]
 impl Client {
+    /// Create a client in a new state file. `identity` is the credential
+    /// identity (e.g. b"user/device"); `signature_key` optionally imports a
+    /// raw 32-byte Ed25519 private key (else one is generated). Raises
+    /// StorageFailure if the file already holds a client.
     #[staticmethod]
     #[pyo3(signature = (path, storage_key, identity, *, signature_key=None, ciphersuite=DEFAULT_CIPHERSUITE))]
     fn create(
@@ -51,13 +59,12 @@ impl Client {
         ciphersuite: u16,
     ) -> PyResult<Self> {
         let core = py
-            .detach(|| {
-                ClientCore::create(path, storage_key, identity, signature_key, ciphersuite)
-            })
+            .detach(|| ClientCore::create(path, storage_key, identity, signature_key, ciphersuite))
             .map_err(PyErr::from)?;
         Ok(Client::wrap(core, path))
     }
 
+    /// Open the client stored at `path`. A wrong key raises StorageFailure.
     #[staticmethod]
     fn open(py: Python<'_>, path: &str, storage_key: &[u8]) -> PyResult<Self> {
         let core = py
@@ -66,26 +73,31 @@ impl Client {
         Ok(Client::wrap(core, path))
     }
 
+    /// The credential identity chosen at creation.
     #[getter]
     fn identity<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, &self.identity)
     }
 
+    /// The Ed25519 public key in our credential.
     #[getter]
     fn signature_public_key<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, &self.signature_public_key)
     }
 
+    /// Ciphersuite used when a call does not name one.
     #[getter]
     fn default_ciphersuite(&self) -> u16 {
         self.default_ciphersuite
     }
 
+    /// Path of the state file.
     #[getter]
     fn path(&self) -> &str {
         &self.path
     }
 
+    /// A fresh KeyPackage (MLSMessage bytes); its private keys are stored.
     #[pyo3(signature = (ciphersuite=None))]
     fn key_package(&self, py: Python<'_>, ciphersuite: Option<u16>) -> PyResult<Py<PyBytes>> {
         let cs = self.suite(ciphersuite);
@@ -93,6 +105,7 @@ impl Client {
         Ok(pybytes(py, &kp))
     }
 
+    /// `count` fresh KeyPackages, for a batch upload.
     #[pyo3(signature = (count, ciphersuite=None))]
     fn key_packages(
         &self,
@@ -102,11 +115,14 @@ impl Client {
     ) -> PyResult<Vec<Py<PyBytes>>> {
         let cs = self.suite(ciphersuite);
         let kps = run(py, &self.shared, |c| {
-            (0..count).map(|_| c.key_package(cs, false)).collect::<Result<Vec<_>, _>>()
+            (0..count)
+                .map(|_| c.key_package(cs, false))
+                .collect::<Result<Vec<_>, _>>()
         })?;
         Ok(kps.iter().map(|k| pybytes(py, k)).collect())
     }
 
+    /// A KeyPackage with the last_resort extension: joins do not consume it.
     #[pyo3(signature = (ciphersuite=None))]
     fn last_resort_key_package(
         &self,
@@ -118,6 +134,7 @@ impl Client {
         Ok(pybytes(py, &kp))
     }
 
+    /// Create a group with the given id, with us as the only member.
     #[pyo3(signature = (group_id, ciphersuite=None))]
     fn create_group(
         &self,
@@ -130,11 +147,16 @@ impl Client {
         Ok(self.group(group_id.to_vec()))
     }
 
+    /// Join from a Welcome (the ratchet tree travels inside it). Raises
+    /// NoWelcomeForUs if it holds no secrets for any of our KeyPackages.
     fn join_from_welcome(&self, py: Python<'_>, welcome: &[u8]) -> PyResult<Group> {
         let gid = run(py, &self.shared, |c| c.join_from_welcome(welcome))?;
         Ok(self.group(gid))
     }
 
+    /// Join from a GroupInfo (with ratchet tree) by external commit. Returns
+    /// the group, already at the new epoch, and the commit to send; if the
+    /// node rejects it, delete the group and retry with a fresh GroupInfo.
     fn join_by_external_commit(
         &self,
         py: Python<'_>,
@@ -144,6 +166,7 @@ impl Client {
         Ok((self.group(gid), parts.into_py(py)?))
     }
 
+    /// The group with this id from storage (UnknownGroup if absent).
     fn load_group(&self, py: Python<'_>, group_id: &[u8]) -> PyResult<Group> {
         let found = run(py, &self.shared, |c| c.has_group(group_id))?;
         if !found {
@@ -152,11 +175,13 @@ impl Client {
         Ok(self.group(group_id.to_vec()))
     }
 
+    /// Ids of every group in storage, sorted.
     fn group_ids(&self, py: Python<'_>) -> PyResult<Vec<Py<PyBytes>>> {
         let ids = run(py, &self.shared, |c| c.group_ids())?;
         Ok(ids.iter().map(|i| pybytes(py, i)).collect())
     }
 
+    /// Delete a group's state from storage.
     fn delete_group(&self, py: Python<'_>, group_id: &[u8]) -> PyResult<()> {
         run(py, &self.shared, |c| c.delete_group(group_id))
     }

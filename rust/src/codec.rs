@@ -185,9 +185,8 @@ impl openmls_sqlite_storage::Codec for EncryptingCodec {
 
 /// Encode a value of our own tables with the active keys (random nonce).
 pub fn seal_record<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let plain = Zeroizing::new(
-        serde_json::to_vec(value).map_err(|_| CodecError("serialization failed"))?,
-    );
+    let plain =
+        Zeroizing::new(serde_json::to_vec(value).map_err(|_| CodecError("serialization failed"))?);
     with_active(|keys| keys.seal(&plain, false))
 }
 

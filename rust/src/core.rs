@@ -208,15 +208,30 @@ pub struct ClientCore {
 
 pub type Shared = Arc<Mutex<Option<ClientCore>>>;
 
+/// How many digests of our own sent handshake messages we remember.
+const SENT_DIGESTS_KEPT: i64 = 1024;
+
 fn meta_table(conn: &Connection) -> Result<()> {
+    // qpc_sent holds SHA-256 digests of handshake messages we produced, so an
+    // echo of our own commit (from an epoch we already left) is recognised.
+    // A digest of ciphertext that went over the wire reveals nothing.
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS qpc_client (
             id INTEGER PRIMARY KEY CHECK (id = 1),
             version INTEGER NOT NULL,
             record BLOB NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS qpc_sent (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            digest BLOB NOT NULL UNIQUE
         );",
     )?;
     Ok(())
+}
+
+fn digest(data: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).to_vec()
 }
 
 fn storage_key(key: &[u8]) -> Result<Arc<CodecKeys>> {
@@ -300,7 +315,8 @@ impl ClientCore {
             )));
         }
         let record: ClientRecord = open_record(&blob)?;
-        let signer = SigningKey::from_parts(&record.signature_private, Some(&record.signature_public))?;
+        let signer =
+            SigningKey::from_parts(&record.signature_private, Some(&record.signature_public))?;
         let provider = QpcProvider::open(path)?;
         Ok(ClientCore {
             provider,
@@ -377,6 +393,10 @@ impl ClientCore {
         };
         let code: u16 = vgi.ciphersuite().into();
         ciphersuite(code)?;
+        // The commit is made in the GroupInfo's epoch; `finalize` returns the
+        // group already at the next epoch (nothing to merge, nothing to clear:
+        // on rejection the caller deletes the group and retries).
+        let epoch = vgi.epoch().as_u64();
         let credential = self.credential();
         let (group, bundle) = MlsGroup::external_commit_builder()
             .with_config(join_config())
@@ -398,7 +418,6 @@ impl ClientCore {
             .map_err(local)?
             .finalize(&self.provider)
             .map_err(local)?;
-        let epoch = group.epoch().as_u64();
         let (commit, _welcome, gi) = bundle.into_contents();
         let parts = CommitParts {
             commit: commit.to_bytes()?,
@@ -408,6 +427,7 @@ impl ClientCore {
         };
         let gid = group.group_id().as_slice().to_vec();
         self.groups.insert(gid.clone(), group);
+        self.remember_sent(&parts.commit)?;
         Ok((gid, parts))
     }
 
@@ -420,7 +440,8 @@ impl ClientCore {
     ) -> Result<R> {
         if !self.groups.contains_key(group_id) {
             let gid = GroupId::from_slice(group_id);
-            let group = MlsGroup::load(self.provider.storage(), &gid)?.ok_or(Error::UnknownGroup)?;
+            let group =
+                MlsGroup::load(self.provider.storage(), &gid)?.ok_or(Error::UnknownGroup)?;
             self.groups.insert(group_id.to_vec(), group);
         }
         let group = self.groups.get_mut(group_id).ok_or(Error::UnknownGroup)?;
@@ -446,6 +467,29 @@ impl ClientCore {
             None => MlsGroup::load(self.provider.storage(), &gid)?.ok_or(Error::UnknownGroup)?,
         };
         group.delete(self.provider.storage()).map_err(local)
+    }
+
+    /// Remember a handshake message we sent (see `qpc_sent`).
+    pub fn remember_sent(&self, message: &[u8]) -> Result<()> {
+        self.meta.execute(
+            "INSERT OR IGNORE INTO qpc_sent (digest) VALUES (?1)",
+            rusqlite::params![digest(message)],
+        )?;
+        self.meta.execute(
+            "DELETE FROM qpc_sent WHERE seq <= (SELECT max(seq) FROM qpc_sent) - ?1",
+            rusqlite::params![SENT_DIGESTS_KEPT],
+        )?;
+        Ok(())
+    }
+
+    /// Did we send exactly these bytes?
+    pub fn was_sent(&self, message: &[u8]) -> Result<bool> {
+        let n: i64 = self.meta.query_row(
+            "SELECT count(*) FROM qpc_sent WHERE digest = ?1",
+            rusqlite::params![digest(message)],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
     }
 
     pub fn group_ids(&self) -> Result<Vec<Vec<u8>>> {

@@ -6,14 +6,21 @@ use openmls::prelude::*;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::core::{identity_of, parse_message, run, validate_key_package, Shared, SigningKey};
+use crate::core::{
+    identity_of, parse_message, run, validate_key_package, Shared, SigningKey, MAX_PAST_EPOCHS,
+};
 use crate::error::{local, remote, Error, Result};
 use crate::provider::QpcProvider;
 use crate::types::{
-    members_into_py, pybytes, ApplicationMessage, CommitData, CommitMerged, CommitOutput,
-    Member, MemberData, OwnMessage, ProposalStored,
+    members_into_py, pybytes, ApplicationMessage, CommitData, CommitMerged, CommitOutput, Member,
+    MemberData, OwnMessage, ProposalStored,
 };
 
+/// A handle on one MLS group of a Client.
+///
+/// Commit-producing methods return a CommitOutput and leave the commit
+/// pending: send it, then call merge_pending_commit (node accepted) or
+/// clear_pending_commit (node rejected).
 #[pyclass(module = "proto._mls", frozen)]
 pub struct Group {
     shared: Shared,
@@ -32,6 +39,22 @@ impl Group {
     ) -> PyResult<T> {
         let gid = &self.group_id;
         run(py, &self.shared, |core| core.with_group(gid, f))
+    }
+
+    /// Like `with`, for operations that produce a commit: the commit's digest
+    /// is remembered so its echo is recognised as our own.
+    fn with_commit(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut MlsGroup, &QpcProvider, &SigningKey) -> Result<CommitData> + Send,
+    ) -> PyResult<Py<CommitOutput>> {
+        let gid = &self.group_id;
+        let data = run(py, &self.shared, |core| {
+            let data = core.with_group(gid, f)?;
+            core.remember_sent(&data.commit)?;
+            Ok(data)
+        })?;
+        data.into_py(py)
     }
 }
 
@@ -119,11 +142,7 @@ enum Processed {
     },
 }
 
-fn process(
-    group: &mut MlsGroup,
-    provider: &QpcProvider,
-    data: &[u8],
-) -> Result<Processed> {
+fn process(group: &mut MlsGroup, provider: &QpcProvider, data: &[u8]) -> Result<Processed> {
     let msg = parse_message(data)?;
     let protocol = msg
         .try_into_protocol_message()
@@ -132,6 +151,14 @@ fn process(
         return Err(Error::Invalid("the message is for another group".into()));
     }
     let content_type = content_type_name(protocol.content_type());
+    let (msg_epoch, cur) = (protocol.epoch().as_u64(), group.epoch().as_u64());
+    // OpenMLS reports "secrets of this epoch are gone" and "this generation
+    // is too old" with the same error; the epoch numbers tell them apart.
+    if msg_epoch < cur.saturating_sub(MAX_PAST_EPOCHS as u64) || msg_epoch > cur {
+        return Err(Error::WrongEpoch(format!(
+            "message of epoch {msg_epoch}, group at epoch {cur} (keeps {MAX_PAST_EPOCHS} past epochs)"
+        )));
+    }
     let processed = group.process_message(provider, protocol).map_err(remote)?;
     let epoch = processed.epoch().as_u64();
     let leaf = sender_leaf(processed.sender());
@@ -140,9 +167,8 @@ fn process(
     Ok(match processed.into_content() {
         ProcessedMessageContent::ApplicationMessage(app) => Processed::Application {
             plaintext: app.into_bytes(),
-            sender_leaf: leaf.ok_or_else(|| {
-                Error::Invalid("application message from a non-member".into())
-            })?,
+            sender_leaf: leaf
+                .ok_or_else(|| Error::Invalid("application message from a non-member".into()))?,
             sender_identity: identity,
             epoch,
             aad,
@@ -161,7 +187,7 @@ fn process(
             }
         }
         ProcessedMessageContent::StagedCommitMessage(staged) => {
-            let added_keys: Vec<Vec<u8>> = staged
+            let mut added_keys: Vec<Vec<u8>> = staged
                 .add_proposals()
                 .map(|p| {
                     p.add_proposal()
@@ -172,6 +198,12 @@ fn process(
                         .to_vec()
                 })
                 .collect();
+            if leaf.is_none() {
+                // An external joiner adds itself through its update path.
+                if let Some(ln) = staged.update_path_leaf_node() {
+                    added_keys.push(ln.signature_key().as_slice().to_vec());
+                }
+            }
             let removed: Vec<u32> = staged
                 .remove_proposals()
                 .map(|p| p.remove_proposal().removed().u32())
@@ -205,48 +237,61 @@ fn process(
 
 #[pymethods]
 impl Group {
+    /// The group id.
     #[getter]
     fn group_id<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, &self.group_id)
     }
 
+    /// The current epoch.
     #[getter]
     fn epoch(&self, py: Python<'_>) -> PyResult<u64> {
         self.with(py, |g, _, _| Ok(g.epoch().as_u64()))
     }
 
+    /// The group's ciphersuite code point.
     #[getter]
     fn ciphersuite(&self, py: Python<'_>) -> PyResult<u16> {
         self.with(py, |g, _, _| Ok(g.ciphersuite().into()))
     }
 
+    /// Our leaf index in the ratchet tree.
     #[getter]
     fn own_leaf_index(&self, py: Python<'_>) -> PyResult<u32> {
         self.with(py, |g, _, _| Ok(g.own_leaf_index().u32()))
     }
 
+    /// False once we have been removed.
     #[getter]
     fn is_active(&self, py: Python<'_>) -> PyResult<bool> {
         self.with(py, |g, _, _| Ok(g.is_active()))
     }
 
+    /// True while one of our commits awaits merge or clear.
     #[getter]
     fn has_pending_commit(&self, py: Python<'_>) -> PyResult<bool> {
         self.with(py, |g, _, _| Ok(g.pending_commit().is_some()))
     }
 
+    /// Number of stored proposals not yet committed.
     #[getter]
     fn pending_proposal_count(&self, py: Python<'_>) -> PyResult<usize> {
         self.with(py, |g, _, _| Ok(g.pending_proposals().count()))
     }
 
+    /// The current members.
     fn members(&self, py: Python<'_>) -> PyResult<Vec<Py<Member>>> {
         let members = self.with(py, |g, _, _| Ok(g.members().map(member_data).collect()))?;
         members_into_py(py, members)
     }
 
-    fn add_members(&self, py: Python<'_>, key_packages: Vec<Vec<u8>>) -> PyResult<Py<CommitOutput>> {
-        let data = self.with(py, |g, p, s| {
+    /// Add members from their KeyPackages (commit + Welcome + GroupInfo).
+    fn add_members(
+        &self,
+        py: Python<'_>,
+        key_packages: Vec<Vec<u8>>,
+    ) -> PyResult<Py<CommitOutput>> {
+        self.with_commit(py, |g, p, s| {
             if key_packages.is_empty() {
                 return Err(Error::Malformed("no KeyPackages given".into()));
             }
@@ -257,12 +302,12 @@ impl Group {
             let epoch = g.epoch().as_u64();
             let (commit, welcome, gi) = g.add_members(p, s, &kps).map_err(local)?;
             commit_data(commit, Some(welcome), gi, epoch)
-        })?;
-        data.into_py(py)
+        })
     }
 
+    /// Remove the members at these leaf indices.
     fn remove_members(&self, py: Python<'_>, leaf_indices: Vec<u32>) -> PyResult<Py<CommitOutput>> {
-        let data = self.with(py, |g, p, s| {
+        self.with_commit(py, |g, p, s| {
             if leaf_indices.is_empty() {
                 return Err(Error::Malformed("no leaf indices given".into()));
             }
@@ -277,12 +322,12 @@ impl Group {
             let epoch = g.epoch().as_u64();
             let (commit, welcome, gi) = g.remove_members(p, s, &leaves).map_err(local)?;
             commit_data(commit, welcome, gi, epoch)
-        })?;
-        data.into_py(py)
+        })
     }
 
+    /// Refresh our leaf's keys (post-compromise security).
     fn self_update(&self, py: Python<'_>) -> PyResult<Py<CommitOutput>> {
-        let data = self.with(py, |g, p, s| {
+        self.with_commit(py, |g, p, s| {
             let epoch = g.epoch().as_u64();
             let bundle = g
                 .self_update(p, s, LeafNodeParameters::default())
@@ -290,42 +335,49 @@ impl Group {
             let welcome = bundle.to_welcome_msg();
             let (commit, _, gi) = bundle.into_contents();
             commit_data(commit, welcome, gi, epoch)
-        })?;
-        data.into_py(py)
+        })
     }
 
+    /// Commit the stored proposals (e.g. another member's leave).
     fn commit_pending_proposals(&self, py: Python<'_>) -> PyResult<Py<CommitOutput>> {
-        let data = self.with(py, |g, p, s| {
+        self.with_commit(py, |g, p, s| {
             let epoch = g.epoch().as_u64();
             let (commit, welcome, gi) = g.commit_to_pending_proposals(p, s).map_err(local)?;
             commit_data(commit, welcome, gi, epoch)
-        })?;
-        data.into_py(py)
+        })
     }
 
+    /// A proposal removing us; another member must commit it.
     fn leave(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
-        let out = self.with(py, |g, p, s| {
-            let msg = g.leave_group(p, s).map_err(local)?;
-            Ok(msg.to_bytes()?)
+        let gid = &self.group_id;
+        let out = run(py, &self.shared, |core| {
+            let out = core.with_group(gid, |g, p, s| {
+                let msg = g.leave_group(p, s).map_err(local)?;
+                Ok(msg.to_bytes()?)
+            })?;
+            core.remember_sent(&out)?;
+            Ok(out)
         })?;
         Ok(pybytes(py, &out))
     }
 
+    /// Merge our pending commit (after the node accepted it); a no-op when
+    /// nothing is pending.
     fn merge_pending_commit(&self, py: Python<'_>) -> PyResult<()> {
         self.with(py, |g, p, _| {
-            if g.pending_commit().is_none() {
-                return Err(Error::PendingCommit("there is no pending commit to merge".into()));
-            }
+            // No pending commit (e.g. after an external join): nothing to do.
             g.merge_pending_commit(p).map_err(local)
         })
     }
 
+    /// Drop our pending commit (after the node rejected it).
     fn clear_pending_commit(&self, py: Python<'_>) -> PyResult<()> {
         self.with(py, |g, p, _| {
             g.clear_pending_commit(p.storage()).map_err(local)
         })
     }
 
+    /// Encrypt an application message for the group.
     fn encrypt(&self, py: Python<'_>, plaintext: &[u8]) -> PyResult<Py<PyBytes>> {
         let out = self.with(py, |g, p, s| {
             let msg = g.create_message(p, s, plaintext).map_err(local)?;
@@ -334,8 +386,22 @@ impl Group {
         Ok(pybytes(py, &out))
     }
 
+    /// Process an incoming message: ApplicationMessage, CommitMerged (the
+    /// commit was validated and merged), ProposalStored or OwnMessage.
     fn process(&self, py: Python<'_>, message: &[u8]) -> PyResult<Py<PyAny>> {
-        let processed = self.with(py, |g, p, _| process(g, p, message))?;
+        let gid = &self.group_id;
+        let processed = run(py, &self.shared, |core| {
+            if core.was_sent(message)? {
+                let info = parse_message(message)?
+                    .try_into_protocol_message()
+                    .map_err(|_| Error::Malformed("not a protocol message".into()))?;
+                return Ok(Processed::Own {
+                    epoch: info.epoch().as_u64(),
+                    content_type: content_type_name(info.content_type()),
+                });
+            }
+            core.with_group(gid, |g, p, _| process(g, p, message))
+        })?;
         Ok(match processed {
             Processed::Application {
                 plaintext,
@@ -402,6 +468,7 @@ impl Group {
         })
     }
 
+    /// MLS exporter: a secret of `length` bytes for `label` and `context`.
     fn export_secret(
         &self,
         py: Python<'_>,
@@ -419,11 +486,15 @@ impl Group {
         Ok(pybytes(py, &out))
     }
 
+    /// The epoch authenticator (compare out of band to detect forks/MITM).
     fn epoch_authenticator(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
-        let out = self.with(py, |g, _, _| Ok(g.epoch_authenticator().as_slice().to_vec()))?;
+        let out = self.with(py, |g, _, _| {
+            Ok(g.epoch_authenticator().as_slice().to_vec())
+        })?;
         Ok(pybytes(py, &out))
     }
 
+    /// A signed GroupInfo for external joins.
     #[pyo3(signature = (with_ratchet_tree=true))]
     fn export_group_info(&self, py: Python<'_>, with_ratchet_tree: bool) -> PyResult<Py<PyBytes>> {
         let out = self.with(py, |g, p, s| {
@@ -435,6 +506,7 @@ impl Group {
         Ok(pybytes(py, &out))
     }
 
+    /// Delete this group's state from storage.
     fn delete(&self, py: Python<'_>) -> PyResult<()> {
         let gid = &self.group_id;
         run(py, &self.shared, |core| core.delete_group(gid))

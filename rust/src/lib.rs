@@ -15,7 +15,7 @@ mod types;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::core::{run_stateless, validate_key_package, parse_message};
+use crate::core::{parse_message, run_stateless, validate_key_package};
 use crate::types::{pybytes, KeyPackageInfo, MessageInfo};
 
 /// Parse and validate an MLS-message-wrapped KeyPackage.
@@ -69,7 +69,12 @@ fn message_info(py: Python<'_>, data: &[u8]) -> PyResult<Py<MessageInfo>> {
                 ContentType::Proposal => "proposal",
                 ContentType::Commit => "commit",
             };
-            Ok((kind, Some(pm.group_id().as_slice().to_vec()), Some(pm.epoch().as_u64()), Some(ct)))
+            Ok((
+                kind,
+                Some(pm.group_id().as_slice().to_vec()),
+                Some(pm.epoch().as_u64()),
+                Some(ct),
+            ))
         } else {
             Ok((kind, None, None, None))
         }

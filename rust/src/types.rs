@@ -3,11 +3,16 @@
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+/// Python-style rendering of an optional value for reprs.
+fn py_opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "None".to_string(), |v| v.to_string())
+}
+
 pub fn pybytes(py: Python<'_>, data: &[u8]) -> Py<PyBytes> {
     PyBytes::new(py, data).unbind()
 }
 
-/// A group member: leaf index, credential identity and signature key.
+/// A group member: leaf index, credential identity and Ed25519 public key.
 #[pyclass(module = "proto._mls", frozen, get_all)]
 pub struct Member {
     pub leaf_index: u32,
@@ -21,7 +26,11 @@ impl Member {
         format!(
             "Member(leaf_index={}, identity={})",
             self.leaf_index,
-            self.identity.bind(py).repr().map(|r| r.to_string()).unwrap_or_default()
+            self.identity
+                .bind(py)
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or_default()
         )
     }
 }
@@ -50,7 +59,9 @@ pub fn members_into_py(py: Python<'_>, members: Vec<MemberData>) -> PyResult<Vec
     members.into_iter().map(|m| m.into_py(py)).collect()
 }
 
-/// What a commit-producing operation returns.
+/// A commit to send: `commit` for current members, `welcome` for added ones,
+/// `group_info` (with ratchet tree) for external joiners, and `epoch`, the
+/// epoch the commit was made in (what enqueueCommit must name).
 #[pyclass(module = "proto._mls", frozen, get_all)]
 pub struct CommitOutput {
     /// The commit (MlsMessage bytes) to fan out to the current members.
@@ -67,11 +78,19 @@ pub struct CommitOutput {
 impl CommitOutput {
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(
-            "CommitOutput(epoch={}, commit={} bytes, welcome={}, group_info={})",
+            "CommitOutput(epoch={}, commit=<{} bytes>, welcome={}, group_info={})",
             self.epoch,
             self.commit.bind(py).as_bytes().len(),
-            self.welcome.is_some(),
-            self.group_info.is_some()
+            if self.welcome.is_some() {
+                "<bytes>"
+            } else {
+                "None"
+            },
+            if self.group_info.is_some() {
+                "<bytes>"
+            } else {
+                "None"
+            }
         )
     }
 }
@@ -140,12 +159,12 @@ pub struct CommitMerged {
 impl CommitMerged {
     fn __repr__(&self) -> String {
         format!(
-            "CommitMerged(sender_leaf={:?}, epoch={}, added={}, removed={:?}, self_removed={})",
-            self.sender_leaf,
+            "CommitMerged(sender_leaf={}, epoch={}, added={}, removed={:?}, self_removed={})",
+            py_opt(self.sender_leaf),
             self.epoch,
             self.added.len(),
             self.removed,
-            self.self_removed
+            if self.self_removed { "True" } else { "False" }
         )
     }
 }
@@ -164,8 +183,10 @@ pub struct ProposalStored {
 impl ProposalStored {
     fn __repr__(&self) -> String {
         format!(
-            "ProposalStored(sender_leaf={:?}, epoch={}, kind={:?})",
-            self.sender_leaf, self.epoch, self.kind
+            "ProposalStored(sender_leaf={}, epoch={}, kind={:?})",
+            py_opt(self.sender_leaf),
+            self.epoch,
+            self.kind
         )
     }
 }
@@ -204,7 +225,8 @@ impl KeyPackageInfo {
     fn __repr__(&self) -> String {
         format!(
             "KeyPackageInfo(ciphersuite=0x{:04x}, last_resort={})",
-            self.ciphersuite, self.last_resort
+            self.ciphersuite,
+            if self.last_resort { "True" } else { "False" }
         )
     }
 }
@@ -224,8 +246,10 @@ pub struct MessageInfo {
 impl MessageInfo {
     fn __repr__(&self) -> String {
         format!(
-            "MessageInfo(kind={:?}, epoch={:?}, content_type={:?})",
-            self.kind, self.epoch, self.content_type
+            "MessageInfo(kind={:?}, epoch={}, content_type={})",
+            self.kind,
+            py_opt(self.epoch),
+            py_opt(self.content_type.as_ref().map(|c| format!("{c:?}")))
         )
     }
 }
