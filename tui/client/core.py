@@ -1,0 +1,421 @@
+"""Engine core: profile, connection, account and device, keys of peers.
+
+:class:`EngineCore` owns the unlocked :class:`~tui.client.profile.Profile`,
+the :class:`~tui.client.state.EngineState`, the MLS client and the RPC
+connection. The inbox (:mod:`tui.client.inbox`) and the channel operations
+(:mod:`tui.client.engine`) build on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TypeVar
+
+from proto import mls, tls
+from proto.codec import Device
+from proto.crypto import opaque
+from proto.crypto.atrest import DEFAULT_PARAMS, KdfParams
+from proto.crypto.envelope import ContentType, HybridPrivateKey, HybridPublicKey, seal
+from proto.crypto.identity import IdentityKey, fingerprint, verify_device_registration
+from proto.errors import (
+    AlreadyExists,
+    BadSignature,
+    ConfigError,
+    ConnectionLost,
+    InvalidKey,
+    LocalError,
+    ProfileError,
+    TransportError,
+)
+from proto.rpc_client import ClientConfig, RpcClient
+from tui.client import api
+from tui.client.localnode import ensure_local_node
+from tui.client.profile import Profile
+from tui.client.state import DeviceRecord, EngineState
+
+__all__ = ["EMBEDDED", "EngineConfig", "EngineCore", "normalize_user"]
+
+log = logging.getLogger("tui.client")
+T = TypeVar("T")
+
+EMBEDDED = "embedded"
+"""``server`` value meaning the shared local node."""
+PINS_FILE = "pins.json"
+"""TOFU pin store of node keys inside the profile."""
+LOCK_FILE = "engine.lock"
+"""Held while an engine has the profile open (one writer per profile)."""
+
+
+def normalize_user(user: str) -> str:
+    """The node's username normalisation (NFKC + case fold)."""
+    return unicodedata.normalize("NFKC", user).casefold().strip()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineConfig:
+    """Settings of one engine; every field has a default except the profile."""
+
+    profile_dir: Path
+    """The profile directory."""
+    server: str | None = None
+    """``host:port``; None = the profile's server, else the embedded local node."""
+    trust_new_key: bool = False
+    """Accept (and re-pin) a changed node key."""
+    kdf: KdfParams = DEFAULT_PARAMS
+    """Argon2id cost for a new profile (tests use ``FAST_TEST_PARAMS``)."""
+    keypackage_batch: int = 20
+    """KeyPackages uploaded per refill."""
+    keypackage_low: int = 5
+    """Refill when the node holds fewer than this."""
+    sealed_sender: bool = True
+    """Send application messages with the recipient's access key, no token."""
+    self_update_s: float = 7 * 24 * 3600.0
+    """Commit a self-update in a channel when our last one is older than this."""
+    reconnect_wait_s: float = 3.0
+    """How long a call waits for the node before the message goes to the outbox."""
+    lock_wait_s: float = 30.0
+    """How long to wait for another engine holding the profile."""
+    data_dir: Path | None = None
+    """Where the embedded node lives (default: ``QPC_DATA_DIR`` / platform dir)."""
+    local_node_args: tuple[str, ...] = field(default_factory=tuple)
+    """Extra ``qpc-node`` flags when the engine starts the embedded node."""
+
+
+class EngineCore:
+    """Profile, state, MLS client and node connection (see module docstring)."""
+
+    def __init__(self, config: EngineConfig, profile: Profile, lock: IO[str]) -> None:
+        """Internal: use :meth:`tui.client.engine.Engine.open`."""
+        self.config = config
+        self.profile = profile
+        self.state = EngineState()
+        self._lock_file = lock
+        self._rpc: RpcClient | None = None
+        self._server_addr = ""
+        self._identity: IdentityKey | None = None
+        self._hybrid: HybridPrivateKey | None = None
+        self._mls: mls.Client | None = None
+        self.mutex = asyncio.Lock()
+        """Serialises everything touching MLS state or the engine state."""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @staticmethod
+    def _acquire_lock(path: Path, wait_s: float) -> IO[str]:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fh = open(path / LOCK_FILE, "w")  # noqa: SIM115 (held for the engine's lifetime)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fh
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    fh.close()
+                    raise ProfileError("the profile is in use by another qpc process") from None
+                time.sleep(0.05)
+
+    async def _load(self) -> None:
+        self.state = await EngineState.load(self.profile)
+        self._identity = await self.profile.get_identity()
+        self._hybrid = await self.profile.get_hybrid_key()
+        if self.profile.mls_state_path.exists() and self.state.user:
+            self._mls = await asyncio.to_thread(
+                mls.Client.open, str(self.profile.mls_state_path), self.profile.mls_storage_key
+            )
+
+    async def close(self) -> None:
+        """Close the connection, the MLS client and the profile; release the lock."""
+        if self._rpc is not None:
+            await self._rpc.close()
+            self._rpc = None
+        if self._mls is not None:
+            self._mls.close()
+            self._mls = None
+        await self.profile.close()
+        with contextlib.suppress(OSError):
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+
+    async def save(self) -> None:
+        """Persist the engine state (encrypted)."""
+        await self.state.save(self.profile)
+
+    # ------------------------------------------------------------------ connection
+
+    @property
+    def server(self) -> str:
+        """Configured server (``host:port`` or ``embedded``)."""
+        return self.config.server or self.state.server or EMBEDDED
+
+    async def rpc(self) -> RpcClient:
+        """The node connection (created on first use; reconnects by itself)."""
+        if self._rpc is not None:
+            return self._rpc
+        server = self.server
+        if server == EMBEDDED:
+            node = await asyncio.to_thread(
+                ensure_local_node, self.config.data_dir, extra_args=self.config.local_node_args
+            )
+            host, port = node.host, node.port
+            trust = tls.TrustConfig(fingerprint=node.fingerprint)
+        else:
+            host, sep, port_text = server.rpartition(":")
+            if not sep or not port_text.isdigit():
+                raise ConfigError(f"--server must be HOST:PORT, not {server!r}")
+            host, port = host.strip("[]"), int(port_text)
+            trust = tls.TrustConfig(
+                pin_store=self.profile.path / PINS_FILE, trust_new_key=self.config.trust_new_key
+            )
+        self._server_addr = f"{host}:{port}"
+        cfg = ClientConfig(
+            host=host,
+            port=port,
+            trust=trust,
+            reconnect_wait=self.config.reconnect_wait_s,
+            connect_timeout=min(5.0, self.config.reconnect_wait_s),
+        )
+        self._rpc = RpcClient(cfg, token=bytes.fromhex(self.state.token))
+        return self._rpc
+
+    def connection_state(self) -> api.ConnectionState:
+        """Current connection state (no I/O)."""
+        out = len(self.state.outbox)
+        rpc = self._rpc
+        if rpc is not None and rpc.connected:
+            return api.ConnectionState.connected(server=self._server_addr, outbox_count=out)
+        return api.ConnectionState.offline(out, server=self._server_addr)
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def identity(self) -> IdentityKey:
+        """Our device identity key."""
+        if self._identity is None:
+            raise LocalError("no device in this profile: run `qpc register` or `qpc login`")
+        return self._identity
+
+    @property
+    def hybrid(self) -> HybridPrivateKey:
+        """Our device's X-Wing private key."""
+        if self._hybrid is None:
+            raise LocalError("no device in this profile: run `qpc register` or `qpc login`")
+        return self._hybrid
+
+    @property
+    def device_id(self) -> bytes:
+        """Our device id (Ed25519 public key)."""
+        return self.identity.public_key
+
+    @property
+    def mls(self) -> mls.Client:
+        """Our MLS client."""
+        if self._mls is None:
+            raise LocalError("not logged in: run `qpc register` or `qpc login`")
+        return self._mls
+
+    @property
+    def user(self) -> str:
+        """Our username."""
+        if not self.state.user:
+            raise LocalError("not logged in: run `qpc register` or `qpc login`")
+        return self.state.user
+
+    async def _ensure_device_keys(self) -> None:
+        if self._identity is None:
+            self._identity = IdentityKey.generate()
+            await self.profile.put_identity(self._identity)
+        if self._hybrid is None:
+            self._hybrid = HybridPrivateKey.generate()
+            await self.profile.put_hybrid_key(self._hybrid)
+        if not self.state.access_key:
+            self.state.access_key = os.urandom(32).hex()
+            await self.save()
+
+    async def register(self, user: str, password: str) -> api.WhoAmI:
+        """Create the account (OPAQUE), then log in as in :meth:`login`."""
+        user = normalize_user(user)
+        start = opaque.client_registration_start(password)
+        rpc = await self.rpc()
+        resp = await rpc.register_start(username=user, request=start.request, auth=b"")
+        finish = opaque.client_registration_finish(password, start.state, resp.response)
+        await rpc.register_finish(username=user, upload=finish.upload, auth=b"")
+        log.info("account registered")
+        return await self.login(user, password)
+
+    async def login(self, user: str, password: str) -> api.WhoAmI:
+        """OPAQUE login; creates and registers this device and tops up KeyPackages."""
+        user = normalize_user(user)
+        if self.state.user and self.state.user != user:
+            raise LocalError(f"this profile belongs to {self.state.user!r}; use another --profile")
+        await self._ensure_device_keys()
+        rpc = await self.rpc()
+        start = opaque.client_login_start(password)
+        resp = await rpc.login_start(username=user, request=start.request, auth=b"")
+        finish = opaque.client_login_finish(password, start.state, resp.response)
+        res = await rpc.login_finish(
+            login_id=resp.login_id,
+            finalization=finish.finalization,
+            device_id=self.device_id,
+            auth=b"",
+        )
+        rpc.token = res.token
+        self.state.token = res.token.hex()
+        self.state.token_expires_ms = res.expires_ms
+        self.state.user = user
+        if self.config.server:
+            self.state.server = self.config.server
+        elif not self.state.server:
+            self.state.server = EMBEDDED
+        if self._mls is None:
+            path = str(self.profile.mls_state_path)
+            key = self.profile.mls_storage_key
+            if self.profile.mls_state_path.exists():
+                self._mls = await asyncio.to_thread(mls.Client.open, path, key)
+            else:
+                ident = self.identity.private_bytes()
+                self._mls = await asyncio.to_thread(
+                    lambda: mls.Client.create(path, key, user.encode(), signature_key=ident)
+                )
+        await self.save()
+        who = await rpc.whoami()
+        if not who.device_registered:
+            hybrid = self.hybrid.public_key.to_bytes()
+            with contextlib.suppress(AlreadyExists):
+                await rpc.register_device(
+                    hybrid_key=hybrid,
+                    signature=self.identity.sign_device_registration(hybrid),
+                    delivery_access_key=bytes.fromhex(self.state.access_key),
+                )
+        self.state.device_registered = True
+        await self.save()
+        await self.top_up_keypackages()
+        log.info("logged in; device registered")
+        return await self.whoami()
+
+    # ------------------------------------------------------------------ KeyPackages
+
+    async def top_up_keypackages(self, *, force: bool = False) -> api.KeyStock:
+        """Upload a batch when the node's stock is low (or ``force``)."""
+        rpc = await self.rpc()
+        count = await (await self.rpc()).key_package_count()
+        stock, last = count.count, count.has_last_resort
+        if force or stock < self.config.keypackage_low or not last:
+            want = max(self.config.keypackage_batch - stock, 1 if force else 0)
+            client = self.mls
+            packages = await asyncio.to_thread(client.key_packages, want) if want else []
+            last_resort = b"" if last and not force else client.last_resort_key_package()
+            res = await rpc.upload_key_packages(packages=packages, last_resort=last_resort)
+            stock, last = res.stock, True
+            log.info("uploaded %d KeyPackages; stock %d", len(packages), stock)
+        return api.KeyStock(count=stock, has_last_resort=last)
+
+    async def refresh_keypackages(self) -> api.KeyStock:
+        """Force a refill up to the batch size and a fresh last-resort package."""
+        return await self.top_up_keypackages(force=True)
+
+    # ------------------------------------------------------------------ peers
+
+    def _verified_device(self, user: str, dev: Device) -> DeviceRecord:
+        verify_device_registration(dev.device_id, dev.hybrid_key, dev.signature)
+        known = self.state.devices.get(dev.device_id.hex())
+        if known is not None and known.user != user:
+            raise BadSignature("a device moved between users")
+        rec = known or DeviceRecord(user=user)
+        rec.hybrid = dev.hybrid_key.hex()
+        self.state.devices[dev.device_id.hex()] = rec
+        return rec
+
+    async def user_devices(self, user: str) -> list[bytes]:
+        """The user's devices as listed by the node (hybrid keys verified and cached)."""
+        user = normalize_user(user)
+        res = await (await self.rpc()).list_devices(username=user)
+        out = []
+        for dev in res.devices:
+            try:
+                self._verified_device(user, dev)
+            except (BadSignature, InvalidKey) as exc:
+                log.warning("ignoring a device with a bad registration signature: %s", exc)
+                continue
+            out.append(dev.device_id)
+        if out and not self.state.pins.get(user):
+            self.state.pins[user] = [d.hex() for d in out]  # trust on first use
+        return out
+
+    async def hybrid_key_of(self, device_id: bytes, user: str) -> HybridPublicKey:
+        """A member device's verified X-Wing key (cached after the first fetch)."""
+        rec = self.state.devices.get(device_id.hex())
+        if rec is None or not rec.hybrid:
+            res = await (await self.rpc()).fetch_hybrid_key(device_id=device_id)
+            dev = Device(device_id=device_id, hybrid_key=res.hybrid_key, signature=res.signature)
+            rec = self._verified_device(user, dev)
+        return HybridPublicKey.from_bytes(bytes.fromhex(rec.hybrid))
+
+    async def seal_for(
+        self, device_id: bytes, user: str, channel: bytes, ctype: ContentType, body: bytes
+    ) -> bytes:
+        """Seal ``body`` for one device in the hybrid envelope."""
+        key = await self.hybrid_key_of(device_id, user)
+        return seal(
+            sender=self.identity,
+            recipient_key=key,
+            recipient_id=device_id,
+            channel_id=channel,
+            content_type=ctype,
+            body=body,
+        ).data
+
+    # ------------------------------------------------------------------ info
+
+    async def whoami(self) -> api.WhoAmI:
+        """Identity, KeyPackage stock and the pinned server fingerprint."""
+        rpc = await self.rpc()
+        stock: api.KeyStock | None = None
+        registered, expires = self.state.device_registered, self.state.token_expires_ms
+        with contextlib.suppress(TransportError, ConnectionLost, LocalError):
+            who = await (await self.rpc()).whoami()
+            registered, expires = who.device_registered, who.session_expires_ms
+            if registered:
+                kc = await (await self.rpc()).key_package_count()
+                stock = api.KeyStock(count=kc.count, has_last_resort=kc.has_last_resort)
+        return api.WhoAmI(
+            user=self.user,
+            device=self.device_id.hex(),
+            device_fingerprint=fingerprint(self.device_id),
+            server=self._server_addr,
+            server_fingerprint=rpc.fingerprint or "",
+            key_stock=stock,
+            device_registered=registered,
+            session_expires_ms=expires,
+        )
+
+    async def health(self) -> api.Health:
+        """The node's health report."""
+        res = await (await self.rpc()).health(auth=b"")
+        return api.Health(
+            status=res.status,
+            version=res.version,
+            uptime_ms=res.uptime_ms,
+            store_backend=res.store_backend,
+            server=self._server_addr,
+        )
+
+    async def ping(self, count: int = 1) -> api.PingResult:
+        """``count`` round trips (the first one also connects, and is not timed)."""
+        rpc = await self.rpc()
+        await rpc.connect()
+        rtts, server_ms = [], 0
+        for i in range(max(1, count)):
+            t0 = time.perf_counter()
+            res = await rpc.ping(payload=i.to_bytes(4, "big"), auth=b"")
+            rtts.append((time.perf_counter() - t0) * 1000)
+            server_ms = res.server_time_ms
+        return api.PingResult(rtts_ms=tuple(rtts), server_time_ms=server_ms)

@@ -1,0 +1,468 @@
+"""Receiving: fetch, open, order, process, persist, then ack; live events.
+
+Ordering rules (design §5):
+
+* envelopes are processed in ``seq`` order; a seq at or below the persisted
+  cursor is a duplicate and skipped;
+* an MLS message of a future epoch is held (in the encrypted state) until the
+  commit that reaches its epoch has been processed;
+* everything the user sees, and the cursor, is persisted before ``ack``.
+
+Anything that fails validation (envelope that does not open, is for another
+device, has a bad sender signature; MLS message that does not verify, comes
+from a non-member, or a Welcome replayed) is dropped with a logged reason and a
+:class:`~tui.client.api.SecurityWarning` event; the channel keeps working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import IO
+
+from proto import mls
+from proto.codec import Envelope
+from proto.crypto.envelope import ContentType, OpenedEnvelope, open_envelope
+from proto.errors import (
+    ConnectionLost,
+    CryptoError,
+    MalformedInput,
+    MlsError,
+    QpcError,
+    TransportError,
+    UnknownGroup,
+)
+from tui.client import api, appdata
+from tui.client.core import EngineConfig, EngineCore
+from tui.client.profile import ChatMessage, Profile
+from tui.client.state import ChannelRecord, DeviceRecord, HeldEnvelope
+
+__all__ = ["CRASH_ENV", "Delivery"]
+
+log = logging.getLogger("tui.client.delivery")
+
+CRASH_ENV = "QPC_TEST_CRASH"
+"""Test hook: ``before-ack`` exits the process after persisting, before acking."""
+MAX_HELD = 1000
+"""Most future-epoch envelopes held at once (the oldest are dropped beyond)."""
+FETCH_LIMIT = 500
+
+
+def now_ms() -> int:
+    """Wall clock, Unix ms."""
+    return int(time.time() * 1000)
+
+
+class Delivery(EngineCore):
+    """Inbox processing and the live event stream (see module docstring)."""
+
+    def __init__(self, config: EngineConfig, profile: Profile, lock: IO[str]) -> None:
+        """Internal: use :meth:`tui.client.engine.Engine.open`."""
+        super().__init__(config, profile, lock)
+        self._listeners: list[asyncio.Queue[api.EngineEvent]] = []
+        self._listen_task: asyncio.Task[None] | None = None
+        self._conn_state: api.ConnectionState | None = None
+        self.joined: list[bytes] = []
+        """Channels joined in the current batch (the engine says hello in them)."""
+        self.leave_requests: set[bytes] = set()
+        """Channels with a pending remove proposal to commit."""
+
+    # ------------------------------------------------------------------ events
+
+    def emit(self, event: api.EngineEvent) -> None:
+        """Deliver an event to every live :meth:`events` iterator."""
+        for q in self._listeners:
+            q.put_nowait(event)
+
+    def warn(self, reason: str, channel: bytes = b"", user: str = "") -> None:
+        """Log a rejection (no content) and emit a security warning."""
+        log.warning("rejected: %s (channel %s)", reason, channel.hex()[:16])
+        self.emit(api.SecurityWarning(reason=reason, channel=channel.hex(), user=user))
+
+    def to_api(self, msg: ChatMessage) -> api.Message:
+        """A stored message as the API's :class:`~tui.client.api.Message`."""
+        state = api.DeliveryState.RECEIVED
+        if msg.outgoing:
+            state = api.DeliveryState.SENT
+            if any(o.id == msg.local_id for o in self.state.outbox):
+                state = api.DeliveryState.PENDING
+            elif msg.local_id in self.state.failed:
+                state = api.DeliveryState.FAILED
+        return api.Message(
+            id=msg.local_id,
+            channel=msg.channel_id.hex(),
+            sender=msg.sender_name,
+            text=msg.text,
+            time_ms=msg.timestamp_ms,
+            state=state,
+            sender_device=msg.sender.hex(),
+            outgoing=msg.outgoing,
+        )
+
+    def channel_record(self, channel: bytes) -> ChannelRecord:
+        """The channel's record (created on first use)."""
+        return self.state.channels.setdefault(channel.hex(), ChannelRecord())
+
+    # ------------------------------------------------------------------ fetch
+
+    async def drain(self) -> list[api.Message]:
+        """Fetch and process everything waiting (caller holds :attr:`mutex`)."""
+        out: list[api.Message] = []
+        while True:
+            rpc = await self.rpc()
+            res = await rpc.fetch(after_seq=self.state.cursor, limit=FETCH_LIMIT)
+            if not res.envelopes:
+                break
+            out += await self.process_batch(res.envelopes)
+            if len(res.envelopes) < FETCH_LIMIT:
+                break
+        return out
+
+    async def process_batch(self, envelopes: Sequence[Envelope]) -> list[api.Message]:
+        """Process envelopes in seq order, persist, then ack (caller holds the mutex)."""
+        out: list[api.Message] = []
+        for env in sorted(envelopes, key=lambda e: e.seq):
+            if env.seq <= self.state.cursor:
+                continue  # duplicate (already processed and persisted)
+            try:
+                out += await self._process_one(env)
+            except QpcError as exc:  # a local failure must not wedge the inbox
+                self.warn(f"could not process message: {type(exc).__name__}", env.channel_id)
+            self.state.cursor = env.seq
+        await self.save()
+        if os.environ.get(CRASH_ENV) == "before-ack":
+            os._exit(9)
+        if self.state.cursor > self.state.acked:
+            upto = self.state.cursor
+            await (await self.rpc()).ack(upto_seq=upto)
+            self.state.acked = upto
+            await self.save()
+        return out
+
+    async def _process_one(self, env: Envelope) -> list[api.Message]:
+        channel = env.channel_id
+        try:
+            opened = open_envelope(
+                env.data,
+                recipient_key=self.hybrid,
+                recipient_id=self.device_id,
+                channel_id=channel,
+            )
+        except CryptoError as exc:
+            self.warn(f"envelope rejected ({type(exc).__name__})", channel)
+            return []
+        if opened.content_type == ContentType.MLS_WELCOME:
+            await self._on_welcome(opened)
+            return []
+        if opened.content_type == ContentType.CONTROL:
+            return []
+        try:
+            group = self.mls.load_group(channel)
+        except UnknownGroup:
+            self.warn("message for a channel we are not in", channel)
+            return []
+        try:
+            epoch = mls.message_info(opened.body).epoch
+        except MlsError as exc:
+            self.warn(f"malformed MLS message ({type(exc).__name__})", channel)
+            return []
+        if epoch is not None and epoch > group.epoch:
+            self._hold(env.seq, opened)
+            return []
+        return await self._on_mls(group, opened)
+
+    def _hold(self, seq: int, opened: OpenedEnvelope) -> None:
+        held = self.state.held
+        held.append(
+            HeldEnvelope(
+                seq=seq,
+                channel=opened.channel_id.hex(),
+                content_type=int(opened.content_type),
+                sender=opened.sender.hex(),
+                body=base64.b64encode(opened.body).decode(),
+            )
+        )
+        if len(held) > MAX_HELD:
+            del held[0]
+            log.warning("held-message limit reached; dropped the oldest")
+
+    async def _release_held(self, group: mls.Group) -> list[api.Message]:
+        """Process held messages of ``group`` whose epoch has been reached."""
+        out: list[api.Message] = []
+        gid = group.group_id.hex()
+        progress = True
+        while progress:
+            progress = False
+            for h in sorted(self.state.held, key=lambda h: h.seq):
+                if h.channel != gid:
+                    continue
+                body = h.body_bytes()
+                epoch = mls.message_info(body).epoch
+                if epoch is not None and epoch > group.epoch:
+                    continue
+                self.state.held.remove(h)
+                opened = OpenedEnvelope(
+                    recipient_id=self.device_id,
+                    channel_id=group.group_id,
+                    content_type=ContentType(h.content_type),
+                    sender=bytes.fromhex(h.sender),
+                    body=body,
+                )
+                out += await self._on_mls(group, opened)
+                progress = True
+                break
+        return out
+
+    # ------------------------------------------------------------------ MLS
+
+    async def _on_welcome(self, opened: OpenedEnvelope) -> None:
+        channel = opened.channel_id
+        if channel in self.mls.group_ids():
+            self.warn("Welcome for a channel we are already in (replay?)", channel)
+            return
+        try:
+            group = self.mls.join_from_welcome(opened.body)
+        except MlsError as exc:
+            self.warn(f"Welcome rejected ({type(exc).__name__})", channel)
+            return
+        if group.group_id != channel:
+            self.warn("Welcome for a different channel than its envelope", channel)
+            self.mls.delete_group(group.group_id)
+            return
+        inviter = self._member_by_key(group, opened.sender)
+        if inviter is None:
+            self.warn("Welcome sealed by a non-member", channel)
+            self.mls.delete_group(channel)
+            return
+        rec = self.channel_record(channel)
+        rec.active, rec.last_ms, rec.updated_ms = True, now_ms(), now_ms()
+        self.state.devices.setdefault(opened.sender.hex(), _device(inviter))
+        self.joined.append(channel)
+        await self.save()
+        log.info("joined channel %s at epoch %d", channel.hex()[:16], group.epoch)
+        self.emit_channels()
+
+    @staticmethod
+    def _member_by_key(group: mls.Group, key: bytes) -> mls.Member | None:
+        return next((m for m in group.members() if m.signature_key == key), None)
+
+    async def _on_mls(self, group: mls.Group, opened: OpenedEnvelope) -> list[api.Message]:
+        channel = opened.channel_id
+        before = {m.leaf_index: m for m in group.members()}
+        try:
+            res = group.process(opened.body)
+        except MlsError as exc:
+            self.warn(f"MLS message rejected ({type(exc).__name__})", channel)
+            return []
+        if isinstance(res, mls.OwnMessage):
+            return []
+        leaf = res.sender_leaf
+        sender = before.get(leaf) if leaf is not None else None
+        if sender is not None and sender.signature_key != opened.sender:
+            # MLS verified the content, but somebody else sealed it to us.
+            self.warn("envelope signer is not the MLS sender", channel)
+            if isinstance(res, mls.ApplicationMessage):
+                return []
+        if isinstance(res, mls.ApplicationMessage):
+            if sender is None:
+                self.warn("application message from a non-member", channel)
+                return []
+            return await self._on_app(channel, sender, res.plaintext)
+        if isinstance(res, mls.ProposalStored):
+            if res.kind == "remove":
+                self.leave_requests.add(channel)
+            return []
+        # A commit, already merged by the binding.
+        rec = self.channel_record(channel)
+        rec.last_ms = now_ms()
+        for m in res.added:
+            self.state.devices.setdefault(m.signature_key.hex(), _device(m))
+        if res.self_removed or not group.is_active:
+            rec.active = False
+            log.info("removed from channel %s", channel.hex()[:16])
+        self.leave_requests.discard(channel)
+        await self.save()
+        self.emit(
+            api.MembersChanged(
+                channel=channel.hex(), members=self.member_list(group), epoch=group.epoch
+            )
+        )
+        self.emit_channels()
+        if not rec.active:
+            return []
+        return await self._release_held(group)
+
+    async def _on_app(
+        self, channel: bytes, sender: mls.Member, plaintext: bytes
+    ) -> list[api.Message]:
+        try:
+            item = appdata.decode(plaintext)
+        except MalformedInput:
+            self.warn("malformed application data", channel)
+            return []
+        rec = self.channel_record(channel)
+        dev = self.state.devices.setdefault(sender.signature_key.hex(), _device(sender))
+        if isinstance(item, appdata.Hello):
+            dev.access_key = item.access_key.hex()
+            return []
+        if isinstance(item, appdata.Meta):
+            rec.name, rec.kind = item.name, item.kind
+            for key_hex, ak_hex in item.access_keys.items():
+                known = self.state.devices.get(key_hex)
+                if known is not None and not known.access_key:
+                    known.access_key = ak_hex
+            self.emit_channels()
+            return []
+        if not isinstance(item, appdata.ChatText):
+            return []
+        msg = ChatMessage(
+            channel_id=channel,
+            sender=sender.signature_key,
+            sender_name=sender.identity.decode("utf-8", "replace"),
+            timestamp_ms=item.ts,
+            text=item.text,
+        )
+        local_id = await self.profile.append_message(msg)
+        rec.unread += 1
+        rec.last_ms = now_ms()
+        out = self.to_api(
+            ChatMessage(
+                channel_id=msg.channel_id,
+                sender=msg.sender,
+                sender_name=msg.sender_name,
+                timestamp_ms=msg.timestamp_ms,
+                text=msg.text,
+                local_id=local_id,
+            )
+        )
+        self.emit(api.MessageReceived(message=out))
+        return [out]
+
+    # ------------------------------------------------------------------ views
+
+    def member_list(self, group: mls.Group) -> tuple[api.Member, ...]:
+        """Members of a group, one entry per user, sorted."""
+        users: dict[str, list[str]] = {}
+        for m in group.members():
+            users.setdefault(m.identity.decode("utf-8", "replace"), []).append(
+                m.signature_key.hex()
+            )
+        me = self.state.user
+        return tuple(
+            api.Member(user=u, devices=tuple(sorted(d)), is_self=u == me)
+            for u, d in sorted(users.items())
+        )
+
+    def channel_info(self, channel: bytes) -> api.ChannelInfo:
+        """The API view of one channel."""
+        rec = self.channel_record(channel)
+        members: tuple[str, ...] = ()
+        epoch = 0
+        if rec.active:
+            with contextlib.suppress(MlsError):
+                group = self.mls.load_group(channel)
+                members = tuple(m.user for m in self.member_list(group))
+                epoch = group.epoch
+        name = rec.name
+        if rec.kind == "dm":
+            others = [m for m in members if m != self.state.user]
+            name = others[0] if others else rec.name
+        return api.ChannelInfo(
+            id=channel.hex(),
+            name=name or channel.hex()[:8],
+            kind=api.ChannelKind(rec.kind),
+            members=members,
+            epoch=epoch,
+            unread=rec.unread,
+            last_activity_ms=rec.last_ms,
+            active=rec.active,
+        )
+
+    def all_channels(self) -> tuple[api.ChannelInfo, ...]:
+        """Every known channel, newest activity first."""
+        infos = [self.channel_info(bytes.fromhex(c)) for c in self.state.channels]
+        return tuple(sorted(infos, key=lambda c: -c.last_activity_ms))
+
+    def emit_channels(self) -> None:
+        """Emit :class:`~tui.client.api.ChannelsChanged` if anyone listens."""
+        if self._listeners:
+            self.emit(api.ChannelsChanged(channels=self.all_channels()))
+
+    # ------------------------------------------------------------------ live
+
+    async def after_batch(self) -> None:
+        """Hook run under the mutex after each processed batch (engine overrides)."""
+
+    def _set_conn(self, state: api.ConnectionState) -> None:
+        if state != self._conn_state:
+            self._conn_state = state
+            self.emit(api.ConnectionChanged(state=state))
+
+    async def _listen_loop(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                rpc = await self.rpc()
+                async with rpc.fetch_wait(after_seq=self.state.cursor) as sub:
+                    self._set_conn(api.ConnectionState.connected(server=self._server_addr))
+                    backoff = 0.2
+                    async with self.mutex:
+                        await self.drain()
+                        await self.after_batch()
+                    async for res in sub:
+                        if res.envelopes:
+                            async with self.mutex:
+                                await self.process_batch(res.envelopes)
+                                await self.after_batch()
+            except (ConnectionLost, TransportError) as exc:
+                log.info("subscription lost (%s); retrying in %.1fs", type(exc).__name__, backoff)
+                n = len(self.state.outbox)
+                self._set_conn(
+                    api.ConnectionState.reconnecting(
+                        backoff, server=self._server_addr, outbox_count=n
+                    )
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            except QpcError as exc:
+                self.warn(f"live updates stopped: {exc}")
+                raise
+
+    async def _event_stream(self) -> AsyncIterator[api.EngineEvent]:
+        q: asyncio.Queue[api.EngineEvent] = asyncio.Queue()
+        self._listeners.append(q)
+        if self._listen_task is None or self._listen_task.done():
+            self._listen_task = asyncio.get_running_loop().create_task(self._listen_loop())
+        task = self._listen_task
+        try:
+            while True:
+                getter = asyncio.ensure_future(q.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                    continue
+                getter.cancel()
+                exc = task.exception()
+                if exc is not None:
+                    raise exc
+                return
+        finally:
+            self._listeners.remove(q)
+            if not self._listeners and self._listen_task is not None:
+                self._listen_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, QpcError):
+                    await self._listen_task
+                self._listen_task = None
+
+    def events(self) -> AsyncIterator[api.EngineEvent]:
+        """Live events; holds the fetchWait subscription while iterated."""
+        return self._event_stream()
+
+
+def _device(member: mls.Member) -> DeviceRecord:
+    return DeviceRecord(user=member.identity.decode("utf-8", "replace"))
