@@ -98,39 +98,51 @@ impl Client {
     }
 
     /// A fresh KeyPackage (MLSMessage bytes); its private keys are stored.
-    #[pyo3(signature = (ciphersuite=None))]
-    fn key_package(&self, py: Python<'_>, ciphersuite: Option<u16>) -> PyResult<Py<PyBytes>> {
+    /// `lifetime_seconds` overrides OpenMLS's default validity (12 weeks).
+    #[pyo3(signature = (ciphersuite=None, *, lifetime_seconds=None))]
+    fn key_package(
+        &self,
+        py: Python<'_>,
+        ciphersuite: Option<u16>,
+        lifetime_seconds: Option<u64>,
+    ) -> PyResult<Py<PyBytes>> {
         let cs = self.suite(ciphersuite);
-        let kp = run(py, &self.shared, |c| c.key_package(cs, false))?;
+        let kp = run(py, &self.shared, |c| {
+            c.key_package(cs, false, lifetime_seconds)
+        })?;
         Ok(pybytes(py, &kp))
     }
 
     /// `count` fresh KeyPackages, for a batch upload.
-    #[pyo3(signature = (count, ciphersuite=None))]
+    #[pyo3(signature = (count, ciphersuite=None, *, lifetime_seconds=None))]
     fn key_packages(
         &self,
         py: Python<'_>,
         count: usize,
         ciphersuite: Option<u16>,
+        lifetime_seconds: Option<u64>,
     ) -> PyResult<Vec<Py<PyBytes>>> {
         let cs = self.suite(ciphersuite);
         let kps = run(py, &self.shared, |c| {
             (0..count)
-                .map(|_| c.key_package(cs, false))
+                .map(|_| c.key_package(cs, false, lifetime_seconds))
                 .collect::<Result<Vec<_>, _>>()
         })?;
         Ok(kps.iter().map(|k| pybytes(py, k)).collect())
     }
 
     /// A KeyPackage with the last_resort extension: joins do not consume it.
-    #[pyo3(signature = (ciphersuite=None))]
+    #[pyo3(signature = (ciphersuite=None, *, lifetime_seconds=None))]
     fn last_resort_key_package(
         &self,
         py: Python<'_>,
         ciphersuite: Option<u16>,
+        lifetime_seconds: Option<u64>,
     ) -> PyResult<Py<PyBytes>> {
         let cs = self.suite(ciphersuite);
-        let kp = run(py, &self.shared, |c| c.key_package(cs, true))?;
+        let kp = run(py, &self.shared, |c| {
+            c.key_package(cs, true, lifetime_seconds)
+        })?;
         Ok(pybytes(py, &kp))
     }
 

@@ -27,6 +27,9 @@ pub const SUPPORTED_CIPHERSUITES: [u16; 2] = [CIPHERSUITE_HYBRID, CIPHERSUITE_CL
 pub const MAX_PAST_EPOCHS: usize = 5;
 /// Largest input accepted by any parse entry point.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Longest KeyPackage lifetime a caller may ask for (100 years; the default
+/// is OpenMLS's 12 weeks).
+pub const MAX_KEY_PACKAGE_LIFETIME_SECONDS: u64 = 100 * 365 * 24 * 3600;
 /// Out-of-order tolerance of the sender ratchets (messages per sender).
 const OUT_OF_ORDER_TOLERANCE: u32 = 32;
 const MAXIMUM_FORWARD_DISTANCE: u32 = 1000;
@@ -336,9 +339,22 @@ impl ClientCore {
         }
     }
 
-    pub fn key_package(&self, cs: u16, last_resort: bool) -> Result<Vec<u8>> {
+    pub fn key_package(
+        &self,
+        cs: u16,
+        last_resort: bool,
+        lifetime_seconds: Option<u64>,
+    ) -> Result<Vec<u8>> {
         let cs = ciphersuite(cs)?;
         let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities());
+        if let Some(t) = lifetime_seconds {
+            if t == 0 || t > MAX_KEY_PACKAGE_LIFETIME_SECONDS {
+                return Err(Error::Crypto(format!(
+                    "KeyPackage lifetime must be 1..={MAX_KEY_PACKAGE_LIFETIME_SECONDS} seconds"
+                )));
+            }
+            builder = builder.key_package_lifetime(Lifetime::new(t));
+        }
         if last_resort {
             builder = builder.mark_as_last_resort();
         }
