@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Environment: QPC_PASSPHRASE, QPC_PASSWORD, QPC_DATA_DIR, QPC_PROFILE, QPC_KDF.",
     )
     _globals(parser, top=True)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, text, args in _COMMANDS:
         p = sub.add_parser(name, help=text, description=text)
         for flags, kw in args:
@@ -194,6 +194,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     opts = parser.parse_args(argv)
+    if opts.command is None:
+        # No subcommand: the full-screen client.
+        try:
+            from tui.app import run_tui
+        except ImportError as exc:
+            print(f"qpc: error: the TUI is not available ({exc})", file=sys.stderr)
+            return 1
+        return run_tui(opts)
     if opts.command not in ("demo-group", "stop-local-node"):
         _setup_logging(profile_dir(opts), opts.verbose)
     try:

@@ -1,0 +1,113 @@
+"""Two users over the ``qpc`` CLI, each command a separate process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import pytest
+
+from tests.e2e.helpers import Cli, cli_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.network]
+
+
+async def test_two_users_dm_both_ways(cli: Cli) -> None:
+    alice = await cli.ok("alice", "register", "alice")
+    assert alice["user"] == "alice"
+    assert alice["key_stock"]["count"] >= 5 and alice["key_stock"]["has_last_resort"]
+    await cli.ok("bob", "register", "bob")
+
+    dm = await cli.ok("alice", "dm", "bob", "hi bob")
+    channel = dm["channel"]["id"]
+    assert dm["message"]["state"] == "sent"
+
+    got = await cli.ok("bob", "recv")
+    assert [c["id"] for c in got["joined"]] == [channel]
+    assert [(m["sender"], m["text"]) for m in got["messages"]] == [("alice", "hi bob")]
+
+    # bob answers in the same DM (found, not created again)
+    back = await cli.ok("bob", "dm", "alice", "hi alice")
+    assert back["channel"]["id"] == channel
+    got = await cli.ok("alice", "recv")
+    assert [(m["sender"], m["text"]) for m in got["messages"]] == [("bob", "hi alice")]
+
+    hist = await cli.ok("alice", "history", channel)
+    assert [(m["sender"], m["text"], m["outgoing"]) for m in hist] == [
+        ("alice", "hi bob", True),
+        ("bob", "hi alice", False),
+    ]
+    members = await cli.ok("bob", "members", channel)
+    assert [m["user"] for m in members] == ["alice", "bob"]
+    chans = await cli.ok("alice", "channels")
+    assert chans[0]["name"] == "bob" and chans[0]["kind"] == "dm"
+
+
+async def test_listen_prints_as_messages_arrive(cli: Cli) -> None:
+    await cli.ok("alice", "register", "alice")
+    await cli.ok("bob", "register", "bob")
+    channel = (await cli.ok("alice", "dm", "bob"))["channel"]["id"]
+    await cli.ok("bob", "join")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tui.cli",
+        "--server",
+        f"127.0.0.1:{cli.node.port}",
+        "--profile",
+        str(cli.base / "bob"),
+        "--json",
+        "listen",
+        "--count",
+        "2",
+        "--timeout",
+        "30",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_env(cli.base),
+    )
+    assert proc.stdout is not None
+    await cli.ok("alice", "send", channel, "one")
+    first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+    assert first["event"] == "message" and first["text"] == "one"
+    await cli.ok("alice", "send", channel, "two")
+    second = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+    assert second["text"] == "two"
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+async def test_failures_are_one_line_and_nonzero(cli: Cli) -> None:
+    res = await cli.run("nobody", "whoami")
+    assert res.rc == 1 and res.err.count("\n") == 1 and res.err.startswith("qpc: error:")
+    await cli.ok("alice", "register", "alice")
+    for args in (("send", "no-such-channel", "x"), ("dm", "ghost"), ("invite", "zz", "bob")):
+        res = await cli.run("alice", *args)
+        assert res.rc == 1, args
+        assert res.err.startswith("qpc: error:") and res.err.count("\n") == 1, res.err
+    res = await cli.run("alice", "register", "alice")  # taken (and profile has a user)
+    assert res.rc == 1
+    wrong = await cli.run("alice", "whoami", env={"QPC_PASSPHRASE": "wrong"})
+    assert wrong.rc == 1 and "passphrase" in wrong.err.lower()
+
+
+async def test_info_commands(cli: Cli) -> None:
+    await cli.ok("alice", "register", "alice")
+    await cli.ok("bob", "register", "bob")
+    health = await cli.ok("alice", "health")
+    assert health["status"] == "ok"
+    ping = await cli.ok("alice", "ping", "-c", "3")
+    assert len(ping["rtts_ms"]) == 3 and ping["median_ms"] > 0
+    who = await cli.ok("alice", "whoami")
+    assert who["server_fingerprint"] == cli.node.fingerprint
+    stock = await cli.ok("alice", "refresh-keypackages")
+    assert stock["count"] >= 20 and stock["has_last_resort"]
+    key = await cli.ok("alice", "check-key", "bob")
+    assert key["devices"][0]["status"] == "new" and not key["changed"]
+    again = await cli.ok("alice", "check-key", "bob")
+    assert again["devices"][0]["status"] == "verified"
+    assert again["devices"][0]["safety_number"] == key["devices"][0]["safety_number"]
+    # bob logs in from a second device: alice is told loudly
+    await cli.ok("bob2", "login", "bob")
+    changed = await cli.run("alice", "check-key", "bob", json_out=False)
+    assert changed.rc == 0 and "KEY CHANGED" in changed.out and "WARNING" in changed.out
