@@ -39,7 +39,7 @@ from proto.rpc_client import ClientConfig, RpcClient
 from tui.client import api
 from tui.client.localnode import ensure_local_node
 from tui.client.profile import Profile
-from tui.client.state import DeviceRecord, EngineState
+from tui.client.state import ChannelRecord, DeviceRecord, EngineState
 
 __all__ = ["EMBEDDED", "EngineConfig", "EngineCore", "normalize_user"]
 
@@ -131,6 +131,9 @@ class EngineCore:
             self._mls = await asyncio.to_thread(
                 mls.Client.open, str(self.profile.mls_state_path), self.profile.mls_storage_key
             )
+            # A crash can leave a joined group without its record: recreate it.
+            for gid in self._mls.group_ids():
+                self.state.channels.setdefault(gid.hex(), ChannelRecord())
 
     async def close(self) -> None:
         """Close the connection, the MLS client and the profile; release the lock."""

@@ -47,7 +47,7 @@ __all__ = ["CRASH_ENV", "Delivery"]
 log = logging.getLogger("tui.client.delivery")
 
 CRASH_ENV = "QPC_TEST_CRASH"
-"""Test hook: ``before-ack`` exits the process after persisting, before acking."""
+"""Test hook: ``before-save``/``before-ack`` exit the process at that point of a batch."""
 MAX_HELD = 1000
 """Most future-epoch envelopes held at once (the oldest are dropped beyond)."""
 FETCH_LIMIT = 500
@@ -134,6 +134,8 @@ class Delivery(EngineCore):
             except QpcError as exc:  # a local failure must not wedge the inbox
                 self.warn(f"could not process message: {type(exc).__name__}", env.channel_id)
             self.state.cursor = env.seq
+        if os.environ.get(CRASH_ENV) == "before-save":
+            os._exit(9)
         await self.save()
         if os.environ.get(CRASH_ENV) == "before-ack":
             os._exit(9)
