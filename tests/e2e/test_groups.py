@@ -120,4 +120,4 @@ async def test_self_update_and_welcome_after_restart(
     assert alice.mls.load_group(bytes.fromhex(chan)).epoch == before + 1
     await alice.send(chan, "new keys")
     assert [m.text for m in await bob.sync()] == ["new keys"]
-    assert mls.DEFAULT_CIPHERSUITE == alice.mls.load_group(bytes.fromhex(chan)).ciphersuite
+    assert alice.mls.load_group(bytes.fromhex(chan)).ciphersuite == mls.DEFAULT_CIPHERSUITE
