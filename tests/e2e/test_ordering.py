@@ -23,7 +23,7 @@ async def test_offline_member_catches_up_in_order(
     dave = await new_user(node, tmp_path, "dave")
     engines.append(dave)
     # carol is offline (does not sync) through three commits and twenty messages
-    sent = []
+    sent: list[str] = []
 
     async def say(e: Engine, n: int) -> None:
         for _ in range(n):
