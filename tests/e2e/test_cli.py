@@ -42,6 +42,13 @@ async def test_two_users_dm_both_ways(cli: Cli) -> None:
     assert [m["user"] for m in members] == ["alice", "bob"]
     chans = await cli.ok("alice", "channels")
     assert chans[0]["name"] == "bob" and chans[0]["kind"] == "dm"
+    # at rest (history, state, MLS storage, client.log): no plaintext anywhere
+    for profile in ("alice", "bob"):
+        files = [p for p in (cli.base / profile).rglob("*") if p.is_file()]
+        assert any(p.name == "client.log" for p in files)
+        for path in files:
+            data = path.read_bytes()
+            assert b"hi bob" not in data and b"hi alice" not in data, path.name
 
 
 async def test_listen_prints_as_messages_arrive(cli: Cli) -> None:
