@@ -1,0 +1,285 @@
+"""An in-memory ClientEngine and EngineFactory for UI tests (no network, no crypto)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+from tui.client.api import (
+    ChannelInfo,
+    ChannelKind,
+    ChannelsChanged,
+    ConnectionState,
+    DeliveryState,
+    DeviceKeyCheck,
+    EngineEvent,
+    Health,
+    KeyCheck,
+    KeyStock,
+    Member,
+    MembersChanged,
+    Message,
+    MessageReceived,
+    PingResult,
+    WhoAmI,
+)
+from tui.session import LoginForm, ServerKey
+
+FIXED_NOW_MS = 1_764_000_000_000  # 2025-11-24 16:00 UTC: snapshots never change
+FINGERPRINT = "5f" * 32
+
+
+class FakeEngine:
+    """Implements :class:`tui.client.api.ClientEngine` in memory.
+
+    ``fail`` maps a method name to an exception it raises once.
+    """
+
+    def __init__(self, user: str = "alice", *, now_ms: int = FIXED_NOW_MS) -> None:
+        self.user = user
+        self.now_ms = now_ms
+        self.fail: dict[str, BaseException] = {}
+        self.calls: list[tuple[str, tuple[object, ...]]] = []
+        self._channels: dict[str, ChannelInfo] = {}
+        self._messages: dict[str, list[Message]] = {}
+        self._members: dict[str, tuple[Member, ...]] = {}
+        self._queue: asyncio.Queue[EngineEvent] = asyncio.Queue()
+        self._next_id = 1
+        self.state = ConnectionState.connected(server="127.0.0.1:7000")
+        self.send_state = DeliveryState.SENT
+        self.closed = False
+
+    # -------------------------------------------------------------- helpers
+
+    def _check(self, name: str, *args: object) -> None:
+        self.calls.append((name, args))
+        error = self.fail.pop(name, None)
+        if error is not None:
+            raise error
+
+    def _tick(self) -> int:
+        self.now_ms += 1000
+        return self.now_ms
+
+    def add_channel(
+        self,
+        name: str,
+        members: tuple[str, ...] = (),
+        *,
+        kind: ChannelKind = ChannelKind.GROUP,
+        activity_ms: int = 0,
+    ) -> ChannelInfo:
+        """Create a channel directly (test setup)."""
+        cid = f"{len(self._channels) + 1:02d}" + "ab" * 15
+        everyone = tuple(sorted({self.user, *members}))
+        info = ChannelInfo(
+            id=cid, name=name, kind=kind, members=everyone, last_activity_ms=activity_ms
+        )
+        self._channels[cid] = info
+        self._messages[cid] = []
+        self._members[cid] = tuple(Member(user=u, is_self=u == self.user) for u in everyone)
+        return info
+
+    def add_message(
+        self,
+        channel: str,
+        sender: str,
+        text: str,
+        *,
+        time_ms: int | None = None,
+        state: DeliveryState = DeliveryState.RECEIVED,
+    ) -> Message:
+        """Store a message directly (test setup); no event."""
+        msg = Message(
+            id=self._next_id,
+            channel=channel,
+            sender=sender,
+            text=text,
+            time_ms=self._tick() if time_ms is None else time_ms,
+            state=state,
+            outgoing=sender == self.user,
+        )
+        self._next_id += 1
+        self._messages[channel].append(msg)
+        info = self._channels[channel]
+        self._channels[channel] = replace(
+            info,
+            last_activity_ms=max(info.last_activity_ms, msg.time_ms),
+            unread=info.unread + (0 if msg.outgoing else 1),
+        )
+        return msg
+
+    async def deliver(self, channel: str, sender: str, text: str) -> Message:
+        """A peer's message arrives: store it and emit the event."""
+        msg = self.add_message(channel, sender, text)
+        await self.emit(MessageReceived(message=msg))
+        return msg
+
+    async def emit(self, event: EngineEvent) -> None:
+        """Push an event to the subscriber."""
+        await self._queue.put(event)
+
+    # ------------------------------------------------------------ protocol
+
+    async def register(self, user: str, password: str) -> WhoAmI:
+        self._check("register", user)
+        self.user = user
+        return await self.whoami()
+
+    async def login(self, user: str, password: str) -> WhoAmI:
+        self._check("login", user)
+        self.user = user
+        return await self.whoami()
+
+    async def create_group(self, name: str) -> ChannelInfo:
+        self._check("create_group", name)
+        return self.add_channel(name, activity_ms=self._tick())
+
+    async def invite(self, channel: str, users: list[str]) -> ChannelInfo:
+        self._check("invite", channel, tuple(users))
+        info = self._channels[channel]
+        members = tuple(sorted({*info.members, *users}))
+        info = replace(info, members=members, epoch=info.epoch + 1)
+        self._channels[channel] = info
+        self._members[channel] = tuple(Member(user=u, is_self=u == self.user) for u in members)
+        await self.emit(MembersChanged(channel=channel, members=self._members[channel]))
+        return info
+
+    async def dm(self, user: str) -> ChannelInfo:
+        self._check("dm", user)
+        for info in self._channels.values():
+            if info.kind is ChannelKind.DM and info.name == user:
+                return info
+        return self.add_channel(user, (user,), kind=ChannelKind.DM, activity_ms=self._tick())
+
+    async def leave(self, channel: str) -> None:
+        self._check("leave", channel)
+        self._channels[channel] = replace(self._channels[channel], active=False)
+        await self.emit(ChannelsChanged(channels=await self.channels()))
+
+    async def remove(self, channel: str, users: list[str]) -> ChannelInfo:
+        self._check("remove", channel, tuple(users))
+        return self._channels[channel]
+
+    async def members(self, channel: str) -> tuple[Member, ...]:
+        self._check("members", channel)
+        return self._members[channel]
+
+    async def channels(self) -> tuple[ChannelInfo, ...]:
+        self._check("channels")
+        return tuple(
+            sorted(self._channels.values(), key=lambda c: c.last_activity_ms, reverse=True)
+        )
+
+    async def send(self, channel: str, text: str) -> Message:
+        self._check("send", channel, text)
+        return self.add_message(channel, self.user, text, state=self.send_state)
+
+    async def sync(self) -> list[Message]:
+        self._check("sync")
+        return []
+
+    async def history(
+        self, channel: str, *, limit: int = 100, before_id: int | None = None
+    ) -> list[Message]:
+        self._check("history", channel)
+        self._channels[channel] = replace(self._channels[channel], unread=0)
+        msgs = [m for m in self._messages[channel] if before_id is None or m.id < before_id]
+        return msgs[-limit:]
+
+    async def whoami(self) -> WhoAmI:
+        self._check("whoami")
+        return WhoAmI(
+            user=self.user,
+            device="d1" * 32,
+            device_fingerprint="12345 67890 12345 67890",
+            server="127.0.0.1:7000",
+            server_fingerprint=FINGERPRINT,
+            key_stock=KeyStock(count=42, has_last_resort=True),
+        )
+
+    async def health(self) -> Health:
+        self._check("health")
+        return Health(status="ok", version="0.1.0", uptime_ms=3_723_000, store_backend="sqlite")
+
+    async def ping(self, count: int = 1) -> PingResult:
+        self._check("ping", count)
+        return PingResult(rtts_ms=tuple(0.5 + 0.1 * i for i in range(count)))
+
+    async def check_key(self, user: str) -> KeyCheck:
+        self._check("check_key", user)
+        return KeyCheck(
+            user=user,
+            devices=(
+                DeviceKeyCheck(
+                    device="ab" * 32, safety_number="11111 22222 33333 44444", status="verified"
+                ),
+            ),
+        )
+
+    async def refresh_keypackages(self) -> KeyStock:
+        self._check("refresh_keypackages")
+        return KeyStock(count=100, has_last_resort=True)
+
+    def connection_state(self) -> ConnectionState:
+        return self.state
+
+    async def events(self) -> AsyncIterator[EngineEvent]:
+        while True:
+            yield await self._queue.get()
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeFactory:
+    """Implements :class:`tui.session.EngineFactory` around one :class:`FakeEngine`."""
+
+    def __init__(
+        self,
+        engine: FakeEngine | None = None,
+        *,
+        resume: bool = True,
+        pinned: str = FINGERPRINT,
+        presented: str = FINGERPRINT,
+    ) -> None:
+        self.engine = engine or FakeEngine()
+        self.resume_engine = resume
+        self.pinned = pinned
+        self.presented = presented
+        self.forms: list[LoginForm] = []
+        self.trusted: list[str] = []
+        self.probe_error: BaseException | None = None
+
+    @property
+    def default_server(self) -> str:
+        return ""
+
+    @property
+    def default_user(self) -> str:
+        return "alice"
+
+    async def resume(self) -> FakeEngine | None:
+        return self.engine if self.resume_engine else None
+
+    async def probe(self, server: str) -> ServerKey:
+        if self.probe_error is not None:
+            raise self.probe_error
+        return ServerKey(
+            server=server or "127.0.0.1:7000", fingerprint=self.presented, pinned=self.pinned
+        )
+
+    async def open(self, form: LoginForm, *, trust_fingerprint: str) -> FakeEngine:
+        self.forms.append(form)
+        self.trusted.append(trust_fingerprint)
+        return self.engine
+
+    async def close(self) -> None:
+        return None
+
+
+def now_s() -> float:
+    """Wall clock (for tests that need it)."""
+    return time.time()

@@ -1,0 +1,209 @@
+"""The Textual app: bindings, actions and the :func:`make_app` factory.
+
+The behaviour (workers, engine events) lives in :mod:`tui.controller`; the
+look in ``app.tcss``. The CLI calls :func:`run_tui` when ``qpc`` gets no
+subcommand; tests call :func:`make_app` with a fake engine factory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import ClassVar
+
+from textual.binding import Binding, BindingType
+
+from tui.commands import ChatCommands
+from tui.controller import ChatApp
+from tui.screens.dialogs import (
+    ConfirmDialog,
+    InviteDialog,
+    NewDmDialog,
+    NewGroupDialog,
+    VerifyKeysDialog,
+    parse_users,
+)
+from tui.screens.help import HelpScreen, binding_rows
+from tui.screens.main import MainScreen
+from tui.screens.welcome import WelcomeScreen
+from tui.session import EngineFactory
+from tui.settings import TuiSettings
+from tui.widgets.channel_list import ChannelList
+from tui.widgets.composer import Composer
+from tui.widgets.message_log import MessageLog
+
+__all__ = ["QpcApp", "make_app", "run_tui"]
+
+
+class QpcApp(ChatApp):
+    """quicnprotochat's terminal UI."""
+
+    TITLE = "quicnprotochat"
+    CSS_PATH = "app.tcss"
+    COMMANDS: ClassVar = {ChatCommands}
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "Quit", priority=True, id="app.quit"),
+        Binding("f1", "help", "Help", id="app.help"),
+        Binding(
+            "ctrl+p", "command_palette", "Commands", show=False, priority=True, id="app.palette"
+        ),
+    ]
+
+    # The key help lists these, in this order.
+    HELP_SOURCES: ClassVar[list[tuple[str, type]]] = [
+        ("app", ChatApp),
+        ("main", MainScreen),
+        ("composer", Composer),
+        ("log", MessageLog),
+        ("channels", ChannelList),
+        ("welcome", WelcomeScreen),
+    ]
+
+    def action_help(self) -> None:
+        """F1: the key table."""
+        if isinstance(self.screen, HelpScreen):
+            return
+        sources = [("app", self.BINDINGS)] + [
+            (where, getattr(cls, "BINDINGS", [])) for where, cls in self.HELP_SOURCES[1:]
+        ]
+        self.push_screen(HelpScreen(binding_rows(sources, self.settings.keymap)))
+
+    def _need_channel(self) -> str | None:
+        channel = None if self.main is None else self.main.active_channel
+        if channel is None:
+            self.notify("Open a channel first.", severity="warning")
+        return channel
+
+    def _need_login(self) -> bool:
+        if self.main is None:
+            self.notify("Log in first.", severity="warning")
+            return False
+        return True
+
+    def action_new_group(self) -> None:
+        """Ask for a name and create a group."""
+        if self._need_login():
+            self.push_screen(NewGroupDialog(), self._new_group_named)
+
+    def _new_group_named(self, name: str | None) -> None:
+        if name:
+            self.create_group(name)
+
+    def action_invite(self) -> None:
+        """Ask whom to add to the open channel."""
+        channel = self._need_channel()
+        if channel is None or self.main is None:
+            return
+        label = self.main.channel_label(channel)
+
+        def invited(users: str | None) -> None:
+            if users:
+                self.invite(channel, parse_users(users))
+
+        self.push_screen(InviteDialog(subtitle=f"to {label}"), invited)
+
+    def action_new_dm(self) -> None:
+        """Ask for a user and open the DM with them."""
+        if self._need_login():
+            self.push_screen(NewDmDialog(), self._dm_user)
+
+    def _dm_user(self, user: str | None) -> None:
+        if user:
+            self.start_dm(parse_users(user)[0])
+
+    def action_leave(self) -> None:
+        """Confirm, then leave the open channel."""
+        channel = self._need_channel()
+        if channel is None or self.main is None:
+            return
+        label = self.main.channel_label(channel)
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.leave(channel)
+
+        question = f"Leave {label}? You keep its history but get no new messages."
+        self.push_screen(
+            ConfirmDialog("Leave channel", question, yes="Leave", danger=True), confirmed
+        )
+
+    def action_verify_keys(self) -> None:
+        """Ask for a user and show safety numbers."""
+        if self._need_login():
+            self.push_screen(VerifyKeysDialog(), self._verify_user)
+
+    def _verify_user(self, user: str | None) -> None:
+        if user:
+            self.check_key(parse_users(user)[0])
+
+    def action_info(self, tab: str) -> None:
+        """Show the whoami / health / ping panes."""
+        if self._need_login():
+            self.open_info(tab)
+
+    def action_refresh_info(self) -> None:
+        """Refresh the panes."""
+        if self.engine is not None:
+            self.refresh_info()
+
+    def action_refresh_channels(self) -> None:
+        """Reload the channel list."""
+        if self._need_login():
+            self.load_channels()
+
+    def action_refresh_keypackages(self) -> None:
+        """Top up KeyPackages."""
+        if self._need_login():
+            self.refresh_keypackages()
+
+    def action_toggle_members(self) -> None:
+        """Show or hide the member list."""
+        if self.main is not None:
+            self.main.action_toggle_members()
+
+    def action_cycle_channel(self, step: int) -> None:
+        """Open the next or previous channel."""
+        if self.main is not None:
+            self.main.action_cycle_channel(step)
+
+    def action_toggle_bell(self) -> None:
+        """Turn the bell on or off for this session."""
+        self.settings = _replace_bell(self.settings, not self.settings.bell)
+        self.notify(f"Bell {'on' if self.settings.bell else 'off'}.")
+
+
+def _replace_bell(settings: TuiSettings, bell: bool) -> TuiSettings:
+    from dataclasses import replace
+
+    return replace(settings, bell=bell)
+
+
+def make_app(factory: EngineFactory, settings: TuiSettings | None = None) -> QpcApp:
+    """The app, wired to ``factory``; used by the CLI and by the tests."""
+    return QpcApp(factory, settings or TuiSettings())
+
+
+def setup_logging(path: Path) -> None:
+    """Log to ``path`` (the TUI owns the terminal, so never to stderr)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def run_tui(args: argparse.Namespace | None = None) -> int:
+    """Run the TUI until it quits; the CLI's entry point when no subcommand is given.
+
+    ``args`` may carry ``server``, ``profile``, ``config`` and ``demo``
+    (all optional); see :mod:`tui.launch`.
+    """
+    from tui.launch import launch
+
+    return launch(args or argparse.Namespace())

@@ -1,0 +1,75 @@
+"""Command palette entries, titled "noun: verb", one for every action."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, cast
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+if TYPE_CHECKING:
+    from tui.app import QpcApp
+
+__all__ = ["COMMANDS", "ChatCommands", "PaletteCommand"]
+
+
+@dataclass(frozen=True, slots=True)
+class PaletteCommand:
+    """One palette entry."""
+
+    title: str
+    """"noun: verb" title the palette matches against."""
+    help: str
+    """One-line explanation."""
+    action: str
+    """App action to run (``run_action`` syntax)."""
+    needs_login: bool = True
+    """Hidden on the welcome screen."""
+
+
+COMMANDS: tuple[PaletteCommand, ...] = (
+    PaletteCommand("channel: new", "Create a group channel", "new_group"),
+    PaletteCommand("channel: invite", "Add people to the open channel", "invite"),
+    PaletteCommand("channel: leave", "Leave the open channel", "leave"),
+    PaletteCommand("channel: next", "Open the next channel", "cycle_channel(1)"),
+    PaletteCommand("channel: previous", "Open the previous channel", "cycle_channel(-1)"),
+    PaletteCommand("channel: refresh", "Reload the channel list", "refresh_channels"),
+    PaletteCommand("members: toggle", "Show or hide the member list", "toggle_members"),
+    PaletteCommand("dm: start", "Start a direct conversation", "new_dm"),
+    PaletteCommand("keys: verify", "Compare safety numbers with a user", "verify_keys"),
+    PaletteCommand("keys: refresh", "Top up this device's KeyPackages", "refresh_keypackages"),
+    PaletteCommand("account: whoami", "User, device and server fingerprints", "info('whoami')"),
+    PaletteCommand("server: health", "Node status, version, uptime", "info('health')"),
+    PaletteCommand("server: ping", "Live round-trip times", "info('ping')"),
+    PaletteCommand("bell: toggle", "Ring on messages in other channels", "toggle_bell", False),
+    PaletteCommand("help: keys", "Every key binding and its id", "help", False),
+    PaletteCommand("app: quit", "Leave quicnprotochat", "quit", False),
+)
+
+
+class ChatCommands(Provider):
+    """Offers :data:`COMMANDS` in the palette."""
+
+    def _commands(self) -> list[tuple[PaletteCommand, Callable[[], object]]]:
+        app = cast("QpcApp", self.app)
+        logged_in = app.engine is not None
+        return [
+            (command, partial(app.run_action, command.action))
+            for command in COMMANDS
+            if logged_in or not command.needs_login
+        ]
+
+    async def discover(self) -> Hits:
+        """Every command, when the palette opens empty."""
+        for command, run in self._commands():
+            yield DiscoveryHit(command.title, run, help=command.help)
+
+    async def search(self, query: str) -> Hits:
+        """Commands whose title matches ``query``."""
+        matcher = self.matcher(query)
+        for command, run in self._commands():
+            score = matcher.match(command.title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(command.title), run, help=command.help)

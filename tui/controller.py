@@ -1,0 +1,403 @@
+"""The app's behaviour: engine calls in workers, engine events into the screens.
+
+:class:`ChatApp` is the base of :class:`tui.app.QpcApp`. Every network call
+runs in a worker (``exit_on_error=False``) on the app, so all failures arrive
+in the one ``Worker.StateChanged`` handler here, which logs the traceback to
+the log file and shows the user a sentence from :func:`describe_error`.
+One long-lived worker iterates :meth:`ClientEngine.events` and posts each
+event as :class:`EngineEventPosted`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from datetime import datetime
+
+from textual import on, work
+from textual.app import App
+from textual.worker import Worker, WorkerState
+
+from tui.client.api import (
+    ChannelInfo,
+    ChannelsChanged,
+    ClientEngine,
+    ConnectionChanged,
+    ConnectionState,
+    ConnectionStatus,
+    Health,
+    Member,
+    MembersChanged,
+    MessageReceived,
+    MessageStateChanged,
+    PingResult,
+    SecurityWarning,
+    WhoAmI,
+)
+from tui.messages import EngineEventPosted, PingSampled
+from tui.screens.dialogs import KeyCheckDialog, TrustServerDialog
+from tui.screens.info import InfoScreen
+from tui.screens.main import MainScreen
+from tui.screens.welcome import WelcomeScreen
+from tui.session import EngineFactory, LoginForm, ServerKeyStatus
+from tui.settings import TuiSettings
+from tui.userfacing import describe_error
+from tui.widgets.channel_list import ChannelList
+from tui.widgets.composer import Composer
+from tui.widgets.panes import HealthPane, PingPane, WhoAmIPane
+
+__all__ = ["HISTORY_LIMIT", "ChatApp"]
+
+log = logging.getLogger("tui")
+
+HISTORY_LIMIT = 10_000
+"""Messages loaded when a channel opens (the log is virtualised)."""
+_RESUBSCRIBE_S = 2.0
+_QUIET = "quiet:"  # worker name prefix: failures are logged, not notified
+
+
+class ChatApp(App[None]):
+    """Engine plumbing shared by the real app and its tests."""
+
+    def __init__(self, factory: EngineFactory, settings: TuiSettings) -> None:
+        """Use ``factory`` to get an engine; ``settings`` from the config file."""
+        super().__init__()
+        self.factory = factory
+        self.settings = settings
+        self.engine: ClientEngine | None = None
+        self.main: MainScreen | None = None
+        self.last_error = ""
+        self.whoami_info: WhoAmI | None = None
+        self.health_info: Health | None = None
+        self.ping_samples: deque[float] = deque(maxlen=PingPane.HISTORY)
+        self._members: dict[str, frozenset[str]] = {}
+
+    # ------------------------------------------------------------------ start
+
+    async def on_mount(self) -> None:
+        """Resume a logged-in engine (``qpc demo``) or show the welcome screen."""
+        if self.settings.keymap:
+            self.set_keymap(self.settings.keymap)
+        if self.settings.theme:
+            self.theme = self.settings.theme
+        self.resume()
+
+    @work(exclusive=True, group="login", exit_on_error=False, name="resume")
+    async def resume(self) -> None:
+        """Ask the factory for a ready engine; otherwise ask the user to log in."""
+        engine = await self.factory.resume()
+        if engine is None:
+            await self.push_screen(
+                WelcomeScreen(server=self.factory.default_server, user=self.factory.default_user)
+            )
+            return
+        who = await engine.whoami()
+        await self._start_session(engine, who)
+
+    async def on_unmount(self) -> None:
+        """Close the engine (and whatever the factory started) on the way out."""
+        engine, self.engine = self.engine, None
+        try:
+            if engine is not None:
+                await engine.close()
+        finally:
+            await self.factory.close()
+
+    @on(WelcomeScreen.Submitted)
+    def _login_requested(self, event: WelcomeScreen.Submitted) -> None:
+        self.login(event.form)
+
+    @work(exclusive=True, group="login", exit_on_error=False, name="login")
+    async def login(self, form: LoginForm) -> None:
+        """Check the server key (TOFU), open the profile, register or log in."""
+        key = await self.factory.probe(form.server)
+        if key.status is not ServerKeyStatus.PINNED:
+            trusted = await self.push_screen_wait(TrustServerDialog(key))
+            if not trusted:
+                self._welcome_error("Not connected: you did not trust the server's key.")
+                return
+        engine = await self.factory.open(form, trust_fingerprint=key.fingerprint)
+        try:
+            if form.register:
+                who = await engine.register(form.user, form.password)
+            else:
+                who = await engine.login(form.user, form.password)
+        except BaseException:
+            await engine.close()
+            raise
+        log.info("logged in as %s", who.user)
+        await self._start_session(engine, who)
+
+    async def _start_session(self, engine: ClientEngine, who: WhoAmI) -> None:
+        self.engine = engine
+        self.whoami_info = who
+        self.main = MainScreen(user=who.user)
+        if isinstance(self.screen, WelcomeScreen):
+            await self.switch_screen(self.main)
+        else:
+            await self.push_screen(self.main)
+        self.main.set_connection(engine.connection_state())
+        self.subscribe()
+        self.load_channels(open_first=True)
+        if self.settings.ping_interval_s > 0:
+            self.set_interval(self.settings.ping_interval_s, self._tick_ping)
+            self._tick_ping()
+
+    def _welcome_error(self, text: str) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, WelcomeScreen):
+                screen.show_error(text)
+
+    # --------------------------------------------------------------- workers
+
+    def _engine(self) -> ClientEngine:
+        if self.engine is None:
+            raise RuntimeError("no engine yet")
+        return self.engine
+
+    @work(exclusive=True, group="events", exit_on_error=False, name="events")
+    async def subscribe(self) -> None:
+        """The long-lived subscription: every engine event becomes a message."""
+        async for event in self._engine().events():
+            self.post_message(EngineEventPosted(event))
+
+    @work(exclusive=True, group="channels", exit_on_error=False, name="channels")
+    async def load_channels(self, open_first: bool = False) -> None:
+        """Refresh the channel list (and open the newest channel if asked)."""
+        channels = await self._engine().channels()
+        main = self._main()
+        main.set_channels(channels)
+        if open_first and main.active_channel is None:
+            ids = main.query_one(ChannelList).channel_ids
+            if ids:
+                self.open_channel(ids[0])
+
+    @work(exclusive=True, group="open", exit_on_error=False, name="open")
+    async def open_channel(self, channel_id: str) -> None:
+        """Load a channel's history and members, then show it."""
+        engine = self._engine()
+        history = await engine.history(channel_id, limit=HISTORY_LIMIT)
+        members = await engine.members(channel_id)
+        main = self._main()
+        main.open_channel(channel_id, history)
+        self._show_members(channel_id, members, announce=False)
+
+    @on(ChannelList.Opened)
+    def _channel_chosen(self, event: ChannelList.Opened) -> None:
+        self.open_channel(event.channel_id)
+
+    @on(Composer.Submitted)
+    def _composer_submitted(self, event: Composer.Submitted) -> None:
+        channel = self._main().active_channel
+        if channel is None:
+            self.notify("Open a channel first.", severity="warning")
+            return
+        self.send(channel, event.text)
+
+    @work(group="send", exit_on_error=False, name="send")
+    async def send(self, channel: str, text: str) -> None:
+        """Send ``text`` (not exclusive: messages queue in order of writing)."""
+        message = await self._engine().send(channel, text)
+        main = self._main()
+        if main.active_channel == message.channel:
+            main.add_message(message)
+        main.bump(message.channel, message.time_ms, unread=False)
+
+    @work(exclusive=True, group="channel-op", exit_on_error=False, name="create group")
+    async def create_group(self, name: str) -> None:
+        """Create a group and open it."""
+        info = await self._engine().create_group(name)
+        await self._after_channel_op(info)
+        self.notify(f"Created #{info.name}. Ctrl+T invites people.")
+
+    @work(exclusive=True, group="channel-op", exit_on_error=False, name="invite")
+    async def invite(self, channel: str, users: list[str]) -> None:
+        """Add ``users`` to ``channel``."""
+        info = await self._engine().invite(channel, users)
+        await self._after_channel_op(info, open_it=False)
+        self.notify(f"Invited {', '.join(users)} to #{info.name}.")
+        if self._main().active_channel == channel:
+            self._show_members(channel, await self._engine().members(channel), announce=True)
+
+    @work(exclusive=True, group="channel-op", exit_on_error=False, name="direct message")
+    async def start_dm(self, user: str) -> None:
+        """Open (or create) the DM with ``user``."""
+        info = await self._engine().dm(user)
+        await self._after_channel_op(info)
+
+    @work(exclusive=True, group="channel-op", exit_on_error=False, name="leave")
+    async def leave(self, channel: str) -> None:
+        """Leave ``channel``."""
+        label = self._main().channel_label(channel)
+        await self._engine().leave(channel)
+        main = self._main()
+        if main.active_channel == channel:
+            main.close_channel()
+        main.set_channels(await self._engine().channels())
+        self.notify(f"You left {label}.")
+
+    @work(exclusive=True, group="keys", exit_on_error=False, name="verify keys")
+    async def check_key(self, user: str) -> None:
+        """Show the safety numbers of ``user``'s devices."""
+        check = await self._engine().check_key(user)
+        await self.push_screen(KeyCheckDialog(check))
+
+    @work(exclusive=True, group="info", exit_on_error=False, name=_QUIET + "info")
+    async def refresh_info(self) -> None:
+        """Ask for whoami and health, and update the panes if shown."""
+        engine = self._engine()
+        self.whoami_info = await engine.whoami()
+        self._fill_info()
+        self.health_info = await engine.health()
+        self._fill_info()
+
+    @work(exclusive=True, group="keys", exit_on_error=False, name="refresh keypackages")
+    async def refresh_keypackages(self) -> None:
+        """Upload KeyPackages until the stock is full."""
+        stock = await self._engine().refresh_keypackages()
+        self.notify(f"{stock.count} KeyPackages on the server.")
+
+    def _tick_ping(self) -> None:
+        if self.engine is not None:
+            self.ping()
+
+    @work(exclusive=True, group="ping", exit_on_error=False, name=_QUIET + "ping")
+    async def ping(self) -> None:
+        """One round trip for the ping pane."""
+        result = await self._engine().ping(1)
+        self.post_message(PingSampled(result))
+
+    async def _after_channel_op(self, info: ChannelInfo, *, open_it: bool = True) -> None:
+        main = self._main()
+        main.set_channels(await self._engine().channels())
+        if open_it:
+            self.open_channel(info.id)
+
+    # ------------------------------------------------------- worker failures
+
+    @on(Worker.StateChanged)
+    def _worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place worker failures are reported."""
+        worker: Worker[object] = event.worker
+        if event.state is WorkerState.SUCCESS and worker.group == "events":
+            log.info("event subscription ended; resubscribing")
+            self.set_timer(_RESUBSCRIBE_S, self._resubscribe)
+            return
+        if event.state is not WorkerState.ERROR or worker.error is None:
+            return
+        error = worker.error
+        text = describe_error(error)
+        log.error("%s failed: %s", worker.name, text, exc_info=error)
+        self.last_error = f"{worker.name.removeprefix(_QUIET)}: {text}"
+        self._fill_info()
+        if worker.group == "login":
+            self._welcome_error(text)
+            if worker.name == "resume":
+                self.notify(text, title="Could not resume", severity="error")
+            return
+        if worker.group == "events":
+            if self.main is not None:
+                self.main.set_connection(ConnectionState.offline(0))
+            self.set_timer(_RESUBSCRIBE_S, self._resubscribe)
+        if worker.name.startswith(_QUIET):
+            return
+        self.notify(text, title=worker.name.capitalize(), severity="error")
+
+    def _resubscribe(self) -> None:
+        if self.engine is not None:
+            self.subscribe()
+
+    # --------------------------------------------------------- engine events
+
+    @on(EngineEventPosted)
+    def _engine_event(self, message: EngineEventPosted) -> None:
+        event = message.event
+        main = self.main
+        if main is None:
+            return
+        if isinstance(event, MessageReceived):
+            self._message_received(main, event)
+        elif isinstance(event, MessageStateChanged):
+            if main.active_channel == event.channel:
+                main.set_delivery(event.message_id, event.state)
+        elif isinstance(event, ChannelsChanged):
+            main.set_channels(event.channels)
+        elif isinstance(event, MembersChanged):
+            if main.active_channel == event.channel:
+                self._show_members(event.channel, event.members, announce=True)
+        elif isinstance(event, ConnectionChanged):
+            main.set_connection(event.state)
+            if event.state.status is ConnectionStatus.CONNECTED:
+                self.last_error = self.last_error  # keep; the pane shows history
+        elif isinstance(event, SecurityWarning):
+            who = f" ({event.user})" if event.user else ""
+            self.notify(event.reason + who, title="Security", severity="error", timeout=20)
+            self.last_error = f"security: {event.reason}"
+
+    def _message_received(self, main: MainScreen, event: MessageReceived) -> None:
+        msg = event.message
+        if main.channel(msg.channel) is None:
+            self.load_channels()
+        if main.active_channel == msg.channel:
+            main.add_message(msg)
+            main.bump(msg.channel, msg.time_ms, unread=False)
+            return
+        main.bump(msg.channel, msg.time_ms, unread=not msg.outgoing)
+        if msg.outgoing:
+            return
+        if self.settings.notify_messages:
+            preview = msg.text if len(msg.text) <= 60 else msg.text[:59] + "…"
+            self.notify(f"{msg.sender}: {preview}", title=main.channel_label(msg.channel))
+        if self.settings.bell:
+            self.bell()
+
+    def _show_members(self, channel: str, members: tuple[Member, ...], *, announce: bool) -> None:
+        main = self._main()
+        names = frozenset(m.user for m in members)
+        before = self._members.get(channel)
+        self._members[channel] = names
+        main.set_members(members)
+        if announce and before is not None:
+            now = datetime.now()
+            for user in sorted(names - before):
+                main.add_notice(f"join:{user}:{now.timestamp()}", f"{user} joined", now)
+            for user in sorted(before - names):
+                main.add_notice(f"left:{user}:{now.timestamp()}", f"{user} left", now)
+
+    @on(PingSampled)
+    def _ping_sampled(self, message: PingSampled) -> None:
+        self.ping_samples.extend(message.result.rtts_ms)
+        for screen in self.screen_stack:
+            if isinstance(screen, InfoScreen):
+                screen.query_one(PingPane).add_result(message.result)
+
+    # ------------------------------------------------------------- helpers
+
+    def _main(self) -> MainScreen:
+        if self.main is None:
+            raise RuntimeError("not logged in")
+        return self.main
+
+    def _fill_info(self) -> None:
+        for screen in self.screen_stack:
+            if not isinstance(screen, InfoScreen) or not screen.is_mounted:
+                continue
+            screen.query_one(WhoAmIPane).whoami = self.whoami_info
+            health = screen.query_one(HealthPane)
+            health.health = self.health_info
+            health.last_error = self.last_error
+
+    def open_info(self, tab: str) -> None:
+        """Show the whoami/health/ping panes on ``tab`` and refresh them."""
+        screen = InfoScreen(tab)
+
+        def filled() -> None:
+            self._fill_info()
+            if self.ping_samples:
+                samples = tuple(self.ping_samples)
+                screen.query_one(PingPane).add_result(PingResult(rtts_ms=samples))
+
+        self.push_screen(screen)
+        self.call_after_refresh(filled)
+        if self.engine is not None:
+            self.refresh_info()

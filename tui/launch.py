@@ -1,0 +1,152 @@
+"""Start the TUI for real: the engine factory over :class:`tui.client.engine.Engine`.
+
+``qpc`` (no subcommand) calls :func:`tui.app.run_tui`, which lands here. The
+factory probes a server's key before trusting it (the welcome screen shows
+the fingerprint), pins it in the profile's pin store once the user agrees,
+and opens or creates the profile with the passphrase from the form.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from proto import tls
+from proto.errors import ConfigError
+from proto.rpc_client import ClientConfig, RpcClient
+from tui.client.api import ClientEngine
+from tui.client.core import PINS_FILE, EngineConfig
+from tui.client.engine import Engine
+from tui.client.localnode import ensure_local_node
+from tui.client.passphrase import passphrase_from_env, read_passphrase_fd
+from tui.client.profile import Profile
+from tui.session import LoginForm, ServerKey
+from tui.settings import load_settings
+
+__all__ = ["EngineFactoryImpl", "launch", "split_server"]
+
+CONFIG_ENV = "QPC_CONFIG"
+"""Overrides the config file path."""
+
+
+def split_server(server: str) -> tuple[str, int]:
+    """``host:port`` -> (host, port); brackets of IPv6 literals removed."""
+    host, sep, port_text = server.strip().rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ConfigError(f"the server must be HOST:PORT, not {server!r}")
+    return host.strip("[]"), int(port_text)
+
+
+class EngineFactoryImpl:
+    """Builds real engines for the TUI (implements :class:`tui.session.EngineFactory`)."""
+
+    def __init__(self, base: EngineConfig, *, passphrase: str | None = None) -> None:
+        """``base`` comes from the CLI options; ``passphrase`` (env/fd) allows resuming."""
+        self.base = base
+        self._passphrase = passphrase
+
+    @property
+    def default_server(self) -> str:
+        """The ``--server`` given, else "" (the embedded node)."""
+        server = self.base.server or ""
+        return "" if server == "embedded" else server
+
+    @property
+    def default_user(self) -> str:
+        """Unknown until the profile is unlocked."""
+        return ""
+
+    @property
+    def profile_exists(self) -> bool:
+        """Whether the profile directory already holds a profile."""
+        return Profile.exists(self.base.profile_dir)
+
+    async def resume(self) -> ClientEngine | None:
+        """With a passphrase from the environment and a logged-in profile: that engine."""
+        if self._passphrase is None or not self.profile_exists:
+            return None
+        engine = await Engine.open(self.base, self._passphrase)
+        try:
+            if not engine.state.user or not engine.state.token:
+                await engine.close()
+                return None
+            await engine.whoami()
+        except BaseException:
+            await engine.close()
+            raise
+        return engine
+
+    async def probe(self, server: str) -> ServerKey:
+        """The key the server presents, and what the profile pinned for it."""
+        if not server:
+            node = await asyncio.to_thread(
+                ensure_local_node, self.base.data_dir, extra_args=self.base.local_node_args
+            )
+            # The embedded node's key comes from its own output: pinned exactly.
+            return ServerKey(
+                server=node.address, fingerprint=node.fingerprint, pinned=node.fingerprint
+            )
+        host, port = split_server(server)
+        rpc = RpcClient(
+            ClientConfig(
+                host=host,
+                port=port,
+                trust=tls.TrustConfig(insecure=True),  # only to read the key; nothing is sent
+                reconnect=False,
+                reconnect_wait=5.0,
+                connect_timeout=5.0,
+            )
+        )
+        try:
+            await rpc.connect()
+            fingerprint = rpc.fingerprint or ""
+        finally:
+            await rpc.close()
+        pinned = tls.PinStore(self.base.profile_dir / PINS_FILE).get(f"{host}:{port}") or ""
+        return ServerKey(server=f"{host}:{port}", fingerprint=fingerprint, pinned=pinned)
+
+    async def open(self, form: LoginForm, *, trust_fingerprint: str) -> ClientEngine:
+        """Pin the confirmed key, then open (or create) the profile."""
+        config = replace(self.base, server=form.server or None)
+        if form.server and trust_fingerprint:
+            host, port = split_server(form.server)
+            pins = tls.PinStore(config.profile_dir / PINS_FILE)
+            await asyncio.to_thread(pins.set, f"{host}:{port}", trust_fingerprint)
+        create = not Profile.exists(config.profile_dir)
+        return await Engine.open(config, form.passphrase, create=create)
+
+    async def close(self) -> None:
+        """Nothing to stop: the embedded node is shared with other qpc processes."""
+
+
+def _passphrase(opts: argparse.Namespace) -> str | None:
+    fd = getattr(opts, "passphrase_fd", None)
+    if fd is not None:
+        return read_passphrase_fd(fd)
+    return passphrase_from_env()
+
+
+def launch(opts: argparse.Namespace) -> int:
+    """Build the factory from CLI options and run the app; returns the exit status."""
+    from tui.app import make_app, setup_logging
+    from tui.cli.main import engine_config, profile_dir
+
+    for name, default in (("server", None), ("profile", None), ("trust_new_key", False)):
+        if not hasattr(opts, name):
+            setattr(opts, name, default)
+    config_path = os.environ.get(CONFIG_ENV)
+    settings = load_settings(Path(config_path) if config_path else None)
+    profile = profile_dir(opts)
+    setup_logging(settings.log_file or profile / "tui.log")
+    if getattr(opts, "command", None) == "demo":
+        from tui.demo import DemoFactory
+
+        factory: EngineFactoryImpl | DemoFactory = DemoFactory()
+    else:
+        factory = EngineFactoryImpl(engine_config(opts), passphrase=_passphrase(opts))
+    app = make_app(factory, settings)
+    app.run()
+    return app.return_code or 0

@@ -1,0 +1,1 @@
+"""The TUI's screens: welcome/login, main, help, info panes and dialogs."""

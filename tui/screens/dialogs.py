@@ -1,0 +1,264 @@
+"""Modal dialogs; each is a ``ModalScreen[T]`` that returns through ``dismiss``.
+
+Escape cancels every dialog (returning ``None`` or ``False``); Enter in the
+last field confirms. They hold no engine calls: the app runs the network work
+in a worker once a dialog returns.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TypeVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from tui.client.api import KeyCheck
+from tui.session import ServerKey, ServerKeyStatus
+from tui.widgets.panes import group_hex
+
+__all__ = [
+    "ConfirmDialog",
+    "InviteDialog",
+    "KeyCheckDialog",
+    "NewDmDialog",
+    "NewGroupDialog",
+    "TrustServerDialog",
+    "VerifyKeysDialog",
+    "parse_users",
+]
+
+_USER_SPLIT = re.compile(r"[\s,]+")
+T = TypeVar("T")
+
+
+def parse_users(text: str) -> list[str]:
+    """``"bob, carol dave"`` -> ``["bob", "carol", "dave"]`` (deduplicated, ordered)."""
+    seen: dict[str, None] = {}
+    for part in _USER_SPLIT.split(text.strip()):
+        name = part.strip().lstrip("@")
+        if name:
+            seen.setdefault(name, None)
+    return list(seen)
+
+
+class _Dialog(ModalScreen[T]):
+    """Shared frame: a titled box in the middle of the screen."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+
+    DEFAULT_CLASSES = "dialog"
+
+    def action_cancel(self) -> None:
+        """Close without a result."""
+        self.dismiss(self._cancel_value())
+
+    def _cancel_value(self) -> T:
+        raise NotImplementedError
+
+
+class _PromptDialog(_Dialog[str | None]):
+    """Ask for one line of text."""
+
+    TITLE_TEXT = ""
+    LABEL_TEXT = ""
+    PLACEHOLDER = ""
+    OK_TEXT = "OK"
+
+    def __init__(self, *, value: str = "", subtitle: str = "") -> None:
+        super().__init__()
+        self._value = value
+        self._subtitle = subtitle
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box"):
+            yield Label(self.TITLE_TEXT, classes="dialog-title")
+            if self._subtitle:
+                yield Label(self._subtitle, classes="dialog-subtitle")
+            yield Label(self.LABEL_TEXT)
+            yield Input(self._value, placeholder=self.PLACEHOLDER, id="dialog-input")
+            yield Static("", id="dialog-error", classes="dialog-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.OK_TEXT, variant="primary", id="ok")
+                yield Button("Cancel", id="cancel")
+
+    def _cancel_value(self) -> str | None:
+        return None
+
+    def validate(self, value: str) -> str:
+        """An error message for ``value``, or "" when it is fine."""
+        return "" if value.strip() else "Please fill this in."
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#ok")
+    def _confirm(self) -> None:
+        value = self.query_one("#dialog-input", Input).value.strip()
+        problem = self.validate(value)
+        if problem:
+            self.query_one("#dialog-error", Static).update(problem)
+            return
+        self.dismiss(value)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.action_cancel()
+
+
+class NewGroupDialog(_PromptDialog):
+    """Returns the new group's name."""
+
+    TITLE_TEXT = "New group"
+    LABEL_TEXT = "Group name"
+    PLACEHOLDER = "e.g. general"
+    OK_TEXT = "Create"
+
+    def validate(self, value: str) -> str:
+        """Names are 1-64 characters."""
+        if not value:
+            return "A group needs a name."
+        if len(value) > 64:
+            return "Keep the name under 64 characters."
+        return ""
+
+
+class InviteDialog(_PromptDialog):
+    """Returns usernames to add, separated by spaces or commas."""
+
+    TITLE_TEXT = "Invite"
+    LABEL_TEXT = "Usernames (space or comma separated)"
+    PLACEHOLDER = "bob carol"
+    OK_TEXT = "Invite"
+
+    def validate(self, value: str) -> str:
+        """At least one name."""
+        return "" if parse_users(value) else "Name at least one user."
+
+
+class NewDmDialog(_PromptDialog):
+    """Returns the username to start a direct conversation with."""
+
+    TITLE_TEXT = "New direct message"
+    LABEL_TEXT = "Username"
+    PLACEHOLDER = "bob"
+    OK_TEXT = "Start"
+
+    def validate(self, value: str) -> str:
+        """Exactly one name."""
+        users = parse_users(value)
+        return "" if len(users) == 1 else "Name exactly one user."
+
+
+class VerifyKeysDialog(_PromptDialog):
+    """Returns the username whose safety numbers to show."""
+
+    TITLE_TEXT = "Verify keys"
+    LABEL_TEXT = "Compare safety numbers with"
+    PLACEHOLDER = "bob"
+    OK_TEXT = "Show"
+
+    def validate(self, value: str) -> str:
+        """Exactly one name."""
+        users = parse_users(value)
+        return "" if len(users) == 1 else "Name exactly one user."
+
+
+class ConfirmDialog(_Dialog[bool]):
+    """A yes/no question (e.g. "Leave #general?")."""
+
+    def __init__(self, title: str, question: str, *, yes: str = "Yes", danger: bool = False):
+        super().__init__()
+        self._title = title
+        self._question = question
+        self._yes = yes
+        self._danger = danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box"):
+            yield Label(self._title, classes="dialog-title")
+            yield Static(self._question)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self._yes, variant="error" if self._danger else "primary", id="ok")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel" if self._danger else "#ok", Button).focus()
+
+    def _cancel_value(self) -> bool:
+        return False
+
+    @on(Button.Pressed, "#ok")
+    def _yes_pressed(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#cancel")
+    def _no_pressed(self) -> None:
+        self.dismiss(False)
+
+
+class TrustServerDialog(ConfirmDialog):
+    """Shows a server's fingerprint for trust on first use (or a changed key)."""
+
+    def __init__(self, key: ServerKey) -> None:
+        changed = key.status is ServerKeyStatus.CHANGED
+        if changed:
+            question = (
+                f"The key of {key.server} CHANGED.\n\n"
+                f"pinned: {group_hex(key.pinned)}\n"
+                f"now:    {group_hex(key.fingerprint)}\n\n"
+                "This happens when the server was reinstalled, or when someone "
+                "intercepts the connection. Trust the new key only if the server's "
+                "operator confirms it."
+            )
+            super().__init__("Server key changed", question, yes="Trust new key", danger=True)
+        else:
+            question = (
+                f"First connection to {key.server}.\n\n"
+                f"fingerprint: {group_hex(key.fingerprint)}\n\n"
+                "Compare it with the one the server's operator publishes "
+                "(qpc-node prints it at start). It will be pinned."
+            )
+            super().__init__("Trust this server?", question, yes="Trust")
+        self.server_key = key
+
+
+class KeyCheckDialog(_Dialog[None]):
+    """Shows the safety numbers of a user's devices."""
+
+    def __init__(self, check: KeyCheck) -> None:
+        super().__init__()
+        self._check = check
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box"):
+            yield Label(f"Safety numbers with {self._check.user}", classes="dialog-title")
+            if self._check.changed:
+                yield Static(
+                    Text("A key CHANGED since you last checked. Verify in person.", "bold red")
+                )
+            if not self._check.devices:
+                yield Static("This user has no devices.")
+            for device in self._check.devices:
+                body = Text()
+                body.append(f"device {group_hex(device.device[:16])}…  ", "dim")
+                style = {"changed": "bold red", "verified": "green"}.get(device.status, "yellow")
+                body.append(device.status, style)
+                body.append("\n" + device.safety_number)
+                yield Static(body, classes="safety-number")
+            yield Static("Compare these numbers with the other person, in person or by call.")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Close", variant="primary", id="ok")
+
+    def on_mount(self) -> None:
+        self.query_one("#ok", Button).focus()
+
+    def _cancel_value(self) -> None:
+        return None
+
+    @on(Button.Pressed, "#ok")
+    def _close(self) -> None:
+        self.dismiss(None)

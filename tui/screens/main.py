@@ -1,0 +1,257 @@
+"""The main screen: channel list, message log, composer, member list.
+
+This screen only shows things. The app (``tui.controller``) does the engine
+calls in workers and calls the methods here with the results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Label, Static
+
+from tui.client.api import ChannelInfo, ChannelKind, ConnectionState, DeliveryState, Member, Message
+from tui.widgets.channel_list import ChannelList, ChannelRow
+from tui.widgets.composer import Composer
+from tui.widgets.member_list import MemberList
+from tui.widgets.message_log import DeliveryMark, LogItem, MessageLog
+from tui.widgets.status_bar import StatusBar
+
+__all__ = ["MainScreen", "log_item"]
+
+_MARKS = {
+    DeliveryState.PENDING: DeliveryMark.PENDING,
+    DeliveryState.SENT: DeliveryMark.SENT,
+    DeliveryState.FAILED: DeliveryMark.FAILED,
+    DeliveryState.RECEIVED: DeliveryMark.NONE,
+}
+
+_EMPTY_HINT = (
+    "No channel open.\n\n"
+    "Ctrl+N  create a group\n"
+    "Ctrl+O  start a direct message\n"
+    "Ctrl+P  every command\n"
+    "F1      all keys"
+)
+
+
+def mark_for(state: DeliveryState) -> DeliveryMark:
+    """The log glyph for a delivery state."""
+    return _MARKS[state]
+
+
+def log_item(message: Message) -> LogItem:
+    """How the log shows an engine message."""
+    return LogItem(
+        key=str(message.id),
+        sender=message.sender,
+        text=message.text,
+        time=datetime.fromtimestamp(message.time),
+        mark=mark_for(message.state) if message.outgoing else DeliveryMark.NONE,
+        own=message.outgoing,
+    )
+
+
+class MainScreen(Screen[None]):
+    """Channels on the left, the open channel in the middle, members on the right."""
+
+    BINDINGS = [
+        Binding("ctrl+n", "app.new_group", "New group", id="main.new_group"),
+        Binding("ctrl+t", "app.invite", "Invite", id="main.invite"),
+        Binding("ctrl+o", "app.new_dm", "DM", id="main.new_dm"),
+        Binding("f5", "toggle_members", "Members", id="main.members"),
+        Binding("f6", "app.verify_keys", "Verify", show=False, id="main.verify_keys"),
+        Binding("f8", "app.leave", "Leave", show=False, id="main.leave"),
+        Binding("f2", "app.info('whoami')", "Whoami", show=False, id="main.whoami"),
+        Binding("f3", "app.info('health')", "Health", show=False, id="main.health"),
+        Binding("f4", "app.info('ping')", "Ping", show=False, id="main.ping"),
+        Binding("alt+down", "cycle_channel(1)", "Next", show=False, id="main.next_channel"),
+        Binding("alt+up", "cycle_channel(-1)", "Prev", show=False, id="main.prev_channel"),
+        Binding("escape", "focus_composer", "Compose", show=False, id="main.focus_composer"),
+    ]
+
+    active_channel: reactive[str | None] = reactive(None, init=False)
+    """Hex id of the open channel (``None``: nothing open)."""
+    show_members: reactive[bool] = reactive(False, init=False)
+    """Whether the member list is visible."""
+
+    def __init__(self, *, user: str = "") -> None:
+        """Create the screen for ``user``."""
+        super().__init__()
+        self.user = user
+        self._rows: dict[str, ChannelRow] = {}
+
+    def compose(self) -> ComposeResult:
+        """Status line, three columns, footer."""
+        yield StatusBar(id="status")
+        with Horizontal(id="body"):
+            with Vertical(id="sidebar"):
+                yield Label("Channels", classes="pane-title")
+                yield ChannelList(id="channels")
+            with Vertical(id="chat"):
+                yield Label("", id="channel-title", classes="pane-title")
+                yield Static(_EMPTY_HINT, id="empty-hint")
+                yield MessageLog(id="log")
+                yield Composer(id="composer", placeholder="Write a message (Enter sends)")
+            with Vertical(id="members-pane"):
+                yield Label("Members", classes="pane-title")
+                yield MemberList(id="members")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        """Start with nothing open."""
+        self._show_channel_widgets(False)
+        self.query_one("#members-pane").display = False
+        self.query_one(StatusBar).title = self.user
+        self.query_one(ChannelList).focus()
+
+    # ------------------------------------------------------------- channels
+
+    @property
+    def rows(self) -> dict[str, ChannelRow]:
+        """Rows currently shown, by channel id."""
+        return dict(self._rows)
+
+    def set_channels(self, channels: Iterable[ChannelInfo]) -> None:
+        """Merge the engine's channel list; unread counts seen here are kept."""
+        rows: dict[str, ChannelRow] = {}
+        for info in channels:
+            old = self._rows.get(info.id)
+            if old is None:
+                unread = 0 if info.id == self.active_channel else info.unread
+                activity = info.last_activity_ms
+            else:
+                unread = old.unread
+                activity = max(old.last_activity_ms, info.last_activity_ms)
+            rows[info.id] = ChannelRow(info=info, unread=unread, last_activity_ms=activity)
+        self._rows = rows
+        self.query_one(ChannelList).set_rows(rows.values())
+        self._update_title()
+
+    def channel(self, channel_id: str) -> ChannelInfo | None:
+        """The engine's info for ``channel_id``."""
+        row = self._rows.get(channel_id)
+        return None if row is None else row.info
+
+    def bump(self, channel_id: str, time_ms: int, *, unread: bool) -> None:
+        """A message arrived in ``channel_id`` (raise its unread count if asked)."""
+        row = self._rows.get(channel_id)
+        if row is None:
+            return
+        row = ChannelRow(
+            info=row.info,
+            unread=row.unread + (1 if unread else 0),
+            last_activity_ms=max(row.last_activity_ms, time_ms),
+        )
+        self._rows[channel_id] = row
+        self.query_one(ChannelList).update_row(row)
+
+    def mark_read(self, channel_id: str) -> None:
+        """Clear the unread count of ``channel_id``."""
+        row = self._rows.get(channel_id)
+        if row is not None and row.unread:
+            row = ChannelRow(info=row.info, unread=0, last_activity_ms=row.last_activity_ms)
+            self._rows[channel_id] = row
+            self.query_one(ChannelList).update_row(row)
+
+    def channel_label(self, channel_id: str) -> str:
+        """``#name`` or ``@user`` for notifications and titles."""
+        info = self.channel(channel_id)
+        if info is None:
+            return "#" + channel_id[:8]
+        return ("@" if info.kind is ChannelKind.DM else "#") + info.name
+
+    # ------------------------------------------------------------ open one
+
+    def open_channel(self, channel_id: str, history: list[Message]) -> None:
+        """Show ``channel_id`` with ``history`` (oldest first)."""
+        self.active_channel = channel_id
+        self.mark_read(channel_id)
+        self.query_one(ChannelList).select_id(channel_id)
+        self._show_channel_widgets(True)
+        self.query_one(MessageLog).set_items(log_item(m) for m in history)
+        self._update_title()
+        self.query_one(Composer).focus()
+
+    def close_channel(self) -> None:
+        """Show nothing (after leaving the open channel)."""
+        self.active_channel = None
+        self.query_one(MessageLog).clear()
+        self.query_one(MemberList).clear_options()
+        self._show_channel_widgets(False)
+        self._update_title()
+
+    def add_message(self, message: Message) -> None:
+        """Append ``message`` to the open channel's log."""
+        self.query_one(MessageLog).add_item(log_item(message))
+
+    def set_delivery(self, message_id: int, state: DeliveryState) -> None:
+        """Update the delivery glyph of one of our messages."""
+        self.query_one(MessageLog).set_mark(str(message_id), mark_for(state))
+
+    def add_notice(self, key: str, text: str, when: datetime | None = None) -> None:
+        """A system line in the open channel ("bob joined")."""
+        item = LogItem(key=key, sender="", text=text, time=when or datetime.now(), system=True)
+        self.query_one(MessageLog).add_item(item)
+
+    def set_members(self, members: Iterable[Member]) -> None:
+        """Replace the member list of the open channel."""
+        self.query_one(MemberList).set_members(members)
+
+    def set_connection(self, state: ConnectionState) -> None:
+        """Show the engine's connection state."""
+        self.query_one(StatusBar).state = state
+
+    # -------------------------------------------------------------- actions
+
+    def action_toggle_members(self) -> None:
+        """Show or hide the member list."""
+        self.show_members = not self.show_members
+
+    def watch_show_members(self, show: bool) -> None:
+        """Apply the member list's visibility."""
+        self.query_one("#members-pane").display = show
+
+    def action_cycle_channel(self, step: int) -> None:
+        """Open the next (1) or previous (-1) channel in the list."""
+        ids = self.query_one(ChannelList).channel_ids
+        if not ids:
+            return
+        current = self.active_channel
+        index = ids.index(current) if current in ids else -step
+        target = ids[(index + step) % len(ids)]
+        self.post_message(ChannelList.Opened(target))
+
+    def action_focus_composer(self) -> None:
+        """Jump to the composer (or the channel list when nothing is open)."""
+        if self.active_channel is None:
+            self.query_one(ChannelList).focus()
+        else:
+            self.query_one(Composer).focus()
+
+    # -------------------------------------------------------------- helpers
+
+    def _show_channel_widgets(self, show: bool) -> None:
+        self.query_one("#empty-hint").display = not show
+        self.query_one(MessageLog).display = show
+        self.query_one(Composer).display = show
+
+    def _update_title(self) -> None:
+        title = self.query_one("#channel-title", Label)
+        bar = self.query_one(StatusBar)
+        if self.active_channel is None:
+            title.update("")
+            bar.title = self.user
+            return
+        info = self.channel(self.active_channel)
+        label = self.channel_label(self.active_channel)
+        members = f"  ({len(info.members)} members)" if info and info.members else ""
+        left = "" if info is None or info.active else "  — you left this channel"
+        title.update(f"{label}{members}{left}")
+        bar.title = f"{self.user} · {label}"

@@ -1,0 +1,131 @@
+"""The welcome screen: log in or register (server, username, password, passphrase)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Input, Label, LoadingIndicator, Static
+
+from tui.session import LoginForm
+
+__all__ = ["WelcomeScreen"]
+
+_INTRO = (
+    "End-to-end encrypted group chat. Your keys and history never leave this "
+    "machine unencrypted; the server only relays sealed messages."
+)
+
+
+class WelcomeScreen(Screen[None]):
+    """First screen: collects credentials and asks the app to log in."""
+
+    BINDINGS = [
+        Binding("ctrl+r", "register", "Register", id="welcome.register"),
+        Binding("ctrl+l", "login", "Log in", id="welcome.login"),
+    ]
+
+    busy: reactive[bool] = reactive(False)
+    """True while the app is connecting; the form is disabled."""
+
+    @dataclass
+    class Submitted(Message):
+        """The user asked to log in or register."""
+
+        form: LoginForm
+        """What was entered."""
+
+    def __init__(self, *, server: str = "", user: str = "") -> None:
+        """Prefill ``server`` and ``user``."""
+        super().__init__()
+        self._server = server
+        self._user = user
+
+    def compose(self) -> ComposeResult:
+        """The form, centred."""
+        with VerticalScroll(id="welcome"), Vertical(id="welcome-box"):
+            yield Label("quicnprotochat", id="welcome-title")
+            yield Static(_INTRO, id="welcome-intro")
+            yield Label("Server (empty: a local node on this machine)")
+            yield Input(self._server, placeholder="host:port", id="server", compact=True)
+            yield Label("Username")
+            yield Input(self._user, placeholder="your name", id="user", compact=True)
+            yield Label("Password (for the server, never sent in clear)")
+            yield Input(password=True, id="password", compact=True)
+            yield Label("Passphrase (encrypts this profile on disk)")
+            yield Input(password=True, id="passphrase", compact=True)
+            yield Static("", id="welcome-error", classes="dialog-error")
+            yield LoadingIndicator(id="welcome-busy")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Log in", variant="primary", id="login")
+                yield Button("Register", id="register")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        """Focus the first empty field."""
+        for field_id in ("server", "user", "password", "passphrase"):
+            field = self.query_one(f"#{field_id}", Input)
+            if field_id != "server" and not field.value:
+                field.focus()
+                return
+        self.query_one("#password", Input).focus()
+
+    def watch_busy(self, busy: bool) -> None:
+        """Grey out the form while connecting."""
+        self.query_one("#welcome-busy").display = busy
+        for widget in self.query("Input, Button"):
+            widget.disabled = busy
+
+    def show_error(self, text: str) -> None:
+        """Show ``text`` under the form and re-enable it."""
+        self.busy = False
+        self.query_one("#welcome-error", Static).update(text)
+        self.query_one("#password", Input).focus()
+
+    def _form(self, register: bool) -> LoginForm | None:
+        values = {i.id: i.value for i in self.query(Input) if i.id}
+        missing = [name for name in ("user", "password", "passphrase") if not values.get(name)]
+        if missing:
+            self.query_one("#welcome-error", Static).update(f"Please enter a {missing[0]}.")
+            self.query_one(f"#{missing[0]}", Input).focus()
+            return None
+        return LoginForm(
+            server=values.get("server", "").strip(),
+            user=values["user"].strip(),
+            password=values["password"],
+            passphrase=values["passphrase"],
+            register=register,
+        )
+
+    def _submit(self, register: bool) -> None:
+        if self.busy:
+            return
+        form = self._form(register)
+        if form is None:
+            return
+        self.query_one("#welcome-error", Static).update("")
+        self.busy = True
+        self.post_message(self.Submitted(form))
+
+    @on(Button.Pressed, "#login")
+    def action_login(self) -> None:
+        """Log in with the form's values."""
+        self._submit(register=False)
+
+    @on(Button.Pressed, "#register")
+    def action_register(self) -> None:
+        """Create the account with the form's values."""
+        self._submit(register=True)
+
+    @on(Input.Submitted)
+    def _enter(self, event: Input.Submitted) -> None:
+        if event.input.id == "passphrase":
+            self._submit(register=False)
+        else:
+            self.focus_next()

@@ -1,0 +1,1 @@
+"""The TUI's widgets: channel list, message log, composer, member list, panes."""

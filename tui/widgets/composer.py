@@ -1,0 +1,129 @@
+"""The multi-line message composer with per-session input history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import events
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import TextArea
+
+__all__ = ["Composer"]
+
+_MAX_HISTORY = 200
+
+
+class Composer(TextArea):
+    """Where messages are written.
+
+    Enter sends; Alt+Enter or Ctrl+J inserts a newline (both survive SSH and
+    tmux, unlike Shift+Enter). Up on the first line and Down on the last line
+    walk through what was sent before, like a shell.
+    """
+
+    BINDINGS = [
+        Binding("enter", "submit", "Send", show=False, priority=True, id="composer.send"),
+        Binding("alt+enter,ctrl+j", "newline", "Newline", show=False, id="composer.newline"),
+        Binding("ctrl+up", "history_prev", "Previous", show=False, id="composer.history_prev"),
+        Binding("ctrl+down", "history_next", "Next", show=False, id="composer.history_next"),
+    ]
+
+    DEFAULT_CSS = """
+    Composer { height: auto; min-height: 3; max-height: 8; border: tall $border-blurred; }
+    Composer:focus { border: tall $border; }
+    """
+
+    @dataclass
+    class Submitted(Message):
+        """The user pressed Enter with some text."""
+
+        composer: Composer
+        """The composer that was submitted."""
+        text: str
+        """What was written (never empty or only whitespace)."""
+
+        @property
+        def control(self) -> Composer:
+            """The composer (for ``@on`` selectors)."""
+            return self.composer
+
+    def __init__(self, *, id: str | None = None, placeholder: str = "") -> None:
+        """Create an empty composer."""
+        super().__init__(
+            id=id,
+            soft_wrap=True,
+            show_line_numbers=False,
+            tab_behavior="focus",
+            compact=True,
+            placeholder=placeholder,
+        )
+        # A blinking cursor repaints twice a second: idle CPU and SSH traffic.
+        self.cursor_blink = False
+        self._history: list[str] = []
+        self._history_pos: int | None = None
+        self._draft = ""
+
+    @property
+    def sent_history(self) -> list[str]:
+        """What was sent from this composer, oldest first (a copy)."""
+        return list(self._history)
+
+    def action_submit(self) -> None:
+        """Post :class:`Submitted` and clear, unless the text is blank."""
+        text = self.text.strip("\n")
+        if not text.strip():
+            return
+        if not self._history or self._history[-1] != text:
+            self._history.append(text)
+            del self._history[:-_MAX_HISTORY]
+        self._history_pos = None
+        self._draft = ""
+        self.clear()
+        self.post_message(self.Submitted(self, text))
+
+    def action_newline(self) -> None:
+        """Insert a line break at the cursor."""
+        self.insert("\n")
+
+    def action_history_prev(self) -> None:
+        """Show the previous entry of the history."""
+        if not self._history:
+            return
+        if self._history_pos is None:
+            self._draft = self.text
+            self._history_pos = len(self._history)
+        if self._history_pos > 0:
+            self._history_pos -= 1
+            self._show(self._history[self._history_pos])
+
+    def action_history_next(self) -> None:
+        """Show the next entry of the history, then the unsent draft."""
+        if self._history_pos is None:
+            return
+        self._history_pos += 1
+        if self._history_pos >= len(self._history):
+            self._history_pos = None
+            self._show(self._draft)
+        else:
+            self._show(self._history[self._history_pos])
+
+    def _show(self, text: str) -> None:
+        self.load_text(text)
+        self.move_cursor(self.document.end)
+
+    async def _on_key(self, event: events.Key) -> None:
+        # Up/Down leave the text area only at its edges, so multi-line
+        # editing keeps working and the history is one key away.
+        if event.key == "up" and self.cursor_location[0] == 0:
+            event.prevent_default()
+            event.stop()
+            self.action_history_prev()
+            return
+        last_line = self.cursor_location[0] == self.document.line_count - 1
+        if event.key == "down" and last_line and self._history_pos is not None:
+            event.prevent_default()
+            event.stop()
+            self.action_history_next()
+            return
+        await super()._on_key(event)

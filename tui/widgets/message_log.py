@@ -1,0 +1,382 @@
+"""A virtualised message log built on Textual's Line API.
+
+Only the rows on screen are rendered. Each entry (a message or a day
+separator) is wrapped once for the current width and kept as plain text
+chunks; :meth:`MessageLog.render_line` turns the visible ones into strips on
+demand, so 10,000 messages cost one wrap pass and a few dozen strips per
+frame. Appending a message wraps only that message.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+
+from rich.cells import cell_len
+from rich.segment import Segment
+from rich.style import Style
+from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+__all__ = ["DeliveryMark", "LogItem", "MessageLog", "wrap_cells"]
+
+_TIME_W = 5
+_SENDER_W = 10
+_SENDER_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red")
+
+
+class DeliveryMark(enum.Enum):
+    """Delivery state of a message as the log shows it."""
+
+    NONE = " "
+    """Someone else's message (nothing to show)."""
+    PENDING = "…"
+    """Written, waiting in the outbox."""
+    SENT = "✓"
+    """Accepted by the node."""
+    FAILED = "✗"
+    """The node refused it or it could not be sealed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogItem:
+    """One message as the log shows it."""
+
+    key: str
+    """Stable identity, used to update the delivery state in place."""
+    sender: str
+    """Display name of the sender."""
+    text: str
+    """Message text (may contain newlines)."""
+    time: datetime
+    """Local time the message was sent or received."""
+    mark: DeliveryMark = DeliveryMark.NONE
+    """Delivery state glyph."""
+    own: bool = False
+    """True for messages this device wrote."""
+    system: bool = False
+    """True for membership notices ("bob joined")."""
+
+
+@dataclass(slots=True)
+class _Entry:
+    item: LogItem | None  # None: day separator
+    day: date
+    lines: list[str]
+
+
+def wrap_cells(text: str, width: int) -> list[str]:
+    """Word-wrap ``text`` to ``width`` terminal cells (hard-breaking long words).
+
+    Newlines in ``text`` always start a new line. Returns at least one line.
+    """
+    width = max(1, width)
+    out: list[str] = []
+    for para in text.split("\n"):
+        if cell_len(para) <= width:
+            out.append(para)
+            continue
+        line = ""
+        line_w = 0
+        for word in para.split(" "):
+            word_w = cell_len(word)
+            sep = 1 if line else 0
+            if line_w + sep + word_w <= width:
+                line = f"{line} {word}" if line else word
+                line_w += sep + word_w
+                continue
+            if line:
+                out.append(line)
+            line, line_w = "", 0
+            while word_w > width:
+                cut = _cut_at_cells(word, width)
+                out.append(word[:cut])
+                word = word[cut:]
+                word_w = cell_len(word)
+            line, line_w = word, word_w
+        out.append(line)
+    return out or [""]
+
+
+def _cut_at_cells(word: str, width: int) -> int:
+    total = 0
+    for i, ch in enumerate(word):
+        total += cell_len(ch)
+        if total > width:
+            return max(1, i)
+    return len(word)
+
+
+def sender_colour(name: str) -> str:
+    """A stable ANSI colour for ``name`` (works in 16-colour terminals)."""
+    digest = hashlib.blake2s(name.encode(), digest_size=1).digest()[0]
+    return _SENDER_COLOURS[digest % len(_SENDER_COLOURS)]
+
+
+class MessageLog(ScrollView, can_focus=True):
+    """Scrollable, virtualised list of messages with day separators."""
+
+    BINDINGS = [
+        Binding("up", "scroll_up", "Up", show=False, id="log.up"),
+        Binding("down", "scroll_down", "Down", show=False, id="log.down"),
+        Binding("pageup", "page_up", "Page up", show=False, id="log.page_up"),
+        Binding("pagedown", "page_down", "Page down", show=False, id="log.page_down"),
+        Binding("home", "scroll_home", "Oldest", show=False, id="log.home"),
+        Binding("end", "scroll_end", "Newest", show=False, id="log.end"),
+    ]
+
+    COMPONENT_CLASSES = {
+        "message-log--time",
+        "message-log--self",
+        "message-log--day",
+        "message-log--system",
+        "message-log--pending",
+        "message-log--failed",
+        "message-log--sent",
+    }
+
+    DEFAULT_CSS = """
+    MessageLog { background: $surface; overflow-x: hidden; }
+    MessageLog > .message-log--time { color: $text-muted; }
+    MessageLog > .message-log--self { color: $text; text-style: bold; }
+    MessageLog > .message-log--day { color: $text-muted; }
+    MessageLog > .message-log--system { color: $text-muted; text-style: italic; }
+    MessageLog > .message-log--pending { color: $warning; }
+    MessageLog > .message-log--failed { color: $error; text-style: bold; }
+    MessageLog > .message-log--sent { color: $success; }
+    """
+
+    follow: reactive[bool] = reactive(True, init=False)
+    """Keep the newest message in view as messages arrive (off while scrolled up)."""
+
+    def __init__(self, *, name: str | None = None, id: str | None = None) -> None:
+        """Create an empty log."""
+        super().__init__(name=name, id=id)
+        self._entries: list[_Entry] = []
+        self._starts: list[int] = []  # first row of each entry
+        self._rows = 0
+        self._by_key: dict[str, int] = {}
+        self._wrap_width = 0
+        self._cache: LRUCache[tuple[int, int], Strip] = LRUCache(256)
+
+    # ------------------------------------------------------------------ data
+
+    @property
+    def message_count(self) -> int:
+        """Number of messages (day separators not counted)."""
+        return len(self._by_key)
+
+    @property
+    def row_count(self) -> int:
+        """Number of rows the log occupies at the current width."""
+        return self._rows
+
+    def clear(self) -> None:
+        """Remove every message."""
+        self._entries.clear()
+        self._starts.clear()
+        self._by_key.clear()
+        self._rows = 0
+        self._cache.clear()
+        self._update_size()
+        self.refresh()
+
+    def set_items(self, items: Iterable[LogItem]) -> None:
+        """Replace the contents with ``items`` (oldest first) and show the newest."""
+        self._entries.clear()
+        self._starts.clear()
+        self._by_key.clear()
+        self._rows = 0
+        self._cache.clear()
+        for item in items:
+            self._append(item)
+        self._update_size()
+        self.follow = True
+        self.scroll_end(animate=False, immediate=True)
+        self.refresh()
+
+    def add_item(self, item: LogItem) -> None:
+        """Append ``item``, or update it in place if its key is already shown."""
+        if item.key in self._by_key:
+            self.update_item(item)
+            return
+        self._append(item)
+        self._update_size()
+        if self.follow:
+            self.scroll_end(animate=False, immediate=True)
+        self.refresh()
+
+    def update_item(self, item: LogItem) -> None:
+        """Replace the message with ``item.key`` (e.g. a new delivery state)."""
+        index = self._by_key.get(item.key)
+        if index is None:
+            return
+        entry = self._entries[index]
+        entry.item = item
+        new_lines = self._wrap(entry)
+        if len(new_lines) == len(entry.lines):
+            entry.lines = new_lines
+            self._cache.clear()
+            self.refresh()
+            return
+        entry.lines = new_lines
+        self._relayout(from_index=index)
+
+    def item(self, key: str) -> LogItem | None:
+        """The message shown under ``key``."""
+        index = self._by_key.get(key)
+        return None if index is None else self._entries[index].item
+
+    def set_mark(self, key: str, mark: DeliveryMark) -> None:
+        """Change the delivery glyph of one message."""
+        item = self.item(key)
+        if item is not None and item.mark is not mark:
+            self.update_item(replace(item, mark=mark))
+
+    # ---------------------------------------------------------------- layout
+
+    def _append(self, item: LogItem) -> None:
+        day = item.time.date()
+        if not self._entries or self._entries[-1].day != day:
+            sep = _Entry(None, day, [])
+            sep.lines = self._wrap(sep)
+            self._push(sep)
+        entry = _Entry(item, day, [])
+        entry.lines = self._wrap(entry)
+        self._by_key[item.key] = len(self._entries)
+        self._push(entry)
+
+    def _push(self, entry: _Entry) -> None:
+        self._starts.append(self._rows)
+        self._entries.append(entry)
+        self._rows += len(entry.lines)
+
+    def _body_width(self) -> int:
+        return max(8, self._wrap_width - (_TIME_W + 3 + _SENDER_W + 1))
+
+    def _wrap(self, entry: _Entry) -> list[str]:
+        if entry.item is None or self._wrap_width <= 0:
+            return [""] if entry.item is None else wrap_cells(entry.item.text, 1_000_000)
+        return wrap_cells(entry.item.text, self._body_width())
+
+    def _relayout(self, from_index: int = 0) -> None:
+        del self._starts[from_index:]
+        self._rows = (
+            0 if from_index == 0 else self._starts[-1] + len(self._entries[from_index - 1].lines)
+        )
+        for entry in self._entries[from_index:]:
+            if from_index == 0:
+                entry.lines = self._wrap(entry)
+            self._starts.append(self._rows)
+            self._rows += len(entry.lines)
+        self._cache.clear()
+        self._update_size()
+        self.refresh()
+
+    def _update_size(self) -> None:
+        self.virtual_size = Size(self._wrap_width, self._rows)
+
+    def on_resize(self) -> None:
+        """Re-wrap every entry when the width changes."""
+        width = self.scrollable_content_region.width
+        if width != self._wrap_width:
+            at_end = self.follow
+            self._wrap_width = width
+            self._relayout()
+            if at_end:
+                self.scroll_end(animate=False, immediate=True)
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        """Follow new messages only while the view is at the bottom."""
+        super().watch_scroll_y(old_value, new_value)
+        self.follow = round(new_value) >= self.max_scroll_y
+
+    # ---------------------------------------------------------------- render
+
+    def render_line(self, y: int) -> Strip:
+        """Render one visible row (Line API)."""
+        row = round(self.scroll_offset.y) + y
+        width = self.scrollable_content_region.width
+        key = (row, width)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        strip = self._render_row(row, width)
+        self._cache[key] = strip
+        return strip
+
+    def _render_row(self, row: int, width: int) -> Strip:
+        base = self.rich_style
+        if row >= self._rows or not self._entries:
+            return Strip.blank(width, base)
+        index = bisect.bisect_right(self._starts, row) - 1
+        entry = self._entries[index]
+        line_no = row - self._starts[index]
+        segments: list[Segment]
+        if entry.item is None:
+            label = f" {entry.day.strftime('%A %-d %B %Y')} "
+            style = base + self.get_component_rich_style("message-log--day")
+            side = max(0, (width - cell_len(label)) // 2)
+            segments = [Segment("─" * side + label + "─" * width, style)]
+        else:
+            segments = self._message_segments(entry.item, entry.lines[line_no], line_no, base)
+        return Strip(segments).adjust_cell_length(width, base).crop(0, width)
+
+    def _message_segments(
+        self, item: LogItem, body: str, line_no: int, base: Style
+    ) -> list[Segment]:
+        indent = " " * (_TIME_W + 3 + _SENDER_W + 1)
+        if item.system:
+            system = base + self.get_component_rich_style("message-log--system")
+            if line_no:
+                return [Segment(indent, base), Segment(body, system)]
+            time_style = base + self.get_component_rich_style("message-log--time")
+            pad = " " * (_SENDER_W - 1)
+            return [
+                Segment(item.time.strftime("%H:%M"), time_style),
+                Segment(f"   {pad}* ", system),
+                Segment(body, system),
+            ]
+        if line_no:
+            return [Segment(indent, base), Segment(body, base)]
+        time_style = base + self.get_component_rich_style("message-log--time")
+        mark_style = base + self._mark_style(item.mark)
+        if item.own:
+            name_style = base + self.get_component_rich_style("message-log--self")
+        else:
+            name_style = base + Style(color=sender_colour(item.sender), bold=True)
+        name = item.sender
+        if cell_len(name) > _SENDER_W:
+            name = name[: _SENDER_W - 1] + "…"
+        name = " " * (_SENDER_W - cell_len(name)) + name
+        return [
+            Segment(item.time.strftime("%H:%M"), time_style),
+            Segment(" ", base),
+            Segment(item.mark.value, mark_style),
+            Segment(" ", base),
+            Segment(name, name_style),
+            Segment(" ", base),
+            Segment(body, base),
+        ]
+
+    def _mark_style(self, mark: DeliveryMark) -> Style:
+        if mark is DeliveryMark.PENDING:
+            return self.get_component_rich_style("message-log--pending")
+        if mark is DeliveryMark.FAILED:
+            return self.get_component_rich_style("message-log--failed")
+        if mark is DeliveryMark.SENT:
+            return self.get_component_rich_style("message-log--sent")
+        return Style()
+
+    def notify_style_update(self) -> None:
+        """Drop cached strips when the theme or CSS changes."""
+        super().notify_style_update()
+        self._cache.clear()
