@@ -103,7 +103,7 @@ if sorted(_ERROR_NAMES.values()) != [int(c) for c in ErrorCode] or any(
 # ------------------------------------------------- generic field traversal
 
 _DATA, _TEXT, _INT, _BOOL, _DATA_LIST, _INT_LIST, _STRUCT_LIST = range(7)
-_FieldSpec = tuple[str, str, int, type[Any] | None]
+_FieldSpec = tuple[str, str, Any, int, type[Any] | None]  # py, capnp, field, kind, elem
 _SPECS: dict[type[Any], tuple[_FieldSpec, ...]] = {}
 _UINT_BITS: dict[tuple[type[Any], str], int] = {}
 
@@ -137,7 +137,7 @@ def _build_spec(cls: type[Any], capnp_struct: Any) -> tuple[_FieldSpec, ...]:
             else:
                 kind, elem = _STRUCT_LIST, arg
                 _SPECS[arg] = _build_spec(arg, getattr(_schema, arg.__name__))
-        out.append((f.name, cname, kind, elem))
+        out.append((f.name, cname, schema_fields[cname], kind, elem))
     return tuple(out)
 
 
@@ -149,26 +149,29 @@ del _m
 
 def _fill(builder: Any, obj: Any) -> None:
     cls = type(obj)
-    for py, cn, kind, _elem in _SPECS[cls]:
+    # _set_by_field with pre-resolved schema fields skips a name lookup per field.
+    for py, cn, fld, kind, _elem in _SPECS[cls]:
         value = getattr(obj, py)
         if kind == _DATA:
             if not isinstance(value, bytes):
                 raise EncodeError(f"{cls.__name__}.{py} must be bytes")
             if value:
-                setattr(builder, cn, value)
+                builder._set_by_field(fld, value)
         elif kind == _TEXT:
             if not isinstance(value, str):
                 raise EncodeError(f"{cls.__name__}.{py} must be str")
             if value:
-                setattr(builder, cn, value)
+                builder._set_by_field(fld, value)
         elif kind == _INT:
             if type(value) is not int or not 0 <= value < (1 << _UINT_BITS[(cls, py)]):
                 raise EncodeError(f"{cls.__name__}.{py} must be an unsigned int in range")
-            setattr(builder, cn, value)
+            if value:
+                builder._set_by_field(fld, value)
         elif kind == _BOOL:
             if not isinstance(value, bool):
                 raise EncodeError(f"{cls.__name__}.{py} must be bool")
-            setattr(builder, cn, value)
+            if value:
+                builder._set_by_field(fld, value)
         else:
             items = tuple(value)
             lst = builder.init(cn, len(items))
@@ -190,20 +193,29 @@ def _fill(builder: Any, obj: Any) -> None:
 
 
 def _read(reader: Any, cls: type[Any]) -> Any:
-    kwargs: dict[str, Any] = {}
-    for py, cn, kind, elem in _SPECS[cls]:
-        value = getattr(reader, cn)
-        if kind == _DATA:
-            kwargs[py] = bytes(value)
-        elif kind in (_TEXT, _INT, _BOOL):
-            kwargs[py] = value
-        elif kind == _STRUCT_LIST:
+    # pycapnp already returns bytes / str / int / bool for scalar fields.
+    # _get_by_field with pre-resolved schema fields is ~3x faster than getattr.
+    kwargs = {py: reader._get_by_field(fld) for py, fld in _SCALARS[cls]}
+    for py, fld, kind, elem in _LISTS[cls]:
+        value = reader._get_by_field(fld)
+        if kind == _STRUCT_LIST:
             kwargs[py] = tuple(_read(item, elem) for item in value)  # type: ignore[arg-type]
-        elif kind == _DATA_LIST:
-            kwargs[py] = tuple(bytes(item) for item in value)
         else:
             kwargs[py] = tuple(value)
     return cls(**kwargs)
+
+
+_SCALARS: Final = {
+    cls: tuple((py, fld) for py, _, fld, kind, _ in spec if kind < _DATA_LIST)
+    for cls, spec in _SPECS.items()
+}
+_LISTS: Final = {
+    cls: tuple((py, fld, kind, elem) for py, _, fld, kind, elem in spec if kind >= _DATA_LIST)
+    for cls, spec in _SPECS.items()
+}
+_REQ_FIELDS: Final = dict(_RequestSchema.schema.fields)
+_RESP_FIELDS: Final = dict(_ResponseSchema.schema.fields)
+_AUTH: Final = _REQ_FIELDS["auth"]
 
 
 # ------------------------------------------------------------------ framing
@@ -237,23 +249,36 @@ def frame_length(buf: bytes | bytearray | memoryview, limits: CodecLimits = DEFA
 
 
 def _open(schema: Any, data: bytes, limits: CodecLimits) -> Any:
-    """Validate framing and return a reader context manager."""
-    if len(data) > limits.max_message_bytes:
-        raise ProtocolError(f"message of {len(data)} bytes exceeds {limits.max_message_bytes}")
-    length = frame_length(data, limits)
-    if length == 0 or length != len(data):
-        raise ProtocolError("truncated message or trailing bytes after it")
-    traversal = min(limits.traversal_limit_words, 2 * (length // 8) + 64)
-    return schema.from_bytes(
-        data, traversal_limit_in_words=traversal, nesting_limit=limits.nesting_limit
+    """Check the framing against ``limits`` and return a root reader."""
+    size = len(data)
+    if size > limits.max_message_bytes:
+        raise ProtocolError(f"message of {size} bytes exceeds {limits.max_message_bytes}")
+    if size >= 8 and data[0:4] == b"\0\0\0\0":  # one segment: the common case
+        if 8 + 8 * _U32.unpack_from(data, 4)[0] != size:
+            raise ProtocolError("truncated message or trailing bytes after it")
+        segments = [memoryview(data)[8:]]
+    else:
+        if frame_length(data, limits) != size or size == 0:
+            raise ProtocolError("truncated message or trailing bytes after it")
+        count = _U32.unpack_from(data, 0)[0] + 1
+        view = memoryview(data)
+        pos = (4 + 4 * count + 7) & ~7
+        segments = []
+        for words in struct.unpack_from(f"<{count}I", data, 4):
+            segments.append(view[pos : pos + 8 * words])
+            pos += 8 * words
+    traversal = min(limits.traversal_limit_words, 2 * (size // 8) + 64)
+    # from_segments: no copy, and no context manager round trip per message.
+    return schema.from_segments(
+        segments, traversal_limit_in_words=traversal, nesting_limit=limits.nesting_limit
     )
 
 
 def _decode(schema: Any, data: bytes, limits: CodecLimits, body: Callable[[Any], Any]) -> Any:
     try:
-        with _open(schema, data, limits) as reader:
-            reader.total_size  # noqa: B018 - traverses the whole message: enforces limits
-            return body(reader)
+        reader = _open(schema, data, limits)
+        reader.total_size  # noqa: B018 - traverses the whole message: enforces limits
+        return body(reader)
     except ProtocolError:
         raise
     except Exception as exc:  # capnp.KjException, ValueError, ... never escape
@@ -283,7 +308,7 @@ def encode_request(request: Request) -> bytes:
         raise EncodeError("Request.auth must be bytes")
     msg = _RequestSchema.new_message()
     if request.auth:
-        msg.auth = request.auth
+        msg._set_by_field(_AUTH, request.auth)
     try:
         _fill(msg.init(method.name), request.call)
         return bytes(msg.to_bytes())
@@ -294,9 +319,9 @@ def encode_request(request: Request) -> bytes:
 
 
 def _request_body(reader: Any) -> Request:
-    method = METHOD_BY_NAME[reader.which()]
-    params = _read(getattr(reader, method.name), method.params)
-    return Request(auth=bytes(reader.auth), call=params)
+    method = METHOD_BY_NAME[reader._which_str()]
+    params = _read(reader._get_by_field(_REQ_FIELDS[method.name]), method.params)
+    return Request(auth=reader._get_by_field(_AUTH), call=params)
 
 
 def decode_request(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Request:
@@ -340,7 +365,7 @@ def encode_response(response: Response) -> bytes:
 
 
 def _response_body(reader: Any) -> Response:
-    which = reader.which()
+    which = reader._which_str()
     if which == "error":
         err = reader.error
         raw = err.code.raw
@@ -352,7 +377,7 @@ def _response_body(reader: Any) -> Response:
             result=ErrorInfo(code=code, message=err.message, retry_after_ms=err.retryAfterMs)
         )
     method = METHOD_BY_NAME[which]
-    return Response(result=_read(getattr(reader, method.name), method.result))
+    return Response(result=_read(reader._get_by_field(_RESP_FIELDS[which]), method.result))
 
 
 def decode_response(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Response:

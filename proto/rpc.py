@@ -11,7 +11,9 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+from aioquic.tls import Epoch
 
 from proto.codec import (
     DEFAULT_LIMITS,
@@ -212,6 +214,18 @@ class NodeHandler(Protocol):
     async def ack(self, ctx: CallContext, params: AckParams) -> AckResult:
         """Delete envelopes up to a seq."""
         ...
+
+
+def ack_now(quic: Any, now: float) -> None:
+    """Make a pending delayed ACK due now, so the next packet carries it.
+
+    aioquic delays ACKs by 1 ms and only bundles them once due; a request/answer
+    exchange is faster than that, which would cost an extra ACK-only datagram
+    per call. (Private aioquic state; harmless if it ever disappears.)
+    """
+    space = getattr(quic, "_spaces", {}).get(Epoch.ONE_RTT)
+    if space is not None and space.ack_at is not None and space.ack_at > now:
+        space.ack_at = now
 
 
 class MessageSplitter:

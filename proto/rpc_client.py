@@ -57,7 +57,7 @@ from proto.errors import (
     QpcError,
     TransportError,
 )
-from proto.rpc import ALPN, DEFAULT_PORT, CloseCode, MessageSplitter, StreamError
+from proto.rpc import ALPN, DEFAULT_PORT, CloseCode, MessageSplitter, StreamError, ack_now
 from proto.rpc_calls import NodeCalls
 
 log = logging.getLogger(__name__)
@@ -104,11 +104,12 @@ class ClientConfig:
 class _Call:
     """Receive state of one stream: a future (unary) or a queue (streaming)."""
 
-    __slots__ = ("buf", "future", "limit", "queue", "splitter")
+    __slots__ = ("buf", "deadline", "future", "limit", "queue", "splitter")
 
     def __init__(self, limits: CodecLimits, streaming: bool, loop: asyncio.AbstractEventLoop):
         self.limit = limits.max_message_bytes
-        self.buf = bytearray()
+        self.buf: bytearray | None = None  # only when a response spans several chunks
+        self.deadline = math.inf
         self.future: asyncio.Future[Response] | None = None
         self.queue: asyncio.Queue[Any] | None = None
         self.splitter: MessageSplitter | None = None
@@ -166,7 +167,9 @@ class _Protocol(QuicConnectionProtocol):
     def _on_data(self, sid: int, call: _Call, data: bytes, fin: bool) -> None:
         try:
             if call.future is not None:  # unary: exactly one response, then FIN
-                if not fin or call.buf:
+                if not fin or call.buf is not None:
+                    if call.buf is None:
+                        call.buf = bytearray()
                     call.buf += data
                     if len(call.buf) > call.limit:
                         raise ProtocolError("response exceeds the size limit")
@@ -217,6 +220,16 @@ class _Protocol(QuicConnectionProtocol):
             self._transport.close()
         if self.on_lost is not None:
             self.on_lost(self)
+
+
+def _expire_calls(proto: _Protocol) -> None:
+    """Fail unary calls past their deadline (checked each keepalive tick)."""
+    now = proto._loop.time()
+    late = [sid for sid, call in proto.calls.items() if call.deadline < now]
+    for sid in late:
+        call = proto.calls[sid]
+        proto.stop(sid)
+        call.fail(TransportError("call timed out"))
 
 
 class Subscription:
@@ -331,15 +344,17 @@ class RpcClient(NodeCalls):
         The call is limited to ``call_timeout`` (wrap it in ``asyncio.timeout``
         for a shorter limit). Cancelling it cancels the work on the node.
         """
-        proto = await self._ready()
+        proto = self._proto
+        if proto is None or proto.dead is not None:
+            proto = await self._ready()
         sid, call = self._start(proto, params, auth, False)
-        assert call.future is not None
-        limit = self.config.call_timeout
+        fut = call.future
+        assert fut is not None
+        if self.config.call_timeout is not None:  # enforced by the keepalive task's sweep
+            call.deadline = proto._loop.time() + self.config.call_timeout
         try:
-            response = await asyncio.wait_for(asyncio.shield(call.future), limit)
-        except TimeoutError:
-            proto.stop(sid)
-            raise TransportError(f"call timed out after {limit}s") from None
+            # Plain await: wait_for/shield or a timer per call cost extra loop turns.
+            response = await fut
         except asyncio.CancelledError:
             proto.stop(sid)
             raise
@@ -388,7 +403,11 @@ class RpcClient(NodeCalls):
         call = _Call(self._limits, streaming, proto._loop)
         proto.calls[sid] = call
         quic.send_stream_data(sid, data, end_stream=True)
-        proto._transmit_soon()
+        if len(proto.calls) == 1:
+            ack_now(quic, proto._loop.time())  # piggyback the ACK of the last answer
+            proto.transmit()  # a lone call: send now (latency)
+        else:
+            proto._transmit_soon()  # many in flight: coalesce into fewer datagrams
         return sid, call
 
     async def _ready(self) -> _Protocol:
@@ -504,6 +523,7 @@ class RpcClient(NodeCalls):
         pinged_at = -math.inf
         while proto.dead is None:
             await asyncio.sleep(tick)
+            _expire_calls(proto)
             now = time.monotonic()
             idle = now - proto.last_rx
             if idle >= cfg.dead_timeout:

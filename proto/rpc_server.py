@@ -20,10 +20,10 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
@@ -38,7 +38,6 @@ from proto.codec import (
     CodecLimits,
     ErrorInfo,
     Method,
-    Request,
     Response,
     decode_request,
     encode_response,
@@ -53,7 +52,7 @@ from proto.errors import (
     RpcError,
     Unavailable,
 )
-from proto.rpc import ALPN, DEFAULT_PORT, CallContext, CloseCode, NodeHandler, StreamError
+from proto.rpc import ALPN, DEFAULT_PORT, CallContext, CloseCode, NodeHandler, StreamError, ack_now
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +122,8 @@ class _Connection(QuicConnectionProtocol):
         self._refused: set[int] = set()  # answered early; rest of the body is dropped
         self._limits = server._limits
         self._terminated = False
+        self._in_datagram = False
+        self._answered = 0
         server._connections.add(self)
 
     # -------------------------------------------------------- aioquic hooks
@@ -130,7 +131,20 @@ class _Connection(QuicConnectionProtocol):
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         if not self._peer[0]:
             self._peer = _peer_of(addr)
-        super().datagram_received(data, addr)
+        # aioquic's datagram_received (receive, process events, transmit), plus:
+        # answers produced while processing are sent by this transmit(), and a
+        # lone answer carries the ACK instead of a separate ACK-only datagram.
+        self._in_datagram = True
+        self._answered = 0
+        try:
+            now = self._loop.time()
+            self._quic.receive_datagram(cast(bytes, data), addr, now=now)
+            self._process_events()
+            if self._answered == 1 and not self._calls:
+                ack_now(self._quic, now)
+            self.transmit()
+        finally:
+            self._in_datagram = False
 
     def quic_event_received(self, event: events.QuicEvent) -> None:
         if isinstance(event, events.StreamDataReceived):
@@ -218,44 +232,65 @@ class _Connection(QuicConnectionProtocol):
             self._refuse(sid, BadRequest(str(exc)), None)
             return
         method, fn = server._dispatch[type(request.call)]
-        if method.streaming:
-            self._streaming.add(sid)
         ctx = CallContext(
             auth=request.auth, peer=self._peer, connection_id=self._id, method=method.name
         )
-        task = self._loop.create_task(self._run(sid, method, fn, ctx, request))
-        self._calls[sid] = task
-        server._tasks.add(task)
-        task.add_done_callback(server._tasks.discard)
-
-    async def _run(
-        self,
-        sid: int,
-        method: Method,
-        fn: Callable[..., Any],
-        ctx: CallContext,
-        request: Request,
-    ) -> None:
+        if method.streaming:
+            self._streaming.add(sid)
+            self._spawn(sid, method, self._run_stream(sid, method, fn(ctx, request.call)))
+            return
+        # Eager start (like Python 3.12's eager tasks): run the handler's first
+        # step now. Cheap handlers finish here, without a task or a loop round
+        # trip, and their answer leaves with this datagram's ACK.
+        coro = fn(ctx, request.call)
         try:
-            if method.streaming:
-                await self._run_stream(sid, method, fn(ctx, request.call))
-            else:
-                result = await fn(ctx, request.call)
-                if type(result) is not method.result:
-                    raise TypeError(f"{method.attr} returned {type(result).__name__}")
-                self._send(sid, encode_response(Response(result=result)), True)
+            first = coro.send(None)
+        except StopIteration as done:
+            self._reply(sid, method, done.value)
+            return
+        except (Exception, asyncio.CancelledError) as exc:
+            self._reply_error(sid, method, exc)
+            return
+        self._spawn(sid, method, self._finish(sid, method, _Resume(coro, first)))
+
+    def _spawn(self, sid: int, method: Method, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coro)
+        self._calls[sid] = task
+        self._server._tasks.add(task)
+        task.add_done_callback(self._server._tasks.discard)
+
+    async def _finish(self, sid: int, method: Method, pending: _Resume) -> None:
+        try:
+            result = await pending
         except asyncio.CancelledError:
-            if self._server._closing and not self._terminated:
-                self._send_error(sid, Unavailable("node is shutting down"))
+            self._cancelled(sid)
             raise
-        except RpcError as exc:
-            self._send_error(sid, exc)
-        except Exception:
-            log.exception("handler %s failed (connection %d)", method.attr, self._id)
-            self._send_error(sid, InternalError("internal error"))
+        except Exception as exc:
+            self._reply_error(sid, method, exc)
+            return
         finally:
             self._calls.pop(sid, None)
-            self._streaming.discard(sid)
+        self._reply(sid, method, result)
+
+    def _cancelled(self, sid: int) -> None:
+        if self._server._closing and not self._terminated:
+            self._send_error(sid, Unavailable("node is shutting down"))
+
+    def _reply(self, sid: int, method: Method, result: Any) -> None:
+        try:
+            if type(result) is not method.result:
+                raise TypeError(f"{method.attr} returned {type(result).__name__}")
+            data = encode_response(Response(result=result))
+        except Exception as exc:
+            self._reply_error(sid, method, exc)
+            return
+        self._send(sid, data, True)
+
+    def _reply_error(self, sid: int, method: Method, exc: BaseException) -> None:
+        if not isinstance(exc, RpcError):
+            log.error("handler %s failed (connection %d)", method.attr, self._id, exc_info=exc)
+            exc = InternalError("internal error")
+        self._send_error(sid, exc)
 
     async def _run_stream(self, sid: int, method: Method, it: AsyncIterator[Any]) -> None:
         try:
@@ -264,10 +299,18 @@ class _Connection(QuicConnectionProtocol):
                     raise TypeError(f"{method.attr} yielded {type(result).__name__}")
                 self._send(sid, encode_response(Response(result=result)), False)
             self._send(sid, b"", True)
+        except asyncio.CancelledError:
+            self._cancelled(sid)
+            raise
+        except Exception as exc:
+            self._reply_error(sid, method, exc)
         finally:
+            self._calls.pop(sid, None)
+            self._streaming.discard(sid)
             aclose = getattr(it, "aclose", None)
             if aclose is not None:
-                await aclose()
+                with contextlib.suppress(Exception):
+                    await aclose()
 
     def _send_error(self, sid: int, exc: RpcError) -> None:
         self._send(sid, encode_response(Response(result=ErrorInfo.from_exception(exc))), True)
@@ -277,9 +320,11 @@ class _Connection(QuicConnectionProtocol):
             return
         try:
             self._quic.send_stream_data(sid, data, fin)
+            self._answered += 1
         except (ValueError, RuntimeError):
             return  # stream reset / stopped by the peer meanwhile
-        self._transmit_soon()
+        if not self._in_datagram:  # datagram_received() transmits when it is done
+            self._transmit_soon()
 
     # ----------------------------------------------------------- teardown
 
@@ -305,6 +350,37 @@ class _Connection(QuicConnectionProtocol):
             task = self._calls.get(sid)
             if task is not None:
                 task.cancel()
+
+
+class _Resume:
+    """Awaitable that continues a coroutine whose first step already ran.
+
+    The first value the coroutine yielded (the future it waits on) is handed to
+    the task driving this object, so cancellation and wake-ups work as if the
+    task had started the coroutine itself.
+    """
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self._coro = coro
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, value = self._coro, self._first
+        while True:
+            try:
+                sent = yield value
+            except BaseException as exc:  # cancellation: deliver it to the handler
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
 
 
 class _Listener(QuicServer):
