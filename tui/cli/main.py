@@ -96,6 +96,7 @@ _COMMANDS: list[tuple[str, str, list[tuple[tuple[str, ...], dict[str, Any]]]]] =
     ("refresh-keypackages", "upload fresh KeyPackages now", []),
     ("update", "commit a self-update (new leaf key) in a channel", [(("channel",), {})]),
     ("demo-group", "throwaway node + three profiles: a group, a removal, printed", []),
+    ("demo", "the TUI in a live group with scripted peers (throwaway node)", []),
     ("stop-local-node", "stop the shared embedded node", []),
 ]
 
@@ -194,8 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     opts = parser.parse_args(argv)
-    if opts.command is None:
-        # No subcommand: the full-screen client.
+    if opts.command is None or opts.command == "demo":
+        # No subcommand (or `demo`): the full-screen client.
         try:
             from tui.app import run_tui
         except ImportError as exc:
