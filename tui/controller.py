@@ -15,7 +15,8 @@ from collections import deque
 from datetime import datetime
 
 from textual import on, work
-from textual.app import App
+from textual.app import App, ComposeResult
+from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from tui.client.api import (
@@ -73,6 +74,10 @@ class ChatApp(App[None]):
         self._members: dict[str, frozenset[str]] = {}
 
     # ------------------------------------------------------------------ start
+
+    def compose(self) -> ComposeResult:
+        """What shows under every screen while the first one is prepared."""
+        yield Static("Starting quicnprotochat…", id="splash")
 
     async def on_mount(self) -> None:
         """Resume a logged-in engine (``qpc demo``) or show the welcome screen."""

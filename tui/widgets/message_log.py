@@ -209,6 +209,7 @@ class MessageLog(ScrollView, can_focus=True):
             self.update_item(item)
             return
         self._append(item)
+        self._cache.clear()  # rows past the old end were cached blank
         self._update_size()
         if self.follow:
             self.scroll_end(animate=False, immediate=True)

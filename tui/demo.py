@@ -1,0 +1,141 @@
+"""``qpc demo``: the TUI logged in to a live group with scripted peers who answer.
+
+Everything is real: a throwaway embedded node in a temporary directory, and
+three engines (you, bob and carol) with their own encrypted profiles. Bob and
+carol run in the background of the same process and answer what you write.
+The directory, node included, is removed when the TUI exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from proto.crypto.atrest import FAST_TEST_PARAMS
+from tui.client.api import ClientEngine, MessageReceived
+from tui.client.core import PINS_FILE, EngineConfig
+from tui.client.engine import Engine
+from tui.client.localnode import LocalNode, ensure_local_node, stop_local_node
+from tui.session import LoginForm, ServerKey
+
+__all__ = ["DemoFactory"]
+
+log = logging.getLogger("tui.demo")
+
+_PASSPHRASE = "demo passphrase"  # noqa: S105 (throwaway demo profiles)
+_GREETINGS = (
+    ("bob", "Welcome to the demo! Everything here is end-to-end encrypted with MLS."),
+    ("carol", "The node only sees sealed envelopes. Try writing something."),
+)
+_REPLIES = {
+    "bob": (
+        "Got it. Delivered through the node, decrypted only here.",
+        "Press F4 to see the round-trip times to the node.",
+        "Ctrl+O starts a direct message, Ctrl+P lists every command.",
+        "F6 shows our safety numbers, compare them in person.",
+    ),
+    "carol": (
+        "Hi! Each of us has our own device keys.",
+        "F5 toggles the member list.",
+        "If I left, a new epoch would lock me out of what you write next.",
+    ),
+}
+
+
+class DemoFactory:
+    """Engine factory for ``qpc demo`` (implements :class:`tui.session.EngineFactory`)."""
+
+    def __init__(self, base: Path | None = None) -> None:
+        """Use ``base`` as the throwaway directory (default: a new temporary one)."""
+        self._owns_base = base is None
+        self.base = base or Path(tempfile.mkdtemp(prefix="qpc-demo-"))
+        self.node: LocalNode | None = None
+        self.engines: list[Engine] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def default_server(self) -> str:
+        """The demo never shows the welcome screen."""
+        return ""
+
+    @property
+    def default_user(self) -> str:
+        """You are "you"."""
+        return "you"
+
+    async def _engine(self, name: str) -> Engine:
+        assert self.node is not None
+        config = EngineConfig(
+            profile_dir=self.base / "profiles" / name,
+            server=self.node.address,
+            kdf=FAST_TEST_PARAMS,
+            data_dir=self.base,
+        )
+        engine = await Engine.open(config, _PASSPHRASE, create=True)
+        self.engines.append(engine)
+        pins = {self.node.address: self.node.fingerprint}
+        (config.profile_dir / PINS_FILE).write_text(json.dumps(pins), "utf-8")
+        await engine.register(name, f"{name} demo password")
+        return engine
+
+    async def resume(self) -> ClientEngine:
+        """Start the node, register three users, build the group, start the peers."""
+        self.node = await asyncio.to_thread(ensure_local_node, self.base)
+        you = await self._engine("you")
+        bob = await self._engine("bob")
+        carol = await self._engine("carol")
+        channel = await you.create_group("demo")
+        await you.invite(channel.id, ["bob", "carol"])
+        for peer in (bob, carol):
+            await peer.sync()
+        for (_name, text), peer in zip(_GREETINGS, (bob, carol), strict=True):
+            await peer.send(channel.id, text)
+        for name, peer in (("bob", bob), ("carol", carol)):
+            task = asyncio.get_running_loop().create_task(self._answer(name, peer))
+            self._tasks.append(task)
+        return you
+
+    async def _answer(self, name: str, peer: Engine) -> None:
+        replies = itertools.cycle(_REPLIES[name])
+        delay = 0.6 if name == "bob" else 1.4
+        try:
+            async for event in peer.events():
+                if not isinstance(event, MessageReceived):
+                    continue
+                message = event.message
+                if message.outgoing or message.sender != "you":
+                    continue
+                await asyncio.sleep(delay)
+                await peer.send(message.channel, next(replies))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("demo peer %s stopped", name)
+
+    async def probe(self, server: str) -> ServerKey:
+        """Not used: the demo resumes directly."""
+        raise NotImplementedError
+
+    async def open(self, form: LoginForm, *, trust_fingerprint: str) -> ClientEngine:
+        """Not used: the demo resumes directly."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Stop the peers, close their engines, stop the node, delete everything."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for engine in self.engines[1:]:  # the app closes "you"
+            with contextlib.suppress(Exception):
+                await engine.close()
+        await asyncio.to_thread(stop_local_node, self.base)
+        if self._owns_base:
+            shutil.rmtree(self.base, ignore_errors=True)
