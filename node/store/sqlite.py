@@ -1,42 +1,56 @@
-"""SQLite backend of the :class:`~node.store.base.Store` protocol (aiosqlite).
+"""SQLite backend of the :class:`~node.store.base.Store` protocol.
 
-Layout: one *writer* connection owned by a single writer task, and one
-*reader* connection for queries. WAL mode lets the reader see the last
-committed state while the writer works.
+Layout:
 
-Group commit: every write is queued to the writer task, which runs all queued
-writes (up to ``write_batch``) inside one ``BEGIN IMMEDIATE`` transaction and
-resolves their futures only after ``COMMIT`` returned. One fsync is shared by
-the whole batch, so durability costs little per call under load, and because
-writes are serialised, read-check-write sequences (queue depth, epoch check,
-KeyPackage consumption) are atomic without extra locking.
+* **One writer connection on one writer thread**, running group commit: every
+  write is queued; the writer task takes all queued writes (up to
+  ``write_batch``) and runs them in one ``BEGIN IMMEDIATE`` … ``COMMIT`` on
+  the writer thread in a *single* hand-off, then resolves their futures. One
+  fsync is shared by the batch, and since writes are serialised,
+  read-check-write sequences (queue depth, epoch check, KeyPackage
+  consumption) are atomic without locks. The operations themselves are in
+  :mod:`node.store.sqlite_ops`.
+* **One aiosqlite reader connection** for queries; WAL lets it read the last
+  committed state while the writer works.
+* **Caches of sessions and devices** (bounded LRU), exact because this store
+  is the only writer of its database: every write that changes a cached row
+  drops it, and a generation counter keeps a read that raced such a write from
+  re-caching the old row.
 
-Durability: ``synchronous=FULL`` in WAL mode fsyncs the WAL on every commit, so
-a returned seq survives a process kill *and* an OS crash or power loss.
-(``NORMAL`` would survive only a process kill.) With group commit the fsync is
-amortised over the batch, so we keep the stronger setting.
+Why the writer does not use aiosqlite: aiosqlite hands every statement to its
+thread separately. Under load the event loop thread holds the GIL and each
+hand-off waits for a GIL switch, so a batch of N enqueues (2N + 2 statements)
+paid 2N + 2 waits; measured, durable enqueue reached ~20% of the no-op call
+rate (docs/perf/node.md). One hand-off per batch removes that.
 
-A write op must do all its checks before its first write, so raising a domain
-error (``QueueFull``, ``StaleEpoch``…) never leaves half an op in the batch.
-If SQLite itself fails, the batch is rolled back and its ops are retried one
-transaction each, so one bad op cannot fail its neighbours.
+Durability: ``synchronous=FULL`` in WAL mode fsyncs the WAL on every commit,
+so a returned seq survives a process kill *and* an OS crash or power loss;
+``NORMAL`` survives only a process kill. Group commit amortises the fsync, so
+FULL is the default.
+
+Driver exceptions never leave this module: a failing batch is rolled back
+and its operations retried one transaction each (so one bad operation cannot
+fail its neighbours); what still fails is :class:`~proto.errors.Unavailable`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 
-import migrations
+from node.store import sqlite_ops as ops
 from node.store.base import (
     CommitResult,
     DeviceRecord,
@@ -45,13 +59,16 @@ from node.store.base import (
     SessionRecord,
     StoredEnvelope,
 )
-from proto.errors import AlreadyExists, LimitExceeded, QpcError, QueueFull, StaleEpoch, Unavailable
+from proto.errors import QpcError, Unavailable
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 Observer = Callable[[str, float], None]
-_Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
+_Op = Callable[[sqlite3.Connection], Any]
+CACHE_ENTRIES = 10_000
 
 
 @dataclasses.dataclass(slots=True)
@@ -71,33 +88,49 @@ def _map_errors() -> Iterator[None]:
         raise Unavailable("store failure") from exc
 
 
-async def _apply_migrations(db: aiosqlite.Connection) -> list[str]:
-    """Apply pending migrations in order, each in its own transaction with its ledger row."""
-    await db.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ms INTEGER NOT NULL)"
-    )
-    async with db.execute("SELECT version FROM schema_migrations") as cur:
-        done = {int(row[0]) for row in await cur.fetchall()}
-    applied = []
-    for m in migrations.load("sqlite"):
-        if m.version in done:
-            continue
-        script = (
-            "BEGIN IMMEDIATE;\n"
-            + m.sql
-            + f"\nINSERT INTO schema_migrations (version, name, applied_ms) "
-            f"VALUES ({m.version}, '{m.name}', {int(time.time() * 1000)});\nCOMMIT;\n"
-        )
-        try:
-            await db.executescript(script)
-        except sqlite3.Error:
-            if db.in_transaction:
-                await db.rollback()
-            raise
-        applied.append(m.name)
-        log.info("applied migration %s", m.name)
-    return applied
+class _Cache(collections.OrderedDict[K, V]):
+    """A bounded LRU map with a generation counter bumped on every invalidation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generation = 0
+
+    def get_fresh(self, key: K) -> V | None:
+        value = self.get(key)
+        if value is not None:
+            self.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V, generation: int) -> None:
+        if generation != self.generation:
+            return  # a write happened while we were reading: don't cache what we read
+        self[key] = value
+        while len(self) > CACHE_ENTRIES:
+            self.popitem(last=False)
+
+    def invalidate(self, key: K | None = None) -> None:
+        self.generation += 1
+        if key is None:
+            self.clear()
+        else:
+            self.pop(key, None)
+
+
+def _connect_writer(path: Path, synchronous: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            f"PRAGMA synchronous={synchronous}",
+            "PRAGMA foreign_keys=ON",
+            "PRAGMA busy_timeout=5000",
+        ):
+            db.execute(pragma)
+        ops.apply_migrations(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 class SqliteStore:
@@ -105,18 +138,23 @@ class SqliteStore:
 
     def __init__(
         self,
-        writer: aiosqlite.Connection,
+        executor: concurrent.futures.ThreadPoolExecutor,
+        writer: sqlite3.Connection,
         reader: aiosqlite.Connection,
         *,
         write_batch: int,
         observer: Observer | None,
     ) -> None:
+        """Use :meth:`open`."""
+        self._executor = executor
         self._w = writer
         self._r = reader
         self._batch = write_batch
         self._observer = observer
         self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
         self._closed = False
+        self._sessions: _Cache[bytes, SessionRecord] = _Cache()
+        self._devices: _Cache[bytes, DeviceRecord] = _Cache()
         self._task = asyncio.get_running_loop().create_task(self._writer_loop())
 
     @classmethod
@@ -140,24 +178,22 @@ class SqliteStore:
         """
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
-        with _map_errors():
-            writer = await aiosqlite.connect(path, isolation_level=None)
-            try:
-                for pragma in (
-                    "PRAGMA journal_mode=WAL",
-                    f"PRAGMA synchronous={synchronous}",
-                    "PRAGMA foreign_keys=ON",
-                    "PRAGMA busy_timeout=5000",
-                ):
-                    await writer.execute(pragma)
-                await _apply_migrations(writer)
-                reader = await aiosqlite.connect(path, isolation_level=None)
-                await reader.execute("PRAGMA busy_timeout=5000")
-                await reader.execute("PRAGMA query_only=ON")
-            except BaseException:
-                await writer.close()
-                raise
-        return cls(writer, reader, write_batch=write_batch, observer=observer)
+        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qpc-sqlite-w")
+        loop = asyncio.get_running_loop()
+        try:
+            with _map_errors():
+                writer = await loop.run_in_executor(executor, _connect_writer, path, synchronous)
+                try:
+                    reader = await aiosqlite.connect(path, isolation_level=None)
+                    await reader.execute("PRAGMA busy_timeout=5000")
+                    await reader.execute("PRAGMA query_only=ON")
+                except BaseException:
+                    await loop.run_in_executor(executor, writer.close)
+                    raise
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(executor, writer, reader, write_batch=write_batch, observer=observer)
 
     @property
     def backend(self) -> str:
@@ -165,15 +201,17 @@ class SqliteStore:
         return "sqlite"
 
     async def close(self) -> None:
-        """Let queued writes commit, stop the writer task and close both connections."""
+        """Let queued writes commit, stop the writer and close both connections."""
         if self._closed:
             return
         self._closed = True
         await self._queue.put(None)
         await self._task
+        loop = asyncio.get_running_loop()
         with _map_errors():
             await self._r.close()
-            await self._w.close()
+            await loop.run_in_executor(self._executor, self._w.close)
+        self._executor.shutdown(wait=True)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -201,6 +239,7 @@ class SqliteStore:
             self._observe(name, started)
 
     async def _writer_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
             first = await self._queue.get()
@@ -213,66 +252,53 @@ class SqliteStore:
                     stopping = True
                     break
                 batch.append(item)
+            live = [w for w in batch if not w.future.done()]  # skip cancelled callers
+            if not live:
+                continue
             try:
-                await self._run_batch(batch)
+                outcomes = await loop.run_in_executor(
+                    self._executor, self._run_batch, [w.op for w in live]
+                )
             except Exception:  # keep the writer alive whatever happens
                 log.exception("writer batch failed")
-                with contextlib.suppress(Exception):
-                    if self._w.in_transaction:
-                        await self._w.execute("ROLLBACK")
-                for w in batch:
-                    if not w.future.done():
-                        w.future.set_exception(Unavailable("store failure"))
+                outcomes = [(False, Unavailable("store failure"))] * len(live)
+            for w, (ok, value) in zip(live, outcomes, strict=True):
+                if w.future.done():
+                    continue
+                if ok:
+                    w.future.set_result(value)
+                else:
+                    w.future.set_exception(value)
 
-    async def _run_batch(self, batch: list[_Write]) -> None:
-        live = [w for w in batch if not w.future.done()]
-        if not live:
-            return
+    def _run_batch(self, batch: list[_Op]) -> list[tuple[bool, Any]]:
+        """On the writer thread: run ``batch`` in one transaction (see module docstring)."""
+        db = self._w
         outcomes: list[tuple[bool, Any]] = []
         try:
-            await self._w.execute_fetchall("BEGIN IMMEDIATE")
-            for w in live:
+            db.execute("BEGIN IMMEDIATE")
+            for op in batch:
                 try:
-                    outcomes.append((True, await w.op(self._w)))
+                    outcomes.append((True, op(db)))
                 except QpcError as exc:
                     outcomes.append((False, exc))
-            await self._w.execute_fetchall("COMMIT")
+            db.execute("COMMIT")
+            return outcomes
         except Exception as exc:  # sqlite3.Error, or a bad value (OverflowError...)
-            log.error("sqlite write failed (%s); retrying ops singly", type(exc).__name__)
+            log.error("sqlite write failed (%s)", type(exc).__name__)
             with contextlib.suppress(sqlite3.Error):
-                if self._w.in_transaction:
-                    await self._w.execute("ROLLBACK")
-            if len(live) > 1:
-                for w in live:
-                    await self._run_batch([w])
-                return
-            if not live[0].future.done():
-                live[0].future.set_exception(Unavailable("store failure"))
-            return
-        for w, (ok, value) in zip(live, outcomes, strict=True):
-            if w.future.done():
-                continue
-            if ok:
-                w.future.set_result(value)
-            else:
-                w.future.set_exception(value)
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            if len(batch) == 1:
+                return [(False, Unavailable("store failure"))]
+            return [self._run_batch([op])[0] for op in batch]
 
     # ------------------------------------------------------------------ secrets
 
     async def get_or_create_secret(self, name: str, value: bytes) -> bytes:
         """Return the secret ``name``, storing ``value`` first if there is none."""
-
-        async def op(db: aiosqlite.Connection) -> bytes:
-            await db.execute(
-                "INSERT INTO node_secrets (name, value, created_ms) VALUES (?, ?, ?)"
-                " ON CONFLICT (name) DO NOTHING",
-                (name, value, int(time.time() * 1000)),
-            )
-            async with db.execute("SELECT value FROM node_secrets WHERE name = ?", (name,)) as c:
-                row = await c.fetchone()
-            assert row is not None
-            return bytes(row[0])
-
+        op = functools.partial(
+            ops.get_or_create_secret, name=name, value=value, now_ms=int(time.time() * 1000)
+        )
         result: bytes = await self._write("get_or_create_secret", op)
         return result
 
@@ -280,53 +306,46 @@ class SqliteStore:
 
     async def account_exists(self, username: str) -> bool:
         """Whether ``username`` is registered."""
-        rows = await self._read(
-            "account_exists", "SELECT 1 FROM accounts WHERE username = ?", (username,)
-        )
-        return bool(rows)
+        sql = "SELECT 1 FROM accounts WHERE username = ?"
+        return bool(await self._read("account_exists", sql, (username,)))
 
     async def create_account(self, username: str, password_file: bytes, now_ms: int) -> None:
         """Create an account; :class:`AlreadyExists` if the name is taken."""
-
-        async def op(db: aiosqlite.Connection) -> None:
-            async with db.execute("SELECT 1 FROM accounts WHERE username = ?", (username,)) as c:
-                if await c.fetchone() is not None:
-                    raise AlreadyExists("username is taken")
-            await db.execute(
-                "INSERT INTO accounts (username, created_ms) VALUES (?, ?)", (username, now_ms)
-            )
-            await db.execute(
-                "INSERT INTO opaque_records (username, password_file) VALUES (?, ?)",
-                (username, password_file),
-            )
-
-        await self._write("create_account", op)
+        await self._write(
+            "create_account",
+            functools.partial(
+                ops.create_account, username=username, password_file=password_file, now_ms=now_ms
+            ),
+        )
 
     async def get_password_file(self, username: str) -> bytes | None:
         """The account's OPAQUE password file, or None."""
-        rows = await self._read(
-            "get_password_file",
-            "SELECT password_file FROM opaque_records WHERE username = ?",
-            (username,),
-        )
+        sql = "SELECT password_file FROM opaque_records WHERE username = ?"
+        rows = await self._read("get_password_file", sql, (username,))
         return bytes(rows[0][0]) if rows else None
 
     async def create_session(
         self, token_hash: bytes, username: str, device_id: bytes, now_ms: int, expires_ms: int
     ) -> None:
         """Store a new session under SHA-256 of its token."""
-
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute(
-                "INSERT INTO sessions (token_hash, username, device_id, created_ms, expires_ms)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (token_hash, username, device_id, now_ms, expires_ms),
-            )
-
-        await self._write("create_session", op)
+        await self._write(
+            "create_session",
+            functools.partial(
+                ops.create_session,
+                token_hash=token_hash,
+                username=username,
+                device_id=device_id,
+                now_ms=now_ms,
+                expires_ms=expires_ms,
+            ),
+        )
 
     async def get_session(self, token_hash: bytes) -> SessionRecord | None:
         """A session by token hash, expired or not."""
+        cached = self._sessions.get_fresh(token_hash)
+        if cached is not None:
+            return cached
+        generation = self._sessions.generation
         rows = await self._read(
             "get_session",
             "SELECT username, device_id, expires_ms FROM sessions WHERE token_hash = ?",
@@ -335,54 +354,41 @@ class SqliteStore:
         if not rows:
             return None
         username, device_id, expires_ms = rows[0]
-        return SessionRecord(username=username, device_id=bytes(device_id), expires_ms=expires_ms)
+        record = SessionRecord(username=username, device_id=bytes(device_id), expires_ms=expires_ms)
+        self._sessions.put(token_hash, record, generation)
+        return record
 
     async def delete_session(self, token_hash: bytes) -> None:
         """Remove a session; missing ones are ignored."""
-
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
-
-        await self._write("delete_session", op)
+        self._sessions.invalidate(token_hash)
+        try:
+            await self._write(
+                "delete_session", functools.partial(ops.delete_session, token_hash=token_hash)
+            )
+        finally:
+            self._sessions.invalidate(token_hash)
 
     async def purge_sessions(self, now_ms: int) -> int:
         """Delete expired sessions."""
-
-        async def op(db: aiosqlite.Connection) -> int:
-            cur = await db.execute("DELETE FROM sessions WHERE expires_ms <= ?", (now_ms,))
-            return cur.rowcount
-
-        result: int = await self._write("purge_sessions", op)
+        try:
+            result: int = await self._write(
+                "purge_sessions", functools.partial(ops.purge_sessions, now_ms=now_ms)
+            )
+        finally:
+            self._sessions.invalidate()
         return result
 
     # ------------------------------------------------------------------ devices
 
     async def upsert_device(self, device: DeviceRecord, now_ms: int) -> None:
         """Register or update a device; :class:`AlreadyExists` if another account holds it."""
-
-        async def op(db: aiosqlite.Connection) -> None:
-            async with db.execute(
-                "SELECT username FROM devices WHERE device_id = ?", (device.device_id,)
-            ) as c:
-                row = await c.fetchone()
-            if row is not None and row[0] != device.username:
-                raise AlreadyExists("device id is registered to another account")
-            await db.execute(
-                "INSERT INTO devices (device_id, username, hybrid_key, signature,"
-                " access_key_hash, created_ms) VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (device_id) DO UPDATE SET hybrid_key = excluded.hybrid_key,"
-                " signature = excluded.signature, access_key_hash = excluded.access_key_hash",
-                (
-                    device.device_id,
-                    device.username,
-                    device.hybrid_key,
-                    device.signature,
-                    device.access_key_hash,
-                    now_ms,
-                ),
+        self._devices.invalidate(device.device_id)
+        try:
+            await self._write(
+                "upsert_device", functools.partial(ops.upsert_device, device=device, now_ms=now_ms)
             )
-
-        await self._write("upsert_device", op)
+        finally:
+            self._devices.invalidate(device.device_id)
 
     @staticmethod
     def _device(row: sqlite3.Row) -> DeviceRecord:
@@ -397,13 +403,21 @@ class SqliteStore:
 
     async def get_device(self, device_id: bytes) -> DeviceRecord | None:
         """A device by id."""
+        cached = self._devices.get_fresh(device_id)
+        if cached is not None:
+            return cached
+        generation = self._devices.generation
         rows = await self._read(
             "get_device",
             "SELECT device_id, username, hybrid_key, signature, access_key_hash"
             " FROM devices WHERE device_id = ?",
             (device_id,),
         )
-        return self._device(rows[0]) if rows else None
+        if not rows:
+            return None
+        record = self._device(rows[0])
+        self._devices.put(device_id, record, generation)
+        return record
 
     async def list_devices(self, username: str) -> list[DeviceRecord]:
         """An account's devices, oldest first."""
@@ -419,50 +433,19 @@ class SqliteStore:
         self, device_id: bytes, packages: Sequence[bytes], last_resort: bytes | None, max_stock: int
     ) -> int:
         """Add one-time KeyPackages (and the last-resort one); return the new stock."""
-        packages = list(packages)
-
-        async def op(db: aiosqlite.Connection) -> int:
-            async with db.execute(
-                "SELECT COUNT(*) FROM key_packages WHERE device_id = ?", (device_id,)
-            ) as c:
-                row = await c.fetchone()
-            stock = int(row[0]) if row else 0
-            if stock + len(packages) > max_stock:
-                raise LimitExceeded(f"KeyPackage stock would exceed {max_stock}")
-            if packages:
-                await db.executemany(
-                    "INSERT INTO key_packages (device_id, package) VALUES (?, ?)",
-                    [(device_id, p) for p in packages],
-                )
-            if last_resort is not None:
-                await db.execute(
-                    "INSERT INTO last_resort_key_packages (device_id, package) VALUES (?, ?)"
-                    " ON CONFLICT (device_id) DO UPDATE SET package = excluded.package",
-                    (device_id, last_resort),
-                )
-            return stock + len(packages)
-
+        op = functools.partial(
+            ops.add_key_packages,
+            device_id=device_id,
+            packages=list(packages),
+            last_resort=last_resort,
+            max_stock=max_stock,
+        )
         result: int = await self._write("add_key_packages", op)
         return result
 
     async def consume_key_package(self, device_id: bytes) -> tuple[bytes, bool] | None:
         """Hand out (and delete) the oldest one-time package, else the last-resort one."""
-
-        async def op(db: aiosqlite.Connection) -> tuple[bytes, bool] | None:
-            async with db.execute(
-                "DELETE FROM key_packages WHERE id = (SELECT id FROM key_packages"
-                " WHERE device_id = ? ORDER BY id LIMIT 1) RETURNING package",
-                (device_id,),
-            ) as c:
-                row = await c.fetchone()
-            if row is not None:
-                return bytes(row[0]), False
-            async with db.execute(
-                "SELECT package FROM last_resort_key_packages WHERE device_id = ?", (device_id,)
-            ) as c:
-                row = await c.fetchone()
-            return None if row is None else (bytes(row[0]), True)
-
+        op = functools.partial(ops.consume_key_package, device_id=device_id)
         result: tuple[bytes, bool] | None = await self._write("consume_key_package", op)
         return result
 
@@ -478,66 +461,18 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ delivery
 
-    @staticmethod
-    async def _depth(db: aiosqlite.Connection, recipient: bytes) -> int:
-        rows = await db.execute_fetchall(
-            "SELECT last_seq + 1 - COALESCE((SELECT MIN(seq) FROM messages WHERE recipient = ?),"
-            " last_seq + 1) FROM delivery_seq_counters WHERE recipient = ?",
-            (recipient, recipient),
-        )
-        found = list(rows)
-        return int(found[0][0]) if found else 0
-
-    @staticmethod
-    async def _append(
-        db: aiosqlite.Connection,
-        recipient: bytes,
-        channel_id: bytes,
-        payload: bytes,
-        now_ms: int,
-        max_depth: int,
-    ) -> int | None:
-        """Take the next seq and store the message; None if the inbox is full.
-
-        The depth check rides on the counter UPSERT (its ``WHERE`` leaves the
-        counter alone and returns no row when the inbox is full) to save a
-        round trip to the database thread. Depth is ``last_seq - MIN(seq) + 1``
-        (one index probe): seqs are handed out contiguously and only removed
-        oldest-first (ack, retention), so the waiting seqs form one range. A
-        missing counter row means an empty inbox: migration 002 creates
-        counters for all existing messages.
-        """
-        rows = list(
-            await db.execute_fetchall(
-                "INSERT INTO delivery_seq_counters (recipient, last_seq) VALUES (?, 1)"
-                " ON CONFLICT (recipient) DO UPDATE SET last_seq = last_seq + 1"
-                " WHERE last_seq + 1 - COALESCE((SELECT MIN(seq) FROM messages"
-                " WHERE recipient = excluded.recipient), last_seq + 1) < ?"
-                " RETURNING last_seq",
-                (recipient, max_depth),
-            )
-        )
-        if not rows:
-            return None
-        seq = int(rows[0][0])
-        await db.execute_fetchall(
-            "INSERT INTO messages (recipient, channel_id, payload, created_ms, seq)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (recipient, channel_id, payload, now_ms, seq),
-        )
-        return seq
-
     async def enqueue(
         self, recipient: bytes, channel_id: bytes, payload: bytes, now_ms: int, max_depth: int
     ) -> int:
         """Append to an inbox and return the seq after commit; :class:`QueueFull` at the limit."""
-
-        async def op(db: aiosqlite.Connection) -> int:
-            seq = await self._append(db, recipient, channel_id, payload, now_ms, max_depth)
-            if seq is None:
-                raise QueueFull("recipient inbox is full")
-            return seq
-
+        op = functools.partial(
+            ops.enqueue,
+            recipient=recipient,
+            channel_id=channel_id,
+            payload=payload,
+            now_ms=now_ms,
+            max_depth=max_depth,
+        )
         result: int = await self._write("enqueue", op)
         return result
 
@@ -550,38 +485,14 @@ class SqliteStore:
         max_depth: int,
     ) -> CommitResult:
         """Epoch check + bump + fan-out, all or nothing."""
-        fanout = list(fanout)
-
-        async def op(db: aiosqlite.Connection) -> CommitResult:
-            rows = list(
-                await db.execute_fetchall(
-                    "SELECT epoch FROM channels WHERE channel_id = ?", (channel_id,)
-                )
-            )
-            if rows and int(rows[0][0]) != epoch:
-                raise StaleEpoch(f"channel is at epoch {int(rows[0][0])}")
-            extra: dict[bytes, int] = {}
-            for item in fanout:
-                extra[item.recipient] = extra.get(item.recipient, 0) + 1
-            for recipient, n in extra.items():
-                if await self._depth(db, recipient) + n > max_depth:
-                    raise QueueFull("a recipient inbox is full")
-            await db.execute_fetchall(
-                "INSERT INTO channels (channel_id, epoch, updated_ms) VALUES (?, ?, ?)"
-                " ON CONFLICT (channel_id) DO UPDATE SET epoch = excluded.epoch,"
-                " updated_ms = excluded.updated_ms",
-                (channel_id, epoch + 1, now_ms),
-            )
-            seqs = []
-            for item in fanout:
-                # depths were checked above for the whole fan-out, so no limit here
-                seq = await self._append(
-                    db, item.recipient, channel_id, item.payload, now_ms, max_depth + len(fanout)
-                )
-                assert seq is not None
-                seqs.append(seq)
-            return CommitResult(seqs=tuple(seqs), new_epoch=epoch + 1)
-
+        op = functools.partial(
+            ops.enqueue_commit,
+            channel_id=channel_id,
+            epoch=epoch,
+            fanout=list(fanout),
+            now_ms=now_ms,
+            max_depth=max_depth,
+        )
         result: CommitResult = await self._write("enqueue_commit", op)
         return result
 
@@ -600,23 +511,13 @@ class SqliteStore:
 
     async def ack(self, recipient: bytes, upto_seq: int) -> int:
         """Delete messages up to and including ``upto_seq``."""
-
-        async def op(db: aiosqlite.Connection) -> int:
-            cur = await db.execute(
-                "DELETE FROM messages WHERE recipient = ? AND seq <= ?", (recipient, upto_seq)
-            )
-            return cur.rowcount
-
+        op = functools.partial(ops.ack, recipient=recipient, upto_seq=upto_seq)
         result: int = await self._write("ack", op)
         return result
 
     async def purge_messages(self, before_ms: int) -> int:
         """Delete messages stored before ``before_ms``."""
-
-        async def op(db: aiosqlite.Connection) -> int:
-            cur = await db.execute("DELETE FROM messages WHERE created_ms < ?", (before_ms,))
-            return cur.rowcount
-
+        op = functools.partial(ops.purge_messages, before_ms=before_ms)
         result: int = await self._write("purge_messages", op)
         return result
 

@@ -1,0 +1,290 @@
+"""Write operations and migrations of the SQLite store, as plain synchronous functions.
+
+They run on the store's single writer thread, inside a transaction the
+caller (the group-commit loop in :mod:`node.store.sqlite`) opened. Each does
+all its checks before its first write, so raising a domain error
+(:class:`QueueFull`, :class:`StaleEpoch`, ...) never leaves half an operation
+in the batch's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import migrations
+from node.store.base import CommitResult, DeviceRecord, FanoutItem
+from proto.errors import AlreadyExists, LimitExceeded, QueueFull, StaleEpoch
+
+log = logging.getLogger(__name__)
+
+_LEDGER = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ms INTEGER NOT NULL)"
+)
+
+
+def apply_migrations(db: sqlite3.Connection) -> list[str]:
+    """Apply pending migrations in order, each in one transaction with its ledger row."""
+    db.execute(_LEDGER)
+    done = {int(row[0]) for row in db.execute("SELECT version FROM schema_migrations")}
+    applied = []
+    for m in migrations.load("sqlite"):
+        if m.version in done:
+            continue
+        script = (
+            "BEGIN IMMEDIATE;\n"
+            + m.sql
+            + "\nINSERT INTO schema_migrations (version, name, applied_ms) "
+            + f"VALUES ({m.version}, '{m.name}', {int(time.time() * 1000)});\nCOMMIT;\n"
+        )
+        try:
+            db.executescript(script)
+        except sqlite3.Error:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        applied.append(m.name)
+        log.info("applied migration %s", m.name)
+    return applied
+
+
+def _one(db: sqlite3.Connection, sql: str, params: Sequence[object]) -> tuple[Any, ...] | None:
+    row: tuple[Any, ...] | None = db.execute(sql, params).fetchone()
+    return row
+
+
+# ------------------------------------------------------------------- secrets
+
+
+def get_or_create_secret(db: sqlite3.Connection, name: str, value: bytes, now_ms: int) -> bytes:
+    """Insert the secret unless present; return the stored value."""
+    db.execute(
+        "INSERT INTO node_secrets (name, value, created_ms) VALUES (?, ?, ?)"
+        " ON CONFLICT (name) DO NOTHING",
+        (name, value, now_ms),
+    )
+    row = _one(db, "SELECT value FROM node_secrets WHERE name = ?", (name,))
+    assert row is not None
+    return bytes(row[0])
+
+
+# ------------------------------------------------------------------ accounts
+
+
+def create_account(
+    db: sqlite3.Connection, username: str, password_file: bytes, now_ms: int
+) -> None:
+    """Create an account; :class:`AlreadyExists` if the name is taken."""
+    if _one(db, "SELECT 1 FROM accounts WHERE username = ?", (username,)) is not None:
+        raise AlreadyExists("username is taken")
+    db.execute("INSERT INTO accounts (username, created_ms) VALUES (?, ?)", (username, now_ms))
+    db.execute(
+        "INSERT INTO opaque_records (username, password_file) VALUES (?, ?)",
+        (username, password_file),
+    )
+
+
+def create_session(
+    db: sqlite3.Connection,
+    token_hash: bytes,
+    username: str,
+    device_id: bytes,
+    now_ms: int,
+    expires_ms: int,
+) -> None:
+    """Store a session under its token hash."""
+    db.execute(
+        "INSERT INTO sessions (token_hash, username, device_id, created_ms, expires_ms)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (token_hash, username, device_id, now_ms, expires_ms),
+    )
+
+
+def delete_session(db: sqlite3.Connection, token_hash: bytes) -> None:
+    """Remove a session."""
+    db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+
+
+def purge_sessions(db: sqlite3.Connection, now_ms: int) -> int:
+    """Delete expired sessions."""
+    return db.execute("DELETE FROM sessions WHERE expires_ms <= ?", (now_ms,)).rowcount
+
+
+# ------------------------------------------------------------------- devices
+
+
+def upsert_device(db: sqlite3.Connection, device: DeviceRecord, now_ms: int) -> None:
+    """Register or re-key a device; :class:`AlreadyExists` if another account holds it."""
+    row = _one(db, "SELECT username FROM devices WHERE device_id = ?", (device.device_id,))
+    if row is not None and row[0] != device.username:
+        raise AlreadyExists("device id is registered to another account")
+    db.execute(
+        "INSERT INTO devices (device_id, username, hybrid_key, signature,"
+        " access_key_hash, created_ms) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (device_id) DO UPDATE SET hybrid_key = excluded.hybrid_key,"
+        " signature = excluded.signature, access_key_hash = excluded.access_key_hash",
+        (
+            device.device_id,
+            device.username,
+            device.hybrid_key,
+            device.signature,
+            device.access_key_hash,
+            now_ms,
+        ),
+    )
+
+
+def add_key_packages(
+    db: sqlite3.Connection,
+    device_id: bytes,
+    packages: Sequence[bytes],
+    last_resort: bytes | None,
+    max_stock: int,
+) -> int:
+    """Add one-time KeyPackages (and the last-resort one); return the new stock."""
+    row = _one(db, "SELECT COUNT(*) FROM key_packages WHERE device_id = ?", (device_id,))
+    stock = int(row[0]) if row else 0
+    if stock + len(packages) > max_stock:
+        raise LimitExceeded(f"KeyPackage stock would exceed {max_stock}")
+    db.executemany(
+        "INSERT INTO key_packages (device_id, package) VALUES (?, ?)",
+        [(device_id, p) for p in packages],
+    )
+    if last_resort is not None:
+        db.execute(
+            "INSERT INTO last_resort_key_packages (device_id, package) VALUES (?, ?)"
+            " ON CONFLICT (device_id) DO UPDATE SET package = excluded.package",
+            (device_id, last_resort),
+        )
+    return stock + len(packages)
+
+
+def consume_key_package(db: sqlite3.Connection, device_id: bytes) -> tuple[bytes, bool] | None:
+    """Delete and return the oldest one-time package, else return the last-resort one."""
+    row = _one(
+        db,
+        "DELETE FROM key_packages WHERE id = (SELECT id FROM key_packages"
+        " WHERE device_id = ? ORDER BY id LIMIT 1) RETURNING package",
+        (device_id,),
+    )
+    if row is not None:
+        return bytes(row[0]), False
+    row = _one(db, "SELECT package FROM last_resort_key_packages WHERE device_id = ?", (device_id,))
+    return None if row is None else (bytes(row[0]), True)
+
+
+# ------------------------------------------------------------------ delivery
+
+
+def depth(db: sqlite3.Connection, recipient: bytes) -> int:
+    """Messages waiting in an inbox: ``last_seq - MIN(seq) + 1`` (one index probe).
+
+    Seqs are handed out contiguously and removed oldest-first (ack, retention),
+    so the waiting seqs form one range.
+    """
+    row = _one(
+        db,
+        "SELECT last_seq + 1 - COALESCE((SELECT MIN(seq) FROM messages WHERE recipient = ?),"
+        " last_seq + 1) FROM delivery_seq_counters WHERE recipient = ?",
+        (recipient, recipient),
+    )
+    return int(row[0]) if row else 0
+
+
+def append(
+    db: sqlite3.Connection,
+    recipient: bytes,
+    channel_id: bytes,
+    payload: bytes,
+    now_ms: int,
+    max_depth: int | None,
+) -> int | None:
+    """Take the inbox's next seq (atomic UPSERT ... RETURNING) and store the message.
+
+    Returns None, writing nothing, when the inbox already holds ``max_depth``
+    messages: the depth check rides on the UPSERT's ``WHERE``. A missing
+    counter row means an empty inbox (migration 002 made counters for all
+    existing messages).
+    """
+    limit = 2**62 if max_depth is None else max_depth
+    row = _one(
+        db,
+        "INSERT INTO delivery_seq_counters (recipient, last_seq) VALUES (?, 1)"
+        " ON CONFLICT (recipient) DO UPDATE SET last_seq = last_seq + 1"
+        " WHERE last_seq + 1 - COALESCE((SELECT MIN(seq) FROM messages"
+        " WHERE recipient = excluded.recipient), last_seq + 1) < ?"
+        " RETURNING last_seq",
+        (recipient, limit),
+    )
+    if row is None:
+        return None
+    seq = int(row[0])
+    db.execute(
+        "INSERT INTO messages (recipient, channel_id, payload, created_ms, seq)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (recipient, channel_id, payload, now_ms, seq),
+    )
+    return seq
+
+
+def enqueue(
+    db: sqlite3.Connection,
+    recipient: bytes,
+    channel_id: bytes,
+    payload: bytes,
+    now_ms: int,
+    max_depth: int,
+) -> int:
+    """Append one message; :class:`QueueFull` at the depth limit."""
+    seq = append(db, recipient, channel_id, payload, now_ms, max_depth)
+    if seq is None:
+        raise QueueFull("recipient inbox is full")
+    return seq
+
+
+def enqueue_commit(
+    db: sqlite3.Connection,
+    channel_id: bytes,
+    epoch: int,
+    fanout: Sequence[FanoutItem],
+    now_ms: int,
+    max_depth: int,
+) -> CommitResult:
+    """Epoch check, epoch bump and the whole fan-out, or nothing."""
+    row = _one(db, "SELECT epoch FROM channels WHERE channel_id = ?", (channel_id,))
+    if row is not None and int(row[0]) != epoch:
+        raise StaleEpoch(f"channel is at epoch {row[0]}")
+    extra: dict[bytes, int] = {}
+    for item in fanout:
+        extra[item.recipient] = extra.get(item.recipient, 0) + 1
+    for recipient, n in extra.items():
+        if depth(db, recipient) + n > max_depth:
+            raise QueueFull("a recipient inbox is full")
+    db.execute(
+        "INSERT INTO channels (channel_id, epoch, updated_ms) VALUES (?, ?, ?)"
+        " ON CONFLICT (channel_id) DO UPDATE SET epoch = excluded.epoch,"
+        " updated_ms = excluded.updated_ms",
+        (channel_id, epoch + 1, now_ms),
+    )
+    seqs = []
+    for item in fanout:  # depths were checked above for the whole fan-out
+        seq = append(db, item.recipient, channel_id, item.payload, now_ms, None)
+        assert seq is not None
+        seqs.append(seq)
+    return CommitResult(seqs=tuple(seqs), new_epoch=epoch + 1)
+
+
+def ack(db: sqlite3.Connection, recipient: bytes, upto_seq: int) -> int:
+    """Delete an inbox's messages up to ``upto_seq``."""
+    return db.execute(
+        "DELETE FROM messages WHERE recipient = ? AND seq <= ?", (recipient, upto_seq)
+    ).rowcount
+
+
+def purge_messages(db: sqlite3.Connection, before_ms: int) -> int:
+    """Delete messages stored before ``before_ms``."""
+    return db.execute("DELETE FROM messages WHERE created_ms < ?", (before_ms,)).rowcount
