@@ -36,7 +36,6 @@ fail its neighbours); what still fails is :class:`~proto.errors.Unavailable`.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -59,13 +58,12 @@ from node.store.base import (
     SessionRecord,
     StoredEnvelope,
 )
+from node.store.cache import LruCache
 from proto.errors import QpcError, Unavailable
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-K = TypeVar("K")
-V = TypeVar("V")
 Observer = Callable[[str, float], None]
 _Op = Callable[[sqlite3.Connection], Any]
 CACHE_ENTRIES = 10_000
@@ -86,34 +84,6 @@ def _map_errors() -> Iterator[None]:
     except (sqlite3.Error, ValueError, OverflowError) as exc:
         log.error("sqlite failure: %s", type(exc).__name__)
         raise Unavailable("store failure") from exc
-
-
-class _Cache(collections.OrderedDict[K, V]):
-    """A bounded LRU map with a generation counter bumped on every invalidation."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.generation = 0
-
-    def get_fresh(self, key: K) -> V | None:
-        value = self.get(key)
-        if value is not None:
-            self.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V, generation: int) -> None:
-        if generation != self.generation:
-            return  # a write happened while we were reading: don't cache what we read
-        self[key] = value
-        while len(self) > CACHE_ENTRIES:
-            self.popitem(last=False)
-
-    def invalidate(self, key: K | None = None) -> None:
-        self.generation += 1
-        if key is None:
-            self.clear()
-        else:
-            self.pop(key, None)
 
 
 def _connect_writer(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -153,8 +123,8 @@ class SqliteStore:
         self._observer = observer
         self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
         self._closed = False
-        self._sessions: _Cache[bytes, SessionRecord] = _Cache()
-        self._devices: _Cache[bytes, DeviceRecord] = _Cache()
+        self._sessions: LruCache[bytes, SessionRecord] = LruCache(CACHE_ENTRIES)
+        self._devices: LruCache[bytes, DeviceRecord] = LruCache(CACHE_ENTRIES)
         self._task = asyncio.get_running_loop().create_task(self._writer_loop())
 
     @classmethod
@@ -342,7 +312,7 @@ class SqliteStore:
 
     async def get_session(self, token_hash: bytes) -> SessionRecord | None:
         """A session by token hash, expired or not."""
-        cached = self._sessions.get_fresh(token_hash)
+        cached = self._sessions.get(token_hash)
         if cached is not None:
             return cached
         generation = self._sessions.generation
@@ -403,7 +373,7 @@ class SqliteStore:
 
     async def get_device(self, device_id: bytes) -> DeviceRecord | None:
         """A device by id."""
-        cached = self._devices.get_fresh(device_id)
+        cached = self._devices.get(device_id)
         if cached is not None:
             return cached
         generation = self._devices.generation

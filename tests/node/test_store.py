@@ -1,0 +1,118 @@
+"""The SQLite store on its own: group commit isolation, caches, seq counters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from node.store import DeviceRecord, FanoutItem
+from node.store.cache import LruCache
+from node.store.sqlite import SqliteStore
+from proto.errors import AlreadyExists, QueueFull, Unavailable
+
+R = b"r" * 32
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = await SqliteStore.open(tmp_path / "n.db")
+    yield s
+    await s.close()
+
+
+async def test_one_bad_write_does_not_fail_its_batch(store: SqliteStore) -> None:
+    # 2**63 does not fit SQLite's INTEGER: that op fails inside the shared transaction
+    results = await asyncio.gather(
+        *(store.enqueue(R, b"c", b"m", 1, 1000) for _ in range(10)),
+        store.ack(R, 2**63),
+        *(store.enqueue(R, b"c", b"m", 1, 1000) for _ in range(10)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[10], Unavailable)
+    seqs = sorted(r for r in results if isinstance(r, int))
+    assert seqs == list(range(1, 21))
+    assert [e.seq for e in await store.fetch(R, 0, 100)] == seqs
+
+
+async def test_domain_errors_inside_a_batch(store: SqliteStore) -> None:
+    results = await asyncio.gather(
+        *(store.enqueue(R, b"c", b"m", 1, 5) for _ in range(8)), return_exceptions=True
+    )
+    assert sorted(r for r in results if isinstance(r, int)) == [1, 2, 3, 4, 5]
+    assert sum(isinstance(r, QueueFull) for r in results) == 3
+    # the commit check counts every recipient's extra messages
+    with pytest.raises(QueueFull):
+        await store.enqueue_commit(b"g", 0, [FanoutItem(recipient=R, payload=b"x")], 1, 5)
+    assert await store.ack(R, 2) == 2
+    result = await store.enqueue_commit(b"g", 0, [FanoutItem(recipient=R, payload=b"x")] * 2, 1, 5)
+    assert result.seqs == (6, 7)
+
+
+async def test_session_cache_follows_writes(store: SqliteStore) -> None:
+    await store.create_account("alice", b"pf", 1)
+    await store.create_session(b"h" * 32, "alice", R, 1, 10**15)
+    assert (await store.get_session(b"h" * 32)) is not None
+    assert (await store.get_session(b"h" * 32)) is not None  # cached
+    await store.delete_session(b"h" * 32)
+    assert await store.get_session(b"h" * 32) is None
+    await store.create_session(b"e" * 32, "alice", R, 1, 5)
+    assert await store.get_session(b"e" * 32) is not None
+    assert await store.purge_sessions(10) == 1
+    assert await store.get_session(b"e" * 32) is None
+
+
+async def test_device_cache_follows_writes(store: SqliteStore) -> None:
+    await store.create_account("alice", b"pf", 1)
+    await store.create_account("bob", b"pf", 1)
+    dev = DeviceRecord(
+        device_id=R, username="alice", hybrid_key=b"k1", signature=b"s", access_key_hash=None
+    )
+    await store.upsert_device(dev, 1)
+    assert (await store.get_device(R)) == dev
+    await store.upsert_device(
+        DeviceRecord(
+            device_id=R, username="alice", hybrid_key=b"k2", signature=b"s", access_key_hash=b"a"
+        ),
+        2,
+    )
+    got = await store.get_device(R)
+    assert got is not None and got.hybrid_key == b"k2" and got.access_key_hash == b"a"
+    with pytest.raises(AlreadyExists):
+        await store.upsert_device(
+            DeviceRecord(
+                device_id=R, username="bob", hybrid_key=b"k3", signature=b"s", access_key_hash=None
+            ),
+            3,
+        )
+    got = await store.get_device(R)
+    assert got is not None and got.username == "alice"
+
+
+async def test_secrets_are_created_once(store: SqliteStore) -> None:
+    first = await store.get_or_create_secret("s", b"one")
+    assert first == b"one"
+    assert await store.get_or_create_secret("s", b"two") == b"one"
+
+
+async def test_closed_store_refuses_writes(tmp_path: Path) -> None:
+    s = await SqliteStore.open(tmp_path / "x.db")
+    await s.close()
+    with pytest.raises(Unavailable):
+        await s.enqueue(R, b"c", b"m", 1, 10)
+
+
+def test_lru_cache_generation() -> None:
+    cache: LruCache[str, int] = LruCache(2)
+    gen = cache.generation
+    cache.invalidate("a")  # a write raced the read
+    cache.put("a", 1, gen)
+    assert cache.get("a") is None
+    cache.put("a", 1, cache.generation)
+    cache.put("b", 2, cache.generation)
+    cache.get("a")
+    cache.put("c", 3, cache.generation)  # evicts b, the least recently used
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (1, None, 3)
+    assert len(cache) == 2
