@@ -68,6 +68,7 @@ class Node:
             write_batch=config.write_batch,
             synchronous=config.sqlite_synchronous,
             observer=metrics.observe_store,
+            batch_observer=metrics.observe_batch,
         )
         try:
             ctx = NodeContext(

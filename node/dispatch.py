@@ -108,7 +108,6 @@ class NodeDispatcher:
     @contextlib.contextmanager
     def _observe(self, method: str, *, timed: bool = True) -> Iterator[None]:
         metrics = self._ctx.metrics
-        metrics.calls.labels(method).inc()
         started = time.perf_counter()
         try:
             yield
@@ -122,8 +121,7 @@ class NodeDispatcher:
             log.exception("%s failed", method)
             raise InternalError("internal error") from exc
         finally:
-            if timed:
-                metrics.call_seconds.labels(method).observe(time.perf_counter() - started)
+            metrics.observe_call(method, time.perf_counter() - started if timed else None)
 
     # ------------------------------------------------------------------ misc
 

@@ -58,6 +58,18 @@ class NodeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.write_batch = Histogram(
+            "qpc_node_store_write_batch",
+            "Writes per group-commit transaction",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "qpc_node_store_commit_seconds",
+            "Time of one group-commit transaction on the writer thread (incl. fsync)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queued_messages = Gauge(
             "qpc_node_queued_messages", "Messages waiting in all inboxes", registry=r
         )
@@ -73,12 +85,33 @@ class NodeMetrics:
         self.purged = Counter(
             "qpc_node_purged", "Rows deleted by expiry sweeps", ["kind"], registry=r
         )
+        # labels() costs a lock and a dict lookup per call: keep the children per label
+        self._per_method: dict[str, tuple[Counter, Histogram]] = {}
+        self._per_op: dict[str, Histogram] = {}
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
+    def observe_call(self, method: str, seconds: float | None) -> None:
+        """Count one call of ``method`` and record its duration (None: don't time it)."""
+        children = self._per_method.get(method)
+        if children is None:
+            children = (self.calls.labels(method), self.call_seconds.labels(method))
+            self._per_method[method] = children
+        children[0].inc()
+        if seconds is not None:
+            children[1].observe(seconds)
+
     def observe_store(self, op: str, seconds: float) -> None:
         """Record one store operation's latency (the store's observer callback)."""
-        self.store_seconds.labels(op).observe(seconds)
+        child = self._per_op.get(op)
+        if child is None:
+            child = self._per_op[op] = self.store_seconds.labels(op)
+        child.observe(seconds)
+
+    def observe_batch(self, writes: int, seconds: float) -> None:
+        """Record one group commit (the store's batch observer callback)."""
+        self.write_batch.observe(writes)
+        self.commit_seconds.observe(seconds)
 
     def serve(self, host: str, port: int) -> int:
         """Start the HTTP exporter in a daemon thread; return the bound port."""

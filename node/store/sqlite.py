@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Observer = Callable[[str, float], None]
+BatchObserver = Callable[[int, float], None]
 _Op = Callable[[sqlite3.Connection], Any]
 CACHE_ENTRIES = 10_000
 
@@ -86,23 +87,6 @@ def _map_errors() -> Iterator[None]:
         raise Unavailable("store failure") from exc
 
 
-def _connect_writer(path: Path, synchronous: str) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        for pragma in (
-            "PRAGMA journal_mode=WAL",
-            f"PRAGMA synchronous={synchronous}",
-            "PRAGMA foreign_keys=ON",
-            "PRAGMA busy_timeout=5000",
-        ):
-            db.execute(pragma)
-        ops.apply_migrations(db)
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
 class SqliteStore:
     """The SQLite store. Create with :meth:`open`; call :meth:`close` when done."""
 
@@ -114,8 +98,10 @@ class SqliteStore:
         *,
         write_batch: int,
         observer: Observer | None,
+        batch_observer: BatchObserver | None,
     ) -> None:
         """Use :meth:`open`."""
+        self._batch_observer = batch_observer
         self._executor = executor
         self._w = writer
         self._r = reader
@@ -135,6 +121,7 @@ class SqliteStore:
         write_batch: int = 256,
         synchronous: str = "FULL",
         observer: Observer | None = None,
+        batch_observer: BatchObserver | None = None,
     ) -> SqliteStore:
         """Open (creating if needed) the database at ``path`` and apply migrations.
 
@@ -143,6 +130,7 @@ class SqliteStore:
             write_batch: most writes per group-commit transaction.
             synchronous: ``FULL`` (default, survives power loss) or ``NORMAL``.
             observer: called with (operation, seconds) after each store call.
+            batch_observer: called with (writes, seconds) after each group commit.
         Raises:
             Unavailable: the database cannot be opened or migrated.
         """
@@ -152,7 +140,7 @@ class SqliteStore:
         loop = asyncio.get_running_loop()
         try:
             with _map_errors():
-                writer = await loop.run_in_executor(executor, _connect_writer, path, synchronous)
+                writer = await loop.run_in_executor(executor, ops.connect_writer, path, synchronous)
                 try:
                     reader = await aiosqlite.connect(path, isolation_level=None)
                     await reader.execute("PRAGMA busy_timeout=5000")
@@ -163,7 +151,14 @@ class SqliteStore:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(executor, writer, reader, write_batch=write_batch, observer=observer)
+        return cls(
+            executor,
+            writer,
+            reader,
+            write_batch=write_batch,
+            observer=observer,
+            batch_observer=batch_observer,
+        )
 
     @property
     def backend(self) -> str:
@@ -225,6 +220,7 @@ class SqliteStore:
             live = [w for w in batch if not w.future.done()]  # skip cancelled callers
             if not live:
                 continue
+            started = time.perf_counter()
             try:
                 outcomes = await loop.run_in_executor(
                     self._executor, self._run_batch, [w.op for w in live]
@@ -232,6 +228,8 @@ class SqliteStore:
             except Exception:  # keep the writer alive whatever happens
                 log.exception("writer batch failed")
                 outcomes = [(False, Unavailable("store failure"))] * len(live)
+            if self._batch_observer is not None:
+                self._batch_observer(len(live), time.perf_counter() - started)
             for w, (ok, value) in zip(live, outcomes, strict=True):
                 if w.future.done():
                     continue

@@ -13,6 +13,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import migrations
@@ -50,6 +51,24 @@ def apply_migrations(db: sqlite3.Connection) -> list[str]:
         applied.append(m.name)
         log.info("applied migration %s", m.name)
     return applied
+
+
+def connect_writer(path: Path, synchronous: str) -> sqlite3.Connection:
+    """Open the writer connection (WAL, ``synchronous``) and apply pending migrations."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            f"PRAGMA synchronous={synchronous}",
+            "PRAGMA foreign_keys=ON",
+            "PRAGMA busy_timeout=5000",
+        ):
+            db.execute(pragma)
+        apply_migrations(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def _one(db: sqlite3.Connection, sql: str, params: Sequence[object]) -> tuple[Any, ...] | None:
