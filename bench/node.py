@@ -211,9 +211,7 @@ async def _hold(port: int, fp: str, tokens: list[bytes], n: int, conn: Any) -> N
             clients.append(c)
             subs.append(sub)
         conn.send(("ready", n))
-        while not conn.poll():
-            await asyncio.sleep(0.2)
-        conn.recv()
+        await asyncio.to_thread(conn.recv)  # the parent's "stop"
     except Exception as exc:  # report, don't hang the parent
         conn.send(("error", repr(exc)))
     finally:
@@ -312,9 +310,7 @@ async def run(args: argparse.Namespace) -> None:
                 procs.append(p)
             held = 0
             for parent in pipes:
-                while not parent.poll(0.1):
-                    await asyncio.sleep(0.05)
-                kind, value = parent.recv()
+                kind, value = await asyncio.to_thread(parent.recv)
                 if kind != "ready":
                     raise RuntimeError(f"subscriber process failed: {value}")
                 held += value
@@ -330,6 +326,12 @@ async def run(args: argparse.Namespace) -> None:
                     f"fetchWait wake-up at {held} subscribers, median / p99",
                     f"{statistics.median(ws2) * 1e3:.3f} / {pct(ws2, 99) * 1e3:.3f} ms "
                     f"(p99 = {pct(ws2, 99) / rtt_med:.1f}x no-op RTT)",
+                )
+            )
+            rows.append(
+                (
+                    f"wake-up after enqueue answer at {held} subscribers, median / p99",
+                    f"{statistics.median(wa2) * 1e3:.3f} / {pct(wa2, 99) * 1e3:.3f} ms",
                 )
             )
             c2 = client(port, fp)
