@@ -98,6 +98,10 @@ class Stack:
         """Bytes of persistent state one member holds (after a flush)."""
         raise NotImplementedError
 
+    def persist(self, group: Any) -> None:
+        """Make the group's state durable (ours: every call already is)."""
+        return None
+
 
 class Ours(Stack):
     def __init__(self, work: Path, suite: mls.Ciphersuite) -> None:
@@ -197,6 +201,9 @@ class Rine(Stack):
         group.save()
         return dir_size(client[1])
 
+    def persist(self, group: Any) -> None:
+        group.save()
+
 
 def patch_uniffi_glue(module: Any) -> None:
     """Replace the byte-at-a-time copy in the UniFFI glue by one memmove.
@@ -295,6 +302,9 @@ class Uniffi(Stack):
         group.write_to_storage()
         return int(client[1].size())
 
+    def persist(self, group: Any) -> None:
+        group.write_to_storage()
+
 
 # ---------------------------------------------------------------- measurement
 
@@ -332,8 +342,9 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 class Run:
     """One stack, one tree shape, one growing group."""
 
-    def __init__(self, stack: Stack, healthy: bool, repeat: int) -> None:
+    def __init__(self, stack: Stack, healthy: bool, repeat: int, persist: bool = False) -> None:
         self.s = stack
+        self.persist = persist
         self.healthy = healthy
         self.repeat = repeat
         self.n = 0
@@ -375,26 +386,42 @@ class Run:
         s = self.s
         row = Row(self.n)
         samples: dict[str, list[float]] = {k: [] for k, _ in COLUMNS}
+
+        def step(key: str, fn: Callable[[], Any], group: Any) -> Any:
+            # With --persist-peers, a peer's step includes making that group's
+            # state durable, as every call of ours does.
+            t = now()
+            out = fn()
+            if self.persist and group is not None:
+                s.persist(group)
+            samples[key].append((now() - t) * 1000)
+            return out
+
         for _ in range(self.repeat):
             newcomer = s.client(self.fresh())
             ms, kp = timed(lambda nc=newcomer: s.key_package(nc))
             samples["kp_ms"].append(ms)
             samples["kp_b"].append(len(kp))
-            ms, (commit, welcome) = timed(lambda kp=kp: s.add(self.g_creator, [kp]))
-            samples["add_ms"].append(ms)
+            commit, welcome = step(
+                "add_ms", lambda kp=kp: s.add(self.g_creator, [kp]), self.g_creator
+            )
             samples["commit_b"].append(len(commit))
             samples["welcome_b"].append(len(welcome))
-            ms, _ = timed(lambda c=commit: s.process(self.g_member, c))
-            samples["process_ms"].append(ms)
+            step("process_ms", lambda c=commit: s.process(self.g_member, c), self.g_member)
             others = [g for g in (self.last_group,) if g not in (self.g_creator, self.g_member)]
             for g in others:
                 s.process(g, commit)
-            ms, g_new = timed(lambda nc=newcomer, w=welcome: s.join(nc, w))
-            samples["join_ms"].append(ms)
-            ms, rm = timed(lambda nc=newcomer, gn=g_new: s.remove(self.g_creator, nc, gn))
-            samples["remove_ms"].append(ms)
-            ms, _ = timed(lambda c=rm: s.process(self.g_member, c))
-            samples["rm_process_ms"].append(ms)
+            g_new = step("join_ms", lambda nc=newcomer, w=welcome: s.join(nc, w), None)
+            if self.persist:  # the joined group's first save belongs to the join
+                t = now()
+                s.persist(g_new)
+                samples["join_ms"][-1] += (now() - t) * 1000
+            rm = step(
+                "remove_ms",
+                lambda nc=newcomer, gn=g_new: s.remove(self.g_creator, nc, gn),
+                self.g_creator,
+            )
+            step("rm_process_ms", lambda c=rm: s.process(self.g_member, c), self.g_member)
             for g in others:
                 s.process(g, rm)
         for label, data, iters in (("100", SMALL, 200), ("10k", LARGE, 50)):
@@ -402,8 +429,12 @@ class Run:
             for _ in range(iters):
                 t0 = now()
                 ct = s.encrypt(self.g_creator, data)
+                if self.persist:
+                    s.persist(self.g_creator)
                 t1 = now()
                 pt = s.decrypt(self.g_member, ct)
+                if self.persist:
+                    s.persist(self.g_member)
                 t2 = now()
                 assert pt == data
                 enc += t1 - t0
@@ -501,6 +532,11 @@ def main() -> None:
         ],
     )
     ap.add_argument("--shapes", nargs="+", default=["sparse", "healthy"])
+    ap.add_argument(
+        "--persist-peers",
+        action="store_true",
+        help="include the peers' save()/write_to_storage() in each step (ours always persists)",
+    )
     args = ap.parse_args()
 
     started = now()
@@ -512,7 +548,12 @@ def main() -> None:
             for stack in stacks(work / shape, args.stacks):
                 rows: list[Row] = []
                 t0 = now()
-                run = Run(stack, healthy=(shape == "healthy"), repeat=args.repeat)
+                run = Run(
+                    stack,
+                    healthy=(shape == "healthy"),
+                    repeat=args.repeat,
+                    persist=args.persist_peers,
+                )
                 for size in args.sizes:
                     if shape == "healthy" and size > args.healthy_max:
                         continue
