@@ -44,8 +44,8 @@ _PLAIN: tuple[tuple[type[BaseException], str], ...] = (
     (NotAMember, "You are not a member of that channel."),
     (UnknownGroup, "Unknown channel."),
     (Unavailable, "The server is unavailable right now."),
-    (ConnectionLost, "Lost the connection to the server."),
-    (TransportError, "Cannot reach the server."),
+    (ConnectionLost, "Cannot reach the server (is it running, and is the address right?)."),
+    (TransportError, "Cannot reach the server (is it running, and is the address right?)."),
     (ProfileError, "The local profile could not be read or written."),
 )
 
@@ -60,8 +60,8 @@ def describe_error(error: BaseException) -> str:
     for cls, text in _PLAIN:
         if isinstance(error, cls):
             detail = _detail(error)
-            if detail and cls in (NotFound, AlreadyExists):
-                return f"{text.split(':')[0]}: {detail}"
+            if detail and cls in (NotFound, AlreadyExists, PermissionDenied):
+                return detail[0].upper() + detail[1:] + ("" if detail.endswith(".") else ".")
             return text
     if isinstance(error, ConnectionRefusedError | TimeoutError | OSError):
         return "Cannot reach the server (is it running, and is the address right?)."

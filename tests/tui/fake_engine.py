@@ -227,6 +227,9 @@ class FakeEngine:
         return self.state
 
     async def events(self) -> AsyncIterator[EngineEvent]:
+        error = self.fail.pop("events", None)
+        if error is not None:
+            raise error
         while True:
             yield await self._queue.get()
 

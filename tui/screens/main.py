@@ -66,7 +66,10 @@ class MainScreen(Screen[None]):
         Binding("ctrl+t", "app.invite", "Invite", id="main.invite"),
         Binding("ctrl+o", "app.new_dm", "DM", id="main.new_dm"),
         Binding("f5", "toggle_members", "Members", id="main.members"),
-        Binding("f6", "app.verify_keys", "Verify", show=False, id="main.verify_keys"),
+        # Priority: the composer (a TextArea) binds F6/F7 to selection otherwise.
+        Binding(
+            "f6", "app.verify_keys", "Verify", show=False, priority=True, id="main.verify_keys"
+        ),
         Binding("f8", "app.leave", "Leave", show=False, id="main.leave"),
         Binding("f2", "app.info('whoami')", "Whoami", show=False, id="main.whoami"),
         Binding("f3", "app.info('health')", "Health", show=False, id="main.health"),

@@ -200,7 +200,7 @@ class MessageLog(ScrollView, can_focus=True):
             self._append(item)
         self._update_size()
         self.follow = True
-        self.scroll_end(animate=False, immediate=True)
+        self.scroll_end(animate=False)
         self.refresh()
 
     def add_item(self, item: LogItem) -> None:
@@ -212,7 +212,7 @@ class MessageLog(ScrollView, can_focus=True):
         self._cache.clear()  # rows past the old end were cached blank
         self._update_size()
         if self.follow:
-            self.scroll_end(animate=False, immediate=True)
+            self.scroll_end(animate=False)
         self.refresh()
 
     def update_item(self, item: LogItem) -> None:
@@ -293,7 +293,7 @@ class MessageLog(ScrollView, can_focus=True):
             self._wrap_width = width
             self._relayout()
             if at_end:
-                self.scroll_end(animate=False, immediate=True)
+                self.scroll_end(animate=False)
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         """Follow new messages only while the view is at the bottom."""

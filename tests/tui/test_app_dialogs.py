@@ -1,0 +1,210 @@
+"""Dialogs: new group, invite, new DM, leave, verify keys, server trust (TOFU)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from textual.widgets import Input, Static
+
+from tests.tui.conftest import Recorder, settle
+from tests.tui.fake_engine import FINGERPRINT, FakeEngine, FakeFactory
+from tui.app import QpcApp
+from tui.client.api import ChannelKind
+from tui.screens.dialogs import (
+    ConfirmDialog,
+    InviteDialog,
+    KeyCheckDialog,
+    NewDmDialog,
+    NewGroupDialog,
+    TrustServerDialog,
+    VerifyKeysDialog,
+    parse_users,
+)
+from tui.screens.main import MainScreen
+from tui.screens.welcome import WelcomeScreen
+from tui.widgets.member_list import MemberList
+from tui.widgets.message_log import MessageLog
+
+AppFactory = Callable[..., QpcApp]
+
+
+def test_parse_users() -> None:
+    assert parse_users(" bob, @carol  dave,bob ") == ["bob", "carol", "dave"]
+    assert parse_users(" , ") == []
+
+
+async def test_new_group_dialog_creates_and_opens(
+    engine: FakeEngine, app_factory: AppFactory, recorder: Recorder
+) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+n")
+        assert isinstance(app.screen, NewGroupDialog)
+        await pilot.press("enter")  # empty: refused with a reason, dialog stays
+        assert isinstance(app.screen, NewGroupDialog)
+        error = app.screen.query_one("#dialog-error", Static)
+        assert "name" in str(error.render())
+        await pilot.press(*"friends", "enter")
+        await settle(app, pilot)
+        main = app.screen
+        assert isinstance(main, MainScreen)
+        assert ("create_group", ("friends",)) in engine.calls
+        assert main.active_channel is not None
+        assert main.rows[main.active_channel].info.name == "friends"
+        assert ("information", "Created #friends. Ctrl+T invites people.") in (
+            recorder.notifications()
+        )
+
+
+async def test_escape_cancels_dialogs(engine: FakeEngine, app_factory: AppFactory) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        for key, dialog in (
+            ("ctrl+n", NewGroupDialog),
+            ("ctrl+t", InviteDialog),
+            ("ctrl+o", NewDmDialog),
+            ("f6", VerifyKeysDialog),
+            ("f8", ConfirmDialog),
+        ):
+            await pilot.press(key)
+            assert isinstance(app.screen, dialog), key
+            await pilot.press("escape")
+            await settle(app, pilot)
+            assert isinstance(app.screen, MainScreen), key
+        assert not [c for c in engine.calls if c[0] in ("create_group", "invite", "dm", "leave")]
+
+
+async def test_invite_adds_members_and_announces(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        main = app.screen
+        assert isinstance(main, MainScreen)
+        channel = main.active_channel
+        await pilot.press("ctrl+t", *"dave, erin", "enter")
+        await settle(app, pilot)
+        assert ("invite", (channel, ("dave", "erin"))) in engine.calls
+        assert main.query_one(MemberList).users == ["alice", "bob", "carol", "dave", "erin"]
+        log = main.query_one(MessageLog)
+        notices = [log.item(k) for k in list(log._by_key) if k.startswith("join:")]
+        assert sorted(i.text for i in notices if i) == ["dave joined", "erin joined"]
+
+
+async def test_new_dm_opens_direct_channel(engine: FakeEngine, app_factory: AppFactory) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+o", *"dave", "enter")
+        await settle(app, pilot)
+        main = app.screen
+        assert isinstance(main, MainScreen) and main.active_channel is not None
+        info = main.rows[main.active_channel].info
+        assert (info.name, info.kind) == ("dave", ChannelKind.DM)
+        assert main.channel_label(main.active_channel) == "@dave"
+
+
+async def test_dm_dialog_wants_exactly_one_user(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+o", *"bob carol", "enter")
+        assert isinstance(app.screen, NewDmDialog)
+        assert "exactly one" in str(app.screen.query_one("#dialog-error", Static).render())
+
+
+async def test_verify_keys_shows_safety_numbers(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f6", *"bob", "enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, KeyCheckDialog)
+        texts = " ".join(str(s.render()) for s in app.screen.query(".safety-number"))
+        assert "11111 22222 33333 44444" in texts and "verified" in texts
+        await pilot.press("enter")
+        assert isinstance(app.screen, MainScreen)
+
+
+async def _fill_welcome(pilot: object, app: QpcApp, *, register: bool) -> None:
+    screen = app.screen
+    assert isinstance(screen, WelcomeScreen)
+    screen.query_one("#server", Input).value = "chat.example:7000"
+    screen.query_one("#user", Input).value = "alice"
+    screen.query_one("#password", Input).value = "pw"
+    screen.query_one("#passphrase", Input).value = "pp"
+
+
+async def test_first_connection_asks_to_trust_fingerprint(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    factory = FakeFactory(engine, resume=False, pinned="")
+    app = app_factory(factory)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await _fill_welcome(pilot, app, register=True)
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, TrustServerDialog)
+        assert dialog.server_key.fingerprint == FINGERPRINT
+        assert "5f5f 5f5f" in " ".join(str(s.render()) for s in dialog.query(Static))
+        await pilot.press("enter")  # "Trust" has the focus
+        await settle(app, pilot)
+        assert isinstance(app.screen, MainScreen)
+        assert factory.trusted == [FINGERPRINT]
+        assert factory.forms[0].register and factory.forms[0].server == "chat.example:7000"
+        assert ("register", ("alice",)) in engine.calls
+
+
+async def test_changed_key_declined_stays_on_welcome(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    factory = FakeFactory(engine, resume=False, pinned="aa" * 32)
+    app = app_factory(factory)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await _fill_welcome(pilot, app, register=False)
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        assert isinstance(app.screen, TrustServerDialog)
+        assert "CHANGED" in " ".join(str(s.render()) for s in app.screen.query(Static))
+        await pilot.press("enter")  # focus is on Cancel for a changed key
+        await settle(app, pilot)
+        welcome = app.screen
+        assert isinstance(welcome, WelcomeScreen)
+        assert "did not trust" in str(welcome.query_one("#welcome-error", Static).render())
+        assert factory.forms == []
+        assert not welcome.busy
+
+
+async def test_pinned_key_connects_without_asking(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    factory = FakeFactory(engine, resume=False)
+    app = app_factory(factory)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await _fill_welcome(pilot, app, register=False)
+        await pilot.press("ctrl+l")
+        await settle(app, pilot)
+        assert isinstance(app.screen, MainScreen)
+        assert ("login", ("alice",)) in engine.calls
+
+
+async def test_welcome_requires_fields(engine: FakeEngine, app_factory: AppFactory) -> None:
+    app = app_factory(FakeFactory(engine, resume=False))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+l")
+        welcome = app.screen
+        assert isinstance(welcome, WelcomeScreen)
+        assert "password" in str(welcome.query_one("#welcome-error", Static).render())
+        assert app.focused is welcome.query_one("#password", Input)

@@ -1,0 +1,174 @@
+"""Errors reach the user as one-line notifications, never as tracebacks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pytest
+from textual.widgets import Input, Static
+
+from proto.errors import (
+    ConnectionLost,
+    FingerprintMismatch,
+    LoginFailed,
+    NotFound,
+    QueueFull,
+    RateLimited,
+    WrongPassphrase,
+)
+from tests.tui.conftest import Recorder, settle
+from tests.tui.fake_engine import FakeEngine, FakeFactory
+from tui.app import QpcApp
+from tui.client.api import SecurityWarning
+from tui.screens.main import MainScreen
+from tui.screens.welcome import WelcomeScreen
+from tui.userfacing import describe_error
+from tui.widgets.panes import HealthPane
+from tui.widgets.status_bar import StatusBar
+
+AppFactory = Callable[..., QpcApp]
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        (WrongPassphrase("x"), "Wrong passphrase for this profile."),
+        (LoginFailed("bad"), "Wrong username or password."),
+        (QueueFull(""), "The recipient's inbox is full; try again later."),
+        (NotFound("user not found: dave"), "User not found: dave."),
+        (NotFound(""), "Not found: check the user or channel name."),
+        (RateLimited("", retry_after_ms=2500), "Slow down: try again in 2 s."),
+        (
+            FingerprintMismatch("aa", "bb"),
+            "The server's key changed since you last connected. Not connecting.",
+        ),
+        (
+            ConnectionLost("x"),
+            "Cannot reach the server (is it running, and is the address right?).",
+        ),
+        (
+            ConnectionRefusedError(111, "refused"),
+            "Cannot reach the server (is it running, and is the address right?).",
+        ),
+        (RuntimeError("internal detail"), "Something went wrong (details are in the log file)."),
+    ],
+)
+def test_describe_error(error: BaseException, text: str) -> None:
+    assert describe_error(error) == text
+
+
+async def test_failed_send_is_a_notification(
+    engine: FakeEngine, app_factory: AppFactory, recorder: Recorder
+) -> None:
+    engine.fail["send"] = QueueFull("inbox full")
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
+        await settle(app, pilot)
+        await pilot.press(*"hi", "enter")
+        await settle(app, pilot)
+        assert ("error", "The recipient's inbox is full; try again later.") in (
+            recorder.notifications()
+        )
+        assert isinstance(app.screen, MainScreen)  # still running, nothing crashed
+
+
+async def test_unexpected_error_shows_no_traceback(
+    engine: FakeEngine,
+    app_factory: AppFactory,
+    recorder: Recorder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine.fail["create_group"] = RuntimeError("secret internal state")
+    app = app_factory(FakeFactory(engine))
+    with caplog.at_level(logging.ERROR, logger="tui"):
+        async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
+            await settle(app, pilot)
+            await pilot.press("ctrl+n", *"x", "enter")
+            await settle(app, pilot)
+            shown = recorder.notifications()
+            assert ("error", "Something went wrong (details are in the log file).") in shown
+            assert not any("secret" in text or "Traceback" in text for _, text in shown)
+            # The health pane remembers the last error.
+            await pilot.press("f3")
+            await settle(app, pilot)
+            pane = app.screen.query_one(HealthPane)
+            assert (
+                pane.last_error
+                == "create group: Something went wrong (details are in the log file)."
+            )
+    # The traceback goes to the log file instead.
+    assert any(r.exc_info for r in caplog.records)
+
+
+async def test_wrong_password_on_welcome(engine: FakeEngine, app_factory: AppFactory) -> None:
+    engine.fail["login"] = LoginFailed("")
+    app = app_factory(FakeFactory(engine, resume=False))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        welcome = app.screen
+        assert isinstance(welcome, WelcomeScreen)
+        welcome.query_one("#user", Input).value = "alice"
+        welcome.query_one("#password", Input).value = "nope"
+        welcome.query_one("#passphrase", Input).value = "pp"
+        await pilot.press("ctrl+l")
+        await settle(app, pilot)
+        assert str(welcome.query_one("#welcome-error", Static).render()) == (
+            "Wrong username or password."
+        )
+        assert not welcome.busy
+        assert engine.closed  # the half-open engine was closed
+
+
+async def test_unreachable_server_on_welcome(engine: FakeEngine, app_factory: AppFactory) -> None:
+    factory = FakeFactory(engine, resume=False)
+    factory.probe_error = ConnectionLost("timeout")
+    app = app_factory(factory)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        welcome = app.screen
+        assert isinstance(welcome, WelcomeScreen)
+        for field, value in (("user", "a"), ("password", "b"), ("passphrase", "c")):
+            welcome.query_one(f"#{field}", Input).value = value
+        await pilot.press("ctrl+l")
+        await settle(app, pilot)
+        assert "Cannot reach the server" in str(
+            welcome.query_one("#welcome-error", Static).render()
+        )
+
+
+async def test_subscription_failure_goes_offline(
+    engine: FakeEngine, app_factory: AppFactory, recorder: Recorder
+) -> None:
+    engine.fail["events"] = ConnectionLost("gone")
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
+        await settle(app, pilot)
+        await app.workers.wait_for_complete([w for w in app.workers if w.group == "events"])
+        await pilot.pause()
+        bar = app.screen.query_one(StatusBar)
+        assert bar.state_text == "○ offline · 0 queued"
+        assert ("error", describe_error(ConnectionLost(""))) in recorder.notifications()
+
+
+async def test_security_warning_is_loud(
+    engine: FakeEngine, app_factory: AppFactory, recorder: Recorder
+) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
+        await settle(app, pilot)
+        await engine.emit(SecurityWarning(reason="bob's device key changed", user="bob"))
+        await settle(app, pilot)
+        assert ("error", "bob's device key changed (bob)") in recorder.notifications()
+
+
+async def test_actions_need_a_channel(
+    engine: FakeEngine, app_factory: AppFactory, recorder: Recorder
+) -> None:
+    empty = FakeEngine()
+    app = app_factory(FakeFactory(empty))
+    async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+t")
+        assert isinstance(app.screen, MainScreen)
+        assert ("warning", "Open a channel first.") in recorder.notifications()

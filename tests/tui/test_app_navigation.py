@@ -1,0 +1,230 @@
+"""Navigation, unread counts, sending and engine events on the main screen."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.tui.conftest import Recorder, settle, shown
+from tests.tui.fake_engine import FakeEngine, FakeFactory
+from tui.app import QpcApp
+from tui.client.api import (
+    ChannelsChanged,
+    ConnectionChanged,
+    ConnectionState,
+    DeliveryState,
+    MessageStateChanged,
+)
+from tui.messages import EngineEventPosted
+from tui.screens.main import MainScreen
+from tui.widgets.channel_list import ChannelList
+from tui.widgets.composer import Composer
+from tui.widgets.message_log import DeliveryMark, MessageLog
+from tui.widgets.status_bar import StatusBar
+
+AppFactory = Callable[..., QpcApp]
+
+
+def _main(app: QpcApp) -> MainScreen:
+    assert isinstance(app.screen, MainScreen)
+    return app.screen
+
+
+async def test_resume_opens_newest_channel(engine: FakeEngine, app_factory: AppFactory) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        main = _main(app)
+        names = [main.rows[c].info.name for c in main.query_one(ChannelList).channel_ids]
+        assert names == ["general", "bob", "random"]  # newest activity first
+        assert main.active_channel == main.query_one(ChannelList).channel_ids[0]
+        assert main.query_one(MessageLog).message_count == 5
+        assert isinstance(app.focused, Composer)
+        assert main.rows[main.active_channel].unread == 0
+
+
+async def test_unread_count_and_notification_for_other_channel(
+    app_factory: AppFactory, recorder: Recorder
+) -> None:
+    from tests.tui.conftest import populated_engine
+
+    engine, general, random = populated_engine()
+    app = app_factory(FakeFactory(engine), bell=True)
+    async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
+        await settle(app, pilot)
+        main = _main(app)
+        assert main.active_channel == general.id
+        await engine.deliver(random.id, "bob", "psst, over here")
+        await engine.deliver(random.id, "bob", "second one")
+        await settle(app, pilot)
+        assert len(recorder.of(EngineEventPosted)) == 2
+        assert main.rows[random.id].unread == 2
+        # Newest activity moved #random to the top.
+        assert main.query_one(ChannelList).channel_ids[0] == random.id
+        assert ("information", "bob: psst, over here") in recorder.notifications()
+        # Opening it clears the count and shows the messages.
+        main.post_message(ChannelList.Opened(random.id))
+        await settle(app, pilot)
+        assert main.active_channel == random.id
+        assert main.rows[random.id].unread == 0
+        assert main.query_one(MessageLog).message_count == 2
+
+
+async def test_message_in_open_channel_is_appended_without_unread(
+    engine: FakeEngine, app_factory: AppFactory, recorder: Recorder
+) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
+        await settle(app, pilot)
+        main = _main(app)
+        channel = main.active_channel
+        assert channel is not None
+        await engine.deliver(channel, "carol", "live!")
+        await settle(app, pilot)
+        log = main.query_one(MessageLog)
+        assert log.message_count == 6
+        assert main.rows[channel].unread == 0
+        assert recorder.notifications() == []
+
+
+async def test_cycle_channels_with_keys(engine: FakeEngine, app_factory: AppFactory) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        main = _main(app)
+        ids = main.query_one(ChannelList).channel_ids
+        await pilot.press("alt+down")
+        await settle(app, pilot)
+        assert main.active_channel == ids[1]
+        await pilot.press("alt+down")
+        await settle(app, pilot)
+        assert main.active_channel == ids[2]
+        await pilot.press("alt+up")
+        await settle(app, pilot)
+        assert main.active_channel == ids[1]
+
+
+async def test_channel_list_keyboard_open(engine: FakeEngine, app_factory: AppFactory) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        main = _main(app)
+        channels = main.query_one(ChannelList)
+        channels.focus()
+        await pilot.press("down", "down", "enter")
+        await settle(app, pilot)
+        assert main.active_channel == channels.channel_ids[2]
+        assert isinstance(app.focused, Composer)
+
+
+async def test_send_shows_delivery_state(engine: FakeEngine, app_factory: AppFactory) -> None:
+    engine.send_state = DeliveryState.PENDING
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        main = _main(app)
+        await pilot.press(*"hello there", "enter")
+        await settle(app, pilot)
+        assert ("send", (main.active_channel, "hello there")) in engine.calls
+        log = main.query_one(MessageLog)
+        sent = engine.calls[-1]
+        assert sent[0] == "send"
+        newest = max(engine._messages[main.active_channel or ""], key=lambda m: m.id)
+        item = log.item(str(newest.id))
+        assert item is not None and item.mark is DeliveryMark.PENDING and item.own
+        await engine.emit(
+            MessageStateChanged(
+                message_id=newest.id, channel=newest.channel, state=DeliveryState.SENT
+            )
+        )
+        await settle(app, pilot)
+        item = log.item(str(newest.id))
+        assert item is not None and item.mark is DeliveryMark.SENT
+        assert main.query_one(Composer).text == ""
+
+
+async def test_composer_history_and_newline(engine: FakeEngine, app_factory: AppFactory) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        composer = _main(app).query_one(Composer)
+        await pilot.press(*"first", "enter", *"second", "enter")
+        await settle(app, pilot)
+        await pilot.press("up")
+        assert composer.text == "second"
+        await pilot.press("up")
+        assert composer.text == "first"
+        await pilot.press("down", "down")
+        assert composer.text == ""
+        await pilot.press(*"two", "ctrl+j", *"lines")
+        assert composer.text == "two\nlines"
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert engine.calls[-1] == ("send", (_main(app).active_channel, "two\nlines"))
+
+
+async def test_blank_message_is_not_sent(engine: FakeEngine, app_factory: AppFactory) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("space", "space", "enter")
+        await settle(app, pilot)
+        assert not [c for c in engine.calls if c[0] == "send"]
+
+
+async def test_member_list_toggle(engine: FakeEngine, app_factory: AppFactory) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        pane = _main(app).query_one("#members-pane")
+        assert not shown(pane)
+        await pilot.press("f5")
+        assert shown(pane)
+        from tui.widgets.member_list import MemberList
+
+        assert _main(app).query_one(MemberList).users == ["alice", "bob", "carol"]
+        await pilot.press("f5")
+        assert not shown(pane)
+
+
+async def test_connection_state_in_status_bar(engine: FakeEngine, app_factory: AppFactory) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        bar = _main(app).query_one(StatusBar)
+        assert bar.state_text == "● connected"
+        await engine.emit(ConnectionChanged(state=ConnectionState.reconnecting(5, outbox_count=2)))
+        await settle(app, pilot)
+        assert bar.state_text in (
+            "◌ reconnecting in 5s · 2 queued",
+            "◌ reconnecting in 4s · 2 queued",
+        )
+        await engine.emit(ConnectionChanged(state=ConnectionState.offline(3)))
+        await settle(app, pilot)
+        assert bar.state_text == "○ offline · 3 queued"
+
+
+async def test_channels_changed_coalesce(engine: FakeEngine) -> None:
+    channels = await engine.channels()
+    first = EngineEventPosted(ChannelsChanged(channels=channels))
+    second = EngineEventPosted(ChannelsChanged(channels=channels[:1]))
+    assert second.can_replace(first)
+    state = EngineEventPosted(ConnectionChanged(state=ConnectionState.offline(1)))
+    assert not state.can_replace(first)
+    assert EngineEventPosted(ConnectionChanged(state=ConnectionState.offline(2))).can_replace(state)
+
+
+async def test_leave_greys_out_channel(engine: FakeEngine, app_factory: AppFactory) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        main = _main(app)
+        channel = main.active_channel
+        assert channel is not None
+        await pilot.press("f8")
+        await pilot.press("tab", "enter")  # focus starts on Cancel for a dangerous action
+        await settle(app, pilot)
+        assert ("leave", (channel,)) in engine.calls
+        assert main.active_channel is None
+        assert not main.rows[channel].info.active
+        # Left channels sink to the bottom.
+        assert main.query_one(ChannelList).channel_ids[-1] == channel

@@ -1,0 +1,118 @@
+"""Widgets on their own: wrapping, the virtualised log, status text, formatting."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from textual.app import App, ComposeResult
+
+from tui.client.api import ConnectionState
+from tui.widgets.channel_list import format_activity
+from tui.widgets.message_log import DeliveryMark, LogItem, MessageLog, wrap_cells
+from tui.widgets.panes import format_uptime, group_hex
+from tui.widgets.status_bar import describe_connection
+
+
+def test_wrap_cells() -> None:
+    assert wrap_cells("hello world", 20) == ["hello world"]
+    assert wrap_cells("hello world", 7) == ["hello", "world"]
+    assert wrap_cells("abcdefghij", 4) == ["abcd", "efgh", "ij"]
+    assert wrap_cells("a\n\nb", 10) == ["a", "", "b"]
+    assert wrap_cells("日本語のテキスト", 6) == ["日本語", "のテキ", "スト"]  # 2 cells each
+    assert wrap_cells("", 5) == [""]
+
+
+def test_formatting() -> None:
+    now = datetime(2026, 11, 25, 18, 0).timestamp()
+    assert format_activity(0, now) == ""
+    assert format_activity(int((now - 60) * 1000), now) == "17:59"
+    assert format_activity(int((now - 2 * 86400) * 1000), now) == "Mon"
+    assert format_activity(int((now - 30 * 86400) * 1000), now) == "26 Oct"
+    assert format_uptime(3_723_000) == "1h 2m"
+    assert format_uptime(90 * 86_400_000) == "90d 0h"
+    assert group_hex("abcdef12") == "abcd ef12"
+    assert describe_connection(ConnectionState.connected()) == "● connected"
+    assert describe_connection(ConnectionState.connected(outbox_count=2)) == (
+        "● connected · 2 queued"
+    )
+    assert describe_connection(ConnectionState.reconnecting(2.2)) == "◌ reconnecting in 3s"
+    assert describe_connection(ConnectionState.offline(4)) == "○ offline · 4 queued"
+
+
+class LogApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield MessageLog()
+
+
+def _items(n: int, start: datetime) -> list[LogItem]:
+    return [
+        LogItem(
+            key=str(i),
+            sender=f"user{i % 7}",
+            text=f"message {i} " + "lorem ipsum " * (i % 9),
+            time=start + timedelta(minutes=i),
+            own=i % 7 == 0,
+            mark=DeliveryMark.SENT if i % 7 == 0 else DeliveryMark.NONE,
+        )
+        for i in range(n)
+    ]
+
+
+async def test_log_holds_10000_messages_and_renders_only_visible_rows() -> None:
+    app = LogApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        log = app.query_one(MessageLog)
+        start = datetime(2026, 1, 1, 9, 0)
+        log.set_items(_items(10_000, start))
+        await pilot.pause()
+        assert log.message_count == 10_000
+        days = (10_000 // (24 * 60)) + 1
+        assert log.row_count >= 10_000 + days
+        assert log.virtual_size.height == log.row_count
+        assert log.max_scroll_y == log.row_count - log.scrollable_content_region.height
+        assert round(log.scroll_y) == log.max_scroll_y  # newest in view
+        last = log.render_line(log.scrollable_content_region.height - 1).text
+        assert "message 9999" in last or "lorem" in last or last.strip() == ""
+        log.scroll_home(animate=False, immediate=True)
+        await pilot.pause()
+        assert not log.follow
+        assert "Thursday 1 January 2026" in log.render_line(0).text
+        assert "message 0" in log.render_line(1).text
+        # Not following: a new message does not yank the view.
+        log.add_item(
+            _items(1, start + timedelta(days=30))[0].__class__(
+                key="new", sender="z", text="late", time=start + timedelta(days=30)
+            )
+        )
+        await pilot.pause()
+        assert round(log.scroll_y) == 0
+
+
+async def test_log_updates_delivery_mark_in_place() -> None:
+    app = LogApp()
+    async with app.run_test(size=(60, 10)) as pilot:
+        log = app.query_one(MessageLog)
+        now = datetime(2026, 1, 1, 9, 0)
+        log.add_item(
+            LogItem(key="1", sender="me", text="hi", time=now, mark=DeliveryMark.PENDING, own=True)
+        )
+        await pilot.pause()
+        assert "…" in log.render_line(1).text
+        log.set_mark("1", DeliveryMark.FAILED)
+        await pilot.pause()
+        assert "✗" in log.render_line(1).text
+        # Re-adding the same key updates instead of duplicating.
+        log.add_item(LogItem(key="1", sender="me", text="hi again", time=now, own=True))
+        assert log.message_count == 1
+
+
+async def test_log_rewraps_on_resize() -> None:
+    app = LogApp()
+    async with app.run_test(size=(100, 10)) as pilot:
+        log = app.query_one(MessageLog)
+        log.add_item(LogItem(key="1", sender="a", text="word " * 30, time=datetime(2026, 1, 1)))
+        await pilot.pause()
+        wide = log.row_count
+        await pilot.resize_terminal(50, 10)
+        await pilot.pause()
+        assert log.row_count > wide
