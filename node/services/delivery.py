@@ -80,7 +80,9 @@ class DeliveryService:
             recipient, channel_id, payload, self._ctx.now_ms(), self._ctx.config.max_queue_depth
         )
         self._ctx.metrics.enqueued.inc()
-        self._ctx.notifier.notify(recipient)
+        self._ctx.notifier.notify(
+            recipient, (StoredEnvelope(seq=seq, channel_id=channel_id, data=payload),)
+        )
         return seq
 
     async def enqueue_commit(
@@ -118,8 +120,13 @@ class DeliveryService:
             channel_id, epoch, items, self._ctx.now_ms(), limits.max_queue_depth
         )
         self._ctx.metrics.enqueued.inc(len(items))
-        for recipient in {item.recipient for item in items}:
-            self._ctx.notifier.notify(recipient)
+        announced: dict[bytes, list[StoredEnvelope]] = {}
+        for item, seq in zip(items, result.seqs, strict=True):
+            announced.setdefault(item.recipient, []).append(
+                StoredEnvelope(seq=seq, channel_id=channel_id, data=item.payload)
+            )
+        for recipient, envelopes in announced.items():
+            self._ctx.notifier.notify(recipient, envelopes)
         return result
 
     # --------------------------------------------------------------- receive
@@ -175,31 +182,33 @@ class DeliveryService:
         self._subscriptions[inbox] = self._subscriptions.get(inbox, 0) + 1
         self._ctx.metrics.subscribers.inc()
         try:
-            with self._ctx.notifier.subscribe(inbox) as event:
-                first = True
+            with self._ctx.notifier.subscribe(inbox) as sub:
+                batch = await self._ctx.store.fetch(inbox, cursor, limit)
                 while True:
-                    event.clear()
-                    batch = await self._ctx.store.fetch(inbox, cursor, limit)
-                    if batch or first:
-                        first = False
-                        if batch:
-                            cursor = batch[-1].seq
-                        yield batch
-                        if len(batch) == limit:
-                            continue  # more may be waiting already
-                    if deadline is None:
-                        await event.wait()
+                    if batch:
+                        cursor = batch[-1].seq
+                    yield batch  # the first answer comes at once, even when empty
+                    if len(batch) == limit:  # more may be waiting already
+                        sub.take(cursor)
+                        batch = await self._ctx.store.fetch(inbox, cursor, limit)
                         continue
-                    remaining = deadline - loop.time()
-                    woke = False
-                    if remaining > 0:
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(remaining):
-                                await event.wait()
-                                woke = True
-                    if not woke:
-                        yield []
-                        return
+                    batch = []
+                    while not batch:
+                        if deadline is None:
+                            await sub.event.wait()
+                        else:
+                            remaining = deadline - loop.time()
+                            with contextlib.suppress(TimeoutError):
+                                async with asyncio.timeout(max(0.0, remaining)):
+                                    await sub.event.wait()
+                            if not sub.event.is_set():
+                                yield []
+                                return
+                        announced = sub.take(cursor)
+                        if announced is None or len(announced) > limit:
+                            batch = await self._ctx.store.fetch(inbox, cursor, limit)
+                        else:
+                            batch = announced
         finally:
             self._ctx.metrics.subscribers.dec()
             left = self._subscriptions.get(inbox, 1) - 1
