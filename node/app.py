@@ -97,7 +97,11 @@ class Node:
             raise
         node = cls(config, store, ctx, dispatcher, server)
         if config.metrics_port:
-            node.metrics_port = metrics.serve(config.metrics_host, config.metrics_port)
+            try:
+                node.metrics_port = metrics.serve(config.metrics_host, config.metrics_port)
+            except OSError:
+                await node.stop()
+                raise
         node._housekeeping = asyncio.get_running_loop().create_task(node._housekeep())
         log.info("node started port=%d store=%s", server.port, store.backend)
         return node
