@@ -61,6 +61,7 @@ class AuthService:
         self._setup = setup
         self._decoys = decoys
         self._pending: collections.OrderedDict[bytes, _PendingLogin] = collections.OrderedDict()
+        self._decoy_lock = asyncio.Lock()
 
     @classmethod
     async def create(cls, ctx: NodeContext) -> AuthService:
@@ -113,11 +114,16 @@ class AuthService:
         name = normalize_username(username)
         self._check_message(request, "request")
         self._ctx.limit_login(caller, name)
+        # Every name gets its decoy made (and cached), known or not: a first
+        # decoy costs one OPAQUE registration (~20 ms), and doing it only for
+        # unknown names would let response time tell them apart. Off the event
+        # loop, one at a time (the cache is not thread-safe).
+        async with self._decoy_lock:
+            decoy = await asyncio.to_thread(self._decoys.get, name)
         password_file = await self._ctx.store.get_password_file(name)
         known = password_file is not None
         if password_file is None:
-            # Off the event loop: a first decoy costs one OPAQUE registration.
-            password_file = await asyncio.to_thread(self._decoys.get, name)
+            password_file = decoy
         try:
             started = opaque.server_login_start(self._setup, password_file, request, name)
         except OpaqueLoginFailed:
