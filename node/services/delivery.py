@@ -188,11 +188,11 @@ class DeliveryService:
                     if batch:
                         cursor = batch[-1].seq
                     yield batch  # the first answer comes at once, even when empty
-                    if len(batch) == limit:  # more may be waiting already
+                    full = len(batch) == limit
+                    batch = []
+                    if full:  # more may be waiting already
                         sub.take(cursor)
                         batch = await self._ctx.store.fetch(inbox, cursor, limit)
-                        continue
-                    batch = []
                     while not batch:
                         if deadline is None:
                             await sub.event.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 import pytest
 
@@ -230,3 +231,31 @@ async def test_enqueue_commit_flow(node: EmbeddedNode) -> None:
     finally:
         for a in (alice, bob, carol):
             await a.client.close()
+
+
+async def test_fetch_wait_pages_a_long_backlog(tmp_path: Path) -> None:
+    from node.embedded import start_embedded_node
+    from tests.node.helpers import node_config
+
+    node = await start_embedded_node(node_config(tmp_path, max_fetch=3))
+    try:
+        alice = await make_account(node, "alice")
+        for i in range(6):  # exactly two full pages
+            await alice.client.enqueue(
+                recipient=alice.device_id, channel_id=b"c", payload=b"%d" % i
+            )
+        async with alice.client.fetch_wait(after_seq=0) as sub:
+            pages = [[e.seq for e in (await anext(sub)).envelopes] for _ in range(2)]
+            assert pages == [[1, 2, 3], [4, 5, 6]]
+            # no empty push after a full page: the next push is the next message
+            await alice.client.enqueue(recipient=alice.device_id, channel_id=b"c", payload=b"7")
+            nxt = await asyncio.wait_for(anext(sub), 5)
+            assert [e.seq for e in nxt.envelopes] == [7]
+        assert [e.seq for e in (await alice.client.fetch(after_seq=0, limit=0)).envelopes] == [
+            1,
+            2,
+            3,
+        ]
+        await alice.client.close()
+    finally:
+        await node.stop()
