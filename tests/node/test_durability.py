@@ -128,3 +128,49 @@ async def test_sigkill_while_enqueueing_loses_nothing_acknowledged(tmp_path: Pat
     missing = [p for p in snapshot if p not in by_payload]
     assert not missing, f"{len(missing)} acknowledged enqueues lost"
     assert all(by_payload[p] == seq for p, seq in snapshot.items())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_signal_shuts_down_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    async with node_process(tmp_path) as n:
+        alice = await make_account(n, "alice")
+        await alice.client.enqueue(recipient=alice.device_id, channel_id=b"c", payload=b"kept")
+        async with alice.client.fetch_wait(after_seq=1) as sub:  # an open subscription
+            await anext(sub)
+            n.proc.send_signal(sig)
+            assert await asyncio.wait_for(n.proc.wait(), 15) == 0
+        await alice.client.close()
+    async with node_process(tmp_path) as n2:  # same data dir, same key, data kept
+        client = client_at(n2.port, n2.fingerprint, token=alice.token)
+        try:
+            got = await client.fetch(after_seq=0, limit=10)
+        finally:
+            await client.close()
+        assert [e.data for e in got.envelopes] == [b"kept"]
+        assert n2.fingerprint == n.fingerprint
+
+
+async def test_help_lists_options() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "node",
+        "--help",
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    for option in (
+        "--listen",
+        "--data-dir",
+        "--config",
+        "--cert",
+        "--key",
+        "--retention",
+        "--max-payload-bytes",
+        "--max-queue-depth",
+        "--metrics-port",
+        "--log-level",
+    ):
+        assert option in out.decode()
