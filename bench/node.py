@@ -145,19 +145,21 @@ async def sequential(fn: Callable[[], Awaitable[object]], n: int) -> list[float]
     return out
 
 
-async def throughput(fn: Callable[[], Awaitable[object]], inflight: int, seconds: float) -> float:
-    """Calls/s with ``inflight`` concurrent callers for ``seconds``."""
+async def throughput(
+    fn: Callable[[int], Awaitable[object]], inflight: int, seconds: float
+) -> float:
+    """Calls/s with ``inflight`` concurrent callers (``fn(worker_index)``) for ``seconds``."""
     done = 0
     stop = time.perf_counter() + seconds
 
-    async def worker() -> None:
+    async def worker(k: int) -> None:
         nonlocal done
         while time.perf_counter() < stop:
-            await fn()
+            await fn(k)
             done += 1
 
     t = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(inflight)))
+    await asyncio.gather(*(worker(k) for k in range(inflight)))
     return done / (time.perf_counter() - t)
 
 
@@ -246,15 +248,21 @@ async def run(args: argparse.Namespace) -> None:
             rows.append(
                 ("no-op RTT (ping), median / p99", f"{rtt_med * 1e3:.3f} / {rtt_p99 * 1e3:.3f} ms")
             )
-            noop = await throughput(lambda: c.ping(payload=b"x" * 16), args.inflight, args.seconds)
-            rows.append((f"no-op calls/s ({args.inflight} in flight)", f"{noop:,.0f}"))
+            pool = [c] + [client(port, fp, sender_token) for _ in range(args.connections - 1)]
+            for extra in pool[1:]:
+                await extra.connect()
+            spread = f"{args.inflight} in flight on {args.connections} connection(s)"
+            noop = await throughput(
+                lambda k: pool[k % len(pool)].ping(payload=b"x" * 16), args.inflight, args.seconds
+            )
+            rows.append((f"no-op calls/s ({spread})", f"{noop:,.0f}"))
 
             i = 0
 
-            def enqueue() -> Awaitable[object]:
+            def enqueue(k: int = 0) -> Awaitable[object]:
                 nonlocal i
                 i += 1
-                return c.enqueue(
+                return pool[k % len(pool)].enqueue(
                     recipient=receivers[i % len(receivers)][1],
                     channel_id=b"bench",
                     payload=b"m" * 200,
@@ -270,11 +278,12 @@ async def run(args: argparse.Namespace) -> None:
             durable = await throughput(enqueue, args.inflight, args.seconds)
             rows.append(
                 (
-                    f"durable enqueue calls/s ({args.inflight} in flight, sync={args.sync})",
+                    f"durable enqueue calls/s ({spread}, sync={args.sync})",
                     f"{durable:,.0f} ({durable / noop:.0%} of no-op)",
                 )
             )
-            await c.close()
+            for each in pool:
+                await each.close()
 
             ws, wa = await wakeups(port, fp, sender_token, probe, args.wakeups)
             rows.append(
@@ -364,6 +373,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
     ap.add_argument("--inflight", type=int, default=64, help="concurrent calls in throughput runs")
+    ap.add_argument(
+        "--connections", type=int, default=1, help="connections carrying the in-flight calls"
+    )
     ap.add_argument("--wakeups", type=int, default=300, help="wake-up samples per phase")
     ap.add_argument("--clients", type=int, default=1000, help="subscribed clients in phase 4")
     ap.add_argument("--workers", type=int, default=2, help="processes holding the clients")
