@@ -132,6 +132,10 @@ def test_storage_key_checks(tmp_path: Path) -> None:
         mls.Client.create(str(alice.path), alice.key, b"again")
     with pytest.raises(errors.StorageFailure):
         mls.Client.open(str(tmp_path / "missing.sqlite"), alice.key)
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"not a database" * 100)
+    with pytest.raises(errors.StorageFailure):
+        mls.Client.open(str(garbage), alice.key)
     with pytest.raises(errors.UnsupportedCiphersuite):
         mls.Client.create(str(tmp_path / "x.sqlite"), alice.key, b"x", ciphersuite=3)
     # The right key still opens it: the failed attempts changed nothing.
