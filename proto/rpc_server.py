@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -505,11 +505,20 @@ class RpcServer:
         await self.close()
 
 
-def _not_implemented(method: Method) -> Callable[..., Awaitable[Any]]:
-    async def fn(ctx: CallContext, params: Any) -> Any:
-        raise Unavailable(f"{method.name} is not implemented by this node")
+def _not_implemented(method: Method) -> Callable[..., Any]:
+    message = f"{method.name} is not implemented by this node"
+    if method.streaming:
 
-    return fn
+        async def stream(ctx: CallContext, params: Any) -> AsyncIterator[Any]:
+            raise Unavailable(message)
+            yield  # type: ignore[unreachable]  # makes this an async generator
+
+        return stream
+
+    async def unary(ctx: CallContext, params: Any) -> Any:
+        raise Unavailable(message)
+
+    return unary
 
 
 async def serve(handler: NodeHandler, config: ServerConfig | None = None) -> RpcServer:

@@ -13,6 +13,7 @@ from proto.errors import (
     InternalError,
     LimitExceeded,
     RateLimited,
+    TransportError,
     Unavailable,
 )
 from proto.rpc_client import RpcClient
@@ -229,3 +230,38 @@ async def test_graceful_close_finishes_in_flight_calls(
         release.set()
         assert (await call).status == "ok"  # the in-flight call finished
         await closing
+
+
+async def test_call_timeout_cancels_server_work(handler: FakeHandler, server: RpcServer) -> None:
+    ccfg = client_config(server, call_timeout=0.3, keepalive_interval=0.2)
+    async with RpcClient(ccfg) as cl:
+        with pytest.raises(TransportError, match="timed out"):
+            await cl.ping(payload=b"block")
+        await asyncio.wait_for(handler.cancelled.wait(), 5)
+        assert await cl.ping(payload=b"ok") == c.PingResult(payload=b"ok", server_time_ms=1)
+
+
+async def test_missing_handler_method_answers_unavailable(tmp_path: Path) -> None:
+    class Partial:
+        async def health(self, ctx: object, params: object) -> c.HealthResult:
+            return c.HealthResult(status="ok", version="v", uptime_ms=0, store_backend="x")
+
+    cfg = ServerConfig(host="127.0.0.1", port=0, tls_dir=tmp_path)
+    async with RpcServer(Partial(), cfg) as srv, RpcClient(client_config(srv)) as cl:  # type: ignore[arg-type]
+        assert (await cl.health()).status == "ok"
+        with pytest.raises(Unavailable):
+            await cl.ack(upto_seq=1)
+        with pytest.raises(Unavailable):
+            async with cl.fetch_wait(after_seq=0) as sub:
+                await anext(sub)
+
+
+async def test_client_close_fails_pending_calls(client: RpcClient, handler: FakeHandler) -> None:
+    task = asyncio.create_task(client.ping(payload=b"block"))
+    await asyncio.wait_for(handler.block_started.wait(), 5)
+    await client.close()
+    with pytest.raises(ConnectionLost):
+        await task
+    await asyncio.wait_for(handler.cancelled.wait(), 5)  # the node noticed the close
+    with pytest.raises(ConnectionLost):
+        await client.health()
