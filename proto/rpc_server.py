@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
@@ -170,7 +171,7 @@ class _Connection(QuicConnectionProtocol):
                 if not fin:
                     self._refused.add(sid)
                 return
-            if fin:  # fast path: whole request in one chunk
+            if fin and len(data) <= self._limits.max_message_bytes:  # fast path: one chunk
                 self._dispatch(sid, data)
                 return
             buf = self._bufs[sid] = bytearray()
@@ -178,10 +179,10 @@ class _Connection(QuicConnectionProtocol):
                 self._server.config.request_timeout, self._on_request_timeout, sid
             )
         buf += data
-        try:
-            announced = frame_length(buf, self._limits)
+        try:  # the segment table announces the size: refuse early, never buffer it
+            announced = frame_length(buf, self._server._header_limits)
         except ProtocolError:
-            announced = len(buf)  # judged on FIN below (or when over the size limit)
+            announced = 0  # bad segment table: answered badRequest on FIN
         if max(announced, len(buf)) > self._limits.max_message_bytes:
             self._drop_buffer(sid)
             if not fin:
@@ -401,6 +402,7 @@ class RpcServer:
     def __init__(self, handler: NodeHandler, config: ServerConfig | None = None) -> None:
         self.config = config if config is not None else ServerConfig()
         self._limits = self.config.codec_limits()
+        self._header_limits = dataclasses.replace(self._limits, max_message_bytes=1 << 62)
         self._dispatch: _Dispatch = {}
         for m in METHODS:
             fn = getattr(handler, m.attr, None)

@@ -166,3 +166,13 @@ async def test_many_bad_streams_at_once(raw: RawClient, server: RpcServer) -> No
     outs = [raw.send(bytes([i]) * (i + 1)) for i in range(100)]
     await asyncio.wait_for(asyncio.gather(*(o.done.wait() for o in outs)), 10)
     await still_works(raw, server)
+
+
+async def test_oversized_announcement_is_refused_before_the_body(
+    raw: RawClient, server: RpcServer
+) -> None:
+    """A segment table announcing 64 MiB is refused at once (nothing buffered)."""
+    out = raw.send(struct.pack("<II", 0, 8 * 1024 * 1024), fin=False)
+    await expect_error(out, ErrorCode.PAYLOAD_TOO_LARGE)
+    assert out.stop_sending == StreamError.REQUEST_TOO_LARGE
+    await still_works(raw, server)
