@@ -70,6 +70,7 @@ class Node:
             observer=metrics.observe_store,
             batch_observer=metrics.observe_batch,
         )
+        started: list[NodeDispatcher] = []
         try:
             ctx = NodeContext(
                 config=config,
@@ -79,6 +80,7 @@ class Node:
                 wall_clock=wall_clock,
             )
             dispatcher = await NodeDispatcher.create(ctx)
+            started.append(dispatcher)
             server = RpcServer(
                 dispatcher,
                 ServerConfig(
@@ -94,6 +96,8 @@ class Node:
             await server.start()
         except BaseException:
             await store.close()
+            for d in started:
+                d.auth.close()
             raise
         node = cls(config, store, ctx, dispatcher, server)
         if config.metrics_port:
@@ -152,6 +156,7 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
         await self._store.close()
+        self.dispatcher.auth.close()
         self.ctx.metrics.stop()
         log.info("node stopped")
 
