@@ -327,6 +327,11 @@ class ChatApp(App[None]):
                 main.set_delivery(event.message_id, event.state)
         elif isinstance(event, ChannelsChanged):
             main.set_channels(event.channels)
+            if main.active_channel is None:
+                # Nothing open yet (e.g. our first invitation arrived): open it.
+                fresh = [c for c in event.channels if c.active]
+                if fresh:
+                    self.open_channel(max(fresh, key=lambda c: c.last_activity_ms).id)
         elif isinstance(event, MembersChanged):
             if main.active_channel == event.channel:
                 self._show_members(event.channel, event.members, announce=True)

@@ -27,6 +27,12 @@ class WelcomeScreen(Screen[None]):
     """First screen: collects credentials and asks the app to log in."""
 
     BINDINGS = [
+        # Priority, so focus moves before the keys typed after Tab are routed
+        # (a normal binding runs only once the field has drained its queue).
+        Binding("tab", "app.focus_next", "Next", show=False, priority=True, id="welcome.next"),
+        Binding(
+            "shift+tab", "app.focus_previous", "Prev", show=False, priority=True, id="welcome.prev"
+        ),
         Binding("ctrl+r", "register", "Register", id="welcome.register"),
         Binding("ctrl+l", "login", "Log in", id="welcome.login"),
     ]

@@ -23,7 +23,9 @@ class Composer(TextArea):
     """
 
     BINDINGS = [
-        Binding("enter", "submit", "Send", show=False, priority=True, id="composer.send"),
+        # Not a priority binding: those run before keys still queued for the
+        # text area, so a fast typist (or tmux) would send half a message.
+        Binding("enter", "submit", "Send", show=False, id="composer.send"),
         Binding("alt+enter,ctrl+j", "newline", "Newline", show=False, id="composer.newline"),
         Binding("ctrl+up", "history_prev", "Previous", show=False, id="composer.history_prev"),
         Binding("ctrl+down", "history_next", "Next", show=False, id="composer.history_next"),
@@ -113,6 +115,15 @@ class Composer(TextArea):
         self.move_cursor(self.document.end)
 
     async def _on_key(self, event: events.Key) -> None:
+        active = self.screen.active_bindings.get(event.key)
+        binding_id = "" if active is None else active.binding.id or ""
+        if active is not None and active.node is self and binding_id.startswith("composer."):
+            # One of our bindings (Enter sends): run it here, in key order,
+            # instead of letting the text area insert the key.
+            event.stop()
+            event.prevent_default()
+            await self.run_action(active.binding.action)
+            return
         # Up/Down leave the text area only at its edges, so multi-line
         # editing keeps working and the history is one key away.
         if event.key == "up" and self.cursor_location[0] == 0:
