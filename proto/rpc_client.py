@@ -319,6 +319,7 @@ class RpcClient(NodeCalls):
         self._closed = False
         self._bg: set[asyncio.Task[Any]] = set()
         self._pings = itertools.count(1)
+        self._last_error: BaseException | None = None
         self.connects = 0
         """Number of successful connections so far (reconnects included)."""
 
@@ -418,7 +419,8 @@ class RpcClient(NodeCalls):
             return await asyncio.wait_for(self._reconnect(), self.config.reconnect_wait)
         except TimeoutError:
             raise ConnectionLost(
-                f"no connection to {self.config.host}:{self.config.port}"
+                f"no connection to {self.config.host}:{self.config.port} "
+                f"within {self.config.reconnect_wait:g}s (last error: {self._last_error})"
             ) from None
 
     async def _reconnect(self) -> _Protocol:
@@ -436,6 +438,7 @@ class RpcClient(NodeCalls):
                 except FingerprintMismatch:
                     raise
                 except QpcError as exc:
+                    self._last_error = exc
                     if not cfg.reconnect:
                         raise
                     bound = min(cfg.backoff_max, cfg.backoff_initial * 2**attempt)
@@ -494,6 +497,9 @@ class RpcClient(NodeCalls):
         except Exception as exc:  # aioquic: TLS alerts, bad certificates, ...
             proto.kill(TransportError(str(exc)))
             raise TransportError(f"cannot connect to {cfg.host}:{cfg.port}: {exc}") from None
+        except BaseException:  # cancelled (e.g. reconnect_wait passed): drop the attempt
+            proto.kill(ConnectionLost("connect cancelled"))
+            raise
         finally:
             if proto.dead is not None:
                 transport.close()

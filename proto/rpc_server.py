@@ -338,12 +338,16 @@ class _Connection(QuicConnectionProtocol):
 
     def _on_terminated(self) -> None:
         self._terminated = True
-        for sid in list(self._bufs):
-            self._drop_buffer(sid)
+        self.drop_pending_requests()
         for task in self._calls.values():
             task.cancel()
         self._calls.clear()
         self._server._connections.discard(self)
+
+    def drop_pending_requests(self) -> None:
+        """Forget half-received requests (and their timers) before closing."""
+        for sid in list(self._bufs):
+            self._drop_buffer(sid)
 
     def cancel_streaming(self) -> None:
         """Stop subscriptions (graceful shutdown): they never finish on their own."""
@@ -494,6 +498,7 @@ class RpcServer:
             if late:
                 await asyncio.wait(late, timeout=1.0)
         for conn in list(self._connections):
+            conn.drop_pending_requests()
             conn.close(error_code=int(CloseCode.SHUTDOWN), reason_phrase="node shutting down")
         if self._transport is not None and self._listener is not None:
             self._transport.close()  # sendto() already handed the CLOSE datagrams over

@@ -265,3 +265,17 @@ async def test_client_close_fails_pending_calls(client: RpcClient, handler: Fake
     await asyncio.wait_for(handler.cancelled.wait(), 5)  # the node noticed the close
     with pytest.raises(ConnectionLost):
         await client.health()
+
+
+async def test_no_node_gives_connection_lost_in_time(server: RpcServer) -> None:
+    port = server.port
+    await server.close()  # nothing listens on this port any more
+    cfg = client_config(server, reconnect_wait=1.0, connect_timeout=0.3)
+    assert cfg.port == port
+    cl = RpcClient(cfg)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(ConnectionLost, match="no connection"):
+        await cl.health()
+    assert loop.time() - t0 < 3.0
+    await cl.close()
