@@ -1,0 +1,211 @@
+"""Benchmark the TUI: cold start, a 10,000-message channel, idle CPU.
+
+Run by hand from the repository root (needs tmux)::
+
+    python3 bench/tui.py [--runs 5] [--idle-seconds 10] [--out docs/perf/tui.md]
+
+* **cold start**: spawn ``qpc`` in a fresh 80x24 tmux session (fresh data
+  dir, so the welcome screen) and poll ``capture-pane`` every 5 ms until the
+  form is drawn; also ``qpc`` resuming a logged-in profile until the main
+  screen shows ``connected`` (engine open, QUIC handshake, channel list).
+* **10,000 messages**: headless app with an in-memory engine holding one
+  channel of 10,000 messages; time to open it (history -> log laid out ->
+  first frame), then paging from the newest to the oldest message.
+* **idle CPU**: the real ``qpc`` logged in on the main screen, connected to
+  a local node (fetchWait held, keepalives, ping pane every 5 s): CPU time of
+  the TUI process over ``--idle-seconds`` from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.tui.fake_engine import FakeEngine, FakeFactory  # noqa: E402
+from tui.app import make_app  # noqa: E402
+from tui.client.localnode import ensure_local_node, stop_local_node  # noqa: E402
+from tui.settings import TuiSettings  # noqa: E402
+from tui.widgets.message_log import MessageLog  # noqa: E402
+
+
+def _tmux(*args: str) -> str:
+    return subprocess.run(
+        ["tmux", *args], check=True, capture_output=True, text=True, timeout=10
+    ).stdout
+
+
+def _spawn(name: str, env: dict[str, str], argv: list[str]) -> float:
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    cmd = f"cd {shlex.quote(str(ROOT))} && exec env {exports} {shlex.join(argv)}"
+    start = time.perf_counter()
+    _tmux("new-session", "-d", "-s", name, "-x", "80", "-y", "24", cmd)
+    return start
+
+
+def _wait_screen(name: str, text: str, start: float, timeout: float = 60) -> float:
+    while time.perf_counter() - start < timeout:
+        if text in _tmux("capture-pane", "-p", "-t", name):
+            return time.perf_counter() - start
+        time.sleep(0.005)
+    raise RuntimeError(f"{text!r} never appeared in {name}")
+
+
+def _kill(name: str) -> None:
+    subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True, check=False)
+
+
+def _qpc() -> list[str]:
+    return [sys.executable, "-m", "tui.cli"]
+
+
+def cold_start(runs: int, base: Path) -> list[float]:
+    """Seconds from spawn to the welcome form, ``runs`` times."""
+    times = []
+    for i in range(runs):
+        name = f"qpc-bench-cold-{os.getpid()}-{i}"
+        env = {"QPC_DATA_DIR": str(base / f"cold{i}"), "TERM": "xterm-256color"}
+        start = _spawn(name, env, _qpc())
+        try:
+            times.append(_wait_screen(name, "Passphrase (encrypts", start))
+        finally:
+            _kill(name)
+    return times
+
+
+def _register(base: Path, node_addr: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "QPC_DATA_DIR": str(base),
+        "QPC_KDF": "fast",
+        "QPC_PASSPHRASE": "bench passphrase",
+        "QPC_PASSWORD": "bench password",
+    }
+    profile = str(base / "profiles" / "bench")
+    for args in (["register", "bench"], ["create-group", "bench"]):
+        subprocess.run(
+            [*_qpc(), "--server", node_addr, "--trust-new-key", "--profile", profile, *args],
+            env=env,
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+    keep = ("QPC_DATA_DIR", "QPC_KDF", "QPC_PASSPHRASE")
+    return {k: env[k] for k in keep} | {"TERM": "xterm-256color", "QPC_PROFILE": profile}
+
+
+def resume_start(runs: int, env: dict[str, str]) -> list[float]:
+    """Seconds from spawn to the main screen of a logged-in profile."""
+    times = []
+    for i in range(runs):
+        name = f"qpc-bench-warm-{os.getpid()}-{i}"
+        start = _spawn(name, env, _qpc())
+        try:
+            times.append(_wait_screen(name, "● connected", start))
+            _wait_screen(name, "#bench", start)
+        finally:
+            _kill(name)
+            time.sleep(0.2)  # the profile lock is released on exit
+    return times
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu(env: dict[str, str], seconds: float) -> float:
+    """Percent of one core the TUI uses while idle on the main screen."""
+    name = f"qpc-bench-idle-{os.getpid()}"
+    start = _spawn(name, env, _qpc())
+    try:
+        _wait_screen(name, "#bench", start)
+        time.sleep(2.0)  # let start-up work (KeyPackage top-up, first ping) finish
+        pid = int(_tmux("list-panes", "-t", name, "-F", "#{pane_pid}").strip())
+        c0, t0 = _cpu_seconds(pid), time.perf_counter()
+        time.sleep(seconds)
+        c1, t1 = _cpu_seconds(pid), time.perf_counter()
+        return 100 * (c1 - c0) / (t1 - t0)
+    finally:
+        _kill(name)
+
+
+async def big_channel(n: int) -> tuple[float, float, int]:
+    """(open seconds, ms per page, pages) for a channel of ``n`` messages."""
+    engine = FakeEngine()
+    chan = engine.add_channel("big", ("bob", "carol"))
+    for i in range(n):
+        sender = ("bob", "carol", "alice")[i % 3]
+        engine.add_message(chan.id, sender, f"message {i} " + "lorem ipsum dolor " * (i % 6))
+    app = make_app(FakeFactory(engine), TuiSettings(ping_interval_s=0))
+    async with app.run_test(size=(120, 40)) as pilot:
+        t0 = time.perf_counter()
+        while True:  # resume -> channels -> open: wait for the log to fill
+            await pilot.pause()
+            logs = list(app.screen.query(MessageLog))
+            if logs and logs[0].message_count == n:
+                break
+        await pilot.pause()
+        opened = time.perf_counter() - t0
+        log = logs[0]
+        pages = 0
+        t1 = time.perf_counter()
+        while log.scroll_y > 0:
+            log.scroll_page_up(animate=False)
+            await pilot.pause()
+            pages += 1
+        per_page = (time.perf_counter() - t1) / max(1, pages) * 1000
+        return opened, per_page, pages
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="qpc-bench-tui-") as tmp:
+        base = Path(tmp)
+        cold = cold_start(args.runs, base)
+        node = ensure_local_node(base / "node")
+        try:
+            env = _register(base / "warm", node.address)
+            warm = resume_start(args.runs, env)
+            cpu = idle_cpu(env, args.idle_seconds)
+        finally:
+            stop_local_node(base / "node")
+    opened, per_page, pages = asyncio.run(big_channel(args.messages))
+    rows = [
+        ("cold start to welcome form (80x24)", f"{statistics.median(cold):.2f} s",
+         f"min {min(cold):.2f}, max {max(cold):.2f} s", "<= 1.0 s"),
+        ("start to main screen, logged in + connected", f"{statistics.median(warm):.2f} s",
+         f"min {min(warm):.2f}, max {max(warm):.2f} s", "-"),
+        (f"open a {args.messages:,}-message channel (120x40)", f"{opened * 1000:.0f} ms",
+         "history -> wrapped -> first frame", "-"),
+        ("page up through it", f"{per_page:.1f} ms/page", f"{pages} pages", "-"),
+        ("idle CPU on the main screen", f"{cpu:.2f} %", f"over {args.idle_seconds:.0f} s",
+         "< 2 %"),
+    ]
+    lines = ["| measure | result | detail | target |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        args.out.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
