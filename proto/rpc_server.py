@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import itertools
 import logging
@@ -237,25 +238,37 @@ class _Connection(QuicConnectionProtocol):
             auth=request.auth, peer=self._peer, connection_id=self._id, method=method.name
         )
         if method.streaming:
+            try:
+                stream = fn(ctx, request.call)
+            except Exception as exc:
+                self._reply_error(sid, method, exc)
+                return
             self._streaming.add(sid)
-            self._spawn(sid, method, self._run_stream(sid, method, fn(ctx, request.call)))
+            self._spawn(sid, self._run_stream(sid, method, stream))
             return
         # Eager start (like Python 3.12's eager tasks): run the handler's first
-        # step now. Cheap handlers finish here, without a task or a loop round
-        # trip, and their answer leaves with this datagram's ACK.
-        coro = fn(ctx, request.call)
+        # step now, in its own context copy that the task then continues in.
+        # Cheap handlers finish here, without a task or a loop round trip, and
+        # their answer leaves with this datagram's ACK.
+        context = contextvars.copy_context()
         try:
-            first = coro.send(None)
+            coro = fn(ctx, request.call)
+            first = context.run(coro.send, None)
         except StopIteration as done:
             self._reply(sid, method, done.value)
             return
         except (Exception, asyncio.CancelledError) as exc:
             self._reply_error(sid, method, exc)
             return
-        self._spawn(sid, method, self._finish(sid, method, _Resume(coro, first)))
+        self._spawn(sid, self._finish(sid, method, _Resume(coro, first)), context)
 
-    def _spawn(self, sid: int, method: Method, coro: Coroutine[Any, Any, None]) -> None:
-        task = self._loop.create_task(coro)
+    def _spawn(
+        self,
+        sid: int,
+        coro: Coroutine[Any, Any, None],
+        context: contextvars.Context | None = None,
+    ) -> None:
+        task = self._loop.create_task(coro, context=context)
         self._calls[sid] = task
         self._server._tasks.add(task)
         task.add_done_callback(self._server._tasks.discard)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,6 +11,8 @@ from proto import codec as c
 from proto.errors import RateLimited
 from proto.rpc import CallContext
 from tests.proto import samples
+
+REQUEST_VAR: contextvars.ContextVar[str | None] = contextvars.ContextVar("request", default=None)
 
 
 class FakeHandler:
@@ -48,6 +51,17 @@ class FakeHandler:
             except asyncio.CancelledError:
                 self.cancelled.set()
                 raise
+        if params.payload == b"rate-later":
+            await asyncio.sleep(0)
+            raise RateLimited("later", retry_after_ms=1)
+        if params.payload == b"boom-later":
+            await asyncio.sleep(0)
+            raise ValueError("secret later detail")
+        if params.payload == b"ctxvar":
+            assert REQUEST_VAR.get() is None  # nothing leaks in from earlier calls
+            REQUEST_VAR.set("set-before-await")
+            await asyncio.sleep(0)
+            return c.PingResult(payload=str(REQUEST_VAR.get()).encode(), server_time_ms=1)
         if params.payload == b"wrong-type":
             return c.HealthResult(status="", version="", uptime_ms=0, store_backend="")  # type: ignore[return-value]
         return c.PingResult(payload=params.payload, server_time_ms=1)

@@ -279,3 +279,36 @@ async def test_no_node_gives_connection_lost_in_time(server: RpcServer) -> None:
         await cl.health()
     assert loop.time() - t0 < 3.0
     await cl.close()
+
+
+async def test_errors_raised_after_the_handler_blocked(client: RpcClient) -> None:
+    with pytest.raises(RateLimited):
+        await client.ping(payload=b"rate-later")
+    with pytest.raises(InternalError) as info:
+        await client.ping(payload=b"boom-later")
+    assert "secret" not in str(info.value)
+
+
+async def test_context_vars_stay_per_call(client: RpcClient) -> None:
+    for _ in range(3):  # a second call would see a leaked value and fail
+        got = await client.ping(payload=b"ctxvar")
+        assert got.payload == b"set-before-await"
+
+
+async def test_sync_handler_method_answers_internal(tmp_path: Path) -> None:
+    class Broken:
+        def health(self, ctx: object, params: object) -> c.HealthResult:  # not async
+            return c.HealthResult(status="ok", version="v", uptime_ms=0, store_backend="x")
+
+        def fetch_wait(self, ctx: object, params: object) -> None:
+            raise RuntimeError("not a generator")
+
+    cfg = ServerConfig(host="127.0.0.1", port=0, tls_dir=tmp_path)
+    async with RpcServer(Broken(), cfg) as srv, RpcClient(client_config(srv)) as cl:  # type: ignore[arg-type]
+        with pytest.raises(InternalError):
+            await cl.health()
+        with pytest.raises(InternalError):
+            async with cl.fetch_wait(after_seq=0) as sub:
+                await anext(sub)
+        with pytest.raises(Unavailable):
+            await cl.ping()
