@@ -1,0 +1,70 @@
+"""Write SVG screenshots of the TUI's main screens to docs/screenshots/.
+
+Run from the repository root: ``python3 scripts/tui_screenshots.py``. Uses the
+in-memory engine of the tests, so the pictures are the same on every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ["TZ"] = "UTC"
+time.tzset()
+
+from tests.tui.conftest import populated_engine, settle  # noqa: E402
+from tests.tui.fake_engine import FakeEngine, FakeFactory  # noqa: E402
+from tui.app import make_app  # noqa: E402
+from tui.client.api import PingResult  # noqa: E402
+from tui.messages import PingSampled  # noqa: E402
+from tui.settings import TuiSettings  # noqa: E402
+
+OUT = ROOT / "docs" / "screenshots"
+
+
+async def shoot(
+    name: str,
+    keys: Sequence[str] = (),
+    *,
+    size: tuple[int, int] = (100, 30),
+    engine: FakeEngine | None = None,
+    resume: bool = True,
+    pings: int = 0,
+) -> None:
+    engine = engine or populated_engine()[0]
+    app = make_app(FakeFactory(engine, resume=resume), TuiSettings(ping_interval_s=0))
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        for i in range(pings):
+            rtt = 0.42 + 0.05 * ((i * 7) % 11) + (0.6 if i % 13 == 5 else 0.0)
+            app.post_message(PingSampled(PingResult(rtts_ms=(rtt,))))
+        await settle(app, pilot)
+        for key in keys:
+            await pilot.press(key)
+            await settle(app, pilot)
+        path = app.save_screenshot(filename=f"{name}.svg", path=str(OUT))
+        print(path)
+
+
+async def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    await shoot("main-80x24", size=(80, 24))
+    await shoot("main-120x40", ["f5"], size=(120, 40))
+    await shoot("welcome", resume=False, size=(80, 24))
+    await shoot("help", ["f1"], size=(100, 30))
+    await shoot("whoami", ["f2"])
+    await shoot("ping", ["f4"], pings=40)
+    await shoot("new-group", ["ctrl+n", *"weekend-trip"])
+    await shoot("verify-keys", ["f6", *"bob", "enter"])
+    await shoot("palette", ["ctrl+p", *"channel"])
+    await shoot("empty", engine=FakeEngine(), size=(80, 24))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
