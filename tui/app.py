@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -187,15 +188,15 @@ def make_app(factory: EngineFactory, settings: TuiSettings | None = None) -> Qpc
 
 
 def setup_logging(path: Path) -> None:
-    """Log to ``path`` (the TUI owns the terminal, so never to stderr)."""
+    """Log to ``path`` (mode 0600; the TUI owns the terminal, so never to stderr)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
+    root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    logging.getLogger("quic").setLevel(logging.WARNING)
 
 
 def run_tui(args: argparse.Namespace | None = None) -> int:
