@@ -30,10 +30,8 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
@@ -45,9 +43,7 @@ from proto.codec import (
     FetchWaitResult,
     Params,
     Request,
-    Response,
     Result,
-    decode_response,
     encode_request,
 )
 from proto.errors import (
@@ -57,12 +53,11 @@ from proto.errors import (
     QpcError,
     TransportError,
 )
-from proto.rpc import ALPN, DEFAULT_PORT, CloseCode, MessageSplitter, StreamError, ack_now
+from proto.quic_client import END, ClientConnection, PendingCall, expire_calls
+from proto.rpc import ALPN, DEFAULT_PORT, CloseCode, ack_now
 from proto.rpc_calls import NodeCalls
 
 log = logging.getLogger(__name__)
-R = TypeVar("R")
-_END: Any = object()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,137 +96,6 @@ class ClientConfig:
     """Cap'n Proto nesting limit for response readers."""
 
 
-class _Call:
-    """Receive state of one stream: a future (unary) or a queue (streaming)."""
-
-    __slots__ = ("buf", "deadline", "future", "limit", "queue", "splitter")
-
-    def __init__(self, limits: CodecLimits, streaming: bool, loop: asyncio.AbstractEventLoop):
-        self.limit = limits.max_message_bytes
-        self.buf: bytearray | None = None  # only when a response spans several chunks
-        self.deadline = math.inf
-        self.future: asyncio.Future[Response] | None = None
-        self.queue: asyncio.Queue[Any] | None = None
-        self.splitter: MessageSplitter | None = None
-        if streaming:
-            self.queue = asyncio.Queue()
-            self.splitter = MessageSplitter(limits)
-        else:
-            self.future = loop.create_future()
-
-    def fail(self, exc: BaseException) -> None:
-        if self.future is not None:
-            if not self.future.done():
-                self.future.set_exception(exc)
-                self.future.exception()  # the caller may be gone: don't warn
-        elif self.queue is not None:
-            self.queue.put_nowait(exc)
-
-
-class _Protocol(QuicConnectionProtocol):
-    """aioquic protocol of one client connection."""
-
-    def __init__(self, quic: QuicConnection, **kwargs: Any) -> None:
-        super().__init__(quic, **kwargs)
-        self.calls: dict[int, _Call] = {}
-        self.last_rx = time.monotonic()
-        self.dead: BaseException | None = None
-        self.handshake: asyncio.Future[Any] = self._loop.create_future()
-        self.limits = CodecLimits()
-        self.on_lost: Any = None
-
-    def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        self.last_rx = time.monotonic()
-        super().datagram_received(data, addr)
-
-    def transmit(self) -> None:
-        if self.dead is None:
-            super().transmit()
-
-    def quic_event_received(self, event: events.QuicEvent) -> None:
-        if isinstance(event, events.StreamDataReceived):
-            call = self.calls.get(event.stream_id)
-            if call is not None:
-                self._on_data(event.stream_id, call, event.data, event.end_stream)
-        elif isinstance(event, events.StreamReset):
-            call = self.calls.pop(event.stream_id, None)
-            if call is not None:
-                call.fail(TransportError(f"node reset the stream (code {event.error_code})"))
-        elif isinstance(event, events.HandshakeCompleted):
-            if not self.handshake.done():
-                self.handshake.set_result(self._quic.tls._peer_certificate)
-        elif isinstance(event, events.ConnectionTerminated):
-            reason = event.reason_phrase or f"code {event.error_code}"
-            self.kill(ConnectionLost(f"connection closed: {reason}"), close=False)
-
-    def _on_data(self, sid: int, call: _Call, data: bytes, fin: bool) -> None:
-        try:
-            if call.future is not None:  # unary: exactly one response, then FIN
-                if not fin or call.buf is not None:
-                    if call.buf is None:
-                        call.buf = bytearray()
-                    call.buf += data
-                    if len(call.buf) > call.limit:
-                        raise ProtocolError("response exceeds the size limit")
-                    if not fin:
-                        return
-                    data = bytes(call.buf)
-                self.calls.pop(sid, None)
-                if not call.future.done():
-                    call.future.set_result(decode_response(data, self.limits))
-                return
-            assert call.queue is not None and call.splitter is not None
-            for m in call.splitter.feed(data) if data else ():
-                call.queue.put_nowait(decode_response(m, self.limits))
-            if fin:
-                if call.splitter.pending:
-                    raise ProtocolError("stream ended inside a message")
-                self.calls.pop(sid, None)
-                call.queue.put_nowait(_END)
-        except ProtocolError as exc:
-            call.fail(exc)
-            self.stop(sid)
-
-    def stop(self, sid: int) -> None:
-        """Ask the node to stop sending on ``sid`` (cancels the call there)."""
-        self.calls.pop(sid, None)
-        if self.dead is not None:
-            return
-        with contextlib.suppress(ValueError, RuntimeError):
-            self._quic.stop_stream(sid, int(StreamError.CANCELLED))
-            self._transmit_soon()
-
-    def kill(self, exc: BaseException, *, close: bool = True, code: int = 0) -> None:
-        """Mark dead, fail every call with ``exc``, drop the socket."""
-        if self.dead is not None:
-            return
-        if close:
-            with contextlib.suppress(Exception):
-                self._quic.close(error_code=code, reason_phrase=str(exc)[:100])
-                super().transmit()
-        self.dead = exc
-        if not self.handshake.done():
-            self.handshake.set_exception(exc)
-            self.handshake.exception()  # mark retrieved
-        for call in self.calls.values():
-            call.fail(exc)
-        self.calls.clear()
-        if self._transport is not None:
-            self._transport.close()
-        if self.on_lost is not None:
-            self.on_lost(self)
-
-
-def _expire_calls(proto: _Protocol) -> None:
-    """Fail unary calls past their deadline (checked each keepalive tick)."""
-    now = proto._loop.time()
-    late = [sid for sid, call in proto.calls.items() if call.deadline < now]
-    for sid in late:
-        call = proto.calls[sid]
-        proto.stop(sid)
-        call.fail(TransportError("call timed out"))
-
-
 class Subscription:
     """Async iterator over the results of a streaming call (``fetchWait``).
 
@@ -245,9 +109,9 @@ class Subscription:
         self._client = client
         self._params = params
         self._auth = auth
-        self._proto: _Protocol | None = None
+        self._proto: ClientConnection | None = None
         self._sid = -1
-        self._call: _Call | None = None
+        self._call: PendingCall | None = None
         self._done = False
 
     async def _open(self) -> None:
@@ -272,7 +136,7 @@ class Subscription:
             await self._open()
         assert self._call is not None and self._call.queue is not None
         item = await self._call.queue.get()
-        if item is _END:
+        if item is END:
             self._done = True
             raise StopAsyncIteration
         if isinstance(item, BaseException):
@@ -314,7 +178,7 @@ class RpcClient(NodeCalls):
             traversal_limit_words=self.config.max_response_bytes // 4,
             nesting_limit=self.config.nesting_limit,
         )
-        self._proto: _Protocol | None = None
+        self._proto: ClientConnection | None = None
         self._lock = asyncio.Lock()
         self._closed = False
         self._bg: set[asyncio.Task[Any]] = set()
@@ -396,12 +260,12 @@ class RpcClient(NodeCalls):
     # -------------------------------------------------------------- internals
 
     def _start(
-        self, proto: _Protocol, params: Params, auth: bytes | None, streaming: bool
-    ) -> tuple[int, _Call]:
+        self, proto: ClientConnection, params: Params, auth: bytes | None, streaming: bool
+    ) -> tuple[int, PendingCall]:
         data = encode_request(Request(auth=self.token if auth is None else auth, call=params))
         quic = proto._quic
         sid = quic.get_next_available_stream_id()
-        call = _Call(self._limits, streaming, proto._loop)
+        call = PendingCall(self._limits, streaming, proto._loop)
         proto.calls[sid] = call
         quic.send_stream_data(sid, data, end_stream=True)
         if len(proto.calls) == 1:
@@ -411,7 +275,7 @@ class RpcClient(NodeCalls):
             proto._transmit_soon()  # many in flight: coalesce into fewer datagrams
         return sid, call
 
-    async def _ready(self) -> _Protocol:
+    async def _ready(self) -> ClientConnection:
         proto = self._proto
         if proto is not None and proto.dead is None:
             return proto
@@ -423,7 +287,7 @@ class RpcClient(NodeCalls):
                 f"within {self.config.reconnect_wait:g}s (last error: {self._last_error})"
             ) from None
 
-    async def _reconnect(self) -> _Protocol:
+    async def _reconnect(self) -> ClientConnection:
         cfg = self.config
         async with self._lock:
             attempt = 0
@@ -447,7 +311,7 @@ class RpcClient(NodeCalls):
                     log.info("connect to node failed (%s); retrying in %.2fs", exc, delay)
                     await asyncio.sleep(delay)
 
-    async def _connect_once(self) -> _Protocol:
+    async def _connect_once(self) -> ClientConnection:
         cfg = self.config
         loop = asyncio.get_running_loop()
         qcfg = QuicConfiguration(
@@ -472,14 +336,14 @@ class RpcClient(NodeCalls):
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
                 sock.bind(("::", 0, 0, 0))
                 transport, proto = await loop.create_datagram_endpoint(
-                    lambda: _Protocol(QuicConnection(configuration=qcfg)), sock=sock
+                    lambda: ClientConnection(QuicConnection(configuration=qcfg)), sock=sock
                 )
             except BaseException:
                 sock.close()
                 raise
         except OSError as exc:
             raise TransportError(f"cannot reach {cfg.host}:{cfg.port}: {exc}") from None
-        assert isinstance(proto, _Protocol)
+        assert isinstance(proto, ClientConnection)
         proto.limits = self._limits
         try:
             proto.connect(addr)
@@ -514,7 +378,7 @@ class RpcClient(NodeCalls):
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
 
-    def _on_lost(self, proto: _Protocol) -> None:
+    def _on_lost(self, proto: ClientConnection) -> None:
         if proto is self._proto and not self._closed and self.config.reconnect:
             log.info("connection to node lost (%s); reconnecting", proto.dead)
             self._spawn(self._background_reconnect())
@@ -523,13 +387,13 @@ class RpcClient(NodeCalls):
         with contextlib.suppress(QpcError):
             await self._reconnect()
 
-    async def _keepalive(self, proto: _Protocol) -> None:
+    async def _keepalive(self, proto: ClientConnection) -> None:
         cfg = self.config
         tick = max(0.05, min(cfg.keepalive_interval, cfg.dead_timeout) / 4)
         pinged_at = -math.inf
         while proto.dead is None:
             await asyncio.sleep(tick)
-            _expire_calls(proto)
+            expire_calls(proto)
             now = time.monotonic()
             idle = now - proto.last_rx
             if idle >= cfg.dead_timeout:

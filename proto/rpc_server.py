@@ -17,19 +17,14 @@ tracebacks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import dataclasses
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.asyncio.server import QuicServer
-from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
@@ -38,23 +33,13 @@ from proto.codec import (
     METHOD_BY_PARAMS,
     METHODS,
     CodecLimits,
-    ErrorInfo,
     Method,
-    Response,
-    decode_request,
-    encode_response,
-    frame_length,
 )
 from proto.errors import (
-    BadRequest,
-    InternalError,
-    LimitExceeded,
-    PayloadTooLarge,
-    ProtocolError,
-    RpcError,
     Unavailable,
 )
-from proto.rpc import ALPN, DEFAULT_PORT, CallContext, CloseCode, NodeHandler, StreamError, ack_now
+from proto.quic_server import Dispatch, Listener, ServerConnection
+from proto.rpc import ALPN, DEFAULT_PORT, CallContext, CloseCode, NodeHandler
 
 log = logging.getLogger(__name__)
 
@@ -101,318 +86,6 @@ class ServerConfig:
         )
 
 
-_Dispatch = dict[type[Any], tuple[Method, Callable[..., Any]]]
-
-
-def _peer_of(addr: Any) -> tuple[str, int]:
-    host = str(addr[0])
-    return (host.removeprefix("::ffff:") if "." in host else host, int(addr[1]))
-
-
-class _Connection(QuicConnectionProtocol):
-    """One client connection: reassembles requests and runs calls as tasks."""
-
-    def __init__(self, quic: QuicConnection, *, server: RpcServer, **kwargs: Any) -> None:
-        super().__init__(quic, **kwargs)
-        self._server = server
-        self._id = next(server._ids)
-        self._peer: tuple[str, int] = ("", 0)
-        self._bufs: dict[int, bytearray] = {}
-        self._timers: dict[int, asyncio.TimerHandle] = {}
-        self._calls: dict[int, asyncio.Task[None]] = {}
-        self._streaming: set[int] = set()
-        self._refused: set[int] = set()  # answered early; rest of the body is dropped
-        self._limits = server._limits
-        self._terminated = False
-        self._in_datagram = False
-        self._answered = 0
-        server._connections.add(self)
-
-    # -------------------------------------------------------- aioquic hooks
-
-    def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        if not self._peer[0]:
-            self._peer = _peer_of(addr)
-        # aioquic's datagram_received (receive, process events, transmit), plus:
-        # answers produced while processing are sent by this transmit(), and a
-        # lone answer carries the ACK instead of a separate ACK-only datagram.
-        self._in_datagram = True
-        self._answered = 0
-        try:
-            now = self._loop.time()
-            self._quic.receive_datagram(cast(bytes, data), addr, now=now)
-            self._process_events()
-            if self._answered == 1 and not self._calls:
-                ack_now(self._quic, now)
-            self.transmit()
-        finally:
-            self._in_datagram = False
-
-    def quic_event_received(self, event: events.QuicEvent) -> None:
-        if isinstance(event, events.StreamDataReceived):
-            self._on_data(event.stream_id, event.data, event.end_stream)
-        elif isinstance(event, events.StreamReset | events.StopSendingReceived):
-            self._abort_stream(event.stream_id)
-        elif isinstance(event, events.ConnectionTerminated):
-            self._on_terminated()
-
-    # ------------------------------------------------------------ requests
-
-    def _on_data(self, sid: int, data: bytes, fin: bool) -> None:
-        if sid & 3 != 0 or sid in self._calls:
-            return  # not a client bidi stream, or data after the request: ignore
-        if sid in self._refused:  # answered already; drain until FIN/reset
-            if fin:
-                self._refused.discard(sid)
-            return
-        buf = self._bufs.get(sid)
-        if buf is None:
-            if len(self._bufs) + len(self._calls) >= self._server.config.max_streams_per_connection:
-                self._refuse(sid, LimitExceeded("too many concurrent calls on this connection"))
-                if not fin:
-                    self._refused.add(sid)
-                return
-            if fin and len(data) <= self._limits.max_message_bytes:  # fast path: one chunk
-                self._dispatch(sid, data)
-                return
-            buf = self._bufs[sid] = bytearray()
-            self._timers[sid] = self._loop.call_later(
-                self._server.config.request_timeout, self._on_request_timeout, sid
-            )
-        buf += data
-        try:  # the segment table announces the size: refuse early, never buffer it
-            announced = frame_length(buf, self._server._header_limits)
-        except ProtocolError:
-            announced = 0  # bad segment table: answered badRequest on FIN
-        if max(announced, len(buf)) > self._limits.max_message_bytes:
-            self._drop_buffer(sid)
-            if not fin:
-                self._refused.add(sid)
-            self._refuse(
-                sid,
-                PayloadTooLarge(f"request exceeds {self._limits.max_message_bytes} bytes"),
-                StreamError.REQUEST_TOO_LARGE,
-            )
-            return
-        if fin:
-            self._drop_buffer(sid)
-            self._dispatch(sid, bytes(buf))
-
-    def _drop_buffer(self, sid: int) -> None:
-        self._bufs.pop(sid, None)
-        timer = self._timers.pop(sid, None)
-        if timer is not None:
-            timer.cancel()
-
-    def _on_request_timeout(self, sid: int) -> None:
-        self._timers.pop(sid, None)
-        if self._bufs.pop(sid, None) is not None:
-            self._refused.add(sid)
-            self._refuse(
-                sid, BadRequest("request not completed in time"), StreamError.REQUEST_TIMEOUT
-            )
-            self.transmit()
-
-    def _refuse(
-        self, sid: int, exc: RpcError, stop: StreamError | None = StreamError.REFUSED
-    ) -> None:
-        """Answer ``exc`` and FIN; ask the client to stop sending the rest."""
-        self._send(sid, encode_response(Response(result=ErrorInfo.from_exception(exc))), True)
-        if stop is not None:
-            # ValueError: our receive side already finished
-            with contextlib.suppress(ValueError):
-                self._quic.stop_stream(sid, int(stop))
-
-    def _dispatch(self, sid: int, data: bytes) -> None:
-        server = self._server
-        if server._closing:
-            self._refuse(sid, Unavailable("node is shutting down"), None)
-            return
-        try:
-            request = decode_request(data, self._limits)
-        except ProtocolError as exc:
-            self._refuse(sid, BadRequest(str(exc)), None)
-            return
-        method, fn = server._dispatch[type(request.call)]
-        ctx = CallContext(
-            auth=request.auth, peer=self._peer, connection_id=self._id, method=method.name
-        )
-        if method.streaming:
-            try:
-                stream = fn(ctx, request.call)
-            except Exception as exc:
-                self._reply_error(sid, method, exc)
-                return
-            self._streaming.add(sid)
-            self._spawn(sid, self._run_stream(sid, method, stream))
-            return
-        # Eager start (like Python 3.12's eager tasks): run the handler's first
-        # step now, in its own context copy that the task then continues in.
-        # Cheap handlers finish here, without a task or a loop round trip, and
-        # their answer leaves with this datagram's ACK.
-        context = contextvars.copy_context()
-        try:
-            coro = fn(ctx, request.call)
-            first = context.run(coro.send, None)
-        except StopIteration as done:
-            self._reply(sid, method, done.value)
-            return
-        except (Exception, asyncio.CancelledError) as exc:
-            self._reply_error(sid, method, exc)
-            return
-        self._spawn(sid, self._finish(sid, method, _Resume(coro, first)), context)
-
-    def _spawn(
-        self,
-        sid: int,
-        coro: Coroutine[Any, Any, None],
-        context: contextvars.Context | None = None,
-    ) -> None:
-        task = self._loop.create_task(coro, context=context)
-        self._calls[sid] = task
-        self._server._tasks.add(task)
-        task.add_done_callback(self._server._tasks.discard)
-
-    async def _finish(self, sid: int, method: Method, pending: _Resume) -> None:
-        try:
-            result = await pending
-        except asyncio.CancelledError:
-            self._cancelled(sid)
-            raise
-        except Exception as exc:
-            self._reply_error(sid, method, exc)
-            return
-        finally:
-            self._calls.pop(sid, None)
-        self._reply(sid, method, result)
-
-    def _cancelled(self, sid: int) -> None:
-        if self._server._closing and not self._terminated:
-            self._send_error(sid, Unavailable("node is shutting down"))
-
-    def _reply(self, sid: int, method: Method, result: Any) -> None:
-        try:
-            if type(result) is not method.result:
-                raise TypeError(f"{method.attr} returned {type(result).__name__}")
-            data = encode_response(Response(result=result))
-        except Exception as exc:
-            self._reply_error(sid, method, exc)
-            return
-        self._send(sid, data, True)
-
-    def _reply_error(self, sid: int, method: Method, exc: BaseException) -> None:
-        if not isinstance(exc, RpcError):
-            log.error("handler %s failed (connection %d)", method.attr, self._id, exc_info=exc)
-            exc = InternalError("internal error")
-        self._send_error(sid, exc)
-
-    async def _run_stream(self, sid: int, method: Method, it: AsyncIterator[Any]) -> None:
-        try:
-            async for result in it:
-                if type(result) is not method.result:
-                    raise TypeError(f"{method.attr} yielded {type(result).__name__}")
-                self._send(sid, encode_response(Response(result=result)), False)
-            self._send(sid, b"", True)
-        except asyncio.CancelledError:
-            self._cancelled(sid)
-            raise
-        except Exception as exc:
-            self._reply_error(sid, method, exc)
-        finally:
-            self._calls.pop(sid, None)
-            self._streaming.discard(sid)
-            aclose = getattr(it, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
-
-    def _send_error(self, sid: int, exc: RpcError) -> None:
-        self._send(sid, encode_response(Response(result=ErrorInfo.from_exception(exc))), True)
-
-    def _send(self, sid: int, data: bytes, fin: bool) -> None:
-        if self._terminated:
-            return
-        try:
-            self._quic.send_stream_data(sid, data, fin)
-            self._answered += 1
-        except (ValueError, RuntimeError):
-            return  # stream reset / stopped by the peer meanwhile
-        if not self._in_datagram:  # datagram_received() transmits when it is done
-            self._transmit_soon()
-
-    # ----------------------------------------------------------- teardown
-
-    def _abort_stream(self, sid: int) -> None:
-        self._refused.discard(sid)
-        self._drop_buffer(sid)
-        task = self._calls.pop(sid, None)
-        if task is not None:
-            task.cancel()
-
-    def _on_terminated(self) -> None:
-        self._terminated = True
-        self.drop_pending_requests()
-        for task in self._calls.values():
-            task.cancel()
-        self._calls.clear()
-        self._server._connections.discard(self)
-
-    def drop_pending_requests(self) -> None:
-        """Forget half-received requests (and their timers) before closing."""
-        for sid in list(self._bufs):
-            self._drop_buffer(sid)
-
-    def cancel_streaming(self) -> None:
-        """Stop subscriptions (graceful shutdown): they never finish on their own."""
-        for sid in list(self._streaming):
-            task = self._calls.get(sid)
-            if task is not None:
-                task.cancel()
-
-
-class _Resume:
-    """Awaitable that continues a coroutine whose first step already ran.
-
-    The first value the coroutine yielded (the future it waits on) is handed to
-    the task driving this object, so cancellation and wake-ups work as if the
-    task had started the coroutine itself.
-    """
-
-    __slots__ = ("_coro", "_first")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        self._coro = coro
-        self._first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, value = self._coro, self._first
-        while True:
-            try:
-                sent = yield value
-            except BaseException as exc:  # cancellation: deliver it to the handler
-                try:
-                    value = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
-
-
-class _Listener(QuicServer):
-    """aioquic's UDP endpoint, plus a future that completes when the socket closes."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.socket_closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.socket_closed.done():
-            self.socket_closed.set_result(None)
-
-
 class RpcServer:
     """Serves a :class:`NodeHandler` on QUIC; see the module docstring."""
 
@@ -420,7 +93,7 @@ class RpcServer:
         self.config = config if config is not None else ServerConfig()
         self._limits = self.config.codec_limits()
         self._header_limits = dataclasses.replace(self._limits, max_message_bytes=1 << 62)
-        self._dispatch: _Dispatch = {}
+        self._dispatch: Dispatch = {}
         for m in METHODS:
             fn = getattr(handler, m.attr, None)
             if fn is None:
@@ -429,11 +102,11 @@ class RpcServer:
             self._dispatch[m.params] = (m, fn)
         assert set(self._dispatch) == set(METHOD_BY_PARAMS)
         self._ids = itertools.count(1)
-        self._connections: set[_Connection] = set()
+        self._connections: set[ServerConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._transport: asyncio.DatagramTransport | None = None
-        self._listener: _Listener | None = None
+        self._listener: Listener | None = None
         self.identity: tls.ServerIdentity | None = None
         """The TLS identity in use (after :meth:`start`)."""
 
@@ -458,11 +131,11 @@ class RpcServer:
         qcfg.load_cert_chain(self.identity.cert_file, self.identity.key_file)
         loop = asyncio.get_running_loop()
 
-        def create_protocol(quic: QuicConnection, **kwargs: Any) -> _Connection:
-            return _Connection(quic, server=self, **kwargs)
+        def create_protocol(quic: QuicConnection, **kwargs: Any) -> ServerConnection:
+            return ServerConnection(quic, server=self, **kwargs)
 
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _Listener(configuration=qcfg, create_protocol=create_protocol),
+            lambda: Listener(configuration=qcfg, create_protocol=create_protocol),
             local_addr=(cfg.host, cfg.port),
         )
         self._transport = transport
