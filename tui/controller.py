@@ -160,7 +160,7 @@ class ChatApp(App[None]):
             raise RuntimeError("no engine yet")
         return self.engine
 
-    @work(exclusive=True, group="events", exit_on_error=False, name="events")
+    @work(exclusive=True, group="events", exit_on_error=False, name=_QUIET + "events")
     async def subscribe(self) -> None:
         """The long-lived subscription: every engine event becomes a message."""
         async for event in self._engine().events():

@@ -36,6 +36,7 @@ def test_formatting() -> None:
         "● connected · 2 queued"
     )
     assert describe_connection(ConnectionState.reconnecting(2.2)) == "◌ reconnecting in 3s"
+    assert describe_connection(ConnectionState.reconnecting(0)) == "◌ reconnecting…"
     assert describe_connection(ConnectionState.offline(4)) == "○ offline · 4 queued"
 
 

@@ -22,7 +22,9 @@ def describe_connection(state: ConnectionState, retry_left_s: float | None = Non
         return f"● connected{outbox}"
     if state.status is ConnectionStatus.RECONNECTING:
         left = state.retry_in_s if retry_left_s is None else retry_left_s
-        return f"◌ reconnecting in {max(0, math.ceil(left))}s{outbox}"
+        if left < 0.5:
+            return f"◌ reconnecting…{outbox}"
+        return f"◌ reconnecting in {math.ceil(left)}s{outbox}"
     return f"○ offline · {state.outbox_count} queued"
 
 
