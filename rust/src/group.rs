@@ -58,7 +58,7 @@ impl Group {
     }
 }
 
-fn member_data(m: Member_) -> MemberData {
+fn member_data(m: OpenMlsMember) -> MemberData {
     MemberData {
         leaf_index: m.index.u32(),
         identity: identity_of(&m.credential),
@@ -66,7 +66,8 @@ fn member_data(m: Member_) -> MemberData {
     }
 }
 
-type Member_ = openmls::group::Member;
+/// OpenMLS's member record (our Python-facing one is `types::Member`).
+type OpenMlsMember = openmls::group::Member;
 
 fn commit_data(
     commit: MlsMessageOut,

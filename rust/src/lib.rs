@@ -13,7 +13,6 @@ mod provider;
 mod types;
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 
 use crate::core::{parse_message, run_stateless, validate_key_package};
 use crate::types::{pybytes, KeyPackageInfo, MessageInfo};
@@ -101,9 +100,6 @@ fn supported_ciphersuites() -> Vec<u16> {
 fn openmls_version() -> &'static str {
     "0.9.2"
 }
-
-#[allow(dead_code)]
-fn _assert_bytes(_: &PyBytes) {}
 
 #[pymodule]
 mod _mls {
