@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import IO
 
 from proto import tls
 from proto.errors import ConfigError
 from proto.rpc_client import ClientConfig, RpcClient
 from tui.client.api import ClientEngine
-from tui.client.core import PINS_FILE, EngineConfig
+from tui.client.core import EMBEDDED, PINS_FILE, EngineConfig
 from tui.client.engine import Engine
-from tui.client.localnode import ensure_local_node
+from tui.client.localnode import data_dir, ensure_local_node, stop_local_node
 from tui.client.passphrase import passphrase_from_env, read_passphrase_fd
 from tui.client.profile import Profile
 from tui.session import LoginForm, ServerKey
@@ -30,6 +32,8 @@ __all__ = ["EngineFactoryImpl", "launch", "split_server"]
 
 CONFIG_ENV = "QPC_CONFIG"
 """Overrides the config file path."""
+_USERS_LOCK = "tui-users.lock"
+"""In the local node's directory: each TUI using the node holds a shared lock."""
 
 
 def split_server(server: str) -> tuple[str, int]:
@@ -47,6 +51,19 @@ class EngineFactoryImpl:
         """``base`` comes from the CLI options; ``passphrase`` (env/fd) allows resuming."""
         self.base = base
         self._passphrase = passphrase
+        self._node_users: IO[str] | None = None
+
+    def _node_home(self) -> Path:
+        return (self.base.data_dir or data_dir()) / "local-node"
+
+    def _use_local_node(self) -> None:
+        """Hold a shared lock while this TUI uses the embedded node (see :meth:`close`)."""
+        if self._node_users is None:
+            home = self._node_home()
+            home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fh = open(home / _USERS_LOCK, "a")  # noqa: SIM115 (held until close)
+            fcntl.flock(fh, fcntl.LOCK_SH)
+            self._node_users = fh
 
     @property
     def default_server(self) -> str:
@@ -73,6 +90,8 @@ class EngineFactoryImpl:
             if not engine.state.user or not engine.state.token:
                 await engine.close()
                 return None
+            if engine.server == EMBEDDED:
+                self._use_local_node()
             await engine.whoami()
         except BaseException:
             await engine.close()
@@ -85,6 +104,7 @@ class EngineFactoryImpl:
             node = await asyncio.to_thread(
                 ensure_local_node, self.base.data_dir, extra_args=self.base.local_node_args
             )
+            self._use_local_node()
             # The embedded node's key comes from its own output: pinned exactly.
             return ServerKey(
                 server=node.address, fingerprint=node.fingerprint, pinned=node.fingerprint
@@ -119,7 +139,22 @@ class EngineFactoryImpl:
         return await Engine.open(config, form.passphrase, create=create)
 
     async def close(self) -> None:
-        """Nothing to stop: the embedded node is shared with other qpc processes."""
+        """Stop the embedded node if this was the last TUI using it.
+
+        Every TUI on the embedded node holds a shared lock on one file; the one
+        that can turn its lock exclusive on the way out was the last, and stops
+        the node. (The CLI starts the node again when it needs it.)
+        """
+        fh, self._node_users = self._node_users, None
+        if fh is None:
+            return
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another TUI still uses it
+        finally:
+            fh.close()
+        await asyncio.to_thread(stop_local_node, self.base.data_dir)
 
 
 def _passphrase(opts: argparse.Namespace) -> str | None:
