@@ -20,9 +20,11 @@ def test_concurrent_calls(tmp_path: Path) -> None:
     lock = threading.Lock()
 
     def burst(tag: int) -> None:
-        for i in range(25):
+        # 4 x 7 messages: fewer than the sender ratchet's out-of-order
+        # tolerance (32), so Bob may read them in any order.
+        for i in range(7):
             msg = alice.g.encrypt(f"{tag}:{i}".encode())
-            with lock:  # roughly generation order (the tolerance covers the rest)
+            with lock:
                 sent.append(msg)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -34,8 +36,8 @@ def test_concurrent_calls(tmp_path: Path) -> None:
         list(pool.map(burst, range(4)))
         assert all(len(f.result()) == 5 for f in others)
     texts = set()
-    for msg in sent:
+    for msg in reversed(sent):
         res = bob.g.process(msg)
         assert isinstance(res, mls.ApplicationMessage)
         texts.add(res.plaintext)
-    assert len(texts) == 100
+    assert len(texts) == 28
