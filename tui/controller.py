@@ -93,7 +93,11 @@ class ChatApp(App[None]):
         engine = await self.factory.resume()
         if engine is None:
             await self.push_screen(
-                WelcomeScreen(server=self.factory.default_server, user=self.factory.default_user)
+                WelcomeScreen(
+                    server=self.factory.default_server,
+                    user=self.factory.default_user,
+                    profile_exists=self.factory.profile_exists,
+                )
             )
             return
         who = await engine.whoami()

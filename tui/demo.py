@@ -69,6 +69,11 @@ class DemoFactory:
         """You are "you"."""
         return "you"
 
+    @property
+    def profile_exists(self) -> bool:
+        """The demo's profiles are made fresh."""
+        return False
+
     async def _engine(self, name: str) -> Engine:
         assert self.node is not None
         config = EngineConfig(

@@ -82,6 +82,11 @@ class EngineFactory(Protocol):
         """Username to prefill ("" when unknown)."""
         ...
 
+    @property
+    def profile_exists(self) -> bool:
+        """Whether the profile to open exists already (the welcome screen says so)."""
+        ...
+
     async def resume(self) -> ClientEngine | None:
         """An engine that is already logged in (``qpc demo``), or ``None``."""
         ...

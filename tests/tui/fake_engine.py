@@ -264,6 +264,10 @@ class FakeFactory:
     def default_user(self) -> str:
         return "alice"
 
+    @property
+    def profile_exists(self) -> bool:
+        return False
+
     async def resume(self) -> FakeEngine | None:
         return self.engine if self.resume_engine else None
 

@@ -208,3 +208,21 @@ async def test_welcome_requires_fields(engine: FakeEngine, app_factory: AppFacto
         assert isinstance(welcome, WelcomeScreen)
         assert "password" in str(welcome.query_one("#welcome-error", Static).render())
         assert app.focused is welcome.query_one("#password", Input)
+
+
+async def test_tab_in_a_burst_moves_to_the_next_field(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    from textual import events
+
+    app = app_factory(FakeFactory(engine, resume=False))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        welcome = app.screen
+        assert isinstance(welcome, WelcomeScreen)
+        for key, char in (("a", "a"), ("tab", "\t"), ("b", "b"), ("tab", "\t"), ("c", "c")):
+            app.post_message(events.Key(key, char))
+        await settle(app, pilot)
+        values = [welcome.query_one(f"#{f}", Input).value for f in ("password", "passphrase")]
+        assert values == ["a", "b"]
+        assert app.focused is not None and app.focused.id == "login"

@@ -49,6 +49,8 @@ async def test_unread_count_and_notification_for_other_channel(
 
     engine, general, random = populated_engine()
     app = app_factory(FakeFactory(engine), bell=True)
+    rings: list[None] = []
+    app.bell = lambda: rings.append(None)  # type: ignore[method-assign]
     async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
         await settle(app, pilot)
         main = _main(app)
@@ -61,6 +63,7 @@ async def test_unread_count_and_notification_for_other_channel(
         # Newest activity moved #random to the top.
         assert main.query_one(ChannelList).channel_ids[0] == random.id
         assert ("information", "bob: psst, over here") in recorder.notifications()
+        assert len(rings) == 2
         # Opening it clears the count and shows the messages.
         main.post_message(ChannelList.Opened(random.id))
         await settle(app, pilot)
@@ -229,3 +232,20 @@ async def test_leave_greys_out_channel(engine: FakeEngine, app_factory: AppFacto
         assert not main.rows[channel].info.active
         # Left channels sink to the bottom.
         assert main.query_one(ChannelList).channel_ids[-1] == channel
+
+
+async def test_keys_arriving_in_a_burst_keep_their_order(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    """Enter must not overtake characters still queued for the composer (a paste, tmux)."""
+    from textual import events
+
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        for ch in "fast typist":
+            app.post_message(events.Key(ch if ch != " " else "space", ch))
+        app.post_message(events.Key("enter", "\r"))
+        await settle(app, pilot)
+        assert ("send", (_main(app).active_channel, "fast typist")) in engine.calls
+        assert _main(app).query_one(Composer).text == ""

@@ -254,7 +254,8 @@ class MainScreen(Screen[None]):
             return
         info = self.channel(self.active_channel)
         label = self.channel_label(self.active_channel)
-        members = f"  ({len(info.members)} members)" if info and info.members else ""
+        count = len(info.members) if info else 0
+        members = f"  ({count} member{'s' if count != 1 else ''})" if count else ""
         left = "" if info is None or info.active else "  — you left this channel"
         title.update(f"{label}{members}{left}")
         bar.title = f"{self.user} · {label}"

@@ -47,17 +47,21 @@ class WelcomeScreen(Screen[None]):
         form: LoginForm
         """What was entered."""
 
-    def __init__(self, *, server: str = "", user: str = "") -> None:
-        """Prefill ``server`` and ``user``."""
+    def __init__(self, *, server: str = "", user: str = "", profile_exists: bool = False) -> None:
+        """Prefill ``server`` and ``user``; mention an existing profile."""
         super().__init__()
         self._server = server
         self._user = user
+        self._profile_exists = profile_exists
 
     def compose(self) -> ComposeResult:
         """The form, centred."""
         with VerticalScroll(id="welcome"), Vertical(id="welcome-box"):
             yield Label("quicnprotochat", id="welcome-title")
-            yield Static(_INTRO, id="welcome-intro")
+            intro = _INTRO
+            if self._profile_exists:
+                intro += " This profile exists: Log in with its passphrase."
+            yield Static(intro, id="welcome-intro")
             yield Label("Server (empty: a local node on this machine)")
             yield Input(self._server, placeholder="host:port", id="server", compact=True)
             yield Label("Username")
