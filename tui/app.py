@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -53,9 +54,8 @@ class QpcApp(ChatApp):
         ),
     ]
 
-    # The key help lists these, in this order.
+    # The key help lists the app's bindings, then these, in this order.
     HELP_SOURCES: ClassVar[list[tuple[str, type]]] = [
-        ("app", ChatApp),
         ("main", MainScreen),
         ("composer", Composer),
         ("log", MessageLog),
@@ -68,7 +68,7 @@ class QpcApp(ChatApp):
         if isinstance(self.screen, HelpScreen):
             return
         sources = [("app", self.BINDINGS)] + [
-            (where, getattr(cls, "BINDINGS", [])) for where, cls in self.HELP_SOURCES[1:]
+            (where, getattr(cls, "BINDINGS", [])) for where, cls in self.HELP_SOURCES
         ]
         self.push_screen(HelpScreen(binding_rows(sources, self.settings.keymap)))
 
@@ -172,14 +172,8 @@ class QpcApp(ChatApp):
 
     def action_toggle_bell(self) -> None:
         """Turn the bell on or off for this session."""
-        self.settings = _replace_bell(self.settings, not self.settings.bell)
+        self.settings = replace(self.settings, bell=not self.settings.bell)
         self.notify(f"Bell {'on' if self.settings.bell else 'off'}.")
-
-
-def _replace_bell(settings: TuiSettings, bell: bool) -> TuiSettings:
-    from dataclasses import replace
-
-    return replace(settings, bell=bell)
 
 
 def make_app(factory: EngineFactory, settings: TuiSettings | None = None) -> QpcApp:

@@ -161,3 +161,12 @@ def test_settings_file(tmp_path: Path) -> None:
     path.write_text("[tui.keys]\n'main.new_group' = 3\n")
     with pytest.raises(ConfigError):
         load_settings(path)
+
+
+async def test_bell_toggle_command(engine: FakeEngine, app_factory: AppFactory) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        assert not app.settings.bell
+        await app.run_action("toggle_bell")
+        assert app.settings.bell
