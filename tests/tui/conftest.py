@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,9 +18,15 @@ from tui.app import QpcApp, make_app
 from tui.client.api import ChannelInfo
 from tui.settings import TuiSettings
 
-# Times in the log are local: fix the zone so screens look the same everywhere.
-os.environ["TZ"] = "UTC"
-time.tzset()
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Times in the log are local: fix the zone so screens look the same everywhere."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 class Recorder:
