@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("proto.rpc_server")
 
+IDLE_GAP = 0.0003
+"""Seconds without datagrams after which a connection counts as quiet (ACK at once)."""
+
 
 Dispatch = dict[type[Any], tuple[Method, Callable[..., Any]]]
 
@@ -69,6 +72,7 @@ class ServerConnection(QuicConnectionProtocol):
         self._terminated = False
         self._in_datagram = False
         self._answered = 0
+        self._last_rx = 0.0
         server._connections.add(self)
 
     # -------------------------------------------------------- aioquic hooks
@@ -77,15 +81,20 @@ class ServerConnection(QuicConnectionProtocol):
         if not self._peer[0]:
             self._peer = _peer_of(addr)
         # aioquic's datagram_received (receive, process events, transmit), plus:
-        # answers produced while processing are sent by this transmit(), and a
-        # lone answer carries the ACK instead of a separate ACK-only datagram.
+        # answers produced while processing are sent by this transmit(), and on
+        # an otherwise quiet connection a lone answer carries the ACK instead of
+        # a separate ACK-only datagram. Under load (datagrams closer together
+        # than IDLE_GAP) ACKs stay delayed: processing an ACK per answer costs
+        # the client more than the datagrams it saves.
         self._in_datagram = True
         self._answered = 0
         try:
             now = self._loop.time()
+            quiet = now - self._last_rx >= IDLE_GAP
+            self._last_rx = now
             self._quic.receive_datagram(cast(bytes, data), addr, now=now)
             self._process_events()
-            if self._answered == 1 and not self._calls:
+            if quiet and self._answered == 1 and not self._calls:
                 ack_now(self._quic, now)
             self.transmit()
         finally:
