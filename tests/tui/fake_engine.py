@@ -111,6 +111,10 @@ class FakeEngine:
         )
         return msg
 
+    def mark_read(self, channel: str) -> None:
+        """Clear a channel's unread count (test setup)."""
+        self._channels[channel] = replace(self._channels[channel], unread=0)
+
     async def deliver(self, channel: str, sender: str, text: str) -> Message:
         """A peer's message arrives: store it and emit the event."""
         msg = self.add_message(channel, sender, text)

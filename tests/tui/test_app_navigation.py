@@ -69,7 +69,10 @@ async def test_unread_count_and_notification_for_other_channel(
         await settle(app, pilot)
         assert main.active_channel == random.id
         assert main.rows[random.id].unread == 0
-        assert main.query_one(MessageLog).message_count == 2
+        log = main.query_one(MessageLog)
+        assert log.message_count == 3  # two messages and the "2 new" marker
+        marker = log.item("unread-marker")
+        assert marker is not None and marker.text == "2 new"
 
 
 async def test_message_in_open_channel_is_appended_without_unread(

@@ -174,11 +174,21 @@ class MainScreen(Screen[None]):
 
     def open_channel(self, channel_id: str, history: list[Message]) -> None:
         """Show ``channel_id`` with ``history`` (oldest first)."""
+        row = self._rows.get(channel_id)
+        unread = min(row.unread if row else 0, len(history))
         self.active_channel = channel_id
         self.mark_read(channel_id)
         self.query_one(ChannelList).select_id(channel_id)
         self._show_channel_widgets(True)
-        self.query_one(MessageLog).set_items(log_item(m) for m in history)
+        items = [log_item(m) for m in history]
+        if unread:
+            # A marker above the first unread message, like other chat clients.
+            first = items[-unread]
+            marker = LogItem(
+                key="unread-marker", sender="", text=f"{unread} new", time=first.time, system=True
+            )
+            items.insert(len(items) - unread, marker)
+        self.query_one(MessageLog).set_items(items)
         self._update_title()
         self.query_one(Composer).focus()
 

@@ -48,8 +48,9 @@ def test_main_screen(snap_compare: Snap, size: tuple[int, int]) -> None:
 @pytest.mark.parametrize("size", SIZES)
 def test_main_screen_with_members_and_unread(snap_compare: Snap, size: tuple[int, int]) -> None:
     engine, _general, random = populated_engine()
-    engine.add_message(random.id, "bob", "unread one")
-    engine.add_message(random.id, "bob", "unread two")
+    earlier = engine.now_ms - 3_600_000  # older than #general's news: #general stays open
+    engine.add_message(random.id, "bob", "unread one", time_ms=earlier)
+    engine.add_message(random.id, "bob", "unread two", time_ms=earlier + 1000)
     engine.state = ConnectionState.reconnecting(7, outbox_count=2)
 
     async def run(pilot: Pilot[Any]) -> None:
