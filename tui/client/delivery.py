@@ -51,6 +51,8 @@ CRASH_ENV = "QPC_TEST_CRASH"
 MAX_HELD = 1000
 """Most future-epoch envelopes held at once (the oldest are dropped beyond)."""
 FETCH_LIMIT = 500
+ACK_DELAY_S = 0.05
+"""How long the live subscription coalesces saves and acks."""
 
 
 def now_ms() -> int:
@@ -70,6 +72,8 @@ class Delivery(EngineCore):
         self.joined: list[bytes] = []
         """Channels joined in the current batch (the engine says hello in them)."""
         self.leave_requests: set[bytes] = set()
+        self._inflight: set[int] = set()
+        self._flush_task: asyncio.Task[None] | None = None
         """Channels with a pending remove proposal to commit."""
 
     # ------------------------------------------------------------------ events
@@ -123,8 +127,18 @@ class Delivery(EngineCore):
                 break
         return out
 
-    async def process_batch(self, envelopes: Sequence[Envelope]) -> list[api.Message]:
-        """Process envelopes in seq order, persist, then ack (caller holds the mutex)."""
+    async def process_batch(
+        self, envelopes: Sequence[Envelope], *, defer_ack: bool = False
+    ) -> list[api.Message]:
+        """Process envelopes in seq order, persist, then ack (caller holds the mutex).
+
+        Messages are stored as they are processed. The cursor is saved and the
+        node acked right away, or with ``defer_ack`` a moment later (coalescing
+        a burst into one save and one ack). Either way the save precedes the
+        ack; a crash before the save only means the node redelivers, and the
+        replays are refused by MLS (their secrets are gone), so nothing is
+        stored twice.
+        """
         out: list[api.Message] = []
         for env in sorted(envelopes, key=lambda e: e.seq):
             if env.seq <= self.state.cursor:
@@ -134,6 +148,14 @@ class Delivery(EngineCore):
             except QpcError as exc:  # a local failure must not wedge the inbox
                 self.warn(f"could not process message: {type(exc).__name__}", env.channel_id)
             self.state.cursor = env.seq
+        if defer_ack:
+            self._schedule_flush()
+        else:
+            await self.flush_ack()
+        return out
+
+    async def flush_ack(self) -> None:
+        """Save the state, then ack everything up to the cursor (caller holds the mutex)."""
         if os.environ.get(CRASH_ENV) == "before-save":
             os._exit(9)
         await self.save()
@@ -142,9 +164,32 @@ class Delivery(EngineCore):
         if self.state.cursor > self.state.acked:
             upto = self.state.cursor
             await (await self.rpc()).ack(upto_seq=upto)
-            self.state.acked = upto
-            await self.save()
-        return out
+            self.state.acked = upto  # saved with the next change; a re-ack is harmless
+
+    async def close(self) -> None:
+        """Stop live updates, save and ack what was processed, then close."""
+        for task in (self._listen_task, self._flush_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, QpcError):
+                    await task
+        if self.state.user and self._identity is not None:
+            with contextlib.suppress(QpcError):
+                async with asyncio.timeout(2):
+                    async with self.mutex:
+                        await self.flush_ack()
+        await super().close()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.get_running_loop().create_task(self._deferred_flush())
+
+    async def _deferred_flush(self) -> None:
+        await asyncio.sleep(ACK_DELAY_S)
+        async with self.mutex:
+            # Failing here is fine: acked on the next flush, the saved cursor prevents dupes.
+            with contextlib.suppress(ConnectionLost, TransportError):
+                await self.flush_ack()
 
     async def _process_one(self, env: Envelope) -> list[api.Message]:
         channel = env.channel_id
@@ -419,7 +464,7 @@ class Delivery(EngineCore):
                     async for res in sub:
                         if res.envelopes:
                             async with self.mutex:
-                                await self.process_batch(res.envelopes)
+                                await self.process_batch(res.envelopes, defer_ack=True)
                                 await self.after_batch()
             except (ConnectionLost, TransportError) as exc:
                 log.info("subscription lost (%s); retrying in %.1fs", type(exc).__name__, backoff)

@@ -47,6 +47,9 @@ _OFFLINE = (ConnectionLost, TransportError)
 class Sender(Delivery):
     """Sending, the outbox and commits (see module docstring)."""
 
+    _inflight: set[int]
+    """``id()`` of outbox entries being delivered outside the mutex."""
+
     # ------------------------------------------------------------------ helpers
 
     def resolve(self, channel: str) -> bytes:
@@ -234,16 +237,17 @@ class Sender(Delivery):
     async def send(self, channel: str, text: str) -> api.Message:
         """Encrypt and send ``text``; offline, the message waits in the outbox.
 
-        The MLS encryption and the durable outbox entry happen under the
-        engine mutex (so messages keep their order); sealing and enqueueing do
-        not, so several sends can be in flight at once.
+        The MLS encryption happens under the engine mutex (so messages keep
+        their order); storing, sealing and enqueueing do not, so several sends
+        can be in flight at once.
         """
         if not text or len(text) > appdata.MAX_TEXT_CHARS:
             raise LocalError(f"a message must have 1..{appdata.MAX_TEXT_CHARS} characters")
         async with self.mutex:
             cid = self.resolve(channel)
             self._group(cid)
-            await self._flush_outbox()
+            if self._waiting():
+                await self._flush_outbox()
             ts = now_ms()
             stored = ChatMessage(
                 channel_id=cid,
@@ -253,22 +257,35 @@ class Sender(Delivery):
                 text=text,
                 outgoing=True,
             )
-            local_id = await self.profile.append_message(stored)
-            entry = OutboxEntry(id=local_id, channel=cid.hex(), text=text, ts=ts)
+            entry = OutboxEntry(id=0, channel=cid.hex(), text=text, ts=ts)
             self.state.outbox.append(entry)
             self.channel_record(cid).last_ms = ts
-            await self.save()
             prepared = None
-            if len(self.state.outbox) == 1:  # nothing older waits: send now
+            if self._waiting() == [entry]:  # nothing older waits: send now
                 prepared = self._prepare(cid, appdata.ChatText(text=text, ts=ts))
-        if prepared is not None:
-            missing = await self._deliver(cid, *prepared)
-            async with self.mutex:
-                if missing:
-                    entry.devices = sorted(missing)
-                else:
-                    self.state.outbox.remove(entry)
+                self._inflight.add(id(entry))
+            else:  # older messages wait for the node: queue behind them, durably
+                entry.id = await self.profile.append_message(stored)
                 await self.save()
+        if prepared is not None:
+            # Storing and delivering overlap; the outbox entry becomes durable
+            # only if some device could not be reached.
+            missing: set[str] = set()
+            delivered = False
+            try:
+                entry.id, missing = await asyncio.gather(
+                    self.profile.append_message(stored), self._deliver(cid, *prepared)
+                )
+                delivered = True
+            finally:
+                async with self.mutex:
+                    self._inflight.discard(id(entry))
+                    if delivered and missing:
+                        entry.devices = sorted(missing)
+                        await self.save()
+                    else:
+                        self.state.outbox = [o for o in self.state.outbox if o is not entry]
+        local_id = entry.id
         msg = self.to_api(
             ChatMessage(
                 channel_id=cid,
@@ -306,6 +323,10 @@ class Sender(Delivery):
         self._state_changed(entry, api.DeliveryState.SENT)
         return True
 
+    def _waiting(self) -> list[OutboxEntry]:
+        """Outbox entries not being delivered right now."""
+        return [o for o in self.state.outbox if id(o) not in self._inflight]
+
     def _state_changed(self, entry: OutboxEntry, state: api.DeliveryState) -> None:
         self.emit(api.MessageStateChanged(message_id=entry.id, channel=entry.channel, state=state))
 
@@ -313,7 +334,7 @@ class Sender(Delivery):
         """Send what waits in the outbox, oldest first (caller holds the mutex)."""
         if not self.state.outbox:
             return
-        for entry in list(self.state.outbox):
+        for entry in self._waiting():
             if not await self._try_send(entry):
                 break
         await self.save()
