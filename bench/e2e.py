@@ -23,6 +23,9 @@ The node runs as a ``qpc-node`` subprocess; the engines run in this process
 (so send and receive times share one clock). Synapse runs as a subprocess too.
 """
 
+# A benchmark driver: blocking setup calls inside async code are fine here.
+# ruff: noqa: ASYNC109, ASYNC240
+
 from __future__ import annotations
 
 import argparse
@@ -273,7 +276,8 @@ def render(res: dict[str, object], syn: dict[str, object] | str, n_lat: int, n_r
     raw = res["raw_enqueue_ms"]
     assert isinstance(raw, list)
     lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}. Latency: {n_lat} messages at one per 50 ms; "
         f"rates: {n_rate} messages per run. All on loopback.",
         "",
@@ -281,7 +285,7 @@ def render(res: dict[str, object], syn: dict[str, object] | str, n_lat: int, n_r
         "| msg/s sent, 16 in flight (delivered) |",
         "|---|---|---|---|",
         f"| raw node `enqueue` round trip (baseline) | {summary(raw)} | "
-        f"{1000 / statistics.median(raw):.0f} | – |",
+        f"{1000 / statistics.median(raw):.0f} | - |",
     ]
     rows: list[tuple[str, dict[str, object]]] = [
         (f"qpc, {k[5:]}-member group (MLS + X-Wing envelope, sealed sender)", v)  # type: ignore[misc]
@@ -316,7 +320,7 @@ async def amain(args: argparse.Namespace) -> None:
         if not args.no_synapse:
             venv = Path(args.synapse_venv)
             if not (venv / "bin" / "python").exists():
-                syn = f"no Synapse venv at {venv} (python -m venv DIR && DIR/bin/pip install matrix-synapse)"
+                syn = f"no Synapse venv at {venv} (pip install matrix-synapse into a venv there)"
             else:
                 syn = await bench_synapse(venv, work / "synapse", n_lat, n_rate)
         table = render(res, syn, n_lat, n_rate)
