@@ -71,11 +71,13 @@ class _PromptDialog(_Dialog[str | None]):
     OK_TEXT = "OK"
 
     def __init__(self, *, value: str = "", subtitle: str = "") -> None:
+        """Prefill the field with ``value``; show ``subtitle`` under the title."""
         super().__init__()
         self._value = value
         self._subtitle = subtitle
 
     def compose(self) -> ComposeResult:
+        """Title, label, one field, OK/Cancel."""
         with Vertical(classes="dialog-box"):
             yield Label(self.TITLE_TEXT, classes="dialog-title")
             if self._subtitle:
@@ -170,7 +172,10 @@ class VerifyKeysDialog(_PromptDialog):
 class ConfirmDialog(_Dialog[bool]):
     """A yes/no question (e.g. "Leave #general?")."""
 
-    def __init__(self, title: str, question: str, *, yes: str = "Yes", danger: bool = False):
+    def __init__(
+        self, title: str, question: str, *, yes: str = "Yes", danger: bool = False
+    ) -> None:
+        """Ask ``question``; ``danger`` focuses Cancel and colours the yes button."""
         super().__init__()
         self._title = title
         self._question = question
@@ -178,6 +183,7 @@ class ConfirmDialog(_Dialog[bool]):
         self._danger = danger
 
     def compose(self) -> ComposeResult:
+        """Title, question, the two buttons."""
         with Vertical(classes="dialog-box"):
             yield Label(self._title, classes="dialog-title")
             yield Static(self._question)
@@ -186,6 +192,7 @@ class ConfirmDialog(_Dialog[bool]):
                 yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
+        """Focus the safe choice."""
         self.query_one("#cancel" if self._danger else "#ok", Button).focus()
 
     def _cancel_value(self) -> bool:
@@ -204,6 +211,7 @@ class TrustServerDialog(ConfirmDialog):
     """Shows a server's fingerprint for trust on first use (or a changed key)."""
 
     def __init__(self, key: ServerKey) -> None:
+        """Explain ``key`` (new or changed) and ask whether to trust it."""
         changed = key.status is ServerKeyStatus.CHANGED
         if changed:
             question = (
@@ -230,10 +238,12 @@ class KeyCheckDialog(_Dialog[None]):
     """Shows the safety numbers of a user's devices."""
 
     def __init__(self, check: KeyCheck) -> None:
+        """Show ``check``."""
         super().__init__()
         self._check = check
 
     def compose(self) -> ComposeResult:
+        """One block per device."""
         with Vertical(classes="dialog-box"):
             yield Label(f"Safety numbers with {self._check.user}", classes="dialog-title")
             if self._check.changed:
@@ -254,6 +264,7 @@ class KeyCheckDialog(_Dialog[None]):
                 yield Button("Close", variant="primary", id="ok")
 
     def on_mount(self) -> None:
+        """Focus Close."""
         self.query_one("#ok", Button).focus()
 
     def _cancel_value(self) -> None:
