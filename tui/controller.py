@@ -19,6 +19,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
+from proto.errors import ConfigError, TransportError, WrongPassphrase
 from tui.client.api import (
     ChannelInfo,
     ChannelsChanged,
@@ -152,10 +153,15 @@ class ChatApp(App[None]):
             self.set_interval(self.settings.ping_interval_s, self._tick_ping)
             self._tick_ping()
 
-    def _welcome_error(self, text: str) -> None:
+    def _welcome_error(self, text: str, error: BaseException | None = None) -> None:
+        field = "password"
+        if isinstance(error, WrongPassphrase):
+            field = "passphrase"
+        elif isinstance(error, TransportError | ConfigError | OSError):
+            field = "server"
         for screen in self.screen_stack:
             if isinstance(screen, WelcomeScreen):
-                screen.show_error(text)
+                screen.show_error(text, field)
 
     # --------------------------------------------------------------- workers
 
@@ -300,7 +306,7 @@ class ChatApp(App[None]):
         self.last_error = f"{worker.name.removeprefix(_QUIET)}: {text}"
         self._fill_info()
         if worker.group == "login":
-            self._welcome_error(text)
+            self._welcome_error(text, error)
             if worker.name == "resume":
                 self.notify(text, title="Could not resume", severity="error")
             return

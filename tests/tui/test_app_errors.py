@@ -174,3 +174,24 @@ async def test_actions_need_a_channel(
         await pilot.press("ctrl+t")
         assert isinstance(app.screen, MainScreen)
         assert ("warning", "Open a channel first.") in recorder.notifications()
+
+
+async def test_wrong_passphrase_focuses_the_passphrase(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    engine.fail["login"] = WrongPassphrase("")
+    app = app_factory(FakeFactory(engine, resume=False))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        welcome = app.screen
+        assert isinstance(welcome, WelcomeScreen)
+        for field, value in (("user", "a"), ("password", "b"), ("passphrase", "c")):
+            welcome.query_one(f"#{field}", Input).value = value
+        await pilot.press("ctrl+l")
+        await settle(app, pilot)
+        assert str(welcome.query_one("#welcome-error", Static).render()) == (
+            "Wrong passphrase for this profile."
+        )
+        assert app.focused is welcome.query_one("#passphrase", Input)
+        await pilot.press("d")  # the old passphrase is selected: typing replaces it
+        assert welcome.query_one("#passphrase", Input).value == "d"

@@ -92,11 +92,13 @@ class WelcomeScreen(Screen[None]):
         for widget in self.query("Input, Button"):
             widget.disabled = busy
 
-    def show_error(self, text: str) -> None:
-        """Show ``text`` under the form and re-enable it."""
+    def show_error(self, text: str, field: str = "password") -> None:
+        """Show ``text`` under the form, re-enable it and focus ``field``."""
         self.busy = False
         self.query_one("#welcome-error", Static).update(text)
-        self.query_one("#password", Input).focus()
+        target = self.query_one(f"#{field}", Input)
+        target.focus()
+        target.action_select_all()
 
     def _form(self, register: bool) -> LoginForm | None:
         values = {i.id: i.value for i in self.query(Input) if i.id}
