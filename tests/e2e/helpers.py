@@ -106,10 +106,10 @@ async def new_user(node: EmbeddedNode, base: Path, name: str, **kw: Any) -> Engi
 
 
 async def group_of(
-    node: EmbeddedNode, base: Path, names: Sequence[str], channel: str = "team"
+    node: EmbeddedNode, base: Path, names: Sequence[str], channel: str = "team", **kw: Any
 ) -> tuple[list[Engine], str]:
     """Users ``names``; the first creates a group and invites the rest, who join."""
-    engines = [await new_user(node, base, n) for n in names]
+    engines = [await new_user(node, base, n, **kw) for n in names]
     chan = await engines[0].create_group(channel)
     if len(names) > 1:
         await engines[0].invite(chan.id, list(names[1:]))

@@ -121,3 +121,25 @@ async def test_self_update_and_welcome_after_restart(
     await alice.send(chan, "new keys")
     assert [m.text for m in await bob.sync()] == ["new keys"]
     assert alice.mls.load_group(bytes.fromhex(chan)).ciphersuite == mls.DEFAULT_CIPHERSUITE
+
+
+async def test_periodic_self_update_and_keypackage_refill(
+    node: EmbeddedNode, tmp_path: Path, engines: list[Engine]
+) -> None:
+    alice = await new_user(node, tmp_path, "alice")
+    bob = await new_user(node, tmp_path, "bob", keypackage_low=20)
+    engines += [alice, bob]
+    chan = (await alice.create_group("team")).id
+    await alice.invite(chan, ["bob"])
+    await bob.sync()  # joins (one KeyPackage consumed), then refills below 20
+    stock = (await bob.whoami()).key_stock
+    assert stock is not None and stock.count == 20
+    cid = bytes.fromhex(chan)
+    epoch = alice.mls.load_group(cid).epoch
+    alice.state.channels[chan].updated_ms = 0  # our leaf key is "old"
+    await alice.sync()
+    assert alice.mls.load_group(cid).epoch == epoch + 1
+    await alice.sync()  # not due again
+    assert alice.mls.load_group(cid).epoch == epoch + 1
+    await bob.sync()
+    assert bob.mls.load_group(cid).epoch == epoch + 1

@@ -38,7 +38,7 @@ from proto.errors import (
 from proto.rpc_client import ClientConfig, RpcClient
 from tui.client import api
 from tui.client.localnode import ensure_local_node
-from tui.client.profile import Profile
+from tui.client.profile import ChatMessage, Profile
 from tui.client.state import ChannelRecord, DeviceRecord, EngineState
 
 __all__ = ["EMBEDDED", "EngineConfig", "EngineCore", "normalize_user"]
@@ -103,6 +103,7 @@ class EngineCore:
         self._identity: IdentityKey | None = None
         self._hybrid: HybridPrivateKey | None = None
         self._mls: mls.Client | None = None
+        self._db_lock = asyncio.Lock()  # one transaction at a time on the profile's connection
         self.mutex = asyncio.Lock()
         """Serialises everything touching MLS state or the engine state."""
 
@@ -150,7 +151,20 @@ class EngineCore:
 
     async def save(self) -> None:
         """Persist the engine state (encrypted)."""
-        await self.state.save(self.profile)
+        async with self._db_lock:
+            await self.state.save(self.profile)
+
+    async def append_message(self, msg: ChatMessage) -> int:
+        """Append to the encrypted history; returns the local id."""
+        async with self._db_lock:
+            return await self.profile.append_message(msg)
+
+    async def list_messages(
+        self, channel: bytes, *, limit: int, before_id: int | None
+    ) -> list[ChatMessage]:
+        """A page of a channel's history, oldest first."""
+        async with self._db_lock:
+            return await self.profile.list_messages(channel, limit=limit, before_id=before_id)
 
     # ------------------------------------------------------------------ connection
 

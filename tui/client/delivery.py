@@ -374,7 +374,7 @@ class Delivery(EngineCore):
             timestamp_ms=item.ts,
             text=item.text,
         )
-        local_id = await self.profile.append_message(msg)
+        local_id = await self.append_message(msg)
         rec.unread += 1
         rec.last_ms = now_ms()
         out = self.to_api(

@@ -232,7 +232,7 @@ class Engine(Sender):
         """Stored messages, oldest first; marks the channel read."""
         async with self.mutex:
             cid = self.resolve(channel)
-            rows = await self.profile.list_messages(cid, limit=limit, before_id=before_id)
+            rows = await self.list_messages(cid, limit=limit, before_id=before_id)
             rec = self.channel_record(cid)
             if rec.unread:
                 rec.unread = 0

@@ -147,13 +147,19 @@ class Sender(Delivery):
         raise LocalError("the channel is too busy: gave up after repeated commit races")
 
     async def after_batch(self) -> None:
-        """Say hello in joined channels, commit leave requests, flush the outbox."""
+        """Say hello in joined channels, refill KeyPackages, commit leave requests,
+        commit due self-updates, flush the outbox."""
         joined, self.joined = self.joined, []
         for channel in joined:
             try:
                 await self._send_app(channel, appdata.Hello(access_key=self._ak()))
             except QpcError as exc:
                 log.info("could not announce our access key: %s", type(exc).__name__)
+        if joined:  # each Welcome consumed one of our KeyPackages
+            try:
+                await self.top_up_keypackages()
+            except QpcError as exc:
+                log.info("could not refill KeyPackages: %s", type(exc).__name__)
         requests, self.leave_requests = self.leave_requests, set()
         for channel in requests:
             try:
@@ -163,6 +169,7 @@ class Sender(Delivery):
                 )
             except QpcError as exc:
                 log.info("could not commit a leave request: %s", type(exc).__name__)
+        await self._self_update_due()
         await self._flush_outbox()
 
     def _ak(self) -> bytes:
@@ -265,7 +272,7 @@ class Sender(Delivery):
                 prepared = self._prepare(cid, appdata.ChatText(text=text, ts=ts))
                 self._inflight.add(id(entry))
             else:  # older messages wait for the node: queue behind them, durably
-                entry.id = await self.profile.append_message(stored)
+                entry.id = await self.append_message(stored)
                 await self.save()
         if prepared is not None:
             # Storing and delivering overlap; the outbox entry becomes durable
@@ -274,7 +281,7 @@ class Sender(Delivery):
             delivered = False
             try:
                 entry.id, missing = await asyncio.gather(
-                    self.profile.append_message(stored), self._deliver(cid, *prepared)
+                    self.append_message(stored), self._deliver(cid, *prepared)
                 )
                 delivered = True
             finally:
@@ -344,15 +351,16 @@ class Sender(Delivery):
         async with self.mutex:
             msgs = await self.drain()
             await self.after_batch()
-            await self._self_update_due()
             return msgs
 
     async def _self_update_due(self) -> None:
+        """Periodic self-update: a fresh leaf key where ours is older than the interval."""
+        due = now_ms() - int(self.config.self_update_s * 1000)
         for hexid, rec in list(self.state.channels.items()):
-            if rec.active and now_ms() - rec.updated_ms > self.config.self_update_s * 1000:
+            if rec.active and rec.updated_ms < due:
                 try:
                     await self.run_commit(bytes.fromhex(hexid), lambda g: g.self_update())
                     rec.updated_ms = now_ms()
+                    await self.save()
                 except QpcError as exc:
                     log.info("self-update failed: %s", type(exc).__name__)
-        await self.save()
