@@ -44,3 +44,19 @@ def test_processes_share_one_local_node(tmp_path: Path) -> None:
         stop = qpc(tmp_path, "alice", "stop-local-node")
     assert json.loads(stop.stdout) == {"stopped": True}
     assert not (tmp_path / "local-node" / "node.json").exists()
+
+
+def test_demo_group_shows_the_removed_member_cannot_read(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "--json", "demo-group"],
+        capture_output=True,
+        text=True,
+        env=cli_env(tmp_path),
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    steps = json.loads(res.stdout)["steps"]
+    last = next(s for s in steps if "carol_active" in s)
+    assert last["carol_active"] is False and last["carol_received"] == []
+    assert any("bob: received ['carol cannot read this']" in s["step"] for s in steps)

@@ -201,7 +201,11 @@ async def _run(e: Engine, opts: Options) -> None:
         k = await e.check_key(opts.user, accept=opts.accept)
         lines = []
         for d in k.devices:
-            flag = {"changed": "!!! KEY CHANGED", "new": "new (now pinned)", "verified": "verified"}
+            flag = {
+                "changed": "!!! KEY CHANGED",
+                "new": "first seen (now pinned)",
+                "verified": "matches the pinned key",
+            }
             lines.append(f"{d.device[:16]}  {flag.get(d.status, d.status)}")
             lines.append(f"  safety number: {d.safety_number}")
         if k.changed:

@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 from proto.crypto.atrest import FAST_TEST_PARAMS
+from proto.errors import QpcError
 from tui.cli.main import Options, emit
-from tui.client import api
 from tui.client.core import EngineConfig
 from tui.client.engine import Engine
 from tui.client.localnode import ensure_local_node, stop_local_node
@@ -86,7 +86,7 @@ async def run_demo(opts: Options) -> None:
             )
             try:
                 await carol.send(chan.id, "am I still here?")
-            except api_errors() as exc:
+            except QpcError as exc:
                 say(f"carol: cannot send any more: {exc}")
             say("done: the removed member holds no keys for the new epoch")
         finally:
@@ -95,13 +95,3 @@ async def run_demo(opts: Options) -> None:
             await asyncio.to_thread(stop_local_node, base)
     if opts.json:
         emit(opts, "", {"steps": steps})
-
-
-def api_errors() -> tuple[type[Exception], ...]:
-    """Errors a removed member gets when trying to send."""
-    from proto.errors import QpcError
-
-    return (QpcError,)
-
-
-_ = api
