@@ -19,8 +19,9 @@ What it measures (all on loopback, one machine):
   venv, SQLite, plain HTTP on loopback, rate limits lifted, one sender and one
   ``/sync`` long-poller), as the server a user would otherwise pick.
 
-The node runs as a ``qpc-node`` subprocess; the engines run in this process
-(so send and receive times share one clock). Synapse runs as a subprocess too.
+The node runs as a ``qpc-node`` subprocess; the sender's engines run in this
+process and the listening receiver in a child process (times compare through
+the system-wide monotonic clock). Synapse runs as a subprocess too.
 """
 
 # A benchmark driver: blocking setup calls inside async code are fine here.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import os
 import platform
@@ -107,26 +109,43 @@ def start_node(data: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 class Receiver:
-    """Consumes a listening engine's events and stamps each message's arrival."""
+    """The receiving profile in its own process, as on another machine.
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    The child (this script with ``--child-receiver``) opens the profile, holds
+    the subscription and prints ``<perf_counter> <text>`` per decrypted
+    message; ``time.perf_counter`` is CLOCK_MONOTONIC, shared by processes on
+    Linux, so arrival and send times compare directly.
+    """
+
+    def __init__(self, profile: Path, server: str) -> None:
+        self.profile = profile
+        self.server = server
         self.arrived: dict[str, float] = {}
         self.changed = asyncio.Event()
+        self.proc: asyncio.subprocess.Process | None = None
         self.task: asyncio.Task[None] | None = None
-        self.connected = asyncio.Event()
-
-    async def _run(self) -> None:
-        async for ev in self.engine.events():
-            if isinstance(ev, api.MessageReceived) and not ev.message.outgoing:
-                self.arrived[ev.message.text] = time.perf_counter()
-                self.changed.set()
-            elif isinstance(ev, api.ConnectionChanged) and ev.state.status.value == "connected":
-                self.connected.set()
 
     async def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._run())
-        await asyncio.wait_for(self.connected.wait(), 10)
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--child-receiver",
+            str(self.profile),
+            self.server,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
+        if line.strip() != b"ready":
+            raise SystemExit(f"receiver did not start: {line!r}")
+        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            stamp, _, text = line.decode().rstrip("\n").partition(" ")
+            self.arrived[text] = float(stamp)
+            self.changed.set()
 
     async def wait_for(self, texts: list[str], timeout: float = 120) -> float:
         """Wait until every text arrived; return the last arrival time."""
@@ -141,9 +160,28 @@ class Receiver:
         return max(self.arrived[t] for t in texts)
 
     async def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            await self.proc.wait()
         if self.task is not None:
-            self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def child_receiver(profile: Path, server: str) -> None:
+    """``--child-receiver``: listen on ``profile`` and stamp every message."""
+    cfg = EngineConfig(profile_dir=profile, server=server, kdf=FAST_TEST_PARAMS)
+    engine = await Engine.open(cfg, "pp")
+    out = sys.stdout
+    try:
+        async for ev in engine.events():
+            if isinstance(ev, api.MessageReceived) and not ev.message.outgoing:
+                out.write(f"{time.perf_counter()!r} {ev.message.text}\n")
+                out.flush()
+            elif isinstance(ev, api.ConnectionChanged) and ev.state.status.value == "connected":
+                out.write("ready\n")
+                out.flush()
+    finally:
+        await engine.close()
 
 
 async def latency_run(
@@ -225,7 +263,8 @@ async def bench_qpc(
         for e in engines[1:]:
             await e.sync()
         await sender.sync()  # access keys from the hellos: sealed sender from here on
-        recv = Receiver(receiver)
+        await receiver.close()  # its profile now belongs to the receiver process
+        recv = Receiver(base / f"g{size}-u1", server)
         await recv.start()
 
         async def send(text: str, _s: Engine = sender, _c: str = chan.id) -> object:
@@ -240,7 +279,8 @@ async def bench_qpc(
         results[f"group{size}"] = {"latency_ms": lat, "rate1": r1, "rate16": r16}
         await recv.stop()
         for e in engines:
-            await e.close()
+            if e is not receiver:
+                await e.close()
     return results
 
 
@@ -341,7 +381,15 @@ def main() -> None:
         help="venv with matrix-synapse installed (default bench/out/synapse-venv)",
     )
     p.add_argument("--no-synapse", action="store_true", help="skip the Synapse comparison")
-    asyncio.run(amain(p.parse_args()))
+    p.add_argument(
+        "--child-receiver", nargs=2, metavar=("PROFILE", "SERVER"), help=argparse.SUPPRESS
+    )
+    args = p.parse_args()
+    if args.child_receiver:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(child_receiver(Path(args.child_receiver[0]), args.child_receiver[1]))
+        return
+    asyncio.run(amain(args))
 
 
 if __name__ == "__main__":

@@ -187,9 +187,14 @@ class Delivery(EngineCore):
     async def _deferred_flush(self) -> None:
         await asyncio.sleep(ACK_DELAY_S)
         async with self.mutex:
-            # Failing here is fine: acked on the next flush, the saved cursor prevents dupes.
+            await self.save()  # the cursor is durable before the ack below
+            upto = self.state.cursor
+        if upto > self.state.acked:
+            # Outside the mutex, so processing goes on while the node deletes.
+            # Failing is fine: acked on the next flush, the saved cursor prevents dupes.
             with contextlib.suppress(ConnectionLost, TransportError):
-                await self.flush_ack()
+                await (await self.rpc()).ack(upto_seq=upto)
+                self.state.acked = max(self.state.acked, upto)
 
     async def _process_one(self, env: Envelope) -> list[api.Message]:
         channel = env.channel_id
