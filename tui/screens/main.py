@@ -101,7 +101,7 @@ class MainScreen(Screen[None]):
                 yield Label("", id="channel-title", classes="pane-title")
                 yield Static(_EMPTY_HINT, id="empty-hint")
                 yield MessageLog(id="log")
-                yield Composer(id="composer", placeholder="Write a message (Enter sends)")
+                yield Composer(id="composer", placeholder="Write a message (Enter sends, Ctrl+J new line)")
             with Vertical(id="members-pane"):
                 yield Label("Members", classes="pane-title")
                 yield MemberList(id="members")

@@ -17,8 +17,8 @@ _MAX_HISTORY = 200
 class Composer(TextArea):
     """Where messages are written.
 
-    Enter sends; Alt+Enter or Ctrl+J inserts a newline (both survive SSH and
-    tmux, unlike Shift+Enter). Up on the first line and Down on the last line
+    Enter sends; Ctrl+J inserts a newline (it survives SSH and tmux, unlike
+    Shift+Enter; Alt+Enter works too where the terminal reports it). Up on the first line and Down on the last line
     walk through what was sent before, like a shell.
     """
 
