@@ -266,6 +266,15 @@ class ChatApp(App[None]):
         self.health_info = await engine.health()
         self._fill_info()
 
+    @work(exclusive=True, group="read", exit_on_error=False, name=_QUIET + "mark read")
+    async def mark_read(self, channel: str) -> None:
+        """Tell the engine the open channel was seen (its unread count survives restarts).
+
+        The engine marks a channel read when its history is asked for; one
+        message is enough.
+        """
+        await self._engine().history(channel, limit=1)
+
     @work(exclusive=True, group="keys", exit_on_error=False, name="refresh keypackages")
     async def refresh_keypackages(self) -> None:
         """Upload KeyPackages until the stock is full."""
@@ -361,6 +370,8 @@ class ChatApp(App[None]):
         if main.active_channel == msg.channel:
             main.add_message(msg)
             main.bump(msg.channel, msg.time_ms, unread=False)
+            if not msg.outgoing:
+                self.mark_read(msg.channel)
             return
         main.bump(msg.channel, msg.time_ms, unread=not msg.outgoing)
         if msg.outgoing:

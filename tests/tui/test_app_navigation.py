@@ -90,6 +90,9 @@ async def test_message_in_open_channel_is_appended_without_unread(
         assert log.message_count == 6
         assert main.rows[channel].unread == 0
         assert recorder.notifications() == []
+        # The engine is told, so the count is still 0 after a restart.
+        assert engine.calls[-1] == ("history", (channel,))
+        assert next(c for c in await engine.channels() if c.id == channel).unread == 0
 
 
 async def test_cycle_channels_with_keys(engine: FakeEngine, app_factory: AppFactory) -> None:
