@@ -46,6 +46,7 @@ from tui.settings import TuiSettings
 from tui.userfacing import describe_error
 from tui.widgets.channel_list import ChannelList
 from tui.widgets.composer import Composer
+from tui.widgets.message_log import MessageLog
 from tui.widgets.panes import HealthPane, PingPane, WhoAmIPane
 
 __all__ = ["HISTORY_LIMIT", "ChatApp"]
@@ -73,6 +74,8 @@ class ChatApp(App[None]):
         self.health_info: Health | None = None
         self.ping_samples: deque[float] = deque(maxlen=PingPane.HISTORY)
         self._members: dict[str, frozenset[str]] = {}
+        self.history_limit = HISTORY_LIMIT
+        """Messages loaded when a channel opens, and per "load older" page."""
 
     # ------------------------------------------------------------------ start
 
@@ -191,11 +194,25 @@ class ChatApp(App[None]):
     async def open_channel(self, channel_id: str) -> None:
         """Load a channel's history and members, then show it."""
         engine = self._engine()
-        history = await engine.history(channel_id, limit=HISTORY_LIMIT)
+        history = await engine.history(channel_id, limit=self.history_limit)
         members = await engine.members(channel_id)
         main = self._main()
-        main.open_channel(channel_id, history)
+        main.open_channel(channel_id, history, has_older=len(history) >= self.history_limit)
         self._show_members(channel_id, members, announce=False)
+
+    @on(MessageLog.ReachedTop)
+    def _reached_top(self, event: MessageLog.ReachedTop) -> None:
+        main = self._main()
+        if main.active_channel is not None and main.oldest_id is not None:
+            self.load_older(main.active_channel, main.oldest_id)
+
+    @work(exclusive=True, group="open", exit_on_error=False, name="load older messages")
+    async def load_older(self, channel: str, before_id: int) -> None:
+        """Fetch the page of history before ``before_id`` and show it above."""
+        older = await self._engine().history(channel, limit=self.history_limit, before_id=before_id)
+        main = self._main()
+        if main.active_channel == channel:
+            main.prepend_history(older, has_older=len(older) >= self.history_limit)
 
     @on(ChannelList.Opened)
     def _channel_chosen(self, event: ChannelList.Opened) -> None:

@@ -255,3 +255,32 @@ async def test_keys_arriving_in_a_burst_keep_their_order(
         await settle(app, pilot)
         assert ("send", (_main(app).active_channel, "fast typist")) in engine.calls
         assert _main(app).query_one(Composer).text == ""
+
+
+async def test_scrolling_to_the_top_loads_older_history(app_factory: AppFactory) -> None:
+    engine = FakeEngine()
+    chan = engine.add_channel("long", ("bob",))
+    for i in range(75):
+        engine.add_message(chan.id, "bob", f"message {i}")
+    engine.mark_read(chan.id)
+    app = app_factory(FakeFactory(engine))
+    app.history_limit = 30
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        log = _main(app).query_one(MessageLog)
+        assert log.message_count == 30 and log.has_older
+        first = log.item("46")  # the oldest message shown (ids start at 1)
+        assert first is not None and first.text == "message 45"
+        log.scroll_home(animate=False, immediate=True)
+        await settle(app, pilot)
+        assert log.message_count == 60
+        # The view stays on what was at the top; the older page is above it.
+        assert round(log.scroll_y) == 30  # 30 older rows; the day line stays on top
+        assert "message 45" in log.render_line(1).text
+        log.scroll_home(animate=False, immediate=True)
+        await settle(app, pilot)
+        assert log.message_count == 75 and not log.has_older
+        log.scroll_home(animate=False, immediate=True)
+        await settle(app, pilot)
+        assert log.message_count == 75  # nothing older: no more requests
+        assert "message 0" in log.render_line(1).text

@@ -89,6 +89,8 @@ class MainScreen(Screen[None]):
         super().__init__()
         self.user = user
         self._rows: dict[str, ChannelRow] = {}
+        self.oldest_id: int | None = None
+        """Local id of the oldest message loaded in the open channel."""
 
     def compose(self) -> ComposeResult:
         """Status line, three columns, footer."""
@@ -101,7 +103,9 @@ class MainScreen(Screen[None]):
                 yield Label("", id="channel-title", classes="pane-title")
                 yield Static(_EMPTY_HINT, id="empty-hint")
                 yield MessageLog(id="log")
-                yield Composer(id="composer", placeholder="Write a message (Enter sends, Ctrl+J new line)")
+                yield Composer(
+                    id="composer", placeholder="Write a message (Enter sends, Ctrl+J new line)"
+                )
             with Vertical(id="members-pane"):
                 yield Label("Members", classes="pane-title")
                 yield MemberList(id="members")
@@ -172,8 +176,11 @@ class MainScreen(Screen[None]):
 
     # ------------------------------------------------------------ open one
 
-    def open_channel(self, channel_id: str, history: list[Message]) -> None:
-        """Show ``channel_id`` with ``history`` (oldest first)."""
+    def open_channel(
+        self, channel_id: str, history: list[Message], *, has_older: bool = False
+    ) -> None:
+        """Show ``channel_id`` with ``history`` (oldest first; ``has_older``: more exists)."""
+        self.oldest_id = history[0].id if history else None
         row = self._rows.get(channel_id)
         unread = min(row.unread if row else 0, len(history))
         self.active_channel = channel_id
@@ -188,9 +195,17 @@ class MainScreen(Screen[None]):
                 key="unread-marker", sender="", text=f"{unread} new", time=first.time, system=True
             )
             items.insert(len(items) - unread, marker)
-        self.query_one(MessageLog).set_items(items)
+        self.query_one(MessageLog).set_items(items, has_older=has_older)
         self._update_title()
         self.query_one(Composer).focus()
+
+    def prepend_history(self, older: list[Message], *, has_older: bool) -> None:
+        """Show ``older`` messages (oldest first) above what the open channel shows."""
+        if older:
+            self.oldest_id = older[0].id
+        self.query_one(MessageLog).prepend_items(
+            [log_item(m) for m in older], has_older=has_older and bool(older)
+        )
 
     def close_channel(self) -> None:
         """Show nothing (after leaving the open channel)."""

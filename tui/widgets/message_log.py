@@ -22,6 +22,7 @@ from rich.style import Style
 from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.geometry import Size
+from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -154,6 +155,13 @@ class MessageLog(ScrollView, can_focus=True):
     MessageLog > .message-log--sent { color: $success; }
     """
 
+    @dataclass
+    class ReachedTop(Message):
+        """The view reached the oldest loaded message and older history exists."""
+
+        log: MessageLog
+        """The log that wants older messages."""
+
     follow: reactive[bool] = reactive(True, init=False)
     """Keep the newest message in view as messages arrive (off while scrolled up)."""
 
@@ -165,6 +173,9 @@ class MessageLog(ScrollView, can_focus=True):
         self._rows = 0
         self._by_key: dict[str, int] = {}
         self._wrap_width = 0
+        self.has_older = False
+        """Whether older history exists than what is loaded."""
+        self._loading_older = False
         self._cache: LRUCache[tuple[int, int], Strip] = LRUCache(256)
 
     # ------------------------------------------------------------------ data
@@ -181,6 +192,8 @@ class MessageLog(ScrollView, can_focus=True):
 
     def clear(self) -> None:
         """Remove every message."""
+        self.has_older = False
+        self._loading_older = False
         self._entries.clear()
         self._starts.clear()
         self._by_key.clear()
@@ -189,8 +202,31 @@ class MessageLog(ScrollView, can_focus=True):
         self._update_size()
         self.refresh()
 
-    def set_items(self, items: Iterable[LogItem]) -> None:
-        """Replace the contents with ``items`` (oldest first) and show the newest."""
+    def set_items(self, items: Iterable[LogItem], *, has_older: bool = False) -> None:
+        """Replace the contents with ``items`` (oldest first) and show the newest.
+
+        ``has_older``: more history exists; reaching the top posts
+        :class:`ReachedTop` so the app can :meth:`prepend_items`.
+        """
+        self._rebuild(list(items))
+        self.has_older = has_older
+        self._loading_older = False
+        self.follow = True
+        self.scroll_end(animate=False)
+        self.call_after_refresh(self._check_top)
+
+    def prepend_items(self, items: list[LogItem], *, has_older: bool) -> None:
+        """Put older ``items`` above the current ones, keeping the view where it is."""
+        current = [e.item for e in self._entries if e.item is not None]
+        known = {item.key for item in current}
+        before = self._rows
+        self._rebuild([i for i in items if i.key not in known] + current)
+        self.has_older = has_older
+        self._loading_older = False
+        self.scroll_to(y=self.scroll_y + (self._rows - before), animate=False, immediate=True)
+        self.call_after_refresh(self._check_top)
+
+    def _rebuild(self, items: list[LogItem]) -> None:
         self._entries.clear()
         self._starts.clear()
         self._by_key.clear()
@@ -199,8 +235,6 @@ class MessageLog(ScrollView, can_focus=True):
         for item in items:
             self._append(item)
         self._update_size()
-        self.follow = True
-        self.scroll_end(animate=False)
         self.refresh()
 
     def add_item(self, item: LogItem) -> None:
@@ -296,9 +330,16 @@ class MessageLog(ScrollView, can_focus=True):
                 self.scroll_end(animate=False)
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
-        """Follow new messages only while the view is at the bottom."""
+        """Follow new messages only at the bottom; ask for older ones at the top."""
         super().watch_scroll_y(old_value, new_value)
         self.follow = round(new_value) >= self.max_scroll_y
+        self._check_top()
+
+    def _check_top(self) -> None:
+        """Ask for older history when the top is in view (also when all of it fits)."""
+        if round(self.scroll_y) == 0 and self.has_older and not self._loading_older and self._rows:
+            self._loading_older = True
+            self.post_message(self.ReachedTop(self))
 
     # ---------------------------------------------------------------- render
 
