@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import enum
 import os
+import signal
 import time
 from typing import Any
 
@@ -118,12 +119,18 @@ async def _listen(e: Engine, opts: Options) -> None:
             elif isinstance(ev, api.ConnectionChanged) and not opts.json:
                 emit(opts, f"* {ev.state.status.value}", None)
 
-    if deadline is None:
-        await loop()
-    else:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await loop()
+    # SIGTERM/SIGINT end listening cleanly (the engine saves and acks on close).
+    task = asyncio.ensure_future(loop())
+    ev_loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        ev_loop.add_signal_handler(sig, task.cancel)
+    try:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            ev_loop.remove_signal_handler(sig)
 
 
 async def _run(e: Engine, opts: Options) -> None:
