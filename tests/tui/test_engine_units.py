@@ -7,6 +7,7 @@ import pytest
 from proto.errors import MalformedInput, ProfileError
 from tui.cli.main import build_parser
 from tui.client import api, appdata
+from tui.client.engine import Engine
 from tui.client.state import ChannelRecord, DeviceRecord, EngineState, HeldEnvelope, OutboxEntry
 
 
@@ -69,3 +70,12 @@ def test_global_options_before_or_after_the_subcommand() -> None:
     b = parser.parse_args(["send", "c", "t", "--server", "h:1", "--json"])
     assert (a.server, a.json, a.command) == (b.server, b.json, b.command) == ("h:1", True, "send")
     assert parser.parse_args(["whoami"]).server is None
+
+
+def _engine_implements_the_protocol(engine: Engine) -> api.ClientEngine:
+    """Checked by mypy: the real engine satisfies the TUI's ClientEngine protocol."""
+    return engine
+
+
+def test_engine_is_a_client_engine() -> None:
+    assert issubclass(Engine, api.ClientEngine)
