@@ -127,3 +127,30 @@ def test_two_tuis_register_group_invite_chat(
         pane.keys("C-q")
     for pane in (alice, bob):
         pane.wait_exit()
+
+
+def test_demo_peers_answer(tmp_path: Path, panes: list[Pane]) -> None:
+    """``qpc demo``: a live group whose scripted peers answer; everything removed on exit."""
+    env = {
+        "TERM": "xterm-256color",
+        "TMPDIR": str(tmp_path),
+        "QPC_CONFIG": str(tmp_path / "none.toml"),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": ROOT,
+    }
+    demo = Pane(
+        f"qpc-e2e-{os.getpid()}-demo",
+        [sys.executable, "-m", "tui.cli", "demo"],
+        env=env,
+        cwd=ROOT,
+        size=(100, 30),
+    )
+    panes.append(demo)
+    demo.wait_for("Try writing something", timeout=60)
+    assert "#demo  (3 members)" in demo.screen()
+    demo.type("does this work?")
+    demo.keys("Enter")
+    demo.wait_for("Got it. Delivered through the node", timeout=60)  # bob answers
+    demo.keys("C-q")
+    demo.wait_exit()
+    assert not list(tmp_path.glob("qpc-demo-*"))  # node and profiles deleted
