@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::core::{run, ClientCore, Shared, DEFAULT_CIPHERSUITE};
+use crate::core::{run, run_write, ClientCore, Shared, DEFAULT_CIPHERSUITE};
 use crate::group::Group;
 use crate::types::{pybytes, CommitOutput};
 
@@ -107,7 +107,7 @@ impl Client {
         lifetime_seconds: Option<u64>,
     ) -> PyResult<Py<PyBytes>> {
         let cs = self.suite(ciphersuite);
-        let kp = run(py, &self.shared, |c| {
+        let kp = run_write(py, &self.shared, |c| {
             c.key_package(cs, false, lifetime_seconds)
         })?;
         Ok(pybytes(py, &kp))
@@ -123,7 +123,7 @@ impl Client {
         lifetime_seconds: Option<u64>,
     ) -> PyResult<Vec<Py<PyBytes>>> {
         let cs = self.suite(ciphersuite);
-        let kps = run(py, &self.shared, |c| {
+        let kps = run_write(py, &self.shared, |c| {
             (0..count)
                 .map(|_| c.key_package(cs, false, lifetime_seconds))
                 .collect::<Result<Vec<_>, _>>()
@@ -140,7 +140,7 @@ impl Client {
         lifetime_seconds: Option<u64>,
     ) -> PyResult<Py<PyBytes>> {
         let cs = self.suite(ciphersuite);
-        let kp = run(py, &self.shared, |c| {
+        let kp = run_write(py, &self.shared, |c| {
             c.key_package(cs, true, lifetime_seconds)
         })?;
         Ok(pybytes(py, &kp))
@@ -155,14 +155,14 @@ impl Client {
         ciphersuite: Option<u16>,
     ) -> PyResult<Group> {
         let cs = self.suite(ciphersuite);
-        run(py, &self.shared, |c| c.create_group(group_id, cs))?;
+        run_write(py, &self.shared, |c| c.create_group(group_id, cs))?;
         Ok(self.group(group_id.to_vec()))
     }
 
     /// Join from a Welcome (the ratchet tree travels inside it). Raises
     /// NoWelcomeForUs if it holds no secrets for any of our KeyPackages.
     fn join_from_welcome(&self, py: Python<'_>, welcome: &[u8]) -> PyResult<Group> {
-        let gid = run(py, &self.shared, |c| c.join_from_welcome(welcome))?;
+        let gid = run_write(py, &self.shared, |c| c.join_from_welcome(welcome))?;
         Ok(self.group(gid))
     }
 
@@ -174,7 +174,7 @@ impl Client {
         py: Python<'_>,
         group_info: &[u8],
     ) -> PyResult<(Group, Py<CommitOutput>)> {
-        let (gid, parts) = run(py, &self.shared, |c| c.join_by_external_commit(group_info))?;
+        let (gid, parts) = run_write(py, &self.shared, |c| c.join_by_external_commit(group_info))?;
         Ok((self.group(gid), parts.into_py(py)?))
     }
 
@@ -195,7 +195,7 @@ impl Client {
 
     /// Delete a group's state from storage.
     fn delete_group(&self, py: Python<'_>, group_id: &[u8]) -> PyResult<()> {
-        run(py, &self.shared, |c| c.delete_group(group_id))
+        run_write(py, &self.shared, |c| c.delete_group(group_id))
     }
 
     /// Close the state file. Later calls on this client or its groups raise

@@ -24,15 +24,18 @@ use std::any::type_name;
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::{AeadCore, AeadInPlace, KeyInit, OsRng};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::Sha256;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 const FORMAT_VERSION: u8 = 1;
 const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+/// Format byte + nonce.
+const HEADER_LEN: usize = 1 + NONCE_LEN;
 const AAD: &[u8] = b"quicnprotochat mls storage v1";
 
 /// Last path segments of the OpenMLS types used as lookup keys.
@@ -70,48 +73,59 @@ impl CodecKeys {
         }
     }
 
+    #[cfg(test)]
     pub fn seal(&self, plaintext: &[u8], deterministic: bool) -> Result<Vec<u8>, CodecError> {
+        let mut buf = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
+        buf.resize(HEADER_LEN, 0);
+        buf.extend_from_slice(plaintext);
+        self.seal_in_place(buf, deterministic)
+    }
+
+    /// Encrypt `buf[HEADER_LEN..]` in place and fill in the header: no copy
+    /// of the (possibly multi-megabyte) plaintext, and no plaintext buffer
+    /// left to wipe. On error the buffer is wiped.
+    fn seal_in_place(&self, mut buf: Vec<u8>, deterministic: bool) -> Result<Vec<u8>, CodecError> {
         let nonce: XNonce = if deterministic {
-            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.nonce_key.as_ref())
-                .map_err(|_| CodecError("nonce key"))?;
-            mac.update(plaintext);
+            let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(self.nonce_key.as_ref()) {
+                Ok(mac) => mac,
+                Err(_) => {
+                    buf.zeroize();
+                    return Err(CodecError("nonce key"));
+                }
+            };
+            mac.update(&buf[HEADER_LEN..]);
             let tag = mac.finalize().into_bytes();
             XNonce::clone_from_slice(&tag[..NONCE_LEN])
         } else {
             XChaCha20Poly1305::generate_nonce(&mut OsRng)
         };
-        let ct = self
+        let tag = match self
             .aead
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext,
-                    aad: AAD,
-                },
-            )
-            .map_err(|_| CodecError("encryption failed"))?;
-        let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
-        out.push(FORMAT_VERSION);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
-        Ok(out)
+            .encrypt_in_place_detached(&nonce, AAD, &mut buf[HEADER_LEN..])
+        {
+            Ok(tag) => tag,
+            Err(_) => {
+                buf.zeroize();
+                return Err(CodecError("encryption failed"));
+            }
+        };
+        buf[0] = FORMAT_VERSION;
+        buf[1..HEADER_LEN].copy_from_slice(&nonce);
+        buf.extend_from_slice(&tag);
+        Ok(buf)
     }
 
     pub fn open(&self, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, CodecError> {
-        if blob.len() < 1 + NONCE_LEN + 16 || blob[0] != FORMAT_VERSION {
+        if blob.len() < HEADER_LEN + TAG_LEN || blob[0] != FORMAT_VERSION {
             return Err(CodecError("not an encrypted record"));
         }
-        let nonce = XNonce::from_slice(&blob[1..1 + NONCE_LEN]);
+        let nonce = XNonce::from_slice(&blob[1..HEADER_LEN]);
+        let (ct, tag) = blob[HEADER_LEN..].split_at(blob.len() - HEADER_LEN - TAG_LEN);
+        let mut plain = Zeroizing::new(ct.to_vec());
         self.aead
-            .decrypt(
-                nonce,
-                Payload {
-                    msg: &blob[1 + NONCE_LEN..],
-                    aad: AAD,
-                },
-            )
-            .map(Zeroizing::new)
-            .map_err(|_| CodecError("decryption failed (wrong storage key or corrupted file)"))
+            .decrypt_in_place_detached(nonce, AAD, &mut plain, Tag::from_slice(tag))
+            .map_err(|_| CodecError("decryption failed (wrong storage key or corrupted file)"))?;
+        Ok(plain)
     }
 }
 
@@ -154,8 +168,12 @@ impl Drop for KeyScope {
 }
 
 fn with_active<R>(f: impl FnOnce(&CodecKeys) -> Result<R, CodecError>) -> Result<R, CodecError> {
+    f(active_keys()?.as_ref())
+}
+
+fn active_keys() -> Result<Arc<CodecKeys>, CodecError> {
     ACTIVE.with(|slot| match slot.borrow().as_ref() {
-        Some(keys) => f(keys),
+        Some(keys) => Ok(Arc::clone(keys)),
         None => Err(CodecError("no storage key installed for this thread")),
     })
 }
@@ -174,9 +192,8 @@ impl openmls_sqlite_storage::Codec for EncryptingCodec {
     type Error = CodecError;
 
     fn to_vec<T: Serialize>(value: &T) -> Result<Vec<u8>, Self::Error> {
-        let plain = Zeroizing::new(encode(value)?);
-        let deterministic = is_lookup_key::<T>();
-        with_active(|keys| keys.seal(&plain, deterministic))
+        let keys = active_keys()?;
+        keys.seal_in_place(encode(value)?, is_lookup_key::<T>())
     }
 
     fn from_slice<T: DeserializeOwned>(slice: &[u8]) -> Result<T, Self::Error> {
@@ -185,18 +202,69 @@ impl openmls_sqlite_storage::Codec for EncryptingCodec {
     }
 }
 
+/// The serializer's output buffer. rmp-serde writes a byte vector in `bin`
+/// mode one byte per `write` call; `Vec`'s own `Write` goes through
+/// `extend_from_slice` (a `memcpy` call) for each, this pushes.
+struct Sink(Vec<u8>);
+
+impl std::io::Write for Sink {
+    #[inline(always)]
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if let [byte] = data {
+            self.0.push(*byte);
+        } else {
+            self.0.extend_from_slice(data);
+        }
+        Ok(data.len())
+    }
+
+    #[inline(always)]
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.write(data).map(|_| ())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// MessagePack of `value`, after `HEADER_LEN` zero bytes (room for the
+/// header, so the codec can encrypt in place). Wiped on error.
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     // Named fields (like JSON, robust to added fields); `Vec<u8>`/slices as
     // MessagePack bin (one length + raw bytes) instead of one integer per
     // byte. rmp-serde reads bin back as a sequence for `Vec<u8>` visitors.
-    let mut buf = Vec::new();
-    let mut ser = rmp_serde::Serializer::new(&mut buf)
+    let mut sink = Sink(Vec::with_capacity(size_hint::<T>()));
+    sink.0.resize(HEADER_LEN, 0);
+    let mut ser = rmp_serde::Serializer::new(&mut sink)
         .with_struct_map()
         .with_bytes(rmp_serde::config::BytesMode::ForceIterables);
-    value
-        .serialize(&mut ser)
-        .map_err(|_| CodecError("serialization failed"))?;
-    Ok(buf)
+    if value.serialize(&mut ser).is_err() {
+        sink.0.zeroize();
+        return Err(CodecError("serialization failed"));
+    }
+    remember_size::<T>(sink.0.len());
+    Ok(sink.0)
+}
+
+thread_local! {
+    /// Last encoded size per value type: the multi-megabyte entities of big
+    /// groups (tree, message secrets) are then allocated once instead of
+    /// grown (and copied) through a dozen reallocations.
+    static SIZE_HINTS: RefCell<std::collections::HashMap<&'static str, usize>> =
+        RefCell::new(std::collections::HashMap::new());
+}
+
+fn size_hint<T: ?Sized>() -> usize {
+    let last = SIZE_HINTS.with(|h| h.borrow().get(type_name::<T>()).copied());
+    // Room for the header, growth, and the AEAD tag.
+    last.map_or(1024, |n| n + n / 16 + HEADER_LEN + TAG_LEN)
+}
+
+fn remember_size<T: ?Sized>(len: usize) {
+    SIZE_HINTS.with(|h| {
+        h.borrow_mut().insert(type_name::<T>(), len);
+    });
 }
 
 fn decode<T: DeserializeOwned>(plain: &[u8]) -> Result<T, CodecError> {
@@ -205,8 +273,8 @@ fn decode<T: DeserializeOwned>(plain: &[u8]) -> Result<T, CodecError> {
 
 /// Encode a value of our own tables with the active keys (random nonce).
 pub fn seal_record<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let plain = Zeroizing::new(encode(value)?);
-    with_active(|keys| keys.seal(&plain, false))
+    let keys = active_keys()?;
+    keys.seal_in_place(encode(value)?, false)
 }
 
 /// Decode a value of our own tables with the active keys.

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::*;
-use openmls_sqlite_storage::Connection;
 use openmls_traits::signatures::{Signer, SignerError};
 use pyo3::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -15,7 +14,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::codec::{open_record, seal_record, CodecKeys, KeyScope};
 use crate::error::{local, remote, Error, Result};
-use crate::provider::{open_connection, QpcProvider};
+use crate::provider::{Db, QpcProvider};
 
 /// Hybrid X25519 + ML-KEM-768 (X-Wing KEM), AES-128-GCM, SHA-256, Ed25519.
 pub const CIPHERSUITE_HYBRID: u16 = 0x004F;
@@ -201,7 +200,9 @@ impl Drop for ClientRecord {
 
 pub struct ClientCore {
     pub provider: QpcProvider,
-    meta: Connection,
+    /// The same connection as the provider's storage (our own tables, and
+    /// the per-operation transaction).
+    db: Db,
     keys: Arc<CodecKeys>,
     pub signer: SigningKey,
     pub identity: Vec<u8>,
@@ -214,7 +215,7 @@ pub type Shared = Arc<Mutex<Option<ClientCore>>>;
 /// How many digests of our own sent handshake messages we remember.
 const SENT_DIGESTS_KEPT: i64 = 1024;
 
-fn meta_table(conn: &Connection) -> Result<()> {
+fn meta_table(conn: &rusqlite::Connection) -> Result<()> {
     // qpc_sent holds SHA-256 digests of handshake messages we produced, so an
     // echo of our own commit (from an epoch we already left) is recognised.
     // A digest of ciphertext that went over the wire reveals nothing.
@@ -257,33 +258,35 @@ impl ClientCore {
         ciphersuite(default_ciphersuite)?;
         let keys = storage_key(key)?;
         let _scope = KeyScope::enter(&keys);
-        let meta = open_connection(path)?;
-        meta_table(&meta)?;
-        let exists: i64 = meta.query_row("SELECT count(*) FROM qpc_client", [], |r| r.get(0))?;
-        if exists != 0 {
-            return Err(Error::Storage(
-                "this state file already holds a client; use Client.open".into(),
-            ));
-        }
-        let provider = QpcProvider::open(path)?;
-        let signer = match signature_key {
-            Some(sk) => SigningKey::from_parts(sk, None)?,
-            None => SigningKey::generate(&provider)?,
-        };
-        let record = ClientRecord {
-            identity: identity.to_vec(),
-            signature_private: signer.private.to_vec(),
-            signature_public: signer.public.to_vec(),
-            default_ciphersuite,
-        };
-        let blob = seal_record(&record)?;
-        meta.execute(
-            "INSERT INTO qpc_client (id, version, record) VALUES (1, ?1, ?2)",
-            rusqlite::params![CLIENT_RECORD_VERSION, blob],
-        )?;
+        let (provider, db) = QpcProvider::open(path)?;
+        meta_table(&db)?;
+        let signer = db.transaction(|| {
+            let exists: i64 = db.query_row("SELECT count(*) FROM qpc_client", [], |r| r.get(0))?;
+            if exists != 0 {
+                return Err(Error::Storage(
+                    "this state file already holds a client; use Client.open".into(),
+                ));
+            }
+            let signer = match signature_key {
+                Some(sk) => SigningKey::from_parts(sk, None)?,
+                None => SigningKey::generate(&provider)?,
+            };
+            let record = ClientRecord {
+                identity: identity.to_vec(),
+                signature_private: signer.private.to_vec(),
+                signature_public: signer.public.to_vec(),
+                default_ciphersuite,
+            };
+            let blob = seal_record(&record)?;
+            db.execute(
+                "INSERT INTO qpc_client (id, version, record) VALUES (1, ?1, ?2)",
+                rusqlite::params![CLIENT_RECORD_VERSION, blob],
+            )?;
+            Ok(signer)
+        })?;
         Ok(ClientCore {
             provider,
-            meta,
+            db,
             keys: Arc::clone(&keys),
             signer,
             identity: identity.to_vec(),
@@ -299,10 +302,10 @@ impl ClientCore {
         if !std::path::Path::new(path).exists() {
             return Err(Error::Storage("no state file at this path".into()));
         }
-        let meta = open_connection(path)?;
-        meta_table(&meta)?;
+        let (provider, db) = QpcProvider::open(path)?;
+        meta_table(&db)?;
         let row: Option<(i64, Vec<u8>)> = {
-            let mut stmt = meta.prepare("SELECT version, record FROM qpc_client WHERE id = 1")?;
+            let mut stmt = db.prepare("SELECT version, record FROM qpc_client WHERE id = 1")?;
             let mut rows = stmt.query([])?;
             match rows.next()? {
                 Some(r) => Some((r.get(0)?, r.get(1)?)),
@@ -320,10 +323,9 @@ impl ClientCore {
         let record: ClientRecord = open_record(&blob)?;
         let signer =
             SigningKey::from_parts(&record.signature_private, Some(&record.signature_public))?;
-        let provider = QpcProvider::open(path)?;
         Ok(ClientCore {
             provider,
-            meta,
+            db,
             keys: Arc::clone(&keys),
             signer,
             identity: record.identity.clone(),
@@ -487,29 +489,28 @@ impl ClientCore {
 
     /// Remember a handshake message we sent (see `qpc_sent`).
     pub fn remember_sent(&self, message: &[u8]) -> Result<()> {
-        self.meta.execute(
-            "INSERT OR IGNORE INTO qpc_sent (digest) VALUES (?1)",
-            rusqlite::params![digest(message)],
-        )?;
-        self.meta.execute(
-            "DELETE FROM qpc_sent WHERE seq <= (SELECT max(seq) FROM qpc_sent) - ?1",
-            rusqlite::params![SENT_DIGESTS_KEPT],
-        )?;
+        self.db
+            .prepare_cached("INSERT OR IGNORE INTO qpc_sent (digest) VALUES (?1)")?
+            .execute(rusqlite::params![digest(message)])?;
+        self.db
+            .prepare_cached(
+                "DELETE FROM qpc_sent WHERE seq <= (SELECT max(seq) FROM qpc_sent) - ?1",
+            )?
+            .execute(rusqlite::params![SENT_DIGESTS_KEPT])?;
         Ok(())
     }
 
     /// Did we send exactly these bytes?
     pub fn was_sent(&self, message: &[u8]) -> Result<bool> {
-        let n: i64 = self.meta.query_row(
-            "SELECT count(*) FROM qpc_sent WHERE digest = ?1",
-            rusqlite::params![digest(message)],
-            |r| r.get(0),
-        )?;
+        let n: i64 = self
+            .db
+            .prepare_cached("SELECT count(*) FROM qpc_sent WHERE digest = ?1")?
+            .query_row(rusqlite::params![digest(message)], |r| r.get(0))?;
         Ok(n > 0)
     }
 
     pub fn group_ids(&self) -> Result<Vec<Vec<u8>>> {
-        let mut stmt = self.meta.prepare(
+        let mut stmt = self.db.prepare(
             "SELECT group_id FROM openmls_group_data WHERE data_type = 'join_group_config'",
         )?;
         let blobs = stmt
@@ -529,10 +530,32 @@ impl ClientCore {
 pub type CommitParts = crate::types::CommitData;
 
 /// Run `f` on the client state with the GIL released, the client's storage
-/// key installed for the codec, and panics turned into errors.
+/// key installed for the codec, and panics turned into errors. For reads:
+/// use [`run_write`] for anything that may change stored state.
 pub fn run<T: Send>(
     py: Python<'_>,
     shared: &Shared,
+    f: impl FnOnce(&mut ClientCore) -> Result<T> + Send,
+) -> PyResult<T> {
+    run_inner(py, shared, false, f)
+}
+
+/// Like [`run`], inside one SQLite transaction: the operation's writes
+/// (OpenMLS's and ours) are committed together, or rolled back together if
+/// it fails (also on a caught panic). After a rollback the in-memory groups
+/// are dropped, so the next call reloads exactly what is stored.
+pub fn run_write<T: Send>(
+    py: Python<'_>,
+    shared: &Shared,
+    f: impl FnOnce(&mut ClientCore) -> Result<T> + Send,
+) -> PyResult<T> {
+    run_inner(py, shared, true, f)
+}
+
+fn run_inner<T: Send>(
+    py: Python<'_>,
+    shared: &Shared,
+    write: bool,
     f: impl FnOnce(&mut ClientCore) -> Result<T> + Send,
 ) -> PyResult<T> {
     let result = py.detach(|| {
@@ -543,8 +566,19 @@ pub fn run<T: Send>(
             .as_mut()
             .ok_or_else(|| Error::Storage("the client is closed".into()))?;
         let _scope = KeyScope::enter(&core.keys);
-        catch_unwind(AssertUnwindSafe(|| f(core)))
-            .unwrap_or_else(|_| Err(Error::Crypto("internal error (caught a panic)".into())))
+        let guarded = |core: &mut ClientCore| {
+            catch_unwind(AssertUnwindSafe(|| f(core)))
+                .unwrap_or_else(|_| Err(Error::Crypto("internal error (caught a panic)".into())))
+        };
+        if !write {
+            return guarded(core);
+        }
+        let db = core.db.share();
+        let result = db.transaction(|| guarded(core));
+        if result.is_err() {
+            core.groups.clear();
+        }
+        result
     });
     result.map_err(PyErr::from)
 }

@@ -7,7 +7,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::core::{
-    identity_of, parse_message, run, validate_key_package, Shared, SigningKey, MAX_PAST_EPOCHS,
+    identity_of, parse_message, run, run_write, validate_key_package, Shared, SigningKey,
+    MAX_PAST_EPOCHS,
 };
 use crate::error::{local, remote, Error, Result};
 use crate::provider::QpcProvider;
@@ -41,6 +42,16 @@ impl Group {
         run(py, &self.shared, |core| core.with_group(gid, f))
     }
 
+    /// Like `with`, in one transaction (see `core::run_write`).
+    fn with_write<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut MlsGroup, &QpcProvider, &SigningKey) -> Result<T> + Send,
+    ) -> PyResult<T> {
+        let gid = &self.group_id;
+        run_write(py, &self.shared, |core| core.with_group(gid, f))
+    }
+
     /// Like `with`, for operations that produce a commit: the commit's digest
     /// is remembered so its echo is recognised as our own.
     fn with_commit(
@@ -49,7 +60,7 @@ impl Group {
         f: impl FnOnce(&mut MlsGroup, &QpcProvider, &SigningKey) -> Result<CommitData> + Send,
     ) -> PyResult<Py<CommitOutput>> {
         let gid = &self.group_id;
-        let data = run(py, &self.shared, |core| {
+        let data = run_write(py, &self.shared, |core| {
             let data = core.with_group(gid, f)?;
             core.remember_sent(&data.commit)?;
             Ok(data)
@@ -351,7 +362,7 @@ impl Group {
     /// A proposal removing us; another member must commit it.
     fn leave(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
         let gid = &self.group_id;
-        let out = run(py, &self.shared, |core| {
+        let out = run_write(py, &self.shared, |core| {
             let out = core.with_group(gid, |g, p, s| {
                 let msg = g.leave_group(p, s).map_err(local)?;
                 Ok(msg.to_bytes()?)
@@ -365,7 +376,7 @@ impl Group {
     /// Merge our pending commit (after the node accepted it); a no-op when
     /// nothing is pending.
     fn merge_pending_commit(&self, py: Python<'_>) -> PyResult<()> {
-        self.with(py, |g, p, _| {
+        self.with_write(py, |g, p, _| {
             // No pending commit (e.g. after an external join): nothing to do.
             g.merge_pending_commit(p).map_err(local)
         })
@@ -373,14 +384,14 @@ impl Group {
 
     /// Drop our pending commit (after the node rejected it).
     fn clear_pending_commit(&self, py: Python<'_>) -> PyResult<()> {
-        self.with(py, |g, p, _| {
+        self.with_write(py, |g, p, _| {
             g.clear_pending_commit(p.storage()).map_err(local)
         })
     }
 
     /// Encrypt an application message for the group.
     fn encrypt(&self, py: Python<'_>, plaintext: &[u8]) -> PyResult<Py<PyBytes>> {
-        let out = self.with(py, |g, p, s| {
+        let out = self.with_write(py, |g, p, s| {
             let msg = g.create_message(p, s, plaintext).map_err(local)?;
             Ok(msg.to_bytes()?)
         })?;
@@ -391,7 +402,7 @@ impl Group {
     /// commit was validated and merged), ProposalStored or OwnMessage.
     fn process(&self, py: Python<'_>, message: &[u8]) -> PyResult<Py<PyAny>> {
         let gid = &self.group_id;
-        let processed = run(py, &self.shared, |core| {
+        let processed = run_write(py, &self.shared, |core| {
             if core.was_sent(message)? {
                 let info = parse_message(message)?
                     .try_into_protocol_message()
@@ -510,7 +521,7 @@ impl Group {
     /// Delete this group's state from storage.
     fn delete(&self, py: Python<'_>) -> PyResult<()> {
         let gid = &self.group_id;
-        run(py, &self.shared, |core| core.delete_group(gid))
+        run_write(py, &self.shared, |core| core.delete_group(gid))
     }
 
     fn __repr__(&self) -> String {
