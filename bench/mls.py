@@ -35,8 +35,8 @@ import argparse
 import ctypes
 import os
 import shutil
-import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -148,9 +148,19 @@ class Ours(Stack):
 
     def state_size(self, client: mls.Client, group: Any) -> int:
         # Fold the WAL into the main file first: the number is what stays on disk.
-        con = sqlite3.connect(client.path)
-        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        con.close()
+        # From another process: Python's sqlite3 is a second SQLite library in
+        # this process, blind to the binding's POSIX locks; closing it here
+        # would remove the WAL under the client's open connection.
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                "c.execute('PRAGMA wal_checkpoint(TRUNCATE)'); c.close()",
+                client.path,
+            ],
+            check=True,
+        )
         return sum(
             os.path.getsize(client.path + s)
             for s in ("", "-wal")
