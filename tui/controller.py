@@ -30,6 +30,7 @@ from tui.client.api import (
     Health,
     Member,
     MembersChanged,
+    Message,
     MessageReceived,
     MessageStateChanged,
     PingResult,
@@ -74,6 +75,8 @@ class ChatApp(App[None]):
         self.health_info: Health | None = None
         self.ping_samples: deque[float] = deque(maxlen=PingPane.HISTORY)
         self._members: dict[str, frozenset[str]] = {}
+        self._opening: str | None = None
+        self._arrived_while_opening: list[Message] = []
         self.history_limit = HISTORY_LIMIT
         """Messages loaded when a channel opens, and per "load older" page."""
 
@@ -151,7 +154,7 @@ class ChatApp(App[None]):
             await self.push_screen(self.main)
         self.main.set_connection(engine.connection_state())
         self.subscribe()
-        self.load_channels(open_first=True)
+        self.load_channels()
         if self.settings.ping_interval_s > 0:
             self.set_interval(self.settings.ping_interval_s, self._tick_ping)
             self._tick_ping()
@@ -180,24 +183,38 @@ class ChatApp(App[None]):
             self.post_message(EngineEventPosted(event))
 
     @work(exclusive=True, group="channels", exit_on_error=False, name="channels")
-    async def load_channels(self, open_first: bool = False) -> None:
-        """Refresh the channel list (and open the newest channel if asked)."""
+    async def load_channels(self) -> None:
+        """Refresh the channel list (and open the newest channel if none is open)."""
         channels = await self._engine().channels()
-        main = self._main()
-        main.set_channels(channels)
-        if open_first and main.active_channel is None:
-            ids = main.query_one(ChannelList).channel_ids
-            if ids:
-                self.open_channel(ids[0])
+        self._main().set_channels(channels)
+        self._auto_open(channels)
+
+    def _auto_open(self, channels: tuple[ChannelInfo, ...]) -> None:
+        """Open the newest active channel when nothing is open or being opened."""
+        if self._main().active_channel is not None or self._opening is not None:
+            return
+        fresh = [c for c in channels if c.active]
+        if fresh:
+            self.open_channel(max(fresh, key=lambda c: c.last_activity_ms).id)
 
     @work(exclusive=True, group="open", exit_on_error=False, name="open")
     async def open_channel(self, channel_id: str) -> None:
         """Load a channel's history and members, then show it."""
         engine = self._engine()
-        history = await engine.history(channel_id, limit=self.history_limit)
-        members = await engine.members(channel_id)
+        self._opening = channel_id
+        try:
+            history = await engine.history(channel_id, limit=self.history_limit)
+            members = await engine.members(channel_id)
+        finally:
+            if self._opening == channel_id:
+                self._opening = None
         main = self._main()
         main.open_channel(channel_id, history, has_older=len(history) >= self.history_limit)
+        # Messages that arrived while the history was loading (the log de-duplicates).
+        arrived, self._arrived_while_opening = self._arrived_while_opening, []
+        for message in arrived:
+            if message.channel == channel_id:
+                main.add_message(message)
         self._show_members(channel_id, members, announce=False)
 
     @on(MessageLog.ReachedTop)
@@ -363,11 +380,8 @@ class ChatApp(App[None]):
                 main.set_delivery(event.message_id, event.state)
         elif isinstance(event, ChannelsChanged):
             main.set_channels(event.channels)
-            if main.active_channel is None:
-                # Nothing open yet (e.g. our first invitation arrived): open it.
-                fresh = [c for c in event.channels if c.active]
-                if fresh:
-                    self.open_channel(max(fresh, key=lambda c: c.last_activity_ms).id)
+            # Nothing open yet (e.g. our first invitation arrived): open it.
+            self._auto_open(event.channels)
         elif isinstance(event, MembersChanged):
             if main.active_channel == event.channel:
                 self._show_members(event.channel, event.members, announce=True)
@@ -384,6 +398,9 @@ class ChatApp(App[None]):
         msg = event.message
         if main.channel(msg.channel) is None:
             self.load_channels()
+        if self._opening == msg.channel:
+            self._arrived_while_opening.append(msg)  # shown once the channel is open
+            return
         if main.active_channel == msg.channel:
             main.add_message(msg)
             main.bump(msg.channel, msg.time_ms, unread=False)

@@ -174,14 +174,16 @@ def launch(opts: argparse.Namespace) -> int:
             setattr(opts, name, default)
     config_path = os.environ.get(CONFIG_ENV)
     settings = load_settings(Path(config_path) if config_path else None)
-    profile = profile_dir(opts)
-    setup_logging(settings.log_file or profile / "tui.log")
     if getattr(opts, "command", None) == "demo":
         from tui.demo import DemoFactory
 
-        factory: EngineFactoryImpl | DemoFactory = DemoFactory()
+        demo = DemoFactory()
+        factory: EngineFactoryImpl | DemoFactory = demo
+        log_path = demo.base / "tui.log"  # removed with the demo
     else:
         factory = EngineFactoryImpl(engine_config(opts), passphrase=_passphrase(opts))
+        log_path = profile_dir(opts) / "tui.log"
+    setup_logging(settings.log_file or log_path)
     app = make_app(factory, settings)
     app.run()
     return app.return_code or 0

@@ -50,6 +50,8 @@ class FakeEngine:
         self.state = ConnectionState.connected(server="127.0.0.1:7000")
         self.send_state = DeliveryState.SENT
         self.closed = False
+        self.history_gate: asyncio.Event | None = None
+        """When set, ``history`` waits for it (to test what arrives meanwhile)."""
 
     # -------------------------------------------------------------- helpers
 
@@ -191,6 +193,8 @@ class FakeEngine:
         self._check("history", channel)
         self._channels[channel] = replace(self._channels[channel], unread=0)
         msgs = [m for m in self._messages[channel] if before_id is None or m.id < before_id]
+        if self.history_gate is not None:
+            await self.history_gate.wait()
         return msgs[-limit:]
 
     async def whoami(self) -> WhoAmI:

@@ -288,3 +288,30 @@ async def test_scrolling_to_the_top_loads_older_history(app_factory: AppFactory)
         await settle(app, pilot)
         assert log.message_count == 75  # nothing older: no more requests
         assert "message 0" in log.render_line(1).text
+
+
+async def test_message_arriving_while_a_channel_opens_is_shown_once(
+    app_factory: AppFactory, recorder: Recorder
+) -> None:
+    import asyncio
+
+    from tests.tui.conftest import populated_engine
+
+    engine, _general, random = populated_engine()
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
+        await settle(app, pilot)
+        main = _main(app)
+        engine.history_gate = asyncio.Event()
+        engine._messages[random.id].clear()
+        main.post_message(ChannelList.Opened(random.id))
+        await pilot.pause()
+        # History was read before this message was stored; it arrives meanwhile.
+        await engine.deliver(random.id, "bob", "just in time")
+        await pilot.pause()
+        engine.history_gate.set()
+        await settle(app, pilot)
+        assert main.active_channel == random.id
+        log = main.query_one(MessageLog)
+        assert [log.item(k).text for k in log._by_key if log.item(k)] == ["just in time"]
+        assert recorder.notifications() == []  # not "another channel"
