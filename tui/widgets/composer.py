@@ -18,8 +18,9 @@ class Composer(TextArea):
     """Where messages are written.
 
     Enter sends; Ctrl+J inserts a newline (it survives SSH and tmux, unlike
-    Shift+Enter; Alt+Enter works too where the terminal reports it). Up on the first line and Down on the last line
-    walk through what was sent before, like a shell.
+    Shift+Enter; Alt+Enter works too where the terminal reports it). Up on
+    the first line and Down on the last line walk through what was sent
+    before, like a shell.
     """
 
     BINDINGS = [
