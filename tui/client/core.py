@@ -103,7 +103,6 @@ class EngineCore:
         self._identity: IdentityKey | None = None
         self._hybrid: HybridPrivateKey | None = None
         self._mls: mls.Client | None = None
-        self._db_lock = asyncio.Lock()  # one transaction at a time on the profile's connection
         self.mutex = asyncio.Lock()
         """Serialises everything touching MLS state or the engine state."""
 
@@ -150,21 +149,22 @@ class EngineCore:
             self._lock_file.close()
 
     async def save(self) -> None:
-        """Persist the engine state (encrypted)."""
-        async with self._db_lock:
-            await self.state.save(self.profile)
+        """Persist the engine state (encrypted); returns once committed.
+
+        Concurrent saves and appends share one group commit (see
+        ``tui.client.dbwriter``) and apply in call order.
+        """
+        await self.state.save(self.profile)
 
     async def append_message(self, msg: ChatMessage) -> int:
-        """Append to the encrypted history; returns the local id."""
-        async with self._db_lock:
-            return await self.profile.append_message(msg)
+        """Append to the encrypted history; returns the local id once committed."""
+        return await self.profile.append_message(msg)
 
     async def list_messages(
         self, channel: bytes, *, limit: int, before_id: int | None
     ) -> list[ChatMessage]:
         """A page of a channel's history, oldest first."""
-        async with self._db_lock:
-            return await self.profile.list_messages(channel, limit=limit, before_id=before_id)
+        return await self.profile.list_messages(channel, limit=limit, before_id=before_id)
 
     # ------------------------------------------------------------------ connection
 

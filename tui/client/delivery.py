@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Sequence
 from typing import IO
 
@@ -38,11 +38,12 @@ from proto.errors import (
     UnknownGroup,
 )
 from tui.client import api, appdata
-from tui.client.core import EngineConfig, EngineCore
+from tui.client.core import EngineConfig
 from tui.client.profile import ChatMessage, Profile
-from tui.client.state import ChannelRecord, DeviceRecord, HeldEnvelope
+from tui.client.state import DeviceRecord, HeldEnvelope
+from tui.client.views import Views, now_ms
 
-__all__ = ["CRASH_ENV", "Delivery"]
+__all__ = ["CRASH_ENV", "Delivery", "now_ms"]
 
 log = logging.getLogger("tui.client.delivery")
 
@@ -55,62 +56,22 @@ ACK_DELAY_S = 0.05
 """How long the live subscription coalesces saves and acks."""
 
 
-def now_ms() -> int:
-    """Wall clock, Unix ms."""
-    return int(time.time() * 1000)
-
-
-class Delivery(EngineCore):
+class Delivery(Views):
     """Inbox processing and the live event stream (see module docstring)."""
 
     def __init__(self, config: EngineConfig, profile: Profile, lock: IO[str]) -> None:
         """Internal: use :meth:`tui.client.engine.Engine.open`."""
         super().__init__(config, profile, lock)
-        self._listeners: list[asyncio.Queue[api.EngineEvent]] = []
         self._listen_task: asyncio.Task[None] | None = None
         self._conn_state: api.ConnectionState | None = None
         self.joined: list[bytes] = []
         """Channels joined in the current batch (the engine says hello in them)."""
         self.leave_requests: set[bytes] = set()
+        """Channels with a pending remove proposal to commit."""
         self._inflight: set[int] = set()
         self._flush_task: asyncio.Task[None] | None = None
-        """Channels with a pending remove proposal to commit."""
-
-    # ------------------------------------------------------------------ events
-
-    def emit(self, event: api.EngineEvent) -> None:
-        """Deliver an event to every live :meth:`events` iterator."""
-        for q in self._listeners:
-            q.put_nowait(event)
-
-    def warn(self, reason: str, channel: bytes = b"", user: str = "") -> None:
-        """Log a rejection (no content) and emit a security warning."""
-        log.warning("rejected: %s (channel %s)", reason, channel.hex()[:16])
-        self.emit(api.SecurityWarning(reason=reason, channel=channel.hex(), user=user))
-
-    def to_api(self, msg: ChatMessage) -> api.Message:
-        """A stored message as the API's :class:`~tui.client.api.Message`."""
-        state = api.DeliveryState.RECEIVED
-        if msg.outgoing:
-            state = api.DeliveryState.SENT
-            if any(o.id == msg.local_id for o in self.state.outbox):
-                state = api.DeliveryState.PENDING
-            elif msg.local_id in self.state.failed:
-                state = api.DeliveryState.FAILED
-        return api.Message(
-            id=msg.local_id,
-            channel=msg.channel_id.hex(),
-            sender=msg.sender_name,
-            text=msg.text,
-            time_ms=msg.timestamp_ms,
-            state=state,
-            sender_device=msg.sender.hex(),
-            outgoing=msg.outgoing,
-        )
-
-    def channel_record(self, channel: bytes) -> ChannelRecord:
-        """The channel's record (created on first use)."""
-        return self.state.channels.setdefault(channel.hex(), ChannelRecord())
+        self._stored: list[tuple[ChatMessage, asyncio.Future[int]]] = []
+        """History appends of the current batch, queued and not yet awaited."""
 
     # ------------------------------------------------------------------ fetch
 
@@ -132,26 +93,46 @@ class Delivery(EngineCore):
     ) -> list[api.Message]:
         """Process envelopes in seq order, persist, then ack (caller holds the mutex).
 
-        Messages are stored as they are processed. The cursor is saved and the
+        Messages are queued for the history as they are processed and the whole
+        batch commits at once (one transaction); they are reported (events and
+        the return value) only after that commit. The cursor is saved and the
         node acked right away, or with ``defer_ack`` a moment later (coalescing
-        a burst into one save and one ack). Either way the save precedes the
-        ack; a crash before the save only means the node redelivers, and the
-        replays are refused by MLS (their secrets are gone), so nothing is
-        stored twice.
+        a burst into one save and one ack). Either way the history commit and
+        the save precede the ack; a crash before the save only means the node
+        redelivers, and the replays are refused by MLS (their secrets are gone),
+        so nothing is stored twice.
         """
-        out: list[api.Message] = []
         for env in sorted(envelopes, key=lambda e: e.seq):
             if env.seq <= self.state.cursor:
                 continue  # duplicate (already processed and persisted)
             try:
-                out += await self._process_one(env)
+                await self._process_one(env)
             except QpcError as exc:  # a local failure must not wedge the inbox
                 self.warn(f"could not process message: {type(exc).__name__}", env.channel_id)
             self.state.cursor = env.seq
+        out = await self._commit_stored()
         if defer_ack:
             self._schedule_flush()
         else:
             await self.flush_ack()
+        return out
+
+    async def _commit_stored(self) -> list[api.Message]:
+        """Await the batch's queued history appends (one commit); emit them in order."""
+        stored, self._stored = self._stored, []
+        if not stored:
+            return []
+        ids = await asyncio.gather(*(f for _, f in stored), return_exceptions=True)
+        out: list[api.Message] = []
+        for (msg, _), local_id in zip(stored, ids, strict=True):
+            if isinstance(local_id, BaseException):
+                if not isinstance(local_id, QpcError):
+                    raise local_id
+                self.warn(f"could not store message: {type(local_id).__name__}", msg.channel_id)
+                continue
+            message = self.to_api(dataclasses.replace(msg, local_id=local_id))
+            self.emit(api.MessageReceived(message=message))
+            out.append(message)
         return out
 
     async def flush_ack(self) -> None:
@@ -379,71 +360,12 @@ class Delivery(EngineCore):
             timestamp_ms=item.ts,
             text=item.text,
         )
-        local_id = await self.append_message(msg)
+        # Queued now (history order = processing order); the batch awaits the
+        # commit and reports the message (see process_batch).
+        self._stored.append((msg, self.profile.queue_message(msg)))
         rec.unread += 1
         rec.last_ms = now_ms()
-        out = self.to_api(
-            ChatMessage(
-                channel_id=msg.channel_id,
-                sender=msg.sender,
-                sender_name=msg.sender_name,
-                timestamp_ms=msg.timestamp_ms,
-                text=msg.text,
-                local_id=local_id,
-            )
-        )
-        self.emit(api.MessageReceived(message=out))
-        return [out]
-
-    # ------------------------------------------------------------------ views
-
-    def member_list(self, group: mls.Group) -> tuple[api.Member, ...]:
-        """Members of a group, one entry per user, sorted."""
-        users: dict[str, list[str]] = {}
-        for m in group.members():
-            users.setdefault(m.identity.decode("utf-8", "replace"), []).append(
-                m.signature_key.hex()
-            )
-        me = self.state.user
-        return tuple(
-            api.Member(user=u, devices=tuple(sorted(d)), is_self=u == me)
-            for u, d in sorted(users.items())
-        )
-
-    def channel_info(self, channel: bytes) -> api.ChannelInfo:
-        """The API view of one channel."""
-        rec = self.channel_record(channel)
-        members: tuple[str, ...] = ()
-        epoch = 0
-        if rec.active:
-            with contextlib.suppress(MlsError):
-                group = self.mls.load_group(channel)
-                members = tuple(m.user for m in self.member_list(group))
-                epoch = group.epoch
-        name = rec.name
-        if rec.kind == "dm":
-            others = [m for m in members if m != self.state.user]
-            name = others[0] if others else rec.name
-        return api.ChannelInfo(
-            id=channel.hex(),
-            name=name or channel.hex()[:8],
-            kind=api.ChannelKind(rec.kind),
-            members=members,
-            epoch=epoch,
-            unread=rec.unread,
-            last_activity_ms=rec.last_ms,
-            active=rec.active,
-        )
-
-    def all_channels(self) -> tuple[api.ChannelInfo, ...]:
-        """Every known channel, newest activity first."""
-        infos = [self.channel_info(bytes.fromhex(c)) for c in self.state.channels]
-        return tuple(sorted(infos, key=lambda c: -c.last_activity_ms))
-
-    def emit_channels(self) -> None:
-        """Emit :class:`~tui.client.api.ChannelsChanged` if anyone listens."""
-        if self._listeners:
-            self.emit(api.ChannelsChanged(channels=self.all_channels()))
+        return []
 
     # ------------------------------------------------------------------ live
 

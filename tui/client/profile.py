@@ -12,6 +12,10 @@ Opening checks the passphrase against the verifier *before* the database is
 opened, so a wrong passphrase raises :class:`~proto.errors.WrongPassphrase` and
 leaves every file byte-identical. The passphrase only wraps a random root key,
 so :meth:`Profile.change_passphrase` rewrites ``profile.json`` and nothing else.
+
+Every write goes through one group-committing writer (:mod:`tui.client.dbwriter`):
+concurrent writes share a transaction and its fsync, each caller resumes only
+after its write committed, and writes apply in call order.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import json
 import os
 import sqlite3
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +47,7 @@ from proto.crypto.atrest import (
 from proto.crypto.envelope import HybridPrivateKey
 from proto.crypto.identity import IdentityKey
 from proto.errors import DecryptionFailed, ProfileError
+from tui.client.dbwriter import GroupWriter
 
 __all__ = [
     "CLIENT_DB",
@@ -199,6 +204,7 @@ class Profile:
         self._meta = meta
         self._keys = keys
         self._db: aiosqlite.Connection | None = None
+        self._writer: GroupWriter | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -283,9 +289,13 @@ class Profile:
             await db.close()
             raise ProfileError(f"client database unusable: {exc}") from exc
         self._db = db
+        self._writer = GroupWriter(db)
 
     async def close(self) -> None:
         """Close the database (idempotent)."""
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -349,17 +359,12 @@ class Profile:
             raise ProfileError("profile is closed")
         return self._db
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Commit on success, roll back on any error; sqlite errors become ProfileError."""
-        conn = self._conn
-        try:
-            yield conn
-            await conn.commit()
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                await conn.rollback()
-            raise
+    @property
+    def _write(self) -> GroupWriter:
+        """The group-committing writer (every write goes through it; see ``dbwriter``)."""
+        if self._writer is None:
+            raise ProfileError("profile is closed")
+        return self._writer
 
     async def _query(self, sql: str, params: tuple[object, ...]) -> list[sqlite3.Row]:
         with _db_errors():
@@ -371,13 +376,15 @@ class Profile:
     async def put_secret(self, name: str, value: bytes) -> None:
         """Store (or replace) an encrypted secret under ``name``."""
         blob = self._keys.records.encrypt(value, table="secrets", column="value", row=name)
-        with _db_errors():
-            async with self._transaction() as conn:
-                await conn.execute(
-                    "INSERT INTO secrets (name, value) VALUES (?, ?) "
-                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    (name, blob),
-                )
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO secrets (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, blob),
+            )
+
+        await self._write.write(op)
 
     async def get_secret(self, name: str) -> bytes | None:
         """The secret stored under ``name``, or None.
@@ -394,9 +401,9 @@ class Profile:
 
     async def delete_secret(self, name: str) -> None:
         """Remove a secret (no error if absent)."""
-        with _db_errors():
-            async with self._transaction() as conn:
-                await conn.execute("DELETE FROM secrets WHERE name = ?", (name,))
+        await self._write.write(
+            lambda conn: conn.execute("DELETE FROM secrets WHERE name = ?", (name,))
+        )
 
     async def put_identity(self, key: IdentityKey) -> None:
         """Store the device's Ed25519 identity key."""
@@ -427,27 +434,37 @@ class Profile:
 
     async def append_message(self, msg: ChatMessage) -> int:
         """Append to the channel's history; returns the message's ``local_id``."""
+        return await asyncio.shield(self.queue_message(msg))
+
+    def queue_message(self, msg: ChatMessage) -> asyncio.Future[int]:
+        """Queue an append now; the future gives the ``local_id`` once committed.
+
+        Appends (and other writes) apply in call order; queueing several and
+        then awaiting them commits them together.
+        """
         tag = self._channel_tag(msg.channel_id)
         plain = _encode_message(msg)
         # The row id is bound into the AEAD associated data, so history rows cannot
         # be reordered or moved between channels; it is known only after INSERT,
-        # and both statements commit together.
-        with _db_errors():
-            async with self._transaction() as conn:
-                async with conn.execute(
-                    "INSERT INTO messages (channel_tag, record) VALUES (?, x'') RETURNING id",
-                    (tag,),
-                ) as cur:
-                    row = await cur.fetchone()
-                assert row is not None
-                local_id = int(row[0])
-                record = self._keys.records.encrypt(
-                    plain, table="messages", column="record", row=self._row(tag, local_id)
-                )
-                await conn.execute(
-                    "UPDATE messages SET record = ? WHERE id = ?", (record, local_id)
-                )
-        return local_id
+        # and both statements commit together (in the writer's group commit).
+        records = self._keys.records
+
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO messages (channel_tag, record) VALUES (?, x'') RETURNING id",
+                (tag,),
+            )
+            row = cur.fetchone()
+            cur.close()
+            assert row is not None
+            local_id = int(row[0])
+            record = records.encrypt(
+                plain, table="messages", column="record", row=self._row(tag, local_id)
+            )
+            conn.execute("UPDATE messages SET record = ? WHERE id = ?", (record, local_id))
+            return local_id
+
+        return self._write.submit(op)
 
     async def list_messages(
         self, channel_id: bytes, *, limit: int = 100, before_id: int | None = None

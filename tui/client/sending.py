@@ -182,9 +182,11 @@ class Sender(Delivery):
         channel: bytes,
         item: appdata.ChatText | appdata.Meta | appdata.Hello,
         only: set[str] | None = None,
+        group: mls.Group | None = None,
     ) -> tuple[bytes, list[tuple[bytes, str]]]:
         """Encrypt once with MLS; the ciphertext and the target devices (under the mutex)."""
-        group = self._group(channel)
+        if group is None:
+            group = self._group(channel)
         ciphertext = group.encrypt(appdata.encode(item))
         targets = [
             (m.signature_key, m.identity.decode("utf-8", "replace"))
@@ -252,7 +254,7 @@ class Sender(Delivery):
             raise LocalError(f"a message must have 1..{appdata.MAX_TEXT_CHARS} characters")
         async with self.mutex:
             cid = self.resolve(channel)
-            self._group(cid)
+            group = self._group(cid)
             if self._waiting():
                 await self._flush_outbox()
             ts = now_ms()
@@ -269,7 +271,7 @@ class Sender(Delivery):
             self.channel_record(cid).last_ms = ts
             prepared = None
             if self._waiting() == [entry]:  # nothing older waits: send now
-                prepared = self._prepare(cid, appdata.ChatText(text=text, ts=ts))
+                prepared = self._prepare(cid, appdata.ChatText(text=text, ts=ts), group=group)
                 self._inflight.add(id(entry))
             else:  # older messages wait for the node: queue behind them, durably
                 entry.id = await self.append_message(stored)
@@ -285,13 +287,14 @@ class Sender(Delivery):
                 )
                 delivered = True
             finally:
-                async with self.mutex:
-                    self._inflight.discard(id(entry))
-                    if delivered and missing:
+                if delivered and missing:  # durable outbox entry for the missing devices
+                    async with self.mutex:
+                        self._inflight.discard(id(entry))
                         entry.devices = sorted(missing)
                         await self.save()
-                    else:
-                        self.state.outbox = [o for o in self.state.outbox if o is not entry]
+                else:  # no await: nothing under the mutex sees a half-done change
+                    self._inflight.discard(id(entry))
+                    self.state.outbox = [o for o in self.state.outbox if o is not entry]
         local_id = entry.id
         msg = self.to_api(
             ChatMessage(

@@ -1,0 +1,81 @@
+"""Group commit of the client database: many writes, one transaction, each caller told."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proto.crypto.atrest import FAST_TEST_PARAMS
+from proto.errors import ProfileError
+from tui.client.dbwriter import GroupWriter
+from tui.client.profile import ChatMessage, Profile
+
+CHANNEL = b"\x01channel-one"
+
+
+def _msg(text: str) -> ChatMessage:
+    return ChatMessage(
+        channel_id=CHANNEL, sender=b"\x02" * 32, sender_name="alice", timestamp_ms=1, text=text
+    )
+
+
+async def test_concurrent_appends_share_commits_and_keep_order(tmp_path: Path) -> None:
+    async with await Profile.create(tmp_path, "pp", kdf=FAST_TEST_PARAMS) as p:
+        writer = p._write
+        batches: list[int] = []
+        run = writer._on_thread
+
+        def counting(fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+            batches.append(len(args[1]))
+            return run(fn, *args)
+
+        writer._on_thread = counting  # type: ignore[method-assign]
+        ids = await asyncio.gather(*(p.append_message(_msg(f"m{i}")) for i in range(40)))
+        assert ids == sorted(ids) and len(set(ids)) == 40  # call order = history order
+        assert sum(batches) == 40 and len(batches) < 40  # commits were shared
+        assert [m.text for m in await p.list_messages(CHANNEL)] == [f"m{i}" for i in range(40)]
+    async with await Profile.open(tmp_path, "pp") as p:  # committed, durable
+        assert len(await p.list_messages(CHANNEL)) == 40
+
+
+async def test_a_failing_write_does_not_fail_its_batch(tmp_path: Path) -> None:
+    async with await Profile.create(tmp_path, "pp", kdf=FAST_TEST_PARAMS) as p:
+
+        def bad(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO secrets (name, value) VALUES ('x', x'01')")
+            conn.execute("INSERT INTO nowhere VALUES (1)")
+
+        good = p.append_message(_msg("kept"))
+        failing = p._write.write(bad)
+        secret = p.put_secret("s", b"v")
+        results = await asyncio.gather(good, failing, secret, return_exceptions=True)
+        assert isinstance(results[0], int)
+        assert isinstance(results[1], ProfileError)
+        assert results[2] is None
+        assert await p.get_secret("x") is None  # the failing write was rolled back alone
+        assert await p.get_secret("s") == b"v"
+        assert [m.text for m in await p.list_messages(CHANNEL)] == ["kept"]
+
+
+async def test_close_waits_for_queued_writes_then_refuses(tmp_path: Path) -> None:
+    p = await Profile.create(tmp_path, "pp", kdf=FAST_TEST_PARAMS)
+    fut = p.queue_message(_msg("last"))
+    await p.close()
+    assert fut.done() and isinstance(fut.result(), int)
+    with pytest.raises(ProfileError):
+        await p.append_message(_msg("late"))
+    async with await Profile.open(tmp_path, "pp") as p2:
+        assert [m.text for m in await p2.list_messages(CHANNEL)] == ["last"]
+
+
+async def test_closed_writer_refuses(tmp_path: Path) -> None:
+    async with await Profile.create(tmp_path, "pp", kdf=FAST_TEST_PARAMS) as p:
+        writer = GroupWriter(p._conn)
+        await writer.close()
+        with pytest.raises(ProfileError):
+            writer.submit(lambda conn: None)
