@@ -74,8 +74,8 @@ async def test_close_waits_for_queued_writes_then_refuses(tmp_path: Path) -> Non
 
 
 async def test_closed_writer_refuses(tmp_path: Path) -> None:
-    async with await Profile.create(tmp_path, "pp", kdf=FAST_TEST_PARAMS) as p:
-        writer = GroupWriter(p._conn)
+    async with await Profile.create(tmp_path, "pp", kdf=FAST_TEST_PARAMS):
+        writer = await GroupWriter.open(tmp_path / "client.db")
         await writer.close()
         with pytest.raises(ProfileError):
             writer.submit(lambda conn: None)

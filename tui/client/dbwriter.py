@@ -15,8 +15,10 @@ only after that commit returned. So:
   alone and its error goes to its caller, never to its batch neighbours; if
   the commit itself fails, every write of the batch gets the error.
 
-Reads keep using the aiosqlite connection directly: a batch runs as one
-function on the connection's thread, so no read sees half a batch.
+Reads keep using the profile's aiosqlite connection; in WAL mode a reader
+sees only committed transactions, so no read sees half a batch. The writer
+owns a separate stdlib connection on a one-thread executor rather than
+reaching into aiosqlite's private thread API.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
-
-import aiosqlite
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
 
 from proto.errors import ProfileError
 
@@ -41,14 +43,31 @@ _Op = Callable[[sqlite3.Connection], Any]
 
 
 class GroupWriter:
-    """Group-committing writer over one aiosqlite connection (see module docstring)."""
+    """Group-committing writer with its own connection (see module docstring)."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        """Write through ``conn`` (which must not be used for writes elsewhere)."""
-        self._conn = conn
+    def __init__(self, raw: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+        """Use :meth:`open`; ``raw`` is only ever touched on ``executor``'s one thread."""
+        self._raw = raw
+        self._executor: ThreadPoolExecutor | None = executor
         self._queue: list[tuple[_Op, asyncio.Future[Any]]] = []
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+
+    @classmethod
+    async def open(cls, db_path: Path) -> GroupWriter:
+        """Open a writer connection on ``db_path`` (already created, in WAL mode).
+
+        Raises:
+            ProfileError: the database cannot be opened.
+        """
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qpc-dbwriter")
+        loop = asyncio.get_running_loop()
+        try:
+            raw = await loop.run_in_executor(executor, _connect, db_path)
+        except sqlite3.Error as exc:
+            executor.shutdown(wait=False)
+            raise ProfileError(f"client database unusable: {exc}") from exc
+        return cls(raw, executor)
 
     async def write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``op`` in the next group commit; returns its result once committed.
@@ -77,23 +96,31 @@ class GroupWriter:
         return fut
 
     async def close(self) -> None:
-        """Refuse new writes and wait until the queued ones have committed."""
+        """Refuse new writes, wait until the queued ones have committed, close (idempotent)."""
+        if self._closed and self._executor is None:
+            return
         self._closed = True
         if self._task is not None and not self._task.done():
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._task)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(sqlite3.Error):
+                await loop.run_in_executor(executor, self._raw.close)
+            executor.shutdown(wait=False)
 
     def _on_thread(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
-        # aiosqlite runs queued functions on its connection thread; one hand-off
-        # runs the whole batch (instead of one per statement).
-        run = cast(Callable[..., Awaitable[Any]], self._conn._execute)
-        return run(fn, *args)
+        # One hand-off to the writer thread runs the whole batch.
+        if self._executor is None:
+            raise ProfileError("profile is closed")
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _run(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             try:
-                results = await self._on_thread(_run_batch, self._conn._conn, batch)
+                results = await self._on_thread(_run_batch, self._raw, batch)
             except BaseException as exc:  # connection closed under us, or cancelled
                 err = exc if isinstance(exc, Exception) else ProfileError("profile is closed")
                 for _op, fut in batch:
@@ -111,10 +138,23 @@ class GroupWriter:
                     fut.set_exception(value)
 
 
+def _connect(db_path: Path) -> sqlite3.Connection:
+    """On the writer thread: a connection in manual-transaction mode, fully synced."""
+    raw = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    try:
+        raw.execute("PRAGMA busy_timeout=5000")
+        raw.execute("PRAGMA synchronous=FULL")
+        raw.execute("PRAGMA secure_delete=ON")
+    except sqlite3.Error:
+        raw.close()
+        raise
+    return raw
+
+
 def _run_batch(
     raw: sqlite3.Connection, batch: list[tuple[_Op, asyncio.Future[Any]]]
 ) -> list[tuple[bool, Any]]:
-    """On aiosqlite's thread: ``batch`` in one transaction, one savepoint per write."""
+    """On the writer thread: ``batch`` in one transaction, one savepoint per write."""
     results: list[tuple[bool, Any]] = []
     try:
         raw.execute("BEGIN IMMEDIATE")
@@ -134,10 +174,11 @@ def _run_batch(
                 continue
             raw.execute("RELEASE w")
             results.append((True, value))
-        raw.commit()
+        raw.execute("COMMIT")
     except sqlite3.Error as exc:
         with contextlib.suppress(sqlite3.Error):
-            raw.rollback()
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
         err = ProfileError(f"client database error: {exc}")
         return [(False, err)] * len(batch)
     return results

@@ -289,7 +289,12 @@ class Profile:
             await db.close()
             raise ProfileError(f"client database unusable: {exc}") from exc
         self._db = db
-        self._writer = GroupWriter(db)
+        try:
+            self._writer = await GroupWriter.open(db_path)
+        except ProfileError:
+            await db.close()
+            self._db = None
+            raise
 
     async def close(self) -> None:
         """Close the database (idempotent)."""
