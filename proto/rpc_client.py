@@ -96,6 +96,39 @@ class ClientConfig:
     """Cap'n Proto nesting limit for response readers."""
 
 
+async def probe_server_key(
+    host: str, port: int, *, server_name: str | None = None, wait_s: float = 5.0
+) -> str:
+    """The SPKI SHA-256 (hex) a node presents in its TLS handshake.
+
+    Only the handshake runs: no key is trusted or pinned and no request is
+    sent; the connection is closed right after. The caller decides what to do
+    with the fingerprint (e.g. show it for trust on first use).
+
+    Raises:
+        TransportError: the node cannot be reached or the handshake fails.
+        ConnectionLost: no handshake within ``wait_s``.
+    """
+    client = RpcClient(
+        ClientConfig(
+            host=host,
+            port=port,
+            server_name=server_name,
+            trust=tls.TrustConfig(insecure=True),  # read the key only; nothing is sent
+            reconnect=False,
+            reconnect_wait=wait_s,
+            connect_timeout=wait_s,
+        )
+    )
+    try:
+        await client.connect()
+        if client.fingerprint is None:  # pragma: no cover - set by every handshake
+            raise TransportError(f"{host}:{port} presented no key")
+        return client.fingerprint
+    finally:
+        await client.close()
+
+
 class Subscription:
     """Async iterator over the results of a streaming call (``fetchWait``).
 

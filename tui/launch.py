@@ -16,14 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
-from proto import tls
-from proto.errors import ConfigError
-from proto.rpc_client import ClientConfig, RpcClient
 from tui.client.api import ClientEngine
-from tui.client.core import EMBEDDED, PINS_FILE, EngineConfig
+from tui.client.core import EMBEDDED, EngineConfig
 from tui.client.engine import Engine
-from tui.client.localnode import data_dir, ensure_local_node, stop_local_node
+from tui.client.localnode import data_dir, stop_local_node
 from tui.client.passphrase import passphrase_from_env, read_passphrase_fd
+from tui.client.probe import pin_server, probe_server, split_server
 from tui.client.profile import Profile
 from tui.session import LoginForm, ServerKey
 from tui.settings import load_settings
@@ -34,14 +32,6 @@ CONFIG_ENV = "QPC_CONFIG"
 """Overrides the config file path."""
 _USERS_LOCK = "tui-users.lock"
 """In the local node's directory: each TUI using the node holds a shared lock."""
-
-
-def split_server(server: str) -> tuple[str, int]:
-    """``host:port`` -> (host, port); brackets of IPv6 literals removed."""
-    host, sep, port_text = server.strip().rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ConfigError(f"the server must be HOST:PORT, not {server!r}")
-    return host.strip("[]"), int(port_text)
 
 
 class EngineFactoryImpl:
@@ -90,7 +80,7 @@ class EngineFactoryImpl:
             if not engine.state.user or not engine.state.token:
                 await engine.close()
                 return None
-            if engine.server == EMBEDDED:
+            if engine.server_info().embedded:
                 self._use_local_node()
             await engine.whoami()
         except BaseException:
@@ -99,42 +89,24 @@ class EngineFactoryImpl:
         return engine
 
     async def probe(self, server: str) -> ServerKey:
-        """The key the server presents, and what the profile pinned for it."""
-        if not server:
-            node = await asyncio.to_thread(
-                ensure_local_node, self.base.data_dir, extra_args=self.base.local_node_args
-            )
+        """The key the server presents, and what the profile pinned for it.
+
+        Only a TLS handshake (:func:`tui.client.probe.probe_server`): nothing
+        is trusted or sent. The embedded node is started if needed; its
+        expected key comes from its own record.
+        """
+        probe = await probe_server(self.base, server)
+        if probe.embedded:
             self._use_local_node()
-            # The embedded node's key comes from its own output: pinned exactly.
-            return ServerKey(
-                server=node.address, fingerprint=node.fingerprint, pinned=node.fingerprint
-            )
-        host, port = split_server(server)
-        rpc = RpcClient(
-            ClientConfig(
-                host=host,
-                port=port,
-                trust=tls.TrustConfig(insecure=True),  # only to read the key; nothing is sent
-                reconnect=False,
-                reconnect_wait=5.0,
-                connect_timeout=5.0,
-            )
+        return ServerKey(
+            server=probe.server, fingerprint=probe.fingerprint, pinned=probe.pinned or ""
         )
-        try:
-            await rpc.connect()
-            fingerprint = rpc.fingerprint or ""
-        finally:
-            await rpc.close()
-        pinned = tls.PinStore(self.base.profile_dir / PINS_FILE).get(f"{host}:{port}") or ""
-        return ServerKey(server=f"{host}:{port}", fingerprint=fingerprint, pinned=pinned)
 
     async def open(self, form: LoginForm, *, trust_fingerprint: str) -> ClientEngine:
-        """Pin the confirmed key, then open (or create) the profile."""
+        """Pin the confirmed key (the profile's pin store), then open (or create) the profile."""
         config = replace(self.base, server=form.server or None)
-        if form.server and trust_fingerprint:
-            host, port = split_server(form.server)
-            pins = tls.PinStore(config.profile_dir / PINS_FILE)
-            await asyncio.to_thread(pins.set, f"{host}:{port}", trust_fingerprint)
+        if form.server and form.server != EMBEDDED and trust_fingerprint:
+            await pin_server(config, form.server, trust_fingerprint)
         create = not Profile.exists(config.profile_dir)
         return await Engine.open(config, form.passphrase, create=create)
 

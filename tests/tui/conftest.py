@@ -98,7 +98,7 @@ def populated_engine() -> tuple[FakeEngine, ChannelInfo, ChannelInfo]:
     ]
     for sender, text in texts:
         engine.add_message(general.id, sender, text)
-    engine.mark_read(general.id)  # read in an earlier session
+    engine.clear_unread(general.id)  # read in an earlier session
     random = engine.add_channel("random", ("bob",), activity_ms=engine.now_ms - 86_400_000)
     engine.add_channel("bob", ("bob",), kind=ChannelKind.DM, activity_ms=engine.now_ms - 60_000)
     return engine, general, random

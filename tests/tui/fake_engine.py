@@ -23,6 +23,7 @@ from tui.client.api import (
     Message,
     MessageReceived,
     PingResult,
+    ServerInfo,
     WhoAmI,
 )
 from tui.session import LoginForm, ServerKey
@@ -50,6 +51,7 @@ class FakeEngine:
         self.state = ConnectionState.connected(server="127.0.0.1:7000")
         self.send_state = DeliveryState.SENT
         self.closed = False
+        self.embedded = False
         self.history_gate: asyncio.Event | None = None
         """When set, ``history`` waits for it (to test what arrives meanwhile)."""
 
@@ -113,8 +115,8 @@ class FakeEngine:
         )
         return msg
 
-    def mark_read(self, channel: str) -> None:
-        """Clear a channel's unread count (test setup)."""
+    def clear_unread(self, channel: str) -> None:
+        """Clear a channel's unread count (test setup; no call recorded)."""
         self._channels[channel] = replace(self._channels[channel], unread=0)
 
     async def deliver(self, channel: str, sender: str, text: str) -> Message:
@@ -197,6 +199,10 @@ class FakeEngine:
             await self.history_gate.wait()
         return msgs[-limit:]
 
+    async def mark_read(self, channel: str) -> None:
+        self._check("mark_read", channel)
+        self.clear_unread(channel)
+
     async def whoami(self) -> WhoAmI:
         self._check("whoami")
         return WhoAmI(
@@ -233,6 +239,9 @@ class FakeEngine:
 
     def connection_state(self) -> ConnectionState:
         return self.state
+
+    def server_info(self) -> ServerInfo:
+        return ServerInfo(address=self.state.server, embedded=self.embedded)
 
     async def events(self) -> AsyncIterator[EngineEvent]:
         error = self.fail.pop("events", None)

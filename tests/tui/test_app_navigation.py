@@ -91,7 +91,7 @@ async def test_message_in_open_channel_is_appended_without_unread(
         assert main.rows[channel].unread == 0
         assert recorder.notifications() == []
         # The engine is told, so the count is still 0 after a restart.
-        assert engine.calls[-1] == ("history", (channel,))
+        assert engine.calls[-1] == ("mark_read", (channel,))
         assert next(c for c in await engine.channels() if c.id == channel).unread == 0
 
 
@@ -266,7 +266,7 @@ async def test_scrolling_to_the_top_loads_older_history(app_factory: AppFactory)
     chan = engine.add_channel("long", ("bob",))
     for i in range(75):
         engine.add_message(chan.id, "bob", f"message {i}")
-    engine.mark_read(chan.id)
+    engine.clear_unread(chan.id)
     app = app_factory(FakeFactory(engine))
     app.history_limit = 30
     async with app.run_test(size=(80, 24)) as pilot:
@@ -316,3 +316,30 @@ async def test_message_arriving_while_a_channel_opens_is_shown_once(
         items = [log.item(k) for k in log._by_key]
         assert [i.text for i in items if i is not None] == ["just in time"]
         assert recorder.notifications() == []  # not "another channel"
+
+
+async def test_a_long_channel_opens_with_one_page_and_loads_the_rest_in_pages(
+    app_factory: AppFactory,
+) -> None:
+    engine = FakeEngine()
+    chan = engine.add_channel("long", ("bob",))
+    for i in range(1000):
+        engine.add_message(chan.id, "bob", f"message {i}")
+    engine.clear_unread(chan.id)
+    app = app_factory(FakeFactory(engine))
+    app.history_page = 100
+    app.history_limit = 450
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        log = _main(app).query_one(MessageLog)
+        assert log.message_count == 450 and _has_older(log)
+        assert sum(1 for name, _ in engine.calls if name == "history") == 5  # 100*4 + 50
+        assert log.follow  # still at the newest message
+        assert "message 999" in log.render_line(log.size.height - 1).text
+        log.scroll_home(animate=False, immediate=True)
+        await settle(app, pilot)
+        assert log.message_count == 900
+        log.scroll_home(animate=False, immediate=True)
+        await settle(app, pilot)
+        assert log.message_count == 1000 and not _has_older(log)
+        assert log.item("1") is not None and log.item("1000") is not None

@@ -117,3 +117,32 @@ async def test_log_rewraps_on_resize() -> None:
         await pilot.resize_terminal(50, 10)
         await pilot.pause()
         assert log.row_count > wide
+
+
+async def test_log_prepends_older_pages_like_one_load() -> None:
+    """Pages put above (across day boundaries) lay out exactly as loading all at once."""
+    start = datetime(2026, 1, 1, 9, 0)
+    items = _items(4000, start)  # about three days
+    app = LogApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        whole = app.query_one(MessageLog)
+        whole.set_items(items)
+        await pilot.pause()
+        whole.scroll_home(animate=False, immediate=True)
+        await pilot.pause()
+        rows = whole.row_count
+
+        paged = MessageLog()
+        await app.mount(paged)
+        await app.query_one(MessageLog).remove()
+        await pilot.pause()
+        paged.set_items(items[3000:], has_older=True)
+        paged.prepend_items(items[1440:3000], has_older=True)  # ends on a day boundary
+        paged.prepend_items(items[1000:1440], has_older=True)
+        paged.prepend_items(items[:1000], has_older=False)
+        await pilot.pause()
+        assert paged.message_count == 4000 and paged.row_count == rows
+        assert [e.day for e in paged._entries if e.item is None] == [
+            e.day for e in whole._entries if e.item is None
+        ]
+        assert paged._starts == whole._starts

@@ -44,6 +44,8 @@ __all__ = [
     "MessageStateChanged",
     "PingResult",
     "SecurityWarning",
+    "ServerInfo",
+    "ServerProbe",
     "WhoAmI",
 ]
 
@@ -113,6 +115,30 @@ class ConnectionState:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ServerInfo:
+    """Which node an engine talks to."""
+
+    address: str
+    """``host:port`` of the node ("" when the embedded node is not running yet)."""
+    embedded: bool = False
+    """True for the shared embedded local node (see ``tui.client.localnode``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerProbe:
+    """A server's TLS key as seen by :func:`tui.client.probe.probe_server` (nothing trusted)."""
+
+    server: str
+    """``host:port`` that was probed."""
+    fingerprint: str
+    """SPKI SHA-256 (hex) the server presented."""
+    pinned: str | None = None
+    """What this profile pinned for the server (for the embedded node: its own record)."""
+    embedded: bool = False
+    """True when the embedded local node was probed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Member:
     """One member of a channel (a user; one user may have several devices)."""
 
@@ -139,7 +165,7 @@ class ChannelInfo:
     epoch: int = 0
     """Current MLS epoch."""
     unread: int = 0
-    """Messages received since the channel was last read through :meth:`history`."""
+    """Messages received since the channel was last read (:meth:`ClientEngine.mark_read`)."""
     last_activity_ms: int = 0
     """Unix time (ms) of the newest message or membership change."""
     active: bool = True
@@ -421,6 +447,10 @@ class ClientEngine(Protocol):
         """Stored messages of a channel, oldest first; marks the channel read."""
         ...
 
+    async def mark_read(self, channel: str) -> None:
+        """Clear the channel's unread count (persisted: it survives restarts)."""
+        ...
+
     async def whoami(self) -> WhoAmI:
         """Local identity, KeyPackage stock and pinned server fingerprint."""
         ...
@@ -443,6 +473,10 @@ class ClientEngine(Protocol):
 
     def connection_state(self) -> ConnectionState:
         """Current connection state (no I/O)."""
+        ...
+
+    def server_info(self) -> ServerInfo:
+        """The node's address and whether it is the embedded local node (no I/O)."""
         ...
 
     def events(self) -> AsyncIterator[EngineEvent]:

@@ -28,9 +28,11 @@ from proto import mls
 from proto.crypto.envelope import ContentType
 from proto.crypto.identity import safety_number
 from proto.errors import LocalError, ProfileError
+from proto.rpc_client import RpcClient
 from tui.client import api, appdata
-from tui.client.core import EngineConfig, normalize_user
+from tui.client.core import EMBEDDED, EngineConfig, normalize_user
 from tui.client.delivery import now_ms
+from tui.client.localnode import read_local_node
 from tui.client.profile import Profile
 from tui.client.sending import Sender
 
@@ -72,6 +74,41 @@ class Engine(Sender):
             await engine.close()
             raise
         return engine
+
+    # ------------------------------------------------------------------ node
+
+    def server_info(self) -> api.ServerInfo:
+        """The node's ``host:port`` and whether it is the embedded local node (no I/O)."""
+        embedded = self.server == EMBEDDED
+        address = self._server_addr
+        if not address and not embedded:
+            address = self.server
+        return api.ServerInfo(address=address, embedded=embedded)
+
+    async def rpc(self) -> RpcClient:
+        """The node connection; on the embedded node, follows it to a new address.
+
+        While the connection is down, the embedded node's record is read
+        again: a node restarted on another port (or with another key)
+        replaces the connection, which then reconnects there. No node is
+        started here (``qpc`` starts one when it needs it).
+        """
+        current = self._rpc
+        if current is not None and not current.connected and self.server == EMBEDDED:
+            node = await asyncio.to_thread(read_local_node, self.config.data_dir)
+            cfg = current.config
+            if (
+                node is not None
+                and self._rpc is current
+                and (
+                    (node.host, node.port) != (cfg.host, cfg.port)
+                    or node.fingerprint != cfg.trust.fingerprint
+                )
+            ):
+                log.info("the local node moved to %s; reconnecting there", node.address)
+                self._rpc = None
+                await current.close()
+        return await super().rpc()
 
     async def self_update(self, channel: str) -> api.ChannelInfo:
         """Commit a fresh leaf key in the channel (post-compromise security)."""
@@ -238,6 +275,14 @@ class Engine(Sender):
                 rec.unread = 0
                 await self.save()
             return [self.to_api(r) for r in rows]
+
+    async def mark_read(self, channel: str) -> None:
+        """Clear the channel's unread count (saved: survives restarts)."""
+        async with self.mutex:
+            rec = self.channel_record(self.resolve(channel))
+            if rec.unread:
+                rec.unread = 0
+                await self.save()
 
     # ------------------------------------------------------------------ keys
 

@@ -29,7 +29,14 @@ import platformdirs
 
 from proto.errors import ConfigError
 
-__all__ = ["DATA_DIR_ENV", "LocalNode", "data_dir", "ensure_local_node", "stop_local_node"]
+__all__ = [
+    "DATA_DIR_ENV",
+    "LocalNode",
+    "data_dir",
+    "ensure_local_node",
+    "read_local_node",
+    "stop_local_node",
+]
 
 DATA_DIR_ENV = "QPC_DATA_DIR"
 """Overrides the platform data dir (profiles and the local node live under it)."""
@@ -89,6 +96,11 @@ def _read(record: Path) -> LocalNode | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return node if _alive(node.pid) else None
+
+
+def read_local_node(base: Path | None = None) -> LocalNode | None:
+    """The running local node as recorded in ``base/local-node/node.json`` (never starts one)."""
+    return _read((base or data_dir()) / "local-node" / "node.json")
 
 
 def _parse_banner(log: Path) -> tuple[str, int, str] | None:

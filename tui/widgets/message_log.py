@@ -216,11 +216,26 @@ class MessageLog(ScrollView, can_focus=True):
         self.call_after_refresh(self._check_top)
 
     def prepend_items(self, items: list[LogItem], *, has_older: bool) -> None:
-        """Put older ``items`` above the current ones, keeping the view where it is."""
-        current = [e.item for e in self._entries if e.item is not None]
-        known = {item.key for item in current}
+        """Put older ``items`` above the current ones, keeping the view where it is.
+
+        Only the new items are wrapped; the entries already shown are reused.
+        """
+        fresh = [i for i in items if i.key not in self._by_key]
         before = self._rows
-        self._rebuild([i for i in items if i.key not in known] + current)
+        if fresh:
+            shown = self._entries
+            self._entries, self._starts, self._by_key, self._rows = [], [], {}, 0
+            for item in fresh:
+                self._append(item)
+            if shown and shown[0].item is None and shown[0].day == self._entries[-1].day:
+                shown = shown[1:]  # the same day continues: one separator
+            for entry in shown:
+                if entry.item is not None:
+                    self._by_key[entry.item.key] = len(self._entries)
+                self._push(entry)
+            self._cache.clear()
+            self._update_size()
+            self.refresh()
         self.has_older = has_older
         self._loading_older = False
         self.scroll_to(y=self.scroll_y + (self._rows - before), animate=False, immediate=True)
