@@ -35,6 +35,7 @@ from proto.errors import (
     MlsError,
     QpcError,
     TransportError,
+    Unavailable,
     UnknownGroup,
 )
 from tui.client import api, appdata
@@ -393,7 +394,7 @@ class Delivery(Views):
                             async with self.mutex:
                                 await self.process_batch(res.envelopes, defer_ack=True)
                                 await self.after_batch()
-            except (ConnectionLost, TransportError) as exc:
+            except (ConnectionLost, TransportError, Unavailable) as exc:  # node gone/restarting
                 log.info("subscription lost (%s); retrying in %.1fs", type(exc).__name__, backoff)
                 n = len(self.state.outbox)
                 self._set_conn(
