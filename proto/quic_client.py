@@ -12,7 +12,7 @@ import contextlib
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, cast
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic import events
@@ -76,7 +76,13 @@ class ClientConnection(QuicConnectionProtocol):
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         self.last_rx = time.monotonic()
-        super().datagram_received(data, addr)
+        # aioquic's datagram_received, but the transmit waits for the next loop
+        # turn: the answers in this datagram wake their callers first, and their
+        # next requests leave in the same packets (one packet build instead of
+        # two, each walking every open stream).
+        self._quic.receive_datagram(cast(bytes, data), addr, now=self._loop.time())
+        self._process_events()
+        self._transmit_soon()
 
     def transmit(self) -> None:
         if self.dead is None:

@@ -36,7 +36,7 @@ from proto.errors import (
     RpcError,
     Unavailable,
 )
-from proto.rpc import CallContext, StreamError, ack_now
+from proto.rpc import CallContext, StreamError, ack_now, ack_pending, hold_ack
 
 if TYPE_CHECKING:
     from proto.rpc_server import RpcServer
@@ -45,6 +45,8 @@ log = logging.getLogger("proto.rpc_server")
 
 IDLE_GAP = 0.0003
 """Seconds without datagrams after which a connection counts as quiet (ACK at once)."""
+ACK_HOLD = 0.004
+"""Seconds after a request a delayed ACK may wait for pending answers to carry it."""
 
 
 Dispatch = dict[type[Any], tuple[Method, Callable[..., Any]]]
@@ -73,6 +75,7 @@ class ServerConnection(QuicConnectionProtocol):
         self._in_datagram = False
         self._answered = 0
         self._last_rx = 0.0
+        self._ack_held = False
         server._connections.add(self)
 
     # -------------------------------------------------------- aioquic hooks
@@ -96,9 +99,40 @@ class ServerConnection(QuicConnectionProtocol):
             self._process_events()
             if quiet and self._answered == 1 and not self._calls:
                 ack_now(self._quic, now)
-            self.transmit()
+            if self._answered == 0 and ack_pending(self._quic, now):
+                # Nothing answered and no ACK due yet (the requests wait, e.g.
+                # on the group commit): building packets now would walk every
+                # open stream for nothing. The ACK timer or the answers
+                # transmit, whichever comes first, within aioquic's ACK delay.
+                self._arm_timer()
+            else:
+                self.transmit()
         finally:
             self._in_datagram = False
+
+    def _handle_timer(self) -> None:
+        # The ACK timer fired while calls are still running (an enqueue waits
+        # for its commit): hold the ACK a little so the answer carries it,
+        # instead of an ACK-only datagram now and the answer right after.
+        # Once per ACK: when the held ACK falls due, it is sent.
+        unary = len(self._calls) > len(self._streaming)  # fetchWait never "answers"
+        if unary and not self._ack_held and hold_ack(self._quic, self._loop.time(), ACK_HOLD):
+            self._ack_held = True
+            self._timer = None
+            self._arm_timer()
+            return
+        self._ack_held = False
+        super()._handle_timer()
+
+    def _arm_timer(self) -> None:
+        """The timer half of aioquic's ``transmit()`` (without building packets)."""
+        timer_at = self._quic.get_timer()
+        if self._timer is not None and self._timer_at != timer_at:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None and timer_at is not None:
+            self._timer = self._loop.call_at(timer_at, self._handle_timer)
+        self._timer_at = timer_at
 
     def quic_event_received(self, event: events.QuicEvent) -> None:
         if isinstance(event, events.StreamDataReceived):
@@ -289,6 +323,9 @@ class ServerConnection(QuicConnectionProtocol):
             self._answered += 1
         except (ValueError, RuntimeError):
             return  # stream reset / stopped by the peer meanwhile
+        if self._ack_held:  # the held ACK leaves with this answer
+            self._ack_held = False
+            ack_now(self._quic, self._loop.time())
         if not self._in_datagram:  # datagram_received() transmits when it is done
             self._transmit_soon()
 

@@ -228,6 +228,61 @@ def ack_now(quic: Any, now: float) -> None:
         space.ack_at = now
 
 
+def ack_pending(quic: Any, now: float) -> bool:
+    """True when a delayed ACK is armed for later, so a packet will be built by then.
+
+    Lets a receiver skip building packets right after a datagram that
+    answered nothing (its requests wait, e.g. on a commit): aioquic's packet
+    building walks every open stream even when it produces nothing, and the
+    ACK timer (at most aioquic's ACK delay, 1 ms, away) or the answer
+    transmits whatever else became due. False (transmit
+    now) before the handshake is complete, when the connection is not plainly
+    connected, or when less than half the congestion window is free (data may
+    be waiting for the window this datagram's ACKs freed). (Private aioquic
+    state; without it this answers False, i.e. no change.)
+    """
+    if not getattr(quic, "_handshake_complete", False):
+        return False
+    if getattr(getattr(quic, "_state", None), "name", None) != "CONNECTED":
+        return False
+    space = getattr(quic, "_spaces", {}).get(Epoch.ONE_RTT)
+    if space is None or space.ack_at is None or space.ack_at <= now:
+        return False
+    loss: Any = getattr(quic, "_loss", None)
+    try:
+        return bool(loss.bytes_in_flight * 2 < loss.congestion_window)
+    except AttributeError:  # includes no _loss at all
+        return False
+
+
+def hold_ack(quic: Any, now: float, hold: float) -> bool:
+    """Postpone a due delayed ACK to at most ``hold`` s after it was armed.
+
+    For a server whose answers are imminent (e.g. waiting on a group commit):
+    the answer then carries the ACK instead of an ACK-only datagram going out
+    first. Returns False (nothing changed) when the ACK is not due, when the
+    bound is reached, or when anything else (loss detection, pacing, idle
+    close) is due as well. ``hold`` must stay well below the max_ack_delay the
+    peer assumes (25 ms by default). Hold a given ACK once: the bound counts
+    from ``ack_at`` minus the ACK delay, so a second hold would extend it.
+    (Private aioquic state.)
+    """
+    space = getattr(quic, "_spaces", {}).get(Epoch.ONE_RTT)
+    delay = getattr(quic, "_ack_delay", None)
+    if space is None or delay is None or space.ack_at is None or space.ack_at > now:
+        return False
+    due = space.ack_at
+    until = due - delay + hold
+    if until <= now:
+        return False
+    space.ack_at = until
+    other = quic.get_timer()
+    if other is not None and other <= now:
+        space.ack_at = due
+        return False
+    return True
+
+
 class MessageSplitter:
     """Reassembles framed Cap'n Proto messages from stream chunks."""
 
