@@ -76,6 +76,14 @@ class ServerConnection(QuicConnectionProtocol):
         self._answered = 0
         self._last_rx = 0.0
         self._ack_held = False
+        # QUIC stream credit: aioquic grants 128 streams and raises MAX_STREAMS
+        # in batches, so a client with 64 calls in flight (plus the finished
+        # streams awaiting their ACK) kept opening blocked streams that waited
+        # a round trip for credit. Grant the documented concurrency limit
+        # instead (never less than aioquic's default; set before the
+        # handshake sends the transport parameters).
+        credit = quic._local_max_streams_bidi
+        credit.value = credit.sent = max(credit.value, server.config.max_streams_per_connection)
         server._connections.add(self)
 
     # -------------------------------------------------------- aioquic hooks

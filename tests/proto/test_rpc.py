@@ -128,6 +128,20 @@ async def test_stream_limit_per_connection(handler: FakeHandler, tmp_path: Path)
         await asyncio.gather(*blocked, return_exceptions=True)
 
 
+async def test_stream_credit_is_the_concurrency_limit(handler: FakeHandler, tmp_path: Path) -> None:
+    # QUIC MAX_STREAMS follows max_streams_per_connection (never below
+    # aioquic's 128), so clients with many calls in flight are not blocked
+    # waiting for stream credit long before the node's own limit.
+    for limit, credit in ((256, 256), (2, 128)):
+        cfg = ServerConfig(
+            host="127.0.0.1", port=0, tls_dir=tmp_path, max_streams_per_connection=limit
+        )
+        async with RpcServer(handler, cfg) as srv, RpcClient(client_config(srv)) as cl:
+            await cl.ping(payload=b"x")
+            assert cl._proto is not None
+            assert cl._proto._quic._remote_max_streams_bidi == credit
+
+
 async def test_server_survives_client_that_vanishes(handler: FakeHandler, tmp_path: Path) -> None:
     cfg = ServerConfig(host="127.0.0.1", port=0, tls_dir=tmp_path, idle_timeout=0.5)
     async with RpcServer(handler, cfg) as srv:
