@@ -31,6 +31,7 @@ script patches that helper to a single ``ctypes.memmove`` (see
 
 from __future__ import annotations
 
+import abc
 import argparse
 import ctypes
 import os
@@ -67,7 +68,7 @@ def dir_size(path: Path) -> int:
 # ---------------------------------------------------------------- adapters
 
 
-class Stack:
+class Stack(abc.ABC):
     """One library + ciphersuite behind a common interface."""
 
     name = ""
@@ -76,27 +77,45 @@ class Stack:
     def __init__(self, work: Path) -> None:
         self.work = work
 
-    def client(self, name: str) -> Any: ...
-    def key_package(self, client: Any) -> bytes: ...
-    def create(self, client: Any, gid: bytes) -> Any: ...
+    @abc.abstractmethod
+    def client(self, name: str) -> Any:
+        """A new member's client."""
 
+    @abc.abstractmethod
+    def key_package(self, client: Any) -> bytes:
+        """One serialised KeyPackage of ``client``."""
+
+    @abc.abstractmethod
+    def create(self, client: Any, gid: bytes) -> Any:
+        """A new group with ``client`` as its only member."""
+
+    @abc.abstractmethod
     def add(self, group: Any, kps: list[bytes]) -> tuple[bytes, bytes]:
         """Commit adding ``kps`` and apply it at the committer: (commit, welcome)."""
-        raise NotImplementedError
 
-    def process(self, group: Any, commit: bytes) -> None: ...
-    def join(self, client: Any, welcome: bytes) -> Any: ...
+    @abc.abstractmethod
+    def process(self, group: Any, commit: bytes) -> None:
+        """Process (and merge) a commit at another member."""
 
+    @abc.abstractmethod
+    def join(self, client: Any, welcome: bytes) -> Any:
+        """Join from a Welcome."""
+
+    @abc.abstractmethod
     def remove(self, group: Any, victim_client: Any, victim_group: Any) -> bytes:
         """Commit removing the victim and apply it at the committer."""
-        raise NotImplementedError
 
-    def encrypt(self, group: Any, data: bytes) -> bytes: ...
-    def decrypt(self, group: Any, data: bytes) -> bytes: ...
+    @abc.abstractmethod
+    def encrypt(self, group: Any, data: bytes) -> bytes:
+        """An application message."""
 
+    @abc.abstractmethod
+    def decrypt(self, group: Any, data: bytes) -> bytes:
+        """The plaintext of an application message."""
+
+    @abc.abstractmethod
     def state_size(self, client: Any, group: Any) -> int:
         """Bytes of persistent state one member holds (after a flush)."""
-        raise NotImplementedError
 
     def persist(self, group: Any) -> None:
         """Make the group's state durable (ours: every call already is)."""

@@ -8,6 +8,7 @@ for one call (``b""`` = unauthenticated, e.g. sealed-sender ``enqueue``).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -23,12 +24,12 @@ def _expect(result: c.Result, cls: type[T]) -> T:
     return result
 
 
-class NodeCalls:
+class NodeCalls(abc.ABC):
     """One ``async`` method per unary call of ``docs/PROTOCOL.md``."""
 
+    @abc.abstractmethod
     async def call(self, params: c.Params, *, auth: bytes | None = None) -> c.Result:
-        """Make one call (implemented by the connection class)."""
-        raise NotImplementedError
+        """Make one call (the connection class implements it)."""
 
     async def health(self, *, auth: bytes | None = None) -> c.HealthResult:
         """``health``: ``health`` has no parameters."""

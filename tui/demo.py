@@ -22,6 +22,7 @@ from tui.client.api import ClientEngine, MessageReceived
 from tui.client.core import PINS_FILE, EngineConfig
 from tui.client.engine import Engine
 from tui.client.localnode import LocalNode, ensure_local_node, stop_local_node
+from tui.launch import EngineFactoryImpl
 from tui.session import LoginForm, ServerKey
 
 __all__ = ["DemoFactory"]
@@ -58,6 +59,15 @@ class DemoFactory:
         self.node: LocalNode | None = None
         self.engines: list[Engine] = []
         self._tasks: list[asyncio.Task[None]] = []
+        # If the scripted start fails, the welcome screen is shown: logging in
+        # from there uses a plain profile on the demo's own embedded node.
+        self._welcome = EngineFactoryImpl(
+            EngineConfig(
+                profile_dir=self.base / "profiles" / "welcome",
+                kdf=FAST_TEST_PARAMS,
+                data_dir=self.base,
+            )
+        )
 
     @property
     def default_server(self) -> str:
@@ -124,12 +134,12 @@ class DemoFactory:
             log.exception("demo peer %s stopped", name)
 
     async def probe(self, server: str) -> ServerKey:
-        """Not used: the demo resumes directly."""
-        raise NotImplementedError
+        """Only reached from the welcome screen (the scripted start failed)."""
+        return await self._welcome.probe(server)
 
     async def open(self, form: LoginForm, *, trust_fingerprint: str) -> ClientEngine:
-        """Not used: the demo resumes directly."""
-        raise NotImplementedError
+        """Only reached from the welcome screen: a plain profile in the demo directory."""
+        return await self._welcome.open(form, trust_fingerprint=trust_fingerprint)
 
     async def close(self) -> None:
         """Stop the peers, close their engines, stop the node, delete everything."""
@@ -141,6 +151,7 @@ class DemoFactory:
         for engine in self.engines[1:]:  # the app closes "you"
             with contextlib.suppress(Exception):
                 await engine.close()
+        await self._welcome.close()
         await asyncio.to_thread(stop_local_node, self.base)
         if self._owns_base:
             shutil.rmtree(self.base, ignore_errors=True)

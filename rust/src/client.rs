@@ -40,6 +40,21 @@ impl Client {
     fn group(&self, group_id: Vec<u8>) -> Group {
         Group::new(Arc::clone(&self.shared), group_id)
     }
+
+    /// One KeyPackage (ordinary or last resort) as MLSMessage bytes.
+    fn one_key_package(
+        &self,
+        py: Python<'_>,
+        ciphersuite: Option<u16>,
+        lifetime_seconds: Option<u64>,
+        last_resort: bool,
+    ) -> PyResult<Py<PyBytes>> {
+        let cs = self.suite(ciphersuite);
+        let kp = run_write(py, &self.shared, |c| {
+            c.key_package(cs, last_resort, lifetime_seconds)
+        })?;
+        Ok(pybytes(py, &kp))
+    }
 }
 
 #[pymethods]
@@ -106,11 +121,7 @@ impl Client {
         ciphersuite: Option<u16>,
         lifetime_seconds: Option<u64>,
     ) -> PyResult<Py<PyBytes>> {
-        let cs = self.suite(ciphersuite);
-        let kp = run_write(py, &self.shared, |c| {
-            c.key_package(cs, false, lifetime_seconds)
-        })?;
-        Ok(pybytes(py, &kp))
+        self.one_key_package(py, ciphersuite, lifetime_seconds, false)
     }
 
     /// `count` fresh KeyPackages, for a batch upload.
@@ -139,11 +150,7 @@ impl Client {
         ciphersuite: Option<u16>,
         lifetime_seconds: Option<u64>,
     ) -> PyResult<Py<PyBytes>> {
-        let cs = self.suite(ciphersuite);
-        let kp = run_write(py, &self.shared, |c| {
-            c.key_package(cs, true, lifetime_seconds)
-        })?;
-        Ok(pybytes(py, &kp))
+        self.one_key_package(py, ciphersuite, lifetime_seconds, true)
     }
 
     /// Create a group with the given id, with us as the only member.

@@ -47,6 +47,11 @@ def parse_users(text: str) -> list[str]:
     return list(seen)
 
 
+def _one_user(_dialog: object, value: str) -> str:
+    """Validator for dialogs that take exactly one username."""
+    return "" if len(parse_users(value)) == 1 else "Name exactly one user."
+
+
 class _Dialog(ModalScreen[T]):
     """Shared frame: a titled box in the middle of the screen."""
 
@@ -54,12 +59,14 @@ class _Dialog(ModalScreen[T]):
 
     DEFAULT_CLASSES = "dialog"
 
+    def __init__(self, cancel_value: T) -> None:
+        """``cancel_value`` is what Escape (or a Cancel button) dismisses with."""
+        super().__init__()
+        self._on_cancel = cancel_value
+
     def action_cancel(self) -> None:
         """Close without a result."""
-        self.dismiss(self._cancel_value())
-
-    def _cancel_value(self) -> T:
-        raise NotImplementedError
+        self.dismiss(self._on_cancel)
 
 
 class _PromptDialog(_Dialog[str | None]):
@@ -72,7 +79,7 @@ class _PromptDialog(_Dialog[str | None]):
 
     def __init__(self, *, value: str = "", subtitle: str = "") -> None:
         """Prefill the field with ``value``; show ``subtitle`` under the title."""
-        super().__init__()
+        super().__init__(None)
         self._value = value
         self._subtitle = subtitle
 
@@ -88,9 +95,6 @@ class _PromptDialog(_Dialog[str | None]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.OK_TEXT, variant="primary", id="ok")
                 yield Button("Cancel", id="cancel")
-
-    def _cancel_value(self) -> str | None:
-        return None
 
     def validate(self, value: str) -> str:
         """An error message for ``value``, or "" when it is fine."""
@@ -149,10 +153,7 @@ class NewDmDialog(_PromptDialog):
     PLACEHOLDER = "bob"
     OK_TEXT = "Start"
 
-    def validate(self, value: str) -> str:
-        """Exactly one name."""
-        users = parse_users(value)
-        return "" if len(users) == 1 else "Name exactly one user."
+    validate = _one_user
 
 
 class VerifyKeysDialog(_PromptDialog):
@@ -163,10 +164,7 @@ class VerifyKeysDialog(_PromptDialog):
     PLACEHOLDER = "bob"
     OK_TEXT = "Show"
 
-    def validate(self, value: str) -> str:
-        """Exactly one name."""
-        users = parse_users(value)
-        return "" if len(users) == 1 else "Name exactly one user."
+    validate = _one_user
 
 
 class ConfirmDialog(_Dialog[bool]):
@@ -176,7 +174,7 @@ class ConfirmDialog(_Dialog[bool]):
         self, title: str, question: str, *, yes: str = "Yes", danger: bool = False
     ) -> None:
         """Ask ``question``; ``danger`` focuses Cancel and colours the yes button."""
-        super().__init__()
+        super().__init__(False)
         self._title = title
         self._question = question
         self._yes = yes
@@ -194,9 +192,6 @@ class ConfirmDialog(_Dialog[bool]):
     def on_mount(self) -> None:
         """Focus the safe choice."""
         self.query_one("#cancel" if self._danger else "#ok", Button).focus()
-
-    def _cancel_value(self) -> bool:
-        return False
 
     @on(Button.Pressed, "#ok")
     def _yes_pressed(self) -> None:
@@ -239,7 +234,7 @@ class KeyCheckDialog(_Dialog[None]):
 
     def __init__(self, check: KeyCheck) -> None:
         """Show ``check``."""
-        super().__init__()
+        super().__init__(None)
         self._check = check
 
     def compose(self) -> ComposeResult:
@@ -266,9 +261,6 @@ class KeyCheckDialog(_Dialog[None]):
     def on_mount(self) -> None:
         """Focus Close."""
         self.query_one("#ok", Button).focus()
-
-    def _cancel_value(self) -> None:
-        return None
 
     @on(Button.Pressed, "#ok")
     def _close(self) -> None:
