@@ -85,6 +85,13 @@ class ClientConnection(QuicConnectionProtocol):
         self._transmit_soon()
 
     def transmit(self) -> None:
+        # A transmit now makes a scheduled one (``_transmit_soon``) redundant:
+        # cancel it instead of letting it walk every open stream for nothing
+        # (aioquic only clears the handle). Sequential calls hit this on every
+        # call: the answer schedules a transmit, the next request transmits first.
+        pending = self._transmit_task
+        if pending is not None:
+            pending.cancel()
         if self.dead is None:
             super().transmit()
 

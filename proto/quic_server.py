@@ -118,6 +118,14 @@ class ServerConnection(QuicConnectionProtocol):
         finally:
             self._in_datagram = False
 
+    def transmit(self) -> None:
+        # Cancel a scheduled transmit this one makes redundant (aioquic only
+        # clears the handle, so it would walk every open stream again).
+        pending = self._transmit_task
+        if pending is not None:
+            pending.cancel()
+        super().transmit()
+
     def _handle_timer(self) -> None:
         # The ACK timer fired while calls are still running (an enqueue waits
         # for its commit): hold the ACK a little so the answer carries it,

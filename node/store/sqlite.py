@@ -26,7 +26,14 @@ rate (docs/perf/node.md). One hand-off per batch removes that.
 Durability: ``synchronous=FULL`` in WAL mode fsyncs the WAL on every commit,
 so a returned seq survives a process kill *and* an OS crash or power loss;
 ``NORMAL`` survives only a process kill. Group commit amortises the fsync, so
-FULL is the default.
+FULL is the default. With FULL, a batch made only of *idempotent cleanups*
+(``ack``, ``purge_messages``, ``purge_sessions``) commits NORMAL: losing one to
+a power cut only means it is redone (an un-acked message is delivered again
+and the client skips seqs at or below its saved cursor; an expired row is
+purged next time), so it need not cost an fsync, nor delay the enqueues
+queued behind it. Any other write in the batch makes it FULL, and that fsync
+covers the earlier NORMAL commits too (same WAL file). Logout
+(``delete_session``) stays durable: a revoked token must not come back.
 
 Driver exceptions never leave this module: a failing batch is rolled back
 and its operations retried one transaction each (so one bad operation cannot
@@ -75,6 +82,7 @@ class _Write:
     name: str
     op: _Op
     future: asyncio.Future[Any]
+    durable: bool = True
 
 
 @contextlib.contextmanager
@@ -97,6 +105,7 @@ class SqliteStore:
         reader: aiosqlite.Connection,
         *,
         write_batch: int,
+        synchronous: str,
         observer: Observer | None,
         batch_observer: BatchObserver | None,
     ) -> None:
@@ -106,6 +115,8 @@ class SqliteStore:
         self._w = writer
         self._r = reader
         self._batch = write_batch
+        self._full = synchronous == "FULL"
+        self._sync_mode = ""  # the writer connection's current synchronous pragma
         self._observer = observer
         self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
         self._closed = False
@@ -156,6 +167,7 @@ class SqliteStore:
             writer,
             reader,
             write_batch=write_batch,
+            synchronous=synchronous,
             observer=observer,
             batch_observer=batch_observer,
         )
@@ -184,12 +196,14 @@ class SqliteStore:
         if self._observer is not None:
             self._observer(name, time.perf_counter() - started)
 
-    async def _write(self, name: str, op: _Op) -> Any:
+    async def _write(self, name: str, op: _Op, *, durable: bool = True) -> Any:
+        """Queue ``op`` for the next group commit; ``durable=False`` only for
+        idempotent cleanups (see the module docstring)."""
         if self._closed:
             raise Unavailable("store is closed")
         started = time.perf_counter()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Write(name, op, future))
+        self._queue.put_nowait(_Write(name, op, future, durable))
         try:
             return await future
         finally:
@@ -222,8 +236,9 @@ class SqliteStore:
                 continue
             started = time.perf_counter()
             try:
+                durable = self._full and any(w.durable for w in live)
                 outcomes = await loop.run_in_executor(
-                    self._executor, self._run_batch, [w.op for w in live]
+                    self._executor, self._run_batch, [w.op for w in live], durable
                 )
             except Exception:  # keep the writer alive whatever happens
                 log.exception("writer batch failed")
@@ -238,11 +253,19 @@ class SqliteStore:
                 else:
                     w.future.set_exception(value)
 
-    def _run_batch(self, batch: list[_Op]) -> list[tuple[bool, Any]]:
-        """On the writer thread: run ``batch`` in one transaction (see module docstring)."""
+    def _run_batch(self, batch: list[_Op], durable: bool = True) -> list[tuple[bool, Any]]:
+        """On the writer thread: run ``batch`` in one transaction (see module docstring).
+
+        ``durable``: commit with the configured ``synchronous`` (FULL: fsync);
+        otherwise NORMAL.
+        """
         db = self._w
         outcomes: list[tuple[bool, Any]] = []
+        mode = "FULL" if durable and self._full else "NORMAL"
         try:
+            if mode != self._sync_mode:
+                db.execute(f"PRAGMA synchronous={mode}")
+                self._sync_mode = mode
             db.execute("BEGIN IMMEDIATE")
             for op in batch:
                 try:
@@ -258,7 +281,7 @@ class SqliteStore:
                     db.execute("ROLLBACK")
             if len(batch) == 1:
                 return [(False, Unavailable("store failure"))]
-            return [self._run_batch([op])[0] for op in batch]
+            return [self._run_batch([op], durable)[0] for op in batch]
 
     # ------------------------------------------------------------------ secrets
 
@@ -340,7 +363,9 @@ class SqliteStore:
         """Delete expired sessions."""
         try:
             result: int = await self._write(
-                "purge_sessions", functools.partial(ops.purge_sessions, now_ms=now_ms)
+                "purge_sessions",
+                functools.partial(ops.purge_sessions, now_ms=now_ms),
+                durable=False,
             )
         finally:
             self._sessions.invalidate()
@@ -480,13 +505,13 @@ class SqliteStore:
     async def ack(self, recipient: bytes, upto_seq: int) -> int:
         """Delete messages up to and including ``upto_seq``."""
         op = functools.partial(ops.ack, recipient=recipient, upto_seq=upto_seq)
-        result: int = await self._write("ack", op)
+        result: int = await self._write("ack", op, durable=False)
         return result
 
     async def purge_messages(self, before_ms: int) -> int:
         """Delete messages stored before ``before_ms``."""
         op = functools.partial(ops.purge_messages, before_ms=before_ms)
-        result: int = await self._write("purge_messages", op)
+        result: int = await self._write("purge_messages", op, durable=False)
         return result
 
     async def queued_total(self) -> int:

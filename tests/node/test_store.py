@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from node.store import DeviceRecord, FanoutItem
+from node.store import sqlite_ops as ops
 from node.store.cache import LruCache
 from node.store.sqlite import SqliteStore
 from proto.errors import AlreadyExists, QueueFull, Unavailable
@@ -116,3 +119,45 @@ def test_lru_cache_generation() -> None:
     cache.put("c", 3, cache.generation)  # evicts b, the least recently used
     assert (cache.get("a"), cache.get("b"), cache.get("c")) == (1, None, 3)
     assert len(cache) == 2
+
+
+async def test_cleanups_commit_without_fsync_and_deliveries_with_it(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ack alone commits NORMAL (redoing it is harmless); enqueue commits FULL."""
+    seen: dict[str, int] = {}
+
+    def spy(name: str, real: Any) -> Any:
+        def op(db: sqlite3.Connection, **kw: Any) -> Any:
+            seen[name] = int(db.execute("PRAGMA synchronous").fetchone()[0])
+            return real(db, **kw)
+
+        return op
+
+    monkeypatch.setattr(ops, "ack", spy("ack", ops.ack))
+    monkeypatch.setattr(ops, "enqueue", spy("enqueue", ops.enqueue))
+    await store.enqueue(R, b"c", b"m", 1, 5)
+    assert seen["enqueue"] == 2  # FULL: the WAL is fsynced before the seq is returned
+    assert await store.ack(R, 1) == 1
+    assert seen["ack"] == 1  # NORMAL
+    # an ack sharing a batch with an enqueue rides on its fsync
+    await asyncio.gather(store.ack(R, 1), store.enqueue(R, b"c", b"m2", 1, 5))
+    assert seen["ack"] == 2
+    assert [e.data for e in await store.fetch(R, 0, 10)] == [b"m2"]
+
+
+async def test_normal_store_never_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+    real = ops.enqueue
+
+    def op(db: sqlite3.Connection, **kw: Any) -> Any:
+        seen.append(int(db.execute("PRAGMA synchronous").fetchone()[0]))
+        return real(db, **kw)
+
+    monkeypatch.setattr(ops, "enqueue", op)
+    s = await SqliteStore.open(tmp_path / "n.db", synchronous="NORMAL")
+    try:
+        await s.enqueue(R, b"c", b"m", 1, 5)
+    finally:
+        await s.close()
+    assert seen == [1]

@@ -79,3 +79,26 @@ async def test_closed_writer_refuses(tmp_path: Path) -> None:
         await writer.close()
         with pytest.raises(ProfileError):
             writer.submit(lambda conn: None)
+
+
+def _sync_mode(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA synchronous").fetchone()
+    return int(row[0])  # 1 = NORMAL (no fsync at commit), 2 = FULL (WAL fsynced)
+
+
+async def test_history_appends_are_crash_safe_and_a_durable_write_syncs_the_batch(
+    tmp_path: Path,
+) -> None:
+    async with await Profile.create(tmp_path, "pp", kdf=FAST_TEST_PARAMS) as p:
+        writer = p._write
+        # alone, a history append commits NORMAL: no fsync on the receive path
+        await p.append_message(_msg("first"))
+        assert await writer.write(_sync_mode, durable=False) == 1
+        # any durable write makes its whole batch (appends included) commit FULL
+        append = p.append_message(_msg("second"))
+        mode_seen_by_append_batch = writer.write(_sync_mode, durable=False)
+        durable = p.put_secret("s", b"v")
+        results = await asyncio.gather(append, mode_seen_by_append_batch, durable)
+        assert results[1] == 2
+        # state, secrets and keys are durable by default
+        assert await writer.write(_sync_mode) == 2

@@ -7,9 +7,17 @@ await its result; one writer task takes everything queued (up to
 aiosqlite's thread in a single hand-off, and resolves each caller's future
 only after that commit returned. So:
 
-* durability is unchanged: a write is reported done only once its transaction
-  committed (``synchronous=FULL`` in WAL mode: the WAL is fsynced), but N
-  concurrent writes share one commit and one fsync instead of queueing for N;
+* a write is reported done only once its transaction committed, and N
+  concurrent writes share one commit instead of queueing for N;
+* two strengths: a *durable* write (the default) commits with
+  ``synchronous=FULL``, so the WAL is fsynced and the write survives a power
+  cut; a *crash-safe* write (``durable=False``, used for history appends)
+  commits with ``synchronous=NORMAL``: appended to the WAL, it survives the
+  process being killed but not an OS crash, and costs no fsync. A batch holding
+  any durable write commits FULL, and that fsync of the WAL also makes every
+  crash-safe write committed before it durable. The engine relies on this:
+  it acks the node only after a durable save, so nothing the node deletes
+  exists only in unsynced WAL frames (see docs/CLIENT.md, "Durability");
 * writes apply in the order they were queued;
 * each write runs in its own savepoint, so a failing write is rolled back
   alone and its error goes to its caller, never to its batch neighbours; if
@@ -40,6 +48,7 @@ MAX_BATCH = 256
 
 T = TypeVar("T")
 _Op = Callable[[sqlite3.Connection], Any]
+_Queued = tuple[_Op, "asyncio.Future[Any]", bool]
 
 
 class GroupWriter:
@@ -49,7 +58,7 @@ class GroupWriter:
         """Use :meth:`open`; ``raw`` is only ever touched on ``executor``'s one thread."""
         self._raw = raw
         self._executor: ThreadPoolExecutor | None = executor
-        self._queue: list[tuple[_Op, asyncio.Future[Any]]] = []
+        self._queue: list[_Queued] = []
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -69,8 +78,10 @@ class GroupWriter:
             raise ProfileError(f"client database unusable: {exc}") from exc
         return cls(raw, executor)
 
-    async def write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, op: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         """Run ``op`` in the next group commit; returns its result once committed.
+
+        ``durable=False``: crash-safe only (no fsync; see the module docstring).
 
         Raises:
             ProfileError: the writer is closed, or the database failed ``op`` or the commit.
@@ -78,10 +89,14 @@ class GroupWriter:
         """
         # Shielded: a cancelled caller does not cancel the batch; its write still
         # commits (or not) together with its neighbours.
-        return await asyncio.shield(self.submit(op))
+        return await asyncio.shield(self.submit(op, durable=durable))
 
-    def submit(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+    def submit(
+        self, op: Callable[[sqlite3.Connection], T], *, durable: bool = True
+    ) -> asyncio.Future[T]:
         """Queue ``op`` now (order is call order); the future resolves once committed.
+
+        ``durable=False``: crash-safe only (no fsync; see the module docstring).
 
         Raises:
             ProfileError: the writer is closed.
@@ -90,7 +105,7 @@ class GroupWriter:
             raise ProfileError("profile is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.append((op, fut))
+        self._queue.append((op, fut, durable))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run())
         return fut
@@ -123,13 +138,13 @@ class GroupWriter:
                 results = await self._on_thread(_run_batch, self._raw, batch)
             except BaseException as exc:  # connection closed under us, or cancelled
                 err = exc if isinstance(exc, Exception) else ProfileError("profile is closed")
-                for _op, fut in batch:
+                for _op, fut, _durable in batch:
                     if not fut.done():
                         fut.set_exception(err)
                 if not isinstance(exc, Exception):
                     raise
                 continue
-            for (_op, fut), (ok, value) in zip(batch, results, strict=True):
+            for (_op, fut, _durable), (ok, value) in zip(batch, results, strict=True):
                 if fut.done():
                     continue
                 if ok:
@@ -139,7 +154,7 @@ class GroupWriter:
 
 
 def _connect(db_path: Path) -> sqlite3.Connection:
-    """On the writer thread: a connection in manual-transaction mode, fully synced."""
+    """On the writer thread: a connection in manual-transaction mode."""
     raw = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
     try:
         raw.execute("PRAGMA busy_timeout=5000")
@@ -151,14 +166,17 @@ def _connect(db_path: Path) -> sqlite3.Connection:
     return raw
 
 
-def _run_batch(
-    raw: sqlite3.Connection, batch: list[tuple[_Op, asyncio.Future[Any]]]
-) -> list[tuple[bool, Any]]:
-    """On the writer thread: ``batch`` in one transaction, one savepoint per write."""
+def _run_batch(raw: sqlite3.Connection, batch: list[_Queued]) -> list[tuple[bool, Any]]:
+    """On the writer thread: ``batch`` in one transaction, one savepoint per write.
+
+    FULL (fsync at commit) if any write of the batch is durable, else NORMAL.
+    """
     results: list[tuple[bool, Any]] = []
+    durable = any(d for _op, _fut, d in batch)
     try:
+        raw.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
         raw.execute("BEGIN IMMEDIATE")
-        for op, _fut in batch:
+        for op, _fut, _durable in batch:
             raw.execute("SAVEPOINT w")
             try:
                 value = op(raw)

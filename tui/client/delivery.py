@@ -95,13 +95,15 @@ class Delivery(Views):
         """Process envelopes in seq order, persist, then ack (caller holds the mutex).
 
         Messages are queued for the history as they are processed and the whole
-        batch commits at once (one transaction); they are reported (events and
-        the return value) only after that commit. The cursor is saved and the
-        node acked right away, or with ``defer_ack`` a moment later (coalescing
-        a burst into one save and one ack). Either way the history commit and
-        the save precede the ack; a crash before the save only means the node
-        redelivers, and the replays are refused by MLS (their secrets are gone),
-        so nothing is stored twice.
+        batch commits at once (one transaction, crash-safe: no fsync); they are
+        reported (events and the return value) only after that commit. The
+        cursor is saved and the node acked right away, or with ``defer_ack`` a
+        moment later (coalescing a burst into one save and one ack). Either way
+        the save is durable (its fsync covers the history committed before it)
+        and precedes the ack, so the node never deletes a message that a power
+        cut could still take from this device; a crash before the save only
+        means the node redelivers, and the replays are refused by MLS (their
+        secrets are gone), so nothing is stored twice.
         """
         for env in sorted(envelopes, key=lambda e: e.seq):
             if env.seq <= self.state.cursor:

@@ -14,8 +14,10 @@ leaves every file byte-identical. The passphrase only wraps a random root key,
 so :meth:`Profile.change_passphrase` rewrites ``profile.json`` and nothing else.
 
 Every write goes through one group-committing writer (:mod:`tui.client.dbwriter`):
-concurrent writes share a transaction and its fsync, each caller resumes only
-after its write committed, and writes apply in call order.
+concurrent writes share a transaction, each caller resumes only after its
+write committed, and writes apply in call order. Writes are durable (fsynced)
+except history appends, which are crash-safe and become durable with the next
+durable write (the engine makes one before every ``ack``).
 """
 
 from __future__ import annotations
@@ -438,14 +440,20 @@ class Profile:
         return tag + struct.pack(">Q", local_id)
 
     async def append_message(self, msg: ChatMessage) -> int:
-        """Append to the channel's history; returns the message's ``local_id``."""
+        """Append to the channel's history; returns the message's ``local_id``.
+
+        Crash-safe once this returns (see :meth:`queue_message`).
+        """
         return await asyncio.shield(self.queue_message(msg))
 
     def queue_message(self, msg: ChatMessage) -> asyncio.Future[int]:
         """Queue an append now; the future gives the ``local_id`` once committed.
 
         Appends (and other writes) apply in call order; queueing several and
-        then awaiting them commits them together.
+        then awaiting them commits them together. An append is committed
+        crash-safe (it survives the process being killed, without an fsync) and
+        becomes durable against power loss with the next durable write, such
+        as :meth:`tui.client.state.EngineState.save`.
         """
         tag = self._channel_tag(msg.channel_id)
         plain = _encode_message(msg)
@@ -469,7 +477,7 @@ class Profile:
             conn.execute("UPDATE messages SET record = ? WHERE id = ?", (record, local_id))
             return local_id
 
-        return self._write.submit(op)
+        return self._write.submit(op, durable=False)
 
     async def list_messages(
         self, channel_id: bytes, *, limit: int = 100, before_id: int | None = None
