@@ -43,8 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("proto.rpc_server")
 
-IDLE_GAP = 0.0003
-"""Seconds without datagrams after which a connection counts as quiet (ACK at once)."""
 ACK_HOLD = 0.004
 """Seconds after a request a delayed ACK may wait for pending answers to carry it."""
 
@@ -74,7 +72,6 @@ class ServerConnection(QuicConnectionProtocol):
         self._terminated = False
         self._in_datagram = False
         self._answered = 0
-        self._last_rx = 0.0
         self._ack_held = False
         # QUIC stream credit: aioquic grants 128 streams and raises MAX_STREAMS
         # in batches, so a client with 64 calls in flight (plus the finished
@@ -92,21 +89,15 @@ class ServerConnection(QuicConnectionProtocol):
         if not self._peer[0]:
             self._peer = _peer_of(addr)
         # aioquic's datagram_received (receive, process events, transmit), plus:
-        # answers produced while processing are sent by this transmit(), and on
-        # an otherwise quiet connection a lone answer carries the ACK instead of
-        # a separate ACK-only datagram. Under load (datagrams closer together
-        # than IDLE_GAP) ACKs stay delayed: processing an ACK per answer costs
-        # the client more than the datagrams it saves.
+        # answers produced while processing are sent by this transmit(). ACKs
+        # keep aioquic's 1 ms delay: forcing one into every answer put its
+        # processing on the client's critical path (docs/perf/rpc.md item 8).
         self._in_datagram = True
         self._answered = 0
         try:
             now = self._loop.time()
-            quiet = now - self._last_rx >= IDLE_GAP
-            self._last_rx = now
             self._quic.receive_datagram(cast(bytes, data), addr, now=now)
             self._process_events()
-            if quiet and self._answered == 1 and not self._calls:
-                ack_now(self._quic, now)
             if self._answered == 0 and ack_pending(self._quic, now):
                 # Nothing answered and no ACK due yet (the requests wait, e.g.
                 # on the group commit): building packets now would walk every
