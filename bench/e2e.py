@@ -8,7 +8,10 @@ Usage::
 What it measures (all on loopback, one machine):
 
 * **raw enqueue RTT**: the node's ``enqueue`` round trip for a payload the size
-  of a sealed chat message (no MLS, no envelope) — the baseline;
+  of a sealed chat message (no MLS, no envelope) — the baseline — measured
+  twice: back to back, and paced like the latency workload (one call every
+  50 ms, so every call meets idle processes, as each message of the latency
+  run does);
 * for groups of **2 and 10** members (sender and one listening receiver; the
   other members exist but are offline, so the sender still encrypts and seals
   for every device): **end-to-end latency** from the ``send`` call to the
@@ -248,6 +251,13 @@ async def bench_qpc(
         await rpc.enqueue(recipient=sink.device_id, channel_id=b"bench", payload=payload)
         rtts.append((time.perf_counter() - t0) * 1000)
     results["raw_enqueue_ms"] = rtts
+    paced = []
+    for _ in range(n_lat):
+        t0 = time.perf_counter()
+        await rpc.enqueue(recipient=sink.device_id, channel_id=b"bench", payload=payload)
+        paced.append((time.perf_counter() - t0) * 1000)
+        await asyncio.sleep(max(0.0, t0 + INTERVAL_S - time.perf_counter()))
+    results["raw_enqueue_paced_ms"] = paced
     for e in (sink, probe):
         await e.close()
 
@@ -314,7 +324,8 @@ async def bench_synapse(venv: Path, work: Path, n_lat: int, n_rate: int) -> dict
 def render(res: dict[str, object], syn: dict[str, object] | str, n_lat: int, n_rate: int) -> str:
     """Markdown tables."""
     raw = res["raw_enqueue_ms"]
-    assert isinstance(raw, list)
+    paced = res["raw_enqueue_paced_ms"]
+    assert isinstance(raw, list) and isinstance(paced, list)
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, "
@@ -324,8 +335,9 @@ def render(res: dict[str, object], syn: dict[str, object] | str, n_lat: int, n_r
         "| workload | median / p90 / p99 latency (ms) | msg/s sent, 1 in flight (delivered) "
         "| msg/s sent, 16 in flight (delivered) |",
         "|---|---|---|---|",
-        f"| raw node `enqueue` round trip (baseline) | {summary(raw)} | "
+        f"| raw node `enqueue` round trip, back to back (baseline) | {summary(raw)} | "
         f"{1000 / statistics.median(raw):.0f} | - |",
+        f"| raw node `enqueue` round trip, one per 50 ms (baseline) | {summary(paced)} | - | - |",
     ]
     rows: list[tuple[str, dict[str, object]]] = [
         (f"qpc, {k[5:]}-member group (MLS + X-Wing envelope, sealed sender)", v)  # type: ignore[misc]
@@ -342,6 +354,27 @@ def render(res: dict[str, object], syn: dict[str, object] | str, n_lat: int, n_r
         )
     if isinstance(syn, str):
         lines += ["", f"Synapse: not measured — {syn}"]
+    lines += [
+        "",
+        "| median end-to-end | vs raw enqueue back to back | vs raw enqueue one per 50 ms "
+        "| vs Synapse median | send rate vs Synapse, 1 / 16 in flight |",
+        "|---|---|---|---|---|",
+    ]
+    raw_med, paced_med = statistics.median(raw), statistics.median(paced)
+    for name, d in rows[: len(rows) - isinstance(syn, dict)]:
+        lat, r1, r16 = d["latency_ms"], d["rate1"], d["rate16"]
+        assert isinstance(lat, list) and isinstance(r1, tuple) and isinstance(r16, tuple)
+        med = statistics.median(lat)
+        vs_syn, rate_syn = "-", "-"
+        if isinstance(syn, dict):
+            s_lat, s1, s16 = syn["latency_ms"], syn["rate1"], syn["rate16"]
+            assert isinstance(s_lat, list) and isinstance(s1, tuple) and isinstance(s16, tuple)
+            vs_syn = f"{med / statistics.median(s_lat):.2f}x"
+            rate_syn = f"{r1[0] / s1[0]:.1f}x / {r16[0] / s16[0]:.1f}x"
+        lines.append(
+            f"| {name.split(' (')[0]}: {med:.2f} ms | {med / raw_med:.1f}x "
+            f"| {med / paced_med:.1f}x | {vs_syn} | {rate_syn} |"
+        )
     return "\n".join(lines)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,20 @@ def _msg(text: str) -> ChatMessage:
     )
 
 
-async def test_concurrent_appends_share_commits_and_keep_order(tmp_path: Path) -> None:
+async def test_concurrent_appends_share_commits_and_keep_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tui.client import dbwriter
+
     async with await Profile.create(tmp_path, "pp", kdf=FAST_TEST_PARAMS) as p:
-        writer = p._write
         batches: list[int] = []
-        run = writer._on_thread
+        run = dbwriter._run_batch
 
-        def counting(fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
-            batches.append(len(args[1]))
-            return run(fn, *args)
+        def counting(raw: sqlite3.Connection, batch: list[Any]) -> list[tuple[bool, Any]]:
+            batches.append(len(batch))
+            return run(raw, batch)
 
-        writer._on_thread = counting  # type: ignore[method-assign]
+        monkeypatch.setattr(dbwriter, "_run_batch", counting)
         ids = await asyncio.gather(*(p.append_message(_msg(f"m{i}")) for i in range(40)))
         assert ids == sorted(ids) and len(set(ids)) == 40  # call order = history order
         assert sum(batches) == 40 and len(batches) < 40  # commits were shared
@@ -102,3 +104,36 @@ async def test_history_appends_are_crash_safe_and_a_durable_write_syncs_the_batc
         assert results[1] == 2
         # state, secrets and keys are durable by default
         assert await writer.write(_sync_mode) == 2
+
+
+async def test_crash_safe_batches_run_inline_and_durable_ones_on_the_writer_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from tui.client import dbwriter
+
+    checkpoints: list[int] = []
+    real_checkpoint = dbwriter._checkpoint
+
+    def counting_checkpoint(raw: sqlite3.Connection) -> None:
+        checkpoints.append(threading.get_ident())
+        real_checkpoint(raw)
+
+    monkeypatch.setattr(dbwriter, "_checkpoint", counting_checkpoint)
+    monkeypatch.setattr(dbwriter, "CHECKPOINT_EVERY", 4)
+
+    def thread_id(conn: sqlite3.Connection) -> int:
+        return threading.get_ident()
+
+    loop_thread = threading.get_ident()
+    async with await Profile.create(tmp_path, "pp", kdf=FAST_TEST_PARAMS) as p:
+        writer = p._write
+        # automatic checkpoints (which fsync) are off; the writer runs its own
+        assert writer._raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        assert await writer.write(thread_id, durable=False) == loop_thread
+        assert await writer.write(thread_id) != loop_thread
+        for i in range(8):
+            await p.append_message(_msg(f"m{i}"))
+        assert len(checkpoints) >= 2 and loop_thread not in checkpoints
+        assert len(await p.list_messages(CHANNEL)) == 8

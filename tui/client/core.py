@@ -103,6 +103,8 @@ class EngineCore:
         self._identity: IdentityKey | None = None
         self._hybrid: HybridPrivateKey | None = None
         self._mls: mls.Client | None = None
+        self._parsed_keys: dict[str, HybridPublicKey] = {}
+        """Verified X-Wing keys (hex -> parsed): parsing checks the key, ~0.1 ms each."""
         self.mutex = asyncio.Lock()
         """Serialises everything touching MLS state or the engine state."""
 
@@ -374,7 +376,13 @@ class EngineCore:
             res = await (await self.rpc()).fetch_hybrid_key(device_id=device_id)
             dev = Device(device_id=device_id, hybrid_key=res.hybrid_key, signature=res.signature)
             rec = self._verified_device(user, dev)
-        return HybridPublicKey.from_bytes(bytes.fromhex(rec.hybrid))
+        key = self._parsed_keys.get(rec.hybrid)
+        if key is None:
+            key = HybridPublicKey.from_bytes(bytes.fromhex(rec.hybrid))
+            if len(self._parsed_keys) >= 4096:  # bound: drop the oldest
+                del self._parsed_keys[next(iter(self._parsed_keys))]
+            self._parsed_keys[rec.hybrid] = key
+        return key
 
     async def seal_for(
         self, device_id: bytes, user: str, channel: bytes, ctype: ContentType, body: bytes

@@ -3,9 +3,10 @@
 Every write to the profile's database is a small synchronous function of the
 raw ``sqlite3`` connection. Callers queue it with :meth:`GroupWriter.write` and
 await its result; one writer task takes everything queued (up to
-:data:`MAX_BATCH`), runs it in one ``BEGIN IMMEDIATE`` … ``COMMIT`` on
-aiosqlite's thread in a single hand-off, and resolves each caller's future
-only after that commit returned. So:
+:data:`MAX_BATCH`), runs it in one ``BEGIN IMMEDIATE`` … ``COMMIT`` (on the
+writer's own thread in a single hand-off, or inline when it holds no durable
+write; see :class:`GroupWriter`), and resolves each caller's future only
+after that commit returned. So:
 
 * a write is reported done only once its transaction committed, and N
   concurrent writes share one commit instead of queueing for N;
@@ -45,6 +46,8 @@ __all__ = ["MAX_BATCH", "GroupWriter"]
 
 MAX_BATCH = 256
 """Most writes committed in one transaction."""
+CHECKPOINT_EVERY = 256
+"""Commits between WAL checkpoints (run on the writer thread; see :class:`GroupWriter`)."""
 
 T = TypeVar("T")
 _Op = Callable[[sqlite3.Connection], Any]
@@ -52,13 +55,25 @@ _Queued = tuple[_Op, "asyncio.Future[Any]", bool]
 
 
 class GroupWriter:
-    """Group-committing writer with its own connection (see module docstring)."""
+    """Group-committing writer with its own connection (see module docstring).
+
+    Durable batches run on the writer thread (the fsync must not block the
+    event loop). A batch of crash-safe writes only (history appends) runs on
+    the event loop's thread instead: without an fsync its commit takes tens of
+    microseconds, less than the two thread wake-ups a hand-off costs (~1 ms
+    of a received message's latency on an idle machine, docs/perf/e2e.md).
+    Batches never overlap, so the connection is used by one thread at a time.
+    SQLite's automatic WAL checkpoint (which fsyncs) is off on this
+    connection; the writer runs a passive checkpoint on its thread every
+    :data:`CHECKPOINT_EVERY` commits instead.
+    """
 
     def __init__(self, raw: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
         """Use :meth:`open`; ``raw`` is only ever touched on ``executor``'s one thread."""
         self._raw = raw
         self._executor: ThreadPoolExecutor | None = executor
         self._queue: list[_Queued] = []
+        self._commits = 0  # since the last checkpoint
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -135,7 +150,16 @@ class GroupWriter:
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             try:
-                results = await self._on_thread(_run_batch, self._raw, batch)
+                if self._executor is None:
+                    raise ProfileError("profile is closed")
+                if any(durable for _op, _fut, durable in batch):
+                    results = await self._on_thread(_run_batch, self._raw, batch)
+                else:  # crash-safe only: no fsync, so no hand-off (see class docstring)
+                    results = _run_batch(self._raw, batch)
+                self._commits += 1
+                if self._commits >= CHECKPOINT_EVERY:
+                    self._commits = 0
+                    await self._on_thread(_checkpoint, self._raw)
             except BaseException as exc:  # connection closed under us, or cancelled
                 err = exc if isinstance(exc, Exception) else ProfileError("profile is closed")
                 for _op, fut, _durable in batch:
@@ -160,14 +184,21 @@ def _connect(db_path: Path) -> sqlite3.Connection:
         raw.execute("PRAGMA busy_timeout=5000")
         raw.execute("PRAGMA synchronous=FULL")
         raw.execute("PRAGMA secure_delete=ON")
+        raw.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on the writer thread
     except sqlite3.Error:
         raw.close()
         raise
     return raw
 
 
+def _checkpoint(raw: sqlite3.Connection) -> None:
+    """On the writer thread: copy the WAL back into the database (never blocks readers)."""
+    with contextlib.suppress(sqlite3.Error):  # busy: the next one catches up
+        raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
 def _run_batch(raw: sqlite3.Connection, batch: list[_Queued]) -> list[tuple[bool, Any]]:
-    """On the writer thread: ``batch`` in one transaction, one savepoint per write.
+    """``batch`` in one transaction, one savepoint per write (see :class:`GroupWriter`).
 
     FULL (fsync at commit) if any write of the batch is durable, else NORMAL.
     """
