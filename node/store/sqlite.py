@@ -267,11 +267,20 @@ class SqliteStore:
                 db.execute(f"PRAGMA synchronous={mode}")
                 self._sync_mode = mode
             db.execute("BEGIN IMMEDIATE")
-            for op in batch:
+            i = 0
+            while i < len(batch):
+                j = i
+                while j < len(batch) and isinstance(batch[j], ops.EnqueueOp):
+                    j += 1
+                if j - i > 1:  # a run of plain enqueues: a few statements for all
+                    outcomes += ops.enqueue_many(db, batch[i:j])  # type: ignore[arg-type]
+                    i = j
+                    continue
                 try:
-                    outcomes.append((True, op(db)))
+                    outcomes.append((True, batch[i](db)))
                 except QpcError as exc:
                     outcomes.append((False, exc))
+                i += 1
             db.execute("COMMIT")
             return outcomes
         except Exception as exc:  # sqlite3.Error, or a bad value (OverflowError...)
@@ -458,14 +467,7 @@ class SqliteStore:
         self, recipient: bytes, channel_id: bytes, payload: bytes, now_ms: int, max_depth: int
     ) -> int:
         """Append to an inbox and return the seq after commit; :class:`QueueFull` at the limit."""
-        op = functools.partial(
-            ops.enqueue,
-            recipient=recipient,
-            channel_id=channel_id,
-            payload=payload,
-            now_ms=now_ms,
-            max_depth=max_depth,
-        )
+        op = ops.EnqueueOp(recipient, channel_id, payload, now_ms, max_depth)
         result: int = await self._write("enqueue", op)
         return result
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.store import DeviceRecord, FanoutItem
 from node.store import sqlite_ops as ops
@@ -128,9 +130,9 @@ async def test_cleanups_commit_without_fsync_and_deliveries_with_it(
     seen: dict[str, int] = {}
 
     def spy(name: str, real: Any) -> Any:
-        def op(db: sqlite3.Connection, **kw: Any) -> Any:
+        def op(db: sqlite3.Connection, *args: Any, **kw: Any) -> Any:
             seen[name] = int(db.execute("PRAGMA synchronous").fetchone()[0])
-            return real(db, **kw)
+            return real(db, *args, **kw)
 
         return op
 
@@ -150,9 +152,9 @@ async def test_normal_store_never_fsyncs(tmp_path: Path, monkeypatch: pytest.Mon
     seen: list[int] = []
     real = ops.enqueue
 
-    def op(db: sqlite3.Connection, **kw: Any) -> Any:
+    def op(db: sqlite3.Connection, *args: Any, **kw: Any) -> Any:
         seen.append(int(db.execute("PRAGMA synchronous").fetchone()[0]))
-        return real(db, **kw)
+        return real(db, *args, **kw)
 
     monkeypatch.setattr(ops, "enqueue", op)
     s = await SqliteStore.open(tmp_path / "n.db", synchronous="NORMAL")
@@ -161,3 +163,49 @@ async def test_normal_store_never_fsyncs(tmp_path: Path, monkeypatch: pytest.Mon
     finally:
         await s.close()
     assert seen == [1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batch=st.lists(
+        st.tuples(st.sampled_from([b"a" * 32, b"b" * 32, b"c" * 32]), st.integers(1, 4)),
+        min_size=1,
+        max_size=12,
+    ),
+    prefill=st.integers(0, 4),
+)
+def test_batched_enqueues_match_one_by_one(
+    batch: list[tuple[bytes, int]], prefill: int, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A run of enqueues in one group commit gives the seqs and QueueFull errors
+    that applying them one at a time gives (depth limits straddled included)."""
+    path = tmp_path_factory.mktemp("batch") / "n.db"
+    db = ops.connect_writer(path, "NORMAL")
+    try:
+        for r in (b"a" * 32, b"b" * 32, b"c" * 32):
+            for i in range(prefill):
+                ops.enqueue(db, r, b"c", b"pre%d" % i, 1, 100)
+        db.execute("SAVEPOINT s")
+        items = [
+            ops.EnqueueOp(r, b"c", b"m%d" % i, 2, prefill + room)
+            for i, (r, room) in enumerate(batch)
+        ]
+        expected: list[tuple[bool, object]] = []
+        for it in items:
+            try:
+                expected.append((True, it(db)))
+            except QueueFull:
+                expected.append((False, "full"))
+        stored_expected = db.execute(
+            "SELECT recipient, seq, payload FROM messages ORDER BY recipient, seq"
+        ).fetchall()
+        db.execute("ROLLBACK TO s")
+        got = [(ok, value if ok else "full") for ok, value in ops.enqueue_many(db, items)]
+        stored = db.execute(
+            "SELECT recipient, seq, payload FROM messages ORDER BY recipient, seq"
+        ).fetchall()
+        assert got == expected
+        assert stored == stored_expected
+        db.execute("RELEASE s")
+    finally:
+        db.close()
