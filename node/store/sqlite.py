@@ -52,7 +52,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 
@@ -273,7 +273,8 @@ class SqliteStore:
                 while j < len(batch) and isinstance(batch[j], ops.EnqueueOp):
                     j += 1
                 if j - i > 1:  # a run of plain enqueues: a few statements for all
-                    outcomes += ops.enqueue_many(db, batch[i:j])  # type: ignore[arg-type]
+                    run = cast("list[ops.EnqueueOp]", batch[i:j])  # checked just above
+                    outcomes += ops.enqueue_many(db, run)
                     i = j
                     continue
                 try:
