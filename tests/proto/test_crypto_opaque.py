@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -123,20 +126,25 @@ def test_empty_password_is_local_misuse() -> None:
 @settings(max_examples=50, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=400))
 def test_garbage_messages_fail_cleanly(data: bytes) -> None:
-    with pytest.raises(OpaqueError):
-        op.server_registration_start(SETUP, data, "alice")
-    with pytest.raises(OpaqueError):
-        op.server_registration_finish(data)
-    with pytest.raises(OpaqueError):
-        op.server_login_start(SETUP, PASSWORD_FILE, data, "alice")
-    with pytest.raises(OpaqueError):
-        op.server_login_start(SETUP, data, op.client_login_start("p").request, "alice")
+    # Messages that are only group elements and keys (a blinded element, an
+    # upload, a registration response) cannot be told from garbage: random
+    # bytes of the right length are sometimes valid encodings, and then the
+    # call succeeds. "Cleanly" means: a result or OpaqueError, nothing else.
+    def result_or_opaque_error(call: Callable[[], object]) -> None:
+        with contextlib.suppress(OpaqueError):
+            call()
+
+    result_or_opaque_error(lambda: op.server_registration_start(SETUP, data, "alice"))
+    result_or_opaque_error(lambda: op.server_registration_finish(data))
+    result_or_opaque_error(lambda: op.server_login_start(SETUP, PASSWORD_FILE, data, "alice"))
+    reg = op.client_registration_start("p")
+    result_or_opaque_error(lambda: op.client_registration_finish("p", reg.state, data))
+    request = op.client_login_start("p").request
+    result_or_opaque_error(lambda: op.server_login_start(SETUP, data, request, "alice"))
+    # A login response carries the server's MAC: a wrong one never passes.
     start = op.client_login_start("p")
     with pytest.raises(OpaqueError):
         op.client_login_finish("p", start.state, data)
-    reg = op.client_registration_start("p")
-    with pytest.raises(OpaqueError):
-        op.client_registration_finish("p", reg.state, data)
 
 
 def test_decoy_pool_hands_out_premade_files() -> None:
