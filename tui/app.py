@@ -23,6 +23,7 @@ from tui.screens.dialogs import (
     InviteDialog,
     NewDmDialog,
     NewGroupDialog,
+    RemoveMembersDialog,
     VerifyKeysDialog,
     parse_users,
 )
@@ -130,6 +131,38 @@ class QpcApp(ChatApp):
         self.push_screen(
             ConfirmDialog("Leave channel", question, yes="Leave", danger=True), confirmed
         )
+
+    def action_remove_members(self) -> None:
+        """Ask whom to remove from the open channel, confirm, then remove them."""
+        channel = self._need_channel()
+        if channel is None or self.main is None:
+            return
+        label = self.main.channel_label(channel)
+
+        def named(users: str | None) -> None:
+            names = parse_users(users or "")
+            if not names:
+                return
+
+            def confirmed(yes: bool | None) -> None:
+                if yes:
+                    self.remove_members(channel, names)
+
+            question = (
+                f"Remove {', '.join(names)} from {label}? They keep what they have read "
+                "but cannot read anything sent after this."
+            )
+            self.push_screen(
+                ConfirmDialog("Remove members", question, yes="Remove", danger=True), confirmed
+            )
+
+        self.push_screen(RemoveMembersDialog(subtitle=f"from {label}"), named)
+
+    def action_update_keys(self) -> None:
+        """Commit a fresh key for this device in the open channel."""
+        channel = self._need_channel()
+        if channel is not None:
+            self.update_keys(channel)
 
     def action_verify_keys(self) -> None:
         """Ask for a user and show safety numbers."""

@@ -316,6 +316,21 @@ class ChatApp(App[None]):
         main.set_channels(await self._engine().channels())
         self.notify(f"You left {label}.")
 
+    @work(exclusive=True, group="channel-op", exit_on_error=False, name="remove members")
+    async def remove_members(self, channel: str, users: list[str]) -> None:
+        """Remove ``users`` from ``channel``."""
+        info = await self._engine().remove(channel, users)
+        await self._after_channel_op(info, open_it=False)
+        self.notify(f"Removed {', '.join(users)} from #{info.name}.")
+        if self._main().active_channel == channel:
+            self._show_members(channel, await self._engine().members(channel), announce=True)
+
+    @work(exclusive=True, group="channel-op", exit_on_error=False, name="update keys")
+    async def update_keys(self, channel: str) -> None:
+        """Commit a fresh leaf key of this device in ``channel``."""
+        info = await self._engine().self_update(channel)
+        self.notify(f"This device has a fresh key in #{info.name} (epoch {info.epoch}).")
+
     @work(exclusive=True, group="keys", exit_on_error=False, name="verify keys")
     async def check_key(self, user: str) -> None:
         """Show the safety numbers of ``user``'s devices."""

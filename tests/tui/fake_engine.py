@@ -169,7 +169,19 @@ class FakeEngine:
 
     async def remove(self, channel: str, users: list[str]) -> ChannelInfo:
         self._check("remove", channel, tuple(users))
-        return self._channels[channel]
+        info = self._channels[channel]
+        members = tuple(m for m in info.members if m not in users)
+        info = replace(info, members=members, epoch=info.epoch + 1)
+        self._channels[channel] = info
+        self._members[channel] = tuple(Member(user=u, is_self=u == self.user) for u in members)
+        await self.emit(MembersChanged(channel=channel, members=self._members[channel]))
+        return info
+
+    async def self_update(self, channel: str) -> ChannelInfo:
+        self._check("self_update", channel)
+        info = replace(self._channels[channel], epoch=self._channels[channel].epoch + 1)
+        self._channels[channel] = info
+        return info
 
     async def members(self, channel: str) -> tuple[Member, ...]:
         self._check("members", channel)

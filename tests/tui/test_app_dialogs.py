@@ -1,4 +1,4 @@
-"""Dialogs: new group, invite, new DM, leave, verify keys, server trust (TOFU)."""
+"""Dialogs: new group, invite, remove, DM, leave, keys (verify, update), server trust."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from tui.screens.dialogs import (
     KeyCheckDialog,
     NewDmDialog,
     NewGroupDialog,
+    RemoveMembersDialog,
     TrustServerDialog,
     VerifyKeysDialog,
     parse_users,
@@ -226,3 +227,58 @@ async def test_tab_in_a_burst_moves_to_the_next_field(
         values = [welcome.query_one(f"#{f}", Input).value for f in ("password", "passphrase")]
         assert values == ["a", "b"]
         assert app.focused is not None and app.focused.id == "login"
+
+
+async def test_remove_members_names_confirms_then_removes(
+    engine: FakeEngine, app_factory: AppFactory, recorder: Recorder
+) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
+        await settle(app, pilot)
+        main = app.screen
+        assert isinstance(main, MainScreen)
+        channel = main.active_channel
+        # through the palette, as a user finds it
+        await pilot.press("ctrl+p", *"members: remove")
+        await settle(app, pilot)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, RemoveMembersDialog)
+        await pilot.press("enter")  # nobody named: refused, dialog stays
+        assert isinstance(app.screen, RemoveMembersDialog)
+        await pilot.press(*"carol", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("enter")  # focus starts on Cancel: nothing removed
+        await settle(app, pilot)
+        assert isinstance(app.screen, MainScreen)
+        assert not [c for c in engine.calls if c[0] == "remove"]
+        await app.run_action("remove_members")
+        await pilot.press(*"carol", "enter")
+        await pilot.pause()
+        await pilot.press("tab", "enter")  # Remove
+        await settle(app, pilot)
+        assert ("remove", (channel, ("carol",))) in engine.calls
+        assert main.query_one(MemberList).users == ["alice", "bob"]
+        assert any("Removed carol" in text for _, text in recorder.notifications())
+
+
+async def test_update_keys_commits_a_fresh_key_in_the_open_channel(
+    engine: FakeEngine, app_factory: AppFactory, recorder: Recorder
+) -> None:
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
+        await settle(app, pilot)
+        main = app.screen
+        assert isinstance(main, MainScreen)
+        channel = main.active_channel
+        assert channel is not None
+        epoch = {c.id: c for c in await engine.channels()}[channel].epoch
+        await pilot.press("ctrl+p", *"keys: update")
+        await settle(app, pilot)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert ("self_update", (channel,)) in engine.calls
+        info = {c.id: c for c in await engine.channels()}[channel]
+        assert info.epoch == epoch + 1
+        assert any("fresh key" in text for _, text in recorder.notifications())

@@ -425,6 +425,10 @@ class ClientEngine(Protocol):
         """Remove every device of each user from the channel."""
         ...
 
+    async def self_update(self, channel: str) -> ChannelInfo:
+        """Commit a fresh leaf key of this device in the channel (post-compromise security)."""
+        ...
+
     async def members(self, channel: str) -> tuple[Member, ...]:
         """Current member list of a channel, from local MLS state."""
         ...

@@ -28,6 +28,7 @@ __all__ = [
     "KeyCheckDialog",
     "NewDmDialog",
     "NewGroupDialog",
+    "RemoveMembersDialog",
     "TrustServerDialog",
     "VerifyKeysDialog",
     "parse_users",
@@ -139,6 +140,19 @@ class InviteDialog(_PromptDialog):
     LABEL_TEXT = "Usernames (space or comma separated)"
     PLACEHOLDER = "bob carol"
     OK_TEXT = "Invite"
+
+    def validate(self, value: str) -> str:
+        """At least one name."""
+        return "" if parse_users(value) else "Name at least one user."
+
+
+class RemoveMembersDialog(_PromptDialog):
+    """Returns usernames to remove, separated by spaces or commas."""
+
+    TITLE_TEXT = "Remove members"
+    LABEL_TEXT = "Usernames (space or comma separated)"
+    PLACEHOLDER = "carol"
+    OK_TEXT = "Next"
 
     def validate(self, value: str) -> str:
         """At least one name."""
