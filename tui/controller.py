@@ -19,7 +19,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
-from proto.errors import ConfigError, TransportError, WrongPassphrase
+from proto.errors import ConfigError, LocalError, TransportError, WrongPassphrase
 from tui.client.api import (
     ChannelInfo,
     ChannelsChanged,
@@ -142,6 +142,15 @@ class ChatApp(App[None]):
         try:
             if form.register:
                 who = await engine.register(form.user, form.password)
+            elif not form.password:
+                # An existing profile's session, unlocked by its passphrase alone
+                # (the welcome screen allows an empty password only then). The
+                # node checks the token; a stale one asks for the password.
+                who = await engine.whoami()
+                if who.user != form.user or not who.device_registered:
+                    raise LocalError(
+                        f"This profile has no session for {form.user}: enter the password."
+                    )
             else:
                 who = await engine.login(form.user, form.password)
         except BaseException:

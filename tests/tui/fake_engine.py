@@ -276,8 +276,10 @@ class FakeFactory:
         resume: bool = True,
         pinned: str = FINGERPRINT,
         presented: str = FINGERPRINT,
+        profile_present: bool = False,
     ) -> None:
         self.engine = engine or FakeEngine()
+        self.profile_present = profile_present
         self.resume_engine = resume
         self.pinned = pinned
         self.presented = presented
@@ -295,7 +297,7 @@ class FakeFactory:
 
     @property
     def profile_exists(self) -> bool:
-        return False
+        return self.profile_present
 
     async def resume(self) -> FakeEngine | None:
         return self.engine if self.resume_engine else None

@@ -282,3 +282,43 @@ async def test_update_keys_commits_a_fresh_key_in_the_open_channel(
         info = {c.id: c for c in await engine.channels()}[channel]
         assert info.epoch == epoch + 1
         assert any("fresh key" in text for _, text in recorder.notifications())
+
+
+async def test_existing_profile_resumes_its_session_without_the_password(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    factory = FakeFactory(engine, resume=False, profile_present=True)
+    app = app_factory(factory)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        welcome = app.screen
+        assert isinstance(welcome, WelcomeScreen)
+        welcome.query_one("#user", Input).value = "alice"
+        welcome.query_one("#passphrase", Input).value = "pp"
+        await pilot.press("ctrl+r")  # registering still needs a password
+        assert "password" in str(welcome.query_one("#welcome-error", Static).render())
+        await pilot.press("ctrl+l")
+        await settle(app, pilot)
+        assert isinstance(app.screen, MainScreen)
+        assert not [c for c in engine.calls if c[0] in ("login", "register")]
+        assert ("whoami", ()) in engine.calls
+        assert factory.forms[-1].password == ""
+
+
+async def test_resuming_as_someone_else_asks_for_the_password(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    app = app_factory(FakeFactory(engine, resume=False, profile_present=True))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        welcome = app.screen
+        assert isinstance(welcome, WelcomeScreen)
+        welcome.query_one("#user", Input).value = "mallory"
+        welcome.query_one("#passphrase", Input).value = "pp"
+        await pilot.press("ctrl+l")
+        await settle(app, pilot)
+        assert isinstance(app.screen, WelcomeScreen)
+        error = str(welcome.query_one("#welcome-error", Static).render())
+        assert "no session for mallory" in error
+        assert app.focused is welcome.query_one("#password", Input)
+        assert not [c for c in engine.calls if c[0] == "login"]

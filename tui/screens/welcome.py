@@ -66,7 +66,10 @@ class WelcomeScreen(Screen[None]):
             yield Input(self._server, placeholder="host:port", id="server", compact=True)
             yield Label("Username")
             yield Input(self._user, placeholder="your name", id="user", compact=True)
-            yield Label("Password (for the server, never sent in clear)")
+            if self._profile_exists:
+                yield Label("Password (empty: resume this profile's session)")
+            else:
+                yield Label("Password (for the server, never sent in clear)")
             yield Input(password=True, id="password", compact=True)
             yield Label("Passphrase (encrypts this profile on disk)")
             yield Input(password=True, id="passphrase", compact=True)
@@ -102,7 +105,11 @@ class WelcomeScreen(Screen[None]):
 
     def _form(self, register: bool) -> LoginForm | None:
         values = {i.id: i.value for i in self.query(Input) if i.id}
-        missing = [name for name in ("user", "password", "passphrase") if not values.get(name)]
+        # With an existing profile, logging in without a password resumes its session.
+        needed: tuple[str, ...] = ("user", "password", "passphrase")
+        if self._profile_exists and not register:
+            needed = ("user", "passphrase")
+        missing = [name for name in needed if not values.get(name)]
         if missing:
             self.query_one("#welcome-error", Static).update(f"Please enter a {missing[0]}.")
             self.query_one(f"#{missing[0]}", Input).focus()
