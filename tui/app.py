@@ -94,12 +94,19 @@ class QpcApp(ChatApp):
         if name:
             self.create_group(name)
 
-    def action_invite(self) -> None:
-        """Ask whom to add to the open channel."""
+    def _open_channel(self) -> tuple[str, str] | None:
+        """The open channel's id and label (None, with a hint, when none is open)."""
         channel = self._need_channel()
         if channel is None or self.main is None:
+            return None
+        return channel, self.main.channel_label(channel)
+
+    def action_invite(self) -> None:
+        """Ask whom to add to the open channel."""
+        opened = self._open_channel()
+        if opened is None:
             return
-        label = self.main.channel_label(channel)
+        channel, label = opened
 
         def invited(users: str | None) -> None:
             if users:
@@ -118,10 +125,10 @@ class QpcApp(ChatApp):
 
     def action_leave(self) -> None:
         """Confirm, then leave the open channel."""
-        channel = self._need_channel()
-        if channel is None or self.main is None:
+        opened = self._open_channel()
+        if opened is None:
             return
-        label = self.main.channel_label(channel)
+        channel, label = opened
 
         def confirmed(yes: bool | None) -> None:
             if yes:
@@ -134,10 +141,10 @@ class QpcApp(ChatApp):
 
     def action_remove_members(self) -> None:
         """Ask whom to remove from the open channel, confirm, then remove them."""
-        channel = self._need_channel()
-        if channel is None or self.main is None:
+        opened = self._open_channel()
+        if opened is None:
             return
-        label = self.main.channel_label(channel)
+        channel, label = opened
 
         def named(users: str | None) -> None:
             names = parse_users(users or "")

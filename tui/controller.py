@@ -303,8 +303,12 @@ class ChatApp(App[None]):
     async def invite(self, channel: str, users: list[str]) -> None:
         """Add ``users`` to ``channel``."""
         info = await self._engine().invite(channel, users)
+        await self._members_changed(channel, info, f"Invited {', '.join(users)} to #{info.name}.")
+
+    async def _members_changed(self, channel: str, info: ChannelInfo, note: str) -> None:
+        """After an invite or a removal: list, notification, member pane."""
         await self._after_channel_op(info, open_it=False)
-        self.notify(f"Invited {', '.join(users)} to #{info.name}.")
+        self.notify(note)
         if self._main().active_channel == channel:
             self._show_members(channel, await self._engine().members(channel), announce=True)
 
@@ -329,10 +333,7 @@ class ChatApp(App[None]):
     async def remove_members(self, channel: str, users: list[str]) -> None:
         """Remove ``users`` from ``channel``."""
         info = await self._engine().remove(channel, users)
-        await self._after_channel_op(info, open_it=False)
-        self.notify(f"Removed {', '.join(users)} from #{info.name}.")
-        if self._main().active_channel == channel:
-            self._show_members(channel, await self._engine().members(channel), announce=True)
+        await self._members_changed(channel, info, f"Removed {', '.join(users)} from #{info.name}.")
 
     @work(exclusive=True, group="channel-op", exit_on_error=False, name="update keys")
     async def update_keys(self, channel: str) -> None:

@@ -147,9 +147,13 @@ class FakeEngine:
 
     async def invite(self, channel: str, users: list[str]) -> ChannelInfo:
         self._check("invite", channel, tuple(users))
-        info = self._channels[channel]
-        members = tuple(sorted({*info.members, *users}))
-        info = replace(info, members=members, epoch=info.epoch + 1)
+        members = sorted({*self._channels[channel].members, *users})
+        return await self._set_members(channel, members)
+
+    async def _set_members(self, channel: str, members: list[str]) -> ChannelInfo:
+        """A membership commit: new list, next epoch, MembersChanged."""
+        info = replace(self._channels[channel], members=tuple(members))
+        info = replace(info, epoch=info.epoch + 1)
         self._channels[channel] = info
         self._members[channel] = tuple(Member(user=u, is_self=u == self.user) for u in members)
         await self.emit(MembersChanged(channel=channel, members=self._members[channel]))
@@ -169,13 +173,8 @@ class FakeEngine:
 
     async def remove(self, channel: str, users: list[str]) -> ChannelInfo:
         self._check("remove", channel, tuple(users))
-        info = self._channels[channel]
-        members = tuple(m for m in info.members if m not in users)
-        info = replace(info, members=members, epoch=info.epoch + 1)
-        self._channels[channel] = info
-        self._members[channel] = tuple(Member(user=u, is_self=u == self.user) for u in members)
-        await self.emit(MembersChanged(channel=channel, members=self._members[channel]))
-        return info
+        members = [m for m in self._channels[channel].members if m not in users]
+        return await self._set_members(channel, members)
 
     async def self_update(self, channel: str) -> ChannelInfo:
         self._check("self_update", channel)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 from tests.tui.conftest import Recorder, settle
@@ -229,6 +230,14 @@ async def test_tab_in_a_burst_moves_to_the_next_field(
         assert app.focused is not None and app.focused.id == "login"
 
 
+async def _run_from_palette(pilot: Pilot[None], app: QpcApp, title: str) -> None:
+    """Open the palette, type ``title``, run the hit (as a user finds a command)."""
+    await pilot.press("ctrl+p", *title)
+    await settle(app, pilot)  # the palette searches in a worker of its own
+    await pilot.press("enter")
+    await settle(app, pilot)
+
+
 async def test_remove_members_names_confirms_then_removes(
     engine: FakeEngine, app_factory: AppFactory, recorder: Recorder
 ) -> None:
@@ -238,11 +247,7 @@ async def test_remove_members_names_confirms_then_removes(
         main = app.screen
         assert isinstance(main, MainScreen)
         channel = main.active_channel
-        # through the palette, as a user finds it
-        await pilot.press("ctrl+p", *"members: remove")
-        await settle(app, pilot)
-        await pilot.press("enter")
-        await pilot.pause()
+        await _run_from_palette(pilot, app, "members: remove")
         assert isinstance(app.screen, RemoveMembersDialog)
         await pilot.press("enter")  # nobody named: refused, dialog stays
         assert isinstance(app.screen, RemoveMembersDialog)
@@ -274,10 +279,7 @@ async def test_update_keys_commits_a_fresh_key_in_the_open_channel(
         channel = main.active_channel
         assert channel is not None
         epoch = {c.id: c for c in await engine.channels()}[channel].epoch
-        await pilot.press("ctrl+p", *"keys: update")
-        await settle(app, pilot)
-        await pilot.press("enter")
-        await settle(app, pilot)
+        await _run_from_palette(pilot, app, "keys: update")
         assert ("self_update", (channel,)) in engine.calls
         info = {c.id: c for c in await engine.channels()}[channel]
         assert info.epoch == epoch + 1

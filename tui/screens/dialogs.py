@@ -133,30 +133,30 @@ class NewGroupDialog(_PromptDialog):
         return ""
 
 
-class InviteDialog(_PromptDialog):
-    """Returns usernames to add, separated by spaces or commas."""
+class _UsersDialog(_PromptDialog):
+    """Returns one or more usernames, separated by spaces or commas."""
+
+    LABEL_TEXT = "Usernames (space or comma separated)"
+
+    def validate(self, value: str) -> str:
+        """At least one name."""
+        return "" if parse_users(value) else "Name at least one user."
+
+
+class InviteDialog(_UsersDialog):
+    """Returns usernames to add."""
 
     TITLE_TEXT = "Invite"
-    LABEL_TEXT = "Usernames (space or comma separated)"
     PLACEHOLDER = "bob carol"
     OK_TEXT = "Invite"
 
-    def validate(self, value: str) -> str:
-        """At least one name."""
-        return "" if parse_users(value) else "Name at least one user."
 
-
-class RemoveMembersDialog(_PromptDialog):
-    """Returns usernames to remove, separated by spaces or commas."""
+class RemoveMembersDialog(_UsersDialog):
+    """Returns usernames to remove."""
 
     TITLE_TEXT = "Remove members"
-    LABEL_TEXT = "Usernames (space or comma separated)"
     PLACEHOLDER = "carol"
     OK_TEXT = "Next"
-
-    def validate(self, value: str) -> str:
-        """At least one name."""
-        return "" if parse_users(value) else "Name at least one user."
 
 
 class NewDmDialog(_PromptDialog):
