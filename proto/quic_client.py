@@ -28,7 +28,7 @@ from proto.errors import (
     ProtocolError,
     TransportError,
 )
-from proto.rpc import MessageSplitter, StreamError
+from proto.rpc import MessageSplitter, StreamError, drop_scheduled_transmit
 
 log = logging.getLogger("proto.rpc_client")
 END: Any = object()
@@ -85,13 +85,9 @@ class ClientConnection(QuicConnectionProtocol):
         self._transmit_soon()
 
     def transmit(self) -> None:
-        # A transmit now makes a scheduled one (``_transmit_soon``) redundant:
-        # cancel it instead of letting it walk every open stream for nothing
-        # (aioquic only clears the handle). Sequential calls hit this on every
-        # call: the answer schedules a transmit, the next request transmits first.
-        pending = self._transmit_task
-        if pending is not None:
-            pending.cancel()
+        # Sequential calls: the answer schedules a transmit, the next request
+        # transmits first; the scheduled one is then redundant.
+        drop_scheduled_transmit(self)
         if self.dead is None:
             super().transmit()
 

@@ -36,7 +36,14 @@ from proto.errors import (
     RpcError,
     Unavailable,
 )
-from proto.rpc import CallContext, StreamError, ack_now, ack_pending, hold_ack
+from proto.rpc import (
+    CallContext,
+    StreamError,
+    ack_now,
+    ack_pending,
+    drop_scheduled_transmit,
+    hold_ack,
+)
 
 if TYPE_CHECKING:
     from proto.rpc_server import RpcServer
@@ -110,11 +117,7 @@ class ServerConnection(QuicConnectionProtocol):
             self._in_datagram = False
 
     def transmit(self) -> None:
-        # Cancel a scheduled transmit this one makes redundant (aioquic only
-        # clears the handle, so it would walk every open stream again).
-        pending = self._transmit_task
-        if pending is not None:
-            pending.cancel()
+        drop_scheduled_transmit(self)
         super().transmit()
 
     def _handle_timer(self) -> None:

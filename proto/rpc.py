@@ -216,6 +216,19 @@ class NodeHandler(Protocol):
         ...
 
 
+def drop_scheduled_transmit(protocol: Any) -> None:
+    """Cancel a ``_transmit_soon`` that a transmit happening now makes redundant.
+
+    aioquic's ``transmit()`` clears its handle but does not cancel it, so the
+    scheduled call would walk every open stream again for nothing (measured:
+    two packet builds per sequential call instead of one; docs/perf/rpc.md
+    item 8). Call at the start of a ``transmit()`` override.
+    """
+    pending = getattr(protocol, "_transmit_task", None)
+    if pending is not None:
+        pending.cancel()
+
+
 def ack_now(quic: Any, now: float) -> None:
     """Make a pending delayed ACK due now, so the next packet carries it.
 

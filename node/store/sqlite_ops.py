@@ -268,8 +268,11 @@ def enqueue(
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class EnqueueOp:
-    """A plain ``enqueue`` as a writer op; consecutive ones in a group-commit
-    batch are run together by :func:`enqueue_many`."""
+    """A plain ``enqueue`` as a writer op.
+
+    Like every writer op it is callable on the connection; it also offers
+    ``run_many``, which the group commit uses for a run of ops of this type.
+    """
 
     recipient: bytes
     channel_id: bytes
@@ -281,6 +284,11 @@ class EnqueueOp:
         return enqueue(
             db, self.recipient, self.channel_id, self.payload, self.now_ms, self.max_depth
         )
+
+    @staticmethod
+    def run_many(db: sqlite3.Connection, ops: Sequence[EnqueueOp]) -> list[tuple[bool, Any]]:
+        """Consecutive enqueues of one batch: see :func:`enqueue_many`."""
+        return enqueue_many(db, ops)
 
 
 ROWS_PER_INSERT = 150

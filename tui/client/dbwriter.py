@@ -74,6 +74,7 @@ class GroupWriter:
         self._executor: ThreadPoolExecutor | None = executor
         self._queue: list[_Queued] = []
         self._commits = 0  # since the last checkpoint
+        self._full = True  # the connection's synchronous mode (FULL after _connect)
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -152,7 +153,11 @@ class GroupWriter:
             try:
                 if self._executor is None:
                     raise ProfileError("profile is closed")
-                if any(durable for _op, _fut, durable in batch):
+                durable = any(d for _op, _fut, d in batch)
+                if durable != self._full:  # a pragma flag, no I/O: set only on a change
+                    self._raw.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                    self._full = durable
+                if durable:  # FULL: the commit fsyncs, off the event loop
                     results = await self._on_thread(_run_batch, self._raw, batch)
                 else:  # crash-safe only: no fsync, so no hand-off (see class docstring)
                     results = _run_batch(self._raw, batch)
@@ -200,12 +205,11 @@ def _checkpoint(raw: sqlite3.Connection) -> None:
 def _run_batch(raw: sqlite3.Connection, batch: list[_Queued]) -> list[tuple[bool, Any]]:
     """``batch`` in one transaction, one savepoint per write (see :class:`GroupWriter`).
 
-    FULL (fsync at commit) if any write of the batch is durable, else NORMAL.
+    The caller has set the connection's synchronous mode for the batch: FULL
+    (fsync at commit) if any write of it is durable, else NORMAL.
     """
     results: list[tuple[bool, Any]] = []
-    durable = any(d for _op, _fut, d in batch)
     try:
-        raw.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
         raw.execute("BEGIN IMMEDIATE")
         for op, _fut, _durable in batch:
             raw.execute("SAVEPOINT w")
