@@ -3,12 +3,17 @@
 Layout:
 
 * **One writer connection on one writer thread**, running group commit: every
-  write is queued; the writer task takes all queued writes (up to
-  ``write_batch``) and runs them in one ``BEGIN IMMEDIATE`` … ``COMMIT`` on
-  the writer thread in a *single* hand-off, then resolves their futures. One
-  fsync is shared by the batch, and since writes are serialised,
-  read-check-write sequences (queue depth, epoch check, KeyPackage
-  consumption) are atomic without locks. The operations themselves are in
+  write is queued; the writer thread takes all queued writes (up to
+  ``write_batch``), runs them in one ``BEGIN IMMEDIATE`` … ``COMMIT`` and
+  resolves their futures with a *single* callback on the event loop. One
+  fsync is shared by the batch. A *lone* write (the thread idle, and no
+  other write queued by the end of the event-loop pass that queued it) is
+  committed on the event loop instead: two thread hand-offs cost more than
+  its commit, and nothing else waits meanwhile (docs/perf/node.md, "Third
+  session"). The connection is used by one thread at a time: the loop runs a
+  batch only while the writer thread waits with nothing queued. Since writes
+  are serialised, read-check-write sequences (queue depth, epoch check,
+  KeyPackage consumption) are atomic without locks. The operations themselves are in
   :mod:`node.store.sqlite_ops`.
 * **One aiosqlite reader connection** for queries; WAL lets it read the last
   committed state while the writer works.
@@ -21,7 +26,11 @@ Why the writer does not use aiosqlite: aiosqlite hands every statement to its
 thread separately. Under load the event loop thread holds the GIL and each
 hand-off waits for a GIL switch, so a batch of N enqueues (2N + 2 statements)
 paid 2N + 2 waits; measured, durable enqueue reached ~20% of the no-op call
-rate (docs/perf/node.md). One hand-off per batch removes that.
+rate (docs/perf/node.md). One hand-off per batch removes that. Nor does it
+use an asyncio task plus ``run_in_executor``: the event loop appends to a
+locked deque and wakes the thread directly, and the thread answers with one
+``call_soon_threadsafe``, two loop passes fewer per write (docs/perf/node.md,
+"Third session").
 
 Durability: ``synchronous=FULL`` in WAL mode fsyncs the WAL on every commit,
 so a returned seq survives a process kill *and* an OS crash or power loss;
@@ -43,6 +52,7 @@ fail its neighbours); what still fails is :class:`~proto.errors.Unavailable`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -50,6 +60,7 @@ import functools
 import itertools
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -119,11 +130,18 @@ class SqliteStore:
         self._full = synchronous == "FULL"
         self._sync_mode = ""  # the writer connection's current synchronous pragma
         self._observer = observer
-        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        # Writes waiting for the writer thread; guarded by _wake's lock.
+        self._pending: collections.deque[_Write] = collections.deque()
+        self._wake = threading.Condition()
+        self._writer_idle = False  # the thread waits on _wake (needs a notify)
+        self._stopping = False
+        self._flush_scheduled = False
         self._closed = False
         self._sessions: LruCache[bytes, SessionRecord] = LruCache(CACHE_ENTRIES)
         self._devices: LruCache[bytes, DeviceRecord] = LruCache(CACHE_ENTRIES)
-        self._task = asyncio.get_running_loop().create_task(self._writer_loop())
+        # The writer runs on the executor's one thread, where the connection was made.
+        self._writer_done = asyncio.wrap_future(executor.submit(self._writer_main))
 
     @classmethod
     async def open(
@@ -183,8 +201,10 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
-        await self._queue.put(None)
-        await self._task
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        await self._writer_done
         loop = asyncio.get_running_loop()
         with _map_errors():
             await self._r.close()
@@ -203,8 +223,12 @@ class SqliteStore:
         if self._closed:
             raise Unavailable("store is closed")
         started = time.perf_counter()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Write(name, op, future, durable))
+        future: asyncio.Future[Any] = self._loop.create_future()
+        with self._wake:
+            self._pending.append(_Write(name, op, future, durable))
+            if self._writer_idle and not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
         try:
             return await future
         finally:
@@ -218,41 +242,69 @@ class SqliteStore:
         finally:
             self._observe(name, started)
 
-    async def _writer_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < self._batch and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            live = [w for w in batch if not w.future.done()]  # skip cancelled callers
-            if not live:
+    def _writer_main(self) -> None:
+        """The writer thread: take queued writes, commit them, answer; until close."""
+        while True:
+            with self._wake:
+                while not self._pending and not self._stopping:
+                    self._writer_idle = True
+                    self._wake.wait()
+                if not self._pending:  # stopping, and every queued write is done
+                    return
+                n = min(len(self._pending), self._batch)
+                batch = [self._pending.popleft() for _ in range(n)]
+            done = self._commit(batch)
+            if done is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                    self._loop.call_soon_threadsafe(self._answer, *done)
+
+    def _flush(self) -> None:
+        """On the event loop, after the pass that queued a write to the idle
+        thread: a lone write commits here; more wake the thread."""
+        self._flush_scheduled = False
+        with self._wake:
+            if not self._writer_idle or not self._pending:
+                return
+            if len(self._pending) > 1 or self._stopping:
+                self._writer_idle = False
+                self._wake.notify()
+                return
+            batch = [self._pending.popleft()]
+        done = self._commit(batch)
+        if done is not None:
+            self._answer(*done)
+
+    def _commit(
+        self, batch: list[_Write]
+    ) -> tuple[list[_Write], list[tuple[bool, Any]], float] | None:
+        """Run one group commit; (writes run, their outcomes, seconds), or None
+        when every caller is gone. Runs on the writer thread, or on the loop
+        while that thread is idle."""
+        # A caller cancelled meanwhile is skipped (reading done() off the loop
+        # thread is a benign race: at worst a just-cancelled write still runs).
+        live = [w for w in batch if not w.future.done()]
+        if not live:
+            return None
+        started = time.perf_counter()
+        try:
+            durable = self._full and any(w.durable for w in live)
+            outcomes = self._run_batch([w.op for w in live], durable)
+        except Exception:  # keep the writer alive whatever happens
+            log.exception("writer batch failed")
+            outcomes = [(False, Unavailable("store failure"))] * len(live)
+        return live, outcomes, time.perf_counter() - started
+
+    def _answer(self, live: list[_Write], outcomes: list[tuple[bool, Any]], elapsed: float) -> None:
+        """On the event loop: resolve one batch's futures."""
+        if self._batch_observer is not None:
+            self._batch_observer(len(live), elapsed)
+        for w, (ok, value) in zip(live, outcomes, strict=True):
+            if w.future.done():
                 continue
-            started = time.perf_counter()
-            try:
-                durable = self._full and any(w.durable for w in live)
-                outcomes = await loop.run_in_executor(
-                    self._executor, self._run_batch, [w.op for w in live], durable
-                )
-            except Exception:  # keep the writer alive whatever happens
-                log.exception("writer batch failed")
-                outcomes = [(False, Unavailable("store failure"))] * len(live)
-            if self._batch_observer is not None:
-                self._batch_observer(len(live), time.perf_counter() - started)
-            for w, (ok, value) in zip(live, outcomes, strict=True):
-                if w.future.done():
-                    continue
-                if ok:
-                    w.future.set_result(value)
-                else:
-                    w.future.set_exception(value)
+            if ok:
+                w.future.set_result(value)
+            else:
+                w.future.set_exception(value)
 
     def _run_batch(self, batch: list[_Op], durable: bool = True) -> list[tuple[bool, Any]]:
         """On the writer thread: run ``batch`` in one transaction (see module docstring).

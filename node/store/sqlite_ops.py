@@ -56,7 +56,9 @@ def apply_migrations(db: sqlite3.Connection) -> list[str]:
 
 def connect_writer(path: Path, synchronous: str) -> sqlite3.Connection:
     """Open the writer connection (WAL, ``synchronous``) and apply pending migrations."""
-    db = sqlite3.connect(path, isolation_level=None)
+    # Used by one thread at a time, but not always the one that opened it: the
+    # store commits a lone write on the event loop (node.store.sqlite).
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         for pragma in (
             "PRAGMA journal_mode=WAL",
@@ -294,54 +296,74 @@ class EnqueueOp:
 ROWS_PER_INSERT = 150
 """Messages per multi-row INSERT (5 parameters each, far below SQLite's limit)."""
 
-_UPSERT_N = (
-    "INSERT INTO delivery_seq_counters (recipient, last_seq) VALUES (?, ?)"
-    " ON CONFLICT (recipient) DO UPDATE SET last_seq = last_seq + ?"
-    " WHERE last_seq + ? - COALESCE((SELECT MIN(seq) FROM messages"
-    " WHERE recipient = excluded.recipient), last_seq + 1) < ?"
-    " RETURNING last_seq"
-)
+
+def _upsert_counters(n_rows: int) -> str:
+    """Counter UPSERT for ``n_rows`` inboxes, each taking ``excluded.last_seq`` seqs
+    when they fit under the depth limit (the last parameter)."""
+    return (
+        "INSERT INTO delivery_seq_counters (recipient, last_seq) VALUES "  # noqa: S608
+        + ", ".join(["(?, ?)"] * n_rows)
+        + " ON CONFLICT (recipient) DO UPDATE SET last_seq = last_seq + excluded.last_seq"
+        " WHERE last_seq + excluded.last_seq - COALESCE((SELECT MIN(seq) FROM messages"
+        " WHERE recipient = excluded.recipient), last_seq + 1) < ?"
+        " RETURNING recipient, last_seq"
+    )
 
 
 def enqueue_many(db: sqlite3.Connection, items: Sequence[EnqueueOp]) -> list[tuple[bool, Any]]:
     """Run ``items`` as :func:`enqueue` would one after another, in fewer statements.
 
-    One counter update per inbox takes all of its seqs at once (when they all
-    fit under the depth limit; otherwise that inbox's items run one by one,
-    so the first ones fit and the rest get :class:`QueueFull` as before), and
-    one multi-row INSERT stores up to :data:`ROWS_PER_INSERT` messages. Each
+    One multi-row counter UPSERT takes every inbox's seqs at once (an inbox is
+    in it when all of its items fit under the depth limit, which the UPSERT's
+    ``WHERE`` checks; otherwise that inbox's items run one by one, so the
+    first ones fit and the rest get :class:`QueueFull` as before), and one
+    multi-row INSERT stores up to :data:`ROWS_PER_INSERT` messages. Each
     statement is a GIL hand-off on the writer thread, which the busy event
-    loop makes slow (docs/perf/node.md). Returns ``(ok, seq or error)`` per item.
+    loop makes slow (docs/perf/node.md). Only placeholders are joined into
+    the SQL text, never a value. Returns ``(ok, seq or error)`` per item.
     """
     outcomes: list[tuple[bool, Any]] = [(False, None)] * len(items)
-    groups: dict[bytes, list[int]] = {}  # one group per inbox (its INSERT comes last)
+    groups: dict[bytes, list[int]] = {}  # item indexes per inbox, in order
     for i, it in enumerate(items):
         groups.setdefault(it.recipient, []).append(i)
-    rows: list[tuple[bytes, bytes, bytes, int, int]] = []
+    by_limit: dict[int, list[bytes]] = {}  # inboxes taking all their seqs at once
+    one_by_one: list[bytes] = []
     for recipient, idxs in groups.items():
-        n = len(idxs)
         max_depth = items[idxs[0]].max_depth
-        same = all(items[i].max_depth == max_depth for i in idxs)
-        fits = same and n <= max_depth
-        row = _one(db, _UPSERT_N, (recipient, n, n, n, max_depth)) if fits else None
-        if row is None:  # not all of them fit (or mixed limits): in order, one at a time
-            for i in idxs:
-                try:
-                    outcomes[i] = (True, items[i](db))
-                except QueueFull as exc:
-                    outcomes[i] = (False, exc)
-            continue
-        first = int(row[0]) - n + 1
+        if len(idxs) <= max_depth and all(items[i].max_depth == max_depth for i in idxs):
+            by_limit.setdefault(max_depth, []).append(recipient)
+        else:
+            one_by_one.append(recipient)
+    last: dict[bytes, int] = {}
+    for max_depth, inboxes in by_limit.items():
+        for start in range(0, len(inboxes), ROWS_PER_INSERT):
+            chunk = inboxes[start : start + ROWS_PER_INSERT]
+            params: list[object] = [v for r in chunk for v in (r, len(groups[r]))]
+            params.append(max_depth)
+            for recipient, last_seq in db.execute(_upsert_counters(len(chunk)), params):
+                last[bytes(recipient)] = int(last_seq)
+        # an inbox without a RETURNING row would overflow: one by one, in order
+        one_by_one += [r for r in inboxes if r not in last]
+    rows: list[tuple[bytes, bytes, bytes, int, int]] = []
+    for recipient, last_seq in last.items():
+        idxs = groups[recipient]
+        first = last_seq - len(idxs) + 1
         for k, i in enumerate(idxs):
             it = items[i]
             rows.append((recipient, it.channel_id, it.payload, it.now_ms, first + k))
             outcomes[i] = (True, first + k)
+    for recipient in one_by_one:
+        for i in groups[recipient]:
+            try:
+                outcomes[i] = (True, items[i](db))
+            except QueueFull as exc:
+                outcomes[i] = (False, exc)
     for start in range(0, len(rows), ROWS_PER_INSERT):
-        chunk = rows[start : start + ROWS_PER_INSERT]
-        db.execute(  # only placeholders are joined in: no value enters the SQL text
+        chunk_rows = rows[start : start + ROWS_PER_INSERT]
+        db.execute(
             "INSERT INTO messages (recipient, channel_id, payload, created_ms, seq) VALUES "  # noqa: S608
-            + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)),
-            [value for r in chunk for value in r],
+            + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk_rows)),
+            [value for r in chunk_rows for value in r],
         )
     return outcomes
 

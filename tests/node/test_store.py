@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,57 @@ async def test_domain_errors_inside_a_batch(store: SqliteStore) -> None:
     assert await store.ack(R, 2) == 2
     result = await store.enqueue_commit(b"g", 0, [FanoutItem(recipient=R, payload=b"x")] * 2, 1, 5)
     assert result.seqs == (6, 7)
+
+
+async def test_lone_write_commits_on_the_loop_and_concurrent_ones_on_the_writer(
+    tmp_path: Path,
+) -> None:
+    """A lone write skips the thread hand-offs; writes queued together share one
+    commit on the writer thread; the loop keeps serving meanwhile."""
+    s = await SqliteStore.open(tmp_path / "n.db")
+    batches: list[tuple[int, bool]] = []  # (writes, ran on the event-loop thread)
+    run_batch = s._run_batch
+    loop_thread = threading.current_thread()
+
+    def spy(batch: list[Any], durable: bool = True) -> list[tuple[bool, Any]]:
+        batches.append((len(batch), threading.current_thread() is loop_thread))
+        return run_batch(batch, durable)
+
+    s._run_batch = spy  # type: ignore[method-assign]
+
+    async def thread_idle() -> None:  # it parks between batches; a write may beat it
+        while not s._writer_idle:
+            await asyncio.sleep(0.001)
+
+    try:
+        await thread_idle()
+        assert await s.enqueue(R, b"c", b"m", 1, 1000) == 1
+        assert batches == [(1, True)]
+        seqs = await asyncio.gather(*(s.enqueue(R, b"c", b"m", 1, 1000) for _ in range(20)))
+        assert sorted(seqs) == list(range(2, 22))
+        assert sum(n for n, _ in batches[1:]) == 20 and len(batches) < 21
+        assert not any(on_loop for _, on_loop in batches[1:])
+        # sequential writes again after the burst: each its own commit, nothing lost
+        for expect in range(22, 27):
+            await thread_idle()
+            assert await s.enqueue(R, b"c", b"m", 1, 1000) == expect
+            assert batches[-1] == (1, True)
+        assert [e.seq for e in await s.fetch(R, 0, 100)] == list(range(1, 27))
+    finally:
+        await s.close()
+
+
+async def test_writes_queued_at_close_are_committed(tmp_path: Path) -> None:
+    s = await SqliteStore.open(tmp_path / "n.db")
+    pending = [asyncio.ensure_future(s.enqueue(R, b"c", b"m", 1, 1000)) for _ in range(5)]
+    await asyncio.sleep(0)  # queued, not yet answered
+    await s.close()
+    assert sorted([await p for p in pending]) == [1, 2, 3, 4, 5]
+    s = await SqliteStore.open(tmp_path / "n.db")
+    try:
+        assert [e.seq for e in await s.fetch(R, 0, 100)] == [1, 2, 3, 4, 5]
+    finally:
+        await s.close()
 
 
 async def test_session_cache_follows_writes(store: SqliteStore) -> None:
