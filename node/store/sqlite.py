@@ -87,6 +87,8 @@ Observer = Callable[[str, float], None]
 BatchObserver = Callable[[int, float], None]
 _Op = Callable[[sqlite3.Connection], Any]
 CACHE_ENTRIES = 10_000
+CHECKPOINT_EVERY = 256
+"""Commits between WAL checkpoints, which run on the writer thread."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -135,6 +137,8 @@ class SqliteStore:
         self._pending: collections.deque[_Write] = collections.deque()
         self._wake = threading.Condition()
         self._writer_idle = False  # the thread waits on _wake (needs a notify)
+        self._commits = 0  # since the last WAL checkpoint
+        self._checkpoint_due = False
         self._stopping = False
         self._flush_scheduled = False
         self._closed = False
@@ -246,13 +250,18 @@ class SqliteStore:
         """The writer thread: take queued writes, commit them, answer; until close."""
         while True:
             with self._wake:
-                while not self._pending and not self._stopping:
+                while not self._pending and not self._stopping and not self._checkpoint_due:
                     self._writer_idle = True
                     self._wake.wait()
-                if not self._pending:  # stopping, and every queued write is done
-                    return
+                checkpoint, self._checkpoint_due = self._checkpoint_due, False
                 n = min(len(self._pending), self._batch)
                 batch = [self._pending.popleft() for _ in range(n)]
+            if checkpoint:
+                self._checkpoint()
+            if not batch:
+                if self._stopping:  # and every queued write is done
+                    return
+                continue
             done = self._commit(batch)
             if done is not None:
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
@@ -273,6 +282,10 @@ class SqliteStore:
         done = self._commit(batch)
         if done is not None:
             self._answer(*done)
+        with self._wake:
+            if self._checkpoint_due and self._writer_idle:
+                self._writer_idle = False
+                self._wake.notify()
 
     def _commit(
         self, batch: list[_Write]
@@ -292,7 +305,20 @@ class SqliteStore:
         except Exception:  # keep the writer alive whatever happens
             log.exception("writer batch failed")
             outcomes = [(False, Unavailable("store failure"))] * len(live)
-        return live, outcomes, time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self._commits += 1
+        if self._commits >= CHECKPOINT_EVERY:
+            self._commits = 0
+            with self._wake:
+                self._checkpoint_due = True
+        return live, outcomes, elapsed
+
+    def _checkpoint(self) -> None:
+        """On the writer thread: a passive WAL checkpoint (busy: the next one catches up)."""
+        try:
+            ops.checkpoint(self._w)
+        except sqlite3.Error as exc:
+            log.info("wal checkpoint skipped (%s)", type(exc).__name__)
 
     def _answer(self, live: list[_Write], outcomes: list[tuple[bool, Any]], elapsed: float) -> None:
         """On the event loop: resolve one batch's futures."""

@@ -65,6 +65,9 @@ def connect_writer(path: Path, synchronous: str) -> sqlite3.Connection:
             f"PRAGMA synchronous={synchronous}",
             "PRAGMA foreign_keys=ON",
             "PRAGMA busy_timeout=5000",
+            # no checkpoint inside a commit: the store runs them on its writer
+            # thread, also when the commit itself ran on the event loop
+            "PRAGMA wal_autocheckpoint=0",
         ):
             db.execute(pragma)
         apply_migrations(db)
@@ -72,6 +75,11 @@ def connect_writer(path: Path, synchronous: str) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def checkpoint(db: sqlite3.Connection) -> None:
+    """Copy the WAL back into the database file (passive: never waits for readers)."""
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _one(db: sqlite3.Connection, sql: str, params: Sequence[object]) -> tuple[Any, ...] | None:

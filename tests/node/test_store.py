@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.store import DeviceRecord, FanoutItem
+from node.store import sqlite as store_module
 from node.store import sqlite_ops as ops
 from node.store.cache import LruCache
 from node.store.sqlite import SqliteStore
@@ -91,6 +92,36 @@ async def test_lone_write_commits_on_the_loop_and_concurrent_ones_on_the_writer(
             assert await s.enqueue(R, b"c", b"m", 1, 1000) == expect
             assert batches[-1] == (1, True)
         assert [e.seq for e in await s.fetch(R, 0, 100)] == list(range(1, 27))
+    finally:
+        await s.close()
+
+
+async def test_wal_checkpoints_run_on_the_writer_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lone writes commit on the event loop, but their WAL checkpoints (a copy
+    and an fsync of the database file) never do."""
+    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 3)
+    seen: list[bool] = []  # ran on the event-loop thread
+    real = ops.checkpoint
+    loop_thread = threading.current_thread()
+
+    def spy(db: sqlite3.Connection) -> None:
+        seen.append(threading.current_thread() is loop_thread)
+        real(db)
+
+    monkeypatch.setattr(ops, "checkpoint", spy)
+    s = await SqliteStore.open(tmp_path / "n.db")
+    try:
+        assert int(s._w.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 0
+        for _ in range(9):
+            await s.enqueue(R, b"c", b"m", 1, 1000)
+        for _ in range(100):  # the thread runs it after the answer
+            if len(seen) == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert seen == [False, False, False]
+        assert len(await s.fetch(R, 0, 100)) == 9
     finally:
         await s.close()
 
