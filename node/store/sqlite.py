@@ -6,12 +6,16 @@ Layout:
   write is queued; the writer thread takes all queued writes (up to
   ``write_batch``), runs them in one ``BEGIN IMMEDIATE`` … ``COMMIT`` and
   resolves their futures with a *single* callback on the event loop. One
-  fsync is shared by the batch. A *lone* write (the thread idle, and no
-  other write queued by the end of the event-loop pass that queued it) is
-  committed on the event loop instead: two thread hand-offs cost more than
-  its commit, and nothing else waits meanwhile (docs/perf/node.md, "Third
-  session"). The connection is used by one thread at a time: the loop runs a
-  batch only while the writer thread waits with nothing queued. Since writes
+  fsync is shared by the batch. A *lone write to an idle store* (no other
+  write queued by the end of the event-loop pass that queued it, and no
+  commit for :data:`INLINE_AFTER_IDLE_S`) commits on the event loop instead:
+  on an idle node the two thread hand-offs cost more than the commit, and
+  nothing else waits meanwhile. Under a steady stream of writes the loop
+  must keep receiving while the disk syncs, so they go to the thread even
+  when they come one at a time (measured both ways: docs/perf/node.md,
+  "Third session"). The connection is used by one thread at a time: the
+  loop runs a batch only while the writer thread waits with nothing queued.
+  Since writes
   are serialised, read-check-write sequences (queue depth, epoch check,
   KeyPackage consumption) are atomic without locks. The operations themselves are in
   :mod:`node.store.sqlite_ops`.
@@ -87,6 +91,8 @@ Observer = Callable[[str, float], None]
 BatchObserver = Callable[[int, float], None]
 _Op = Callable[[sqlite3.Connection], Any]
 CACHE_ENTRIES = 10_000
+INLINE_AFTER_IDLE_S = 0.005
+"""A lone write commits on the event loop when no commit ended this recently."""
 CHECKPOINT_EVERY = 256
 """Commits between WAL checkpoints, which run on the writer thread."""
 
@@ -138,6 +144,7 @@ class SqliteStore:
         self._wake = threading.Condition()
         self._writer_idle = False  # the thread waits on _wake (needs a notify)
         self._commits = 0  # since the last WAL checkpoint
+        self._last_end = 0.0  # time.monotonic() when the last commit ended
         self._checkpoint_due = False
         self._stopping = False
         self._flush_scheduled = False
@@ -269,12 +276,14 @@ class SqliteStore:
 
     def _flush(self) -> None:
         """On the event loop, after the pass that queued a write to the idle
-        thread: a lone write commits here; more wake the thread."""
+        thread: a lone write to an idle store commits here; otherwise the
+        thread is woken (see the module docstring)."""
         self._flush_scheduled = False
         with self._wake:
             if not self._writer_idle or not self._pending:
                 return
-            if len(self._pending) > 1 or self._stopping:
+            busy = time.monotonic() - self._last_end < INLINE_AFTER_IDLE_S
+            if len(self._pending) > 1 or busy or self._stopping:
                 self._writer_idle = False
                 self._wake.notify()
                 return
@@ -306,6 +315,7 @@ class SqliteStore:
             log.exception("writer batch failed")
             outcomes = [(False, Unavailable("store failure"))] * len(live)
         elapsed = time.perf_counter() - started
+        self._last_end = time.monotonic()
         self._commits += 1
         if self._commits >= CHECKPOINT_EVERY:
             self._commits = 0

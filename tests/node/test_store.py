@@ -59,10 +59,11 @@ async def test_domain_errors_inside_a_batch(store: SqliteStore) -> None:
 
 
 async def test_lone_write_commits_on_the_loop_and_concurrent_ones_on_the_writer(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A lone write skips the thread hand-offs; writes queued together share one
-    commit on the writer thread; the loop keeps serving meanwhile."""
+    """A lone write to an idle store skips the thread hand-offs; writes queued
+    together share one commit on the writer thread, and so do writes that come
+    one at a time but back to back (the loop keeps receiving while the disk syncs)."""
     s = await SqliteStore.open(tmp_path / "n.db")
     batches: list[tuple[int, bool]] = []  # (writes, ran on the event-loop thread)
     run_batch = s._run_batch
@@ -74,7 +75,8 @@ async def test_lone_write_commits_on_the_loop_and_concurrent_ones_on_the_writer(
 
     s._run_batch = spy  # type: ignore[method-assign]
 
-    async def thread_idle() -> None:  # it parks between batches; a write may beat it
+    async def thread_idle() -> None:  # parked, and no commit for a while
+        await asyncio.sleep(store_module.INLINE_AFTER_IDLE_S * 1.5)
         while not s._writer_idle:
             await asyncio.sleep(0.001)
 
@@ -91,7 +93,14 @@ async def test_lone_write_commits_on_the_loop_and_concurrent_ones_on_the_writer(
             await thread_idle()
             assert await s.enqueue(R, b"c", b"m", 1, 1000) == expect
             assert batches[-1] == (1, True)
-        assert [e.seq for e in await s.fetch(R, 0, 100)] == list(range(1, 27))
+        # back to back (here: any commit within the last 60 s counts as recent),
+        # the store is busy, so the thread commits them
+        monkeypatch.setattr(store_module, "INLINE_AFTER_IDLE_S", 60.0)
+        del batches[:]
+        for expect in range(27, 32):
+            assert await s.enqueue(R, b"c", b"m", 1, 1000) == expect
+        assert [on_loop for _, on_loop in batches] == [False] * 5
+        assert [e.seq for e in await s.fetch(R, 0, 100)] == list(range(1, 32))
     finally:
         await s.close()
 
@@ -111,10 +120,13 @@ async def test_wal_checkpoints_run_on_the_writer_thread(
         real(db)
 
     monkeypatch.setattr(ops, "checkpoint", spy)
+    monkeypatch.setattr(store_module, "INLINE_AFTER_IDLE_S", 0.0)  # every lone write inline
     s = await SqliteStore.open(tmp_path / "n.db")
     try:
         assert int(s._w.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 0
         for _ in range(9):
+            while not s._writer_idle:
+                await asyncio.sleep(0.001)
             await s.enqueue(R, b"c", b"m", 1, 1000)
         for _ in range(100):  # the thread runs it after the answer
             if len(seen) == 3:
