@@ -143,6 +143,8 @@ class SqliteStore:
         self._pending: collections.deque[_Write] = collections.deque()
         self._wake = threading.Condition()
         self._writer_idle = False  # the thread waits on _wake (needs a notify)
+        self._writer_dead = False
+        self._taken: list[_Write] = []  # the writer thread's batch in progress
         self._commits = 0  # since the last WAL checkpoint
         self._last_end = 0.0  # time.monotonic() when the last commit ended
         self._checkpoint_due = False
@@ -236,6 +238,8 @@ class SqliteStore:
         started = time.perf_counter()
         future: asyncio.Future[Any] = self._loop.create_future()
         with self._wake:
+            if self._writer_dead:
+                raise Unavailable("store writer stopped")
             self._pending.append(_Write(name, op, future, durable))
             if self._writer_idle and not self._flush_scheduled:
                 self._flush_scheduled = True
@@ -254,7 +258,25 @@ class SqliteStore:
             self._observe(name, started)
 
     def _writer_main(self) -> None:
-        """The writer thread: take queued writes, commit them, answer; until close."""
+        """The writer thread: take queued writes, commit them, answer; until close.
+
+        Should it ever die of something unexpected, every queued and later
+        write fails with :class:`Unavailable` instead of waiting forever.
+        """
+        try:
+            self._writer_run()
+        except BaseException:  # the thread ends here either way; nothing may hang
+            log.exception("store writer thread died")
+            with self._wake:
+                self._writer_dead = True
+                self._writer_idle = False
+                orphans = self._taken + list(self._pending)
+                self._pending.clear()
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                failed = [(False, Unavailable("store writer stopped"))] * len(orphans)
+                self._loop.call_soon_threadsafe(self._answer, orphans, failed, 0.0)
+
+    def _writer_run(self) -> None:
         while True:
             with self._wake:
                 while not self._pending and not self._stopping and not self._checkpoint_due:
@@ -262,7 +284,7 @@ class SqliteStore:
                     self._wake.wait()
                 checkpoint, self._checkpoint_due = self._checkpoint_due, False
                 n = min(len(self._pending), self._batch)
-                batch = [self._pending.popleft() for _ in range(n)]
+                batch = self._taken = [self._pending.popleft() for _ in range(n)]
             if checkpoint:
                 self._checkpoint()
             if not batch:
@@ -273,6 +295,7 @@ class SqliteStore:
             if done is not None:
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
                     self._loop.call_soon_threadsafe(self._answer, *done)
+            self._taken = []
 
     def _flush(self) -> None:
         """On the event loop, after the pass that queued a write to the idle

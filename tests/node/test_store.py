@@ -138,6 +138,30 @@ async def test_wal_checkpoints_run_on_the_writer_thread(
         await s.close()
 
 
+async def test_a_dead_writer_thread_fails_writes_instead_of_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = await SqliteStore.open(tmp_path / "n.db")
+    try:
+        assert await s.enqueue(R, b"c", b"m", 1, 1000) == 1
+
+        def crash(batch: list[Any]) -> None:
+            raise MemoryError  # something no batch handler expects
+
+        monkeypatch.setattr(s, "_commit", crash)
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(s.enqueue(R, b"c", b"m", 1, 1000) for _ in range(5)), return_exceptions=True
+            ),
+            timeout=10,
+        )
+        assert all(isinstance(r, Unavailable) for r in results)
+        with pytest.raises(Unavailable, match="writer stopped"):
+            await asyncio.wait_for(s.enqueue(R, b"c", b"m", 1, 1000), timeout=10)
+    finally:
+        await s.close()
+
+
 async def test_writes_queued_at_close_are_committed(tmp_path: Path) -> None:
     s = await SqliteStore.open(tmp_path / "n.db")
     pending = [asyncio.ensure_future(s.enqueue(R, b"c", b"m", 1, 1000)) for _ in range(5)]
