@@ -15,10 +15,9 @@ Layout:
   when they come one at a time (measured both ways: docs/perf/node.md,
   "Third session"). The connection is used by one thread at a time: the
   loop runs a batch only while the writer thread waits with nothing queued.
-  Since writes
-  are serialised, read-check-write sequences (queue depth, epoch check,
-  KeyPackage consumption) are atomic without locks. The operations themselves are in
-  :mod:`node.store.sqlite_ops`.
+  Since writes are serialised, read-check-write sequences (queue depth,
+  epoch check, KeyPackage consumption) are atomic without locks. The
+  operations themselves are in :mod:`node.store.sqlite_ops`.
 * **One aiosqlite reader connection** for queries; WAL lets it read the last
   committed state while the writer works.
 * **Caches of sessions and devices** (bounded LRU), exact because this store
@@ -30,11 +29,12 @@ Why the writer does not use aiosqlite: aiosqlite hands every statement to its
 thread separately. Under load the event loop thread holds the GIL and each
 hand-off waits for a GIL switch, so a batch of N enqueues (2N + 2 statements)
 paid 2N + 2 waits; measured, durable enqueue reached ~20% of the no-op call
-rate (docs/perf/node.md). One hand-off per batch removes that. Nor does it
-use an asyncio task plus ``run_in_executor``: the event loop appends to a
-locked deque and wakes the thread directly, and the thread answers with one
-``call_soon_threadsafe``, two loop passes fewer per write (docs/perf/node.md,
-"Third session").
+rate (docs/perf/node.md). One hand-off per batch removes that. The event
+loop appends to a locked deque and wakes the thread directly, and the
+thread answers a batch with one ``call_soon_threadsafe`` (no asyncio task,
+no executor future): fewer loop passes, though measured no faster by itself
+(the cost of a hand-off is the thread wake-ups); it is what lets the loop
+commit a lone write itself.
 
 Durability: ``synchronous=FULL`` in WAL mode fsyncs the WAL on every commit,
 so a returned seq survives a process kill *and* an OS crash or power loss;
@@ -273,8 +273,7 @@ class SqliteStore:
                 orphans = self._taken + list(self._pending)
                 self._pending.clear()
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-                failed = [(False, Unavailable("store writer stopped"))] * len(orphans)
-                self._loop.call_soon_threadsafe(self._answer, orphans, failed, 0.0)
+                self._loop.call_soon_threadsafe(self._fail, orphans)
 
     def _writer_run(self) -> None:
         while True:
@@ -353,6 +352,13 @@ class SqliteStore:
         except sqlite3.Error as exc:
             log.info("wal checkpoint skipped (%s)", type(exc).__name__)
 
+    @staticmethod
+    def _fail(writes: list[_Write]) -> None:
+        """On the event loop: fail writes the dead writer thread left behind."""
+        for w in writes:
+            if not w.future.done():
+                w.future.set_exception(Unavailable("store writer stopped"))
+
     def _answer(self, live: list[_Write], outcomes: list[tuple[bool, Any]], elapsed: float) -> None:
         """On the event loop: resolve one batch's futures."""
         if self._batch_observer is not None:
@@ -366,7 +372,8 @@ class SqliteStore:
                 w.future.set_exception(value)
 
     def _run_batch(self, batch: list[_Op], durable: bool = True) -> list[tuple[bool, Any]]:
-        """On the writer thread: run ``batch`` in one transaction (see module docstring).
+        """Run ``batch`` in one transaction (see module docstring); on the writer
+        thread, or on the event loop while that thread is idle.
 
         ``durable``: commit with the configured ``synchronous`` (FULL: fsync);
         otherwise NORMAL.
