@@ -302,7 +302,8 @@ class EnqueueOp:
 
 
 ROWS_PER_INSERT = 150
-"""Messages per multi-row INSERT (5 parameters each, far below SQLite's limit)."""
+"""Rows per multi-row INSERT or counter UPSERT (at most 5 parameters each, far
+below SQLite's limit)."""
 
 
 def _upsert_counters(n_rows: int) -> str:
