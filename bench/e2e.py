@@ -12,9 +12,11 @@ What it measures (all on loopback, one machine):
   twice: back to back, and paced like the latency workload (one call every
   50 ms, so every call meets idle processes, as each message of the latency
   run does);
-* for groups of **2 and 10** members (sender and one listening receiver; the
-  other members exist but are offline, so the sender still encrypts and seals
-  for every device): **end-to-end latency** from the ``send`` call to the
+* for groups of **2 and 10** members (sender and one listening receiver, the
+  first device the sender seals for; the other members exist but are
+  offline, so the sender still encrypts and seals for every device; for 10,
+  the latency run is repeated with the device sealed for last as the
+  listener): **end-to-end latency** from the ``send`` call to the
   decrypted plaintext event at the receiver, one message every 50 ms
   (median/p90/p99), and **messages/s** for one sender with 1 and 16 sends in
   flight (send rate, plus the rate at which the receiver had decrypted them all);
@@ -288,8 +290,24 @@ async def bench_qpc(
         r16 = await rate_run(send, recv.wait_for, f"g{size}", n_rate, 16)
         results[f"group{size}"] = {"latency_ms": lat, "rate1": r1, "rate16": r16}
         await recv.stop()
+        if size > 2:
+            # The receiver above is the first device the sender seals for; the
+            # member invited last is sealed for last (members in leaf order).
+            last = engines[-1]
+            await last.close()  # its profile now belongs to a receiver process
+            recv = Receiver(base / f"g{size}-u{size - 1}", server)
+            await recv.start()
+            for i in range(5):  # after its backlog: the messages of the runs above
+                await send(f"g{size}-warm-last-{i}")
+            await recv.wait_for([f"g{size}-warm-last-{i}" for i in range(5)])
+            results[f"group{size}-last"] = {
+                "latency_ms": await latency_run(
+                    send, recv.wait_for, recv.arrived, f"g{size}-last", n_lat
+                )
+            }
+            await recv.stop()
         for e in engines:
-            if e is not receiver:
+            if e is not receiver and not (size > 2 and e is engines[-1]):
                 await e.close()
     return results
 
@@ -339,19 +357,26 @@ def render(res: dict[str, object], syn: dict[str, object] | str, n_lat: int, n_r
         f"{1000 / statistics.median(raw):.0f} | - |",
         f"| raw node `enqueue` round trip, one per 50 ms (baseline) | {summary(paced)} | - | - |",
     ]
-    rows: list[tuple[str, dict[str, object]]] = [
-        (f"qpc, {k[5:]}-member group (MLS + X-Wing envelope, sealed sender)", v)  # type: ignore[misc]
-        for k, v in res.items()
-        if k.startswith("group")
-    ]
+    rows: list[tuple[str, dict[str, object]]] = []
+    for k, v in res.items():
+        if k.startswith("group"):
+            size, _, last = k[5:].partition("-")
+            where = ", the device sealed for last" if last else ""
+            assert isinstance(v, dict)
+            rows.append(
+                (f"qpc, {size}-member group{where} (MLS + X-Wing envelope, sealed sender)", v)
+            )
     if isinstance(syn, dict):
         rows.append(("Synapse 1.163.2, 2-member room (no E2EE, SQLite)", syn))
+
+    def rate(d: dict[str, object], key: str) -> str:
+        r = d.get(key)
+        return f"{r[0]:.0f} ({r[1]:.0f})" if isinstance(r, tuple) else "-"
+
     for name, d in rows:
-        lat, r1, r16 = d["latency_ms"], d["rate1"], d["rate16"]
-        assert isinstance(lat, list) and isinstance(r1, tuple) and isinstance(r16, tuple)
-        lines.append(
-            f"| {name} | {summary(lat)} | {r1[0]:.0f} ({r1[1]:.0f}) | {r16[0]:.0f} ({r16[1]:.0f}) |"
-        )
+        lat = d["latency_ms"]
+        assert isinstance(lat, list)
+        lines.append(f"| {name} | {summary(lat)} | {rate(d, 'rate1')} | {rate(d, 'rate16')} |")
     if isinstance(syn, str):
         lines += ["", f"Synapse: not measured — {syn}"]
     lines += [
@@ -362,15 +387,16 @@ def render(res: dict[str, object], syn: dict[str, object] | str, n_lat: int, n_r
     ]
     raw_med, paced_med = statistics.median(raw), statistics.median(paced)
     for name, d in rows[: len(rows) - isinstance(syn, dict)]:
-        lat, r1, r16 = d["latency_ms"], d["rate1"], d["rate16"]
-        assert isinstance(lat, list) and isinstance(r1, tuple) and isinstance(r16, tuple)
+        lat, r1, r16 = d["latency_ms"], d.get("rate1"), d.get("rate16")
+        assert isinstance(lat, list)
         med = statistics.median(lat)
         vs_syn, rate_syn = "-", "-"
         if isinstance(syn, dict):
             s_lat, s1, s16 = syn["latency_ms"], syn["rate1"], syn["rate16"]
             assert isinstance(s_lat, list) and isinstance(s1, tuple) and isinstance(s16, tuple)
             vs_syn = f"{med / statistics.median(s_lat):.2f}x"
-            rate_syn = f"{r1[0] / s1[0]:.1f}x / {r16[0] / s16[0]:.1f}x"
+            if isinstance(r1, tuple) and isinstance(r16, tuple):
+                rate_syn = f"{r1[0] / s1[0]:.1f}x / {r16[0] / s16[0]:.1f}x"
         lines.append(
             f"| {name.split(' (')[0]}: {med:.2f} ms | {med / raw_med:.1f}x "
             f"| {med / paced_med:.1f}x | {vs_syn} | {rate_syn} |"
