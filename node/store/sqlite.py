@@ -310,7 +310,12 @@ class SqliteStore:
                 self._wake.notify()
                 return
             batch = [self._pending.popleft()]
-        done = self._commit(batch)
+        try:
+            done = self._commit(batch)
+        except Exception:  # nothing may hang, here either
+            log.exception("inline commit failed")
+            self._fail(batch)
+            done = None
         if done is not None:
             self._answer(*done)
         with self._wake:
@@ -354,7 +359,7 @@ class SqliteStore:
 
     @staticmethod
     def _fail(writes: list[_Write]) -> None:
-        """On the event loop: fail writes the dead writer thread left behind."""
+        """On the event loop: fail writes whose commit never ran to its end."""
         for w in writes:
             if not w.future.done():
                 w.future.set_exception(Unavailable("store writer stopped"))

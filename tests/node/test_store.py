@@ -162,6 +162,28 @@ async def test_a_dead_writer_thread_fails_writes_instead_of_hanging(
         await s.close()
 
 
+async def test_a_failing_inline_commit_fails_its_write_and_the_store_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = await SqliteStore.open(tmp_path / "n.db")
+    real = s._commit
+
+    def crash_once(batch: list[Any]) -> Any:
+        monkeypatch.setattr(s, "_commit", real)
+        raise MemoryError
+
+    try:
+        await asyncio.sleep(store_module.INLINE_AFTER_IDLE_S * 1.5)
+        while not s._writer_idle:
+            await asyncio.sleep(0.001)
+        monkeypatch.setattr(s, "_commit", crash_once)
+        with pytest.raises(Unavailable):
+            await asyncio.wait_for(s.enqueue(R, b"c", b"m", 1, 1000), timeout=10)
+        assert await s.enqueue(R, b"c", b"m", 1, 1000) == 1  # nothing was stored before
+    finally:
+        await s.close()
+
+
 async def test_writes_queued_at_close_are_committed(tmp_path: Path) -> None:
     s = await SqliteStore.open(tmp_path / "n.db")
     pending = [asyncio.ensure_future(s.enqueue(R, b"c", b"m", 1, 1000)) for _ in range(5)]
