@@ -58,6 +58,14 @@ async def test_domain_errors_inside_a_batch(store: SqliteStore) -> None:
     assert result.seqs == (6, 7)
 
 
+async def idle(s: SqliteStore) -> None:
+    """Until the writer thread is parked and no commit ended for a while, so the
+    next lone write commits on the event loop."""
+    await asyncio.sleep(store_module.INLINE_AFTER_IDLE_S * 1.5)
+    while not s._writer_idle:
+        await asyncio.sleep(0.001)
+
+
 async def test_lone_write_commits_on_the_loop_and_concurrent_ones_on_the_writer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -75,13 +83,8 @@ async def test_lone_write_commits_on_the_loop_and_concurrent_ones_on_the_writer(
 
     s._run_batch = spy  # type: ignore[method-assign]
 
-    async def thread_idle() -> None:  # parked, and no commit for a while
-        await asyncio.sleep(store_module.INLINE_AFTER_IDLE_S * 1.5)
-        while not s._writer_idle:
-            await asyncio.sleep(0.001)
-
     try:
-        await thread_idle()
+        await idle(s)
         assert await s.enqueue(R, b"c", b"m", 1, 1000) == 1
         assert batches == [(1, True)]
         seqs = await asyncio.gather(*(s.enqueue(R, b"c", b"m", 1, 1000) for _ in range(20)))
@@ -90,7 +93,7 @@ async def test_lone_write_commits_on_the_loop_and_concurrent_ones_on_the_writer(
         assert not any(on_loop for _, on_loop in batches[1:])
         # sequential writes again after the burst: each its own commit, nothing lost
         for expect in range(22, 27):
-            await thread_idle()
+            await idle(s)
             assert await s.enqueue(R, b"c", b"m", 1, 1000) == expect
             assert batches[-1] == (1, True)
         # back to back (here: any commit within the last 60 s counts as recent),
@@ -125,8 +128,7 @@ async def test_wal_checkpoints_run_on_the_writer_thread(
     try:
         assert int(s._w.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 0
         for _ in range(9):
-            while not s._writer_idle:
-                await asyncio.sleep(0.001)
+            await idle(s)
             await s.enqueue(R, b"c", b"m", 1, 1000)
         for _ in range(100):  # the thread runs it after the answer
             if len(seen) == 3:
@@ -173,9 +175,7 @@ async def test_a_failing_inline_commit_fails_its_write_and_the_store_goes_on(
         raise MemoryError
 
     try:
-        await asyncio.sleep(store_module.INLINE_AFTER_IDLE_S * 1.5)
-        while not s._writer_idle:
-            await asyncio.sleep(0.001)
+        await idle(s)
         monkeypatch.setattr(s, "_commit", crash_once)
         with pytest.raises(Unavailable):
             await asyncio.wait_for(s.enqueue(R, b"c", b"m", 1, 1000), timeout=10)

@@ -16,6 +16,7 @@ from textual.widget import Widget
 from tests.tui.fake_engine import FakeEngine, FakeFactory
 from tui.app import QpcApp, make_app
 from tui.client.api import ChannelInfo
+from tui.screens.main import MainScreen
 from tui.settings import TuiSettings
 
 
@@ -53,6 +54,12 @@ class Recorder:
 
 def current(app: QpcApp) -> Screen[Any]:
     """The active screen (a call, so mypy does not carry narrowing across key presses)."""
+    return app.screen
+
+
+def main_screen(app: QpcApp) -> MainScreen:
+    """The active screen, which must be the main screen."""
+    assert isinstance(app.screen, MainScreen)
     return app.screen
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
-from tests.tui.conftest import Recorder, settle
+from tests.tui.conftest import Recorder, main_screen, settle
 from tests.tui.fake_engine import FINGERPRINT, FakeEngine, FakeFactory
 from tui.app import QpcApp
 from tui.client.api import ChannelKind
@@ -49,8 +49,7 @@ async def test_new_group_dialog_creates_and_opens(
         assert "name" in str(error.render())
         await pilot.press(*"friends", "enter")
         await settle(app, pilot)
-        main = app.screen
-        assert isinstance(main, MainScreen)
+        main = main_screen(app)
         assert ("create_group", ("friends",)) in engine.calls
         assert main.active_channel is not None
         assert main.rows[main.active_channel].info.name == "friends"
@@ -84,8 +83,7 @@ async def test_invite_adds_members_and_announces(
     app = app_factory(FakeFactory(engine))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
-        main = app.screen
-        assert isinstance(main, MainScreen)
+        main = main_screen(app)
         channel = main.active_channel
         await pilot.press("ctrl+t", *"dave, erin", "enter")
         await settle(app, pilot)
@@ -102,8 +100,8 @@ async def test_new_dm_opens_direct_channel(engine: FakeEngine, app_factory: AppF
         await settle(app, pilot)
         await pilot.press("ctrl+o", *"dave", "enter")
         await settle(app, pilot)
-        main = app.screen
-        assert isinstance(main, MainScreen) and main.active_channel is not None
+        main = main_screen(app)
+        assert main.active_channel is not None
         info = main.rows[main.active_channel].info
         assert (info.name, info.kind) == ("dave", ChannelKind.DM)
         assert main.channel_label(main.active_channel) == "@dave"
@@ -244,8 +242,7 @@ async def test_remove_members_names_confirms_then_removes(
     app = app_factory(FakeFactory(engine))
     async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
         await settle(app, pilot)
-        main = app.screen
-        assert isinstance(main, MainScreen)
+        main = main_screen(app)
         channel = main.active_channel
         await _run_from_palette(pilot, app, "members: remove")
         assert isinstance(app.screen, RemoveMembersDialog)
@@ -274,8 +271,7 @@ async def test_update_keys_commits_a_fresh_key_in_the_open_channel(
     app = app_factory(FakeFactory(engine))
     async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
         await settle(app, pilot)
-        main = app.screen
-        assert isinstance(main, MainScreen)
+        main = main_screen(app)
         channel = main.active_channel
         assert channel is not None
         epoch = {c.id: c for c in await engine.channels()}[channel].epoch

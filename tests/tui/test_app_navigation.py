@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.tui.conftest import Recorder, settle, shown
+from tests.tui.conftest import Recorder, main_screen, settle, shown
 from tests.tui.fake_engine import FakeEngine, FakeFactory
 from tui.app import QpcApp
 from tui.client.api import (
@@ -15,7 +15,6 @@ from tui.client.api import (
     MessageStateChanged,
 )
 from tui.messages import EngineEventPosted
-from tui.screens.main import MainScreen
 from tui.widgets.channel_list import ChannelList
 from tui.widgets.composer import Composer
 from tui.widgets.message_log import DeliveryMark, MessageLog
@@ -24,16 +23,11 @@ from tui.widgets.status_bar import StatusBar
 AppFactory = Callable[..., QpcApp]
 
 
-def _main(app: QpcApp) -> MainScreen:
-    assert isinstance(app.screen, MainScreen)
-    return app.screen
-
-
 async def test_resume_opens_newest_channel(engine: FakeEngine, app_factory: AppFactory) -> None:
     app = app_factory(FakeFactory(engine))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
-        main = _main(app)
+        main = main_screen(app)
         names = [main.rows[c].info.name for c in main.query_one(ChannelList).channel_ids]
         assert names == ["general", "bob", "random"]  # newest activity first
         assert main.active_channel == main.query_one(ChannelList).channel_ids[0]
@@ -53,7 +47,7 @@ async def test_unread_count_and_notification_for_other_channel(
     app.bell = lambda: rings.append(None)  # type: ignore[method-assign]
     async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
         await settle(app, pilot)
-        main = _main(app)
+        main = main_screen(app)
         assert main.active_channel == general.id
         await engine.deliver(random.id, "bob", "psst, over here")
         await engine.deliver(random.id, "bob", "second one")
@@ -81,7 +75,7 @@ async def test_message_in_open_channel_is_appended_without_unread(
     app = app_factory(FakeFactory(engine))
     async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
         await settle(app, pilot)
-        main = _main(app)
+        main = main_screen(app)
         channel = main.active_channel
         assert channel is not None
         await engine.deliver(channel, "carol", "live!")
@@ -99,7 +93,7 @@ async def test_cycle_channels_with_keys(engine: FakeEngine, app_factory: AppFact
     app = app_factory(FakeFactory(engine))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
-        main = _main(app)
+        main = main_screen(app)
         ids = main.query_one(ChannelList).channel_ids
         await pilot.press("alt+down")
         await settle(app, pilot)
@@ -116,7 +110,7 @@ async def test_channel_list_keyboard_open(engine: FakeEngine, app_factory: AppFa
     app = app_factory(FakeFactory(engine))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
-        main = _main(app)
+        main = main_screen(app)
         channels = main.query_one(ChannelList)
         channels.focus()
         await pilot.press("down", "down", "enter")
@@ -130,7 +124,7 @@ async def test_send_shows_delivery_state(engine: FakeEngine, app_factory: AppFac
     app = app_factory(FakeFactory(engine))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
-        main = _main(app)
+        main = main_screen(app)
         await pilot.press(*"hello there", "enter")
         await settle(app, pilot)
         assert ("send", (main.active_channel, "hello there")) in engine.calls
@@ -155,7 +149,7 @@ async def test_composer_history_and_newline(engine: FakeEngine, app_factory: App
     app = app_factory(FakeFactory(engine))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
-        composer = _main(app).query_one(Composer)
+        composer = main_screen(app).query_one(Composer)
         await pilot.press(*"first", "enter", *"second", "enter")
         await settle(app, pilot)
         await pilot.press("up")
@@ -168,7 +162,7 @@ async def test_composer_history_and_newline(engine: FakeEngine, app_factory: App
         assert composer.text == "two\nlines"
         await pilot.press("enter")
         await settle(app, pilot)
-        assert engine.calls[-1] == ("send", (_main(app).active_channel, "two\nlines"))
+        assert engine.calls[-1] == ("send", (main_screen(app).active_channel, "two\nlines"))
 
 
 async def test_blank_message_is_not_sent(engine: FakeEngine, app_factory: AppFactory) -> None:
@@ -184,13 +178,13 @@ async def test_member_list_toggle(engine: FakeEngine, app_factory: AppFactory) -
     app = app_factory(FakeFactory(engine))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
-        pane = _main(app).query_one("#members-pane")
+        pane = main_screen(app).query_one("#members-pane")
         assert not shown(pane)
         await pilot.press("f5")
         assert shown(pane)
         from tui.widgets.member_list import MemberList
 
-        assert _main(app).query_one(MemberList).users == ["alice", "bob", "carol"]
+        assert main_screen(app).query_one(MemberList).users == ["alice", "bob", "carol"]
         await pilot.press("f5")
         assert not shown(pane)
 
@@ -199,7 +193,7 @@ async def test_connection_state_in_status_bar(engine: FakeEngine, app_factory: A
     app = app_factory(FakeFactory(engine))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
-        bar = _main(app).query_one(StatusBar)
+        bar = main_screen(app).query_one(StatusBar)
         assert bar.state_text == "● connected"
         await engine.emit(ConnectionChanged(state=ConnectionState.reconnecting(5, outbox_count=2)))
         await settle(app, pilot)
@@ -226,7 +220,7 @@ async def test_leave_greys_out_channel(engine: FakeEngine, app_factory: AppFacto
     app = app_factory(FakeFactory(engine))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
-        main = _main(app)
+        main = main_screen(app)
         channel = main.active_channel
         assert channel is not None
         await pilot.press("f8")
@@ -253,8 +247,8 @@ async def test_keys_arriving_in_a_burst_keep_their_order(
             app.post_message(events.Key(ch if ch != " " else "space", ch))
         app.post_message(events.Key("enter", "\r"))
         await settle(app, pilot)
-        assert ("send", (_main(app).active_channel, "fast typist")) in engine.calls
-        assert _main(app).query_one(Composer).text == ""
+        assert ("send", (main_screen(app).active_channel, "fast typist")) in engine.calls
+        assert main_screen(app).query_one(Composer).text == ""
 
 
 def _has_older(log: MessageLog) -> bool:
@@ -271,7 +265,7 @@ async def test_scrolling_to_the_top_loads_older_history(app_factory: AppFactory)
     app.history_limit = 30
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
-        log = _main(app).query_one(MessageLog)
+        log = main_screen(app).query_one(MessageLog)
         assert log.message_count == 30 and _has_older(log)
         first = log.item("46")  # the oldest message shown (ids start at 1)
         assert first is not None and first.text == "message 45"
@@ -301,7 +295,7 @@ async def test_message_arriving_while_a_channel_opens_is_shown_once(
     app = app_factory(FakeFactory(engine))
     async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
         await settle(app, pilot)
-        main = _main(app)
+        main = main_screen(app)
         engine.history_gate = asyncio.Event()
         engine._messages[random.id].clear()
         main.post_message(ChannelList.Opened(random.id))
@@ -331,7 +325,7 @@ async def test_a_long_channel_opens_with_one_page_and_loads_the_rest_in_pages(
     app.history_limit = 450
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
-        log = _main(app).query_one(MessageLog)
+        log = main_screen(app).query_one(MessageLog)
         assert log.message_count == 450 and _has_older(log)
         assert sum(1 for name, _ in engine.calls if name == "history") == 5  # 100*4 + 50
         assert log.follow  # still at the newest message
