@@ -19,6 +19,7 @@ __all__ = [
     "MessageInfo",
     "OwnMessage",
     "ProposalStored",
+    "capnp_validate",
     "message_info",
     "openmls_version",
     "parse_key_package",
