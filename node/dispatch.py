@@ -23,6 +23,8 @@ from node.store import StoredEnvelope
 from proto.codec import (
     AckParams,
     AckResult,
+    CommitChannelParams,
+    CommitChannelResult,
     Device,
     EnqueueCommitParams,
     EnqueueCommitResult,
@@ -51,12 +53,16 @@ from proto.codec import (
     LogoutResult,
     PingParams,
     PingResult,
+    PostChannelParams,
+    PostChannelResult,
     RegisterDeviceParams,
     RegisterDeviceResult,
     RegisterFinishParams,
     RegisterFinishResult,
     RegisterStartParams,
     RegisterStartResult,
+    SetChannelKeyParams,
+    SetChannelKeyResult,
     UploadKeyPackagesParams,
     UploadKeyPackagesResult,
     WhoamiParams,
@@ -310,3 +316,42 @@ class NodeDispatcher:
         with self._observe("ack"):
             await self.delivery.ack(self._caller(ctx), params.upto_seq)
             return AckResult()
+
+    async def post_channel(self, ctx: CallContext, params: PostChannelParams) -> PostChannelResult:
+        """One channel message, stored once."""
+        with self._observe("postChannel"):
+            stored = await self.delivery.post_channel(
+                self._caller(ctx),
+                params.channel_id,
+                params.post_key,
+                params.recipients,
+                params.payload,
+            )
+            return PostChannelResult(stored=stored)
+
+    async def commit_channel(
+        self, ctx: CallContext, params: CommitChannelParams
+    ) -> CommitChannelResult:
+        """Epoch- and capability-checked commit, stored once."""
+        with self._observe("commitChannel"):
+            new_epoch = await self.delivery.commit_channel(
+                self._caller(ctx),
+                params.channel_id,
+                params.epoch,
+                params.post_key,
+                params.commit,
+                params.members,
+                params.welcome,
+                params.joiners,
+            )
+            return CommitChannelResult(new_epoch=new_epoch)
+
+    async def set_channel_key(
+        self, ctx: CallContext, params: SetChannelKeyParams
+    ) -> SetChannelKeyResult:
+        """The committer sets the new epoch's post capability hash."""
+        with self._observe("setChannelKey"):
+            await self.delivery.set_channel_key(
+                self._caller(ctx), params.channel_id, params.epoch, params.key_hash
+            )
+            return SetChannelKeyResult()

@@ -22,6 +22,8 @@ __all__ = [
     "METHOD_NAMES",
     "AckParams",
     "AckResult",
+    "CommitChannelParams",
+    "CommitChannelResult",
     "Device",
     "EnqueueCommitParams",
     "EnqueueCommitResult",
@@ -53,6 +55,8 @@ __all__ = [
     "Params",
     "PingParams",
     "PingResult",
+    "PostChannelParams",
+    "PostChannelResult",
     "Recipient",
     "RegisterDeviceParams",
     "RegisterDeviceResult",
@@ -63,6 +67,8 @@ __all__ = [
     "Request",
     "Response",
     "Result",
+    "SetChannelKeyParams",
+    "SetChannelKeyResult",
     "UploadKeyPackagesParams",
     "UploadKeyPackagesResult",
     "WhoamiParams",
@@ -413,6 +419,57 @@ class AckResult:
     """Empty result."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PostChannelParams:
+    """One MLS message stored once for a channel, referenced from each recipient's inbox."""
+
+    channel_id: bytes
+    post_key: bytes
+    recipients: tuple[bytes, ...]
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PostChannelResult:
+    """How many recipient inboxes took the message."""
+
+    stored: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommitChannelParams:
+    """Epoch-checked commit (and Welcome) stored once, referenced per device."""
+
+    channel_id: bytes
+    epoch: int
+    post_key: bytes
+    commit: bytes
+    members: tuple[bytes, ...]
+    welcome: bytes = b""
+    joiners: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommitChannelResult:
+    """The channel's new epoch."""
+
+    new_epoch: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetChannelKeyParams:
+    """The committer of ``epoch`` sets SHA-256 of that epoch's post capability."""
+
+    channel_id: bytes
+    epoch: int
+    key_hash: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetChannelKeyResult:
+    """Empty result."""
+
+
 Params = (
     HealthParams
     | PingParams
@@ -433,6 +490,9 @@ Params = (
     | FetchParams
     | FetchWaitParams
     | AckParams
+    | PostChannelParams
+    | CommitChannelParams
+    | SetChannelKeyParams
 )
 """Any method's parameters (the ``Request`` union)."""
 
@@ -456,6 +516,9 @@ Result = (
     | FetchResult
     | FetchWaitResult
     | AckResult
+    | PostChannelResult
+    | CommitChannelResult
+    | SetChannelKeyResult
 )
 """Any method's result (the ``Response`` union minus ``error``)."""
 
@@ -522,6 +585,9 @@ METHOD_NAMES: Final = (
     "fetch",
     "fetchWait",
     "ack",
+    "postChannel",
+    "commitChannel",
+    "setChannelKey",
 )
 """Schema names in ordinal order (the codec checks this against the schema)."""
 

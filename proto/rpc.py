@@ -20,6 +20,8 @@ from proto.codec import (
     AckParams,
     AckResult,
     CodecLimits,
+    CommitChannelParams,
+    CommitChannelResult,
     EnqueueCommitParams,
     EnqueueCommitResult,
     EnqueueParams,
@@ -46,12 +48,16 @@ from proto.codec import (
     LogoutResult,
     PingParams,
     PingResult,
+    PostChannelParams,
+    PostChannelResult,
     RegisterDeviceParams,
     RegisterDeviceResult,
     RegisterFinishParams,
     RegisterFinishResult,
     RegisterStartParams,
     RegisterStartResult,
+    SetChannelKeyParams,
+    SetChannelKeyResult,
     UploadKeyPackagesParams,
     UploadKeyPackagesResult,
     WhoamiParams,
@@ -213,6 +219,22 @@ class NodeHandler(Protocol):
 
     async def ack(self, ctx: CallContext, params: AckParams) -> AckResult:
         """Delete envelopes up to a seq."""
+        ...
+
+    async def post_channel(self, ctx: CallContext, params: PostChannelParams) -> PostChannelResult:
+        """One channel message stored once, referenced per recipient."""
+        ...
+
+    async def commit_channel(
+        self, ctx: CallContext, params: CommitChannelParams
+    ) -> CommitChannelResult:
+        """Epoch-checked commit stored once, referenced per member and joiner."""
+        ...
+
+    async def set_channel_key(
+        self, ctx: CallContext, params: SetChannelKeyParams
+    ) -> SetChannelKeyResult:
+        """The committer sets the new epoch's post capability hash."""
         ...
 
 

@@ -166,3 +166,49 @@ class NodeCalls(abc.ABC):
         """``ack``: Delete envelopes up to and including ``upto_seq``."""
         params = c.AckParams(upto_seq=upto_seq)
         return _expect(await self.call(params, auth=auth), c.AckResult)
+
+    async def post_channel(
+        self,
+        *,
+        channel_id: bytes,
+        post_key: bytes,
+        recipients: Sequence[bytes],
+        payload: bytes,
+        auth: bytes | None = b"",
+    ) -> c.PostChannelResult:
+        """``postChannel``: one MLS message stored once; sent without a token by default."""
+        params = c.PostChannelParams(
+            channel_id=channel_id, post_key=post_key, recipients=tuple(recipients), payload=payload
+        )
+        return _expect(await self.call(params, auth=auth), c.PostChannelResult)
+
+    async def commit_channel(
+        self,
+        *,
+        channel_id: bytes,
+        epoch: int,
+        post_key: bytes,
+        commit: bytes,
+        members: Sequence[bytes],
+        welcome: bytes = b"",
+        joiners: Sequence[bytes] = (),
+        auth: bytes | None = None,
+    ) -> c.CommitChannelResult:
+        """``commitChannel``: epoch-checked commit and Welcome, each stored once."""
+        params = c.CommitChannelParams(
+            channel_id=channel_id,
+            epoch=epoch,
+            post_key=post_key,
+            commit=commit,
+            members=tuple(members),
+            welcome=welcome,
+            joiners=tuple(joiners),
+        )
+        return _expect(await self.call(params, auth=auth), c.CommitChannelResult)
+
+    async def set_channel_key(
+        self, *, channel_id: bytes, epoch: int, key_hash: bytes, auth: bytes | None = None
+    ) -> c.SetChannelKeyResult:
+        """``setChannelKey``: the committer of ``epoch`` sets its post capability hash."""
+        params = c.SetChannelKeyParams(channel_id=channel_id, epoch=epoch, key_hash=key_hash)
+        return _expect(await self.call(params, auth=auth), c.SetChannelKeyResult)

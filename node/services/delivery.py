@@ -129,6 +129,134 @@ class DeliveryService:
             self._ctx.notifier.notify(recipient, envelopes)
         return result
 
+    # ---------------------------------------------------------- channel logs
+
+    def _check_members(self, devices: Sequence[bytes], what: str) -> list[bytes]:
+        limits = self._ctx.config
+        if len(devices) > limits.max_fanout:
+            raise LimitExceeded(f"at most {limits.max_fanout} {what}")
+        for device in devices:
+            check_device_id(device, what)
+        return list(dict.fromkeys(devices))  # once each, in order
+
+    def _announce(
+        self, channel_id: bytes, payload: bytes, devices: Sequence[bytes], seqs: Sequence[int]
+    ) -> None:
+        for device, seq in zip(devices, seqs, strict=True):
+            if seq:
+                self._ctx.notifier.notify(
+                    device, (StoredEnvelope(seq=seq, channel_id=channel_id, data=payload),)
+                )
+
+    async def post_channel(
+        self,
+        caller: Caller,
+        channel_id: bytes,
+        post_key: bytes,
+        recipients: Sequence[bytes],
+        payload: bytes,
+    ) -> int:
+        """Store one channel message once, referenced from each recipient inbox.
+
+        Authorised by ``post_key`` alone (the token, if any, is ignored), so
+        the node does not learn which member posts. Unknown recipients are
+        skipped like full inboxes (the poster learns nothing about devices
+        from it). Returns how many inboxes took the message.
+
+        Raises:
+            PermissionDenied: not the channel's current post key.
+            PayloadTooLarge, LimitExceeded, BadRequest, RateLimited.
+        """
+        check_channel_id(channel_id)
+        check_blob(payload, self._ctx.config.max_payload_bytes, "payload")
+        if len(post_key) != ACCESS_KEY_BYTES:
+            raise PermissionDenied("not the channel's current post key")
+        devices = self._check_members(recipients, "recipients")
+        self._ctx.limit_write(caller, None)
+        known = [d for d in devices if await self._ctx.store.get_device(d) is not None]
+        seqs = await self._ctx.store.post_channel(
+            channel_id,
+            key_hash(post_key),
+            known,
+            payload,
+            self._ctx.now_ms(),
+            self._ctx.config.max_queue_depth,
+        )
+        self._ctx.metrics.enqueued.inc(sum(1 for s in seqs if s))
+        self._announce(channel_id, payload, known, seqs)
+        return sum(1 for s in seqs if s)
+
+    async def commit_channel(
+        self,
+        caller: Caller,
+        channel_id: bytes,
+        epoch: int,
+        post_key: bytes,
+        commit: bytes,
+        members: Sequence[bytes],
+        welcome: bytes,
+        joiners: Sequence[bytes],
+    ) -> int:
+        """Sequence a commit: key and epoch check, epoch bump, commit and Welcome
+        each stored once; return the new epoch.
+
+        Raises:
+            StaleEpoch, PermissionDenied, NotFound (unknown member or joiner,
+            nothing stored), QueueFull, LimitExceeded, PayloadTooLarge, BadRequest.
+        """
+        session, device = await self._ctx.authenticate_device(caller)
+        check_channel_id(channel_id)
+        check_u64(epoch, "epoch")
+        if epoch >= MAX_STORED_INT:
+            raise BadRequest("epoch out of range")
+        limits = self._ctx.config
+        check_blob(commit, limits.max_payload_bytes, "commit")
+        if welcome:
+            check_blob(welcome, limits.max_payload_bytes, "welcome")
+        if post_key and len(post_key) != ACCESS_KEY_BYTES:
+            raise PermissionDenied("not the channel's current post key")
+        member_ids = self._check_members(members, "members")
+        joiner_ids = self._check_members(joiners, "joiners")
+        self._ctx.limit_write(caller, session.username)
+        for d in {*member_ids, *joiner_ids}:
+            if await self._ctx.store.get_device(d) is None:
+                raise NotFound("no such recipient device")
+        result = await self._ctx.store.commit_channel(
+            channel_id,
+            epoch,
+            key_hash(post_key) if post_key else None,
+            device.device_id,
+            commit,
+            member_ids,
+            welcome,
+            joiner_ids if welcome else [],
+            self._ctx.now_ms(),
+            limits.max_queue_depth,
+        )
+        self._ctx.metrics.enqueued.inc(len(result.commit_seqs) + len(result.welcome_seqs))
+        self._announce(channel_id, commit, member_ids, result.commit_seqs)
+        if welcome:
+            self._announce(channel_id, welcome, joiner_ids, result.welcome_seqs)
+        return result.new_epoch
+
+    async def set_channel_key(
+        self, caller: Caller, channel_id: bytes, epoch: int, new_key_hash: bytes
+    ) -> None:
+        """The device whose commit made ``epoch`` sets SHA-256 of its post capability.
+
+        Raises:
+            StaleEpoch, PermissionDenied, BadRequest.
+        """
+        session, device = await self._ctx.authenticate_device(caller)
+        check_channel_id(channel_id)
+        check_u64(epoch, "epoch")
+        if len(new_key_hash) != 32:
+            raise BadRequest("keyHash must be 32 bytes")
+        self._ctx.limit_write(caller, session.username)
+        await self._ctx.store.set_channel_key(
+            channel_id, min(epoch, MAX_STORED_INT), device.device_id, new_key_hash
+        )
+
     # --------------------------------------------------------------- receive
 
     def _limit(self, limit: int) -> int:

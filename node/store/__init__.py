@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from node.store.base import (
+    ChannelCommitResult,
     CommitResult,
     DeviceRecord,
     FanoutItem,
@@ -13,6 +14,7 @@ from node.store.base import (
 )
 
 __all__ = [
+    "ChannelCommitResult",
     "CommitResult",
     "DeviceRecord",
     "FanoutItem",

@@ -78,6 +78,18 @@ class CommitResult:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelCommitResult:
+    """Outcome of an accepted ``commit_channel``."""
+
+    new_epoch: int
+    """The channel's epoch after the commit."""
+    commit_seqs: tuple[int, ...]
+    """The seq of the commit in each member's inbox, in ``members`` order."""
+    welcome_seqs: tuple[int, ...]
+    """The seq of the Welcome in each joiner's inbox, in ``joiners`` order."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class KeyPackageCount:
     """Stock of a device's KeyPackages."""
 
@@ -205,20 +217,96 @@ class Store(Protocol):
 
         Raises:
             StaleEpoch: ``epoch`` is not the channel's current epoch (nothing stored).
+            PermissionDenied: the channel has post capabilities
+                (:meth:`commit_channel`); nothing stored.
             QueueFull: a recipient's inbox is full (nothing stored).
         """
         ...
 
     async def fetch(self, recipient: bytes, after_seq: int, limit: int) -> list[StoredEnvelope]:
-        """Messages with seq > ``after_seq``, in seq order, at most ``limit``."""
+        """Messages with seq > ``after_seq``, in seq order, at most ``limit``.
+
+        Inbox entries that refer to a channel payload come back with that
+        payload's channel id and bytes, like any other envelope.
+        """
         ...
 
     async def ack(self, recipient: bytes, upto_seq: int) -> int:
-        """Delete messages with seq <= ``upto_seq``; return how many."""
+        """Delete messages with seq <= ``upto_seq``; return how many.
+
+        A channel payload is deleted with the last inbox entry referring to it.
+        """
         ...
 
     async def purge_messages(self, before_ms: int) -> int:
-        """Delete messages stored before ``before_ms``; return how many."""
+        """Delete messages and channel payloads stored before ``before_ms``;
+        return how many inbox messages."""
+        ...
+
+    # -- channel logs (docs/PROTOCOL.md, "Channel logs")
+    async def post_channel(
+        self,
+        channel_id: bytes,
+        key_hash: bytes,
+        recipients: Sequence[bytes],
+        payload: bytes,
+        now_ms: int,
+        max_depth: int,
+    ) -> tuple[int, ...]:
+        """Store ``payload`` once and append a reference to it to each recipient's inbox.
+
+        ``key_hash`` (SHA-256 of the post capability presented) must equal the
+        channel's key for its current epoch (constant-time compare), checked
+        in the same transaction as the write. Returns the seq per recipient,
+        0 where the inbox already held ``max_depth`` messages (skipped). With
+        every inbox full nothing is stored.
+
+        Raises:
+            PermissionDenied: no such channel, no key set for its current
+                epoch, or a different key (nothing stored; not distinguished).
+        """
+        ...
+
+    async def commit_channel(
+        self,
+        channel_id: bytes,
+        epoch: int,
+        key_hash: bytes | None,
+        committer: bytes,
+        commit: bytes,
+        members: Sequence[bytes],
+        welcome: bytes,
+        joiners: Sequence[bytes],
+        now_ms: int,
+        max_depth: int,
+    ) -> ChannelCommitResult:
+        """Sequence a commit of a channel with capabilities, atomically.
+
+        Checks ``epoch`` and ``key_hash`` against the channel, bumps the epoch
+        to ``epoch + 1``, clears the key (the new epoch's key is set by
+        ``committer`` with :meth:`set_channel_key`), stores ``commit`` once
+        referred to by every ``members`` inbox and ``welcome`` (when not
+        empty) once referred to by every ``joiners`` inbox. An unknown
+        channel is created at ``epoch + 1`` without a key check.
+
+        Raises:
+            StaleEpoch: ``epoch`` is not current (nothing stored).
+            PermissionDenied: wrong or missing key, or a channel made by
+                :meth:`enqueue_commit` (nothing stored).
+            QueueFull: a recipient inbox is full (nothing stored).
+        """
+        ...
+
+    async def set_channel_key(
+        self, channel_id: bytes, epoch: int, committer: bytes, key_hash: bytes
+    ) -> None:
+        """Set SHA-256 of ``epoch``'s post capability.
+
+        Raises:
+            StaleEpoch: ``epoch`` is not the channel's current epoch.
+            PermissionDenied: ``committer`` did not make the current epoch, or
+                its key is set already.
+        """
         ...
 
     async def queued_total(self) -> int:

@@ -74,6 +74,7 @@ import aiosqlite
 
 from node.store import sqlite_ops as ops
 from node.store.base import (
+    ChannelCommitResult,
     CommitResult,
     DeviceRecord,
     FanoutItem,
@@ -614,12 +615,78 @@ class SqliteStore:
         result: CommitResult = await self._write("enqueue_commit", op)
         return result
 
+    async def post_channel(
+        self,
+        channel_id: bytes,
+        key_hash: bytes,
+        recipients: Sequence[bytes],
+        payload: bytes,
+        now_ms: int,
+        max_depth: int,
+    ) -> tuple[int, ...]:
+        """Capability check, the message once, one reference per inbox."""
+        op = functools.partial(
+            ops.post_channel,
+            channel_id=channel_id,
+            key_hash=key_hash,
+            recipients=list(recipients),
+            payload=payload,
+            now_ms=now_ms,
+            max_depth=max_depth,
+        )
+        result: tuple[int, ...] = await self._write("post_channel", op)
+        return result
+
+    async def commit_channel(
+        self,
+        channel_id: bytes,
+        epoch: int,
+        key_hash: bytes | None,
+        committer: bytes,
+        commit: bytes,
+        members: Sequence[bytes],
+        welcome: bytes,
+        joiners: Sequence[bytes],
+        now_ms: int,
+        max_depth: int,
+    ) -> ChannelCommitResult:
+        """Capability and epoch check, epoch bump, commit and Welcome stored once."""
+        op = functools.partial(
+            ops.commit_channel,
+            channel_id=channel_id,
+            epoch=epoch,
+            key_hash=key_hash,
+            committer=committer,
+            commit=commit,
+            members=list(members),
+            welcome=welcome,
+            joiners=list(joiners),
+            now_ms=now_ms,
+            max_depth=max_depth,
+        )
+        result: ChannelCommitResult = await self._write("commit_channel", op)
+        return result
+
+    async def set_channel_key(
+        self, channel_id: bytes, epoch: int, committer: bytes, key_hash: bytes
+    ) -> None:
+        """The committer of ``epoch`` sets its post capability hash."""
+        op = functools.partial(
+            ops.set_channel_key,
+            channel_id=channel_id,
+            epoch=epoch,
+            committer=committer,
+            key_hash=key_hash,
+        )
+        await self._write("set_channel_key", op)
+
     async def fetch(self, recipient: bytes, after_seq: int, limit: int) -> list[StoredEnvelope]:
-        """Messages after ``after_seq`` in seq order."""
+        """Messages after ``after_seq`` in seq order (channel references resolved)."""
         rows = await self._read(
             "fetch",
-            "SELECT seq, channel_id, payload FROM messages"
-            " WHERE recipient = ? AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT m.seq, COALESCE(p.channel_id, m.channel_id), COALESCE(p.payload, m.payload)"
+            " FROM messages AS m LEFT JOIN channel_payloads AS p ON p.id = m.payload_id"
+            " WHERE m.recipient = ? AND m.seq > ? ORDER BY m.seq LIMIT ?",
             (recipient, after_seq, limit),
         )
         return [

@@ -10,6 +10,7 @@ in the batch's transaction.
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import logging
 import sqlite3
 import time
@@ -18,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import migrations
-from node.store.base import CommitResult, DeviceRecord, FanoutItem
-from proto.errors import AlreadyExists, LimitExceeded, QueueFull, StaleEpoch
+from node.store.base import ChannelCommitResult, CommitResult, DeviceRecord, FanoutItem
+from proto.errors import AlreadyExists, LimitExceeded, PermissionDenied, QueueFull, StaleEpoch
 
 log = logging.getLogger(__name__)
 
@@ -385,8 +386,14 @@ def enqueue_commit(
     now_ms: int,
     max_depth: int,
 ) -> CommitResult:
-    """Epoch check, epoch bump and the whole fan-out, or nothing."""
-    row = _one(db, "SELECT epoch FROM channels WHERE channel_id = ?", (channel_id,))
+    """Epoch check, epoch bump and the whole fan-out, or nothing.
+
+    A channel with post capabilities (``commit_channel``) refuses it with
+    :class:`PermissionDenied`: this call checks none.
+    """
+    row = _channel(db, channel_id)
+    if row is not None and (row[1] is not None or row[3] is not None):
+        raise PermissionDenied("channel uses commitChannel")
     if row is not None and int(row[0]) != epoch:
         raise StaleEpoch(f"channel is at epoch {row[0]}")
     extra: dict[bytes, int] = {}
@@ -410,12 +417,189 @@ def enqueue_commit(
 
 
 def ack(db: sqlite3.Connection, recipient: bytes, upto_seq: int) -> int:
-    """Delete an inbox's messages up to ``upto_seq``."""
-    return db.execute(
-        "DELETE FROM messages WHERE recipient = ? AND seq <= ?", (recipient, upto_seq)
-    ).rowcount
+    """Delete an inbox's messages up to ``upto_seq``, and every channel payload
+    no inbox refers to any more."""
+    rows = db.execute(
+        "DELETE FROM messages WHERE recipient = ? AND seq <= ? RETURNING payload_id",
+        (recipient, upto_seq),
+    ).fetchall()
+    shared = {int(r[0]) for r in rows if r[0] is not None}
+    for payload_id in shared:
+        db.execute(
+            "DELETE FROM channel_payloads WHERE id = ?"
+            " AND NOT EXISTS (SELECT 1 FROM messages WHERE payload_id = ?)",
+            (payload_id, payload_id),
+        )
+    return len(rows)
 
 
 def purge_messages(db: sqlite3.Connection, before_ms: int) -> int:
-    """Delete messages stored before ``before_ms``."""
-    return db.execute("DELETE FROM messages WHERE created_ms < ?", (before_ms,)).rowcount
+    """Delete messages (and channel payloads) stored before ``before_ms``."""
+    n = db.execute("DELETE FROM messages WHERE created_ms < ?", (before_ms,)).rowcount
+    db.execute("DELETE FROM channel_payloads WHERE created_ms < ?", (before_ms,))
+    return n
+
+
+# ------------------------------------------------------------- channel logs
+
+
+def _channel(db: sqlite3.Connection, channel_id: bytes) -> tuple[Any, ...] | None:
+    """(epoch, key_hash, key_epoch, committer) of a channel, or None."""
+    return _one(
+        db,
+        "SELECT epoch, key_hash, key_epoch, committer FROM channels WHERE channel_id = ?",
+        (channel_id,),
+    )
+
+
+def _key_ok(row: tuple[Any, ...] | None, key_hash: bytes) -> bool:
+    """Whether ``key_hash`` is the channel's current post capability hash."""
+    if row is None or row[1] is None or row[2] != row[0]:
+        return False
+    return hmac.compare_digest(bytes(row[1]), key_hash)
+
+
+def _store_shared(
+    db: sqlite3.Connection,
+    channel_id: bytes,
+    payload: bytes,
+    recipients: Sequence[bytes],
+    now_ms: int,
+    max_depth: int | None,
+) -> tuple[int, list[int]]:
+    """Store ``payload`` once and one reference per recipient inbox.
+
+    Returns (payload id, seq per recipient; 0 where the inbox was full).
+    """
+    row = _one(
+        db,
+        "INSERT INTO channel_payloads (channel_id, payload, created_ms) VALUES (?, ?, ?)"
+        " RETURNING id",
+        (channel_id, payload, now_ms),
+    )
+    assert row is not None
+    payload_id = int(row[0])
+    seqs: list[int] = []
+    refs: list[tuple[bytes, int, int, int]] = []
+    for recipient in recipients:
+        seq = _next_seq(db, recipient, max_depth)
+        seqs.append(seq or 0)
+        if seq is not None:
+            refs.append((recipient, now_ms, seq, payload_id))
+    for start in range(0, len(refs), ROWS_PER_INSERT):
+        chunk = refs[start : start + ROWS_PER_INSERT]
+        db.execute(
+            "INSERT INTO messages (recipient, channel_id, payload, created_ms, seq, payload_id)"  # noqa: S608
+            " VALUES " + ", ".join(["(?, x'', x'', ?, ?, ?)"] * len(chunk)),
+            [v for r in chunk for v in r],
+        )
+    if not refs:
+        db.execute("DELETE FROM channel_payloads WHERE id = ?", (payload_id,))
+    return payload_id, seqs
+
+
+def _next_seq(db: sqlite3.Connection, recipient: bytes, max_depth: int | None) -> int | None:
+    """Take the inbox's next seq unless it holds ``max_depth`` messages (see :func:`append`)."""
+    limit = 2**62 if max_depth is None else max_depth
+    row = _one(
+        db,
+        "INSERT INTO delivery_seq_counters (recipient, last_seq) VALUES (?, 1)"
+        " ON CONFLICT (recipient) DO UPDATE SET last_seq = last_seq + 1"
+        " WHERE last_seq + 1 - COALESCE((SELECT MIN(seq) FROM messages"
+        " WHERE recipient = excluded.recipient), last_seq + 1) < ?"
+        " RETURNING last_seq",
+        (recipient, limit),
+    )
+    return None if row is None else int(row[0])
+
+
+def post_channel(
+    db: sqlite3.Connection,
+    channel_id: bytes,
+    key_hash: bytes,
+    recipients: Sequence[bytes],
+    payload: bytes,
+    now_ms: int,
+    max_depth: int,
+) -> tuple[int, ...]:
+    """Check the post capability, store the message once, refer to it per recipient.
+
+    A full inbox is skipped (seq 0): one device offline for long must not
+    stop its group. :class:`PermissionDenied` when the capability is not the
+    channel's current one (nothing stored).
+    """
+    if not _key_ok(_channel(db, channel_id), key_hash):
+        raise PermissionDenied("not the channel's current post key")
+    _, seqs = _store_shared(db, channel_id, payload, recipients, now_ms, max_depth)
+    return tuple(seqs)
+
+
+def commit_channel(
+    db: sqlite3.Connection,
+    channel_id: bytes,
+    epoch: int,
+    key_hash: bytes | None,
+    committer: bytes,
+    commit: bytes,
+    members: Sequence[bytes],
+    welcome: bytes,
+    joiners: Sequence[bytes],
+    now_ms: int,
+    max_depth: int,
+) -> ChannelCommitResult:
+    """Capability and epoch check, epoch bump, commit and Welcome each stored once.
+
+    All or nothing: :class:`StaleEpoch` (wrong epoch), :class:`PermissionDenied`
+    (not the current post key of a keyed channel, or a channel without
+    capabilities), :class:`QueueFull` (a recipient inbox is full).
+    """
+    row = _channel(db, channel_id)
+    if row is not None:
+        if row[1] is None and row[3] is None:
+            raise PermissionDenied("channel was made without post capabilities")
+        if int(row[0]) != epoch:
+            raise StaleEpoch(f"channel is at epoch {row[0]}")
+        if key_hash is None or not _key_ok(row, key_hash):
+            raise PermissionDenied("not the channel's current post key")
+    extra: dict[bytes, int] = {}
+    for r in [*members, *(joiners if welcome else ())]:
+        extra[r] = extra.get(r, 0) + 1
+    for recipient, n in extra.items():
+        if depth(db, recipient) + n > max_depth:
+            raise QueueFull("a recipient inbox is full")
+    db.execute(
+        "INSERT INTO channels (channel_id, epoch, updated_ms, key_hash, key_epoch, committer)"
+        " VALUES (?, ?, ?, NULL, NULL, ?)"
+        " ON CONFLICT (channel_id) DO UPDATE SET epoch = excluded.epoch,"
+        " updated_ms = excluded.updated_ms, key_hash = NULL, key_epoch = NULL,"
+        " committer = excluded.committer",
+        (channel_id, epoch + 1, now_ms, committer),
+    )
+    commit_seqs: list[int] = []
+    welcome_seqs: list[int] = []
+    if members:
+        _, commit_seqs = _store_shared(db, channel_id, commit, members, now_ms, None)
+    if welcome and joiners:
+        _, welcome_seqs = _store_shared(db, channel_id, welcome, joiners, now_ms, None)
+    return ChannelCommitResult(
+        new_epoch=epoch + 1, commit_seqs=tuple(commit_seqs), welcome_seqs=tuple(welcome_seqs)
+    )
+
+
+def set_channel_key(
+    db: sqlite3.Connection, channel_id: bytes, epoch: int, committer: bytes, key_hash: bytes
+) -> None:
+    """Set the post capability hash of ``epoch``: only by its committer, only once.
+
+    :class:`StaleEpoch` when ``epoch`` is not current; :class:`PermissionDenied`
+    from another device or when the key is already set.
+    """
+    row = _channel(db, channel_id)
+    if row is None or int(row[0]) != epoch:
+        raise StaleEpoch("not the channel's current epoch")
+    if row[3] is None or not hmac.compare_digest(bytes(row[3]), committer) or row[1] is not None:
+        raise PermissionDenied("only the committer of this epoch sets its key, once")
+    db.execute(
+        "UPDATE channels SET key_hash = ?, key_epoch = ? WHERE channel_id = ?",
+        (key_hash, epoch, channel_id),
+    )

@@ -186,6 +186,39 @@ struct FetchWaitResult { envelopes @0 :List(Envelope); }
 struct AckParams { uptoSeq @0 :UInt64; }
 struct AckResult {}
 
+struct PostChannelParams {
+  # One MLS message for a channel, stored once and referenced from each
+  # recipient's inbox. Sent without a session token: postKey authorises.
+  channelId @0 :Data;
+  postKey @1 :Data;        # 32 bytes: the channel's post capability this epoch
+  recipients @2 :List(Data); # deviceIds
+  payload @3 :Data;        # the MLS message (not sealed per device)
+}
+struct PostChannelResult {
+  stored @0 :UInt32;       # recipients whose inbox took it (full inboxes are skipped)
+}
+
+struct CommitChannelParams {
+  # Epoch-checked commit stored once, referenced by every member device; the
+  # Welcome stored once, referenced by every joining device.
+  channelId @0 :Data;
+  epoch @1 :UInt64;
+  postKey @2 :Data;        # the current epoch's post capability (empty: new channel)
+  commit @3 :Data;
+  members @4 :List(Data);  # deviceIds that get the commit
+  welcome @5 :Data;        # empty = none
+  joiners @6 :List(Data);  # deviceIds that get the Welcome
+}
+struct CommitChannelResult { newEpoch @0 :UInt64; }
+
+struct SetChannelKeyParams {
+  # By the device whose commit made `epoch`: SHA-256 of the new post capability.
+  channelId @0 :Data;
+  epoch @1 :UInt64;
+  keyHash @2 :Data;        # 32 bytes
+}
+struct SetChannelKeyResult {}
+
 # ------------------------------------------------------------ wire messages
 
 struct Request {
@@ -210,6 +243,9 @@ struct Request {
     fetch @17 :FetchParams;
     fetchWait @18 :FetchWaitParams;
     ack @19 :AckParams;
+    postChannel @20 :PostChannelParams;
+    commitChannel @21 :CommitChannelParams;
+    setChannelKey @22 :SetChannelKeyParams;
   }
 }
 
@@ -235,6 +271,9 @@ struct Response {
     fetch @17 :FetchResult;
     fetchWait @18 :FetchWaitResult;
     ack @19 :AckResult;
+    postChannel @20 :PostChannelResult;
+    commitChannel @21 :CommitChannelResult;
+    setChannelKey @22 :SetChannelKeyResult;
   }
 }
 
@@ -262,4 +301,7 @@ interface NodeService {
   fetch @16 FetchParams -> FetchResult;
   fetchWait @17 FetchWaitParams -> FetchWaitResult;  # streaming: many results
   ack @18 AckParams -> AckResult;
+  postChannel @19 PostChannelParams -> PostChannelResult;
+  commitChannel @20 CommitChannelParams -> CommitChannelResult;
+  setChannelKey @21 SetChannelKeyParams -> SetChannelKeyResult;
 }

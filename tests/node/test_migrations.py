@@ -35,7 +35,11 @@ async def test_empty_database(tmp_path: Path) -> None:
     path = tmp_path / "n.db"
     store = await SqliteStore.open(path)
     await store.close()
-    assert _ledger(path) == [(1, "001_initial.sql"), (2, "002_add_seq.sql")]
+    assert _ledger(path) == [
+        (1, "001_initial.sql"),
+        (2, "002_add_seq.sql"),
+        (3, "003_channel_log.sql"),
+    ]
     with sqlite3.connect(path) as db:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -50,10 +54,11 @@ async def test_empty_database(tmp_path: Path) -> None:
         "channels",
         "delivery_seq_counters",
         "node_secrets",
+        "channel_payloads",
     } <= tables
     store = await SqliteStore.open(path)  # re-opening applies nothing new
     await store.close()
-    assert len(_ledger(path)) == 2
+    assert len(_ledger(path)) == 3
 
 
 async def test_version_one_database_with_data(tmp_path: Path) -> None:
@@ -84,7 +89,11 @@ async def test_version_one_database_with_data(tmp_path: Path) -> None:
 
     store = await SqliteStore.open(path)
     try:
-        assert _ledger(path) == [(1, "001_initial.sql"), (2, "002_add_seq.sql")]
+        assert _ledger(path) == [
+            (1, "001_initial.sql"),
+            (2, "002_add_seq.sql"),
+            (3, "003_channel_log.sql"),
+        ]
         got_a = await store.fetch(A, 0, 10)
         got_b = await store.fetch(B, 0, 10)
         assert [(e.seq, e.data) for e in got_a] == [(1, b"m0"), (2, b"m2"), (3, b"m4")]

@@ -52,6 +52,19 @@ PARAMS: dict[str, c.Params] = {
     "fetch": c.FetchParams(after_seq=5, limit=100),
     "fetchWait": c.FetchWaitParams(after_seq=6, timeout_ms=30_000),
     "ack": c.AckParams(upto_seq=2**64 - 1),
+    "postChannel": c.PostChannelParams(
+        channel_id=b"chan-1", post_key=b"P" * 32, recipients=(DEV, b"x" * 32), payload=b"mls"
+    ),
+    "commitChannel": c.CommitChannelParams(
+        channel_id=b"chan-1",
+        epoch=7,
+        post_key=b"P" * 32,
+        commit=b"commit",
+        members=(DEV,),
+        welcome=b"welcome",
+        joiners=(b"x" * 32,),
+    ),
+    "setChannelKey": c.SetChannelKeyParams(channel_id=b"chan-1", epoch=8, key_hash=b"H" * 32),
 }
 
 RESULTS: dict[str, c.Result] = {
@@ -81,6 +94,9 @@ RESULTS: dict[str, c.Result] = {
     "fetch": c.FetchResult(envelopes=(ENV, c.Envelope(seq=8, channel_id=b"c2", data=b""))),
     "fetchWait": c.FetchWaitResult(envelopes=(ENV,)),
     "ack": c.AckResult(),
+    "postChannel": c.PostChannelResult(stored=2),
+    "commitChannel": c.CommitChannelResult(new_epoch=8),
+    "setChannelKey": c.SetChannelKeyResult(),
 }
 
 ERROR = c.ErrorInfo(code=ErrorCode.RATE_LIMITED, message="slow down", retry_after_ms=1500)

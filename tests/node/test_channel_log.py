@@ -1,0 +1,188 @@
+"""Channel logs: one stored ciphertext, a reference per inbox, post capabilities.
+
+The store tests take the ``store`` fixture, the one place that names a
+backend, so a second backend joins by parametrising that fixture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from node.embedded import EmbeddedNode
+from node.store import Store
+from node.store.sqlite import SqliteStore
+from proto.errors import PermissionDenied, StaleEpoch
+from tests.node.helpers import make_account
+
+A, B, C = b"a" * 32, b"b" * 32, b"c" * 32
+K1, K2 = b"1" * 32, b"2" * 32
+CH = b"chan"
+
+
+def h(key: bytes) -> bytes:
+    return hashlib.sha256(key).digest()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = await SqliteStore.open(tmp_path / "n.db")
+    yield s
+    await s.close()
+
+
+async def _keyed(store: Store, *, members: list[bytes]) -> None:
+    """A channel at epoch 1 made by A, whose post key is K1."""
+    r = await store.commit_channel(CH, 0, None, A, b"commit0", members, b"", [], 1, 100)
+    assert r.new_epoch == 1
+    await store.set_channel_key(CH, 1, A, h(K1))
+
+
+async def test_post_stored_once_and_read_by_each(store: Store, tmp_path: Path) -> None:
+    await _keyed(store, members=[B, C])
+    seqs = await store.post_channel(CH, h(K1), [B, C], b"m" * 1000, 2, 100)
+    assert seqs == (2, 2)
+    for dev in (B, C):
+        got = await store.fetch(dev, 1, 10)
+        assert [(e.seq, e.channel_id, e.data) for e in got] == [(2, CH, b"m" * 1000)]
+    if isinstance(store, SqliteStore):  # the bytes are on disk once
+        with sqlite3.connect(tmp_path / "n.db") as db:
+            n = db.execute("SELECT COUNT(*) FROM channel_payloads WHERE length(payload) = 1000")
+            assert n.fetchone()[0] == 1
+            inline = db.execute("SELECT SUM(length(payload)) FROM messages").fetchone()[0]
+            assert inline == 0
+
+
+async def test_payload_dropped_when_every_reader_acked(store: Store, tmp_path: Path) -> None:
+    await _keyed(store, members=[B, C])
+    await store.post_channel(CH, h(K1), [B, C], b"x", 2, 100)
+    await store.ack(B, 10)
+    assert [e.data for e in await store.fetch(C, 1, 10)] == [b"x"]  # C still reads it
+    await store.ack(C, 10)
+    assert await store.fetch(C, 0, 10) == []
+    if isinstance(store, SqliteStore):
+        with sqlite3.connect(tmp_path / "n.db") as db:
+            assert db.execute("SELECT COUNT(*) FROM channel_payloads").fetchone()[0] == 0
+
+
+async def test_retention_drops_payloads(store: Store, tmp_path: Path) -> None:
+    await _keyed(store, members=[B])
+    await store.post_channel(CH, h(K1), [B], b"x", 5, 100)
+    assert await store.purge_messages(10) == 2  # the commit and the post
+    assert await store.fetch(B, 0, 10) == []
+    if isinstance(store, SqliteStore):
+        with sqlite3.connect(tmp_path / "n.db") as db:
+            assert db.execute("SELECT COUNT(*) FROM channel_payloads").fetchone()[0] == 0
+
+
+async def test_post_needs_the_current_key(store: Store) -> None:
+    with pytest.raises(PermissionDenied):  # no such channel
+        await store.post_channel(CH, h(K1), [B], b"x", 2, 100)
+    await store.commit_channel(CH, 0, None, A, b"c", [B], b"", [], 1, 100)
+    with pytest.raises(PermissionDenied):  # key not set yet for epoch 1
+        await store.post_channel(CH, h(K1), [B], b"x", 2, 100)
+    await store.set_channel_key(CH, 1, A, h(K1))
+    with pytest.raises(PermissionDenied):
+        await store.post_channel(CH, h(K2), [B], b"x", 2, 100)
+    assert await store.post_channel(CH, h(K1), [B], b"x", 2, 100) == (2,)
+
+
+async def test_commit_rotates_the_key(store: Store) -> None:
+    await _keyed(store, members=[B, C])
+    with pytest.raises(StaleEpoch):
+        await store.commit_channel(CH, 0, h(K1), B, b"c", [A], b"", [], 2, 100)
+    with pytest.raises(PermissionDenied):  # right epoch, wrong key
+        await store.commit_channel(CH, 1, h(K2), B, b"c", [A], b"", [], 2, 100)
+    r = await store.commit_channel(CH, 1, h(K1), B, b"c1", [A, C], b"w", [C], 2, 100)
+    assert r.new_epoch == 2 and r.commit_seqs == (1, 2) and r.welcome_seqs == (3,)
+    # the old key posts no more; only B, the committer, sets the new one, once
+    with pytest.raises(PermissionDenied):
+        await store.post_channel(CH, h(K1), [A], b"x", 3, 100)
+    with pytest.raises(PermissionDenied):
+        await store.set_channel_key(CH, 2, A, h(K2))
+    with pytest.raises(StaleEpoch):
+        await store.set_channel_key(CH, 1, B, h(K2))
+    await store.set_channel_key(CH, 2, B, h(K2))
+    with pytest.raises(PermissionDenied):
+        await store.set_channel_key(CH, 2, B, h(K1))
+    assert await store.post_channel(CH, h(K2), [A], b"x", 3, 100) == (2,)
+    assert [e.data for e in await store.fetch(C, 0, 10)] == [b"commit0", b"c1", b"w"]
+
+
+async def test_full_inbox_is_skipped_not_fatal(store: Store) -> None:
+    await _keyed(store, members=[B, C])
+    for _ in range(2):
+        await store.enqueue(B, b"dm", b"d", 1, 3)
+    assert await store.post_channel(CH, h(K1), [B, C], b"x", 2, 3) == (0, 2)
+    assert [e.data for e in await store.fetch(C, 1, 10)] == [b"x"]
+
+
+async def test_enqueue_commit_cannot_bypass_keys(store: Store) -> None:
+    from node.store import FanoutItem
+
+    await _keyed(store, members=[B])
+    with pytest.raises(PermissionDenied):
+        await store.enqueue_commit(CH, 1, [FanoutItem(recipient=B, payload=b"x")], 2, 100)
+    # and a channel made by enqueueCommit takes no commitChannel
+    await store.enqueue_commit(b"old", 0, [], 1, 100)
+    with pytest.raises(PermissionDenied):
+        await store.commit_channel(b"old", 1, None, A, b"c", [B], b"", [], 2, 100)
+
+
+# ------------------------------------------------------------- over the wire
+
+
+async def test_removed_member_can_neither_post_nor_read(node: EmbeddedNode) -> None:
+    """Over QUIC: posts need no token (sealed sender) but the current key."""
+    alice = await make_account(node, "alice")
+    bob = await make_account(node, "bob")
+    carol = await make_account(node, "carol")
+    try:
+        devs = [bob.device_id, carol.device_id]
+        r = await alice.client.commit_channel(
+            channel_id=CH,
+            epoch=0,
+            post_key=b"",
+            commit=b"add",
+            members=[],
+            welcome=b"w",
+            joiners=devs,
+        )
+        assert r.new_epoch == 1
+        await alice.client.set_channel_key(channel_id=CH, epoch=1, key_hash=h(K1))
+        with pytest.raises(PermissionDenied):  # only the committer sets the key
+            await bob.client.set_channel_key(channel_id=CH, epoch=1, key_hash=h(K2))
+        res = await bob.client.post_channel(
+            channel_id=CH,
+            post_key=K1,
+            recipients=[alice.device_id, carol.device_id],
+            payload=b"hi",
+        )
+        assert res.stored == 2
+        # alice removes carol: the commit goes to bob and carol, the key rotates
+        await alice.client.commit_channel(
+            channel_id=CH, epoch=1, post_key=K1, commit=b"remove", members=devs
+        )
+        await alice.client.set_channel_key(channel_id=CH, epoch=2, key_hash=h(K2))
+        with pytest.raises(PermissionDenied):  # carol holds only the old key
+            await carol.client.post_channel(
+                channel_id=CH, post_key=K1, recipients=[alice.device_id], payload=b"x"
+            )
+        with pytest.raises(PermissionDenied):  # nor may she commit
+            await carol.client.commit_channel(
+                channel_id=CH, epoch=2, post_key=K1, commit=b"c", members=[alice.device_id]
+            )
+        await bob.client.post_channel(
+            channel_id=CH, post_key=K2, recipients=[alice.device_id], payload=b"after"
+        )
+        got = await carol.client.fetch(after_seq=0, limit=10)
+        assert [e.data for e in got.envelopes] == [b"w", b"hi", b"remove"]
+        got = await alice.client.fetch(after_seq=0, limit=10)
+        assert [e.data for e in got.envelopes] == [b"hi", b"after"]
+    finally:
+        for a in (alice, bob, carol):
+            await a.client.close()
