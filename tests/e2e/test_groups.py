@@ -10,10 +10,10 @@ import pytest
 
 from node.embedded import EmbeddedNode
 from proto import mls
-from proto.crypto.envelope import ContentType, open_envelope
-from proto.errors import LocalError, MlsError
+from proto.errors import LocalError, MlsError, PermissionDenied
 from tests.e2e.helpers import group_of, new_user
 from tui.client.engine import Engine
+from tui.client.sending import post_key
 
 pytestmark = [pytest.mark.network]
 
@@ -34,6 +34,8 @@ async def test_three_party_group_with_remove(
         got = {(m.sender, m.text) for m in await e.sync()}
         assert got == {(o.user, f"hi from {o.user}") for o in members if o is not e}
 
+    cid = bytes.fromhex(chan)
+    carol_key = post_key(carol.mls.load_group(cid))  # what carol holds before removal
     await alice.remove(chan, ["carol"])
     await bob.sync()
     assert [m.user for m in await bob.members(chan)] == ["alice", "bob"]
@@ -43,21 +45,29 @@ async def test_three_party_group_with_remove(
         await carol.send(chan, "still here?")
 
     # A message after the removal: bob reads it; carol's MLS state cannot,
-    # even when handed the ciphertext (taken from bob's envelope).
+    # even when handed the ciphertext (taken from bob's inbox, where the
+    # channel log entry is the MLS PrivateMessage itself).
     await alice.send(chan, "after carol left")
     raw = await (await bob.rpc()).fetch(after_seq=bob.state.cursor, limit=10)
     assert len(raw.envelopes) == 1
-    opened = open_envelope(
-        raw.envelopes[0].data,
-        recipient_key=bob.hybrid,
-        recipient_id=bob.device_id,
-        channel_id=bytes.fromhex(chan),
-    )
-    assert opened.content_type == ContentType.MLS_APPLICATION
+    body = raw.envelopes[0].data
+    assert mls.message_info(body).kind == "private_message"
     with pytest.raises(MlsError):
-        carol.mls.load_group(bytes.fromhex(chan)).process(opened.body)
+        carol.mls.load_group(bytes.fromhex(chan)).process(body)
     assert [m.text for m in await bob.sync()] == ["after carol left"]
     assert await carol.sync() == []
+    # nor can she post: the key she held is not the new epoch's (OpenMLS
+    # derives nothing for her any more), and nothing new reaches her inbox
+    with pytest.raises(MlsError):
+        post_key(carol.mls.load_group(cid))
+    with pytest.raises(PermissionDenied):
+        await (await carol.rpc()).post_channel(
+            channel_id=cid,
+            post_key=carol_key,
+            recipients=[alice.device_id, bob.device_id],
+            payload=body,
+        )
+    assert (await (await carol.rpc()).fetch(after_seq=carol.state.cursor, limit=10)).envelopes == ()
     assert "after carol left" not in [m.text for m in await carol.history(chan)]
 
 

@@ -49,23 +49,28 @@ async def test_sealed_sender_rows_hold_no_sender_and_forgery_is_rejected(
     assert alice.state.devices[bob.device_id.hex()].access_key == bob.state.access_key
     assert bob.state.devices[alice.device_id.hex()].access_key == alice.state.access_key
 
+    # A group message goes to the channel log once, without a session token:
+    # the epoch's post key authorises it, so the node learns no sender.
     calls: list[dict[str, Any]] = []
-    original = RpcClient.enqueue
+    original_post = RpcClient.post_channel
 
     async def spy(self: RpcClient, **kw: Any) -> Any:
         calls.append(kw)
-        return await original(self, **kw)
+        return await original_post(self, **kw)
 
-    monkeypatch.setattr(RpcClient, "enqueue", spy)
+    monkeypatch.setattr(RpcClient, "post_channel", spy)
     await bob.send(chan, "sealed hello")
-    assert len(calls) == 1 and calls[0]["auth"] == b"" and len(calls[0]["access_key"]) == 32
+    assert len(calls) == 1 and calls[0]["auth"] == b"" and len(calls[0]["post_key"]) == 32
+    assert calls[0]["recipients"] == [alice.device_id]
 
     with sqlite3.connect(tmp_path / "node" / "node.db") as db:
-        cols = [r[1] for r in db.execute("PRAGMA table_info(messages)")]
-        assert not any("sender" in c for c in cols)
+        for table in ("messages", "channel_payloads"):
+            cols = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+            assert not any("sender" in c for c in cols)
         rows = db.execute("SELECT * FROM messages").fetchall()
-    assert len(rows) == 1
-    blob = b"".join(v if isinstance(v, bytes) else str(v).encode() for v in rows[0])
+        rows += db.execute("SELECT * FROM channel_payloads").fetchall()
+    assert len(rows) == 2  # alice's inbox entry and the one stored message
+    blob = b"".join(v if isinstance(v, bytes) else str(v).encode() for r in rows for v in r)
     for secret in (bob.device_id, b"bob", bytes.fromhex(bob.state.token), b"sealed hello"):
         assert secret not in blob
     assert [m.text for m in await alice.sync()] == ["sealed hello"]
@@ -76,8 +81,8 @@ async def test_sealed_sender_rows_hold_no_sender_and_forgery_is_rejected(
     forged = _forged(
         bob.device_id, alice.hybrid.public_key, alice.device_id, bytes.fromhex(chan), body
     )
-    await original(
-        await bob.rpc(), recipient=alice.device_id, channel_id=bytes.fromhex(chan), payload=forged
+    await (await bob.rpc()).enqueue(
+        recipient=alice.device_id, channel_id=bytes.fromhex(chan), payload=forged
     )
     assert await alice.sync() == []
     assert "BadSignature" in caplog.text

@@ -53,6 +53,8 @@ CRASH_ENV = "QPC_TEST_CRASH"
 MAX_HELD = 1000
 """Most future-epoch envelopes held at once (the oldest are dropped beyond)."""
 FETCH_LIMIT = 500
+CHANNEL_ENTRY_FIRST_BYTE = b"\x00"
+"""First byte of an MLSMessage (version mls10 = 0x0001); a sealed envelope starts with 0x01."""
 ACK_DELAY_S = 0.05
 """How long the live subscription coalesces saves and acks."""
 
@@ -70,6 +72,8 @@ class Delivery(Views):
         self.leave_requests: set[bytes] = set()
         """Channels with a pending remove proposal to commit."""
         self._inflight: set[int] = set()
+        self._keys_due: set[bytes] = set()
+        """Channels whose post key we, their committer, still have to set."""
         self._flush_task: asyncio.Task[None] | None = None
         self._stored: list[tuple[ChatMessage, asyncio.Future[int]]] = []
         """History appends of the current batch, queued and not yet awaited."""
@@ -180,18 +184,48 @@ class Delivery(Views):
                 await (await self.rpc()).ack(upto_seq=upto)
                 self.state.acked = max(self.state.acked, upto)
 
+    def _open_channel_entry(self, env: Envelope) -> OpenedEnvelope | None:
+        """A channel-log entry: the MLS message itself, stored once for every
+        reader (docs/PROTOCOL.md, "Channel logs"). No outer envelope, so no
+        outer sender (``sender`` is empty); MLS authenticates the content."""
+        try:
+            info = mls.message_info(env.data)
+        except MlsError as exc:
+            self.warn(f"malformed channel message ({type(exc).__name__})", env.channel_id)
+            return None
+        if info.kind == "welcome":
+            ctype = ContentType.MLS_WELCOME
+        elif info.kind in ("private_message", "public_message") and info.group_id == env.channel_id:
+            ctype = ContentType.MLS_APPLICATION
+        else:
+            self.warn("channel message of the wrong kind or channel", env.channel_id)
+            return None
+        return OpenedEnvelope(
+            recipient_id=self.device_id,
+            channel_id=env.channel_id,
+            content_type=ctype,
+            sender=b"",
+            body=env.data,
+        )
+
     async def _process_one(self, env: Envelope) -> list[api.Message]:
         channel = env.channel_id
-        try:
-            opened = open_envelope(
-                env.data,
-                recipient_key=self.hybrid,
-                recipient_id=self.device_id,
-                channel_id=channel,
-            )
-        except CryptoError as exc:
-            self.warn(f"envelope rejected ({type(exc).__name__})", channel)
-            return []
+        if env.data[:1] == CHANNEL_ENTRY_FIRST_BYTE:
+            entry = self._open_channel_entry(env)
+            if entry is None:
+                return []
+            opened = entry
+        else:
+            try:
+                opened = open_envelope(
+                    env.data,
+                    recipient_key=self.hybrid,
+                    recipient_id=self.device_id,
+                    channel_id=channel,
+                )
+            except CryptoError as exc:
+                self.warn(f"envelope rejected ({type(exc).__name__})", channel)
+                return []
         if opened.content_type == ContentType.MLS_WELCOME:
             await self._on_welcome(opened)
             return []
@@ -270,14 +304,17 @@ class Delivery(Views):
             self.warn("Welcome for a different channel than its envelope", channel)
             self.mls.delete_group(group.group_id)
             return
-        inviter = self._member_by_key(group, opened.sender)
-        if inviter is None:
-            self.warn("Welcome sealed by a non-member", channel)
-            self.mls.delete_group(channel)
-            return
+        if opened.sender:  # sealed per device: the sealer must be a member
+            inviter = self._member_by_key(group, opened.sender)
+            if inviter is None:
+                self.warn("Welcome sealed by a non-member", channel)
+                self.mls.delete_group(channel)
+                return
+            self.state.devices.setdefault(opened.sender.hex(), _device(inviter))
+        # From a channel log the Welcome has no outer sender: OpenMLS checked
+        # the GroupInfo signature of the member that made it.
         rec = self.channel_record(channel)
         rec.active, rec.last_ms, rec.updated_ms = True, now_ms(), now_ms()
-        self.state.devices.setdefault(opened.sender.hex(), _device(inviter))
         self.joined.append(channel)
         await self.save()
         log.info("joined channel %s at epoch %d", channel.hex()[:16], group.epoch)
@@ -299,7 +336,7 @@ class Delivery(Views):
             return []
         leaf = res.sender_leaf
         sender = before.get(leaf) if leaf is not None else None
-        if sender is not None and sender.signature_key != opened.sender:
+        if opened.sender and sender is not None and sender.signature_key != opened.sender:
             # MLS verified the content, but somebody else sealed it to us.
             self.warn("envelope signer is not the MLS sender", channel)
             if isinstance(res, mls.ApplicationMessage):

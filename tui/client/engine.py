@@ -27,7 +27,7 @@ from pathlib import Path
 from proto import mls
 from proto.crypto.envelope import ContentType
 from proto.crypto.identity import safety_number
-from proto.errors import LocalError, ProfileError
+from proto.errors import LocalError, PayloadTooLarge, ProfileError
 from proto.rpc_client import RpcClient
 from tui.client import api, appdata
 from tui.client.core import EMBEDDED, EngineConfig, normalize_user
@@ -39,6 +39,8 @@ from tui.client.sending import Sender
 __all__ = ["Engine", "EngineConfig"]
 
 log = logging.getLogger("tui.client.engine")
+INVITE_BATCH = 256
+"""Most devices one invite commit adds; smaller when the node says it is too large."""
 
 
 class Engine(Sender):
@@ -165,15 +167,29 @@ class Engine(Sender):
             if not packages:
                 raise LocalError("nobody to add: unknown users, no devices, or already members")
 
+            batch = INVITE_BATCH
+
             def pending(g: mls.Group) -> dict[bytes, str]:
                 have = {m.signature_key for m in g.members()}
-                return {d: u for d, (u, _) in packages.items() if d not in have}
+                todo = [(d, u) for d, (u, _) in packages.items() if d not in have]
+                return dict(todo[:batch])
 
             def make(g: mls.Group) -> mls.CommitOutput | None:
                 todo = pending(g)
                 return g.add_members([packages[d][1] for d in todo]) if todo else None
 
-            await self.run_commit(cid, make, pending)
+            # An invite too big for one commit is split into several: the
+            # batch halves whenever the node finds the commit or Welcome too large.
+            while pending(self._group(cid)):
+                try:
+                    await self.run_commit(cid, make, pending)
+                except PayloadTooLarge:
+                    if batch == 1:
+                        raise LocalError(
+                            "the group has grown too large for a Welcome to fit the node's limit"
+                        ) from None
+                    batch = max(1, batch // 2)
+                    log.info("invite too large for one commit; %d devices per commit", batch)
             await self._send_meta(cid)
             await self.save()
             self.emit_channels()

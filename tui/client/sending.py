@@ -1,31 +1,37 @@
 """Sending and committing: the half of the engine that writes to channels.
 
-Commits (add, remove, self-update, committing a member's leave proposal) go
-through :meth:`Sender.run_commit`: the commit is sealed to every current
-member device, Welcome to every new one, and handed to ``enqueueCommit`` as
-one all-or-nothing fan-out; it is merged only after the node accepted it,
-cleared on any rejection, and on ``staleEpoch`` the engine processes what is
-waiting and builds the commit again.
+Group traffic goes through the node's channel logs (docs/PROTOCOL.md,
+"Channel logs"): uploaded once, stored once, referenced from each member
+device's inbox.
 
-Application messages are encrypted once with MLS, then sealed per device in
-the hybrid envelope and enqueued (sealed sender when the recipient shared its
-access key). Unreachable node: the message stays in the durable outbox.
+Commits (add, remove, self-update, committing a member's leave proposal) go
+through :meth:`Sender.run_commit`: ``commitChannel`` with the current
+epoch's post key carries the commit once for every current member device and
+the Welcome once for every joining one, all or nothing; the commit is merged
+only after the node accepted it, cleared on any rejection, and on
+``staleEpoch`` the engine processes what is waiting and builds the commit
+again. After merging, the committer sets the new epoch's post key
+(``setChannelKey``); other members wait for it (``permissionDenied`` meanwhile,
+retried).
+
+Application messages are encrypted once with MLS and posted once with
+``postChannel``, without a session token: the epoch's post key authorises the
+post, so the node does not learn which member sent it. Unreachable node: the
+message stays in the durable outbox.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable
 
 from proto import mls
-from proto.codec import Recipient
-from proto.crypto.envelope import ContentType
 from proto.errors import (
     ConnectionLost,
     LocalError,
     MlsError,
-    NotFound,
     PermissionDenied,
     QpcError,
     StaleEpoch,
@@ -42,6 +48,20 @@ log = logging.getLogger("tui.client.engine")
 
 MAX_COMMIT_ATTEMPTS = 8
 _OFFLINE = (ConnectionLost, TransportError)
+POST_KEY_LABEL = "qpc channel post key v1"
+"""MLS exporter label of a channel's post capability (docs/PROTOCOL.md)."""
+KEY_WAIT_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
+"""Waits for the committer of a new epoch to set its post key."""
+
+
+def post_key(group: mls.Group) -> bytes:
+    """The channel's post capability for the group's current epoch (32 bytes)."""
+    return group.export_secret(POST_KEY_LABEL, b"", 32)
+
+
+def key_hash(key: bytes) -> bytes:
+    """What the node stores of a post capability."""
+    return hashlib.sha256(key).digest()
 
 
 class Sender(Delivery):
@@ -95,46 +115,47 @@ class Sender(Delivery):
         ``new_devices`` names the devices (id -> user) that get the Welcome.
         Caller holds :attr:`mutex`.
         """
-        for _attempt in range(MAX_COMMIT_ATTEMPTS):
+        waits = iter(KEY_WAIT_S)
+        for _attempt in range(MAX_COMMIT_ATTEMPTS + len(KEY_WAIT_S)):
             group = self._group(channel)
-            recipients = [
-                (m.signature_key, m.identity.decode("utf-8", "replace"))
-                for m in group.members()
-                if m.signature_key != self.device_id
+            members = [
+                m.signature_key for m in group.members() if m.signature_key != self.device_id
             ]
+            key = post_key(group)
             joining = new_devices(group)
             out = make(group)
             if out is None:
                 return group
             try:
-                fanout = [
-                    Recipient(
-                        recipient=dev,
-                        payload=await self.seal_for(
-                            dev, user, channel, ContentType.MLS_COMMIT, out.commit
-                        ),
-                    )
-                    for dev, user in recipients
-                ]
-                if out.welcome is not None:
-                    for dev, user in joining.items():
-                        payload = await self.seal_for(
-                            dev, user, channel, ContentType.MLS_WELCOME, out.welcome
-                        )
-                        fanout.append(Recipient(recipient=dev, payload=payload))
-                epoch = out.epoch
-                await (await self.rpc()).enqueue_commit(
-                    channel_id=channel, epoch=epoch, fanout=fanout
+                await (await self.rpc()).commit_channel(
+                    channel_id=channel,
+                    epoch=out.epoch,
+                    post_key=key,
+                    commit=out.commit,
+                    members=members,
+                    welcome=out.welcome or b"",
+                    joiners=list(joining) if out.welcome is not None else [],
                 )
             except StaleEpoch:
                 group.clear_pending_commit()
                 log.info("commit raced another one; catching up and retrying")
                 await self.drain()
                 continue
+            except PermissionDenied:
+                # The epoch's committer has not set its post key yet (or we
+                # are behind): wait a little, catch up, build again.
+                group.clear_pending_commit()
+                wait = next(waits, None)
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
+                await self.drain()
+                continue
             except BaseException:
                 group.clear_pending_commit()
                 raise
             group.merge_pending_commit()
+            await self._set_key(channel, group)
             rec = self.channel_record(channel)
             rec.last_ms = now_ms()
             await self.save()
@@ -146,9 +167,30 @@ class Sender(Delivery):
             return group
         raise LocalError("the channel is too busy: gave up after repeated commit races")
 
+    async def _set_key(self, channel: bytes, group: mls.Group) -> None:
+        """As the committer of the group's epoch, set its post key on the node.
+
+        Offline, it is retried after the next batch (:meth:`after_batch`);
+        until then the channel's members wait to post.
+        """
+        try:
+            await (await self.rpc()).set_channel_key(
+                channel_id=channel, epoch=group.epoch, key_hash=key_hash(post_key(group))
+            )
+            self._keys_due.discard(channel)
+        except _OFFLINE:
+            self._keys_due.add(channel)
+        except (StaleEpoch, PermissionDenied):  # a later epoch, or already set
+            self._keys_due.discard(channel)
+
     async def after_batch(self) -> None:
         """Say hello in joined channels, refill KeyPackages, commit leave requests,
         commit due self-updates, flush the outbox."""
+        for channel in list(self._keys_due):
+            try:
+                await self._set_key(channel, self._group(channel))
+            except (LocalError, MlsError):
+                self._keys_due.discard(channel)
         joined, self.joined = self.joined, []
         for channel in joined:
             try:
@@ -183,55 +225,52 @@ class Sender(Delivery):
         item: appdata.ChatText | appdata.Meta | appdata.Hello,
         only: set[str] | None = None,
         group: mls.Group | None = None,
-    ) -> tuple[bytes, list[tuple[bytes, str]]]:
-        """Encrypt once with MLS; the ciphertext and the target devices (under the mutex)."""
+    ) -> tuple[bytes, list[bytes], bytes]:
+        """Encrypt once with MLS (under the mutex): the ciphertext, the target
+        devices and the epoch's post key."""
         if group is None:
             group = self._group(channel)
         ciphertext = group.encrypt(appdata.encode(item))
         targets = [
-            (m.signature_key, m.identity.decode("utf-8", "replace"))
+            m.signature_key
             for m in group.members()
             if m.signature_key != self.device_id and (only is None or m.signature_key.hex() in only)
         ]
-        return ciphertext, targets
+        return ciphertext, targets, post_key(group)
 
     async def _deliver(
-        self, channel: bytes, ciphertext: bytes, targets: list[tuple[bytes, str]]
+        self, channel: bytes, ciphertext: bytes, targets: list[bytes], key: bytes
     ) -> set[str]:
-        """Seal per device and enqueue (sealed sender when we hold the access key).
+        """Post the ciphertext once to the channel log for every target device.
 
-        Needs no mutex, so several messages can be in flight. Returns the hex
-        ids of devices that could not be reached (offline).
+        No session token: the post key authorises it (the node does not learn
+        the sender). Needs no mutex, so several messages can be in flight.
+        Returns the hex ids of the devices not reached (node unreachable, or
+        the key refused after waiting for the epoch's committer: the outbox
+        then re-encrypts in the epoch the engine reaches next).
         """
+        if not targets:
+            return set()
         rpc = await self.rpc()
-
-        async def one(dev: bytes, user: str) -> str | None:
+        waits = iter(KEY_WAIT_S)
+        while True:
             try:
-                payload = await self.seal_for(
-                    dev, user, channel, ContentType.MLS_APPLICATION, ciphertext
+                await rpc.post_channel(
+                    channel_id=channel,
+                    post_key=key,
+                    recipients=targets,
+                    payload=ciphertext,
+                    auth=b"",
                 )
-                rec = self.state.devices.get(dev.hex())
-                if self.config.sealed_sender and rec is not None and rec.access_key:
-                    try:
-                        await rpc.enqueue(
-                            recipient=dev,
-                            channel_id=channel,
-                            payload=payload,
-                            access_key=bytes.fromhex(rec.access_key),
-                            auth=b"",
-                        )
-                        return None
-                    except PermissionDenied:
-                        log.info("a stale access key; sending with our token")
-                await rpc.enqueue(recipient=dev, channel_id=channel, payload=payload)
+                return set()
             except _OFFLINE:
-                return dev.hex()
-            except NotFound:
-                log.info("a member device is gone from the node; skipped")
-            return None
-
-        failed = await asyncio.gather(*(one(d, u) for d, u in targets))
-        return {f for f in failed if f is not None}
+                return {d.hex() for d in targets}
+            except PermissionDenied:
+                wait = next(waits, None)
+                if wait is None:
+                    log.info("channel post key refused; the message waits in the outbox")
+                    return {d.hex() for d in targets}
+                await asyncio.sleep(wait)
 
     async def _send_app(
         self,
@@ -239,9 +278,8 @@ class Sender(Delivery):
         item: appdata.ChatText | appdata.Meta | appdata.Hello,
         only: set[str] | None = None,
     ) -> set[str]:
-        """Encrypt, seal and enqueue to every member device (caller holds the mutex)."""
-        ciphertext, targets = self._prepare(channel, item, only)
-        return await self._deliver(channel, ciphertext, targets)
+        """Encrypt and post to every member device (caller holds the mutex)."""
+        return await self._deliver(channel, *self._prepare(channel, item, only))
 
     async def send(self, channel: str, text: str) -> api.Message:
         """Encrypt and send ``text``; offline, the message waits in the outbox.
