@@ -43,15 +43,19 @@ class NodeConfig:
     retention_s: int = 30 * 24 * 3600
     """Undelivered messages older than this are deleted."""
     max_payload_bytes: int = 256 * KIB
-    """Largest accepted message payload (enqueue and each fan-out entry)."""
+    """Largest accepted message payload (enqueue, postChannel, each fan-out entry)."""
+    max_commit_bytes: int = 2 * 1024 * KIB
+    """Largest commit, and largest Welcome, of one commitChannel: a Welcome
+    carries the ratchet tree (hybrid suite: ~1.4 MB at 1,000 members)."""
     max_request_bytes: int = 4 * 1024 * KIB
     """Largest accepted request on the wire (enforced by the RPC layer)."""
     max_queue_depth: int = 1000
     """Messages an inbox may hold before enqueue answers queueFull."""
     max_fetch: int = 500
     """Most envelopes returned by one fetch or fetchWait response."""
-    max_fanout: int = 1000
-    """Most recipients of one enqueueCommit."""
+    max_fanout: int = 5000
+    """Most recipients of one enqueueCommit, and members, joiners or recipients
+    of one commitChannel or postChannel (32 B each on the wire)."""
     max_key_packages_per_upload: int = 100
     """Most KeyPackages in one uploadKeyPackages call."""
     max_key_package_stock: int = 1000

@@ -210,9 +210,9 @@ class DeliveryService:
         if epoch >= MAX_STORED_INT:
             raise BadRequest("epoch out of range")
         limits = self._ctx.config
-        check_blob(commit, limits.max_payload_bytes, "commit")
+        check_blob(commit, limits.max_commit_bytes, "commit")
         if welcome:
-            check_blob(welcome, limits.max_payload_bytes, "welcome")
+            check_blob(welcome, limits.max_commit_bytes, "welcome")
         if post_key and len(post_key) != ACCESS_KEY_BYTES:
             raise PermissionDenied("not the channel's current post key")
         member_ids = self._check_members(members, "members")

@@ -20,11 +20,12 @@ from tests.e2e.helpers import new_user
 from tui.client.engine import Engine
 from tui.client.sending import post_key
 
-pytestmark = [pytest.mark.network, pytest.mark.slow]
+pytestmark = [pytest.mark.network]
 
 SIZE = 66
 
 
+@pytest.mark.slow
 async def test_group_past_64_members_with_removals(
     node: EmbeddedNode, tmp_path: Path, engines: list[Engine], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -84,3 +85,32 @@ async def test_group_past_64_members_with_removals(
                 payload=b"\x00\x01junk",
                 auth=b"",
             )
+
+
+async def test_an_invite_too_large_for_one_commit_is_split(
+    tmp_path: Path, engines: list[Engine], caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a small commit limit the engine splits the invite, never failing it."""
+    from node.embedded import start_embedded_node
+    from tests.node.helpers import node_config
+
+    node = await start_embedded_node(node_config(tmp_path / "node", max_commit_bytes=24 * 1024))
+    try:
+        names = [f"sp{i}x" for i in range(9)]
+        users = [await new_user(node, tmp_path, n) for n in names]
+        engines += users
+        chan = (await users[0].create_group("split")).id
+        caplog.set_level("INFO", logger="tui.client.engine")
+        await users[0].invite(chan, names[1:])  # 8 devices: too large at once
+        assert "devices per commit" in caplog.text
+        await asyncio.gather(*(e.sync() for e in users[1:]))
+        for e in users:
+            assert len(await e.members(chan)) == 9
+        await users[3].send(chan, "all here")
+        got = await asyncio.gather(*(e.sync() for e in users if e is not users[3]))
+        assert all([m.text for m in g] == ["all here"] for g in got)
+    finally:
+        for e in engines:
+            await e.close()
+        engines.clear()
+        await node.stop()
