@@ -94,6 +94,7 @@ class NodeConfig:
     def __post_init__(self) -> None:
         positive = (
             "max_payload_bytes",
+            "max_commit_bytes",
             "max_request_bytes",
             "max_queue_depth",
             "max_fetch",
@@ -269,7 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
             "messages per inbox before queueFull (default 1000)",
         ),
         ("--max-fetch", "max_fetch", "envelopes per fetch response (default 500)"),
-        ("--max-fanout", "max_fanout", "recipients per enqueueCommit (default 1000)"),
+        (
+            "--max-commit-bytes",
+            "max_commit_bytes",
+            "largest commit and Welcome of commitChannel (default 2 MiB)",
+        ),
+        (
+            "--max-fanout",
+            "max_fanout",
+            "devices per enqueueCommit, commitChannel or postChannel (default 5000)",
+        ),
         (
             "--max-key-packages-per-upload",
             "max_key_packages_per_upload",
