@@ -8,7 +8,10 @@ slotted, keyword-only dataclasses: one ``<Method>Params`` and one
 Wire format: standard Cap'n Proto stream framing (segment table, unpacked), so
 ``capnp decode proto/schemas/node.capnp Request < captured`` reads it. Every
 reader gets an explicit byte limit, traversal limit and nesting limit
-(:class:`CodecLimits`); any decoding failure raises
+(:class:`CodecLimits`); every message's segment table and pointer structure
+is validated in Rust (``proto._mls.capnp_validate``) before pycapnp reads it,
+because pycapnp aborts the process on some malformed pointers; any decoding
+failure raises
 :class:`proto.errors.ProtocolError` and no capnp exception escapes.
 """
 
@@ -24,7 +27,7 @@ from typing import Any, Final
 
 import capnp
 
-from proto import messages
+from proto import _mls, messages
 from proto.errors import EncodeError, ErrorCode, ProtocolError
 from proto.messages import *  # noqa: F403 - codec re-exports every message type
 from proto.messages import (
@@ -298,6 +301,11 @@ def _open(schema: Any, data: bytes, limits: CodecLimits) -> Any:
             segments.append(view[pos : pos + 8 * words])
             pos += 8 * words
     traversal = min(limits.traversal_limit_words, 2 * (size // 8) + 64)
+    # pycapnp (C++) aborts the process on some malformed pointers instead of
+    # raising: the Rust validator walks every pointer first, under the same
+    # limits, and raises ProtocolError (docs/PROTOCOL.md, "Decoding untrusted
+    # bytes").
+    _mls.capnp_validate(data, traversal, limits.nesting_limit)
     # from_segments: no copy, and no context manager round trip per message.
     return schema.from_segments(
         segments, traversal_limit_in_words=traversal, nesting_limit=limits.nesting_limit
@@ -306,9 +314,7 @@ def _open(schema: Any, data: bytes, limits: CodecLimits) -> Any:
 
 def _decode(schema: Any, data: bytes, limits: CodecLimits, body: Callable[[Any], Any]) -> Any:
     try:
-        reader = _open(schema, data, limits)
-        reader.total_size  # noqa: B018 - traverses the whole message: enforces limits
-        return body(reader)
+        return body(_open(schema, data, limits))
     except ProtocolError:
         raise
     except Exception as exc:  # capnp.KjException, ValueError, ... never escape

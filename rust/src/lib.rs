@@ -11,6 +11,7 @@ mod error;
 mod group;
 mod provider;
 mod types;
+mod wire;
 
 use pyo3::prelude::*;
 
@@ -89,6 +90,17 @@ fn message_info(py: Python<'_>, data: &[u8]) -> PyResult<Py<MessageInfo>> {
     )
 }
 
+/// Validate the structure of one framed Cap'n Proto message (all of `data`).
+///
+/// Walks every pointer from the root under the traversal and nesting limits
+/// and returns the number of words reachable from it; raises
+/// `proto.errors.ProtocolError` for any defect. Never panics.
+#[pyfunction]
+fn capnp_validate(data: &[u8], traversal_limit_words: u64, nesting_limit: i32) -> PyResult<u64> {
+    wire::validate(data, traversal_limit_words, nesting_limit)
+        .map_err(|e| error::Error::Wire(e.to_string()).into())
+}
+
 /// Ciphersuite code points this build supports (default first).
 #[pyfunction]
 fn supported_ciphersuites() -> Vec<u16> {
@@ -113,7 +125,9 @@ mod _mls {
         OwnMessage, ProposalStored,
     };
     #[pymodule_export]
-    use super::{message_info, openmls_version, parse_key_package, supported_ciphersuites};
+    use super::{
+        capnp_validate, message_info, openmls_version, parse_key_package, supported_ciphersuites,
+    };
 
     #[pymodule_export]
     const CIPHERSUITE_HYBRID: u16 = super::core::CIPHERSUITE_HYBRID;
