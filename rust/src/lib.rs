@@ -90,15 +90,14 @@ fn message_info(py: Python<'_>, data: &[u8]) -> PyResult<Py<MessageInfo>> {
     )
 }
 
-/// Validate the structure of one framed Cap'n Proto message (all of `data`).
+/// Validate the framing and every pointer of one Cap'n Proto message
+/// (see `wire.rs`); returns the words reachable from the root.
 ///
-/// Walks every pointer from the root under the traversal and nesting limits
-/// and returns the number of words reachable from it; raises
-/// `proto.errors.ProtocolError` for any defect. Never panics.
+/// Raises ValueError on any defect; never panics.
 #[pyfunction]
 fn capnp_validate(data: &[u8], traversal_limit_words: u64, nesting_limit: i32) -> PyResult<u64> {
     wire::validate(data, traversal_limit_words, nesting_limit)
-        .map_err(|e| error::Error::Wire(e.to_string()).into())
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
 }
 
 /// Ciphersuite code points this build supports (default first).
