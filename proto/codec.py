@@ -8,10 +8,7 @@ slotted, keyword-only dataclasses: one ``<Method>Params`` and one
 Wire format: standard Cap'n Proto stream framing (segment table, unpacked), so
 ``capnp decode proto/schemas/node.capnp Request < captured`` reads it. Every
 reader gets an explicit byte limit, traversal limit and nesting limit
-(:class:`CodecLimits`); every message's segment table and pointer structure
-is validated in Rust (``proto._mls.capnp_validate``) before pycapnp reads it,
-because pycapnp aborts the process on some malformed pointers; any decoding
-failure raises
+(:class:`CodecLimits`); any decoding failure raises
 :class:`proto.errors.ProtocolError` and no capnp exception escapes.
 """
 

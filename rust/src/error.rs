@@ -45,9 +45,6 @@ pub enum Error {
     /// A Welcome carried no secrets for any of our KeyPackages.
     #[error("the Welcome holds no secrets for any of our KeyPackages")]
     NoWelcomeForUs,
-    /// A Cap'n Proto message from the network is malformed (see `wire`).
-    #[error("malformed message: {0}")]
-    Wire(String),
     /// A cryptographic or internal library operation failed.
     #[error("crypto failure: {0}")]
     Crypto(String),
@@ -69,7 +66,6 @@ impl Error {
             Error::PendingCommit(_) => "PendingCommit",
             Error::NoWelcomeForUs => "NoWelcomeForUs",
             Error::Crypto(_) => "MlsCryptoError",
-            Error::Wire(_) => "ProtocolError",
         }
     }
 }
