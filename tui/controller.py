@@ -66,7 +66,9 @@ on the event loop; a page of 500 takes a few milliseconds)."""
 _RESUBSCRIBE_S = 2.0
 ALERT_COALESCE_S = 0.25
 """How often held bursts are checked (see :class:`tui.notifications.Notifier`)."""
-_QUIET = "quiet:"  # worker name prefix: failures are logged, not notified
+QUIET_GROUPS: frozenset[str] = frozenset({"events", "info", "read", "ping"})
+"""Worker groups whose failures are logged and shown in the info pane, not
+notified: background refreshes the user did not ask for one by one."""
 
 
 class ChatApp(App[None]):
@@ -214,7 +216,7 @@ class ChatApp(App[None]):
             raise RuntimeError("no engine yet")
         return self.engine
 
-    @work(exclusive=True, group="events", exit_on_error=False, name=_QUIET + "events")
+    @work(exclusive=True, group="events", exit_on_error=False, name="events")
     async def subscribe(self) -> None:
         """The long-lived subscription: every engine event becomes a message."""
         async for event in self._engine().events():
@@ -370,7 +372,7 @@ class ChatApp(App[None]):
         check = await self._engine().check_key(user)
         await self.push_screen(KeyCheckDialog(check))
 
-    @work(exclusive=True, group="info", exit_on_error=False, name=_QUIET + "info")
+    @work(exclusive=True, group="info", exit_on_error=False, name="info")
     async def refresh_info(self) -> None:
         """Ask for whoami and health, and update the panes if shown."""
         engine = self._engine()
@@ -379,7 +381,7 @@ class ChatApp(App[None]):
         self.health_info = await engine.health()
         self._fill_info()
 
-    @work(exclusive=True, group="read", exit_on_error=False, name=_QUIET + "mark read")
+    @work(exclusive=True, group="read", exit_on_error=False, name="mark read")
     async def mark_read(self, channel: str) -> None:
         """Tell the engine the open channel was seen (its unread count survives restarts)."""
         await self._engine().mark_read(channel)
@@ -394,7 +396,7 @@ class ChatApp(App[None]):
         if self.engine is not None:
             self.ping()
 
-    @work(exclusive=True, group="ping", exit_on_error=False, name=_QUIET + "ping")
+    @work(exclusive=True, group="ping", exit_on_error=False, name="ping")
     async def ping(self) -> None:
         """One round trip for the ping pane."""
         result = await self._engine().ping(1)
@@ -421,7 +423,7 @@ class ChatApp(App[None]):
         error = worker.error
         text = describe_error(error)
         log.error("%s failed: %s", worker.name, text, exc_info=error)
-        self.last_error = f"{worker.name.removeprefix(_QUIET)}: {text}"
+        self.last_error = f"{worker.name}: {text}"
         self._fill_info()
         if worker.group == "login":
             self._welcome_error(text, error)
@@ -432,7 +434,7 @@ class ChatApp(App[None]):
             if self.main is not None:
                 self.main.set_connection(ConnectionState.offline(0))
             self.set_timer(_RESUBSCRIBE_S, self._resubscribe)
-        if worker.name.startswith(_QUIET):
+        if worker.group in QUIET_GROUPS:
             return
         self.notify(text, title=worker.name.capitalize(), severity="error")
 
