@@ -37,6 +37,7 @@ carry their own SQLSTATE and become their :mod:`proto.errors` class).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -127,6 +128,113 @@ class _Enqueue:
     future: asyncio.Future[int]
 
 
+class _Pool:
+    """A fixed-size pool of asyncpg connections, made for this store.
+
+    asyncpg's own pool runs a reset round trip on every release and creates
+    connections under ``asyncio.timeout``, which needs a current task, while
+    the RPC layer runs a handler's first step eagerly outside any task. Here
+    acquire and release are plain list operations; lost connections are
+    replaced by a background task (backoff), and a caller waits at most
+    ``acquire_timeout`` for a connection, then gets :class:`Unavailable`.
+    """
+
+    def __init__(self, dsn: str, size: int, *, connect_timeout: float, acquire_timeout: float):
+        self._dsn = dsn
+        self._size = size
+        self._connect_timeout = connect_timeout
+        self._acquire_timeout = acquire_timeout
+        self._loop = asyncio.get_running_loop()
+        self._idle: list[asyncpg.Connection] = []
+        self._all: set[asyncpg.Connection] = set()
+        self._waiters: collections.deque[asyncio.Future[asyncpg.Connection]] = (
+            collections.deque()
+        )
+        self._filler: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        """Open every connection (raises the driver's error if the first fails)."""
+        for _ in range(self._size):
+            conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+            self._all.add(conn)
+            self._idle.append(conn)
+
+    async def acquire(self) -> asyncpg.Connection:
+        """An idle connection, waiting for one if all are busy."""
+        if self._closed:
+            raise Unavailable("store is closed")
+        if self._idle:
+            return self._idle.pop()
+        future: asyncio.Future[asyncpg.Connection] = self._loop.create_future()
+        self._waiters.append(future)
+        timer = self._loop.call_later(self._acquire_timeout, self._expire, future)
+        self._refill()
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    @staticmethod
+    def _expire(future: asyncio.Future[asyncpg.Connection]) -> None:
+        if not future.done():
+            future.set_exception(Unavailable("no database connection"))
+
+    def release(self, conn: asyncpg.Connection, *, broken: bool = False) -> None:
+        """Give a connection back; a closed, broken or mid-transaction one is replaced."""
+        if broken or conn.is_closed() or conn.is_in_transaction():
+            self._all.discard(conn)
+            conn.terminate()
+            self._refill()
+            return
+        if self._closed:
+            self._idle.append(conn)
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        self._idle.append(conn)
+
+    def _refill(self) -> None:
+        if self._closed or len(self._all) >= self._size:
+            return
+        if self._filler is None or self._filler.done():
+            self._filler = self._loop.create_task(self._fill())
+
+    async def _fill(self) -> None:
+        first, largest = LISTEN_RETRY_S
+        delay = first
+        while not self._closed and len(self._all) < self._size:
+            try:
+                conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+            except _DRIVER_ERRORS as exc:
+                log.warning("postgres connect failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(largest, delay * 2)
+                continue
+            delay = first
+            self._all.add(conn)
+            self.release(conn)
+
+    async def close(self) -> None:
+        """Close every connection (callers still waiting get Unavailable)."""
+        self._closed = True
+        if self._filler is not None:
+            self._filler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._filler
+        for waiter in self._waiters:
+            self._expire(waiter)
+        for conn in list(self._all):
+            with contextlib.suppress(*_DRIVER_ERRORS):
+                await conn.close(timeout=5)
+        self._all.clear()
+        self._idle.clear()
+
+
+
 async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
     """Apply pending migrations in order, each in one transaction with its ledger
     row, under an advisory lock (processes starting together apply each once)."""
@@ -161,7 +269,7 @@ class PostgresStore:
     def __init__(
         self,
         dsn: str,
-        pool: asyncpg.Pool,
+        pool: _Pool,
         *,
         pool_size: int,
         write_batch: int,
@@ -226,9 +334,14 @@ class PostgresStore:
                 await apply_migrations(conn)
             finally:
                 await conn.close()
-            pool = await asyncpg.create_pool(
-                dsn, min_size=1, max_size=pool_size, timeout=connect_timeout
+            pool = _Pool(
+                dsn, pool_size, connect_timeout=connect_timeout, acquire_timeout=connect_timeout
             )
+            try:
+                await pool.start()
+            except BaseException:
+                await pool.close()
+                raise
         store = cls(
             dsn,
             pool,
@@ -275,8 +388,7 @@ class PostgresStore:
         with contextlib.suppress(*_DRIVER_ERRORS):
             if listener is not None:
                 await listener.close(timeout=5)
-        with contextlib.suppress(*_DRIVER_ERRORS):
-            await asyncio.wait_for(self._pool.close(), 10)
+        await self._pool.close()
 
     # ------------------------------------------------------------------ listener
 
@@ -370,9 +482,18 @@ class PostgresStore:
             raise Unavailable("store is closed")
         started = time.perf_counter()
         try:
-            with _map_errors():
-                async with self._pool.acquire() as conn:
-                    return await fn(conn)
+            conn = await self._pool.acquire()
+            broken = True
+            try:
+                with _map_errors():
+                    result = await fn(conn)
+                broken = False
+                return result
+            except QpcError:  # the statement failed cleanly: the connection is fine
+                broken = False
+                raise
+            finally:  # a cancelled or failed call: its connection is replaced
+                self._pool.release(conn, broken=broken)
         finally:
             self._observe(name, started)
 
@@ -666,8 +787,13 @@ class PostgresStore:
         started = time.perf_counter()
         try:
             try:
-                async with self._pool.acquire() as conn:
+                conn = await self._pool.acquire()
+                broken = True
+                try:
                     seqs = await self._enqueue_call(conn, batch)
+                    broken = False
+                finally:
+                    self._pool.release(conn, broken=broken)
             except _OUTCOME_UNKNOWN as exc:
                 # the batch may have committed: never run it again
                 log.error("postgres enqueue batch failed: %s", type(exc).__name__)
