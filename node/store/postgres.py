@@ -236,20 +236,18 @@ class _Pool:
 
 
 async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
-    """Apply pending migrations in order, each in one transaction with its ledger
-    row, under an advisory lock (processes starting together apply each once)."""
-    await conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ms BIGINT NOT NULL)"
-    )
+    """Apply pending migrations in order, in one transaction with their ledger
+    rows, under an advisory lock (processes starting together apply each once)."""
     applied = []
-    for m in migrations.load("postgres"):
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-            done = await conn.fetchval(
-                "SELECT 1 FROM schema_migrations WHERE version = $1", m.version
-            )
-            if done:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ms BIGINT NOT NULL)"
+        )
+        done = {int(r[0]) for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for m in migrations.load("postgres"):
+            if m.version in done:
                 continue
             await conn.execute(m.sql)
             await conn.execute(
@@ -258,8 +256,8 @@ async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
                 m.name,
                 int(time.time() * 1000),
             )
-        applied.append(m.name)
-        log.info("applied migration %s", m.name)
+            applied.append(m.name)
+            log.info("applied migration %s", m.name)
     return applied
 
 

@@ -54,11 +54,16 @@ async def fresh_postgres() -> AsyncIterator[str]:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(f"CREATE SCHEMA {schema}")
+    finally:
+        await conn.close()
+    try:
         yield with_schema(dsn, schema)
     finally:
-        # sessions of stores a test left open must not block the drop
-        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        await conn.close()
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        finally:
+            await conn.close()
 
 
 @dataclasses.dataclass
