@@ -273,7 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="node processes sharing the UDP port (SO_REUSEPORT; needs --store; default 1)",
     )
-    p.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--worker-id",
+        type=int,
+        metavar="I",
+        help="set by --workers on each worker process it starts (not for direct use)",
+    )
     p.add_argument("--cert", metavar="PEM", help="TLS certificate chain (default: self-signed)")
     p.add_argument("--key", metavar="PEM", help="TLS private key for --cert")
     p.add_argument(

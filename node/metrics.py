@@ -65,11 +65,14 @@ class NodeMetrics:
         """Args: the worker id of this process (-1: not one of ``--workers``)."""
         self.registry = CollectorRegistry(auto_describe=True)
         """Registry holding only this node's metrics (without the process labels)."""
-        self.process_labels = {"worker": "-" if worker < 0 else str(worker), "pid": str(os.getpid())}
+        self.process_labels = {
+            "worker": "-" if worker < 0 else str(worker),
+            "pid": str(os.getpid()),
+        }
         """Labels the exporter adds to every sample."""
         self.exported = CollectorRegistry(auto_describe=False)
         """What the HTTP exporter serves: :attr:`registry` with :attr:`process_labels`."""
-        self.exported.register(_ProcessLabels(self.registry, self.process_labels))  # type: ignore[arg-type]
+        self.exported.register(_ProcessLabels(self.registry, self.process_labels))
         r = self.registry
         self.calls = Counter("qpc_node_calls", "RPC calls handled", ["method"], registry=r)
         self.errors = Counter(

@@ -147,9 +147,7 @@ class _Pool:
         self._loop = asyncio.get_running_loop()
         self._idle: list[asyncpg.Connection] = []
         self._all: set[asyncpg.Connection] = set()
-        self._waiters: collections.deque[asyncio.Future[asyncpg.Connection]] = (
-            collections.deque()
-        )
+        self._waiters: collections.deque[asyncio.Future[asyncpg.Connection]] = collections.deque()
         self._filler: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -232,7 +230,6 @@ class _Pool:
                 await conn.close(timeout=5)
         self._all.clear()
         self._idle.clear()
-
 
 
 async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
@@ -404,7 +401,7 @@ class PostgresStore:
         self._listen_lost.clear()
         self._listening = True
 
-    def _on_listener_lost(self, conn: asyncpg.Connection) -> None:
+    def _on_listener_lost(self, conn: object) -> None:
         if conn is self._listener:
             self._drop_listener()
 
@@ -445,7 +442,9 @@ class PostgresStore:
             return None
         return rest.split()
 
-    def _on_inbox(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    def _on_inbox(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        if not isinstance(payload, str):
+            return
         ids = self._parse(payload)
         if not ids or self._wakeup is None:
             return
@@ -456,7 +455,9 @@ class PostgresStore:
                 continue
             self._wakeup(recipient)
 
-    def _on_cache(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    def _on_cache(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        if not isinstance(payload, str):
+            return
         words = self._parse(payload)
         if not words or len(words) != 2:
             return
@@ -600,8 +601,7 @@ class PostgresStore:
         try:
             await self._fetch(
                 "delete_session",
-                "WITH d AS (DELETE FROM sessions WHERE token_hash = $1)"
-                " SELECT pg_notify($2, $3)",
+                "WITH d AS (DELETE FROM sessions WHERE token_hash = $1) SELECT pg_notify($2, $3)",
                 token_hash,
                 CACHE_CHANNEL,
                 self._notify_cache("s", token_hash),

@@ -66,7 +66,9 @@ async def test_migrations_apply_once_even_when_processes_start_together(dsn: str
         }
     finally:
         await conn.close()
-    assert [(r[0], r[1]) for r in rows] == [(m.version, m.name) for m in migrations.load("postgres")]
+    assert [(r[0], r[1]) for r in rows] == [
+        (m.version, m.name) for m in migrations.load("postgres")
+    ]
     assert {
         "accounts",
         "opaque_records",
@@ -104,7 +106,9 @@ async def test_two_processes_share_seqs_commits_and_key_packages(dsn: str) -> No
             1,
         )
         await one.add_key_packages(A, [b"kp%d" % i for i in range(20)], None, 100)
-        got = await asyncio.gather(*(s.consume_key_package(A) for _ in range(15) for s in (one, two)))
+        got = await asyncio.gather(
+            *(s.consume_key_package(A) for _ in range(15) for s in (one, two))
+        )
         handed = [r[0] for r in got if r is not None]
         assert sorted(handed) == sorted(b"kp%d" % i for i in range(20))  # each once
         assert got.count(None) == 10
@@ -143,7 +147,11 @@ async def test_logout_and_rekey_in_one_process_reach_the_others_cache(dsn: str) 
         await one.delete_session(b"h" * 32)
         await one.upsert_device(
             DeviceRecord(
-                device_id=A, username="alice", hybrid_key=b"k2", signature=b"s", access_key_hash=None
+                device_id=A,
+                username="alice",
+                hybrid_key=b"k2",
+                signature=b"s",
+                access_key_hash=None,
             ),
             2,
         )
@@ -208,4 +216,6 @@ async def test_database_failures_are_unavailable_and_the_pool_recovers(dsn: str)
         await admin.close()
         await store.close()
     with pytest.raises(Unavailable):
-        await PostgresStore.open("postgresql://nobody@/nowhere?host=/nonexistent", connect_timeout=2)
+        await PostgresStore.open(
+            "postgresql://nobody@/nowhere?host=/nonexistent", connect_timeout=2
+        )
