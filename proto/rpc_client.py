@@ -440,7 +440,7 @@ class RpcClient(NodeCalls):
         task.add_done_callback(self._bg.discard)
 
     def _on_lost(self, proto: ClientConnection) -> None:
-        if proto is self._proto and len(self.addresses) > 1:
+        if proto is self._proto and not self._closed and len(self.addresses) > 1:
             self._next_address()  # the node may be gone: the next one first
         if proto is self._proto and not self._closed and self.config.reconnect:
             log.info("connection to node lost (%s); reconnecting", proto.dead)

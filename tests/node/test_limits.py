@@ -123,9 +123,7 @@ async def test_metrics_endpoint(tmp_path: Path) -> None:
             text = await asyncio.to_thread(_scrape, node.metrics_port)
         own = f'pid="{os.getpid()}",worker="-"'  # every sample names its process
         assert f'qpc_node_calls_total{{method="enqueue",{own}}} 1.0' in text
-        assert (
-            f'qpc_node_errors_total{{code="payload_too_large",method="ping",{own}}} 1.0' in text
-        )
+        assert f'qpc_node_errors_total{{code="payload_too_large",method="ping",{own}}} 1.0' in text
         assert f"qpc_node_fetchwait_subscribers{{{own}}} 1.0" in text
         assert f'qpc_node_store_seconds_count{{op="enqueue",{own}}} 1.0' in text
         assert "qpc_node_queued_messages" in text
