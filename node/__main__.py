@@ -154,6 +154,8 @@ class _Supervisor:
                     await asyncio.sleep(RESTART_DELAY_S)
                     with contextlib.suppress(QpcError):
                         await self._spawn(dead)
+                        pid = dead.proc.pid if dead.proc is not None else 0
+                        print(f"worker {dead.index}: restarted pid {pid}", flush=True)
         finally:
             await self._stop_all()
         return 0 if all(w.proc is None or w.proc.returncode == 0 for w in self.workers) else 1

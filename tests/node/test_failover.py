@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,71 @@ async def test_kill_one_of_two_nodes_under_load(tmp_path: Path) -> None:
         for c in (receiver, clients[0]):  # both moved to the surviving node
             assert c.address == ("127.0.0.1", b.port) and c.connects >= 2
         assert b.proc.returncode is None
+
+
+async def test_workers_share_one_port_and_a_dead_worker_is_replaced(tmp_path: Path) -> None:
+    async with fresh_postgres() as dsn:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "node",
+            "--workers",
+            "2",
+            "--store",
+            dsn,
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(tmp_path),
+            "--log-level",
+            "WARNING",
+            "--login-burst",
+            "1000",
+            stdout=asyncio.subprocess.PIPE,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        assert proc.stdout is not None
+        try:
+            async with asyncio.timeout(60):
+                listen = (await proc.stdout.readline()).decode().strip()
+                finger = (await proc.stdout.readline()).decode().strip()
+                workers = (await proc.stdout.readline()).decode().split()
+            port = int(listen.rsplit(":", 1)[1])
+            pids = [int(p) for p in workers[3:]]
+            assert workers[:3] == ["workers:", "2", "pids"] and len(pids) == 2
+            node = NodeProcess(proc, port, finger.split(": ", 1)[1])
+            # several clients: the kernel spreads them over both workers by address
+            accounts = [await make_account(node, f"user{i}") for i in range(6)]
+            for acct in accounts:
+                await acct.client.enqueue(
+                    recipient=accounts[0].device_id, channel_id=b"c", payload=acct.username.encode()
+                )
+            got = await accounts[0].client.fetch(after_seq=0, limit=10)
+            assert sorted(e.data for e in got.envelopes) == sorted(
+                a.username.encode() for a in accounts
+            )
+            os.kill(pids[0], signal.SIGKILL)
+            async with asyncio.timeout(30):  # the supervisor starts a new worker 0
+                while True:
+                    line = (await proc.stdout.readline()).decode()
+                    assert line, "supervisor exited"
+                    if line.startswith("worker 0: restarted pid"):
+                        break
+            for acct in accounts:  # every client works again (same port, same key)
+                async with asyncio.timeout(30):
+                    while True:
+                        try:
+                            await acct.client.ping(payload=b"p")
+                            break
+                        except QpcError:
+                            await asyncio.sleep(0.1)
+                await acct.client.close()
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+            for pid in pids[1:]:
+                with pytest.raises(ProcessLookupError):
+                    os.kill(pid, 0)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
