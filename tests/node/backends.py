@@ -1,10 +1,11 @@
 """Both store backends for parametrised tests: SQLite in a temp dir, PostgreSQL
 in a fresh schema of the server at ``QPC_TEST_POSTGRES_DSN``.
 
-``scripts/test`` runs the suite inside ``scripts/with-postgres`` (a throwaway
-cluster), so the DSN is always set there and under CI. Without it, locally,
-PostgreSQL tests skip and say why; with ``CI`` set they fail instead, so CI
-can never pass without running them.
+``scripts/test`` (which CI runs) runs the suite inside ``scripts/with-postgres``
+(a throwaway cluster), so the DSN is always set there, and it sets
+``QPC_REQUIRE_POSTGRES=1``: with that (or ``CI``) set, a missing DSN fails the
+PostgreSQL tests, so CI can never pass without running them. Without either,
+locally, they skip and say why.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def postgres_dsn() -> str:
     if dsn:
         return dsn
     reason = f"{DSN_ENV} is not set: run under scripts/with-postgres (scripts/test does)"
-    if os.environ.get("CI"):
+    if os.environ.get("QPC_REQUIRE_POSTGRES") or os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)
 
