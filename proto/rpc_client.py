@@ -89,7 +89,8 @@ class ClientConfig:
     reconnect: bool = True
     """Reconnect automatically (jittered exponential backoff) after a loss."""
     reconnect_wait: float = 15.0
-    """How long a call waits for a (re)connection before ``ConnectionLost`` (s)."""
+    """How long a call waits for a (re)connection before ``ConnectionLost`` (s);
+    plus ``connect_timeout`` for each of the ``alternates``."""
     backoff_initial: float = 0.2
     """First reconnect delay bound (s); doubles per attempt (full jitter)."""
     backoff_max: float = 10.0
@@ -334,12 +335,15 @@ class RpcClient(NodeCalls):
         proto = self._proto
         if proto is not None and proto.dead is None:
             return proto
+        cfg = self.config
+        # each further address may cost one connect attempt before a live one
+        wait = cfg.reconnect_wait + cfg.connect_timeout * (len(self.addresses) - 1)
         try:
-            return await asyncio.wait_for(self._reconnect(), self.config.reconnect_wait)
+            return await asyncio.wait_for(self._reconnect(), wait)
         except TimeoutError:
             raise ConnectionLost(
                 f"no connection to {_fmt(*self.address)} "
-                f"within {self.config.reconnect_wait:g}s (last error: {self._last_error})"
+                f"within {wait:g}s (last error: {self._last_error})"
             ) from None
 
     async def _reconnect(self) -> ClientConnection:
