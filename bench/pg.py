@@ -64,6 +64,33 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def server_pids(dsn: str) -> list[int]:
+    """The PostgreSQL server's processes when it is a scripts/with-postgres cluster
+    (postmaster.pid in ``<socket dir>/data``), else none."""
+    host = dsn.partition("host=")[2].split("&")[0]
+    try:
+        master = int((Path(host) / "data" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    pids = [master]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == master:
+                pids.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def server_cpu_s(dsn: str) -> float:
+    """CPU seconds of the PostgreSQL server's processes so far (0 if unknown)."""
+    total = 0.0
+    for pid in server_pids(dsn):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += cpu_s(pid)
+    return total
+
+
 @contextlib.asynccontextmanager
 async def node(data_dir: Path, *extra: str) -> AsyncIterator[tuple[Any, int, str, list[int]]]:
     """A ``qpc-node`` subprocess; yields (process, port, fingerprint, worker pids)."""
@@ -107,9 +134,16 @@ async def node(data_dir: Path, *extra: str) -> AsyncIterator[tuple[Any, int, str
 
 
 async def enqueue_rate(
-    port: int, fp: str, pids: list[int], inflight: int, seconds: float, connections: int
-) -> tuple[float, float]:
-    """(durable enqueue calls/s, node CPU µs per call) over ``connections`` connections."""
+    port: int,
+    fp: str,
+    pids: list[int],
+    inflight: int,
+    seconds: float,
+    connections: int,
+    dsn: str = "",
+) -> tuple[float, float, float]:
+    """(durable enqueue calls/s, node CPU µs per call, database server CPU µs
+    per call) over ``connections`` connections."""
     sender, _ = await account(port, fp, "sender")
     receivers = [await account(port, fp, f"rcpt{i}") for i in range(8)]
     pool = [client(port, fp, sender) for _ in range(connections)]
@@ -125,12 +159,14 @@ async def enqueue_rate(
         )
 
     await throughput(enqueue, inflight, 0.5)  # warm up
-    cpu0 = sum(cpu_s(p) for p in pids)
+    cpu0, db0 = sum(cpu_s(p) for p in pids), server_cpu_s(dsn) if dsn else 0.0
     rate = await throughput(enqueue, inflight, seconds)
     cpu = sum(cpu_s(p) for p in pids) - cpu0
+    db = (server_cpu_s(dsn) - db0) if dsn else 0.0
     for c in pool:
         await c.close()
-    return rate, cpu / (rate * seconds) * 1e6
+    calls = rate * seconds
+    return rate, cpu / calls * 1e6, db / calls * 1e6
 
 
 async def wakeups(
@@ -179,18 +215,42 @@ async def schema(dsn: str) -> AsyncIterator[str]:
         await conn.close()
 
 
+async def wakeup_rows(base: Path, args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Phase 3: wake-ups in one process and across two (one database, one key)."""
+    identity = tls.load_or_create_server_identity(base / "tls")
+    key = ("--cert", str(identity.cert_file), "--key", str(identity.key_file))
+    async with (
+        schema(args.dsn) as dsn,
+        node(base / "a", "--store", dsn, *key) as (_, port_a, fp, _pa),
+        node(base / "b", "--store", dsn, *key) as (_, port_b, _fp, _pb),
+    ):
+        sender, _ = await account(port_a, fp, "sender")
+        rcpt = await account(port_a, fp, "probe")
+        same = await wakeups((port_a, fp), (port_a, fp), sender, rcpt, args.wakeups)
+        cross = await wakeups((port_a, fp), (port_b, fp), sender, rcpt, args.wakeups)
+    return [
+        (
+            f"fetchWait wake-up {label}, median / p99",
+            f"{statistics.median(lat) * 1e3:.2f} / {pct(lat, 99) * 1e3:.2f} ms",
+        )
+        for label, lat in (("same process", same), ("across processes (NOTIFY)", cross))
+    ]
+
+
 async def run(args: argparse.Namespace) -> None:
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="qpc-bench-pg-") as tmp:
         base = Path(tmp)
         spread = f"{args.inflight} in flight"
         async with node(base / "sqlite") as (_, port, fp, pids):
-            lite, lite_cpu = await enqueue_rate(port, fp, pids, args.inflight, args.seconds, 1)
+            lite, lite_cpu, _ = await enqueue_rate(port, fp, pids, args.inflight, args.seconds, 1)
         rows.append((f"SQLite (FULL) durable enqueue calls/s ({spread}, 1 conn)", f"{lite:,.0f}"))
         rows.append(("  node CPU per enqueue", f"{lite_cpu:.0f} µs"))
         async with schema(args.dsn) as dsn:
             async with node(base / "pg", "--store", dsn) as (_, port, fp, pids):
-                pg, pg_cpu = await enqueue_rate(port, fp, pids, args.inflight, args.seconds, 1)
+                pg, pg_cpu, pg_db = await enqueue_rate(
+                    port, fp, pids, args.inflight, args.seconds, 1, args.dsn
+                )
             rows.append(
                 (
                     f"PostgreSQL durable enqueue calls/s ({spread}, 1 conn)",
@@ -198,9 +258,13 @@ async def run(args: argparse.Namespace) -> None:
                 )
             )
             rows.append(("  node CPU per enqueue", f"{pg_cpu:.0f} µs"))
+            if pg_db:
+                rows.append(("  database server CPU per enqueue", f"{pg_db:.0f} µs"))
         async with schema(args.dsn) as dsn:
             async with node(base / "pgw", "--store", dsn, "--workers", "2") as (_, port, fp, pids):
-                pgw, pgw_cpu = await enqueue_rate(port, fp, pids, args.inflight, args.seconds, 4)
+                pgw, pgw_cpu, pgw_db = await enqueue_rate(
+                    port, fp, pids, args.inflight, args.seconds, 4, args.dsn
+                )
             rows.append(
                 (
                     f"PostgreSQL --workers 2, calls/s ({spread}, 4 conns)",
@@ -208,24 +272,10 @@ async def run(args: argparse.Namespace) -> None:
                 )
             )
             rows.append(("  node CPU per enqueue (both workers)", f"{pgw_cpu:.0f} µs"))
-        identity = tls.load_or_create_server_identity(base / "tls")  # one deployment, one key
-        key = ("--cert", str(identity.cert_file), "--key", str(identity.key_file))
-        async with (
-            schema(args.dsn) as dsn,
-            node(base / "a", "--store", dsn, *key) as (_, port_a, fp, _pa),
-            node(base / "b", "--store", dsn, *key) as (_, port_b, _fp, _pb),
-        ):
-            sender, _ = await account(port_a, fp, "sender")
-            rcpt = await account(port_a, fp, "probe")
-            same = await wakeups((port_a, fp), (port_a, fp), sender, rcpt, args.wakeups)
-            cross = await wakeups((port_a, fp), (port_b, fp), sender, rcpt, args.wakeups)
-        for label, lat in (("same process", same), ("across processes (NOTIFY)", cross)):
-            rows.append(
-                (
-                    f"fetchWait wake-up {label}, median / p99",
-                    f"{statistics.median(lat) * 1e3:.2f} / {pct(lat, 99) * 1e3:.2f} ms",
-                )
-            )
+            if pgw_db:
+                rows.append(("  database server CPU per enqueue", f"{pgw_db:.0f} µs"))
+        if args.wakeups:
+            rows += await wakeup_rows(base, args)
     width = max(len(r[0]) for r in rows)
     print(f"bench/pg.py  seconds={args.seconds} inflight={args.inflight} wakeups={args.wakeups}")
     for name, value in rows:

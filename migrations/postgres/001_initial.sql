@@ -139,6 +139,8 @@ $$;
 
 -- Append each message to its inbox in order; returns the seq of each, or -1
 -- where the inbox already held p_max_depth[i] messages (nothing stored for it).
+-- When every inbox takes all of its messages (the usual case), two set-based
+-- statements do the work; otherwise one message at a time, as written.
 CREATE FUNCTION qpc_enqueue(
     p_recipients BYTEA[], p_channels BYTEA[], p_payloads BYTEA[], p_now BIGINT[],
     p_max_depth BIGINT[], p_origin TEXT
@@ -147,12 +149,36 @@ LANGUAGE plpgsql AS $$
 DECLARE
     seqs BIGINT[] := '{}';
     stored BYTEA[] := '{}';
-    n INT := cardinality(p_recipients);
+    fits BOOLEAN;
     cur BIGINT;
     i INT;
 BEGIN
     PERFORM qpc_lock_inboxes(p_recipients);
-    FOR i IN 1 .. n LOOP
+    SELECT bool_and(qpc_depth(g.r) + g.k <= g.lim) INTO fits FROM (
+        SELECT u AS r, count(*) AS k, min(m) AS lim
+        FROM unnest(p_recipients, p_max_depth) AS t (u, m) GROUP BY u
+    ) AS g;
+    IF fits THEN
+        WITH items AS (
+            SELECT u AS r, c, p, t, o, row_number() OVER (PARTITION BY u ORDER BY o) AS j
+            FROM unnest(p_recipients, p_channels, p_payloads, p_now)
+                WITH ORDINALITY AS x (u, c, p, t, o)
+        ), bumped AS (
+            UPDATE delivery_seq_counters AS d SET last_seq = d.last_seq + g.k
+            FROM (SELECT r, count(*) AS k FROM items GROUP BY r) AS g
+            WHERE d.recipient = g.r
+            RETURNING d.recipient, d.last_seq - g.k AS base
+        ), ins AS (
+            INSERT INTO messages (recipient, seq, channel_id, payload, created_ms)
+            SELECT i.r, b.base + i.j, i.c, i.p, i.t FROM items AS i
+                JOIN bumped AS b ON b.recipient = i.r
+        )
+        SELECT array_agg(b.base + i.j ORDER BY i.o) INTO seqs
+            FROM items AS i JOIN bumped AS b ON b.recipient = i.r;
+        PERFORM qpc_notify_inboxes(p_origin, p_recipients);
+        RETURN seqs;
+    END IF;
+    FOR i IN 1 .. cardinality(p_recipients) LOOP
         IF qpc_depth(p_recipients[i]) >= p_max_depth[i] THEN
             seqs := seqs || (-1)::BIGINT;
             CONTINUE;

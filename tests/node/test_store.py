@@ -484,3 +484,46 @@ async def test_accounts_sessions_devices(store: Store) -> None:
     await _device(store, b"2" * 32)
     assert [d.device_id for d in await store.list_devices("alice")] == [b"1" * 32, b"2" * 32]
     assert await store.get_device(b"3" * 32) is None
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        [(0, 9)] * 5,  # all fit: one inbox
+        [(0, 3), (1, 9), (0, 3), (2, 4), (0, 3), (1, 9)],  # inbox 0 straddles its limit
+        [(0, 2), (0, 9), (0, 2), (0, 9)],  # one inbox, limits differing per write
+        [(1, 2), (2, 2), (1, 2), (2, 3), (1, 3), (2, 3)],
+    ],
+)
+async def test_a_batch_of_enqueues_matches_the_one_by_one_model(
+    store: Store, batch: list[tuple[int, int]]
+) -> None:
+    """Writes queued together (one group commit) get the seqs and QueueFull
+    errors that applying them one at a time in order gives."""
+    inboxes = [bytes([65 + i]) * 32 for i in range(3)]
+    for inbox in inboxes:  # one message waiting in each inbox
+        await store.enqueue(inbox, b"c", b"pre", 1, 100)
+    depth = {i: 1 for i in range(3)}
+    last = {i: 1 for i in range(3)}
+    expected: list[int | str] = []
+    for i, limit in batch:
+        if depth[i] < limit:
+            depth[i] += 1
+            last[i] += 1
+            expected.append(last[i])
+        else:
+            expected.append("full")
+    results = await asyncio.gather(
+        *(store.enqueue(inboxes[i], b"c", b"m%d" % k, 2, lim) for k, (i, lim) in enumerate(batch)),
+        return_exceptions=True,
+    )
+    got = ["full" if isinstance(r, QueueFull) else r for r in results]
+    assert got == expected
+    for i, inbox in enumerate(inboxes):
+        stored = [(e.seq, e.data) for e in await store.fetch(inbox, 0, 100)]
+        want = [(1, b"pre")] + [
+            (seq, b"m%d" % k)
+            for k, ((j, _), seq) in enumerate(zip(batch, expected, strict=True))
+            if j == i and seq != "full"
+        ]
+        assert stored == want
