@@ -247,7 +247,12 @@ async def run(args: argparse.Namespace) -> None:
         rows.append((f"SQLite (FULL) durable enqueue calls/s ({spread}, 1 conn)", f"{lite:,.0f}"))
         rows.append(("  node CPU per enqueue", f"{lite_cpu:.0f} µs"))
         async with schema(args.dsn) as dsn:
-            async with node(base / "pg", "--store", dsn) as (_, port, fp, pids):
+            async with node(base / "pg", "--store", dsn, "--pg-pool-size", str(args.pool)) as (
+                _,
+                port,
+                fp,
+                pids,
+            ):
                 pg, pg_cpu, pg_db = await enqueue_rate(
                     port, fp, pids, args.inflight, args.seconds, 1, args.dsn
                 )
@@ -288,6 +293,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--inflight", type=int, default=64)
     p.add_argument("--wakeups", type=int, default=500)
+    p.add_argument("--pool", type=int, default=8, help="--pg-pool-size of the one-process node")
     args = p.parse_args()
     if not args.dsn:
         sys.exit("no PostgreSQL: run under scripts/with-postgres or pass --dsn")

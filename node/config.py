@@ -39,7 +39,7 @@ class NodeConfig:
     store: str = ""
     """PostgreSQL DSN (``postgresql://USER@HOST/DB``); empty: SQLite in ``data_dir``."""
     pg_pool_size: int = 8
-    """PostgreSQL connections per node process (and enqueue batches in flight)."""
+    """PostgreSQL connections per node process (plus one for LISTEN)."""
     workers: int = 1
     """Node processes sharing the UDP port (SO_REUSEPORT); more than 1 needs ``store``."""
     worker_id: int = -1
