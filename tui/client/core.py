@@ -52,6 +52,27 @@ T = TypeVar("T")
 EMBEDDED = "embedded"
 """``server`` value meaning the shared local node."""
 PINS_FILE = "pins.json"
+
+
+def parse_servers(server: str) -> list[tuple[str, int]]:
+    """``HOST:PORT[,HOST:PORT...]`` -> [(host, port), ...] (IPv6 literals in brackets).
+
+    Several addresses name the processes or machines of one deployment (one
+    TLS key, pinned under the first): the connection moves to the next when
+    one cannot be reached or dies.
+
+    Raises:
+        ConfigError: an entry is not ``HOST:PORT``.
+    """
+    out = []
+    for entry in server.split(","):
+        host, sep, port_text = entry.strip().rpartition(":")
+        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigError(f"the server must be HOST:PORT[,HOST:PORT...], not {server!r}")
+        out.append((host.strip("[]"), int(port_text)))
+    return out
+
+
 """TOFU pin store of node keys inside the profile."""
 LOCK_FILE = "engine.lock"
 """Held while an engine has the profile open (one writer per profile)."""
@@ -221,10 +242,8 @@ class EngineCore:
             host, port = node.host, node.port
             trust = tls.TrustConfig(fingerprint=node.fingerprint)
         else:
-            host, sep, port_text = server.rpartition(":")
-            if not sep or not port_text.isdigit():
-                raise ConfigError(f"--server must be HOST:PORT, not {server!r}")
-            host, port = host.strip("[]"), int(port_text)
+            addresses = parse_servers(server)
+            (host, port), alternates = addresses[0], tuple(addresses[1:])
             trust = tls.TrustConfig(
                 pin_store=self.profile.path / PINS_FILE, trust_new_key=self.config.trust_new_key
             )
@@ -232,6 +251,7 @@ class EngineCore:
         cfg = ClientConfig(
             host=host,
             port=port,
+            alternates=alternates if server != EMBEDDED else (),
             trust=trust,
             reconnect_wait=self.config.reconnect_wait_s,
             connect_timeout=min(5.0, self.config.reconnect_wait_s),
