@@ -126,6 +126,7 @@ class Session(asyncssh.SSHServerSession[bytes]):
         self._proc: asyncio.subprocess.Process | None = None
         self._master: int | None = None
         self._pending = bytearray()
+        self._stdin_eof = False
         self._reading = False
         self._pty_done = asyncio.Event()
         self._slot = False
@@ -189,9 +190,12 @@ class Session(asyncssh.SSHServerSession[bytes]):
             self._flush_input()
         elif self._proc is not None and self._proc.stdin is not None:
             self._proc.stdin.write(data)
+        elif len(self._pending) < _READ_CHUNK:  # before the command started
+            self._pending += data
 
     def eof_received(self) -> bool:
         """End of client input: close the command's stdin; keep the channel half-open."""
+        self._stdin_eof = True
         if self._proc is not None and self._proc.stdin is not None and self._master is None:
             self._proc.stdin.close()
         return True
@@ -406,6 +410,11 @@ class Session(asyncssh.SSHServerSession[bytes]):
             start_new_session=True,
         )
         self._proc = proc
+        assert proc.stdin is not None
+        proc.stdin.write(bytes(self._pending))
+        self._pending.clear()
+        if self._stdin_eof:
+            proc.stdin.close()
         chan = self._chan
 
         async def pump(stream: asyncio.StreamReader | None, err: bool) -> None:
