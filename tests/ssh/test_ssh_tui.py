@@ -95,9 +95,14 @@ def test_tui_over_ssh_gets_the_pty_and_a_hangup_leaves_nothing(
             and len(pane.screen().splitlines()[-1].rstrip()) > 80
         )
     )
-    # Hang up: the ssh client dies; the session's process must go too.
+    # Hang up: the ssh client dies; the session's process ends itself (it logs
+    # that it closed, so it was not killed) and leaves nothing behind.
     pane.kill()
     _wait(lambda: not _session_pids(server.state))
+    (log,) = (server.state / "profiles").glob("*/tui.log")
+    text = log.read_text()
+    assert "hang-up: closing the session" in text
+    assert "session closed" in text
 
 
 def _register(pane: Pane, user: str) -> None:
