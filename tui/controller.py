@@ -10,7 +10,9 @@ event as :class:`EngineEventPosted`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -102,6 +104,8 @@ class ChatApp(App[None]):
         """Toasts shown for incoming messages (``bench/tui.py`` reads it)."""
         self.bells_rung = 0
         """Bells rung for incoming messages."""
+        self.exit_on_hangup = False
+        """Quit cleanly on SIGHUP (the CLI sets it; a dropped ssh or closed window)."""
 
     # ------------------------------------------------------------------ start
 
@@ -115,7 +119,14 @@ class ChatApp(App[None]):
             self.set_keymap(self.settings.keymap)
         if self.settings.theme:
             self.theme = self.settings.theme
+        if self.exit_on_hangup:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hang_up)
         self.resume()
+
+    def _hang_up(self) -> None:
+        """The terminal is gone: close the engine and the node use as on Ctrl+Q."""
+        log.info("hang-up: closing the session")
+        self.exit(return_code=129)
 
     @work(exclusive=True, group="login", exit_on_error=False, name="resume")
     async def resume(self) -> None:
@@ -136,11 +147,14 @@ class ChatApp(App[None]):
     async def on_unmount(self) -> None:
         """Close the engine (and whatever the factory started) on the way out."""
         engine, self.engine = self.engine, None
+        if self.exit_on_hangup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         try:
             if engine is not None:
                 await engine.close()
         finally:
             await self.factory.close()
+        log.info("session closed")
 
     @on(WelcomeScreen.Submitted)
     def _login_requested(self, event: WelcomeScreen.Submitted) -> None:

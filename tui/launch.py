@@ -162,5 +162,6 @@ def launch(opts: argparse.Namespace) -> int:
         log_path = profile_dir(opts) / "tui.log"
     setup_logging(settings.log_file or log_path)
     app = make_app(factory, settings)
+    app.exit_on_hangup = True
     app.run()
     return app.return_code or 0
