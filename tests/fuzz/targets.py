@@ -144,6 +144,7 @@ def mls_messages() -> Target:
         mls.message_info,
         mls.parse_key_package,
         bob.join_from_welcome,
+        bob.join_by_external_commit,  # GroupInfo
     ]
 
     def decode(raw: bytes) -> object:
