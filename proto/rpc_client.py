@@ -39,7 +39,6 @@ from proto import tls
 from proto.codec import (
     CodecLimits,
     ErrorInfo,
-    FetchWaitParams,
     FetchWaitResult,
     Params,
     Request,
@@ -55,7 +54,7 @@ from proto.errors import (
 )
 from proto.quic_client import END, ClientConnection, PendingCall, expire_calls
 from proto.rpc import ALPN, DEFAULT_PORT, CloseCode
-from proto.rpc_calls import NodeCalls
+from proto.rpc_api import NodeCalls
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +195,11 @@ class Subscription:
         self._done = True
 
 
-class RpcClient(NodeCalls):
+class RpcClient(NodeCalls[Subscription]):
     """A connection to one node with typed async methods per call.
+
+    The per-method methods (``health``, ``enqueue``, ``fetch_wait``, ...) come
+    from :class:`proto.rpc_api.NodeCalls`, generated from the schema.
 
     The first use connects (or call :meth:`connect` to fail fast on a wrong
     key). After a loss the client reconnects in the background with jittered
@@ -282,14 +284,6 @@ class RpcClient(NodeCalls):
     def subscribe(self, params: Params, *, auth: bytes | None = None) -> Subscription:
         """Start a streaming call (opened on ``async with`` or first iteration)."""
         return Subscription(self, params, auth)
-
-    def fetch_wait(
-        self, *, after_seq: int, timeout_ms: int = 0, auth: bytes | None = None
-    ) -> Subscription:
-        """Subscribe to the inbox after ``after_seq`` (see docs/PROTOCOL.md)."""
-        return self.subscribe(
-            FetchWaitParams(after_seq=after_seq, timeout_ms=timeout_ms), auth=auth
-        )
 
     async def close(self) -> None:
         """Close the connection (pending calls fail with ConnectionLost)."""
