@@ -304,7 +304,8 @@ class Session:
         out = len(self.state.outbox)
         rpc = self._rpc
         if rpc is not None and rpc.connected:
-            return api.ConnectionState.connected(server=self._server_addr, outbox_count=out)
+            host, port = rpc.address  # of a server list: the one in use
+            return api.ConnectionState.connected(server=f"{host}:{port}", outbox_count=out)
         return api.ConnectionState.offline(out, server=self._server_addr)
 
     # ------------------------------------------------------------------ identity
