@@ -4,6 +4,15 @@ The node never sees a password: it stores the OPAQUE password file. A login
 for an unknown user runs against a decoy password file derived from a node
 secret and the username, so its ``loginStart`` answer has the same shape as a
 real one and its ``loginFinish`` fails with the same ``loginFailed``.
+
+Rate accounting (docs/THREAT_MODEL.md, "Abuse and limits"): one registration
+and one login each cost one token of the login limiter, charged on the first
+step (``registerStart``/``loginStart``), to the source address and the account
+name. The second step is paid by the first: ``loginFinish`` of a pending login
+and ``registerFinish`` after this address's ``registerStart`` for the name are
+not charged again, so a client refused with ``retryAfterMs`` that waits that
+long and starts over succeeds. A ``loginFinish`` with an unknown login id and
+a ``registerFinish`` without a ``registerStart`` pay their own token.
 """
 
 from __future__ import annotations
@@ -78,6 +87,11 @@ class _PendingLogin:
     known: bool
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _PendingRegistration:
+    expires: float
+
+
 class AuthService:
     """Account registration, login and logout."""
 
@@ -89,6 +103,10 @@ class AuthService:
         self._setup = setup
         self._decoys = decoys
         self._pending: collections.OrderedDict[bytes, _PendingLogin] = collections.OrderedDict()
+        # (address, username) -> paid registerStart, so registerFinish is not charged again
+        self._registering: collections.OrderedDict[tuple[str, str], _PendingRegistration] = (
+            collections.OrderedDict()
+        )
         # One thread for all decoys: the OPAQUE key-stretching function allocates
         # large buffers, and every extra thread would keep its own malloc arena.
         self._decoy_thread = concurrent.futures.ThreadPoolExecutor(
@@ -129,15 +147,26 @@ class AuthService:
         if await self._ctx.store.account_exists(name):
             raise AlreadyExists("username is taken")
         try:
-            return opaque.server_registration_start(self._setup, request, name)
+            response = opaque.server_registration_start(self._setup, request, name)
         except OpaqueError:
             raise BadRequest("malformed registration request") from None
+        self._expire_pending()
+        key = (caller.address, name)
+        self._registering.pop(key, None)
+        while len(self._registering) >= MAX_PENDING_LOGINS:
+            self._registering.popitem(last=False)
+        self._registering[key] = _PendingRegistration(
+            self._ctx.mono_clock() + self._ctx.config.login_ttl_s
+        )
+        return response
 
     async def register_finish(self, caller: Caller, username: str, upload: bytes) -> None:
         """OPAQUE registration step 2: store the password file (``alreadyExists`` if taken)."""
         name = normalize_username(username)
         self._check_message(upload, "upload")
-        self._ctx.limit_login(caller, name)
+        paid = self._registering.pop((caller.address, name), None)
+        if paid is None or paid.expires <= self._ctx.mono_clock():
+            self._ctx.limit_login(caller, name)
         try:
             password_file = opaque.server_registration_finish(upload)
         except OpaqueError:
@@ -186,11 +215,11 @@ class AuthService:
         """OPAQUE login step 2; returns ``(token, expiresMs)`` bound to ``device_id``."""
         self._check_message(finalization, "finalization")
         check_device_id(device_id)
-        pending = self._pending.pop(login_id, None)
+        pending = self._pending.get(login_id)
         if pending is None:
-            self._ctx.limit_login(caller, "?")
+            self._ctx.limit_login_address(caller)  # guessing login ids costs tokens
             raise LoginFailed("login failed")
-        self._ctx.limit_login(caller, pending.username)
+        del self._pending[login_id]  # one finalization per loginStart (one guess per token)
         if pending.expires <= self._ctx.mono_clock():
             raise Expired("login took too long, start again")
         try:
@@ -228,6 +257,11 @@ class AuthService:
             if first.expires > now:
                 break
             self._pending.popitem(last=False)
+        while self._registering:
+            first_reg = next(iter(self._registering.values()))
+            if first_reg.expires > now:
+                break
+            self._registering.popitem(last=False)
 
     async def purge(self) -> int:
         """Drop expired sessions and login states; return sessions deleted."""

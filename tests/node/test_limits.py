@@ -11,8 +11,9 @@ import pytest
 
 from node.embedded import start_embedded_node
 from proto.codec import Recipient
-from proto.errors import LimitExceeded, PayloadTooLarge, QueueFull, RateLimited
-from tests.node.helpers import connected, make_account, node_config, register
+from node.config import NodeConfig
+from proto.errors import LimitExceeded, LoginFailed, PayloadTooLarge, QueueFull, RateLimited
+from tests.node.helpers import connected, login, make_account, node_config, register
 
 pytestmark = pytest.mark.network
 
@@ -52,14 +53,15 @@ async def test_queue_full_and_recovery(tmp_path: Path) -> None:
 async def test_rate_limits_answer_retry_after(tmp_path: Path) -> None:
     node = await start_embedded_node(
         node_config(
-            tmp_path, write_burst=5, write_rate_per_s=1.0, login_burst=4, login_rate_per_s=0.5
+            tmp_path, write_burst=5, write_rate_per_s=1.0, login_burst=3, login_rate_per_s=0.5
         )
     )
     try:
-        alice = await make_account(node, "alice")  # 2 register + 2 login attempts
-        with pytest.raises(RateLimited) as exc:
-            async with connected(node) as c:
-                await register(c, "bob", "pw")
+        alice = await make_account(node, "alice")  # 1 registration + 1 login
+        async with connected(node) as c:
+            await register(c, "bob", "pw")  # the third token
+            with pytest.raises(RateLimited) as exc:
+                await register(c, "carol", "pw")
         assert exc.value.retry_after_ms > 0
         for _ in range(4):  # registerDevice took one token
             await alice.client.enqueue(recipient=alice.device_id, channel_id=b"c", payload=b"m")
@@ -71,6 +73,75 @@ async def test_rate_limits_answer_retry_after(tmp_path: Path) -> None:
         await asyncio.sleep(exc.value.retry_after_ms / 1000)
         await alice.client.enqueue(recipient=alice.device_id, channel_id=b"c", payload=b"m")
         await alice.client.close()
+    finally:
+        await node.stop()
+
+
+async def test_waiting_retry_after_then_login_succeeds(tmp_path: Path) -> None:
+    """A refused login succeeds after exactly ``retryAfterMs``; loginFinish is never refused."""
+    node = await start_embedded_node(node_config(tmp_path, login_burst=2, login_rate_per_s=2.0))
+    try:
+        alice = await make_account(node, "alice")  # both tokens spent
+        async with connected(node) as c:
+            with pytest.raises(RateLimited) as exc:
+                await login(c, "alice", alice.password, alice.device_id)
+            wait_ms = exc.value.retry_after_ms
+            assert 0 < wait_ms <= 500
+            await asyncio.sleep(wait_ms / 1000)
+            # loginStart takes the one refilled token; loginFinish is paid by it
+            token = await login(c, "alice", alice.password, alice.device_id)
+            assert token
+            with pytest.raises(RateLimited) as exc:  # and the bucket is empty again
+                await register(c, "bob", "pw")
+            await asyncio.sleep(exc.value.retry_after_ms / 1000)
+            await register(c, "bob", "pw")  # registerFinish is paid by registerStart
+        await alice.client.close()
+    finally:
+        await node.stop()
+
+
+def _default_login_limits() -> dict[str, object]:
+    d = NodeConfig()
+    return {"login_burst": d.login_burst, "login_rate_per_s": d.login_rate_per_s}
+
+
+async def test_default_limits_allow_five_accounts_in_a_row(tmp_path: Path) -> None:
+    node = await start_embedded_node(node_config(tmp_path, **_default_login_limits()))
+    try:
+        accounts = [await make_account(node, f"user{i}") for i in range(5)]
+        async with connected(node) as c:
+            # the bucket refilled by about a token a second while those ran:
+            # the next few registrations drain it, then one is refused
+            with pytest.raises(RateLimited) as exc:
+                for i in range(5, 15):
+                    await register(c, f"user{i}", "pw")
+            assert 0 < exc.value.retry_after_ms <= 1000
+            await asyncio.sleep(exc.value.retry_after_ms / 1000)
+            await register(c, f"user{i}", "pw")
+        for a in accounts:
+            await a.client.close()
+    finally:
+        await node.stop()
+
+
+async def test_default_limits_hold_a_password_guesser(tmp_path: Path) -> None:
+    """Documented rate: a burst of 10 guesses, then one per second per address and account."""
+    node = await start_embedded_node(node_config(tmp_path, **_default_login_limits()))
+    try:
+        victim = await make_account(node, "victim")  # 2 of this address's 10 tokens
+        async with connected(node) as c:
+            for _ in range(8):
+                with pytest.raises(LoginFailed):
+                    await login(c, "victim", "guess", b"\x01" * 32)
+            with pytest.raises(RateLimited) as exc:
+                await login(c, "victim", "guess", b"\x01" * 32)
+            assert 0 < exc.value.retry_after_ms <= 1000
+            await asyncio.sleep(exc.value.retry_after_ms / 1000)
+            with pytest.raises(LoginFailed):  # one guess per second
+                await login(c, "victim", "guess", b"\x01" * 32)
+            with pytest.raises(RateLimited):
+                await login(c, "victim", "guess", b"\x01" * 32)
+        await victim.client.close()
     finally:
         await node.stop()
 
