@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from node.config import NodeConfig
 from node.embedded import start_embedded_node
 from proto.codec import Recipient
-from node.config import NodeConfig
 from proto.errors import LimitExceeded, LoginFailed, PayloadTooLarge, QueueFull, RateLimited
 from tests.node.helpers import connected, login, make_account, node_config, register
 

@@ -23,6 +23,7 @@ from tui.client.api import (
     Message,
     MessageReceived,
     PingResult,
+    RateLimitWait,
     ServerInfo,
     WhoAmI,
 )
@@ -54,6 +55,10 @@ class FakeEngine:
         self.embedded = False
         self.history_gate: asyncio.Event | None = None
         """When set, ``history`` waits for it (to test what arrives meanwhile)."""
+        self.rate_limit_s: float = 0.0
+        """When positive, register/login report this wait to ``on_wait`` once, then
+        wait for ``rate_limit_over`` (the real engine sleeps ``retryAfterMs``)."""
+        self.rate_limit_over = asyncio.Event()
 
     # -------------------------------------------------------------- helpers
 
@@ -62,6 +67,13 @@ class FakeEngine:
         error = self.fail.pop(name, None)
         if error is not None:
             raise error
+
+    async def _pace(self, on_wait: RateLimitWait | None) -> None:
+        if self.rate_limit_s > 0:
+            wait, self.rate_limit_s = self.rate_limit_s, 0.0
+            if on_wait is not None:
+                on_wait(wait)
+            await self.rate_limit_over.wait()
 
     def _tick(self) -> int:
         self.now_ms += 1000
@@ -131,12 +143,18 @@ class FakeEngine:
 
     # ------------------------------------------------------------ protocol
 
-    async def register(self, user: str, password: str) -> WhoAmI:
+    async def register(
+        self, user: str, password: str, *, on_wait: RateLimitWait | None = None
+    ) -> WhoAmI:
+        await self._pace(on_wait)
         self._check("register", user)
         self.user = user
         return await self.whoami()
 
-    async def login(self, user: str, password: str) -> WhoAmI:
+    async def login(
+        self, user: str, password: str, *, on_wait: RateLimitWait | None = None
+    ) -> WhoAmI:
+        await self._pace(on_wait)
         self._check("login", user)
         self.user = user
         return await self.whoami()

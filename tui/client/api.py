@@ -19,7 +19,7 @@ Identifiers as the user sees them:
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -385,6 +385,9 @@ EngineEvent = (
 
 # --------------------------------------------------------------------------- engine
 
+RateLimitWait = Callable[[float], None]
+"""Told the seconds a register/login will wait before retrying a rate-limited step."""
+
 
 @runtime_checkable
 class ClientEngine(Protocol):
@@ -397,12 +400,23 @@ class ClientEngine(Protocol):
     ``DeliveryState.PENDING`` and sent from the outbox on reconnect.
     """
 
-    async def register(self, user: str, password: str) -> WhoAmI:
-        """Create the account (OPAQUE), log in, create and register this device."""
+    async def register(
+        self, user: str, password: str, *, on_wait: RateLimitWait | None = None
+    ) -> WhoAmI:
+        """Create the account (OPAQUE), log in, create and register this device.
+
+        A ``rateLimited`` answer is waited out (``retryAfterMs``, told to
+        ``on_wait`` first) and the step retried, up to a configured total wait.
+        """
         ...
 
-    async def login(self, user: str, password: str) -> WhoAmI:
-        """Log in (OPAQUE), registering this device and topping up KeyPackages."""
+    async def login(
+        self, user: str, password: str, *, on_wait: RateLimitWait | None = None
+    ) -> WhoAmI:
+        """Log in (OPAQUE), registering this device and topping up KeyPackages.
+
+        Waits out ``rateLimited`` as :meth:`register` does.
+        """
         ...
 
     async def create_group(self, name: str) -> ChannelInfo:

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 import unicodedata
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
@@ -34,6 +35,7 @@ from proto.errors import (
     InvalidKey,
     LocalError,
     ProfileError,
+    RateLimited,
     TransportError,
 )
 from proto.rpc_client import ClientConfig, RpcClient
@@ -88,6 +90,8 @@ class EngineConfig:
     """Where the embedded node lives (default: ``QPC_DATA_DIR`` / platform dir)."""
     local_node_args: tuple[str, ...] = field(default_factory=tuple)
     """Extra ``qpc-node`` flags when the engine starts the embedded node."""
+    rate_limit_max_wait_s: float = 120.0
+    """Register/login wait out ``rateLimited`` answers (``retryAfterMs``) up to this long in all."""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -264,18 +268,49 @@ class EngineCore:
             self.state.access_key = os.urandom(32).hex()
             await self.save()
 
-    async def register(self, user: str, password: str) -> api.WhoAmI:
+    async def _paced(
+        self, call: Callable[[], Awaitable[T]], on_wait: api.RateLimitWait | None
+    ) -> T:
+        """Run ``call``; on ``rateLimited`` wait ``retryAfterMs`` and run it again.
+
+        ``on_wait(seconds)`` is told before each wait (the CLI prints it, the
+        TUI counts it down). Gives up with the last ``RateLimited`` once the
+        waits would exceed ``rate_limit_max_wait_s`` in all.
+        """
+        waited = 0.0
+        while True:
+            try:
+                return await call()
+            except RateLimited as exc:
+                wait = max(exc.retry_after_ms, 1) / 1000
+                if waited + wait > self.config.rate_limit_max_wait_s:
+                    raise
+                log.info("node asks to slow down: retrying in %.1f s", wait)
+                if on_wait is not None:
+                    on_wait(wait)
+                await asyncio.sleep(wait)
+                waited += wait
+
+    async def register(
+        self, user: str, password: str, *, on_wait: api.RateLimitWait | None = None
+    ) -> api.WhoAmI:
         """Create the account (OPAQUE), then log in as in :meth:`login`."""
         user = normalize_user(user)
         start = opaque.client_registration_start(password)
         rpc = await self.rpc()
-        resp = await rpc.register_start(username=user, request=start.request, auth=b"")
+        resp = await self._paced(
+            lambda: rpc.register_start(username=user, request=start.request, auth=b""), on_wait
+        )
         finish = opaque.client_registration_finish(password, start.state, resp.response)
-        await rpc.register_finish(username=user, upload=finish.upload, auth=b"")
+        await self._paced(
+            lambda: rpc.register_finish(username=user, upload=finish.upload, auth=b""), on_wait
+        )
         log.info("account registered")
-        return await self.login(user, password)
+        return await self.login(user, password, on_wait=on_wait)
 
-    async def login(self, user: str, password: str) -> api.WhoAmI:
+    async def login(
+        self, user: str, password: str, *, on_wait: api.RateLimitWait | None = None
+    ) -> api.WhoAmI:
         """OPAQUE login; creates and registers this device and tops up KeyPackages."""
         user = normalize_user(user)
         if self.state.user and self.state.user != user:
@@ -283,7 +318,9 @@ class EngineCore:
         await self._ensure_device_keys()
         rpc = await self.rpc()
         start = opaque.client_login_start(password)
-        resp = await rpc.login_start(username=user, request=start.request, auth=b"")
+        resp = await self._paced(
+            lambda: rpc.login_start(username=user, request=start.request, auth=b""), on_wait
+        )
         finish = opaque.client_login_finish(password, start.state, resp.response)
         res = await rpc.login_finish(
             login_id=resp.login_id,

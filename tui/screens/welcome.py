@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
 from textual import on
@@ -11,6 +13,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Button, Footer, Input, Label, LoadingIndicator, Static
 
 from tui.session import LoginForm
@@ -53,6 +56,8 @@ class WelcomeScreen(Screen[None]):
         self._server = server
         self._user = user
         self._profile_exists = profile_exists
+        self._wait_until = 0.0
+        self._wait_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         """The form, centred."""
@@ -74,6 +79,7 @@ class WelcomeScreen(Screen[None]):
             yield Label("Passphrase (encrypts this profile on disk)")
             yield Input(password=True, id="passphrase", compact=True)
             yield Static("", id="welcome-error", classes="dialog-error")
+            yield Static("", id="welcome-wait")
             yield LoadingIndicator(id="welcome-busy")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Log in", variant="primary", id="login")
@@ -95,9 +101,30 @@ class WelcomeScreen(Screen[None]):
         for widget in self.query("Input, Button"):
             widget.disabled = busy
 
+    def show_rate_limit(self, seconds: float) -> None:
+        """The node asked to slow down: count down to the automatic retry."""
+        self._wait_until = time.monotonic() + seconds
+        self.refresh_countdown()
+        if self._wait_timer is None:
+            self._wait_timer = self.set_interval(0.25, self.refresh_countdown)
+
+    def refresh_countdown(self, now: float | None = None) -> None:
+        """Show the whole seconds left until the retry (hidden once it is due)."""
+        left = self._wait_until - (time.monotonic() if now is None else now)
+        wait = self.query_one("#welcome-wait", Static)
+        if left <= 0:
+            wait.display = False
+            if self._wait_timer is not None:
+                self._wait_timer.stop()
+                self._wait_timer = None
+            return
+        wait.update(f"The node asks to slow down: retrying in {math.ceil(left)} s…")
+        wait.display = True
+
     def show_error(self, text: str, field: str = "password") -> None:
         """Show ``text`` under the form, re-enable it and focus ``field``."""
         self.busy = False
+        self.refresh_countdown(now=math.inf)
         self.query_one("#welcome-error", Static).update(text)
         target = self.query_one(f"#{field}", Input)
         target.focus()
