@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from node.app import Node
 from node.config import NodeConfig, load_config
+from proto import files
 from proto.errors import ConfigError, QpcError
 
 
@@ -54,6 +55,7 @@ async def _serve(config: NodeConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qpc-node`` console script; returns the exit status."""
+    files.set_program_umask()  # second line behind proto.files (docs/THREAT_MODEL.md)
     try:
         config = load_config(argv)
     except ConfigError as exc:

@@ -14,6 +14,7 @@ from node.metrics import NodeMetrics
 from node.notify import InboxNotifier
 from node.services.common import NodeContext
 from node.store.sqlite import SqliteStore
+from proto import files
 from proto.errors import QpcError
 from proto.rpc_server import RpcServer, ServerConfig
 
@@ -61,7 +62,7 @@ class Node:
             Unavailable: the database cannot be opened or migrated.
             OSError: the address cannot be bound.
         """
-        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        files.private_dir(config.data_dir)
         metrics = NodeMetrics()
         store = await SqliteStore.open(
             config.data_dir / DB_NAME,

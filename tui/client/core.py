@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 
-from proto import mls, tls
+from proto import files, mls, tls
 from proto.codec import Device
 from proto.crypto import opaque
 from proto.crypto.atrest import DEFAULT_PARAMS, KdfParams
@@ -121,8 +121,8 @@ class EngineCore:
 
     @staticmethod
     def _acquire_lock(path: Path, wait_s: float) -> IO[str]:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fh = open(path / LOCK_FILE, "w")  # noqa: SIM115 (held for the engine's lifetime)
+        files.private_dir(path)
+        fh = files.open_private(path / LOCK_FILE, "a")
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -343,6 +343,8 @@ class EngineCore:
                 self._mls = await asyncio.to_thread(mls.Client.open, path, key)
             else:
                 ident = self.identity.private_bytes()
+                # 0600 before the binding's SQLite opens it (its journal follows)
+                files.ensure_private_file(self.profile.mls_state_path)
                 self._mls = await asyncio.to_thread(
                     lambda: mls.Client.create(path, key, user.encode(), signature_key=ident)
                 )
