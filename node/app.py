@@ -92,6 +92,11 @@ class Node:
                     tls_dir=config.data_dir / "tls",
                     max_streams_per_connection=config.max_streams_per_connection,
                     max_request_bytes=config.max_request_bytes,
+                    max_connections=config.max_connections,
+                    max_connections_per_address=config.max_connections_per_address,
+                    handshake_timeout=config.handshake_timeout_s,
+                    idle_timeout=config.idle_timeout_s,
+                    request_timeout=config.request_timeout_s,
                 ),
             )
             await server.start()

@@ -14,10 +14,12 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, cast
 
+from aioquic._buffer import Buffer
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import pull_quic_header
 
 from proto.codec import (
     ErrorInfo,
@@ -38,6 +40,7 @@ from proto.errors import (
 )
 from proto.rpc import (
     CallContext,
+    CloseCode,
     StreamError,
     ack_now,
     ack_pending,
@@ -50,6 +53,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("proto.rpc_server")
 
+SMALLEST_MAX_DATAGRAM_SIZE = 1200
+"""RFC 9000 14.1: a client's Initial datagrams are at least this big (aioquic's value)."""
+
 ACK_HOLD = 0.004
 """Seconds after a request a delayed ACK may wait for pending answers to carry it."""
 
@@ -57,9 +63,14 @@ ACK_HOLD = 0.004
 Dispatch = dict[type[Any], tuple[Method, Callable[..., Any]]]
 
 
-def _peer_of(addr: Any) -> tuple[str, int]:
+def peer_host(addr: Any) -> str:
+    """The source host of a UDP address (IPv4-mapped IPv6 as plain IPv4)."""
     host = str(addr[0])
-    return (host.removeprefix("::ffff:") if "." in host else host, int(addr[1]))
+    return host.removeprefix("::ffff:") if "." in host else host
+
+
+def _peer_of(addr: Any) -> tuple[str, int]:
+    return (peer_host(addr), int(addr[1]))
 
 
 class ServerConnection(QuicConnectionProtocol):
@@ -88,13 +99,20 @@ class ServerConnection(QuicConnectionProtocol):
         # handshake sends the transport parameters).
         credit = quic._local_max_streams_bidi
         credit.value = credit.sent = max(credit.value, server.config.max_streams_per_connection)
-        server._connections.add(self)
+        # Counted on its first datagram (when the address is known); a
+        # connection that has not finished its handshake in time is closed.
+        self._handshake_done = False
+        self._handshake_timer: asyncio.TimerHandle | None = None
 
     # -------------------------------------------------------- aioquic hooks
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         if not self._peer[0]:
             self._peer = _peer_of(addr)
+            self._server._connection_opened(self, self._peer[0])
+            self._handshake_timer = self._loop.call_later(
+                self._server.config.handshake_timeout, self._on_handshake_timeout
+            )
         # aioquic's datagram_received (receive, process events, transmit), plus:
         # answers produced while processing are sent by this transmit(). ACKs
         # keep aioquic's 1 ms delay: forcing one into every answer put its
@@ -144,9 +162,21 @@ class ServerConnection(QuicConnectionProtocol):
             self._timer = self._loop.call_at(timer_at, self._handle_timer)
         self._timer_at = timer_at
 
+    def _on_handshake_timeout(self) -> None:
+        self._handshake_timer = None
+        if not self._handshake_done and not self._terminated:
+            self.close(
+                error_code=int(CloseCode.HANDSHAKE_TIMEOUT), reason_phrase="handshake timeout"
+            )
+
     def quic_event_received(self, event: events.QuicEvent) -> None:
         if isinstance(event, events.StreamDataReceived):
             self._on_data(event.stream_id, event.data, event.end_stream)
+        elif isinstance(event, events.HandshakeCompleted):
+            self._handshake_done = True
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
+                self._handshake_timer = None
         elif isinstance(event, events.StreamReset | events.StopSendingReceived):
             self._abort_stream(event.stream_id)
         elif isinstance(event, events.ConnectionTerminated):
@@ -354,7 +384,10 @@ class ServerConnection(QuicConnectionProtocol):
         for task in self._calls.values():
             task.cancel()
         self._calls.clear()
-        self._server._connections.discard(self)
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        self._server._connection_closed(self, self._peer[0])
 
     def drop_pending_requests(self) -> None:
         """Forget half-received requests (and their timers) before closing."""
@@ -401,11 +434,32 @@ class Resume:
 
 
 class Listener(QuicServer):
-    """aioquic's UDP endpoint, plus a future that completes when the socket closes."""
+    """aioquic's UDP endpoint, plus a future that completes when the socket closes.
 
-    def __init__(self, **kwargs: Any) -> None:
+    ``admit(addr)`` is asked before a client's first Initial packet creates a
+    connection; when it says no the packet is dropped, before any TLS work or
+    per-connection state (the client's handshake times out).
+    """
+
+    def __init__(self, *, admit: Callable[[Any], bool], **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._admit = admit
         self.socket_closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        data = cast(bytes, data)
+        # A long-header Initial (v1: form and fixed bits set, type 0) of a
+        # connection we do not know would create one: ask first.
+        if len(data) >= SMALLEST_MAX_DATAGRAM_SIZE and data[0] & 0xF0 == 0xC0:
+            try:
+                header = pull_quic_header(
+                    Buffer(data=data), host_cid_length=self._configuration.connection_id_length
+                )
+            except ValueError:
+                return
+            if header.destination_cid not in self._protocols and not self._admit(addr):
+                return
+        super().datagram_received(data, addr)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.socket_closed.done():

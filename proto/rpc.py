@@ -90,6 +90,8 @@ class CloseCode(enum.IntEnum):
     """The client closed the connection."""
     KEEPALIVE_TIMEOUT = 0x202
     """The client declared the node dead (no packets within ``dead_timeout``)."""
+    HANDSHAKE_TIMEOUT = 0x203
+    """The node closed a connection that did not complete its handshake in time."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -38,7 +38,7 @@ from proto.codec import (
 from proto.errors import (
     Unavailable,
 )
-from proto.quic_server import Dispatch, Listener, ServerConnection
+from proto.quic_server import Dispatch, Listener, ServerConnection, peer_host
 from proto.rpc import ALPN, DEFAULT_PORT, CallContext, CloseCode, NodeHandler
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,13 @@ class ServerConfig:
     """Where the self-signed certificate is created once and reused."""
     idle_timeout: float = 60.0
     """QUIC idle timeout (s); clients keep long calls alive with PINGs."""
+    max_connections: int = 1024
+    """Open connections (handshaking or established); a new client's Initial
+    packets beyond this are dropped before any handshake work."""
+    max_connections_per_address: int = 64
+    """Open connections per source IP address (any port); beyond: dropped as above."""
+    handshake_timeout: float = 10.0
+    """Seconds a connection may take to complete its handshake before it is closed."""
     max_streams_per_connection: int = 256
     """Concurrent calls per connection; more are answered ``limitExceeded``."""
     max_request_bytes: int = 4 * 1024 * 1024
@@ -103,6 +110,10 @@ class RpcServer:
         assert set(self._dispatch) == set(METHOD_BY_PARAMS)
         self._ids = itertools.count(1)
         self._connections: set[ServerConnection] = set()
+        self._per_address: dict[str, int] = {}
+        """Open connections per source host (counted from each one's first datagram)."""
+        self.refused_connections = 0
+        """New connections dropped by ``max_connections``/``max_connections_per_address``."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._transport: asyncio.DatagramTransport | None = None
@@ -135,11 +146,39 @@ class RpcServer:
             return ServerConnection(quic, server=self, **kwargs)
 
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: Listener(configuration=qcfg, create_protocol=create_protocol),
+            lambda: Listener(
+                configuration=qcfg, create_protocol=create_protocol, admit=self._admit
+            ),
             local_addr=(cfg.host, cfg.port),
         )
         self._transport = transport
         self._listener = protocol
+
+    def _admit(self, addr: Any) -> bool:
+        """May a new connection from ``addr`` be created? (Counts the refusal if not.)"""
+        cfg = self.config
+        host = peer_host(addr)
+        if (
+            len(self._connections) >= cfg.max_connections
+            or self._per_address.get(host, 0) >= cfg.max_connections_per_address
+        ):
+            self.refused_connections += 1
+            return False
+        return True
+
+    def _connection_opened(self, conn: ServerConnection, host: str) -> None:
+        self._connections.add(conn)
+        self._per_address[host] = self._per_address.get(host, 0) + 1
+
+    def _connection_closed(self, conn: ServerConnection, host: str) -> None:
+        if conn not in self._connections:
+            return
+        self._connections.discard(conn)
+        left = self._per_address.get(host, 1) - 1
+        if left > 0:
+            self._per_address[host] = left
+        else:
+            self._per_address.pop(host, None)
 
     @property
     def port(self) -> int:
