@@ -127,6 +127,16 @@ class Node:
         return format_hostport(self.config.host, self.port)
 
     @property
+    def connection_count(self) -> int:
+        """Open QUIC connections (handshaking or established)."""
+        return self._server.connection_count
+
+    @property
+    def refused_connections(self) -> int:
+        """New connections dropped by the connection limits since start."""
+        return self._server.refused_connections
+
+    @property
     def fingerprint(self) -> str:
         """SPKI SHA-256 (hex) of the node's TLS key, for client pinning."""
         return self._server.fingerprint
