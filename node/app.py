@@ -94,6 +94,8 @@ class Node:
                     max_request_bytes=config.max_request_bytes,
                     max_connections=config.max_connections,
                     max_connections_per_address=config.max_connections_per_address,
+                    max_buffered_request_bytes=config.max_buffered_request_bytes,
+                    max_data=config.connection_window_bytes,
                     handshake_timeout=config.handshake_timeout_s,
                     idle_timeout=config.idle_timeout_s,
                     request_timeout=config.request_timeout_s,

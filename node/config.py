@@ -66,6 +66,12 @@ class NodeConfig:
     """Open QUIC connections (handshaking or established); a new client beyond is dropped."""
     max_connections_per_address: int = 64
     """Open QUIC connections per source IP address, any port; a new one beyond is dropped."""
+    max_buffered_request_bytes: int = 64 * 1024 * KIB
+    """Node-wide bytes of unfinished (multi-packet) requests held at once; a stream
+    beyond is refused limitExceeded (each connection may hold 2 x max_request_bytes)."""
+    connection_window_bytes: int = 8 * 1024 * KIB
+    """QUIC flow-control window per connection: most unread bytes a client may have
+    in flight (aioquic buffers up to this per connection)."""
     handshake_timeout_s: float = 10.0
     """A connection that has not completed its handshake after this long is closed."""
     idle_timeout_s: float = 60.0
@@ -111,6 +117,8 @@ class NodeConfig:
             "max_subscriptions_per_device",
             "max_connections",
             "max_connections_per_address",
+            "max_buffered_request_bytes",
+            "connection_window_bytes",
             "session_ttl_s",
             "login_ttl_s",
             "retention_s",
@@ -318,6 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
             "--max-connections-per-address",
             "max_connections_per_address",
             "open connections per source IP (default 64)",
+        ),
+        (
+            "--max-buffered-request-bytes",
+            "max_buffered_request_bytes",
+            "bytes of unfinished requests held node-wide (default 64 MiB)",
+        ),
+        (
+            "--connection-window-bytes",
+            "connection_window_bytes",
+            "QUIC flow-control window per connection (default 8 MiB)",
         ),
         ("--session-ttl", "session_ttl_s", "session token lifetime in seconds (default 7 days)"),
         ("--login-ttl", "login_ttl_s", "seconds between loginStart and loginFinish (default 60)"),

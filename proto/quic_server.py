@@ -82,6 +82,7 @@ class ServerConnection(QuicConnectionProtocol):
         self._id = next(server._ids)
         self._peer: tuple[str, int] = ("", 0)
         self._bufs: dict[int, bytearray] = {}
+        self._buffered = 0  # sum of len(self._bufs[...]), also counted in the server's total
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._calls: dict[int, asyncio.Task[None]] = {}
         self._streaming: set[int] = set()
@@ -206,6 +207,8 @@ class ServerConnection(QuicConnectionProtocol):
                 self._server.config.request_timeout, self._on_request_timeout, sid
             )
         buf += data
+        self._buffered += len(data)
+        self._server.buffered_request_bytes += len(data)
         try:  # the segment table announces the size: refuse early, never buffer it
             announced = frame_length(buf, self._server._header_limits)
         except ProtocolError:
@@ -223,16 +226,33 @@ class ServerConnection(QuicConnectionProtocol):
         if fin:
             self._drop_buffer(sid)
             self._dispatch(sid, bytes(buf))
+        elif not self._within_budget():  # held by then: at most one chunk over
+            self._drop_buffer(sid)
+            self._refused.add(sid)
+            self._refuse(sid, LimitExceeded("too much unfinished request data; try again later"))
+
+    def _within_budget(self) -> bool:
+        """Unfinished requests within this connection's and the node's budget."""
+        server = self._server
+        cfg = server.config
+        return (
+            self._buffered <= 2 * cfg.max_request_bytes
+            and server.buffered_request_bytes <= cfg.max_buffered_request_bytes
+        )
 
     def _drop_buffer(self, sid: int) -> None:
-        self._bufs.pop(sid, None)
+        buf = self._bufs.pop(sid, None)
+        if buf is not None:
+            self._buffered -= len(buf)
+            self._server.buffered_request_bytes -= len(buf)
         timer = self._timers.pop(sid, None)
         if timer is not None:
             timer.cancel()
 
     def _on_request_timeout(self, sid: int) -> None:
         self._timers.pop(sid, None)
-        if self._bufs.pop(sid, None) is not None:
+        if sid in self._bufs:
+            self._drop_buffer(sid)
             self._refused.add(sid)
             self._refuse(
                 sid, BadRequest("request not completed in time"), StreamError.REQUEST_TIMEOUT

@@ -65,6 +65,11 @@ class ServerConfig:
     packets beyond this are dropped before any handshake work."""
     max_connections_per_address: int = 64
     """Open connections per source IP address (any port); beyond: dropped as above."""
+    max_buffered_request_bytes: int = 64 * 1024 * 1024
+    """Node-wide bytes of unfinished requests held while their streams are open
+    (each connection may hold ``2 * max_request_bytes`` of it); a stream that
+    would go beyond is refused ``limitExceeded``. One-datagram requests are
+    never buffered, so small calls are served while this is exhausted."""
     handshake_timeout: float = 10.0
     """Seconds a connection may take to complete its handshake before it is closed."""
     max_streams_per_connection: int = 256
@@ -111,6 +116,8 @@ class RpcServer:
         self._ids = itertools.count(1)
         self._connections: set[ServerConnection] = set()
         self._per_address: dict[str, int] = {}
+        self.buffered_request_bytes = 0
+        """Bytes of unfinished requests held now (bounded by ``max_buffered_request_bytes``)."""
         """Open connections per source host (counted from each one's first datagram)."""
         self.refused_connections = 0
         """New connections dropped by ``max_connections``/``max_connections_per_address``."""

@@ -185,3 +185,29 @@ async def test_fetch_wait_flood(tmp_path: Path) -> None:
         await alice.client.close()
     finally:
         await node.stop()
+
+
+async def test_unfinished_request_bytes_are_budgeted(tmp_path: Path) -> None:
+    """Many connections each hold big unfinished requests: past the node-wide budget
+    new data is refused limitExceeded (nothing more is held), small calls are served,
+    and the budget is given back when those streams end."""
+    budget = 256 * 1024
+    node = await start_embedded_node(node_config(tmp_path, max_buffered_request_bytes=budget))
+    server = node._server  # the RpcServer's gauge of held bytes
+    chunk = PING[:8] + b"\x00" * (60 * 1024)  # a segment table, then 60 KiB of body
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            outs = []
+            for _ in range(4):
+                p = await stack.enter_async_context(raw_client(node))
+                outs += [p.send(chunk, fin=False) for _ in range(3)]  # 12 x 60 KiB
+            # at most budget / chunk streams are held; every other one is answered
+            await until(lambda: sum(o.done.is_set() for o in outs) >= 12 - budget // len(chunk))
+            for o in outs:
+                if o.done.is_set():
+                    await expect_error(o, ErrorCode.LIMIT_EXCEEDED)
+            assert server.buffered_request_bytes <= budget + len(chunk)
+            await honest_ping(node)
+        await until(lambda: server.buffered_request_bytes == 0)
+    finally:
+        await node.stop()
