@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -45,14 +46,16 @@ async def until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
 
 @contextlib.asynccontextmanager
 async def raw_client(
-    node: EmbeddedNode,
+    node: EmbeddedNode | int,
     source: str = "127.0.0.1",
     *,
     cls: type[RawClient] = RawClient,
     handshake: bool = True,
     timeout: float = 5.0,
 ) -> AsyncIterator[RawClient]:
-    """A raw QUIC client on its own UDP socket (its own source port) bound to ``source``."""
+    """A raw QUIC client on its own UDP socket (its own source port) bound to ``source``,
+    connected to ``node`` (or a node's port)."""
+    port = node if isinstance(node, int) else node.port
     loop = asyncio.get_running_loop()
     cfg = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=ssl.CERT_NONE)
     cfg.idle_timeout = 60.0
@@ -61,7 +64,7 @@ async def raw_client(
     )
     assert isinstance(proto, RawClient)
     try:
-        proto.connect(("127.0.0.1", node.port))
+        proto.connect(("127.0.0.1", port))
         if handshake:
             await asyncio.wait_for(proto.wait_connected(), timeout)
         yield proto
@@ -77,7 +80,7 @@ async def ping(p: RawClient) -> None:
     assert isinstance(out.response().result, c.PingResult)
 
 
-async def honest_ping(node: EmbeddedNode) -> None:
+async def honest_ping(node: EmbeddedNode | int) -> None:
     """A fresh client from another address connects and is answered."""
     async with raw_client(node, "127.0.0.2") as p:
         await ping(p)
@@ -211,3 +214,64 @@ async def test_unfinished_request_bytes_are_budgeted(tmp_path: Path) -> None:
         await until(lambda: server.buffered_request_bytes == 0)
     finally:
         await node.stop()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.slow
+async def test_a_thousand_idle_connections(tmp_path: Path) -> None:
+    """A thousand idle connections from one address (a thousand source ports) in a
+    real ``qpc-node`` process: the 1001st from that address is dropped, another
+    address is served, and the node's memory grows by a bounded amount per
+    connection (figure in docs/THREAT_MODEL.md)."""
+    n = 1000
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "node",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        str(tmp_path / "node"),
+        "--max-connections",
+        str(n + 1),
+        "--max-connections-per-address",
+        str(n),
+        "--log-level",
+        "WARNING",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert line.startswith("listening: ")
+        port = int(line.rsplit(":", 1)[1])
+        async with contextlib.AsyncExitStack() as stack:
+            first = await stack.enter_async_context(raw_client(port))
+            await ping(first)
+            before = _rss_kib(proc.pid)
+            for i in range(0, n - 1, 50):
+                batch = await asyncio.gather(
+                    *(
+                        stack.enter_async_context(raw_client(port))
+                        for _ in range(min(50, n - 1 - i))
+                    )
+                )
+                assert len(batch) > 0
+            after = _rss_kib(proc.pid)
+            with pytest.raises(TimeoutError):
+                async with raw_client(port, timeout=1.0):
+                    pass
+            await honest_ping(port)
+            await ping(first)
+            per_conn = (after - before) / (n - 1)
+            print(f"\nnode RSS {before} KiB -> {after} KiB: {per_conn:.1f} KiB per idle connection")
+            assert per_conn < 128  # measured ~80 KiB; docs/THREAT_MODEL.md states the bound
+    finally:
+        proc.terminate()
+        await proc.wait()
