@@ -13,6 +13,8 @@ from node.dispatch import NodeDispatcher
 from node.metrics import NodeMetrics
 from node.notify import InboxNotifier
 from node.services.common import NodeContext
+from node.store.base import Store
+from node.store.postgres import PostgresStore
 from node.store.sqlite import SqliteStore
 from proto import files
 from proto.errors import QpcError
@@ -29,7 +31,7 @@ class Node:
     def __init__(
         self,
         config: NodeConfig,
-        store: SqliteStore,
+        store: Store,
         ctx: NodeContext,
         dispatcher: NodeDispatcher,
         server: RpcServer,
@@ -63,21 +65,34 @@ class Node:
             OSError: the address cannot be bound.
         """
         files.private_dir(config.data_dir)
-        metrics = NodeMetrics()
-        store = await SqliteStore.open(
-            config.data_dir / DB_NAME,
-            write_batch=config.write_batch,
-            synchronous=config.sqlite_synchronous,
-            observer=metrics.observe_store,
-            batch_observer=metrics.observe_batch,
-        )
+        metrics = NodeMetrics(worker=config.worker_id)
+        notifier = InboxNotifier()
+        store: Store
+        if config.store:
+            store = await PostgresStore.open(
+                config.store,
+                pool_size=config.pg_pool_size,
+                write_batch=config.write_batch,
+                observer=metrics.observe_store,
+                batch_observer=metrics.observe_batch,
+                wakeup=notifier.notify,
+                resync=notifier.notify_all,
+            )
+        else:
+            store = await SqliteStore.open(
+                config.data_dir / DB_NAME,
+                write_batch=config.write_batch,
+                synchronous=config.sqlite_synchronous,
+                observer=metrics.observe_store,
+                batch_observer=metrics.observe_batch,
+            )
         started: list[NodeDispatcher] = []
         try:
             ctx = NodeContext(
                 config=config,
                 store=store,
                 metrics=metrics,
-                notifier=InboxNotifier(),
+                notifier=notifier,
                 wall_clock=wall_clock,
             )
             dispatcher = await NodeDispatcher.create(ctx)
@@ -99,6 +114,7 @@ class Node:
                     handshake_timeout=config.handshake_timeout_s,
                     idle_timeout=config.idle_timeout_s,
                     request_timeout=config.request_timeout_s,
+                    reuse_port=config.workers > 1,
                 ),
             )
             await server.start()

@@ -72,6 +72,11 @@ class EngineFactoryImpl:
         """Whether the profile directory already holds a profile."""
         return Profile.exists(self.base.profile_dir)
 
+    @property
+    def profile_dir(self) -> Path | None:
+        """The profile's directory."""
+        return self.base.profile_dir
+
     async def resume(self) -> ClientEngine | None:
         """With a passphrase from the environment and a logged-in profile: that engine."""
         if self._passphrase is None or not self.profile_exists:
@@ -158,5 +163,6 @@ def launch(opts: argparse.Namespace) -> int:
         log_path = profile_dir(opts) / "tui.log"
     setup_logging(settings.log_file or log_path)
     app = make_app(factory, settings)
+    app.exit_on_hangup = True
     app.run()
     return app.return_code or 0

@@ -5,14 +5,13 @@ for an unknown user runs against a decoy password file derived from a node
 secret and the username, so its ``loginStart`` answer has the same shape as a
 real one and its ``loginFinish`` fails with the same ``loginFailed``.
 
-Rate accounting (docs/THREAT_MODEL.md, "Abuse and limits"): one registration
-and one login each cost one token of the login limiter, charged on the first
-step (``registerStart``/``loginStart``), to the source address and the account
-name. The second step is paid by the first: ``loginFinish`` of a pending login
-and ``registerFinish`` after this address's ``registerStart`` for the name are
-not charged again, so a client refused with ``retryAfterMs`` that waits that
-long and starts over succeeds. A ``loginFinish`` with an unknown login id and
-a ``registerFinish`` without a ``registerStart`` pay their own token.
+Rate limits: one attempt costs one token, charged at its first step
+(``registerStart``, ``loginStart``) to the source address and the account
+name. The second step is bound to a first step that was charged (a pending
+login id, a pending registration of that name) and is not charged again, so
+a client that waits the ``retryAfterMs`` it was told finishes the whole
+attempt. A second step without its first step is charged like an attempt
+and refused.
 """
 
 from __future__ import annotations
@@ -53,6 +52,7 @@ DECOY_ROW = "opaque_decoy_key"
 LOGIN_ID_BYTES = 16
 MAX_OPAQUE_MESSAGE = 1024
 MAX_PENDING_LOGINS = 10_000
+MAX_PENDING_REGISTRATIONS = 10_000
 DECOY_CACHE = 4096
 
 
@@ -87,11 +87,6 @@ class _PendingLogin:
     known: bool
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _PendingRegistration:
-    expires: float
-
-
 class AuthService:
     """Account registration, login and logout."""
 
@@ -103,10 +98,8 @@ class AuthService:
         self._setup = setup
         self._decoys = decoys
         self._pending: collections.OrderedDict[bytes, _PendingLogin] = collections.OrderedDict()
-        # (address, username) -> paid registerStart, so registerFinish is not charged again
-        self._registering: collections.OrderedDict[tuple[str, str], _PendingRegistration] = (
-            collections.OrderedDict()
-        )
+        self._pending_reg: collections.OrderedDict[str, float] = collections.OrderedDict()
+        """Names whose (charged) ``registerStart`` awaits its ``registerFinish``: expiry."""
         # One thread for all decoys: the OPAQUE key-stretching function allocates
         # large buffers, and every extra thread would keep its own malloc arena.
         self._decoy_thread = concurrent.futures.ThreadPoolExecutor(
@@ -151,22 +144,22 @@ class AuthService:
         except OpaqueError:
             raise BadRequest("malformed registration request") from None
         self._expire_pending()
-        key = (caller.address, name)
-        self._registering.pop(key, None)
-        while len(self._registering) >= MAX_PENDING_LOGINS:
-            self._registering.popitem(last=False)
-        self._registering[key] = _PendingRegistration(
-            self._ctx.mono_clock() + self._ctx.config.login_ttl_s
-        )
+        while len(self._pending_reg) >= MAX_PENDING_REGISTRATIONS:
+            self._pending_reg.popitem(last=False)
+        self._pending_reg.pop(name, None)
+        self._pending_reg[name] = self._ctx.mono_clock() + self._ctx.config.login_ttl_s
         return response
 
     async def register_finish(self, caller: Caller, username: str, upload: bytes) -> None:
         """OPAQUE registration step 2: store the password file (``alreadyExists`` if taken)."""
         name = normalize_username(username)
         self._check_message(upload, "upload")
-        paid = self._registering.pop((caller.address, name), None)
-        if paid is None or paid.expires <= self._ctx.mono_clock():
+        expires = self._pending_reg.pop(name, None)
+        if expires is None:
             self._ctx.limit_login(caller, name)
+            raise BadRequest("registration not started (registerStart first)")
+        if expires <= self._ctx.mono_clock():
+            raise Expired("registration took too long, start again")
         try:
             password_file = opaque.server_registration_finish(upload)
         except OpaqueError:
@@ -215,11 +208,10 @@ class AuthService:
         """OPAQUE login step 2; returns ``(token, expiresMs)`` bound to ``device_id``."""
         self._check_message(finalization, "finalization")
         check_device_id(device_id)
-        pending = self._pending.get(login_id)
+        pending = self._pending.pop(login_id, None)
         if pending is None:
-            self._ctx.limit_login_address(caller)  # guessing login ids costs tokens
+            self._ctx.limit_login(caller, "?")
             raise LoginFailed("login failed")
-        del self._pending[login_id]  # one finalization per loginStart (one guess per token)
         if pending.expires <= self._ctx.mono_clock():
             raise Expired("login took too long, start again")
         try:
@@ -257,11 +249,10 @@ class AuthService:
             if first.expires > now:
                 break
             self._pending.popitem(last=False)
-        while self._registering:
-            first_reg = next(iter(self._registering.values()))
-            if first_reg.expires > now:
+        while self._pending_reg:
+            if next(iter(self._pending_reg.values())) > now:
                 break
-            self._registering.popitem(last=False)
+            self._pending_reg.popitem(last=False)
 
     async def purge(self) -> int:
         """Drop expired sessions and login states; return sessions deleted."""

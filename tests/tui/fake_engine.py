@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 from tui.client.api import (
     ChannelInfo,
@@ -55,10 +56,12 @@ class FakeEngine:
         self.embedded = False
         self.history_gate: asyncio.Event | None = None
         """When set, ``history`` waits for it (to test what arrives meanwhile)."""
-        self.rate_limit_s: float = 0.0
-        """When positive, register/login report this wait to ``on_wait`` once, then
-        wait for ``rate_limit_over`` (the real engine sleeps ``retryAfterMs``)."""
-        self.rate_limit_over = asyncio.Event()
+        self.rate_limit_waits: list[float] = []
+        """Waits register/login report through ``on_wait`` before succeeding."""
+        self.rate_limit_gate = asyncio.Event()
+        """Set by a test to end the simulated rate-limit waits."""
+        self.rate_limit_waiting = asyncio.Event()
+        """Set once ``on_wait`` was told about a wait."""
 
     # -------------------------------------------------------------- helpers
 
@@ -68,12 +71,13 @@ class FakeEngine:
         if error is not None:
             raise error
 
-    async def _pace(self, on_wait: RateLimitWait | None) -> None:
-        if self.rate_limit_s > 0:
-            wait, self.rate_limit_s = self.rate_limit_s, 0.0
+    async def _rate_limited(self, on_wait: RateLimitWait | None) -> None:
+        for wait in self.rate_limit_waits:
             if on_wait is not None:
                 on_wait(wait)
-            await self.rate_limit_over.wait()
+            self.rate_limit_waiting.set()
+            await self.rate_limit_gate.wait()
+        self.rate_limit_waits = []
 
     def _tick(self) -> int:
         self.now_ms += 1000
@@ -146,7 +150,7 @@ class FakeEngine:
     async def register(
         self, user: str, password: str, *, on_wait: RateLimitWait | None = None
     ) -> WhoAmI:
-        await self._pace(on_wait)
+        await self._rate_limited(on_wait)
         self._check("register", user)
         self.user = user
         return await self.whoami()
@@ -154,7 +158,7 @@ class FakeEngine:
     async def login(
         self, user: str, password: str, *, on_wait: RateLimitWait | None = None
     ) -> WhoAmI:
-        await self._pace(on_wait)
+        await self._rate_limited(on_wait)
         self._check("login", user)
         self.user = user
         return await self.whoami()
@@ -303,10 +307,15 @@ class FakeFactory:
         self.forms: list[LoginForm] = []
         self.trusted: list[str] = []
         self.probe_error: BaseException | None = None
+        self.profile_path: Path | None = None
 
     @property
     def default_server(self) -> str:
         return ""
+
+    @property
+    def profile_dir(self) -> Path | None:
+        return self.profile_path
 
     @property
     def default_user(self) -> str:

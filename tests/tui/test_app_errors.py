@@ -120,37 +120,6 @@ async def test_wrong_password_on_welcome(engine: FakeEngine, app_factory: AppFac
         assert engine.closed  # the half-open engine was closed
 
 
-async def test_rate_limited_registration_counts_down_and_retries(
-    engine: FakeEngine, app_factory: AppFactory
-) -> None:
-    engine.rate_limit_s = 4.5
-    app = app_factory(FakeFactory(engine, resume=False))
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(app, pilot)
-        welcome = app.screen
-        assert isinstance(welcome, WelcomeScreen)
-        for field, value in (("user", "alice"), ("password", "pw"), ("passphrase", "pp")):
-            welcome.query_one(f"#{field}", Input).value = value
-        await pilot.press("ctrl+r")
-        wait = welcome.query_one("#welcome-wait", Static)
-        for _ in range(100):  # until the engine reported its wait
-            if wait.display:
-                break
-            await pilot.pause()
-        assert str(wait.render()).startswith("The node asks to slow down: retrying in ")
-        # the countdown, at fixed times (the 0.25 s timer cannot run between these lines)
-        welcome.refresh_countdown(now=welcome._wait_until - 4.5)
-        assert str(wait.render()) == "The node asks to slow down: retrying in 5 s…"
-        assert welcome.busy  # still working, not failed
-        assert str(welcome.query_one("#welcome-error", Static).render()) == ""
-        welcome.refresh_countdown(now=welcome._wait_until - 1.2)
-        assert str(wait.render()) == "The node asks to slow down: retrying in 2 s…"
-        engine.rate_limit_over.set()  # the retry succeeds
-        await settle(app, pilot)
-        assert isinstance(app.screen, MainScreen)
-        assert ("register", ("alice",)) in engine.calls
-
-
 async def test_unreachable_server_on_welcome(engine: FakeEngine, app_factory: AppFactory) -> None:
     factory = FakeFactory(engine, resume=False)
     factory.probe_error = ConnectionLost("timeout")
@@ -226,3 +195,28 @@ async def test_wrong_passphrase_focuses_the_passphrase(
         assert app.focused is welcome.query_one("#passphrase", Input)
         await pilot.press("d")  # the old passphrase is selected: typing replaces it
         assert welcome.query_one("#passphrase", Input).value == "d"
+
+
+async def test_rate_limited_register_counts_down_and_retries(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    """The node says "slow down": the welcome screen counts down, then the retry logs in."""
+    engine.rate_limit_waits = [3.0]
+    app = app_factory(FakeFactory(engine, resume=False))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        welcome = app.screen
+        assert isinstance(welcome, WelcomeScreen)
+        welcome.query_one("#user", Input).value = "alice"
+        welcome.query_one("#password", Input).value = "pw"
+        welcome.query_one("#passphrase", Input).value = "pp"
+        await pilot.press("ctrl+r")
+        await engine.rate_limit_waiting.wait()
+        await pilot.pause()
+        text = str(welcome.query_one("#welcome-wait", Static).render())
+        assert "retrying in 3 s" in text
+        assert welcome.busy and not isinstance(app.screen, MainScreen)
+        engine.rate_limit_gate.set()
+        await settle(app, pilot)
+        assert isinstance(app.screen, MainScreen)
+        assert ("register", ("alice",)) in engine.calls

@@ -99,12 +99,32 @@ _COMMANDS: list[tuple[str, str, list[tuple[tuple[str, ...], dict[str, Any]]]]] =
     ("demo-group", "throwaway node + three profiles: a group, a removal, printed", []),
     ("demo", "the TUI in a live group with scripted peers (throwaway node)", []),
     ("stop-local-node", "stop the shared embedded node", []),
+    (
+        "serve-ssh",
+        "serve the TUI over SSH: a process per session, identity by SSH key",
+        [
+            (("--listen",), {"default": "127.0.0.1:2222", "metavar": "HOST:PORT"}),
+            (("--state-dir",), {"metavar": "DIR", "help": "host key, profiles, embedded node"}),
+            (("--server-fingerprint",), {"metavar": "HEX", "help": "expected key of --server"}),
+            (("--max-sessions",), {"type": int, "default": 200}),
+            (("--max-sessions-per-key",), {"type": int, "default": 5}),
+            (("--idle-timeout",), {"type": float, "default": 3600.0, "metavar": "S"}),
+            (("--auth-rate",), {"type": float, "default": 1.0, "metavar": "PER_S"}),
+            (("--auth-burst",), {"type": int, "default": 10}),
+            (("--metrics",), {"metavar": "HOST:PORT", "help": "Prometheus endpoint"}),
+        ],
+    ),
 ]
 
 
 def _globals(parser: argparse.ArgumentParser, *, top: bool) -> None:
     d: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
-    parser.add_argument("--server", metavar="HOST:PORT", help="node address", **d)
+    parser.add_argument(
+        "--server",
+        metavar="HOST:PORT[,HOST:PORT]",
+        help="node address; several: processes of one deployment, tried in turn",
+        **d,
+    )
     parser.add_argument("--profile", metavar="DIR", help="profile directory", **d)
     parser.add_argument("--json", action="store_true", help="JSON output", **d)
     parser.add_argument(
@@ -203,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"qpc: error: the TUI is not available ({exc})", file=sys.stderr)
             return 1
         return run_tui(opts)
+    if opts.command == "serve-ssh":
+        from tui.ssh.cli import serve_ssh
+
+        return serve_ssh(opts)
     if opts.command not in ("demo-group", "stop-local-node"):
         _setup_logging(profile_dir(opts), opts.verbose)
     try:

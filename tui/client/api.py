@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "MAX_RATE_LIMIT_WAIT_S",
     "ChannelInfo",
     "ChannelKind",
     "ChannelsChanged",
@@ -43,6 +44,7 @@ __all__ = [
     "MessageReceived",
     "MessageStateChanged",
     "PingResult",
+    "RateLimitWait",
     "SecurityWarning",
     "ServerInfo",
     "ServerProbe",
@@ -385,8 +387,12 @@ EngineEvent = (
 
 # --------------------------------------------------------------------------- engine
 
+
 RateLimitWait = Callable[[float], None]
-"""Told the seconds a register/login will wait before retrying a rate-limited step."""
+"""Told how many seconds the engine will wait before retrying a rate-limited step."""
+
+MAX_RATE_LIMIT_WAIT_S = 120.0
+"""Longest total wait for rate limits in one register/login before giving up."""
 
 
 @runtime_checkable
@@ -405,8 +411,9 @@ class ClientEngine(Protocol):
     ) -> WhoAmI:
         """Create the account (OPAQUE), log in, create and register this device.
 
-        A ``rateLimited`` answer is waited out (``retryAfterMs``, told to
-        ``on_wait`` first) and the step retried, up to a configured total wait.
+        When the node answers ``rateLimited`` the engine waits the time the node
+        gave and retries (up to :data:`MAX_RATE_LIMIT_WAIT_S` in all), calling
+        ``on_wait(seconds)`` before each wait so the UI can show a countdown.
         """
         ...
 
@@ -415,7 +422,7 @@ class ClientEngine(Protocol):
     ) -> WhoAmI:
         """Log in (OPAQUE), registering this device and topping up KeyPackages.
 
-        Waits out ``rateLimited`` as :meth:`register` does.
+        Waits and retries on ``rateLimited`` like :meth:`register`.
         """
         ...
 

@@ -101,30 +101,36 @@ class WelcomeScreen(Screen[None]):
         for widget in self.query("Input, Button"):
             widget.disabled = busy
 
-    def show_rate_limit(self, seconds: float) -> None:
-        """The node asked to slow down: count down to the automatic retry."""
+    def show_rate_limit_wait(self, seconds: float) -> None:
+        """The node asked us to slow down: count down to the automatic retry."""
         self._wait_until = time.monotonic() + seconds
-        self.refresh_countdown()
+        self._tick_wait()
         if self._wait_timer is None:
-            self._wait_timer = self.set_interval(0.25, self.refresh_countdown)
+            self._wait_timer = self.set_interval(0.5, self._tick_wait)
 
-    def refresh_countdown(self, now: float | None = None) -> None:
-        """Show the whole seconds left until the retry (hidden once it is due)."""
-        left = self._wait_until - (time.monotonic() if now is None else now)
+    def _tick_wait(self) -> None:
+        left = max(0, math.ceil(self._wait_until - time.monotonic()))
+        text = f"The server asks us to slow down: retrying in {left} s…" if left else ""
         wait = self.query_one("#welcome-wait", Static)
-        if left <= 0:
-            wait.display = False
-            if self._wait_timer is not None:
-                self._wait_timer.stop()
-                self._wait_timer = None
-            return
-        wait.update(f"The node asks to slow down: retrying in {math.ceil(left)} s…")
-        wait.display = True
+        wait.update(text)
+        wait.display = bool(text)
+        if not left and self._wait_timer is not None:
+            self._wait_timer.stop()
+            self._wait_timer = None
+
+    def _clear_wait(self) -> None:
+        self._wait_until = 0.0
+        if self._wait_timer is not None:
+            self._wait_timer.stop()
+            self._wait_timer = None
+        wait = self.query_one("#welcome-wait", Static)
+        wait.update("")
+        wait.display = False
 
     def show_error(self, text: str, field: str = "password") -> None:
         """Show ``text`` under the form, re-enable it and focus ``field``."""
+        self._clear_wait()
         self.busy = False
-        self.refresh_countdown(now=math.inf)
         self.query_one("#welcome-error", Static).update(text)
         target = self.query_one(f"#{field}", Input)
         target.focus()
