@@ -1,4 +1,5 @@
-"""Every file the node and the client create is 0600, every directory 0700, under umask 022.
+"""Every file the node and the client create (node, profiles, logs, notify levels,
+the ssh host key, the local node's record/lock/log) is 0600, every directory 0700, under umask 022.
 
 Runs in one process (embedded node, engines, loggers), so no program edge
 sets a umask: the modes come from :mod:`proto.files` alone. The local node
@@ -21,6 +22,8 @@ from tests.e2e.helpers import new_user
 from tests.node.helpers import node_config
 from tui.app import setup_logging
 from tui.client.localnode import ensure_local_node, stop_local_node
+from tui.notifications import NotifyLevel, save_level
+from tui.ssh.hostkey import load_or_create_host_key
 
 pytestmark = pytest.mark.network
 
@@ -72,13 +75,15 @@ async def test_node_and_client_files_are_private_under_umask_022(
         await alice.send(chan.id, "hello bob")
         await bob.sync()
         assert [m.text for m in await bob.history(chan.id) if m.text == "hello bob"]
+        save_level(root / "profiles" / "alice", chan.id, NotifyLevel.MUTE)
+        load_or_create_host_key(root / "ssh" / "state" / "host_key")
         setup_logging(root / "logs" / "tui.log")
         logging.getLogger("test").warning("a line in the log")
         # the files must exist while everything is open (WAL/SHM, locks)
         names = {p.name for p in root.rglob("*")}
         for expected in (
             *("node.db", "node.db-wal", "node.db-shm", "node-cert.pem", "node-key.pem"),
-            *("client.db", "engine.lock", "pins.json", "tui.log"),
+            *("client.db", "engine.lock", "pins.json", "tui.log", "notify.json", "host_key"),
         ):
             assert expected in names, expected
         assert any(n.startswith("mls") for n in names), names
