@@ -39,13 +39,13 @@ from typing import Any
 
 sys.path.insert(0, os.environ.get("QPC_BENCH_ROOT") or str(Path(__file__).resolve().parents[1]))
 
-from node.config import NodeConfig  # noqa: E402
-from node.embedded import start_embedded_node  # noqa: E402
-from proto import codec  # noqa: E402
-from proto.crypto.atrest import FAST_TEST_PARAMS  # noqa: E402
-from proto.rpc_client import RpcClient  # noqa: E402
-from tui.client.core import EngineConfig  # noqa: E402
-from tui.client.engine import Engine  # noqa: E402
+from node.config import NodeConfig
+from node.embedded import start_embedded_node
+from proto import codec
+from proto.crypto.atrest import FAST_TEST_PARAMS
+from proto.rpc_client import RpcClient
+from tui.client.core import EngineConfig
+from tui.client.engine import Engine
 
 PASS = "bench passphrase"
 PASSWORD = "bench password"
@@ -150,8 +150,7 @@ async def run(sizes: list[int], kp: int) -> None:
             cid = bytes.fromhex(chan)
             for size in sizes:
                 new = [
-                    await _open(node.port, base, f"d{i:05d}", kp)
-                    for i in range(len(engines), size)
+                    await _open(node.port, base, f"d{i:05d}", kp) for i in range(len(engines), size)
                 ]
                 engines += new
                 meter.start()
@@ -182,11 +181,11 @@ async def run(sizes: list[int], kp: int) -> None:
                 cpu = 0.0
                 original_prepare = type(sender)._prepare
 
-                def prepare(self: Any, *a: Any, **kw: Any) -> Any:
+                def prepare(self: Any, *a: Any, _orig: Any = original_prepare, **kw: Any) -> Any:
                     nonlocal cpu
                     t = time.thread_time()
                     try:
-                        return original_prepare(self, *a, **kw)
+                        return _orig(self, *a, **kw)
                     finally:
                         cpu += time.thread_time() - t
 
