@@ -127,12 +127,14 @@ async def run(sizes: list[int], kp: int) -> None:
                 port=0,
                 data_dir=base / "node",
                 log_level="WARNING",
-                # every device logs in from this one address: only the
-                # per-address rate limits are lifted; the size limits stay default
+                # every device connects from this one address: only the
+                # per-address limits are lifted; the size limits stay default
                 login_burst=100_000,
                 login_rate_per_s=100_000.0,
                 write_burst=1_000_000,
                 write_rate_per_s=1_000_000.0,
+                max_connections=100_000,
+                max_connections_per_address=100_000,
             )
         )
         db_path = base / "node" / "node.db"
