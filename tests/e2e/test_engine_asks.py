@@ -151,7 +151,7 @@ async def test_engine_follows_the_local_node_to_a_new_port(tmp_path: Path) -> No
 async def test_tui_factory_probes_then_pins_through_the_pin_store(
     node: EmbeddedNode, tmp_path: Path
 ) -> None:
-    from tui.launch import EngineFactoryImpl
+    from tui.factory import EngineFactoryImpl
     from tui.session import LoginForm, ServerKeyStatus
 
     server = f"127.0.0.1:{node.port}"
