@@ -222,7 +222,9 @@ def _make_reader(cls: type[Any]) -> Callable[[Any], Any]:
     input). pycapnp already returns bytes / str / int / bool for scalar
     fields, and ``_get_by_field`` with pre-resolved schema fields is ~3x
     faster than ``getattr``; a straight-line constructor call saves the
-    generic loop and ``**kwargs``.
+    generic loop and ``**kwargs``. Why this stays generated source with
+    private accessors rather than closures over the public API (measured with
+    ``bench/codec.py``): docs/perf/rpc.md, "Field access".
     """
     ns: dict[str, Any] = {"cls": cls, "READERS": _READERS}
     args = []

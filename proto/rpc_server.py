@@ -75,6 +75,9 @@ class ServerConfig:
     """QUIC per-stream flow-control window (bytes)."""
     max_data: int = 8 * 1024 * 1024
     """QUIC per-connection flow-control window (bytes)."""
+    reuse_port: bool = False
+    """Bind with SO_REUSEPORT, so several processes share the port (the kernel
+    spreads clients over them by address hash)."""
 
     def codec_limits(self) -> CodecLimits:
         """Reader limits derived from this config."""
@@ -138,6 +141,7 @@ class RpcServer:
         transport, protocol = await loop.create_datagram_endpoint(
             lambda: Listener(configuration=qcfg, create_protocol=create_protocol),
             local_addr=(cfg.host, cfg.port),
+            reuse_port=cfg.reuse_port or None,
         )
         self._transport = transport
         self._listener = protocol

@@ -23,9 +23,9 @@ from tui.client.probe import pin_server, probe_server
 from tui.client.profile import Profile
 from tui.session import LoginForm, ServerKey
 
-__all__ = ["EngineFactoryImpl"]
+__all__ = ["USERS_LOCK", "EngineFactoryImpl"]
 
-_USERS_LOCK = "tui-users.lock"
+USERS_LOCK = "tui-users.lock"
 """In the local node's directory: each TUI using the node holds a shared lock."""
 
 
@@ -46,7 +46,7 @@ class EngineFactoryImpl:
         if self._node_users is None:
             home = self._node_home()
             home.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fh = open(home / _USERS_LOCK, "a")  # noqa: SIM115 (held until close)
+            fh = open(home / USERS_LOCK, "a")  # noqa: SIM115 (held until close)
             fcntl.flock(fh, fcntl.LOCK_SH)
             self._node_users = fh
 
@@ -65,6 +65,11 @@ class EngineFactoryImpl:
     def profile_exists(self) -> bool:
         """Whether the profile directory already holds a profile."""
         return Profile.exists(self.base.profile_dir)
+
+    @property
+    def profile_dir(self) -> Path | None:
+        """The profile's directory."""
+        return self.base.profile_dir
 
     async def resume(self) -> ClientEngine | None:
         """With a passphrase from the environment and a logged-in profile: that engine."""

@@ -54,5 +54,6 @@ def launch(config: LaunchConfig) -> int:
         log_path = config.engine.profile_dir / "tui.log"
     setup_logging(settings.log_file or log_path)
     app = make_app(factory, settings)
+    app.exit_on_hangup = True
     app.run()
     return app.return_code or 0

@@ -16,7 +16,12 @@ def _config(argv: list[str], **env: str) -> CliConfig:
 
 def test_every_command_runs_one_way() -> None:
     for c in COMMANDS.values():
-        ways = [c.with_engine is not None, c.standalone is not None, c.tui]
+        ways = [
+            c.with_engine is not None,
+            c.standalone is not None,
+            c.tui,
+            c.own_config is not None,
+        ]
         assert ways.count(True) == 1, c.name
     assert {c.name for c in COMMANDS.values() if c.creates_profile} == {"register", "login"}
     usage = build_parser().format_help()

@@ -10,10 +10,9 @@ client (:mod:`tui.cli.main` does that).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
-import dataclasses
-import enum
 import os
 import signal
 import sys
@@ -30,34 +29,12 @@ from tui.client.engine import Engine
 from tui.client.localnode import stop_local_node
 from tui.client.passphrase import resolve_passphrase
 from tui.client.profile import Profile
+from tui.output import as_json, format_message
 
-__all__ = ["COMMANDS", "Command", "as_json", "format_message", "run_command"]
+__all__ = ["COMMANDS", "Command", "run_command"]
 
 PASSWORD_ENV = "QPC_PASSWORD"  # noqa: S105 (a variable name)
 """Environment variable with the account password, for scripts."""
-
-
-def as_json(value: object) -> Any:
-    """Dataclasses/enums/tuples as plain JSON values."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: as_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, list | tuple):
-        return [as_json(v) for v in value]
-    return value
-
-
-def format_message(m: api.Message, channel_name: str = "") -> str:
-    """One message as a line: ``[time] #channel sender: text``."""
-    stamp = time.strftime("%H:%M:%S", time.localtime(m.time))
-    where = f"#{channel_name} " if channel_name else ""
-    mark = (
-        ""
-        if m.state in (api.DeliveryState.SENT, api.DeliveryState.RECEIVED)
-        else f" ({m.state.value})"
-    )
-    return f"[{stamp}] {where}{m.sender}: {m.text}{mark}"
 
 
 def _password(cfg: CliConfig) -> str:
@@ -282,6 +259,12 @@ async def _demo_group(cfg: CliConfig) -> None:
     await run_demo(cfg)
 
 
+def _serve_ssh(ns: argparse.Namespace) -> int:
+    from tui.ssh.cli import serve_ssh  # asyncssh is imported for this command only
+
+    return serve_ssh(ns)
+
+
 async def _stop_local_node(cfg: CliConfig) -> None:
     stopped = await asyncio.to_thread(stop_local_node)
     emit(cfg, "stopped" if stopped else "no local node running", {"stopped": stopped})
@@ -310,6 +293,9 @@ class Command:
     """A missing profile is created (register, login)."""
     tui: bool = False
     """Starts the full-screen client."""
+    own_config: Callable[[argparse.Namespace], int] | None = None
+    """Runs on its own: builds its own typed config from the parsed arguments
+    (``serve-ssh``: :class:`tui.ssh.config.SshServeConfig`)."""
 
 
 def _a(*flags: str, **kw: Any) -> Argument:
@@ -441,6 +427,22 @@ COMMANDS: dict[str, Command] = {
             name="stop-local-node",
             help="stop the shared embedded node",
             standalone=_stop_local_node,
+        ),
+        Command(
+            name="serve-ssh",
+            help="serve the TUI over SSH: a process per session, identity by SSH key",
+            arguments=(
+                _a("--listen", default="127.0.0.1:2222", metavar="HOST:PORT"),
+                _a("--state-dir", metavar="DIR", help="host key, profiles, embedded node"),
+                _a("--server-fingerprint", metavar="HEX", help="expected key of --server"),
+                _a("--max-sessions", type=int, default=200),
+                _a("--max-sessions-per-key", type=int, default=5),
+                _a("--idle-timeout", type=float, default=3600.0, metavar="S"),
+                _a("--auth-rate", type=float, default=1.0, metavar="PER_S"),
+                _a("--auth-burst", type=int, default=10),
+                _a("--metrics", metavar="HOST:PORT", help="Prometheus endpoint"),
+            ),
+            own_config=_serve_ssh,
         ),
     )
 }

@@ -38,7 +38,12 @@ __all__ = ["build_parser", "main"]
 
 def _globals(parser: argparse.ArgumentParser, *, top: bool) -> None:
     d: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
-    parser.add_argument("--server", metavar="HOST:PORT", help="node address", **d)
+    parser.add_argument(
+        "--server",
+        metavar="HOST:PORT[,HOST:PORT]",
+        help="node address; several: processes of one deployment, tried in turn",
+        **d,
+    )
     parser.add_argument("--profile", metavar="DIR", help="profile directory", **d)
     parser.add_argument("--json", action="store_true", help="JSON output", **d)
     parser.add_argument(
@@ -110,10 +115,13 @@ def _run_tui(cfg: CliConfig) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qpc`` console script; returns the exit status."""
-    cfg = cli_config(build_parser().parse_args(argv))
+    ns = build_parser().parse_args(argv)
+    cfg = cli_config(ns)
     command = None if cfg.command is None else COMMANDS[cfg.command]
     if command is None or command.tui:
         return _run_tui(cfg)
+    if command.own_config is not None:
+        return command.own_config(ns)
     if command.with_engine is not None:
         _setup_logging(cfg.profile_dir, cfg.verbose)
     try:
