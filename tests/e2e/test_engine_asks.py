@@ -137,16 +137,16 @@ async def test_engine_follows_the_local_node_to_a_new_port(tmp_path: Path) -> No
         await bob.sync()
         assert alice.server_info() == api.ServerInfo(address=node.address, embedded=True)
         seen: list[api.EngineEvent] = []
+        subscribed = asyncio.Event()
 
         async def listen() -> None:
             async for event in alice.events():  # survives the node's restart
                 seen.append(event)
+                if isinstance(event, api.ConnectionChanged):
+                    subscribed.set()
 
         listener = asyncio.create_task(listen())  # the live subscription, as the TUI holds it
-        for _ in range(100):
-            if any(isinstance(e, api.ConnectionChanged) for e in seen):
-                break
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(subscribed.wait(), 30)
 
         await asyncio.to_thread(stop_local_node, data)
         moved = await asyncio.to_thread(ensure_local_node, data)
