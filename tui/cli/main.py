@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from proto import files
 from proto.errors import (
     Expired,
     FingerprintMismatch,
@@ -76,10 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(path: Path, verbose: bool) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    log_file = path / "client.log"
-    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
+    files.private_dir(path)
+    handler = logging.StreamHandler(files.open_private(path / "client.log", "a"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -115,6 +113,7 @@ def _run_tui(cfg: CliConfig) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qpc`` console script; returns the exit status."""
+    files.set_program_umask()  # second line behind proto.files (docs/THREAT_MODEL.md)
     ns = build_parser().parse_args(argv)
     cfg = cli_config(ns)
     command = None if cfg.command is None else COMMANDS[cfg.command]

@@ -18,11 +18,15 @@ _PASSED_ENV = ("QPC_KDF",)
 """Server environment handed to session processes (``QPC_KDF=fast`` in tests)."""
 
 
-def _listen_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` to listen on; port 0 picks a free one."""
+def listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` to listen on (port 0: any free port); IPv6 literals in brackets.
+
+    Raises:
+        ConfigError: not ``HOST:PORT``.
+    """
     host, sep, port = text.strip().rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"the listen address must be HOST:PORT, not {text!r}")
+        raise ConfigError(f"the address must be HOST:PORT, not {text!r}")
     return host.strip("[]"), int(port)
 
 
@@ -32,8 +36,8 @@ def config_from_options(opts: argparse.Namespace) -> SshServeConfig:
     Raises:
         ConfigError: a malformed address.
     """
-    host, port = _listen_address(opts.listen)
-    metrics_host, metrics_port = _listen_address(opts.metrics) if opts.metrics else (None, 0)
+    host, port = listen_address(opts.listen)
+    metrics_host, metrics_port = listen_address(opts.metrics) if opts.metrics else (None, 0)
     state = Path(opts.state_dir).expanduser() if opts.state_dir else data_dir() / "ssh"
     return SshServeConfig(
         host=host,
