@@ -88,7 +88,10 @@ class ClientConnection(QuicConnectionProtocol):
         # Sequential calls: the answer schedules a transmit, the next request
         # transmits first; the scheduled one is then redundant.
         drop_scheduled_transmit(self)
-        if self.dead is None:
+        transport = self._transport
+        # A closed socket (the connection was dropped) sends nothing, and no
+        # timer is re-armed: aioquic would fail in sendto on every timer.
+        if self.dead is None and transport is not None and not transport.is_closing():
             super().transmit()
 
     def quic_event_received(self, event: events.QuicEvent) -> None:

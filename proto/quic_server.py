@@ -236,7 +236,11 @@ class ServerConnection(QuicConnectionProtocol):
 
     def transmit(self) -> None:
         drop_scheduled_transmit(self)
-        super().transmit()
+        transport = self._transport
+        # The server's socket is closed (shutdown): nothing can be sent, and
+        # no timer is re-armed (aioquic would fail in sendto on every timer).
+        if transport is not None and not transport.is_closing():
+            super().transmit()
 
     def _handle_timer(self) -> None:
         # The ACK timer fired while calls are still running (an enqueue waits

@@ -21,7 +21,14 @@ from proto.errors import (
     QueueFull,
     RateLimited,
 )
-from tests.node.helpers import connected, login, make_account, node_config, register
+from tests.node.helpers import (
+    connected,
+    freeze_rate_limits,
+    login,
+    make_account,
+    node_config,
+    register,
+)
 
 pytestmark = pytest.mark.network
 
@@ -64,6 +71,7 @@ async def test_rate_limits_answer_retry_after(tmp_path: Path) -> None:
             tmp_path, write_burst=5, write_rate_per_s=1.0, login_burst=2, login_rate_per_s=0.5
         )
     )
+    clock = freeze_rate_limits(node)
     try:
         alice = await make_account(node, "alice")  # one registration + one login attempt
         with pytest.raises(RateLimited) as exc:
@@ -77,7 +85,7 @@ async def test_rate_limits_answer_retry_after(tmp_path: Path) -> None:
         assert 0 < exc.value.retry_after_ms <= 1000
         # reads are not write-limited
         assert len((await alice.client.fetch(after_seq=0, limit=10)).envelopes) == 4
-        await asyncio.sleep(exc.value.retry_after_ms / 1000)
+        clock.advance(exc.value.retry_after_ms / 1000)
         await alice.client.enqueue(recipient=alice.device_id, channel_id=b"c", payload=b"m")
         await alice.client.close()
     finally:
@@ -158,13 +166,14 @@ def _scrape(port: int | None) -> str:
 async def test_waiting_retry_after_lets_the_whole_login_through(tmp_path: Path) -> None:
     """One attempt costs one token, charged at loginStart: waiting retryAfterMs is enough."""
     node = await start_embedded_node(node_config(tmp_path, login_burst=2, login_rate_per_s=4.0))
+    clock = freeze_rate_limits(node)
     try:
         alice = await make_account(node, "alice")  # registerStart + loginStart: 2 tokens
         async with connected(node) as c:
             with pytest.raises(RateLimited) as exc:
                 await login(c, "alice", alice.password, alice.device_id)
             assert 0 < exc.value.retry_after_ms <= 250
-            await asyncio.sleep(exc.value.retry_after_ms / 1000)
+            clock.advance(exc.value.retry_after_ms / 1000)
             token = await login(c, "alice", alice.password, alice.device_id)
             assert len(token) == 32
         await alice.client.close()
@@ -174,12 +183,13 @@ async def test_waiting_retry_after_lets_the_whole_login_through(tmp_path: Path) 
 
 async def test_register_waiting_retry_after_completes(tmp_path: Path) -> None:
     node = await start_embedded_node(node_config(tmp_path, login_burst=1, login_rate_per_s=4.0))
+    clock = freeze_rate_limits(node)
     try:
         async with connected(node) as c:
             await register(c, "alice", "pw")  # registerFinish is not charged again
             with pytest.raises(RateLimited) as exc:
                 await register(c, "bob", "pw")
-            await asyncio.sleep(exc.value.retry_after_ms / 1000)
+            clock.advance(exc.value.retry_after_ms / 1000)
             await register(c, "bob", "pw")
     finally:
         await node.stop()
@@ -209,6 +219,7 @@ async def test_default_limits_hold_a_password_guesser(tmp_path: Path) -> None:
             login_rate_per_s=defaults.login_rate_per_s,
         )
     )
+    freeze_rate_limits(node)  # no token refills while the guesses run, however slow
     try:
         async with connected(node) as c:
             await register(c, "victim", "the real password")
