@@ -143,9 +143,7 @@ async def test_wal_checkpoints_run_on_the_writer_thread(
         for _ in range(9):
             await idle(s)
             await s.enqueue(R, b"c", b"m", 1, 1000)
-        for _ in range(100):  # the thread runs it after the answer
-            if len(seen) == 3:
-                break
+        while len(seen) < 3:  # the thread runs it after the answer
             await asyncio.sleep(0.01)
         assert seen == [False, False, False]
         assert len(await s.fetch(R, 0, 100)) == 9
