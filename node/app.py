@@ -128,6 +128,9 @@ class Node:
                 d.auth.close()
             raise
         node = cls(config, store, ctx, dispatcher, server)
+        metrics.connections.set_function(lambda: server.connection_count)
+        metrics.connections_refused.set_function(lambda: server.refused_connections)
+        metrics.buffered_request_bytes.set_function(lambda: server.buffered_request_bytes)
         if config.metrics_port:
             try:
                 node.metrics_port = metrics.serve(config.metrics_host, config.metrics_port)
