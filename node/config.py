@@ -216,7 +216,7 @@ def _convert(name: str, value: object) -> object:
             if not isinstance(value, str | Path):
                 raise TypeError
             return Path(value).expanduser()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: "~user" of no user
         raise ConfigError(f"bad value for {name}: {value!r}") from None
     raise ConfigError(f"bad value for {name}: {value!r}")
 
@@ -256,7 +256,7 @@ def load_toml(path: Path) -> dict[str, object]:
             data = tomllib.load(f)
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"bad TOML in {path}: {exc}") from None
     node_table = data.get("node", data)
     if not isinstance(node_table, dict):

@@ -134,6 +134,8 @@ class QpcApp(ChatApp):
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self.leave(channel)
+            else:
+                self.notify(f"Cancelled: you are still in {label}.")
 
         question = f"Leave {label}? You keep its history but get no new messages."
         self.push_screen(
@@ -155,6 +157,8 @@ class QpcApp(ChatApp):
             def confirmed(yes: bool | None) -> None:
                 if yes:
                     self.remove_members(channel, names)
+                else:
+                    self.notify(f"Cancelled: nobody was removed from {label}.")
 
             question = (
                 f"Remove {', '.join(names)} from {label}? They keep what they have read "

@@ -274,6 +274,7 @@ class Session:
         if self._rpc is not None:
             return self._rpc
         server = self.server
+        alternates: tuple[tuple[str, int], ...] = ()
         if server == EMBEDDED:
             node = await asyncio.to_thread(
                 ensure_local_node, self.config.data_dir, extra_args=self.config.local_node_args
@@ -290,7 +291,7 @@ class Session:
         cfg = ClientConfig(
             host=host,
             port=port,
-            alternates=alternates if server != EMBEDDED else (),
+            alternates=alternates,
             trust=trust,
             reconnect_wait=self.config.reconnect_wait_s,
             connect_timeout=min(5.0, self.config.reconnect_wait_s),
@@ -303,7 +304,8 @@ class Session:
         out = len(self.state.outbox)
         rpc = self._rpc
         if rpc is not None and rpc.connected:
-            return api.ConnectionState.connected(server=self._server_addr, outbox_count=out)
+            host, port = rpc.address  # of a server list: the one in use
+            return api.ConnectionState.connected(server=f"{host}:{port}", outbox_count=out)
         return api.ConnectionState.offline(out, server=self._server_addr)
 
     # ------------------------------------------------------------------ identity
