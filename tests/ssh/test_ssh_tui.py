@@ -188,3 +188,19 @@ def test_two_ssh_sessions_and_a_plain_client_chat_and_a_key_comes_back(
     again.wait_for("● connected", timeout=60)
     screen = again.wait_for("ssh-room", timeout=60)
     assert "alice" in screen.splitlines()[0]
+
+
+def test_stopping_the_server_ends_sessions_and_its_node(tmp_path: Path, panes: list[Pane]) -> None:
+    from tui.client.localnode import read_local_node
+
+    srv = start_server(tmp_path / "state")
+    try:
+        pane = _ssh_pane(srv, keygen(tmp_path / "id"), "stop")
+        panes.append(pane)
+        pane.wait_for("Passphrase (encrypts", timeout=60)
+        assert _session_pids(srv.state)
+    finally:
+        assert srv.stop() == 0
+    assert not _session_pids(srv.state)
+    assert read_local_node(srv.state) is None
+    pane.wait_exit()

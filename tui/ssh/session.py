@@ -225,7 +225,9 @@ class Session(asyncssh.SSHServerSession[bytes]):
         self._close_master()
         proc = self._proc
         if proc is not None and proc.returncode is None:
-            self._loop.create_task(self._hang_up(proc))
+            task = self._loop.create_task(self._hang_up(proc))
+            self._host.ending.add(task)
+            task.add_done_callback(self._host.ending.discard)
         if self._slot:
             self._slot = False
             self._host.slots.release(self._key.profile_name)
