@@ -184,13 +184,11 @@ def bench_sessions(n: int, hold: float) -> None:
     print(f"| sessions (ssh -tt, 80x24, welcome screen) | {n} |")
     print("|---|---|")
     print(f"| all drawn after | {ready_s:.1f} s |")
-    print(
-        f"| alive after {hold:.0f} s idle | {alive}/{n} ssh clients, {len(pids)} session processes |"
-    )
+    procs = f"{alive}/{n} ssh clients, {len(pids)} session processes"
+    print(f"| alive after {hold:.0f} s idle | {procs} |")
     print(f"| health while they hold | {health.stdout.strip() or health.stderr.strip()} |")
-    print(
-        f"| RSS per session, median (min-max) | {statistics.median(rss):.1f} MiB ({min(rss):.1f}-{max(rss):.1f}) |"
-    )
+    spread = f"{min(rss):.1f}-{max(rss):.1f}"
+    print(f"| RSS per session, median (min-max) | {statistics.median(rss):.1f} MiB ({spread}) |")
     print(f"| PSS per session, median | {statistics.median(pss):.1f} MiB |")
     print(f"| PSS of all sessions | {sum(pss):.0f} MiB |")
     print(f"| server process RSS / PSS | {server_rss / 1024:.1f} / {server_pss / 1024:.1f} MiB |")
@@ -292,12 +290,12 @@ def bench_bytes(keys: int, messages: int) -> None:
     med = statistics.median
     print("| bytes to the terminal (80x24, xterm-256color) | qpc over ssh | WeeChat 3.8 | ratio |")
     print("|---|---|---|---|")
-    print(
-        f"| per keystroke, median (max) | {med(q_keys):.0f} ({max(q_keys)}) | {med(w_keys):.0f} ({max(w_keys)}) | {med(q_keys) / med(w_keys):.1f}x |"
-    )
-    print(
-        f"| per incoming message, median (max) | {med(q_msgs):.0f} ({max(q_msgs)}) | {med(w_msgs):.0f} ({max(w_msgs)}) | {med(q_msgs) / med(w_msgs):.1f}x |"
-    )
+    for label, q, w in (
+        ("per keystroke", q_keys, w_keys),
+        ("per incoming message", q_msgs, w_msgs),
+    ):
+        cells = f"{med(q):.0f} ({max(q)}) | {med(w):.0f} ({max(w)}) | {med(q) / med(w):.0f}x"
+        print(f"| {label}, median (max) | {cells} |")
     print(f"({keys} keystrokes, {messages} messages each)")
 
 
