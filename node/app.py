@@ -13,6 +13,8 @@ from node.dispatch import NodeDispatcher
 from node.metrics import NodeMetrics
 from node.notify import InboxNotifier
 from node.services.common import NodeContext
+from node.store.base import Store
+from node.store.postgres import PostgresStore
 from node.store.sqlite import SqliteStore
 from proto.errors import QpcError
 from proto.rpc_server import RpcServer, ServerConfig
@@ -28,7 +30,7 @@ class Node:
     def __init__(
         self,
         config: NodeConfig,
-        store: SqliteStore,
+        store: Store,
         ctx: NodeContext,
         dispatcher: NodeDispatcher,
         server: RpcServer,
@@ -62,21 +64,34 @@ class Node:
             OSError: the address cannot be bound.
         """
         config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        metrics = NodeMetrics()
-        store = await SqliteStore.open(
-            config.data_dir / DB_NAME,
-            write_batch=config.write_batch,
-            synchronous=config.sqlite_synchronous,
-            observer=metrics.observe_store,
-            batch_observer=metrics.observe_batch,
-        )
+        metrics = NodeMetrics(worker=config.worker_id)
+        notifier = InboxNotifier()
+        store: Store
+        if config.store:
+            store = await PostgresStore.open(
+                config.store,
+                pool_size=config.pg_pool_size,
+                write_batch=config.write_batch,
+                observer=metrics.observe_store,
+                batch_observer=metrics.observe_batch,
+                wakeup=notifier.notify,
+                resync=notifier.notify_all,
+            )
+        else:
+            store = await SqliteStore.open(
+                config.data_dir / DB_NAME,
+                write_batch=config.write_batch,
+                synchronous=config.sqlite_synchronous,
+                observer=metrics.observe_store,
+                batch_observer=metrics.observe_batch,
+            )
         started: list[NodeDispatcher] = []
         try:
             ctx = NodeContext(
                 config=config,
                 store=store,
                 metrics=metrics,
-                notifier=InboxNotifier(),
+                notifier=notifier,
                 wall_clock=wall_clock,
             )
             dispatcher = await NodeDispatcher.create(ctx)
@@ -91,6 +106,7 @@ class Node:
                     tls_dir=config.data_dir / "tls",
                     max_streams_per_connection=config.max_streams_per_connection,
                     max_request_bytes=config.max_request_bytes,
+                    reuse_port=config.workers > 1,
                 ),
             )
             await server.start()

@@ -35,7 +35,15 @@ class NodeConfig:
     data_dir: Path = dataclasses.field(
         default_factory=lambda: Path(platformdirs.user_data_dir("quicnprotochat-node"))
     )
-    """Directory for the database, the generated certificate and node secrets."""
+    """Directory for the SQLite database and the generated certificate."""
+    store: str = ""
+    """PostgreSQL DSN (``postgresql://USER@HOST/DB``); empty: SQLite in ``data_dir``."""
+    pg_pool_size: int = 8
+    """PostgreSQL connections per node process (plus one for LISTEN)."""
+    workers: int = 1
+    """Node processes sharing the UDP port (SO_REUSEPORT); more than 1 needs ``store``."""
+    worker_id: int = -1
+    """Set by ``--workers`` on each worker process (0..workers-1); -1: not a worker."""
     cert: Path | None = None
     """PEM certificate chain; with ``key``. Unset: a self-signed one in ``data_dir``."""
     key: Path | None = None
@@ -105,6 +113,8 @@ class NodeConfig:
             "login_burst",
             "write_burst",
             "write_batch",
+            "pg_pool_size",
+            "workers",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -119,6 +129,12 @@ class NodeConfig:
             raise ConfigError("cert and key must be given together")
         if self.sqlite_synchronous not in ("FULL", "NORMAL"):
             raise ConfigError("sqlite_synchronous must be FULL or NORMAL")
+        if self.store and not self.store.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("store must be a postgresql:// DSN (or empty for SQLite)")
+        if self.workers > 1 and not self.store:
+            raise ConfigError("workers > 1 needs the PostgreSQL store (--store postgresql://...)")
+        if not -1 <= self.worker_id < self.workers:
+            raise ConfigError("worker_id must be -1 or 0..workers-1")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"unknown log level {self.log_level!r}")
 
@@ -246,6 +262,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="database, certificate and secrets (default: user data dir)",
     )
+    p.add_argument(
+        "--store",
+        metavar="DSN",
+        help="PostgreSQL store postgresql://USER@HOST/DB (default: SQLite in --data-dir)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="node processes sharing the UDP port (SO_REUSEPORT; needs --store; default 1)",
+    )
+    p.add_argument(
+        "--worker-id",
+        type=int,
+        metavar="I",
+        help="set by --workers on each worker process it starts (not for direct use)",
+    )
     p.add_argument("--cert", metavar="PEM", help="TLS certificate chain (default: self-signed)")
     p.add_argument("--key", metavar="PEM", help="TLS private key for --cert")
     p.add_argument(
@@ -292,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--login-burst", "login_burst", "login attempts burst per address/account (default 10)"),
         ("--write-burst", "write_burst", "write calls burst per address/account (default 4000)"),
         ("--write-batch", "write_batch", "writes per group-commit transaction (default 256)"),
+        ("--pg-pool-size", "pg_pool_size", "PostgreSQL connections per process (default 8)"),
     ):
         limits.add_argument(flag, dest=dest, type=int, metavar="N", help=text)
     for flag, dest, text in (

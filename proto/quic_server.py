@@ -2,7 +2,9 @@
 
 Internal to :mod:`proto.rpc_server` (use :class:`proto.rpc_server.RpcServer`):
 reassembles requests per stream, enforces the per-connection limits, runs
-handlers (eagerly, then as tasks) and maps their outcome to responses.
+handlers (eagerly, then as tasks) and maps their outcome to responses. What
+the connections of one server share is a :class:`ServerState`, which the
+server creates and reads; this module never imports the server.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
@@ -20,6 +23,7 @@ from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection
 
 from proto.codec import (
+    CodecLimits,
     ErrorInfo,
     Method,
     Response,
@@ -45,9 +49,6 @@ from proto.rpc import (
     hold_ack,
 )
 
-if TYPE_CHECKING:
-    from proto.rpc_server import RpcServer
-
 log = logging.getLogger("proto.rpc_server")
 
 ACK_HOLD = 0.004
@@ -55,6 +56,47 @@ ACK_HOLD = 0.004
 
 
 Dispatch = dict[type[Any], tuple[Method, Callable[..., Any]]]
+
+
+class ServerState:
+    """What every connection of one server shares: limits, the dispatch table,
+    the live connections and calls, and whether the server is closing."""
+
+    __slots__ = (
+        "closing",
+        "connections",
+        "dispatch",
+        "header_limits",
+        "ids",
+        "limits",
+        "max_streams",
+        "request_timeout",
+        "tasks",
+    )
+
+    def __init__(
+        self,
+        *,
+        dispatch: Dispatch,
+        limits: CodecLimits,
+        header_limits: CodecLimits,
+        max_streams: int,
+        request_timeout: float,
+    ) -> None:
+        self.dispatch = dispatch
+        """Params type -> (method, handler)."""
+        self.limits = limits
+        """Reader limits for requests."""
+        self.header_limits = header_limits
+        """Limits for reading a segment table before the body is complete."""
+        self.max_streams = max_streams
+        """Concurrent calls per connection."""
+        self.request_timeout = request_timeout
+        """Seconds a stream may take to deliver its whole request."""
+        self.ids = itertools.count(1)
+        self.connections: set[ServerConnection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closing = False
 
 
 def _peer_of(addr: Any) -> tuple[str, int]:
@@ -65,17 +107,17 @@ def _peer_of(addr: Any) -> tuple[str, int]:
 class ServerConnection(QuicConnectionProtocol):
     """One client connection: reassembles requests and runs calls as tasks."""
 
-    def __init__(self, quic: QuicConnection, *, server: RpcServer, **kwargs: Any) -> None:
+    def __init__(self, quic: QuicConnection, *, server: ServerState, **kwargs: Any) -> None:
         super().__init__(quic, **kwargs)
         self._server = server
-        self._id = next(server._ids)
+        self._id = next(server.ids)
         self._peer: tuple[str, int] = ("", 0)
         self._bufs: dict[int, bytearray] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._calls: dict[int, asyncio.Task[None]] = {}
         self._streaming: set[int] = set()
         self._refused: set[int] = set()  # answered early; rest of the body is dropped
-        self._limits = server._limits
+        self._limits = server.limits
         self._terminated = False
         self._in_datagram = False
         self._answered = 0
@@ -87,8 +129,8 @@ class ServerConnection(QuicConnectionProtocol):
         # instead (never less than aioquic's default; set before the
         # handshake sends the transport parameters).
         credit = quic._local_max_streams_bidi
-        credit.value = credit.sent = max(credit.value, server.config.max_streams_per_connection)
-        server._connections.add(self)
+        credit.value = credit.sent = max(credit.value, server.max_streams)
+        server.connections.add(self)
 
     # -------------------------------------------------------- aioquic hooks
 
@@ -163,7 +205,7 @@ class ServerConnection(QuicConnectionProtocol):
             return
         buf = self._bufs.get(sid)
         if buf is None:
-            if len(self._bufs) + len(self._calls) >= self._server.config.max_streams_per_connection:
+            if len(self._bufs) + len(self._calls) >= self._server.max_streams:
                 self._refuse(sid, LimitExceeded("too many concurrent calls on this connection"))
                 if not fin:
                     self._refused.add(sid)
@@ -173,11 +215,11 @@ class ServerConnection(QuicConnectionProtocol):
                 return
             buf = self._bufs[sid] = bytearray()
             self._timers[sid] = self._loop.call_later(
-                self._server.config.request_timeout, self._on_request_timeout, sid
+                self._server.request_timeout, self._on_request_timeout, sid
             )
         buf += data
         try:  # the segment table announces the size: refuse early, never buffer it
-            announced = frame_length(buf, self._server._header_limits)
+            announced = frame_length(buf, self._server.header_limits)
         except ProtocolError:
             announced = 0  # bad segment table: answered badRequest on FIN
         if max(announced, len(buf)) > self._limits.max_message_bytes:
@@ -221,7 +263,7 @@ class ServerConnection(QuicConnectionProtocol):
 
     def _dispatch(self, sid: int, data: bytes) -> None:
         server = self._server
-        if server._closing:
+        if server.closing:
             self._refuse(sid, Unavailable("node is shutting down"), None)
             return
         try:
@@ -229,7 +271,7 @@ class ServerConnection(QuicConnectionProtocol):
         except ProtocolError as exc:
             self._refuse(sid, BadRequest(str(exc)), None)
             return
-        method, fn = server._dispatch[type(request.call)]
+        method, fn = server.dispatch[type(request.call)]
         ctx = CallContext(
             auth=request.auth, peer=self._peer, connection_id=self._id, method=method.name
         )
@@ -266,8 +308,8 @@ class ServerConnection(QuicConnectionProtocol):
     ) -> None:
         task = self._loop.create_task(coro, context=context)
         self._calls[sid] = task
-        self._server._tasks.add(task)
-        task.add_done_callback(self._server._tasks.discard)
+        self._server.tasks.add(task)
+        task.add_done_callback(self._server.tasks.discard)
 
     async def _finish(self, sid: int, method: Method, pending: Resume) -> None:
         try:
@@ -283,7 +325,7 @@ class ServerConnection(QuicConnectionProtocol):
         self._reply(sid, method, result)
 
     def _cancelled(self, sid: int) -> None:
-        if self._server._closing and not self._terminated:
+        if self._server.closing and not self._terminated:
             self._send_error(sid, Unavailable("node is shutting down"))
 
     def _reply(self, sid: int, method: Method, result: Any) -> None:
@@ -354,7 +396,7 @@ class ServerConnection(QuicConnectionProtocol):
         for task in self._calls.values():
             task.cancel()
         self._calls.clear()
-        self._server._connections.discard(self)
+        self._server.connections.discard(self)
 
     def drop_pending_requests(self) -> None:
         """Forget half-received requests (and their timers) before closing."""

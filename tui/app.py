@@ -18,6 +18,7 @@ from textual.binding import Binding, BindingType
 
 from tui.commands import ChatCommands
 from tui.controller import ChatApp
+from tui.notifications import NotifyLevel
 from tui.screens.dialogs import (
     ConfirmDialog,
     InviteDialog,
@@ -209,6 +210,15 @@ class QpcApp(ChatApp):
         """Open the next or previous channel."""
         if self.main is not None:
             self.main.action_cycle_channel(step)
+
+    def action_notify_level(self, level: str) -> None:
+        """Set how much the open channel may interrupt: all, mentions or mute."""
+        if self.main is None or self.main.active_channel is None:
+            self.notify("Open a channel first.", severity="warning")
+            return
+        self.set_notify_level(self.main.active_channel, NotifyLevel(level))
+        label = self.main.channel_label(self.main.active_channel)
+        self.notify(f"Notifications for {label}: {level}.")
 
     def action_toggle_bell(self) -> None:
         """Turn the bell on or off for this session."""

@@ -84,6 +84,11 @@ class DemoFactory:
         """The demo's profiles are made fresh."""
         return False
 
+    @property
+    def profile_dir(self) -> Path | None:
+        """Your throwaway demo profile."""
+        return self.base / "profiles" / "you"
+
     async def _engine(self, name: str) -> Engine:
         assert self.node is not None
         config = EngineConfig(

@@ -71,6 +71,11 @@ class EngineFactoryImpl:
         """Whether the profile directory already holds a profile."""
         return Profile.exists(self.base.profile_dir)
 
+    @property
+    def profile_dir(self) -> Path | None:
+        """The profile's directory."""
+        return self.base.profile_dir
+
     async def resume(self) -> ClientEngine | None:
         """With a passphrase from the environment and a logged-in profile: that engine."""
         if self._passphrase is None or not self.profile_exists:

@@ -118,7 +118,12 @@ _COMMANDS: list[tuple[str, str, list[tuple[tuple[str, ...], dict[str, Any]]]]] =
 
 def _globals(parser: argparse.ArgumentParser, *, top: bool) -> None:
     d: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
-    parser.add_argument("--server", metavar="HOST:PORT", help="node address", **d)
+    parser.add_argument(
+        "--server",
+        metavar="HOST:PORT[,HOST:PORT]",
+        help="node address; several: processes of one deployment, tried in turn",
+        **d,
+    )
     parser.add_argument("--profile", metavar="DIR", help="profile directory", **d)
     parser.add_argument("--json", action="store_true", help="JSON output", **d)
     parser.add_argument(
