@@ -10,13 +10,24 @@ from pathlib import Path
 
 from proto.errors import ConfigError
 from tui.client.localnode import data_dir
-from tui.client.probe import split_server
 from tui.ssh.config import SshServeConfig
 
-__all__ = ["config_from_options", "serve_ssh"]
+__all__ = ["config_from_options", "listen_address", "serve_ssh"]
 
 _PASSED_ENV = ("QPC_KDF",)
 """Server environment handed to session processes (``QPC_KDF=fast`` in tests)."""
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` to listen on (port 0: a free one).
+
+    Raises:
+        ConfigError: not ``HOST:PORT`` with a port in 0..65535.
+    """
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"the address must be HOST:PORT, not {text!r}")
+    return host.strip("[]"), int(port)
 
 
 def config_from_options(opts: argparse.Namespace) -> SshServeConfig:
@@ -25,8 +36,8 @@ def config_from_options(opts: argparse.Namespace) -> SshServeConfig:
     Raises:
         ConfigError: a malformed address.
     """
-    host, port = split_server(opts.listen)
-    metrics_host, metrics_port = split_server(opts.metrics) if opts.metrics else (None, 0)
+    host, port = listen_address(opts.listen)
+    metrics_host, metrics_port = listen_address(opts.metrics) if opts.metrics else (None, 0)
     state = Path(opts.state_dir).expanduser() if opts.state_dir else data_dir() / "ssh"
     return SshServeConfig(
         host=host,
