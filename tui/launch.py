@@ -25,6 +25,7 @@ from tui.client.probe import pin_server, probe_server, split_server
 from tui.client.profile import Profile
 from tui.session import LoginForm, ServerKey
 from tui.settings import load_settings
+from tui.terminal import terminal_caps
 
 __all__ = ["EngineFactoryImpl", "launch", "split_server"]
 
@@ -163,5 +164,6 @@ def launch(opts: argparse.Namespace) -> int:
     setup_logging(settings.log_file or log_path)
     app = make_app(factory, settings)
     app.exit_on_hangup = True
+    app.terminal = terminal_caps(os.environ)
     app.run()
     return app.return_code or 0
