@@ -204,3 +204,24 @@ def test_stopping_the_server_ends_sessions_and_its_node(tmp_path: Path, panes: l
     assert not _session_pids(srv.state)
     assert read_local_node(srv.state) is None
     pane.wait_exit()
+
+
+def test_idle_timeout_and_per_key_limit(tmp_path: Path, panes: list[Pane]) -> None:
+    srv = start_server(tmp_path / "state", "--idle-timeout", "3", "--max-sessions-per-key", "1")
+    try:
+        key = keygen(tmp_path / "id")
+        pane = _ssh_pane(srv, key, "idle")
+        panes.append(pane)
+        pane.wait_for("Passphrase (encrypts", timeout=60)
+        # The key's one slot is taken: a second session with it is refused...
+        done = srv.run(key, ["health"])
+        assert done.returncode == 1
+        assert "already has 1 sessions" in done.stderr
+        # ...another key is not.
+        assert srv.run(keygen(tmp_path / "other"), ["health"]).returncode == 0
+        # No input: the session is closed, its process ends, the slot is free.
+        pane.wait_exit(timeout=30)
+        _wait(lambda: not _session_pids(srv.state))
+        assert srv.run(key, ["health"]).returncode == 0
+    finally:
+        srv.stop()
