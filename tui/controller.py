@@ -109,6 +109,9 @@ class ChatApp(App[None]):
         """Quit cleanly on SIGHUP (the CLI sets it; a dropped ssh or closed window)."""
         self.terminal = TerminalCaps()
         """What the terminal can draw (the CLI reads it from the environment)."""
+        self.hosted = False
+        """Running on a host for someone connected over SSH (``qpc serve-ssh``)."""
+        """What the terminal can draw (the CLI reads it from the environment)."""
 
     # ------------------------------------------------------------------ start
 
@@ -147,6 +150,7 @@ class ChatApp(App[None]):
                     server=self.factory.default_server,
                     user=self.factory.default_user,
                     profile_exists=self.factory.profile_exists,
+                    hosted=self.hosted,
                 )
             )
             return

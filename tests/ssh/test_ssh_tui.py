@@ -84,6 +84,7 @@ def test_tui_over_ssh_gets_the_pty_and_a_hangup_leaves_nothing(
     screen = pane.wait_for("Passphrase (encrypts", timeout=60)
     assert len(screen.splitlines()[0]) <= 80
     assert "Register" in screen
+    assert "hosted: this client runs on" in screen  # says plainly that it is hosted
     (pid,) = _session_pids(server.state)
     env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     assert b"TERM=screen" in env

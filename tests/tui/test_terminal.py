@@ -50,3 +50,15 @@ async def test_basic_terminal_draws_no_block_glyphs_and_uses_ansi_theme(
     assert not any(ch in svg for ch in _BLOCKS)
     assert "Register" in svg
     assert basic.theme == "ansi-dark" and basic.ansi_color
+
+
+async def test_hosted_welcome_says_the_host_sees_messages(
+    app_factory: Callable[..., QpcApp],
+) -> None:
+    app = app_factory(FakeFactory(resume=False))
+    app.hosted = True
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        intro = str(app.screen.query_one("#welcome-intro").render())
+    assert "host sees your messages" in intro
+    assert "never leave this machine" not in intro

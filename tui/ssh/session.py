@@ -261,6 +261,7 @@ class Session(asyncssh.SSHServerSession[bytes]):
             "LC_ALL": "C.UTF-8",
             "QPC_DATA_DIR": str(self._host.config.state_dir),
             "QPC_CONFIG": str(self._host.config.state_dir / "tui.toml"),
+            "QPC_HOSTED": "ssh",
         }
         if "PYTHONPATH" in os.environ:
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
