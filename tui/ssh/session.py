@@ -306,6 +306,7 @@ class Session(asyncssh.SSHServerSession[bytes]):
         self._master = master
         self._loop.add_reader(master, self._read_pty)
         self._reading = True
+        self._flush_input()  # what was typed while the TUI started
         log.info("session %s: TUI pid %d", self._key.fingerprint[:20], self._proc.pid)
         status = await self._proc.wait()
         with contextlib.suppress(TimeoutError):
