@@ -89,6 +89,7 @@ async def test_a_server_list_moves_past_an_address_that_does_not_answer(
         engines.append(alice)
         who = await alice.register("alice", PASSWORD)
         assert who.server_fingerprint == node.fingerprint
+        assert alice.connection_state().server == f"127.0.0.1:{node.port}"  # the one in use
     with pytest.raises(ConfigError):
         parse_servers("127.0.0.1:1,nonsense")
 

@@ -12,20 +12,20 @@ from proto.errors import ConfigError
 from tui.client.localnode import data_dir
 from tui.ssh.config import SshServeConfig
 
-__all__ = ["config_from_options", "listen_address", "serve_ssh"]
+__all__ = ["config_from_options", "serve_ssh"]
 
 _PASSED_ENV = ("QPC_KDF",)
 """Server environment handed to session processes (``QPC_KDF=fast`` in tests)."""
 
 
 def listen_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` to listen on (port 0: a free one).
+    """``HOST:PORT`` to listen on (port 0: any free port); IPv6 literals in brackets.
 
     Raises:
-        ConfigError: not ``HOST:PORT`` with a port in 0..65535.
+        ConfigError: not ``HOST:PORT``.
     """
     host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"the address must be HOST:PORT, not {text!r}")
     return host.strip("[]"), int(port)
 
