@@ -33,7 +33,7 @@ __all__ = ["EngineFactoryImpl", "launch", "split_server"]
 CONFIG_ENV = "QPC_CONFIG"
 """Overrides the config file path."""
 HOSTED_ENV = "QPC_HOSTED"
-"""``ssh``: this TUI serves someone connected through ``qpc serve-ssh`` (says so)."""
+"""``ssh`` / ``web``: this TUI serves someone through ``qpc serve-ssh`` / ``serve-web``."""
 _USERS_LOCK = "tui-users.lock"
 """In the local node's directory: each TUI using the node holds a shared lock."""
 
@@ -168,6 +168,6 @@ def launch(opts: argparse.Namespace) -> int:
     app = make_app(factory, settings)
     app.exit_on_hangup = True
     app.terminal = terminal_caps(os.environ)
-    app.hosted = os.environ.get(HOSTED_ENV) == "ssh"
+    app.hosted = os.environ.get(HOSTED_ENV) in ("ssh", "web")
     app.run()
     return app.return_code or 0

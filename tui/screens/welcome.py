@@ -26,7 +26,7 @@ _INTRO = (
 )
 _HOSTED_INTRO = (
     "End-to-end encrypted group chat, hosted: this client runs on the host you "
-    "reached over SSH, so that host sees your messages while you are connected. "
+    "connected to, so that host sees your messages while you are connected. "
     "Your profile there is encrypted with your passphrase; the node only relays "
     "sealed messages."
 )
