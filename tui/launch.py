@@ -16,11 +16,14 @@ from tui.client.passphrase import passphrase_from_env, read_passphrase_fd
 from tui.demo import DemoFactory
 from tui.factory import EngineFactoryImpl
 from tui.settings import load_settings
+from tui.terminal import terminal_caps
 
-__all__ = ["CONFIG_ENV", "LaunchConfig", "launch"]
+__all__ = ["CONFIG_ENV", "HOSTED_ENV", "LaunchConfig", "launch"]
 
 CONFIG_ENV = "QPC_CONFIG"
 """Overrides the config file path."""
+HOSTED_ENV = "QPC_HOSTED"
+"""``ssh`` / ``web``: this TUI serves someone through ``qpc serve-ssh`` / ``serve-web``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,5 +58,7 @@ def launch(config: LaunchConfig) -> int:
     setup_logging(settings.log_file or log_path)
     app = make_app(factory, settings)
     app.exit_on_hangup = True
+    app.terminal = terminal_caps(os.environ)
+    app.hosted = os.environ.get(HOSTED_ENV) in ("ssh", "web")
     app.run()
     return app.return_code or 0

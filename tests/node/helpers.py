@@ -11,7 +11,6 @@ from typing import Protocol
 
 from node.config import NodeConfig
 from node.embedded import EmbeddedNode
-from node.ratelimit import RateLimiter
 from proto import tls
 from proto.crypto import opaque
 from proto.crypto.identity import IdentityKey
@@ -130,29 +129,3 @@ async def make_account(
             delivery_access_key=access_key,
         )
     return Account(username, password, identity, hybrid_key, access_key, client)
-
-
-class ManualClock:
-    """A monotonic clock that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Let ``seconds`` pass."""
-        self.now += seconds
-
-
-def freeze_rate_limits(node: EmbeddedNode) -> ManualClock:
-    """Put ``node``'s rate limits (fresh buckets) on a clock that moves only with
-    :meth:`ManualClock.advance`, so a test of the limits does not depend on how
-    long its calls take."""
-    clock = ManualClock()
-    ctx = node.ctx
-    cfg = ctx.config
-    ctx.login_limiter = RateLimiter(cfg.login_rate_per_s, cfg.login_burst, clock)
-    ctx.write_limiter = RateLimiter(cfg.write_rate_per_s, cfg.write_burst, clock)
-    return clock

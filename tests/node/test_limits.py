@@ -21,14 +21,7 @@ from proto.errors import (
     QueueFull,
     RateLimited,
 )
-from tests.node.helpers import (
-    connected,
-    freeze_rate_limits,
-    login,
-    make_account,
-    node_config,
-    register,
-)
+from tests.node.helpers import connected, login, make_account, node_config, register
 
 pytestmark = pytest.mark.network
 
@@ -71,7 +64,6 @@ async def test_rate_limits_answer_retry_after(tmp_path: Path) -> None:
             tmp_path, write_burst=5, write_rate_per_s=1.0, login_burst=2, login_rate_per_s=0.5
         )
     )
-    clock = freeze_rate_limits(node)
     try:
         alice = await make_account(node, "alice")  # one registration + one login attempt
         with pytest.raises(RateLimited) as exc:
@@ -85,7 +77,7 @@ async def test_rate_limits_answer_retry_after(tmp_path: Path) -> None:
         assert 0 < exc.value.retry_after_ms <= 1000
         # reads are not write-limited
         assert len((await alice.client.fetch(after_seq=0, limit=10)).envelopes) == 4
-        clock.advance(exc.value.retry_after_ms / 1000)
+        await asyncio.sleep(exc.value.retry_after_ms / 1000)
         await alice.client.enqueue(recipient=alice.device_id, channel_id=b"c", payload=b"m")
         await alice.client.close()
     finally:
@@ -164,16 +156,20 @@ def _scrape(port: int | None) -> str:
 
 
 async def test_waiting_retry_after_lets_the_whole_login_through(tmp_path: Path) -> None:
-    """One attempt costs one token, charged at loginStart: waiting retryAfterMs is enough."""
-    node = await start_embedded_node(node_config(tmp_path, login_burst=2, login_rate_per_s=4.0))
-    clock = freeze_rate_limits(node)
+    """One attempt costs one token, charged at loginStart: waiting exactly the
+    retryAfterMs the node answered is enough (the node's clock only moves when
+    the test moves it, so the wait is exact and load on the box cannot refill)."""
+    now = [1000.0]
+    node = await start_embedded_node(
+        node_config(tmp_path, login_burst=2, login_rate_per_s=4.0), mono_clock=lambda: now[0]
+    )
     try:
         alice = await make_account(node, "alice")  # registerStart + loginStart: 2 tokens
         async with connected(node) as c:
             with pytest.raises(RateLimited) as exc:
                 await login(c, "alice", alice.password, alice.device_id)
-            assert 0 < exc.value.retry_after_ms <= 250
-            clock.advance(exc.value.retry_after_ms / 1000)
+            assert exc.value.retry_after_ms == 250
+            now[0] += exc.value.retry_after_ms / 1000
             token = await login(c, "alice", alice.password, alice.device_id)
             assert len(token) == 32
         await alice.client.close()
@@ -183,13 +179,12 @@ async def test_waiting_retry_after_lets_the_whole_login_through(tmp_path: Path) 
 
 async def test_register_waiting_retry_after_completes(tmp_path: Path) -> None:
     node = await start_embedded_node(node_config(tmp_path, login_burst=1, login_rate_per_s=4.0))
-    clock = freeze_rate_limits(node)
     try:
         async with connected(node) as c:
             await register(c, "alice", "pw")  # registerFinish is not charged again
             with pytest.raises(RateLimited) as exc:
                 await register(c, "bob", "pw")
-            clock.advance(exc.value.retry_after_ms / 1000)
+            await asyncio.sleep(exc.value.retry_after_ms / 1000)
             await register(c, "bob", "pw")
     finally:
         await node.stop()
@@ -212,14 +207,15 @@ async def test_second_steps_without_first_steps_are_refused(tmp_path: Path) -> N
 async def test_default_limits_hold_a_password_guesser(tmp_path: Path) -> None:
     """Defaults: a burst of 10 attempts per address and per account, then 1 per second."""
     defaults = NodeConfig()
+    now = [1000.0]
     node = await start_embedded_node(
         node_config(
             tmp_path,
             login_burst=defaults.login_burst,
             login_rate_per_s=defaults.login_rate_per_s,
-        )
+        ),
+        mono_clock=lambda: now[0],
     )
-    freeze_rate_limits(node)  # no token refills while the guesses run, however slow
     try:
         async with connected(node) as c:
             await register(c, "victim", "the real password")
@@ -231,8 +227,14 @@ async def test_default_limits_hold_a_password_guesser(tmp_path: Path) -> None:
                     pass
                 except RateLimited as exc:
                     refused += 1
-                    assert exc.retry_after_ms >= 500
+                    assert exc.retry_after_ms == 1000
             # registerStart took 1 token: 9 guesses went through, then 3 refused.
             assert refused == 3
+            for second in range(3):  # then exactly one guess per second
+                now[0] += 1.0
+                with pytest.raises(LoginFailed):
+                    await login(c, "victim", f"later {second}", b"d" * 32)
+                with pytest.raises(RateLimited):
+                    await login(c, "victim", f"later {second}", b"d" * 32)
     finally:
         await node.stop()

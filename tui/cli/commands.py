@@ -265,6 +265,12 @@ def _serve_ssh(ns: argparse.Namespace) -> int:
     return serve_ssh(ns)
 
 
+def _serve_web(ns: argparse.Namespace) -> int:
+    from tui.web import serve_web  # textual-serve is imported for this command only
+
+    return serve_web(ns)
+
+
 async def _stop_local_node(cfg: CliConfig) -> None:
     stopped = await asyncio.to_thread(stop_local_node)
     emit(cfg, "stopped" if stopped else "no local node running", {"stopped": stopped})
@@ -443,6 +449,15 @@ COMMANDS: dict[str, Command] = {
                 _a("--metrics", metavar="HOST:PORT", help="Prometheus endpoint"),
             ),
             own_config=_serve_ssh,
+        ),
+        Command(
+            name="serve-web",
+            help="serve the TUI to browsers (textual-serve): a process and a profile per session",
+            arguments=(
+                _a("--listen", default="127.0.0.1:8000", metavar="HOST:PORT"),
+                _a("--state-dir", metavar="DIR", help="profiles, embedded node"),
+            ),
+            own_config=_serve_web,
         ),
     )
 }

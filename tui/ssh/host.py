@@ -3,7 +3,10 @@ and the key a connection authenticated with."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+
+import asyncssh
 
 from proto import tls
 from proto.rpc_client import ClientConfig, RpcClient
@@ -27,6 +30,10 @@ class Host:
         )
         self.auth_limiter = AuthRateLimiter(rate=config.auth_rate, burst=config.auth_burst)
         self.metrics = SessionMetrics()
+        self.connections: set[asyncssh.SSHServerConnection] = set()
+        """Open connections (closed on shutdown)."""
+        self.ending: set[asyncio.Task[None]] = set()
+        """Hang-ups of session processes still under way (awaited on shutdown)."""
         self._rpc: RpcClient | None = None
 
     async def node_client(self) -> RpcClient:
@@ -38,7 +45,13 @@ class Host:
         return self._rpc
 
     async def close(self) -> None:
-        """Close the node connection."""
+        """Close every connection, wait for their processes to end, close the node connection."""
+        for conn in list(self.connections):
+            conn.close()
+        for conn in list(self.connections):
+            await conn.wait_closed()
+        while self.ending:
+            await asyncio.gather(*self.ending, return_exceptions=True)
         if self._rpc is not None:
             await self._rpc.close()
 

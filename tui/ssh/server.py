@@ -48,6 +48,7 @@ class SshServer(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         """Rate-limit by source address; hook signature verification."""
         self._conn = conn
+        self._host.connections.add(conn)
         peer = conn.get_extra_info("peername") or ("?", 0)
         loop = asyncio.get_running_loop()
         if not self._host.auth_limiter.allow(str(peer[0]), loop.time()):
@@ -65,6 +66,11 @@ class SshServer(asyncssh.SSHServer):
             return ok
 
         conn.validate_public_key = verified  # type: ignore[method-assign]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the connection."""
+        if self._conn is not None:
+            self._host.connections.discard(self._conn)
 
     def begin_auth(self, username: str) -> bool:
         """Authentication is always required."""
