@@ -208,6 +208,8 @@ async def test_browser_registers_and_chats_with_a_plain_client(
     finally:
         server.terminate()
         server.wait(timeout=30)
+        if server.stdout is not None:
+            server.stdout.close()
     # Nothing of the session outlives the server: no TUI process, no node.
     leftover = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True)
     assert leftover.stdout == ""
