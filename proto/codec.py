@@ -25,6 +25,7 @@ from typing import Any, Final
 import capnp
 
 from proto import messages
+from proto._mls import capnp_validate as _capnp_validate
 from proto.errors import EncodeError, ErrorCode, ProtocolError
 from proto.messages import *  # noqa: F403 - codec re-exports every message type
 from proto.messages import (
@@ -297,17 +298,37 @@ def _open(schema: Any, data: bytes, limits: CodecLimits) -> Any:
         for words in struct.unpack_from(f"<{count}I", data, 4):
             segments.append(view[pos : pos + 8 * words])
             pos += 8 * words
-    traversal = min(limits.traversal_limit_words, 2 * (size // 8) + 64)
+    traversal = _traversal_limit(size, limits)
     # from_segments: no copy, and no context manager round trip per message.
     return schema.from_segments(
         segments, traversal_limit_in_words=traversal, nesting_limit=limits.nesting_limit
     )
 
 
+def _traversal_limit(size: int, limits: CodecLimits) -> int:
+    return min(limits.traversal_limit_words, 2 * (size // 8) + 64)
+
+
+def _validate(data: bytes, limits: CodecLimits) -> None:
+    """Check the segment table and every pointer before pycapnp reads ``data``.
+
+    pycapnp does not translate every C++ exception: a malformed far or list
+    pointer reaching some of its entry points aborts the process. The Rust
+    ``capnp`` crate (``proto._mls.capnp_validate``) walks the whole message
+    under the same traversal and nesting limits and returns an error instead,
+    so only structurally sound messages reach pycapnp (docs/PROTOCOL.md,
+    "Decoding untrusted bytes").
+    """
+    try:
+        _capnp_validate(data, _traversal_limit(len(data), limits), limits.nesting_limit)
+    except ValueError as exc:
+        raise ProtocolError(f"malformed message: {exc}") from None
+
+
 def _decode(schema: Any, data: bytes, limits: CodecLimits, body: Callable[[Any], Any]) -> Any:
     try:
         reader = _open(schema, data, limits)
-        reader.total_size  # noqa: B018 - traverses the whole message: enforces limits
+        _validate(data, limits)
         return body(reader)
     except ProtocolError:
         raise

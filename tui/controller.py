@@ -141,7 +141,7 @@ class ChatApp(App[None]):
         engine = await self.factory.open(form, trust_fingerprint=key.fingerprint)
         try:
             if form.register:
-                who = await engine.register(form.user, form.password)
+                who = await engine.register(form.user, form.password, on_wait=self._rate_wait)
             elif not form.password:
                 # An existing profile's session, unlocked by its passphrase alone
                 # (the welcome screen allows an empty password only then). The
@@ -152,7 +152,7 @@ class ChatApp(App[None]):
                         f"This profile has no session for {form.user}: enter the password."
                     )
             else:
-                who = await engine.login(form.user, form.password)
+                who = await engine.login(form.user, form.password, on_wait=self._rate_wait)
         except BaseException:
             await engine.close()
             raise
@@ -173,6 +173,12 @@ class ChatApp(App[None]):
         if self.settings.ping_interval_s > 0:
             self.set_interval(self.settings.ping_interval_s, self._tick_ping)
             self._tick_ping()
+
+    def _rate_wait(self, seconds: float) -> None:
+        """The engine waits out a rate limit: the welcome screen counts down."""
+        for screen in self.screen_stack:
+            if isinstance(screen, WelcomeScreen):
+                screen.show_rate_limit_wait(seconds)
 
     def _welcome_error(self, text: str, error: BaseException | None = None) -> None:
         field = "password"

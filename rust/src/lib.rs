@@ -11,6 +11,7 @@ mod error;
 mod group;
 mod provider;
 mod types;
+mod wire;
 
 use pyo3::prelude::*;
 
@@ -89,6 +90,16 @@ fn message_info(py: Python<'_>, data: &[u8]) -> PyResult<Py<MessageInfo>> {
     )
 }
 
+/// Validate the framing and every pointer of one Cap'n Proto message
+/// (see `wire.rs`); returns the words reachable from the root.
+///
+/// Raises ValueError on any defect; never panics.
+#[pyfunction]
+fn capnp_validate(data: &[u8], traversal_limit_words: u64, nesting_limit: i32) -> PyResult<u64> {
+    wire::validate(data, traversal_limit_words, nesting_limit)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
+}
+
 /// Ciphersuite code points this build supports (default first).
 #[pyfunction]
 fn supported_ciphersuites() -> Vec<u16> {
@@ -113,7 +124,9 @@ mod _mls {
         OwnMessage, ProposalStored,
     };
     #[pymodule_export]
-    use super::{message_info, openmls_version, parse_key_package, supported_ciphersuites};
+    use super::{
+        capnp_validate, message_info, openmls_version, parse_key_package, supported_ciphersuites,
+    };
 
     #[pymodule_export]
     const CIPHERSUITE_HYBRID: u16 = super::core::CIPHERSUITE_HYBRID;

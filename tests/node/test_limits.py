@@ -9,10 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from node.config import NodeConfig
 from node.embedded import start_embedded_node
 from proto.codec import Recipient
-from proto.errors import LimitExceeded, PayloadTooLarge, QueueFull, RateLimited
-from tests.node.helpers import connected, make_account, node_config, register
+from proto.errors import (
+    BadRequest,
+    LimitExceeded,
+    LoginFailed,
+    PayloadTooLarge,
+    QueueFull,
+    RateLimited,
+)
+from tests.node.helpers import connected, login, make_account, node_config, register
 
 pytestmark = pytest.mark.network
 
@@ -52,11 +60,11 @@ async def test_queue_full_and_recovery(tmp_path: Path) -> None:
 async def test_rate_limits_answer_retry_after(tmp_path: Path) -> None:
     node = await start_embedded_node(
         node_config(
-            tmp_path, write_burst=5, write_rate_per_s=1.0, login_burst=4, login_rate_per_s=0.5
+            tmp_path, write_burst=5, write_rate_per_s=1.0, login_burst=2, login_rate_per_s=0.5
         )
     )
     try:
-        alice = await make_account(node, "alice")  # 2 register + 2 login attempts
+        alice = await make_account(node, "alice")  # one registration + one login attempt
         with pytest.raises(RateLimited) as exc:
             async with connected(node) as c:
                 await register(c, "bob", "pw")
@@ -143,3 +151,75 @@ def _scrape(port: int | None) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         body: bytes = r.read()
         return body.decode()
+
+
+async def test_waiting_retry_after_lets_the_whole_login_through(tmp_path: Path) -> None:
+    """One attempt costs one token, charged at loginStart: waiting retryAfterMs is enough."""
+    node = await start_embedded_node(node_config(tmp_path, login_burst=2, login_rate_per_s=4.0))
+    try:
+        alice = await make_account(node, "alice")  # registerStart + loginStart: 2 tokens
+        async with connected(node) as c:
+            with pytest.raises(RateLimited) as exc:
+                await login(c, "alice", alice.password, alice.device_id)
+            assert 0 < exc.value.retry_after_ms <= 250
+            await asyncio.sleep(exc.value.retry_after_ms / 1000)
+            token = await login(c, "alice", alice.password, alice.device_id)
+            assert len(token) == 32
+        await alice.client.close()
+    finally:
+        await node.stop()
+
+
+async def test_register_waiting_retry_after_completes(tmp_path: Path) -> None:
+    node = await start_embedded_node(node_config(tmp_path, login_burst=1, login_rate_per_s=4.0))
+    try:
+        async with connected(node) as c:
+            await register(c, "alice", "pw")  # registerFinish is not charged again
+            with pytest.raises(RateLimited) as exc:
+                await register(c, "bob", "pw")
+            await asyncio.sleep(exc.value.retry_after_ms / 1000)
+            await register(c, "bob", "pw")
+    finally:
+        await node.stop()
+
+
+async def test_second_steps_without_first_steps_are_refused(tmp_path: Path) -> None:
+    node = await start_embedded_node(node_config(tmp_path))
+    try:
+        async with connected(node) as c:
+            with pytest.raises(BadRequest):
+                await c.register_finish(username="mallory", upload=b"u" * 64)
+            with pytest.raises(LoginFailed):
+                await c.login_finish(
+                    login_id=b"L" * 16, finalization=b"f" * 64, device_id=b"d" * 32
+                )
+    finally:
+        await node.stop()
+
+
+async def test_default_limits_hold_a_password_guesser(tmp_path: Path) -> None:
+    """Defaults: a burst of 10 attempts per address and per account, then 1 per second."""
+    defaults = NodeConfig()
+    node = await start_embedded_node(
+        node_config(
+            tmp_path,
+            login_burst=defaults.login_burst,
+            login_rate_per_s=defaults.login_rate_per_s,
+        )
+    )
+    try:
+        async with connected(node) as c:
+            await register(c, "victim", "the real password")
+            refused = 0
+            for i in range(defaults.login_burst + 2):
+                try:
+                    await login(c, "victim", f"guess {i}", b"d" * 32)
+                except LoginFailed:
+                    pass
+                except RateLimited as exc:
+                    refused += 1
+                    assert exc.retry_after_ms >= 500
+            # registerStart took 1 token: 9 guesses went through, then 3 refused.
+            assert refused == 3
+    finally:
+        await node.stop()

@@ -8,6 +8,7 @@ import dataclasses
 import enum
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -133,13 +134,18 @@ async def _listen(e: Engine, opts: Options) -> None:
             ev_loop.remove_signal_handler(sig)
 
 
+def _say_wait(seconds: float) -> None:
+    """Rate limited: say so on stderr (stdout stays clean for --json) and wait."""
+    print(f"qpc: the server asks us to slow down; retrying in {seconds:.1f} s", file=sys.stderr)
+
+
 async def _run(e: Engine, opts: Options) -> None:
     cmd = opts.command
     if cmd == "register":
-        who = await e.register(opts.user, _password(opts))
+        who = await e.register(opts.user, _password(opts), on_wait=_say_wait)
         emit(opts, [f"registered {who.user}", *_who_lines(who)], as_json(who))
     elif cmd == "login":
-        who = await e.login(opts.user, _password(opts))
+        who = await e.login(opts.user, _password(opts), on_wait=_say_wait)
         emit(opts, [f"logged in as {who.user}", *_who_lines(who)], as_json(who))
     elif cmd == "whoami":
         who = await e.whoami()

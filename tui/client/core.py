@@ -19,6 +19,7 @@ import logging
 import os
 import time
 import unicodedata
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
@@ -37,6 +38,7 @@ from proto.errors import (
     InvalidKey,
     LocalError,
     ProfileError,
+    RateLimited,
     TransportError,
 )
 from proto.rpc_client import ClientConfig, RpcClient
@@ -97,6 +99,33 @@ class EngineConfig:
 def _parsed_hybrid_key(hex_key: str) -> HybridPublicKey:
     """A verified device's X-Wing key, parsed once (parsing checks it, ~0.1 ms)."""
     return HybridPublicKey.from_bytes(bytes.fromhex(hex_key))
+
+
+class _WaitBudget:
+    """Waits out ``rateLimited`` answers of one register/login, within a total budget.
+
+    Only the first step of an attempt (``registerStart``, ``loginStart``) is
+    charged by the node, so only those are retried; waiting the node's
+    ``retryAfterMs`` is enough for the whole attempt to go through.
+    """
+
+    def __init__(self, on_wait: api.RateLimitWait | None) -> None:
+        self._on_wait = on_wait
+        self._left = api.MAX_RATE_LIMIT_WAIT_S
+
+    async def retry(self, call: Callable[[], Awaitable[T]]) -> T:
+        while True:
+            try:
+                return await call()
+            except RateLimited as exc:
+                wait = max(exc.retry_after_ms, 50) / 1000
+                if wait > self._left:
+                    raise
+                self._left -= wait
+                if self._on_wait is not None:
+                    self._on_wait(wait)
+                log.info("rate limited by the node; retrying in %.1f s", wait)
+                await asyncio.sleep(wait)
 
 
 class Session:
@@ -308,26 +337,38 @@ class Session:
             self.state.access_key = os.urandom(32).hex()
             await self.save()
 
-    async def register(self, user: str, password: str) -> api.WhoAmI:
+    async def register(
+        self, user: str, password: str, *, on_wait: api.RateLimitWait | None = None
+    ) -> api.WhoAmI:
         """Create the account (OPAQUE), then log in as in :meth:`login`."""
         user = normalize_user(user)
         start = opaque.client_registration_start(password)
         rpc = await self.rpc()
-        resp = await rpc.register_start(username=user, request=start.request, auth=b"")
+        budget = _WaitBudget(on_wait)
+        resp = await budget.retry(
+            lambda: rpc.register_start(username=user, request=start.request, auth=b"")
+        )
         finish = opaque.client_registration_finish(password, start.state, resp.response)
         await rpc.register_finish(username=user, upload=finish.upload, auth=b"")
         log.info("account registered")
-        return await self.login(user, password)
+        return await self._login(user, password, budget)
 
-    async def login(self, user: str, password: str) -> api.WhoAmI:
+    async def login(
+        self, user: str, password: str, *, on_wait: api.RateLimitWait | None = None
+    ) -> api.WhoAmI:
         """OPAQUE login; creates and registers this device and tops up KeyPackages."""
+        return await self._login(user, password, _WaitBudget(on_wait))
+
+    async def _login(self, user: str, password: str, budget: _WaitBudget) -> api.WhoAmI:
         user = normalize_user(user)
         if self.state.user and self.state.user != user:
             raise LocalError(f"this profile belongs to {self.state.user!r}; use another --profile")
         await self._ensure_device_keys()
         rpc = await self.rpc()
         start = opaque.client_login_start(password)
-        resp = await rpc.login_start(username=user, request=start.request, auth=b"")
+        resp = await budget.retry(
+            lambda: rpc.login_start(username=user, request=start.request, auth=b"")
+        )
         finish = opaque.client_login_finish(password, start.state, resp.response)
         res = await rpc.login_finish(
             login_id=resp.login_id,

@@ -162,13 +162,17 @@ class Engine:
 
     # ------------------------------------------------------------------ session
 
-    async def register(self, user: str, password: str) -> api.WhoAmI:
-        """Create the account (OPAQUE), then log in."""
-        return await self.session.register(user, password)
+    async def register(
+        self, user: str, password: str, *, on_wait: api.RateLimitWait | None = None
+    ) -> api.WhoAmI:
+        """Create the account (OPAQUE), then log in (see :meth:`Session.register`)."""
+        return await self.session.register(user, password, on_wait=on_wait)
 
-    async def login(self, user: str, password: str) -> api.WhoAmI:
+    async def login(
+        self, user: str, password: str, *, on_wait: api.RateLimitWait | None = None
+    ) -> api.WhoAmI:
         """OPAQUE login; creates and registers this device and tops up KeyPackages."""
-        return await self.session.login(user, password)
+        return await self.session.login(user, password, on_wait=on_wait)
 
     async def whoami(self) -> api.WhoAmI:
         """Identity, KeyPackage stock and the pinned server fingerprint."""
