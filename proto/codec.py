@@ -28,20 +28,22 @@ from proto import messages
 from proto._mls import capnp_validate as _capnp_validate
 from proto.errors import EncodeError, ErrorCode, ProtocolError
 from proto.messages import *  # noqa: F403 - codec re-exports every message type
-from proto.messages import (
+from proto.messages import ErrorInfo, Request, Response, snake_case
+from proto.rpc_api import (
     METHOD_BY_NAME,
     METHOD_BY_PARAMS,
     METHOD_BY_RESULT,
     METHOD_NAMES,
     METHODS,
-    ErrorInfo,
-    Request,
-    Response,
-    snake_case,
 )
 
 __all__ = [
     *messages.__all__,
+    "METHODS",
+    "METHOD_BY_NAME",
+    "METHOD_BY_PARAMS",
+    "METHOD_BY_RESULT",
+    "METHOD_NAMES",
     "DEFAULT_LIMITS",
     "SCHEMA_PATH",
     "CodecLimits",
@@ -89,10 +91,12 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+if _schema.NodeService.schema.method_names != METHOD_NAMES:  # pragma: no cover
+    raise ImportError("proto/rpc_api.py is stale: run python -m proto.rpc_api_gen")
 if tuple(_RequestSchema.schema.union_fields) != METHOD_NAMES or tuple(
     _ResponseSchema.schema.union_fields
 ) != ("error", *METHOD_NAMES):  # pragma: no cover - guards schema drift at import time
-    raise ImportError("node.capnp Request/Response unions do not match proto.messages")
+    raise ImportError("node.capnp Request/Response unions must list NodeService's methods")
 
 _ERROR_NAMES: Final[dict[str, int]] = dict(_schema.ErrorCode.schema.enumerants)
 if sorted(_ERROR_NAMES.values()) != [int(c) for c in ErrorCode] or any(
@@ -218,7 +222,9 @@ def _make_reader(cls: type[Any]) -> Callable[[Any], Any]:
     input). pycapnp already returns bytes / str / int / bool for scalar
     fields, and ``_get_by_field`` with pre-resolved schema fields is ~3x
     faster than ``getattr``; a straight-line constructor call saves the
-    generic loop and ``**kwargs``.
+    generic loop and ``**kwargs``. Why this stays generated source with
+    private accessors rather than closures over the public API (measured with
+    ``bench/codec.py``): docs/perf/rpc.md, "Field access".
     """
     ns: dict[str, Any] = {"cls": cls, "READERS": _READERS}
     args = []

@@ -100,11 +100,123 @@ def _body_range(data: bytes) -> tuple[int, int]:
     return start, max(0, (len(data) - start) // 8)
 
 
+def _split(data: bytes) -> list[list[int]] | None:
+    """Words of each segment of a well-framed message, or ``None``."""
+    if len(data) < 8:
+        return None
+    count = _U32.unpack_from(data, 0)[0] + 1
+    header = (4 + 4 * count + 7) & ~7
+    if count > 64 or len(data) < header:
+        return None
+    sizes = struct.unpack_from(f"<{count}I", data, 4)
+    if header + 8 * sum(sizes) != len(data):
+        return None
+    out, pos = [], header
+    for size in sizes:
+        out.append(list(struct.unpack_from(f"<{size}Q", data, pos)))
+        pos += 8 * size
+    return out
+
+
+def _join(segments: list[list[int]]) -> bytearray:
+    head = struct.pack(f"<{len(segments) + 1}I", len(segments) - 1, *map(len, segments))
+    head += b"\0" * (-len(head) % 8)
+    return bytearray(head + b"".join(struct.pack(f"<{len(s)}Q", *s) for s in segments))
+
+
+def _signed_offset(ptr: int) -> int:
+    return ((ptr >> 2) & 0x3FFFFFFF) - ((ptr >> 1) & (1 << 30))
+
+
+def _with_offset(ptr: int, offset: int) -> int:
+    return (ptr & ~(0x3FFFFFFF << 2)) | ((offset & 0x3FFFFFFF) << 2)
+
+
+def _far(pad: int, segment: int, double: bool) -> int:
+    return 2 | int(double) << 2 | (pad & 0x1FFFFFFF) << 3 | (segment & 0xFFFFFFFF) << 32
+
+
+def _make_far(rng: random.Random, data: bytes) -> bytes:
+    """Put one struct/list pointer behind a *valid* far or double-far landing pad.
+
+    The segment holding the pointer is copied to a new segment; the pointer
+    becomes a far pointer to a pad in the copy (single far) or to a two-word
+    pad (far + tag) in a third segment (double far). The message stays valid,
+    so later mutations reach pycapnp's far-pointer reading code.
+    """
+    segments = _split(data)
+    if segments is None:
+        return data
+    seg = rng.randrange(len(segments))
+    words = segments[seg]
+    spots = [i for i, w in enumerate(words) if w and w & 3 in (0, 1)]
+    if not spots:
+        return data
+    i = rng.choice(spots)
+    ptr = words[i]
+    target = i + 1 + _signed_offset(ptr)
+    copy = len(segments)
+    segments.append(list(words))
+    if rng.random() < 0.5:
+        pad = len(segments[copy])
+        segments[copy].append(_with_offset(ptr, target - pad - 1))
+        words[i] = _far(pad, copy, False)
+    else:
+        segments.append([_far(target, copy, False), _with_offset(ptr, 0)])
+        words[i] = _far(0, copy + 1, True)
+    return bytes(_join(segments))
+
+
+def _tweak_pointer(rng: random.Random, ptr: int) -> int:
+    """Change one field of an existing pointer and keep the others (wrong kinds,
+    element sizes, counts, struct sizes, offsets, far segment ids)."""
+    field = rng.randrange(4)
+    if field == 0:
+        return (ptr & ~3) | rng.randrange(4)
+    if ptr & 3 == 2:
+        if field == 1:
+            return ptr ^ 4
+        return (ptr & 0xFFFFFFFF) | rng.choice((0, 1, 2, 3, 0xFFFFFFFF)) << 32
+    if field == 1:
+        return _with_offset(ptr, _signed_offset(ptr) + rng.choice((-2, -1, 1, 2, 1 << 20)))
+    if ptr & 3 == 1:
+        if field == 2:
+            return (ptr & ~(7 << 32)) | rng.randrange(8) << 32
+        count = rng.choice((0, 1, 2, 255, (1 << 29) - 1))
+        return (ptr & ((1 << 35) - 1)) | count << 35
+    if field == 2:
+        return (ptr & ~(0xFFFF << 32)) | rng.choice((0, 1, 2, 0xFFFF)) << 32
+    return (ptr & ((1 << 48) - 1)) | rng.choice((0, 1, 2, 0xFFFF)) << 48
+
+
+def _pointer_op(rng: random.Random, data: bytes, op: int) -> bytes:
+    """Ops on the pointers already in the message (12: tweak, 13: far, 14: tags)."""
+    if op == 13:
+        return _make_far(rng, data)
+    segments = _split(data)
+    if segments is None:
+        return data
+    places = [(s, i) for s, seg in enumerate(segments) for i, w in enumerate(seg) if w]
+    if op == 14:  # the tag word of an inline-composite (struct) list
+        places = [
+            (s, i + 1 + _signed_offset(w))
+            for s, seg in enumerate(segments)
+            for i, w in enumerate(seg)
+            if w & 3 == 1 and (w >> 32) & 7 == 7
+        ]
+        places = [(s, i) for s, i in places if 0 <= i < len(segments[s])]
+    if not places:
+        return data
+    s, i = rng.choice(places)
+    segments[s][i] = _tweak_pointer(rng, segments[s][i])
+    return bytes(_join(segments))
+
+
 def mutate(rng: random.Random, samples: Sequence[bytes], capnp: bool) -> bytes:
     """One mutated input (1-4 stacked mutations of one sample)."""
     data = bytearray(rng.choice(samples))
     for _ in range(rng.choice((1, 1, 1, 2, 2, 3, 4))):
-        op = rng.randrange(12 if capnp else 7)
+        op = rng.randrange(15 if capnp else 7)
         n = len(data)
         if op == 0 and n:  # flip a bit
             i = rng.randrange(n)
@@ -152,6 +264,8 @@ def mutate(rng: random.Random, samples: Sequence[bytes], capnp: bool) -> bytes:
                     at = 16 + 8 * rng.randrange(first)
                     far = (rng.randrange(words - first + 1) << 3) | (rng.randrange(2) << 2) | 2
                     _U64.pack_into(data, at, far | (rng.choice((0, 1, 2)) << 32))
+        elif op >= 12:
+            data = bytearray(_pointer_op(rng, bytes(data), op))
     return bytes(data)
 
 

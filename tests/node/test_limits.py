@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import urllib.request
 from pathlib import Path
@@ -128,10 +129,11 @@ async def test_metrics_endpoint(tmp_path: Path) -> None:
         async with alice.client.fetch_wait(after_seq=1) as sub:
             await anext(sub)
             text = await asyncio.to_thread(_scrape, node.metrics_port)
-        assert 'qpc_node_calls_total{method="enqueue"} 1.0' in text
-        assert 'qpc_node_errors_total{code="payload_too_large",method="ping"} 1.0' in text
-        assert "qpc_node_fetchwait_subscribers 1.0" in text
-        assert 'qpc_node_store_seconds_count{op="enqueue"} 1.0' in text
+        own = f'pid="{os.getpid()}",worker="-"'  # every sample names its process
+        assert f'qpc_node_calls_total{{method="enqueue",{own}}} 1.0' in text
+        assert f'qpc_node_errors_total{{code="payload_too_large",method="ping",{own}}} 1.0' in text
+        assert f"qpc_node_fetchwait_subscribers{{{own}}} 1.0" in text
+        assert f'qpc_node_store_seconds_count{{op="enqueue",{own}}} 1.0' in text
         assert "qpc_node_queued_messages" in text
         assert alice.device_id.hex() not in text
         await alice.client.close()

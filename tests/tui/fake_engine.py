@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 from tui.client.api import (
     ChannelInfo,
@@ -306,10 +307,15 @@ class FakeFactory:
         self.forms: list[LoginForm] = []
         self.trusted: list[str] = []
         self.probe_error: BaseException | None = None
+        self.profile_path: Path | None = None
 
     @property
     def default_server(self) -> str:
         return ""
+
+    @property
+    def profile_dir(self) -> Path | None:
+        return self.profile_path
 
     @property
     def default_user(self) -> str:

@@ -20,7 +20,14 @@ from tui.client.localnode import stop_local_node
 from tui.client.passphrase import resolve_passphrase
 from tui.client.profile import Profile
 
-__all__ = ["as_json", "format_message", "run_command"]
+__all__ = [
+    "as_json",
+    "format_message",
+    "health_line",
+    "ping_json",
+    "ping_lines",
+    "run_command",
+]
 
 PASSWORD_ENV = "QPC_PASSWORD"  # noqa: S105 (a variable name)
 """Environment variable with the account password, for scripts."""
@@ -74,6 +81,24 @@ async def _open(opts: Options, *, create_ok: bool = False) -> Engine:
         raise ProfileError(f"no profile at {cfg.profile_dir}: run `qpc register USER` first")
     passphrase = resolve_passphrase(fd=opts.passphrase_fd, confirm=create)
     return await Engine.open(cfg, passphrase, create=create)
+
+
+def health_line(h: api.Health) -> str:
+    """``qpc health``'s line."""
+    up = h.uptime_ms / 1000
+    return f"{h.status}  version {h.version}  up {up:.0f}s  store {h.store_backend}"
+
+
+def ping_lines(p: api.PingResult) -> list[str]:
+    """``qpc ping``'s lines."""
+    lines = [f"rtt {r:.2f} ms" for r in p.rtts_ms]
+    lines.append(f"min/median/max {p.min_ms:.2f}/{p.median_ms:.2f}/{p.max_ms:.2f} ms")
+    return lines
+
+
+def ping_json(p: api.PingResult) -> dict[str, Any]:
+    """``qpc ping --json``'s object."""
+    return {**as_json(p), "median_ms": p.median_ms}
 
 
 def _who_lines(w: api.WhoAmI) -> list[str]:
@@ -152,17 +177,10 @@ async def _run(e: Engine, opts: Options) -> None:
         emit(opts, _who_lines(who), as_json(who))
     elif cmd == "health":
         h = await e.health()
-        up = h.uptime_ms / 1000
-        emit(
-            opts,
-            f"{h.status}  version {h.version}  up {up:.0f}s  store {h.store_backend}",
-            as_json(h),
-        )
+        emit(opts, health_line(h), as_json(h))
     elif cmd == "ping":
         p = await e.ping(opts.count)
-        lines = [f"rtt {r:.2f} ms" for r in p.rtts_ms]
-        lines.append(f"min/median/max {p.min_ms:.2f}/{p.median_ms:.2f}/{p.max_ms:.2f} ms")
-        emit(opts, lines, {**as_json(p), "median_ms": p.median_ms})
+        emit(opts, ping_lines(p), ping_json(p))
     elif cmd == "create-group":
         c = await e.create_group(opts.name)
         emit(opts, f"created {c.name} {c.id}", as_json(c))

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 
-from proto import mls, tls
+from proto import files, mls, tls
 from proto.codec import Device
 from proto.crypto import opaque
 from proto.crypto.atrest import DEFAULT_PARAMS, KdfParams
@@ -56,6 +56,27 @@ T = TypeVar("T")
 EMBEDDED = "embedded"
 """``server`` value meaning the shared local node."""
 PINS_FILE = "pins.json"
+
+
+def parse_servers(server: str) -> list[tuple[str, int]]:
+    """``HOST:PORT[,HOST:PORT...]`` -> [(host, port), ...] (IPv6 literals in brackets).
+
+    Several addresses name the processes or machines of one deployment (one
+    TLS key, pinned under the first): the connection moves to the next when
+    one cannot be reached or dies.
+
+    Raises:
+        ConfigError: an entry is not ``HOST:PORT``.
+    """
+    out = []
+    for entry in server.split(","):
+        host, sep, port_text = entry.strip().rpartition(":")
+        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigError(f"the server must be HOST:PORT[,HOST:PORT...], not {server!r}")
+        out.append((host.strip("[]"), int(port_text)))
+    return out
+
+
 """TOFU pin store of node keys inside the profile."""
 LOCK_FILE = "engine.lock"
 """Held while an engine has the profile open (one writer per profile)."""
@@ -151,8 +172,8 @@ class Session:
     @staticmethod
     def acquire_lock(path: Path, wait_s: float) -> IO[str]:
         """Hold the profile's lock file (one engine per profile), waiting up to ``wait_s``."""
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fh = open(path / LOCK_FILE, "w")  # noqa: SIM115 (held for the engine's lifetime)
+        files.private_dir(path)
+        fh = files.open_private(path / LOCK_FILE, "a")
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -256,6 +277,7 @@ class Session:
         if self._rpc is not None:
             return self._rpc
         server = self.server
+        alternates: tuple[tuple[str, int], ...] = ()
         if server == EMBEDDED:
             node = await asyncio.to_thread(
                 ensure_local_node, self.config.data_dir, extra_args=self.config.local_node_args
@@ -263,10 +285,8 @@ class Session:
             host, port = node.host, node.port
             trust = tls.TrustConfig(fingerprint=node.fingerprint)
         else:
-            host, sep, port_text = server.rpartition(":")
-            if not sep or not port_text.isdigit():
-                raise ConfigError(f"--server must be HOST:PORT, not {server!r}")
-            host, port = host.strip("[]"), int(port_text)
+            addresses = parse_servers(server)
+            (host, port), alternates = addresses[0], tuple(addresses[1:])
             trust = tls.TrustConfig(
                 pin_store=self.profile.path / PINS_FILE, trust_new_key=self.config.trust_new_key
             )
@@ -274,6 +294,7 @@ class Session:
         cfg = ClientConfig(
             host=host,
             port=port,
+            alternates=alternates,
             trust=trust,
             reconnect_wait=self.config.reconnect_wait_s,
             connect_timeout=min(5.0, self.config.reconnect_wait_s),
@@ -286,7 +307,8 @@ class Session:
         out = len(self.state.outbox)
         rpc = self._rpc
         if rpc is not None and rpc.connected:
-            return api.ConnectionState.connected(server=self._server_addr, outbox_count=out)
+            host, port = rpc.address  # of a server list: the one in use
+            return api.ConnectionState.connected(server=f"{host}:{port}", outbox_count=out)
         return api.ConnectionState.offline(out, server=self._server_addr)
 
     # ------------------------------------------------------------------ identity
@@ -394,9 +416,17 @@ class Session:
                 self._mls = await asyncio.to_thread(mls.Client.open, path, key)
             else:
                 ident = self.identity.private_bytes()
-                self._mls = await asyncio.to_thread(
-                    lambda: mls.Client.create(path, key, user.encode(), signature_key=ident)
-                )
+                # 0600 before the binding's SQLite opens it (its journal follows)
+                files.ensure_private_file(self.profile.mls_state_path)
+                try:
+                    self._mls = await asyncio.to_thread(
+                        lambda: mls.Client.create(path, key, user.encode(), signature_key=ident)
+                    )
+                except BaseException:
+                    with contextlib.suppress(OSError):  # not left empty for open() later
+                        if self.profile.mls_state_path.stat().st_size == 0:
+                            self.profile.mls_state_path.unlink()
+                    raise
         await self.save()
         who = await rpc.whoami()
         if not who.device_registered:

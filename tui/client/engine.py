@@ -171,7 +171,7 @@ class Engine:
     async def register(
         self, user: str, password: str, *, on_wait: api.RateLimitWait | None = None
     ) -> api.WhoAmI:
-        """Create the account (OPAQUE), then log in (see :meth:`Session.register`)."""
+        """Create the account (OPAQUE), then log in (waiting out rate limits)."""
         return await self.session.register(user, password, on_wait=on_wait)
 
     async def login(
