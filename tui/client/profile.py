@@ -16,8 +16,10 @@ so :meth:`Profile.change_passphrase` rewrites ``profile.json`` and nothing else.
 Every write goes through one group-committing writer (:mod:`tui.client.dbwriter`):
 concurrent writes share a transaction, each caller resumes only after its
 write committed, and writes apply in call order. Writes are durable (fsynced)
-except history appends, which are crash-safe and become durable with the next
-durable write (the engine makes one before every ``ack``).
+except the history appends of sent messages (:meth:`Profile.queue_message`),
+which are crash-safe and become durable with the next durable write; a
+received batch commits durably with the engine state
+(:meth:`Profile.commit_received`).
 """
 
 from __future__ import annotations
