@@ -53,12 +53,15 @@ class Node:
         config: NodeConfig,
         *,
         wall_clock: Callable[[], float] = time.time,
+        mono_clock: Callable[[], float] = time.monotonic,
     ) -> Node:
         """Open the store (applying migrations), load secrets, bind the socket.
 
         Args:
             config: the node configuration.
             wall_clock: seconds since the epoch; tests inject a fake to expire sessions.
+            mono_clock: monotonic seconds for rate limits and login expiry (tests
+                inject a fake to test the limits without timing windows).
         Raises:
             ConfigError: bad TLS or data-dir configuration.
             Unavailable: the database cannot be opened or migrated.
@@ -94,6 +97,7 @@ class Node:
                 metrics=metrics,
                 notifier=notifier,
                 wall_clock=wall_clock,
+                mono_clock=mono_clock,
             )
             dispatcher = await NodeDispatcher.create(ctx)
             started.append(dispatcher)

@@ -155,16 +155,32 @@ def _scrape(port: int | None) -> str:
         return body.decode()
 
 
+class FakeMonotonic:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_waiting_retry_after_lets_the_whole_login_through(tmp_path: Path) -> None:
     """One attempt costs one token, charged at loginStart: waiting retryAfterMs is enough."""
-    node = await start_embedded_node(node_config(tmp_path, login_burst=2, login_rate_per_s=4.0))
+    clock = FakeMonotonic()
+    node = await start_embedded_node(
+        node_config(tmp_path, login_burst=2, login_rate_per_s=4.0), mono_clock=clock
+    )
     try:
         alice = await make_account(node, "alice")  # registerStart + loginStart: 2 tokens
         async with connected(node) as c:
             with pytest.raises(RateLimited) as exc:
                 await login(c, "alice", alice.password, alice.device_id)
-            assert 0 < exc.value.retry_after_ms <= 250
-            await asyncio.sleep(exc.value.retry_after_ms / 1000)
+            assert exc.value.retry_after_ms == 250
+            clock.now += 0.249
+            with pytest.raises(RateLimited):
+                await login(c, "alice", alice.password, alice.device_id)
+            clock.now += 0.001  # exactly retryAfterMs after the refusal
             token = await login(c, "alice", alice.password, alice.device_id)
             assert len(token) == 32
         await alice.client.close()
@@ -173,13 +189,16 @@ async def test_waiting_retry_after_lets_the_whole_login_through(tmp_path: Path) 
 
 
 async def test_register_waiting_retry_after_completes(tmp_path: Path) -> None:
-    node = await start_embedded_node(node_config(tmp_path, login_burst=1, login_rate_per_s=4.0))
+    clock = FakeMonotonic()
+    node = await start_embedded_node(
+        node_config(tmp_path, login_burst=1, login_rate_per_s=4.0), mono_clock=clock
+    )
     try:
         async with connected(node) as c:
             await register(c, "alice", "pw")  # registerFinish is not charged again
             with pytest.raises(RateLimited) as exc:
                 await register(c, "bob", "pw")
-            await asyncio.sleep(exc.value.retry_after_ms / 1000)
+            clock.now += exc.value.retry_after_ms / 1000
             await register(c, "bob", "pw")
     finally:
         await node.stop()
@@ -207,7 +226,8 @@ async def test_default_limits_hold_a_password_guesser(tmp_path: Path) -> None:
             tmp_path,
             login_burst=defaults.login_burst,
             login_rate_per_s=defaults.login_rate_per_s,
-        )
+        ),
+        mono_clock=FakeMonotonic(),  # no refill while the guesses run, however slow
     )
     try:
         async with connected(node) as c:
