@@ -149,16 +149,23 @@ class Inbox:
                 rolled back on the next start (stop using the engine).
         """
         self._batch_cursor = self._state.cursor
-        for env in sorted(envelopes, key=lambda e: e.seq):
-            if env.seq <= self._state.cursor:
-                continue  # duplicate (already processed and persisted)
-            try:
-                await self._process_one(env)
-            except QpcError as exc:  # a local failure must not wedge the inbox
-                self._events.warn(
-                    f"could not process message: {type(exc).__name__}", env.channel_id
-                )
-            self._state.cursor = env.seq
+        try:
+            for env in sorted(envelopes, key=lambda e: e.seq):
+                if env.seq <= self._state.cursor:
+                    continue  # duplicate (already processed and persisted)
+                try:
+                    await self._process_one(env)
+                except QpcError as exc:  # a local failure must not wedge the inbox
+                    self._events.warn(
+                        f"could not process message: {type(exc).__name__}", env.channel_id
+                    )
+                self._state.cursor = env.seq
+        except BaseException:
+            # Cancelled (or a bug) mid-batch: nothing of it is committed, so no
+            # later save may carry its cursor; the next start rolls MLS back.
+            self._state.cursor = self._batch_cursor
+            self._received = []
+            raise
         out = await self._commit_batch()
         if defer_ack:
             self._schedule_flush()
@@ -191,7 +198,13 @@ class Inbox:
         return out
 
     async def flush_ack(self) -> None:
-        """Save the state, then ack everything up to the cursor (caller holds the mutex)."""
+        """Save the state, then ack everything up to the cursor (caller holds the mutex).
+
+        Nothing to do while a batch is uncommitted (its undo copy is held):
+        the next start rolls it back and the node redelivers it.
+        """
+        if self._undo.held:
+            return
         await self._session.save()
         _crash_point("before-ack")
         if self._state.cursor > self._state.acked:
