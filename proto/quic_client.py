@@ -14,10 +14,6 @@ import math
 import time
 from typing import Any, cast
 
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.quic import events
-from aioquic.quic.connection import QuicConnection
-
 from proto.codec import (
     CodecLimits,
     Response,
@@ -27,6 +23,12 @@ from proto.errors import (
     ConnectionLost,
     ProtocolError,
     TransportError,
+)
+from proto.quic_stack import (
+    QuicConnection,
+    QuicConnectionProtocol,
+    events,
+    peer_certificate,
 )
 from proto.rpc import MessageSplitter, StreamError, drop_scheduled_transmit
 
@@ -102,7 +104,7 @@ class ClientConnection(QuicConnectionProtocol):
                 call.fail(TransportError(f"node reset the stream (code {event.error_code})"))
         elif isinstance(event, events.HandshakeCompleted):
             if not self.handshake.done():
-                self.handshake.set_result(self._quic.tls._peer_certificate)
+                self.handshake.set_result(peer_certificate(self._quic))
         elif isinstance(event, events.ConnectionTerminated):
             reason = event.reason_phrase or f"code {event.error_code}"
             self.kill(ConnectionLost(f"connection closed: {reason}"), close=False)
