@@ -173,7 +173,7 @@ def report_profile(path: Path, calls: float) -> None:
         where = f"{file} {fn}"
         part = next((n for n, keys in PARTS if any(k in where for k in keys)), "other")
         groups[part] = groups.get(part, 0.0) + v[2]
-    print(f"\ncProfile of the aioquic + asyncio node, durable phase (self time, {calls:,.0f} calls)")
+    print(f"\ncProfile of the aioquic + asyncio node, durable phase ({calls:,.0f} calls)")
     print("(main thread only, epoll wait excluded; the SQLite writer thread is not in it;")
     print(" cProfile inflates Python call overhead: read the shares, not the µs)\n")
     for part, t in sorted(groups.items(), key=lambda kv: -kv[1]):
