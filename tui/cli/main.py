@@ -15,7 +15,6 @@ profiles and the local node), ``QPC_PROFILE`` (profile dir), ``QPC_KDF=fast``
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from proto import files
+from proto import event_loop, files
 from proto.crypto.atrest import DEFAULT_PARAMS, FAST_TEST_PARAMS
 from proto.errors import (
     Expired,
@@ -33,6 +32,7 @@ from proto.errors import (
     RpcError,
     Unauthenticated,
 )
+from proto.event_loop import DEFAULT_LOOP, LOOPS
 from tui.client.core import EngineConfig
 from tui.client.localnode import data_dir
 
@@ -126,6 +126,12 @@ def _globals(parser: argparse.ArgumentParser, *, top: bool) -> None:
         **d,
     )
     parser.add_argument("--profile", metavar="DIR", help="profile directory", **d)
+    parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default=d.get("default", DEFAULT_LOOP),
+        help="event loop of command-line commands: asyncio (default) or uvloop ('fast' extra)",
+    )
     parser.add_argument("--json", action="store_true", help="JSON output", **d)
     parser.add_argument(
         "--passphrase-fd", type=int, metavar="N", help="read the profile passphrase from fd N", **d
@@ -230,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.command not in ("demo-group", "stop-local-node"):
         _setup_logging(profile_dir(opts), opts.verbose)
     try:
-        return asyncio.run(run_command(opts))
+        return event_loop.run(run_command(opts), opts.loop)
     except KeyboardInterrupt:
         return 130
     except QpcError as exc:
