@@ -75,6 +75,11 @@ class ClientConnection(QuicConnectionProtocol):
         self.handshake: asyncio.Future[Any] = self._loop.create_future()
         self.limits = CodecLimits()
         self.on_lost: Any = None
+        self._udp: asyncio.BaseTransport | None = None  # ours, not the library's private one
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._udp = transport
+        super().connection_made(transport)
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         self.last_rx = time.monotonic()
@@ -161,8 +166,8 @@ class ClientConnection(QuicConnectionProtocol):
         for call in self.calls.values():
             call.fail(exc)
         self.calls.clear()
-        if self._transport is not None:
-            self._transport.close()
+        if self._udp is not None:
+            self._udp.close()
         if self.on_lost is not None:
             self.on_lost(self)
 

@@ -34,6 +34,14 @@ Transport tuning that reaches past the libraries' public API, and why:
   the private ``tls._peer_certificate`` (a ``cryptography`` certificate); qh3
   exposes the public ``tls.peer_certificate`` (its own certificate type),
   converted here through DER so callers always get a ``cryptography`` object.
+* **Protocol internals with no public equivalent**: ``_quic`` (the
+  connection a ``QuicConnectionProtocol`` drives), ``_loop``,
+  ``_process_events`` and ``_transmit_soon`` (the client defers its transmit
+  to the next loop turn so answers and the next requests share one packet
+  build). Both libraries name them the same; subclassing the protocol is
+  aioquic's documented extension point and these are what a subclass uses.
+  The UDP transport, which both keep privately as ``_transport``, is kept by
+  our own ``connection_made`` in :mod:`proto.quic_client` instead.
 """
 
 from __future__ import annotations
