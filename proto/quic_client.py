@@ -14,10 +14,6 @@ import math
 import time
 from typing import Any, cast
 
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.quic import events
-from aioquic.quic.connection import QuicConnection
-
 from proto.codec import (
     CodecLimits,
     Response,
@@ -27,6 +23,12 @@ from proto.errors import (
     ConnectionLost,
     ProtocolError,
     TransportError,
+)
+from proto.quic_stack import (
+    QuicConnection,
+    QuicConnectionProtocol,
+    events,
+    peer_certificate,
 )
 from proto.rpc import MessageSplitter, StreamError, drop_scheduled_transmit
 
@@ -73,6 +75,11 @@ class ClientConnection(QuicConnectionProtocol):
         self.handshake: asyncio.Future[Any] = self._loop.create_future()
         self.limits = CodecLimits()
         self.on_lost: Any = None
+        self._udp: asyncio.BaseTransport | None = None  # ours, not the library's private one
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._udp = transport
+        super().connection_made(transport)
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         self.last_rx = time.monotonic()
@@ -105,7 +112,7 @@ class ClientConnection(QuicConnectionProtocol):
                 call.fail(TransportError(f"node reset the stream (code {event.error_code})"))
         elif isinstance(event, events.HandshakeCompleted):
             if not self.handshake.done():
-                self.handshake.set_result(self._quic.tls._peer_certificate)
+                self.handshake.set_result(peer_certificate(self._quic))
         elif isinstance(event, events.ConnectionTerminated):
             reason = event.reason_phrase or f"code {event.error_code}"
             self.kill(ConnectionLost(f"connection closed: {reason}"), close=False)
@@ -162,8 +169,8 @@ class ClientConnection(QuicConnectionProtocol):
         for call in self.calls.values():
             call.fail(exc)
         self.calls.clear()
-        if self._transport is not None:
-            self._transport.close()
+        if self._udp is not None:
+            self._udp.close()
         if self.on_lost is not None:
             self.on_lost(self)
 

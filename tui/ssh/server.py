@@ -149,14 +149,14 @@ async def serve(config: SshServeConfig, *, ready: asyncio.Event | None = None) -
         keepalive_interval=30,
         keepalive_count_max=4,
     )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the banner: a stop right after it is clean
+        loop.add_signal_handler(sig, stop.set)
     sockname = acceptor.sockets[0].getsockname()
     print(f"listening: {sockname[0]}:{sockname[1]}", flush=True)
     print(f"host key: {host_key.get_fingerprint('sha256')}", flush=True)
     print(f"node: {node_address} {node_fp}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     if ready is not None:
         ready.set()
     try:
