@@ -31,7 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +61,21 @@ def client(port: int, fp: str, token: bytes = b"", **overrides: Any) -> RpcClien
     return RpcClient(cfg, token=token)
 
 
-async def start_node(data_dir: Path, sync: str, subs_per_device: int) -> tuple[Any, int, str]:
-    """Start ``python -m node``; return (process, port, fingerprint)."""
+async def start_node(
+    data_dir: Path,
+    sync: str,
+    subs_per_device: int,
+    *,
+    extra: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    prefix: Sequence[str] = ("-m", "node"),
+    stderr: Any = None,
+) -> tuple[Any, int, str]:
+    """Start ``python -m node`` (``prefix`` replaces ``-m node``, e.g. to profile it)
+    with ``extra`` flags and ``env``; return (process, port, fingerprint)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "node",
+        *prefix,
         "--listen",
         "127.0.0.1:0",
         "--data-dir",
@@ -89,8 +98,11 @@ async def start_node(data_dir: Path, sync: str, subs_per_device: int) -> tuple[A
         "256",
         "--log-level",
         "WARNING",
+        *extra,
         stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
         cwd=ROOT,
+        env=None if env is None else {**os.environ, **env},
     )
     assert proc.stdout is not None
     listen = (await proc.stdout.readline()).decode().strip()

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from node.app import Node
 from node.config import NodeConfig, format_hostport, load_config
-from proto import files, tls
+from proto import event_loop, files, tls
 from proto.errors import ConfigError, QpcError
 
 RESTART_DELAY_S = 1.0
@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"qpc-node: {exc}", file=sys.stderr)
             return 1
     try:
-        asyncio.run(_serve(config))
+        event_loop.run(_serve(config), config.loop)
     except (QpcError, OSError) as exc:
         print(f"qpc-node: {exc}", file=sys.stderr)
         return 1

@@ -53,12 +53,15 @@ class Node:
         config: NodeConfig,
         *,
         wall_clock: Callable[[], float] = time.time,
+        mono_clock: Callable[[], float] = time.monotonic,
     ) -> Node:
         """Open the store (applying migrations), load secrets, bind the socket.
 
         Args:
             config: the node configuration.
             wall_clock: seconds since the epoch; tests inject a fake to expire sessions.
+            mono_clock: monotonic seconds (rate limits, login TTL); tests inject a fake
+                to make token refills exact.
         Raises:
             ConfigError: bad TLS or data-dir configuration.
             Unavailable: the database cannot be opened or migrated.
@@ -94,6 +97,7 @@ class Node:
                 metrics=metrics,
                 notifier=notifier,
                 wall_clock=wall_clock,
+                mono_clock=mono_clock,
             )
             dispatcher = await NodeDispatcher.create(ctx)
             started.append(dispatcher)
@@ -124,6 +128,9 @@ class Node:
                 d.auth.close()
             raise
         node = cls(config, store, ctx, dispatcher, server)
+        metrics.connections.set_function(lambda: server.connection_count)
+        metrics.connections_refused.set_function(lambda: server.refused_connections)
+        metrics.buffered_request_bytes.set_function(lambda: server.buffered_request_bytes)
         if config.metrics_port:
             try:
                 node.metrics_port = metrics.serve(config.metrics_host, config.metrics_port)

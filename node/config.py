@@ -19,6 +19,7 @@ from pathlib import Path
 import platformdirs
 
 from proto.errors import ConfigError
+from proto.event_loop import LOOPS, check_loop
 
 ENV_PREFIX = "QPC_NODE_"
 KIB = 1024
@@ -114,6 +115,8 @@ class NodeConfig:
     """Port of the Prometheus HTTP endpoint; 0 = metrics off."""
     log_level: str = "INFO"
     """Python logging level name."""
+    loop: str = "asyncio"
+    """Event loop: ``asyncio`` or ``uvloop`` (extra ``fast``); see proto.event_loop."""
 
     def __post_init__(self) -> None:
         positive = (
@@ -169,6 +172,7 @@ class NodeConfig:
             raise ConfigError("worker_id must be -1 or 0..workers-1")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"unknown log level {self.log_level!r}")
+        check_loop(self.loop)
 
     @property
     def listen(self) -> str:
@@ -439,6 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         metavar="LEVEL",
         help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)",
+    )
+    p.add_argument(
+        "--loop",
+        choices=LOOPS,
+        help="event loop: asyncio (default) or uvloop (needs the 'fast' extra)",
     )
     return p
 

@@ -14,10 +14,6 @@ import math
 import time
 from typing import Any, cast
 
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.quic import events
-from aioquic.quic.connection import QuicConnection
-
 from proto.codec import (
     CodecLimits,
     Response,
@@ -27,6 +23,12 @@ from proto.errors import (
     ConnectionLost,
     ProtocolError,
     TransportError,
+)
+from proto.quic_stack import (
+    QuicConnection,
+    QuicConnectionProtocol,
+    events,
+    peer_certificate,
 )
 from proto.rpc import MessageSplitter, StreamError, drop_scheduled_transmit
 
@@ -73,6 +75,11 @@ class ClientConnection(QuicConnectionProtocol):
         self.handshake: asyncio.Future[Any] = self._loop.create_future()
         self.limits = CodecLimits()
         self.on_lost: Any = None
+        self._udp: asyncio.BaseTransport | None = None  # ours, not the library's private one
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._udp = transport
+        super().connection_made(transport)
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         self.last_rx = time.monotonic()
@@ -88,7 +95,10 @@ class ClientConnection(QuicConnectionProtocol):
         # Sequential calls: the answer schedules a transmit, the next request
         # transmits first; the scheduled one is then redundant.
         drop_scheduled_transmit(self)
-        if self.dead is None:
+        transport = self._transport
+        # A closed socket (the connection was dropped) sends nothing, and no
+        # timer is re-armed: aioquic would fail in sendto on every timer.
+        if self.dead is None and transport is not None and not transport.is_closing():
             super().transmit()
 
     def quic_event_received(self, event: events.QuicEvent) -> None:
@@ -102,7 +112,7 @@ class ClientConnection(QuicConnectionProtocol):
                 call.fail(TransportError(f"node reset the stream (code {event.error_code})"))
         elif isinstance(event, events.HandshakeCompleted):
             if not self.handshake.done():
-                self.handshake.set_result(self._quic.tls._peer_certificate)
+                self.handshake.set_result(peer_certificate(self._quic))
         elif isinstance(event, events.ConnectionTerminated):
             reason = event.reason_phrase or f"code {event.error_code}"
             self.kill(ConnectionLost(f"connection closed: {reason}"), close=False)
@@ -159,8 +169,8 @@ class ClientConnection(QuicConnectionProtocol):
         for call in self.calls.values():
             call.fail(exc)
         self.calls.clear()
-        if self._transport is not None:
-            self._transport.close()
+        if self._udp is not None:
+            self._udp.close()
         if self.on_lost is not None:
             self.on_lost(self)
 

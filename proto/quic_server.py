@@ -18,13 +18,6 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import Any, cast
 
-from aioquic._buffer import Buffer
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.asyncio.server import QuicServer
-from aioquic.quic import events
-from aioquic.quic.connection import QuicConnection
-from aioquic.quic.packet import pull_quic_header
-
 from proto.codec import (
     CodecLimits,
     ErrorInfo,
@@ -42,6 +35,15 @@ from proto.errors import (
     ProtocolError,
     RpcError,
     Unavailable,
+)
+from proto.quic_stack import (
+    Buffer,
+    QuicConnection,
+    QuicConnectionProtocol,
+    QuicServer,
+    events,
+    grant_stream_credit,
+    pull_quic_header,
 )
 from proto.rpc import (
     CallContext,
@@ -197,8 +199,7 @@ class ServerConnection(QuicConnectionProtocol):
         # a round trip for credit. Grant the documented concurrency limit
         # instead (never less than aioquic's default; set before the
         # handshake sends the transport parameters).
-        credit = quic._local_max_streams_bidi
-        credit.value = credit.sent = max(credit.value, server.max_streams)
+        grant_stream_credit(quic, server.max_streams)
         # Counted on its first datagram (when the address is known); a
         # connection that has not finished its handshake in time is closed.
         self._handshake_done = False
@@ -236,7 +237,11 @@ class ServerConnection(QuicConnectionProtocol):
 
     def transmit(self) -> None:
         drop_scheduled_transmit(self)
-        super().transmit()
+        transport = self._transport
+        # The server's socket is closed (shutdown): nothing can be sent, and
+        # no timer is re-armed (aioquic would fail in sendto on every timer).
+        if transport is not None and not transport.is_closing():
+            super().transmit()
 
     def _handle_timer(self) -> None:
         # The ACK timer fired while calls are still running (an enqueue waits

@@ -12,11 +12,10 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from aioquic.tls import Epoch
-
 from proto.codec import DEFAULT_LIMITS, CodecLimits, frame_length
 from proto.errors import ProtocolError
 from proto.messages import CallContext
+from proto.quic_stack import Epoch
 from proto.rpc_api import NodeHandler
 
 __all__ = [

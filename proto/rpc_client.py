@@ -32,9 +32,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
-
 from proto import tls
 from proto.codec import (
     CodecLimits,
@@ -53,6 +50,7 @@ from proto.errors import (
     TransportError,
 )
 from proto.quic_client import END, ClientConnection, PendingCall, expire_calls
+from proto.quic_stack import QuicConfiguration, QuicConnection
 from proto.rpc import ALPN, DEFAULT_PORT, CloseCode
 from proto.rpc_api import NodeCalls
 

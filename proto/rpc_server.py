@@ -24,9 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
-
 from proto import tls
 from proto.codec import (
     METHOD_BY_PARAMS,
@@ -44,6 +41,7 @@ from proto.quic_server import (
     ServerConnection,
     ServerState,
 )
+from proto.quic_stack import QuicConfiguration, QuicConnection, close_connection
 from proto.rpc import ALPN, DEFAULT_PORT, CallContext, CloseCode, NodeHandler
 
 log = logging.getLogger(__name__)
@@ -228,7 +226,7 @@ class RpcServer:
                 await asyncio.wait(late, timeout=1.0)
         for conn in list(state.connections):
             conn.drop_pending_requests()
-            conn.close(error_code=int(CloseCode.SHUTDOWN), reason_phrase="node shutting down")
+            close_connection(conn, int(CloseCode.SHUTDOWN), "node shutting down")
         if self._transport is not None and self._listener is not None:
             self._transport.close()  # sendto() already handed the CLOSE datagrams over
             await self._listener.socket_closed

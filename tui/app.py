@@ -1,13 +1,12 @@
 """The Textual app: bindings, actions and the :func:`make_app` factory.
 
 The behaviour (workers, engine events) lives in :mod:`tui.controller`; the
-look in ``app.tcss``. The CLI calls :func:`run_tui` when ``qpc`` gets no
-subcommand; tests call :func:`make_app` with a fake engine factory.
+look in ``app.tcss``. :mod:`tui.launch` calls :func:`make_app` with the real
+engine factory; tests call it with a fake one.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -37,7 +36,7 @@ from tui.widgets.channel_list import ChannelList
 from tui.widgets.composer import Composer
 from tui.widgets.message_log import MessageLog
 
-__all__ = ["QpcApp", "make_app", "run_tui"]
+__all__ = ["QpcApp", "make_app", "setup_logging"]
 
 
 class QpcApp(ChatApp):
@@ -244,14 +243,3 @@ def setup_logging(path: Path) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.getLogger("quic").setLevel(logging.WARNING)
-
-
-def run_tui(args: argparse.Namespace | None = None) -> int:
-    """Run the TUI until it quits; the CLI's entry point when no subcommand is given.
-
-    ``args`` may carry ``server``, ``profile``, ``config`` and ``demo``
-    (all optional); see :mod:`tui.launch`.
-    """
-    from tui.launch import launch
-
-    return launch(args or argparse.Namespace())

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-if TYPE_CHECKING:
-    from tui.app import QpcApp
+from tui.controller import ChatApp
 
 __all__ = ["COMMANDS", "ChatCommands", "PaletteCommand"]
 
@@ -70,7 +69,7 @@ class ChatCommands(Provider):
     """Offers :data:`COMMANDS` in the palette."""
 
     def _commands(self) -> list[tuple[PaletteCommand, Callable[[], object]]]:
-        app = cast("QpcApp", self.app)
+        app = cast(ChatApp, self.app)
         logged_in = app.engine is not None
         return [
             (command, partial(app.run_action, command.action))

@@ -23,7 +23,7 @@ from tui.client.api import ClientEngine, MessageReceived
 from tui.client.core import PINS_FILE, EngineConfig
 from tui.client.engine import Engine
 from tui.client.localnode import LocalNode, ensure_local_node, stop_local_node
-from tui.launch import EngineFactoryImpl
+from tui.factory import EngineFactoryImpl
 from tui.session import LoginForm, ServerKey
 
 __all__ = ["DemoFactory"]

@@ -138,16 +138,16 @@ async def test_engine_follows_the_local_node_to_a_new_port(tmp_path: Path) -> No
         await bob.sync()
         assert alice.server_info() == api.ServerInfo(address=node.address, embedded=True)
         seen: list[api.EngineEvent] = []
+        subscribed = asyncio.Event()
 
         async def listen() -> None:
             async for event in alice.events():  # survives the node's restart
                 seen.append(event)
+                if isinstance(event, api.ConnectionChanged):
+                    subscribed.set()
 
         listener = asyncio.create_task(listen())  # the live subscription, as the TUI holds it
-        for _ in range(100):
-            if any(isinstance(e, api.ConnectionChanged) for e in seen):
-                break
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(subscribed.wait(), 30)
 
         await asyncio.to_thread(stop_local_node, data)
         moved = await asyncio.to_thread(ensure_local_node, data)
@@ -182,7 +182,7 @@ async def test_engine_follows_the_local_node_to_a_new_port(tmp_path: Path) -> No
 async def test_tui_factory_probes_then_pins_through_the_pin_store(
     node: EmbeddedNode, tmp_path: Path
 ) -> None:
-    from tui.launch import EngineFactoryImpl
+    from tui.factory import EngineFactoryImpl
     from tui.session import LoginForm, ServerKeyStatus
 
     server = f"127.0.0.1:{node.port}"

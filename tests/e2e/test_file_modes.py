@@ -40,6 +40,8 @@ def umask_022() -> Iterator[None]:
         for h in root.handlers:
             if h not in handlers:
                 h.close()
+                if isinstance(h, logging.StreamHandler):
+                    h.stream.close()  # StreamHandler.close() leaves the file open
         root.handlers[:] = handlers
 
 

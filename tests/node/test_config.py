@@ -101,3 +101,12 @@ def test_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None
     settable = {a.dest for a in build_parser()._actions} | {"host", "port"}
     settable.discard("listen")
     assert set(FIELDS) <= settable | {"listen"}, set(FIELDS) - settable
+
+
+def test_event_loop_option() -> None:
+    assert NodeConfig().loop == "asyncio"
+    with pytest.raises(ConfigError, match="unknown event loop"):
+        load_config([], {"QPC_NODE_LOOP": "trio"})
+    pytest.importorskip("uvloop")
+    assert load_config(["--loop", "uvloop"], {}).loop == "uvloop"
+    assert load_config([], {"QPC_NODE_LOOP": "uvloop"}).loop == "uvloop"

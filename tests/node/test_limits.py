@@ -156,15 +156,20 @@ def _scrape(port: int | None) -> str:
 
 
 async def test_waiting_retry_after_lets_the_whole_login_through(tmp_path: Path) -> None:
-    """One attempt costs one token, charged at loginStart: waiting retryAfterMs is enough."""
-    node = await start_embedded_node(node_config(tmp_path, login_burst=2, login_rate_per_s=4.0))
+    """One attempt costs one token, charged at loginStart: waiting exactly the
+    retryAfterMs the node answered is enough (the node's clock only moves when
+    the test moves it, so the wait is exact and load on the box cannot refill)."""
+    now = [1000.0]
+    node = await start_embedded_node(
+        node_config(tmp_path, login_burst=2, login_rate_per_s=4.0), mono_clock=lambda: now[0]
+    )
     try:
         alice = await make_account(node, "alice")  # registerStart + loginStart: 2 tokens
         async with connected(node) as c:
             with pytest.raises(RateLimited) as exc:
                 await login(c, "alice", alice.password, alice.device_id)
-            assert 0 < exc.value.retry_after_ms <= 250
-            await asyncio.sleep(exc.value.retry_after_ms / 1000)
+            assert exc.value.retry_after_ms == 250
+            now[0] += exc.value.retry_after_ms / 1000
             token = await login(c, "alice", alice.password, alice.device_id)
             assert len(token) == 32
         await alice.client.close()
@@ -202,12 +207,14 @@ async def test_second_steps_without_first_steps_are_refused(tmp_path: Path) -> N
 async def test_default_limits_hold_a_password_guesser(tmp_path: Path) -> None:
     """Defaults: a burst of 10 attempts per address and per account, then 1 per second."""
     defaults = NodeConfig()
+    now = [1000.0]
     node = await start_embedded_node(
         node_config(
             tmp_path,
             login_burst=defaults.login_burst,
             login_rate_per_s=defaults.login_rate_per_s,
-        )
+        ),
+        mono_clock=lambda: now[0],
     )
     try:
         async with connected(node) as c:
@@ -220,8 +227,14 @@ async def test_default_limits_hold_a_password_guesser(tmp_path: Path) -> None:
                     pass
                 except RateLimited as exc:
                     refused += 1
-                    assert exc.retry_after_ms >= 500
+                    assert exc.retry_after_ms == 1000
             # registerStart took 1 token: 9 guesses went through, then 3 refused.
             assert refused == 3
+            for second in range(3):  # then exactly one guess per second
+                now[0] += 1.0
+                with pytest.raises(LoginFailed):
+                    await login(c, "victim", f"later {second}", b"d" * 32)
+                with pytest.raises(RateLimited):
+                    await login(c, "victim", f"later {second}", b"d" * 32)
     finally:
         await node.stop()

@@ -87,7 +87,7 @@ class SshServer:
         )
 
     def stop(self) -> int:
-        """SIGTERM and wait; the exit status."""
+        """SIGTERM and wait; the exit status (the banner pipe is closed)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -95,6 +95,9 @@ class SshServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+        finally:
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
 
 
 def start_server(state: Path, *args: str) -> SshServer:
@@ -118,6 +121,8 @@ def start_server(state: Path, *args: str) -> SshServer:
             break
     if "node" not in banner:
         proc.kill()
+        proc.wait()
+        proc.stdout.close()
         raise AssertionError(f"serve-ssh did not start: {banner}")
     port = int(banner["listening"].rpartition(":")[2])
     return SshServer(

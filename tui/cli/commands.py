@@ -1,66 +1,47 @@
-"""The ``qpc`` subcommands: each opens the engine, does one thing, prints it."""
+"""The ``qpc`` subcommands and their table.
+
+:data:`COMMANDS` lists every subcommand once: its name, help, arguments and
+the function that runs it. An engine command (``with_engine``) gets the opened
+engine and the run's :class:`~tui.cli.config.CliConfig`, does one thing and
+prints it with :func:`~tui.cli.config.emit`; a standalone command
+(``standalone``) gets only the config; a TUI command starts the full-screen
+client (:mod:`tui.cli.main` does that).
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
-import dataclasses
-import enum
 import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from proto.errors import ConfigError, ProfileError
-from tui.cli.main import Options, emit, engine_config
+from tui.cli.config import CliConfig, emit
+from tui.cli.demo import run_demo
 from tui.client import api
 from tui.client.engine import Engine
 from tui.client.localnode import stop_local_node
 from tui.client.passphrase import resolve_passphrase
 from tui.client.profile import Profile
+from tui.output import as_json, format_message
 
-__all__ = [
-    "as_json",
-    "format_message",
-    "health_line",
-    "ping_json",
-    "ping_lines",
-    "run_command",
-]
+__all__ = ["COMMANDS", "Command", "run_command"]
 
 PASSWORD_ENV = "QPC_PASSWORD"  # noqa: S105 (a variable name)
 """Environment variable with the account password, for scripts."""
 
 
-def as_json(value: object) -> Any:
-    """Dataclasses/enums/tuples as plain JSON values."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: as_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, list | tuple):
-        return [as_json(v) for v in value]
-    return value
-
-
-def format_message(m: api.Message, channel_name: str = "") -> str:
-    """One message as a line: ``[time] #channel sender: text``."""
-    stamp = time.strftime("%H:%M:%S", time.localtime(m.time))
-    where = f"#{channel_name} " if channel_name else ""
-    mark = (
-        ""
-        if m.state in (api.DeliveryState.SENT, api.DeliveryState.RECEIVED)
-        else f" ({m.state.value})"
-    )
-    return f"[{stamp}] {where}{m.sender}: {m.text}{mark}"
-
-
-def _password(opts: Options) -> str:
-    if opts.password_fd is not None:
+def _password(cfg: CliConfig) -> str:
+    if cfg.password_fd is not None:
         from tui.client.passphrase import read_passphrase_fd
 
-        return read_passphrase_fd(opts.password_fd)
+        return read_passphrase_fd(cfg.password_fd)
     env = os.environ.get(PASSWORD_ENV)
     if env:
         return env
@@ -74,31 +55,12 @@ def _password(opts: Options) -> str:
     )
 
 
-async def _open(opts: Options, *, create_ok: bool = False) -> Engine:
-    cfg = engine_config(opts)
+async def _open(cfg: CliConfig, *, create_ok: bool = False) -> Engine:
     create = create_ok and not Profile.exists(cfg.profile_dir)
     if not create and not Profile.exists(cfg.profile_dir):
         raise ProfileError(f"no profile at {cfg.profile_dir}: run `qpc register USER` first")
-    passphrase = resolve_passphrase(fd=opts.passphrase_fd, confirm=create)
-    return await Engine.open(cfg, passphrase, create=create)
-
-
-def health_line(h: api.Health) -> str:
-    """``qpc health``'s line."""
-    up = h.uptime_ms / 1000
-    return f"{h.status}  version {h.version}  up {up:.0f}s  store {h.store_backend}"
-
-
-def ping_lines(p: api.PingResult) -> list[str]:
-    """``qpc ping``'s lines."""
-    lines = [f"rtt {r:.2f} ms" for r in p.rtts_ms]
-    lines.append(f"min/median/max {p.min_ms:.2f}/{p.median_ms:.2f}/{p.max_ms:.2f} ms")
-    return lines
-
-
-def ping_json(p: api.PingResult) -> dict[str, Any]:
-    """``qpc ping --json``'s object."""
-    return {**as_json(p), "median_ms": p.median_ms}
+    passphrase = resolve_passphrase(fd=cfg.passphrase_fd, confirm=create)
+    return await Engine.open(cfg.engine_config(), passphrase, create=create)
 
 
 def _who_lines(w: api.WhoAmI) -> list[str]:
@@ -121,7 +83,8 @@ def _channel_line(c: api.ChannelInfo) -> str:
     return f"{c.id}  {c.kind.value:5}  {c.name}{state}{unread}  members: {', '.join(c.members)}"
 
 
-async def _listen(e: Engine, opts: Options) -> None:
+async def _listen(e: Engine, cfg: CliConfig) -> None:
+    opts = cfg.args
     count = 0
     names = {c.id: c.name for c in await e.channels()}
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
@@ -131,19 +94,19 @@ async def _listen(e: Engine, opts: Options) -> None:
         async for ev in e.events():
             if isinstance(ev, api.MessageReceived) and not ev.message.outgoing:
                 m = ev.message
-                if opts.json:
-                    emit(opts, "", {"event": "message", **as_json(m)})
+                if cfg.json:
+                    emit(cfg, "", {"event": "message", **as_json(m)})
                 else:
-                    emit(opts, format_message(m, names.get(m.channel, "")), None)
+                    emit(cfg, format_message(m, names.get(m.channel, "")), None)
                 count += 1
                 if opts.count and count >= opts.count:
                     return
             elif isinstance(ev, api.ChannelsChanged):
                 names.update({c.id: c.name for c in ev.channels})
             elif isinstance(ev, api.SecurityWarning):
-                emit(opts, f"! {ev.reason}", {"event": "warning", "reason": ev.reason})
-            elif isinstance(ev, api.ConnectionChanged) and not opts.json:
-                emit(opts, f"* {ev.state.status.value}", None)
+                emit(cfg, f"! {ev.reason}", {"event": "warning", "reason": ev.reason})
+            elif isinstance(ev, api.ConnectionChanged) and not cfg.json:
+                emit(cfg, f"* {ev.state.status.value}", None)
 
     # SIGTERM/SIGINT end listening cleanly (the engine saves and acks on close).
     task = asyncio.ensure_future(loop())
@@ -164,113 +127,358 @@ def _say_wait(seconds: float) -> None:
     print(f"qpc: the server asks us to slow down; retrying in {seconds:.1f} s", file=sys.stderr)
 
 
-async def _run(e: Engine, opts: Options) -> None:
-    cmd = opts.command
-    if cmd == "register":
-        who = await e.register(opts.user, _password(opts), on_wait=_say_wait)
-        emit(opts, [f"registered {who.user}", *_who_lines(who)], as_json(who))
-    elif cmd == "login":
-        who = await e.login(opts.user, _password(opts), on_wait=_say_wait)
-        emit(opts, [f"logged in as {who.user}", *_who_lines(who)], as_json(who))
-    elif cmd == "whoami":
-        who = await e.whoami()
-        emit(opts, _who_lines(who), as_json(who))
-    elif cmd == "health":
-        h = await e.health()
-        emit(opts, health_line(h), as_json(h))
-    elif cmd == "ping":
-        p = await e.ping(opts.count)
-        emit(opts, ping_lines(p), ping_json(p))
-    elif cmd == "create-group":
-        c = await e.create_group(opts.name)
-        emit(opts, f"created {c.name} {c.id}", as_json(c))
-    elif cmd == "invite":
-        c = await e.invite(opts.channel, opts.users)
-        emit(opts, f"{c.name}: members {', '.join(c.members)} (epoch {c.epoch})", as_json(c))
-    elif cmd in ("join", "recv"):
-        before = {c.id for c in await e.channels() if c.active}
-        msgs = await e.sync()
-        chans = await e.channels()
-        names = {c.id: c.name for c in chans}
-        joined = [c for c in chans if c.active and c.id not in before]
-        lines = [f"joined {c.name} {c.id}" for c in joined]
-        lines += [format_message(m, names.get(m.channel, "")) for m in msgs]
-        emit(opts, lines, {"joined": as_json(joined), "messages": as_json(msgs)})
-    elif cmd == "dm":
-        c = await e.dm(opts.user)
-        data: dict[str, Any] = {"channel": as_json(c)}
-        lines = [f"dm with {c.name}: {c.id}"]
-        if opts.text:
-            m = await e.send(c.id, opts.text)
-            data["message"] = as_json(m)
-            lines.append(f"sent ({m.state.value})")
-        emit(opts, lines, data)
-    elif cmd == "leave":
-        await e.leave(opts.channel)
-        emit(opts, "left", {"left": opts.channel})
-    elif cmd == "remove":
-        c = await e.remove(opts.channel, opts.users)
-        emit(opts, f"{c.name}: members {', '.join(c.members)} (epoch {c.epoch})", as_json(c))
-    elif cmd == "members":
-        ms = await e.members(opts.channel)
-        lines = [f"{m.user}{' (you)' if m.is_self else ''}  {len(m.devices)} device(s)" for m in ms]
-        emit(opts, lines, as_json(ms))
-    elif cmd == "channels":
-        cs = await e.channels()
-        emit(opts, [_channel_line(c) for c in cs] or ["no channels"], as_json(cs))
-    elif cmd == "send":
-        m = await e.send(opts.channel, opts.text)
-        emit(opts, f"sent ({m.state.value})", as_json(m))
-    elif cmd == "listen":
-        await _listen(e, opts)
-    elif cmd == "history":
-        cid = e.resolve(opts.channel).hex()
-        msgs = await e.history(cid, limit=opts.limit)
-        name = e.channel_info(bytes.fromhex(cid)).name
-        emit(opts, [format_message(m, name) for m in msgs], as_json(msgs))
-    elif cmd == "check-key":
-        k = await e.check_key(opts.user, accept=opts.accept)
-        lines = []
-        for d in k.devices:
-            flag = {
-                "changed": "!!! KEY CHANGED",
-                "new": "first seen (now pinned)",
-                "verified": "matches the pinned key",
-            }
-            lines.append(f"{d.device[:16]}  {flag.get(d.status, d.status)}")
-            lines.append(f"  safety number: {d.safety_number}")
-        if k.changed:
-            lines.append(
-                f"WARNING: {k.user}'s key changed. Compare safety numbers in person, "
-                f"then run `qpc check-key {k.user} --accept`."
-            )
-        emit(opts, lines or [f"{k.user} has no devices"], {**as_json(k), "changed": k.changed})
-    elif cmd == "refresh-keypackages":
-        s = await e.refresh_keypackages()
-        emit(opts, f"keypackages: {s.count} + last resort", as_json(s))
-    elif cmd == "update":
-        c = await e.self_update(opts.channel)
-        emit(opts, f"{c.name}: self-update committed (epoch {c.epoch})", as_json(c))
+async def _register(e: Engine, cfg: CliConfig) -> None:
+    who = await e.register(cfg.args.user, _password(cfg), on_wait=_say_wait)
+    emit(cfg, [f"registered {who.user}", *_who_lines(who)], as_json(who))
 
 
-async def run_command(opts: Options) -> int:
-    """Run the parsed command; raises :class:`proto.errors.QpcError` on failure."""
-    if opts.command == "demo-group":
-        from tui.cli.demo import run_demo
+async def _login(e: Engine, cfg: CliConfig) -> None:
+    who = await e.login(cfg.args.user, _password(cfg), on_wait=_say_wait)
+    emit(cfg, [f"logged in as {who.user}", *_who_lines(who)], as_json(who))
 
-        await run_demo(opts)
+
+async def _whoami(e: Engine, cfg: CliConfig) -> None:
+    who = await e.whoami()
+    emit(cfg, _who_lines(who), as_json(who))
+
+
+async def _health(e: Engine, cfg: CliConfig) -> None:
+    h = await e.health()
+    up = h.uptime_ms / 1000
+    emit(cfg, f"{h.status}  version {h.version}  up {up:.0f}s  store {h.store_backend}", as_json(h))
+
+
+async def _ping(e: Engine, cfg: CliConfig) -> None:
+    p = await e.ping(cfg.args.count)
+    lines = [f"rtt {r:.2f} ms" for r in p.rtts_ms]
+    lines.append(f"min/median/max {p.min_ms:.2f}/{p.median_ms:.2f}/{p.max_ms:.2f} ms")
+    emit(cfg, lines, {**as_json(p), "median_ms": p.median_ms})
+
+
+async def _create_group(e: Engine, cfg: CliConfig) -> None:
+    c = await e.create_group(cfg.args.name)
+    emit(cfg, f"created {c.name} {c.id}", as_json(c))
+
+
+def _members_line(c: api.ChannelInfo) -> str:
+    return f"{c.name}: members {', '.join(c.members)} (epoch {c.epoch})"
+
+
+async def _invite(e: Engine, cfg: CliConfig) -> None:
+    c = await e.invite(cfg.args.channel, list(cfg.args.users))
+    emit(cfg, _members_line(c), as_json(c))
+
+
+async def _sync(e: Engine, cfg: CliConfig) -> None:
+    before = {c.id for c in await e.channels() if c.active}
+    msgs = await e.sync()
+    chans = await e.channels()
+    names = {c.id: c.name for c in chans}
+    joined = [c for c in chans if c.active and c.id not in before]
+    lines = [f"joined {c.name} {c.id}" for c in joined]
+    lines += [format_message(m, names.get(m.channel, "")) for m in msgs]
+    emit(cfg, lines, {"joined": as_json(joined), "messages": as_json(msgs)})
+
+
+async def _dm(e: Engine, cfg: CliConfig) -> None:
+    c = await e.dm(cfg.args.user)
+    data: dict[str, Any] = {"channel": as_json(c)}
+    lines = [f"dm with {c.name}: {c.id}"]
+    if cfg.args.text:
+        m = await e.send(c.id, cfg.args.text)
+        data["message"] = as_json(m)
+        lines.append(f"sent ({m.state.value})")
+    emit(cfg, lines, data)
+
+
+async def _leave(e: Engine, cfg: CliConfig) -> None:
+    await e.leave(cfg.args.channel)
+    emit(cfg, "left", {"left": cfg.args.channel})
+
+
+async def _remove(e: Engine, cfg: CliConfig) -> None:
+    c = await e.remove(cfg.args.channel, list(cfg.args.users))
+    emit(cfg, _members_line(c), as_json(c))
+
+
+async def _members(e: Engine, cfg: CliConfig) -> None:
+    ms = await e.members(cfg.args.channel)
+    lines = [f"{m.user}{' (you)' if m.is_self else ''}  {len(m.devices)} device(s)" for m in ms]
+    emit(cfg, lines, as_json(ms))
+
+
+async def _channels(e: Engine, cfg: CliConfig) -> None:
+    cs = await e.channels()
+    emit(cfg, [_channel_line(c) for c in cs] or ["no channels"], as_json(cs))
+
+
+async def _send(e: Engine, cfg: CliConfig) -> None:
+    m = await e.send(cfg.args.channel, cfg.args.text or "")
+    emit(cfg, f"sent ({m.state.value})", as_json(m))
+
+
+async def _history(e: Engine, cfg: CliConfig) -> None:
+    cid = e.resolve(cfg.args.channel).hex()
+    msgs = await e.history(cid, limit=cfg.args.limit)
+    name = e.channel_info(bytes.fromhex(cid)).name
+    emit(cfg, [format_message(m, name) for m in msgs], as_json(msgs))
+
+
+_KEY_FLAGS = {
+    "changed": "!!! KEY CHANGED",
+    "new": "first seen (now pinned)",
+    "verified": "matches the pinned key",
+}
+
+
+async def _check_key(e: Engine, cfg: CliConfig) -> None:
+    k = await e.check_key(cfg.args.user, accept=cfg.args.accept)
+    lines = []
+    for d in k.devices:
+        lines.append(f"{d.device[:16]}  {_KEY_FLAGS.get(d.status, d.status)}")
+        lines.append(f"  safety number: {d.safety_number}")
+    if k.changed:
+        lines.append(
+            f"WARNING: {k.user}'s key changed. Compare safety numbers in person, "
+            f"then run `qpc check-key {k.user} --accept`."
+        )
+    emit(cfg, lines or [f"{k.user} has no devices"], {**as_json(k), "changed": k.changed})
+
+
+async def _refresh_keypackages(e: Engine, cfg: CliConfig) -> None:
+    s = await e.refresh_keypackages()
+    emit(cfg, f"keypackages: {s.count} + last resort", as_json(s))
+
+
+async def _update(e: Engine, cfg: CliConfig) -> None:
+    c = await e.self_update(cfg.args.channel)
+    emit(cfg, f"{c.name}: self-update committed (epoch {c.epoch})", as_json(c))
+
+
+async def _demo_group(cfg: CliConfig) -> None:
+    await run_demo(cfg)
+
+
+def _serve_ssh(ns: argparse.Namespace) -> int:
+    from tui.ssh.cli import serve_ssh  # asyncssh is imported for this command only
+
+    return serve_ssh(ns)
+
+
+def _serve_web(ns: argparse.Namespace) -> int:
+    from tui.web import serve_web  # textual-serve is imported for this command only
+
+    return serve_web(ns)
+
+
+async def _stop_local_node(cfg: CliConfig) -> None:
+    stopped = await asyncio.to_thread(stop_local_node)
+    emit(cfg, "stopped" if stopped else "no local node running", {"stopped": stopped})
+
+
+# ------------------------------------------------------------------- table
+
+Argument = tuple[tuple[str, ...], dict[str, Any]]
+"""``add_argument`` flags and keywords."""
+EngineStep = Callable[[Engine, CliConfig], Awaitable[None]]
+Standalone = Callable[[CliConfig], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Command:
+    """One ``qpc`` subcommand."""
+
+    name: str
+    help: str
+    arguments: tuple[Argument, ...] = ()
+    with_engine: EngineStep | None = None
+    """Runs with the opened profile's engine."""
+    standalone: Standalone | None = None
+    """Runs without a profile."""
+    creates_profile: bool = False
+    """A missing profile is created (register, login)."""
+    tui: bool = False
+    """Starts the full-screen client."""
+    own_config: Callable[[argparse.Namespace], int] | None = None
+    """Runs on its own: builds its own typed config from the parsed arguments
+    (``serve-ssh``: :class:`tui.ssh.config.SshServeConfig`)."""
+
+
+def _a(*flags: str, **kw: Any) -> Argument:
+    return (flags, kw)
+
+
+_CHANNEL = _a("channel")
+_USERS = _a("users", nargs="+")
+
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (
+        Command(
+            name="register",
+            help="create an account (OPAQUE) and this device",
+            arguments=(_a("user"),),
+            with_engine=_register,
+            creates_profile=True,
+        ),
+        Command(
+            name="login",
+            help="log in (a new profile becomes a new device)",
+            arguments=(_a("user"),),
+            with_engine=_login,
+            creates_profile=True,
+        ),
+        Command(
+            name="whoami",
+            help="user, device fingerprint, KeyPackage stock, server key",
+            with_engine=_whoami,
+        ),
+        Command(name="health", help="the node's health", with_engine=_health),
+        Command(
+            name="ping",
+            help="round-trip times to the node",
+            arguments=(_a("-c", "--count", type=int, default=3),),
+            with_engine=_ping,
+        ),
+        Command(
+            name="create-group",
+            help="create a group channel",
+            arguments=(_a("name"),),
+            with_engine=_create_group,
+        ),
+        Command(
+            name="invite",
+            help="add users (all their devices) to a channel",
+            arguments=(_CHANNEL, _USERS),
+            with_engine=_invite,
+        ),
+        Command(
+            name="join",
+            help="process waiting invitations (Welcome + later commits)",
+            with_engine=_sync,
+        ),
+        Command(
+            name="dm",
+            help="open (or create) the DM channel with a user",
+            arguments=(_a("user"), _a("text", nargs="?")),
+            with_engine=_dm,
+        ),
+        Command(name="leave", help="leave a channel", arguments=(_CHANNEL,), with_engine=_leave),
+        Command(
+            name="remove",
+            help="remove users from a channel",
+            arguments=(_CHANNEL, _USERS),
+            with_engine=_remove,
+        ),
+        Command(
+            name="members",
+            help="list a channel's members",
+            arguments=(_CHANNEL,),
+            with_engine=_members,
+        ),
+        Command(name="channels", help="list channels", with_engine=_channels),
+        Command(
+            name="send",
+            help="send a message",
+            arguments=(_CHANNEL, _a("text")),
+            with_engine=_send,
+        ),
+        Command(name="recv", help="fetch, decrypt and print new messages", with_engine=_sync),
+        Command(
+            name="listen",
+            help="hold the subscription and print messages as they arrive",
+            arguments=(
+                _a("--count", type=int, default=0, help="exit after N messages"),
+                _a("--timeout", type=float, default=0.0, help="exit after S seconds"),
+            ),
+            with_engine=_listen,
+        ),
+        Command(
+            name="history",
+            help="print a channel's stored messages",
+            arguments=(_CHANNEL, _a("-n", "--limit", type=int, default=50)),
+            with_engine=_history,
+        ),
+        Command(
+            name="check-key",
+            help="safety numbers of a user's devices",
+            arguments=(
+                _a("user"),
+                _a("--accept", action="store_true", help="re-pin after checking"),
+            ),
+            with_engine=_check_key,
+        ),
+        Command(
+            name="refresh-keypackages",
+            help="upload fresh KeyPackages now",
+            with_engine=_refresh_keypackages,
+        ),
+        Command(
+            name="update",
+            help="commit a self-update (new leaf key) in a channel",
+            arguments=(_CHANNEL,),
+            with_engine=_update,
+        ),
+        Command(
+            name="demo-group",
+            help="throwaway node + three profiles: a group, a removal, printed",
+            standalone=_demo_group,
+        ),
+        Command(
+            name="demo",
+            help="the TUI in a live group with scripted peers (throwaway node)",
+            tui=True,
+        ),
+        Command(
+            name="stop-local-node",
+            help="stop the shared embedded node",
+            standalone=_stop_local_node,
+        ),
+        Command(
+            name="serve-ssh",
+            help="serve the TUI over SSH: a process per session, identity by SSH key",
+            arguments=(
+                _a("--listen", default="127.0.0.1:2222", metavar="HOST:PORT"),
+                _a("--state-dir", metavar="DIR", help="host key, profiles, embedded node"),
+                _a("--server-fingerprint", metavar="HEX", help="expected key of --server"),
+                _a("--max-sessions", type=int, default=200),
+                _a("--max-sessions-per-key", type=int, default=5),
+                _a("--idle-timeout", type=float, default=3600.0, metavar="S"),
+                _a("--auth-rate", type=float, default=1.0, metavar="PER_S"),
+                _a("--auth-burst", type=int, default=10),
+                _a("--metrics", metavar="HOST:PORT", help="Prometheus endpoint"),
+            ),
+            own_config=_serve_ssh,
+        ),
+        Command(
+            name="serve-web",
+            help="serve the TUI to browsers (textual-serve): a process and a profile per session",
+            arguments=(
+                _a("--listen", default="127.0.0.1:8000", metavar="HOST:PORT"),
+                _a("--state-dir", metavar="DIR", help="profiles, embedded node"),
+            ),
+            own_config=_serve_web,
+        ),
+    )
+}
+"""Every subcommand by name, in ``qpc --help`` order."""
+
+
+async def run_command(cfg: CliConfig) -> int:
+    """Run the configured subcommand; raises :class:`proto.errors.QpcError` on failure."""
+    assert cfg.command is not None
+    command = COMMANDS[cfg.command]
+    if command.standalone is not None:
+        await command.standalone(cfg)
         return 0
-    if opts.command == "stop-local-node":
-        stopped = await asyncio.to_thread(stop_local_node)
-        emit(opts, "stopped" if stopped else "no local node running", {"stopped": stopped})
-        return 0
-    engine = await _open(opts, create_ok=opts.command in ("register", "login"))
+    assert command.with_engine is not None
+    engine = await _open(cfg, create_ok=command.creates_profile)
     try:
-        await _run(engine, opts)
+        await command.with_engine(engine, cfg)
         # Anything sent while offline stays in the outbox; say so.
         n = len(engine.state.outbox)
-        if n and not opts.json and opts.command not in ("listen",):
-            emit(opts, f"({n} message(s) waiting in the outbox)", None)
+        if n and not cfg.json and command.name != "listen":
+            emit(cfg, f"({n} message(s) waiting in the outbox)", None)
     finally:
         await engine.close()
     return 0

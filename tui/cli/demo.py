@@ -15,7 +15,7 @@ from pathlib import Path
 from proto import files
 from proto.crypto.atrest import FAST_TEST_PARAMS
 from proto.errors import QpcError
-from tui.cli.main import Options, emit
+from tui.cli.config import CliConfig, emit
 from tui.client.core import EngineConfig
 from tui.client.engine import Engine
 from tui.client.localnode import ensure_local_node, stop_local_node
@@ -25,14 +25,14 @@ __all__ = ["run_demo"]
 _PASS = "demo passphrase"  # noqa: S105 (throwaway demo profiles)
 
 
-async def run_demo(opts: Options) -> None:
+async def run_demo(cfg: CliConfig) -> None:
     """Run the scripted demo, printing each step (``--json``: one object per step)."""
     steps: list[dict[str, object]] = []
 
     def say(text: str, **data: object) -> None:
         steps.append({"step": text, **data})
-        if not opts.json:
-            emit(opts, text, None)
+        if not cfg.json:
+            emit(cfg, text, None)
 
     with tempfile.TemporaryDirectory(prefix="qpc-demo-") as tmp:
         base = Path(tmp)
@@ -41,17 +41,17 @@ async def run_demo(opts: Options) -> None:
         engines: dict[str, Engine] = {}
         try:
             for name in ("alice", "bob", "carol"):
-                cfg = EngineConfig(
+                engine_cfg = EngineConfig(
                     profile_dir=base / "profiles" / name,
                     server=node.address,
                     kdf=FAST_TEST_PARAMS,
                     data_dir=base,
                 )
-                e = await Engine.open(cfg, _PASS, create=True)
+                e = await Engine.open(engine_cfg, _PASS, create=True)
                 engines[name] = e
                 # Pin the node key we just started, then register.
                 files.write_private(
-                    cfg.profile_dir / "pins.json",
+                    engine_cfg.profile_dir / "pins.json",
                     f'{{"{node.address}": "{node.fingerprint}"}}'.encode(),
                 )
                 who = await e.register(name, f"{name} password")
@@ -95,5 +95,5 @@ async def run_demo(opts: Options) -> None:
             for e in engines.values():
                 await e.close()
             await asyncio.to_thread(stop_local_node, base)
-    if opts.json:
-        emit(opts, "", {"steps": steps})
+    if cfg.json:
+        emit(cfg, "", {"steps": steps})

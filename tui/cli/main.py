@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from proto import files
-from proto.crypto.atrest import DEFAULT_PARAMS, FAST_TEST_PARAMS
 from proto.errors import (
     Expired,
     FingerprintMismatch,
@@ -33,88 +30,10 @@ from proto.errors import (
     RpcError,
     Unauthenticated,
 )
-from tui.client.core import EngineConfig
-from tui.client.localnode import data_dir
+from tui.cli.commands import COMMANDS, run_command
+from tui.cli.config import CliConfig, cli_config
 
-__all__ = ["Options", "build_parser", "main"]
-
-KDF_ENV = "QPC_KDF"
-"""``fast`` selects cheap Argon2id parameters for new profiles (tests only)."""
-PROFILE_ENV = "QPC_PROFILE"
-"""Default profile directory."""
-
-Options = argparse.Namespace
-
-_COMMANDS: list[tuple[str, str, list[tuple[tuple[str, ...], dict[str, Any]]]]] = [
-    ("register", "create an account (OPAQUE) and this device", [(("user",), {})]),
-    ("login", "log in (a new profile becomes a new device)", [(("user",), {})]),
-    ("whoami", "user, device fingerprint, KeyPackage stock, server key", []),
-    ("health", "the node's health", []),
-    ("ping", "round-trip times to the node", [(("-c", "--count"), {"type": int, "default": 3})]),
-    ("create-group", "create a group channel", [(("name",), {})]),
-    (
-        "invite",
-        "add users (all their devices) to a channel",
-        [(("channel",), {}), (("users",), {"nargs": "+"})],
-    ),
-    ("join", "process waiting invitations (Welcome + later commits)", []),
-    (
-        "dm",
-        "open (or create) the DM channel with a user",
-        [(("user",), {}), (("text",), {"nargs": "?"})],
-    ),
-    ("leave", "leave a channel", [(("channel",), {})]),
-    (
-        "remove",
-        "remove users from a channel",
-        [(("channel",), {}), (("users",), {"nargs": "+"})],
-    ),
-    ("members", "list a channel's members", [(("channel",), {})]),
-    ("channels", "list channels", []),
-    ("send", "send a message", [(("channel",), {}), (("text",), {})]),
-    ("recv", "fetch, decrypt and print new messages", []),
-    (
-        "listen",
-        "hold the subscription and print messages as they arrive",
-        [
-            (("--count",), {"type": int, "default": 0, "help": "exit after N messages"}),
-            (("--timeout",), {"type": float, "default": 0.0, "help": "exit after S seconds"}),
-        ],
-    ),
-    (
-        "history",
-        "print a channel's stored messages",
-        [(("channel",), {}), (("-n", "--limit"), {"type": int, "default": 50})],
-    ),
-    (
-        "check-key",
-        "safety numbers of a user's devices",
-        [
-            (("user",), {}),
-            (("--accept",), {"action": "store_true", "help": "re-pin after checking"}),
-        ],
-    ),
-    ("refresh-keypackages", "upload fresh KeyPackages now", []),
-    ("update", "commit a self-update (new leaf key) in a channel", [(("channel",), {})]),
-    ("demo-group", "throwaway node + three profiles: a group, a removal, printed", []),
-    ("demo", "the TUI in a live group with scripted peers (throwaway node)", []),
-    ("stop-local-node", "stop the shared embedded node", []),
-    (
-        "serve-ssh",
-        "serve the TUI over SSH: a process per session, identity by SSH key",
-        [
-            (("--listen",), {"default": "127.0.0.1:2222", "metavar": "HOST:PORT"}),
-            (("--state-dir",), {"metavar": "DIR", "help": "host key, profiles, embedded node"}),
-            (("--server-fingerprint",), {"metavar": "HEX", "help": "expected key of --server"}),
-            (("--max-sessions",), {"type": int, "default": 200}),
-            (("--max-sessions-per-key",), {"type": int, "default": 5}),
-            (("--idle-timeout",), {"type": float, "default": 3600.0, "metavar": "S"}),
-            (("--auth-rate",), {"type": float, "default": 1.0, "metavar": "PER_S"}),
-            (("--auth-burst",), {"type": int, "default": 10}),
-            (("--metrics",), {"metavar": "HOST:PORT", "help": "Prometheus endpoint"}),
-        ],
-    ),
-]
+__all__ = ["build_parser", "main"]
 
 
 def _globals(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -148,33 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _globals(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, text, args in _COMMANDS:
-        p = sub.add_parser(name, help=text, description=text)
-        for flags, kw in args:
+    for command in COMMANDS.values():
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        for flags, kw in command.arguments:
             p.add_argument(*flags, **kw)
         _globals(p, top=False)
     return parser
-
-
-def profile_dir(opts: Options) -> Path:
-    """The profile directory from options, environment or the data dir."""
-    if opts.profile:
-        return Path(opts.profile).expanduser()
-    env = os.environ.get(PROFILE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return data_dir() / "profiles" / "default"
-
-
-def engine_config(opts: Options) -> EngineConfig:
-    """The engine settings for these options."""
-    fast = os.environ.get(KDF_ENV) == "fast"
-    return EngineConfig(
-        profile_dir=profile_dir(opts),
-        server=opts.server,
-        trust_new_key=opts.trust_new_key,
-        kdf=FAST_TEST_PARAMS if fast else DEFAULT_PARAMS,
-    )
 
 
 def _setup_logging(path: Path, verbose: bool) -> None:
@@ -185,16 +83,6 @@ def _setup_logging(path: Path, verbose: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("quic").setLevel(logging.WARNING)
-
-
-def emit(opts: Options, human: str | list[str], data: object) -> None:
-    """Print a result: human lines, or JSON with ``--json``."""
-    if opts.json:
-        print(json.dumps(data, ensure_ascii=False, default=str), flush=True)
-    else:
-        lines = [human] if isinstance(human, str) else human
-        for line in lines:
-            print(line, flush=True)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -208,29 +96,35 @@ def _error_text(exc: BaseException) -> str:
     return text
 
 
+def _run_tui(cfg: CliConfig) -> int:
+    try:
+        from tui.launch import LaunchConfig, launch  # textual is imported only for the TUI
+    except ImportError as exc:
+        print(f"qpc: error: the TUI is not available ({exc})", file=sys.stderr)
+        return 1
+    return launch(
+        LaunchConfig(
+            engine=cfg.engine_config(),
+            demo=cfg.command == "demo",
+            passphrase_fd=cfg.passphrase_fd,
+        )
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qpc`` console script; returns the exit status."""
     files.set_program_umask()  # second line behind proto.files (docs/THREAT_MODEL.md)
-    from tui.cli.commands import run_command
-
-    parser = build_parser()
-    opts = parser.parse_args(argv)
-    if opts.command is None or opts.command == "demo":
-        # No subcommand (or `demo`): the full-screen client.
-        try:
-            from tui.app import run_tui
-        except ImportError as exc:
-            print(f"qpc: error: the TUI is not available ({exc})", file=sys.stderr)
-            return 1
-        return run_tui(opts)
-    if opts.command == "serve-ssh":
-        from tui.ssh.cli import serve_ssh
-
-        return serve_ssh(opts)
-    if opts.command not in ("demo-group", "stop-local-node"):
-        _setup_logging(profile_dir(opts), opts.verbose)
+    ns = build_parser().parse_args(argv)
+    cfg = cli_config(ns)
+    command = None if cfg.command is None else COMMANDS[cfg.command]
+    if command is None or command.tui:
+        return _run_tui(cfg)
+    if command.own_config is not None:
+        return command.own_config(ns)
+    if command.with_engine is not None:
+        _setup_logging(cfg.profile_dir, cfg.verbose)
     try:
-        return asyncio.run(run_command(opts))
+        return asyncio.run(run_command(cfg))
     except KeyboardInterrupt:
         return 130
     except QpcError as exc:

@@ -43,6 +43,10 @@ DATA_DIR_ENV = "QPC_DATA_DIR"
 """Overrides the platform data dir (profiles and the local node live under it)."""
 
 _START_TIMEOUT_S = 20.0
+_DETACHED: set[subprocess.Popen[bytes]] = set()
+"""Nodes this process started: they outlive the call (and this process) by
+design; holding the handles keeps ``Popen.__del__`` from warning that a child
+still runs. :func:`_alive` reaps one that exits while we run."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,12 +180,14 @@ def ensure_local_node(base: Path | None = None, *, extra_args: tuple[str, ...] =
                         {"pid": proc.pid, "host": host, "port": port, "fingerprint": fp}
                     ).encode(),
                 )
+                _DETACHED.add(proc)
                 return node
             if proc.poll() is not None:
                 break
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
+        proc.wait()
         raise ConfigError(f"the local node did not start; see {log}")
 
 

@@ -10,26 +10,91 @@ process of its own with the passphrase read from the client's stdin
 from __future__ import annotations
 
 import json
+import shlex
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from proto.errors import QpcError
-from tui.cli.commands import as_json, health_line, ping_json, ping_lines
 from tui.client import api
 from tui.client.profile import Profile
+from tui.output import as_json, health_line, ping_json, ping_lines
 
 if TYPE_CHECKING:
-    from tui.ssh.session import ExecCommand, Session
+    import asyncssh
 
-__all__ = ["run_exec"]
+    from tui.ssh.host import AuthKey, Host
+
+__all__ = ["ExecCommand", "ExecSession", "parse_exec", "run_exec"]
+
+_EXEC_COMMANDS = ("whoami", "health", "ping")
 
 
-def _out(session: Session, cmd: ExecCommand, human: list[str], data: Any) -> None:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecCommand:
+    """A parsed exec request."""
+
+    name: str
+    """``whoami``, ``health`` or ``ping``."""
+    json: bool = False
+    """``--json`` output."""
+    count: int = 3
+    """``ping -c N``."""
+
+
+def parse_exec(command: str) -> ExecCommand | str:
+    """Parse an exec request; a string is the usage error to show."""
+    usage = "usage: whoami|health|ping [-c N] [--json]"
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return usage
+    if not words or words[0] not in _EXEC_COMMANDS:
+        return usage
+    name, rest = words[0], words[1:]
+    as_json, count = False, 3
+    while rest:
+        word = rest.pop(0)
+        if word == "--json":
+            as_json = True
+        elif name == "ping" and word in ("-c", "--count") and rest and rest[0].isdigit():
+            count = int(rest.pop(0))
+            if not 1 <= count <= 100:
+                return "ping: the count must be 1..100"
+        else:
+            return usage
+    return ExecCommand(name=name, json=as_json, count=count)
+
+
+class ExecSession(Protocol):
+    """What an exec command needs of its SSH session (:class:`tui.ssh.session.Session`)."""
+
+    @property
+    def channel(self) -> asyncssh.SSHServerChannel[bytes]:
+        """The session's channel."""
+        ...
+
+    @property
+    def key(self) -> AuthKey:
+        """The key that authenticated the connection."""
+        ...
+
+    @property
+    def host(self) -> Host:
+        """The server the session belongs to."""
+        ...
+
+    async def run_cli(self, *args: str) -> int:
+        """Run ``qpc ARGS`` on the key's profile; the exit status."""
+        ...
+
+
+def _out(session: ExecSession, cmd: ExecCommand, human: list[str], data: Any) -> None:
     text = json.dumps(data, ensure_ascii=False) if cmd.json else "\n".join(human)
     session.channel.write((text + "\n").encode())
 
 
-async def run_exec(session: Session, cmd: ExecCommand) -> int:
+async def run_exec(session: ExecSession, cmd: ExecCommand) -> int:
     """Answer ``cmd`` on the session's channel; the exit status."""
     host = session.host
     try:

@@ -23,47 +23,18 @@ import asyncssh
 
 from proto import files, tls
 from proto.errors import ConfigError
-from proto.rpc_client import ClientConfig, RpcClient, probe_server_key
+from proto.rpc_client import probe_server_key
 from tui.client.localnode import ensure_local_node, stop_local_node
 from tui.client.probe import split_server
-from tui.launch import _USERS_LOCK
+from tui.factory import USERS_LOCK
 from tui.ssh.config import SshServeConfig
+from tui.ssh.host import AuthKey, Host
 from tui.ssh.hostkey import load_or_create_host_key
-from tui.ssh.limits import AuthRateLimiter, SessionMetrics, SessionSlots
-from tui.ssh.session import AuthKey, Session
+from tui.ssh.session import Session
 
 __all__ = ["Host", "SshServer", "serve"]
 
 log = logging.getLogger(__name__)
-
-
-class Host:
-    """State shared by every connection: config, limits, metrics, the node."""
-
-    def __init__(self, config: SshServeConfig, node_address: str, node_fingerprint: str) -> None:
-        self.config = config
-        self.node_address = node_address
-        """``host:port`` of the node the sessions use."""
-        self.node_fingerprint = node_fingerprint
-        self.slots = SessionSlots(
-            max_total=config.max_sessions, max_per_key=config.max_sessions_per_key
-        )
-        self.auth_limiter = AuthRateLimiter(rate=config.auth_rate, burst=config.auth_burst)
-        self.metrics = SessionMetrics()
-        self._rpc: RpcClient | None = None
-
-    async def node_client(self) -> RpcClient:
-        """One shared, unauthenticated connection to the node (health, ping)."""
-        if self._rpc is None:
-            host, port = split_server(self.node_address)
-            trust = tls.TrustConfig(fingerprint=self.node_fingerprint)
-            self._rpc = RpcClient(ClientConfig(host=host, port=port, trust=trust))
-        return self._rpc
-
-    async def close(self) -> None:
-        """Close the node connection."""
-        if self._rpc is not None:
-            await self._rpc.close()
 
 
 class SshServer(asyncssh.SSHServer):
@@ -77,6 +48,7 @@ class SshServer(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         """Rate-limit by source address; hook signature verification."""
         self._conn = conn
+        self._host.connections.add(conn)
         peer = conn.get_extra_info("peername") or ("?", 0)
         loop = asyncio.get_running_loop()
         if not self._host.auth_limiter.allow(str(peer[0]), loop.time()):
@@ -94,6 +66,11 @@ class SshServer(asyncssh.SSHServer):
             return ok
 
         conn.validate_public_key = verified  # type: ignore[method-assign]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the connection."""
+        if self._conn is not None:
+            self._host.connections.discard(self._conn)
 
     def begin_auth(self, username: str) -> bool:
         """Authentication is always required."""
@@ -140,7 +117,7 @@ async def _resolve_node(config: SshServeConfig) -> tuple[str, str, IO[str] | Non
 
 def _hold_node(config: SshServeConfig) -> IO[str]:
     """A shared lock on the node's users file, so no TUI's exit stops it while we serve."""
-    users = files.open_private(config.state_dir / "local-node" / _USERS_LOCK, "a")
+    users = files.open_private(config.state_dir / "local-node" / USERS_LOCK, "a")
     fcntl.flock(users, fcntl.LOCK_SH)
     return users
 
@@ -172,14 +149,14 @@ async def serve(config: SshServeConfig, *, ready: asyncio.Event | None = None) -
         keepalive_interval=30,
         keepalive_count_max=4,
     )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the banner: a stop right after it is clean
+        loop.add_signal_handler(sig, stop.set)
     sockname = acceptor.sockets[0].getsockname()
     print(f"listening: {sockname[0]}:{sockname[1]}", flush=True)
     print(f"host key: {host_key.get_fingerprint('sha256')}", flush=True)
     print(f"node: {node_address} {node_fp}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     if ready is not None:
         ready.set()
     try:

@@ -17,91 +17,29 @@ import contextlib
 import fcntl
 import logging
 import os
-import shlex
 import signal
 import struct
 import sys
 import termios
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import asyncssh
 
+from tui.ssh.exec import parse_exec, run_exec
+from tui.ssh.host import AuthKey
+
 if TYPE_CHECKING:
-    from tui.ssh.server import Host
+    from tui.ssh.host import Host
 
 __all__ = ["AuthKey", "Session", "parse_exec"]
 
 log = logging.getLogger(__name__)
 
-_EXEC_COMMANDS = ("whoami", "health", "ping")
 _HANGUP_GRACE_S = 5.0
 """After a hang-up, the TUI has this long to exit before it is killed."""
 _READ_CHUNK = 65536
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AuthKey:
-    """The public key that authenticated the connection (its signature was verified)."""
-
-    blob: bytes
-    """The SSH wire encoding of the public key."""
-    algorithm: str
-    """Key type, e.g. ``ssh-ed25519``."""
-
-    @property
-    def fingerprint(self) -> str:
-        """OpenSSH's ``SHA256:...`` form (what ``ssh-keygen -lf`` prints)."""
-        import base64
-        import hashlib
-
-        digest = hashlib.sha256(self.blob).digest()
-        return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-    @property
-    def profile_name(self) -> str:
-        """Directory name of this key's profile (hex SHA-256 of the key)."""
-        import hashlib
-
-        return hashlib.sha256(self.blob).hexdigest()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExecCommand:
-    """A parsed exec request."""
-
-    name: str
-    """``whoami``, ``health`` or ``ping``."""
-    json: bool = False
-    """``--json`` output."""
-    count: int = 3
-    """``ping -c N``."""
-
-
-def parse_exec(command: str) -> ExecCommand | str:
-    """Parse an exec request; a string is the usage error to show."""
-    usage = "usage: whoami|health|ping [-c N] [--json]"
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return usage
-    if not words or words[0] not in _EXEC_COMMANDS:
-        return usage
-    name, rest = words[0], words[1:]
-    as_json, count = False, 3
-    while rest:
-        word = rest.pop(0)
-        if word == "--json":
-            as_json = True
-        elif name == "ping" and word in ("-c", "--count") and rest and rest[0].isdigit():
-            count = int(rest.pop(0))
-            if not 1 <= count <= 100:
-                return "ping: the count must be 1..100"
-        else:
-            return usage
-    return ExecCommand(name=name, json=as_json, count=count)
 
 
 def _set_winsize(fd: int, cols: int, rows: int) -> None:
@@ -225,7 +163,9 @@ class Session(asyncssh.SSHServerSession[bytes]):
         self._close_master()
         proc = self._proc
         if proc is not None and proc.returncode is None:
-            self._loop.create_task(self._hang_up(proc))
+            task = self._loop.create_task(self._hang_up(proc))
+            self._host.ending.add(task)
+            task.add_done_callback(self._host.ending.discard)
         if self._slot:
             self._slot = False
             self._host.slots.release(self._key.profile_name)
@@ -259,6 +199,7 @@ class Session(asyncssh.SSHServerSession[bytes]):
             "LC_ALL": "C.UTF-8",
             "QPC_DATA_DIR": str(self._host.config.state_dir),
             "QPC_CONFIG": str(self._host.config.state_dir / "tui.toml"),
+            "QPC_HOSTED": "ssh",
         }
         if "PYTHONPATH" in os.environ:
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
@@ -303,6 +244,7 @@ class Session(asyncssh.SSHServerSession[bytes]):
         self._master = master
         self._loop.add_reader(master, self._read_pty)
         self._reading = True
+        self._flush_input()  # what was typed while the TUI started
         log.info("session %s: TUI pid %d", self._key.fingerprint[:20], self._proc.pid)
         status = await self._proc.wait()
         with contextlib.suppress(TimeoutError):
@@ -364,8 +306,6 @@ class Session(asyncssh.SSHServerSession[bytes]):
             await proc.wait()
 
     async def _run_exec(self, command: str) -> None:
-        from tui.ssh.exec import run_exec
-
         assert self._chan is not None
         parsed = parse_exec(command)
         if isinstance(parsed, str):
