@@ -60,8 +60,14 @@ pub fn capabilities() -> Capabilities {
 }
 
 pub fn join_config() -> MlsGroupJoinConfig {
+    join_config_with_tree(false)
+}
+
+/// Our join config; `tree_in_welcome` puts the ratchet tree into Welcomes
+/// and GroupInfos (off by default: it travels separately, sealed).
+pub fn join_config_with_tree(tree_in_welcome: bool) -> MlsGroupJoinConfig {
     MlsGroupJoinConfig::builder()
-        .use_ratchet_tree_extension(true)
+        .use_ratchet_tree_extension(tree_in_welcome)
         .max_past_epochs(MAX_PAST_EPOCHS)
         .wire_format_policy(MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY)
         .sender_ratchet_configuration(SenderRatchetConfiguration::new(
@@ -74,7 +80,7 @@ pub fn join_config() -> MlsGroupJoinConfig {
 fn create_config(cs: Ciphersuite) -> MlsGroupCreateConfig {
     MlsGroupCreateConfig::builder()
         .ciphersuite(cs)
-        .use_ratchet_tree_extension(true)
+        .use_ratchet_tree_extension(false)
         .max_past_epochs(MAX_PAST_EPOCHS)
         .wire_format_policy(MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY)
         .sender_ratchet_configuration(SenderRatchetConfiguration::new(
@@ -389,15 +395,31 @@ impl ClientCore {
         Ok(())
     }
 
-    pub fn join_from_welcome(&mut self, welcome: &[u8]) -> Result<Vec<u8>> {
-        let body = parse_message(welcome)?.extract();
-        let MlsMessageBodyIn::Welcome(welcome) = body else {
-            return Err(Error::Malformed("not a Welcome message".into()));
-        };
+    /// Join from a Welcome. `ratchet_tree` is the sealed tree
+    /// ([`crate::welcome::seal_tree`]) for Welcomes without the
+    /// ratchet_tree extension.
+    pub fn join_from_welcome(
+        &mut self,
+        welcome: Welcome,
+        ratchet_tree: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
         let code: u16 = welcome.ciphersuite().into();
         ciphersuite(code)?;
-        let staged = StagedWelcome::new_from_welcome(&self.provider, &join_config(), welcome, None)
-            .map_err(remote)?;
+        let mut builder =
+            StagedWelcome::build_from_welcome(&self.provider, &join_config(), welcome)
+                .map_err(remote)?;
+        if let Some(sealed) = ratchet_tree {
+            let pw = builder.processed_welcome();
+            let gi = pw.unverified_group_info();
+            let (gid, epoch) = (gi.group_id().as_slice().to_vec(), gi.epoch().as_u64());
+            let key = Zeroizing::new(
+                pw.export_secret(self.provider.crypto(), crate::welcome::TREE_LABEL, &[], 32)
+                    .map_err(local)?,
+            );
+            let tree = crate::welcome::open_tree(sealed, &key, &gid, epoch)?;
+            builder = builder.with_ratchet_tree(tree);
+        }
+        let staged = builder.build().map_err(remote)?;
         let group = staged.into_group(&self.provider).map_err(remote)?;
         let gid = group.group_id().as_slice().to_vec();
         self.groups.insert(gid.clone(), group);
@@ -438,6 +460,7 @@ impl ClientCore {
             .map_err(local)?;
         let (commit, _welcome, gi) = bundle.into_contents();
         let parts = CommitParts {
+            ratchet_tree: None,
             commit: commit.to_bytes()?,
             welcome: None,
             group_info: gi.map(|g| MlsMessageOut::from(g).to_bytes()).transpose()?,

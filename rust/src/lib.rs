@@ -11,6 +11,7 @@ mod error;
 mod group;
 mod provider;
 mod types;
+mod welcome;
 
 use pyo3::prelude::*;
 
@@ -89,6 +90,31 @@ fn message_info(py: Python<'_>, data: &[u8]) -> PyResult<Py<MessageInfo>> {
     )
 }
 
+/// Split a Welcome into `(common, {key_package_ref: secrets})`.
+pub(crate) fn split_welcome_py<'py>(
+    py: Python<'py>,
+    welcome: &[u8],
+) -> PyResult<(Py<pyo3::types::PyBytes>, Bound<'py, pyo3::types::PyDict>)> {
+    let (common, parts) = run_stateless(py, || welcome::split(welcome))?;
+    let dict = pyo3::types::PyDict::new(py);
+    for (hash_ref, secrets) in parts {
+        dict.set_item(pybytes(py, &hash_ref), pybytes(py, &secrets))?;
+    }
+    Ok((pybytes(py, &common), dict))
+}
+
+/// Split a Welcome for delivery by reference: the part every joiner needs
+/// (a Welcome with no secrets: the encrypted GroupInfo) and, per joiner
+/// (keyed by KeyPackageRef, `KeyPackageInfo.hash_ref`), its own
+/// EncryptedGroupSecrets.
+#[pyfunction]
+fn split_welcome<'py>(
+    py: Python<'py>,
+    welcome: &[u8],
+) -> PyResult<(Py<pyo3::types::PyBytes>, Bound<'py, pyo3::types::PyDict>)> {
+    split_welcome_py(py, welcome)
+}
+
 /// Ciphersuite code points this build supports (default first).
 #[pyfunction]
 fn supported_ciphersuites() -> Vec<u16> {
@@ -113,7 +139,9 @@ mod _mls {
         OwnMessage, ProposalStored,
     };
     #[pymodule_export]
-    use super::{message_info, openmls_version, parse_key_package, supported_ciphersuites};
+    use super::{
+        message_info, openmls_version, parse_key_package, split_welcome, supported_ciphersuites,
+    };
 
     #[pymodule_export]
     const CIPHERSUITE_HYBRID: u16 = super::core::CIPHERSUITE_HYBRID;

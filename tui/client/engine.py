@@ -171,7 +171,11 @@ class Engine(Sender):
 
             def make(g: mls.Group) -> mls.CommitOutput | None:
                 todo = pending(g)
-                return g.add_members([packages[d][1] for d in todo]) if todo else None
+                if not todo:
+                    return None
+                # Per-device Welcomes carry the tree (joiners call
+                # join_from_welcome without a separate ratchet tree).
+                return g.add_members([packages[d][1] for d in todo], ratchet_tree_in_welcome=True)
 
             await self.run_commit(cid, make, pending)
             await self._send_meta(cid)
