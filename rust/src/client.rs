@@ -233,15 +233,29 @@ impl Client {
         run_write(py, &self.shared, |c| c.delete_group(group_id))
     }
 
-    /// Close the state file. Later calls on this client or its groups raise
-    /// StorageFailure.
+    /// Write now what decrypting application messages deferred (see
+    /// docs/MLS.md, "Receivers"); `close` does it too.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        run_write(py, &self.shared, |c| c.flush())
+    }
+
+    /// Flush, then close the state file. Later calls on this client or its
+    /// groups raise StorageFailure. Closing a closed client does nothing.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let open = py.detach(|| self.shared.lock().map(|g| g.is_some()).unwrap_or(false));
+        let flushed = if open {
+            run_write(py, &self.shared, |c| c.flush())
+        } else {
+            Ok(())
+        };
         py.detach(|| {
             if let Ok(mut guard) = self.shared.lock() {
                 guard.take();
             }
         });
-        Ok(())
+        // Closed either way; a failed flush loses only deferred ratchet
+        // steps (see docs/MLS.md) and is reported.
+        flushed
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

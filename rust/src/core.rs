@@ -32,6 +32,9 @@ pub const MAX_KEY_PACKAGE_LIFETIME_SECONDS: u64 = 100 * 365 * 24 * 3600;
 /// Out-of-order tolerance of the sender ratchets (messages per sender).
 const OUT_OF_ORDER_TOLERANCE: u32 = 32;
 const MAXIMUM_FORWARD_DISTANCE: u32 = 1000;
+/// Decrypted application messages whose message-secrets write may be
+/// deferred in a row (per group); the next one writes the whole entity.
+pub const MAX_DEFERRED_WRITES: u32 = 63;
 /// Format version of our own client record.
 const CLIENT_RECORD_VERSION: i64 = 1;
 
@@ -214,6 +217,9 @@ pub struct ClientCore {
     pub identity: Vec<u8>,
     pub default_ciphersuite: u16,
     groups: HashMap<Vec<u8>, MlsGroup>,
+    /// Per group: decrypts since the message-secrets entity was last
+    /// written (its stored value is that far behind the in-memory group).
+    deferred: HashMap<Vec<u8>, u32>,
 }
 
 pub type Shared = Arc<Mutex<Option<ClientCore>>>;
@@ -298,6 +304,7 @@ impl ClientCore {
             identity: identity.to_vec(),
             default_ciphersuite,
             groups: HashMap::new(),
+            deferred: HashMap::new(),
         })
     }
 
@@ -337,6 +344,7 @@ impl ClientCore {
             identity: record.identity.clone(),
             default_ciphersuite: record.default_ciphersuite,
             groups: HashMap::new(),
+            deferred: HashMap::new(),
         })
     }
 
@@ -493,6 +501,38 @@ impl ClientCore {
         result
     }
 
+    /// May the next decrypt in this group defer its message-secrets write?
+    pub fn may_defer(&self, group_id: &[u8]) -> bool {
+        self.deferred.get(group_id).copied().unwrap_or(0) < MAX_DEFERRED_WRITES
+    }
+
+    /// Record whether the last operation on the group deferred its write
+    /// (a full write resets the count).
+    pub fn note_deferred(&mut self, group_id: &[u8], deferred: bool) {
+        if deferred {
+            *self.deferred.entry(group_id.to_vec()).or_insert(0) += 1;
+        } else {
+            self.deferred.remove(group_id);
+        }
+    }
+
+    /// Write the message secrets of every group with deferred writes (in
+    /// the caller's transaction).
+    pub fn flush(&mut self) -> Result<()> {
+        let dirty: Vec<Vec<u8>> = self.deferred.keys().cloned().collect();
+        for gid in dirty {
+            if let Some(g) = self.groups.get_mut(&gid) {
+                // Re-setting the same policy writes the whole entity; it is
+                // OpenMLS's one public call that does only that.
+                let policy = g.past_epoch_deletion_policy().clone();
+                g.set_past_epoch_deletion_policy(&self.provider, policy)
+                    .map_err(|e| Error::Storage(e.to_string()))?;
+            }
+            self.deferred.remove(&gid);
+        }
+        Ok(())
+    }
+
     pub fn has_group(&mut self, group_id: &[u8]) -> Result<bool> {
         if self.groups.contains_key(group_id) {
             return Ok(true);
@@ -502,6 +542,7 @@ impl ClientCore {
     }
 
     pub fn delete_group(&mut self, group_id: &[u8]) -> Result<()> {
+        self.deferred.remove(group_id);
         let gid = GroupId::from_slice(group_id);
         let mut group = match self.groups.remove(group_id) {
             Some(g) => g,
@@ -600,6 +641,7 @@ fn run_inner<T: Send>(
         let result = db.transaction(|| guarded(core));
         if result.is_err() {
             core.groups.clear();
+            core.deferred.clear();
         }
         result
     });

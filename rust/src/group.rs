@@ -209,7 +209,14 @@ enum Processed {
     },
 }
 
-fn process(group: &mut MlsGroup, provider: &QpcProvider, data: &[u8]) -> Result<Processed> {
+/// Process `data`; `may_defer`: an application message may leave its
+/// message-secrets write deferred (returned flag says whether it did).
+fn process(
+    group: &mut MlsGroup,
+    provider: &QpcProvider,
+    data: &[u8],
+    may_defer: bool,
+) -> Result<(Processed, bool)> {
     let msg = parse_message(data)?;
     let protocol = msg
         .try_into_protocol_message()
@@ -226,12 +233,16 @@ fn process(group: &mut MlsGroup, provider: &QpcProvider, data: &[u8]) -> Result<
             "message of epoch {msg_epoch}, group at epoch {cur} (keeps {MAX_PAST_EPOCHS} past epochs)"
         )));
     }
+    let defer = (may_defer && protocol.content_type() == ContentType::Application)
+        .then(crate::codec::DeferScope::enter);
     let processed = group.process_message(provider, protocol).map_err(remote)?;
+    let deferred = defer.as_ref().is_some_and(|d| d.deferred());
+    drop(defer);
     let epoch = processed.epoch().as_u64();
     let leaf = sender_leaf(processed.sender());
     let identity = identity_of(processed.credential());
     let aad = processed.aad().to_vec();
-    Ok(match processed.into_content() {
+    let result = match processed.into_content() {
         ProcessedMessageContent::ApplicationMessage(app) => Processed::Application {
             plaintext: app.into_bytes(),
             sender_leaf: leaf
@@ -299,7 +310,8 @@ fn process(group: &mut MlsGroup, provider: &QpcProvider, data: &[u8]) -> Result<
                 content_type,
             }
         }
-    })
+    };
+    Ok((result, deferred))
 }
 
 #[pymethods]
@@ -454,9 +466,15 @@ impl Group {
 
     /// Encrypt an application message for the group.
     fn encrypt(&self, py: Python<'_>, plaintext: &[u8]) -> PyResult<Py<PyBytes>> {
-        let out = self.with_write(py, |g, p, s| {
-            let msg = g.create_message(p, s, plaintext).map_err(local)?;
-            Ok(msg.to_bytes()?)
+        let gid = &self.group_id;
+        let out = run_write(py, &self.shared, |core| {
+            let out = core.with_group(gid, |g, p, s| {
+                let msg = g.create_message(p, s, plaintext).map_err(local)?;
+                Ok(msg.to_bytes()?)
+            })?;
+            // Encrypting wrote the whole message-secrets entity.
+            core.note_deferred(gid, false);
+            Ok(out)
         })?;
         Ok(pybytes(py, &out))
     }
@@ -475,7 +493,15 @@ impl Group {
                     content_type: content_type_name(info.content_type()),
                 });
             }
-            core.with_group(gid, |g, p, _| process(g, p, message))
+            let may_defer = core.may_defer(gid);
+            let (processed, deferred) =
+                core.with_group(gid, |g, p, _| process(g, p, message, may_defer))?;
+            // Own messages are recognised without decrypting (nothing
+            // written); everything else wrote the entity unless deferred.
+            if !matches!(processed, Processed::Own { .. }) {
+                core.note_deferred(gid, deferred);
+            }
+            Ok(processed)
         })?;
         Ok(match processed {
             Processed::Application {
