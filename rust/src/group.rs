@@ -481,7 +481,10 @@ impl Group {
 
     /// Process an incoming message: ApplicationMessage, CommitMerged (the
     /// commit was validated and merged), ProposalStored or OwnMessage.
-    fn process(&self, py: Python<'_>, message: &[u8]) -> PyResult<Py<PyAny>> {
+    /// `defer_write=False` writes the message secrets of an application
+    /// message at once (the seam `bench/mls_receive.py` measures).
+    #[pyo3(signature = (message, *, defer_write=true))]
+    fn process(&self, py: Python<'_>, message: &[u8], defer_write: bool) -> PyResult<Py<PyAny>> {
         let gid = &self.group_id;
         let processed = run_write(py, &self.shared, |core| {
             if core.was_sent(message)? {
@@ -493,7 +496,7 @@ impl Group {
                     content_type: content_type_name(info.content_type()),
                 });
             }
-            let may_defer = core.may_defer(gid);
+            let may_defer = defer_write && core.may_defer(gid);
             let (processed, deferred) =
                 core.with_group(gid, |g, p, _| process(g, p, message, may_defer))?;
             // Own messages are recognised without decrypting (nothing
