@@ -41,7 +41,8 @@ SUITE = mls.Ciphersuite.HYBRID
 
 
 def _client(work: str, name: str) -> mls.Client:
-    return mls.Client.create(f"{work}/{name}.sqlite", os.urandom(32), name.encode(), ciphersuite=SUITE)
+    path = f"{work}/{name}.sqlite"
+    return mls.Client.create(path, os.urandom(32), name.encode(), ciphersuite=SUITE)
 
 
 def _throwaway_kp(work: str, i: int) -> bytes:
@@ -132,7 +133,8 @@ def main() -> None:
     for n in args.sizes:
         r = run(n, args.rounds)
         print(
-            f"| {n} | {r['dec_deferred']:.3f} | {r['dec_amortised']:.3f} | {r['dec_direct']:.2f} | {r['commit']:.0f} "
+            f"| {n} | {r['dec_deferred']:.3f} | {r['dec_amortised']:.3f} "
+            f"| {r['dec_direct']:.2f} | {r['commit']:.0f} "
             f"| {r['welcome']:.0f} | {r['common']:.0f} | {r['secrets']:.0f} "
             f"| {r['common'] + r['secrets']:.0f} | {r['tree']:.0f} | {r['welcome_tree']:.0f} "
             f"| {r['join']:.1f} |",

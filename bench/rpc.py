@@ -6,7 +6,10 @@ Run by hand from the repository root::
 
 Both servers run in one child process (its own core); the clients run here.
 Prints a table: median / p90 round trip of sequential calls and calls/s with
-``--inflight`` calls in flight, for two raw baselines and our RPC.
+``--inflight`` calls in flight, for two raw baselines and our RPC; then the
+cost of decoding one ping request and response (whole decode, and the
+structural validation in Rust alone) beside the node's CPU per ping (from
+``/proc/<pid>/stat`` of the server process while our RPC runs).
 Results are discussed in docs/perf/rpc.md.
 """
 
@@ -16,6 +19,7 @@ import argparse
 import asyncio
 import logging
 import multiprocessing as mp
+import os
 import ssl
 import statistics
 import sys
@@ -145,7 +149,37 @@ RAW_TUNED = "raw aioquic echo (coalescing, like ours)"
 OURS = "qpc RPC (capnp, no-op handler)"
 
 
-async def run(args: argparse.Namespace, raw_port: int, rpc_port: int, fp: str) -> None:
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _per_call_us(fn: Callable[[], object], n: int = 20_000) -> float:
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - t) / n)
+    return best * 1e6
+
+
+def decode_costs() -> dict[str, float]:
+    """µs per call: whole decode and the Rust validation alone, request and response."""
+    req = c.encode_request(c.Request(auth=b"t" * 32, call=c.PingParams(payload=b"x" * 16)))
+    resp = c.encode_response(c.Response(result=c.PingResult(payload=b"x" * 16, server_time_ms=0)))
+    limits = c.DEFAULT_LIMITS
+    return {
+        "decode ping request": _per_call_us(lambda: c.decode_request(req)),
+        "  of which validation": _per_call_us(lambda: c._validate(req, limits)),
+        "decode ping response": _per_call_us(lambda: c.decode_response(resp)),
+        "  of which validation ": _per_call_us(lambda: c._validate(resp, limits)),
+    }
+
+
+async def run(
+    args: argparse.Namespace, raw_port: int, rpc_port: int, fp: str, server_pid: int
+) -> None:
     qcfg = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=ssl.CERT_NONE)
     ccfg = ClientConfig(host="127.0.0.1", port=rpc_port, trust=tls.TrustConfig(fingerprint=fp))
     async with (
@@ -171,9 +205,13 @@ async def run(args: argparse.Namespace, raw_port: int, rpc_port: int, fp: str) -
             for name, fn in calls.items():
                 rtts[name] += await sequential(fn, args.calls // rounds)
         windows = max(1, round(args.seconds / 0.5))
+        node_cpu = 0.0
         for _ in range(windows):
             for name, fn in calls.items():
+                before = _cpu_seconds(server_pid)
                 done[name] += await throughput(fn, args.inflight, args.seconds / windows)
+                if name == OURS:
+                    node_cpu += _cpu_seconds(server_pid) - before
 
     print(
         f"{args.calls} sequential calls (interleaved in {rounds} rounds); "
@@ -194,6 +232,14 @@ async def run(args: argparse.Namespace, raw_port: int, rpc_port: int, fp: str) -
             f"{(med / base_med - 1) * 100:+.1f}% | {done[name] / done[RAW_TUNED] * 100:.0f}% | "
             f"{done[name] / done[RAW_NAIVE] * 100:.0f}% |"
         )
+    ping_cpu_us = node_cpu / done[OURS] * 1e6
+    print()
+    print(f"node CPU per ping ({args.inflight} in flight): {ping_cpu_us:.1f} µs")
+    print()
+    print("| codec step | µs per call | share of node CPU per ping |")
+    print("|---|---:|---:|")
+    for step, us in decode_costs().items():
+        print(f"| {step} | {us:.2f} | {us / ping_cpu_us * 100:.1f}% |")
 
 
 def main() -> None:
@@ -209,7 +255,8 @@ def main() -> None:
         proc.start()
         try:
             raw_port, rpc_port, fp = recv.recv()
-            asyncio.run(run(args, raw_port, rpc_port, fp))
+            assert proc.pid is not None
+            asyncio.run(run(args, raw_port, rpc_port, fp, proc.pid))
         finally:
             proc.terminate()
             proc.join()

@@ -13,7 +13,10 @@ from node.dispatch import NodeDispatcher
 from node.metrics import NodeMetrics
 from node.notify import InboxNotifier
 from node.services.common import NodeContext
+from node.store.base import Store
+from node.store.postgres import PostgresStore
 from node.store.sqlite import SqliteStore
+from proto import files
 from proto.errors import QpcError
 from proto.rpc_server import RpcServer, ServerConfig
 
@@ -28,7 +31,7 @@ class Node:
     def __init__(
         self,
         config: NodeConfig,
-        store: SqliteStore,
+        store: Store,
         ctx: NodeContext,
         dispatcher: NodeDispatcher,
         server: RpcServer,
@@ -50,34 +53,51 @@ class Node:
         config: NodeConfig,
         *,
         wall_clock: Callable[[], float] = time.time,
+        mono_clock: Callable[[], float] = time.monotonic,
     ) -> Node:
         """Open the store (applying migrations), load secrets, bind the socket.
 
         Args:
             config: the node configuration.
             wall_clock: seconds since the epoch; tests inject a fake to expire sessions.
+            mono_clock: monotonic seconds for rate limits and login expiry (tests
+                inject a fake to test the limits without timing windows).
         Raises:
             ConfigError: bad TLS or data-dir configuration.
             Unavailable: the database cannot be opened or migrated.
             OSError: the address cannot be bound.
         """
-        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        metrics = NodeMetrics()
-        store = await SqliteStore.open(
-            config.data_dir / DB_NAME,
-            write_batch=config.write_batch,
-            synchronous=config.sqlite_synchronous,
-            observer=metrics.observe_store,
-            batch_observer=metrics.observe_batch,
-        )
+        files.private_dir(config.data_dir)
+        metrics = NodeMetrics(worker=config.worker_id)
+        notifier = InboxNotifier()
+        store: Store
+        if config.store:
+            store = await PostgresStore.open(
+                config.store,
+                pool_size=config.pg_pool_size,
+                write_batch=config.write_batch,
+                observer=metrics.observe_store,
+                batch_observer=metrics.observe_batch,
+                wakeup=notifier.notify,
+                resync=notifier.notify_all,
+            )
+        else:
+            store = await SqliteStore.open(
+                config.data_dir / DB_NAME,
+                write_batch=config.write_batch,
+                synchronous=config.sqlite_synchronous,
+                observer=metrics.observe_store,
+                batch_observer=metrics.observe_batch,
+            )
         started: list[NodeDispatcher] = []
         try:
             ctx = NodeContext(
                 config=config,
                 store=store,
                 metrics=metrics,
-                notifier=InboxNotifier(),
+                notifier=notifier,
                 wall_clock=wall_clock,
+                mono_clock=mono_clock,
             )
             dispatcher = await NodeDispatcher.create(ctx)
             started.append(dispatcher)
@@ -91,6 +111,14 @@ class Node:
                     tls_dir=config.data_dir / "tls",
                     max_streams_per_connection=config.max_streams_per_connection,
                     max_request_bytes=config.max_request_bytes,
+                    max_connections=config.max_connections,
+                    max_connections_per_address=config.max_connections_per_address,
+                    max_buffered_request_bytes=config.max_buffered_request_bytes,
+                    max_data=config.connection_window_bytes,
+                    handshake_timeout=config.handshake_timeout_s,
+                    idle_timeout=config.idle_timeout_s,
+                    request_timeout=config.request_timeout_s,
+                    reuse_port=config.workers > 1,
                 ),
             )
             await server.start()
@@ -119,6 +147,16 @@ class Node:
     def address(self) -> str:
         """``host:port`` clients connect to."""
         return format_hostport(self.config.host, self.port)
+
+    @property
+    def connection_count(self) -> int:
+        """Open QUIC connections (handshaking or established)."""
+        return self._server.connection_count
+
+    @property
+    def refused_connections(self) -> int:
+        """New connections dropped by the connection limits since start."""
+        return self._server.refused_connections
 
     @property
     def fingerprint(self) -> str:

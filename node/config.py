@@ -35,7 +35,15 @@ class NodeConfig:
     data_dir: Path = dataclasses.field(
         default_factory=lambda: Path(platformdirs.user_data_dir("quicnprotochat-node"))
     )
-    """Directory for the database, the generated certificate and node secrets."""
+    """Directory for the SQLite database and the generated certificate."""
+    store: str = ""
+    """PostgreSQL DSN (``postgresql://USER@HOST/DB``); empty: SQLite in ``data_dir``."""
+    pg_pool_size: int = 8
+    """PostgreSQL connections per node process (plus one for LISTEN)."""
+    workers: int = 1
+    """Node processes sharing the UDP port (SO_REUSEPORT); more than 1 needs ``store``."""
+    worker_id: int = -1
+    """Set by ``--workers`` on each worker process (0..workers-1); -1: not a worker."""
     cert: Path | None = None
     """PEM certificate chain; with ``key``. Unset: a self-signed one in ``data_dir``."""
     key: Path | None = None
@@ -62,6 +70,22 @@ class NodeConfig:
     """Concurrent calls per QUIC connection (enforced by the RPC layer)."""
     max_subscriptions_per_device: int = 8
     """Concurrent fetchWait subscriptions per device."""
+    max_connections: int = 1024
+    """Open QUIC connections (handshaking or established); a new client beyond is dropped."""
+    max_connections_per_address: int = 64
+    """Open QUIC connections per source IP address, any port; a new one beyond is dropped."""
+    max_buffered_request_bytes: int = 64 * 1024 * KIB
+    """Node-wide bytes of unfinished (multi-packet) requests held at once; a stream
+    beyond is refused limitExceeded (each connection may hold 2 x max_request_bytes)."""
+    connection_window_bytes: int = 8 * 1024 * KIB
+    """QUIC flow-control window per connection: most unread bytes a client may have
+    in flight (aioquic buffers up to this per connection)."""
+    handshake_timeout_s: float = 10.0
+    """A connection that has not completed its handshake after this long is closed."""
+    idle_timeout_s: float = 60.0
+    """A connection with no packet for this long is closed (clients PING to stay)."""
+    request_timeout_s: float = 30.0
+    """A call whose request is not complete (FIN) after this long is refused, its buffer freed."""
     session_ttl_s: int = 7 * 24 * 3600
     """Lifetime of a session token."""
     login_ttl_s: int = 60
@@ -99,17 +123,30 @@ class NodeConfig:
             "max_key_package_bytes",
             "max_streams_per_connection",
             "max_subscriptions_per_device",
+            "max_connections",
+            "max_connections_per_address",
+            "max_buffered_request_bytes",
+            "connection_window_bytes",
             "session_ttl_s",
             "login_ttl_s",
             "retention_s",
             "login_burst",
             "write_burst",
             "write_batch",
+            "pg_pool_size",
+            "workers",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
-        for name in ("login_rate_per_s", "write_rate_per_s", "purge_interval_s"):
+        for name in (
+            "login_rate_per_s",
+            "write_rate_per_s",
+            "purge_interval_s",
+            "handshake_timeout_s",
+            "idle_timeout_s",
+            "request_timeout_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         for name in ("port", "metrics_port"):
@@ -119,6 +156,12 @@ class NodeConfig:
             raise ConfigError("cert and key must be given together")
         if self.sqlite_synchronous not in ("FULL", "NORMAL"):
             raise ConfigError("sqlite_synchronous must be FULL or NORMAL")
+        if self.store and not self.store.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("store must be a postgresql:// DSN (or empty for SQLite)")
+        if self.workers > 1 and not self.store:
+            raise ConfigError("workers > 1 needs the PostgreSQL store (--store postgresql://...)")
+        if not -1 <= self.worker_id < self.workers:
+            raise ConfigError("worker_id must be -1 or 0..workers-1")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"unknown log level {self.log_level!r}")
 
@@ -173,7 +216,7 @@ def _convert(name: str, value: object) -> object:
             if not isinstance(value, str | Path):
                 raise TypeError
             return Path(value).expanduser()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: "~user" of no user
         raise ConfigError(f"bad value for {name}: {value!r}") from None
     raise ConfigError(f"bad value for {name}: {value!r}")
 
@@ -185,6 +228,9 @@ _ALIASES = {
     "login_rate": "login_rate_per_s",
     "write_rate": "write_rate_per_s",
     "purge_interval": "purge_interval_s",
+    "handshake_timeout": "handshake_timeout_s",
+    "idle_timeout": "idle_timeout_s",
+    "request_timeout": "request_timeout_s",
 }
 """Long-option spellings whose field name differs (the unit suffix)."""
 
@@ -210,7 +256,7 @@ def load_toml(path: Path) -> dict[str, object]:
             data = tomllib.load(f)
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"bad TOML in {path}: {exc}") from None
     node_table = data.get("node", data)
     if not isinstance(node_table, dict):
@@ -245,6 +291,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         metavar="DIR",
         help="database, certificate and secrets (default: user data dir)",
+    )
+    p.add_argument(
+        "--store",
+        metavar="DSN",
+        help="PostgreSQL store postgresql://USER@HOST/DB (default: SQLite in --data-dir)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="node processes sharing the UDP port (SO_REUSEPORT; needs --store; default 1)",
+    )
+    p.add_argument(
+        "--worker-id",
+        type=int,
+        metavar="I",
+        help="set by --workers on each worker process it starts (not for direct use)",
     )
     p.add_argument("--cert", metavar="PEM", help="TLS certificate chain (default: self-signed)")
     p.add_argument("--key", metavar="PEM", help="TLS private key for --cert")
@@ -287,11 +350,32 @@ def build_parser() -> argparse.ArgumentParser:
             "max_subscriptions_per_device",
             "concurrent fetchWait subscriptions per device (default 8)",
         ),
+        (
+            "--max-connections",
+            "max_connections",
+            "open connections; new clients beyond are dropped (default 1024)",
+        ),
+        (
+            "--max-connections-per-address",
+            "max_connections_per_address",
+            "open connections per source IP (default 64)",
+        ),
+        (
+            "--max-buffered-request-bytes",
+            "max_buffered_request_bytes",
+            "bytes of unfinished requests held node-wide (default 64 MiB)",
+        ),
+        (
+            "--connection-window-bytes",
+            "connection_window_bytes",
+            "QUIC flow-control window per connection (default 8 MiB)",
+        ),
         ("--session-ttl", "session_ttl_s", "session token lifetime in seconds (default 7 days)"),
         ("--login-ttl", "login_ttl_s", "seconds between loginStart and loginFinish (default 60)"),
         ("--login-burst", "login_burst", "login attempts burst per address/account (default 10)"),
         ("--write-burst", "write_burst", "write calls burst per address/account (default 4000)"),
         ("--write-batch", "write_batch", "writes per group-commit transaction (default 256)"),
+        ("--pg-pool-size", "pg_pool_size", "PostgreSQL connections per process (default 8)"),
     ):
         limits.add_argument(flag, dest=dest, type=int, metavar="N", help=text)
     for flag, dest, text in (
@@ -306,6 +390,21 @@ def build_parser() -> argparse.ArgumentParser:
             "write calls per second per address/account (default 2000)",
         ),
         ("--purge-interval", "purge_interval_s", "seconds between expiry sweeps (default 60)"),
+        (
+            "--handshake-timeout",
+            "handshake_timeout_s",
+            "seconds a connection may take to finish its handshake (default 10)",
+        ),
+        (
+            "--idle-timeout",
+            "idle_timeout_s",
+            "seconds without a packet before a connection is closed (default 60)",
+        ),
+        (
+            "--request-timeout",
+            "request_timeout_s",
+            "seconds a call may take to send its whole request (default 30)",
+        ),
     ):
         limits.add_argument(flag, dest=dest, type=float, metavar="X", help=text)
     p.add_argument(

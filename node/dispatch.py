@@ -127,7 +127,7 @@ class NodeDispatcher:
 
     async def health(self, ctx: CallContext, params: HealthParams) -> HealthResult:
         """Node status."""
-        with self._observe("health"):
+        with self._observe(ctx.method):
             h = await self.misc.health()
             return HealthResult(
                 status=h.status,
@@ -138,13 +138,13 @@ class NodeDispatcher:
 
     async def ping(self, ctx: CallContext, params: PingParams) -> PingResult:
         """Echo."""
-        with self._observe("ping"):
+        with self._observe(ctx.method):
             payload, now_ms = self.misc.ping(params.payload)
             return PingResult(payload=payload, server_time_ms=now_ms)
 
     async def whoami(self, ctx: CallContext, params: WhoamiParams) -> WhoamiResult:
         """The session's identity."""
-        with self._observe("whoami"):
+        with self._observe(ctx.method):
             w = await self.misc.whoami(self._caller(ctx))
             return WhoamiResult(
                 username=w.username,
@@ -159,7 +159,7 @@ class NodeDispatcher:
         self, ctx: CallContext, params: RegisterStartParams
     ) -> RegisterStartResult:
         """OPAQUE registration step 1."""
-        with self._observe("registerStart"):
+        with self._observe(ctx.method):
             response = await self.auth.register_start(
                 self._caller(ctx), params.username, params.request
             )
@@ -169,13 +169,13 @@ class NodeDispatcher:
         self, ctx: CallContext, params: RegisterFinishParams
     ) -> RegisterFinishResult:
         """OPAQUE registration step 2."""
-        with self._observe("registerFinish"):
+        with self._observe(ctx.method):
             await self.auth.register_finish(self._caller(ctx), params.username, params.upload)
             return RegisterFinishResult()
 
     async def login_start(self, ctx: CallContext, params: LoginStartParams) -> LoginStartResult:
         """OPAQUE login step 1."""
-        with self._observe("loginStart"):
+        with self._observe(ctx.method):
             login_id, response = await self.auth.login_start(
                 self._caller(ctx), params.username, params.request
             )
@@ -183,7 +183,7 @@ class NodeDispatcher:
 
     async def login_finish(self, ctx: CallContext, params: LoginFinishParams) -> LoginFinishResult:
         """OPAQUE login step 2: a session token."""
-        with self._observe("loginFinish"):
+        with self._observe(ctx.method):
             token, expires_ms = await self.auth.login_finish(
                 self._caller(ctx), params.login_id, params.finalization, params.device_id
             )
@@ -191,7 +191,7 @@ class NodeDispatcher:
 
     async def logout(self, ctx: CallContext, params: LogoutParams) -> LogoutResult:
         """End the session."""
-        with self._observe("logout"):
+        with self._observe(ctx.method):
             session = await self._ctx.authenticate(self._caller(ctx))
             await self.auth.logout(session)
             return LogoutResult()
@@ -202,7 +202,7 @@ class NodeDispatcher:
         self, ctx: CallContext, params: RegisterDeviceParams
     ) -> RegisterDeviceResult:
         """Register the token's device."""
-        with self._observe("registerDevice"):
+        with self._observe(ctx.method):
             await self.keys.register_device(
                 self._caller(ctx), params.hybrid_key, params.signature, params.delivery_access_key
             )
@@ -212,7 +212,7 @@ class NodeDispatcher:
         self, ctx: CallContext, params: UploadKeyPackagesParams
     ) -> UploadKeyPackagesResult:
         """Upload a batch of KeyPackages."""
-        with self._observe("uploadKeyPackages"):
+        with self._observe(ctx.method):
             stock = await self.keys.upload_key_packages(
                 self._caller(ctx), params.packages, params.last_resort
             )
@@ -222,7 +222,7 @@ class NodeDispatcher:
         self, ctx: CallContext, params: FetchKeyPackageParams
     ) -> FetchKeyPackageResult:
         """Consume one KeyPackage."""
-        with self._observe("fetchKeyPackage"):
+        with self._observe(ctx.method):
             package, last_resort = await self.keys.fetch_key_package(
                 self._caller(ctx), params.username, params.device_id
             )
@@ -232,13 +232,13 @@ class NodeDispatcher:
         self, ctx: CallContext, params: KeyPackageCountParams
     ) -> KeyPackageCountResult:
         """The device's KeyPackage stock."""
-        with self._observe("keyPackageCount"):
+        with self._observe(ctx.method):
             c = await self.keys.key_package_count(self._caller(ctx))
             return KeyPackageCountResult(count=c.count, has_last_resort=c.has_last_resort)
 
     async def list_devices(self, ctx: CallContext, params: ListDevicesParams) -> ListDevicesResult:
         """A user's devices."""
-        with self._observe("listDevices"):
+        with self._observe(ctx.method):
             devices = await self.keys.list_devices(self._caller(ctx), params.username)
             return ListDevicesResult(
                 devices=tuple(
@@ -251,7 +251,7 @@ class NodeDispatcher:
         self, ctx: CallContext, params: FetchHybridKeyParams
     ) -> FetchHybridKeyResult:
         """A device's hybrid key."""
-        with self._observe("fetchHybridKey"):
+        with self._observe(ctx.method):
             d = await self.keys.fetch_hybrid_key(self._caller(ctx), params.device_id)
             return FetchHybridKeyResult(hybrid_key=d.hybrid_key, signature=d.signature)
 
@@ -259,7 +259,7 @@ class NodeDispatcher:
 
     async def enqueue(self, ctx: CallContext, params: EnqueueParams) -> EnqueueResult:
         """Enqueue one payload."""
-        with self._observe("enqueue"):
+        with self._observe(ctx.method):
             seq = await self.delivery.enqueue(
                 self._caller(ctx),
                 params.recipient,
@@ -273,7 +273,7 @@ class NodeDispatcher:
         self, ctx: CallContext, params: EnqueueCommitParams
     ) -> EnqueueCommitResult:
         """Epoch-checked commit fan-out."""
-        with self._observe("enqueueCommit"):
+        with self._observe(ctx.method):
             result = await self.delivery.enqueue_commit(
                 self._caller(ctx),
                 params.channel_id,
@@ -284,7 +284,7 @@ class NodeDispatcher:
 
     async def fetch(self, ctx: CallContext, params: FetchParams) -> FetchResult:
         """Envelopes after a cursor."""
-        with self._observe("fetch"):
+        with self._observe(ctx.method):
             stored = await self.delivery.fetch(self._caller(ctx), params.after_seq, params.limit)
             return FetchResult(envelopes=_envelopes(stored))
 
@@ -292,7 +292,7 @@ class NodeDispatcher:
         self, ctx: CallContext, params: FetchWaitParams
     ) -> AsyncIterator[FetchWaitResult]:
         """Streaming subscription to the caller's inbox."""
-        with self._observe("fetchWait", timed=False):
+        with self._observe(ctx.method, timed=False):
             batches = await self.delivery.fetch_wait(
                 self._caller(ctx), params.after_seq, params.timeout_ms
             )
@@ -300,13 +300,13 @@ class NodeDispatcher:
             async for batch in batches:
                 yield FetchWaitResult(envelopes=_envelopes(batch))
         except RpcError as exc:
-            self._ctx.metrics.errors.labels("fetchWait", exc.code.name.lower()).inc()
+            self._ctx.metrics.errors.labels(ctx.method, exc.code.name.lower()).inc()
             raise
         finally:
             await batches.aclose()
 
     async def ack(self, ctx: CallContext, params: AckParams) -> AckResult:
         """Delete envelopes up to a seq."""
-        with self._observe("ack"):
+        with self._observe(ctx.method):
             await self.delivery.ack(self._caller(ctx), params.upto_seq)
             return AckResult()

@@ -30,7 +30,10 @@ __all__ = ["EmbeddedNode", "NodeConfig", "start_embedded_node"]
 
 
 async def start_embedded_node(
-    config: NodeConfig | None = None, *, wall_clock: Callable[[], float] = time.time
+    config: NodeConfig | None = None,
+    *,
+    wall_clock: Callable[[], float] = time.time,
+    mono_clock: Callable[[], float] = time.monotonic,
 ) -> EmbeddedNode:
     """Start a node on the running event loop and return its handle.
 
@@ -38,5 +41,10 @@ async def start_embedded_node(
         config: settings (default: :class:`NodeConfig` defaults, i.e. 127.0.0.1:7000
             and the user data dir; pass ``port=0`` for a free port).
         wall_clock: seconds since the epoch; tests may inject one to expire sessions.
+        mono_clock: monotonic seconds (rate limits); tests may inject a fake one.
     """
-    return await Node.start(config if config is not None else NodeConfig(), wall_clock=wall_clock)
+    return await Node.start(
+        config if config is not None else NodeConfig(),
+        wall_clock=wall_clock,
+        mono_clock=mono_clock,
+    )

@@ -3,15 +3,23 @@
 Labels never carry user data: methods, error codes and store operation names
 only. Queue depth is reported as a node-wide total and as a histogram of
 depths seen at enqueue, never per inbox.
+
+Every exported sample also carries the labels ``worker`` (the worker id of
+``qpc-node --workers N``, ``-`` for a single process) and ``pid``, so the
+processes of one deployment stay apart even when scraped through one job.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from collections.abc import Iterator
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +41,38 @@ _LATENCY_BUCKETS = (
 )
 
 
+class _ProcessLabels:
+    """A collector re-exporting a registry with per-process labels on every sample."""
+
+    def __init__(self, source: CollectorRegistry, labels: dict[str, str]) -> None:
+        self._source = source
+        self._labels = labels
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._source.collect():
+            out = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            out.samples = [
+                Sample(s.name, {**s.labels, **self._labels}, s.value, s.timestamp, s.exemplar)
+                for s in metric.samples
+            ]
+            yield out
+
+
 class NodeMetrics:
     """All metrics of a node; see the ``help`` strings for each."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, worker: int = -1) -> None:
+        """Args: the worker id of this process (-1: not one of ``--workers``)."""
         self.registry = CollectorRegistry(auto_describe=True)
-        """Registry holding only this node's metrics."""
+        """Registry holding only this node's metrics (without the process labels)."""
+        self.process_labels = {
+            "worker": "-" if worker < 0 else str(worker),
+            "pid": str(os.getpid()),
+        }
+        """Labels the exporter adds to every sample."""
+        self.exported = CollectorRegistry(auto_describe=False)
+        """What the HTTP exporter serves: :attr:`registry` with :attr:`process_labels`."""
+        self.exported.register(_ProcessLabels(self.registry, self.process_labels))
         r = self.registry
         self.calls = Counter("qpc_node_calls", "RPC calls handled", ["method"], registry=r)
         self.errors = Counter(
@@ -115,7 +149,7 @@ class NodeMetrics:
 
     def serve(self, host: str, port: int) -> int:
         """Start the HTTP exporter in a daemon thread; return the bound port."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        server, thread = start_http_server(port, addr=host, registry=self.exported)
         self._server, self._thread = server, thread
         bound: int = server.server_address[1]
         log.info("metrics on http://%s:%d/metrics", host, bound)

@@ -2,9 +2,10 @@
 
 The delivery service calls :meth:`InboxNotifier.notify` after an enqueue has
 committed, handing over the stored envelopes so a subscriber can usually push
-them without reading the inbox again. A multi-node backend (PostgreSQL
-LISTEN/NOTIFY) would call it from its listener too, without envelopes:
-subscribers then read the inbox.
+them without reading the inbox again. The PostgreSQL store calls it from its
+LISTEN connection for inboxes other node processes wrote to, without
+envelopes: subscribers then read the inbox; and :meth:`InboxNotifier.notify_all`
+when notifications may have been missed.
 """
 
 from __future__ import annotations
@@ -83,6 +84,12 @@ class InboxNotifier:
         """Wake every subscriber of ``recipient``, announcing the new (committed) envelopes."""
         for sub in self._waiters.get(recipient, ()):
             sub._offer(envelopes)
+
+    def notify_all(self) -> None:
+        """Wake every subscriber of every inbox, announcing nothing (they re-read)."""
+        for waiters in self._waiters.values():
+            for sub in waiters:
+                sub._offer(())
 
     def count(self, recipient: bytes) -> int:
         """Subscribers of one inbox."""

@@ -19,6 +19,7 @@ __all__ = [
     "MessageInfo",
     "OwnMessage",
     "ProposalStored",
+    "capnp_validate",
     "message_info",
     "openmls_version",
     "parse_key_package",
@@ -32,6 +33,7 @@ DEFAULT_CIPHERSUITE: Final[int]
 MAX_PAST_EPOCHS: Final[int]
 MAX_MESSAGE_BYTES: Final[int]
 
+def capnp_validate(data: bytes, traversal_limit_words: int, nesting_limit: int) -> int: ...
 def supported_ciphersuites() -> list[int]: ...
 def openmls_version() -> str: ...
 def parse_key_package(data: bytes) -> KeyPackageInfo: ...

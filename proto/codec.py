@@ -25,22 +25,25 @@ from typing import Any, Final
 import capnp
 
 from proto import messages
+from proto._mls import capnp_validate as _capnp_validate
 from proto.errors import EncodeError, ErrorCode, ProtocolError
 from proto.messages import *  # noqa: F403 - codec re-exports every message type
-from proto.messages import (
+from proto.messages import ErrorInfo, Request, Response, snake_case
+from proto.rpc_api import (
     METHOD_BY_NAME,
     METHOD_BY_PARAMS,
     METHOD_BY_RESULT,
     METHOD_NAMES,
     METHODS,
-    ErrorInfo,
-    Request,
-    Response,
-    snake_case,
 )
 
 __all__ = [
     *messages.__all__,
+    "METHODS",
+    "METHOD_BY_NAME",
+    "METHOD_BY_PARAMS",
+    "METHOD_BY_RESULT",
+    "METHOD_NAMES",
     "DEFAULT_LIMITS",
     "SCHEMA_PATH",
     "CodecLimits",
@@ -88,10 +91,12 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+if _schema.NodeService.schema.method_names != METHOD_NAMES:  # pragma: no cover
+    raise ImportError("proto/rpc_api.py is stale: run python -m proto.rpc_api_gen")
 if tuple(_RequestSchema.schema.union_fields) != METHOD_NAMES or tuple(
     _ResponseSchema.schema.union_fields
 ) != ("error", *METHOD_NAMES):  # pragma: no cover - guards schema drift at import time
-    raise ImportError("node.capnp Request/Response unions do not match proto.messages")
+    raise ImportError("node.capnp Request/Response unions must list NodeService's methods")
 
 _ERROR_NAMES: Final[dict[str, int]] = dict(_schema.ErrorCode.schema.enumerants)
 if sorted(_ERROR_NAMES.values()) != [int(c) for c in ErrorCode] or any(
@@ -217,7 +222,9 @@ def _make_reader(cls: type[Any]) -> Callable[[Any], Any]:
     input). pycapnp already returns bytes / str / int / bool for scalar
     fields, and ``_get_by_field`` with pre-resolved schema fields is ~3x
     faster than ``getattr``; a straight-line constructor call saves the
-    generic loop and ``**kwargs``.
+    generic loop and ``**kwargs``. Why this stays generated source with
+    private accessors rather than closures over the public API (measured with
+    ``bench/codec.py``): docs/perf/rpc.md, "Field access".
     """
     ns: dict[str, Any] = {"cls": cls, "READERS": _READERS}
     args = []
@@ -297,17 +304,37 @@ def _open(schema: Any, data: bytes, limits: CodecLimits) -> Any:
         for words in struct.unpack_from(f"<{count}I", data, 4):
             segments.append(view[pos : pos + 8 * words])
             pos += 8 * words
-    traversal = min(limits.traversal_limit_words, 2 * (size // 8) + 64)
+    traversal = _traversal_limit(size, limits)
     # from_segments: no copy, and no context manager round trip per message.
     return schema.from_segments(
         segments, traversal_limit_in_words=traversal, nesting_limit=limits.nesting_limit
     )
 
 
+def _traversal_limit(size: int, limits: CodecLimits) -> int:
+    return min(limits.traversal_limit_words, 2 * (size // 8) + 64)
+
+
+def _validate(data: bytes, limits: CodecLimits) -> None:
+    """Check the segment table and every pointer before pycapnp reads ``data``.
+
+    pycapnp does not translate every C++ exception: a malformed far or list
+    pointer reaching some of its entry points aborts the process. The Rust
+    ``capnp`` crate (``proto._mls.capnp_validate``) walks the whole message
+    under the same traversal and nesting limits and returns an error instead,
+    so only structurally sound messages reach pycapnp (docs/PROTOCOL.md,
+    "Decoding untrusted bytes").
+    """
+    try:
+        _capnp_validate(data, _traversal_limit(len(data), limits), limits.nesting_limit)
+    except ValueError as exc:
+        raise ProtocolError(f"malformed message: {exc}") from None
+
+
 def _decode(schema: Any, data: bytes, limits: CodecLimits, body: Callable[[Any], Any]) -> Any:
     try:
         reader = _open(schema, data, limits)
-        reader.total_size  # noqa: B018 - traverses the whole message: enforces limits
+        _validate(data, limits)
         return body(reader)
     except ProtocolError:
         raise

@@ -1,27 +1,25 @@
 """Typed messages of the node protocol: frozen, slotted, keyword-only dataclasses.
 
-One ``<Method>Params`` and one ``<Method>Result`` per method of
-``proto/schemas/node.capnp`` (field names are the schema's in snake_case), plus
-:class:`Envelope`, :class:`Device`, :class:`Recipient`, :class:`ErrorInfo`,
-:class:`Request` and :class:`Response`. :mod:`proto.codec` turns them into bytes
-and back; everything here is plain Python (no capnp).
+One ``<Method>Params`` (a :class:`Params`) and one ``<Method>Result`` (a
+:class:`Result`) per method of ``proto/schemas/node.capnp`` (field names are the
+schema's in snake_case), plus :class:`Envelope`, :class:`Device`,
+:class:`Recipient`, :class:`ErrorInfo`, :class:`Request`, :class:`Response` and
+the handler's :class:`CallContext`. :mod:`proto.codec` turns them into bytes and
+back; :mod:`proto.rpc_api` (generated from the schema) pairs them into the
+method table. Everything here is plain Python (no capnp).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TypeVar
 
-from proto.errors import ErrorCode, RpcError, error_for_code
+from proto.errors import ErrorCode, ProtocolError, RpcError, error_for_code
 
 __all__ = [
-    "METHODS",
-    "METHOD_BY_NAME",
-    "METHOD_BY_PARAMS",
-    "METHOD_BY_RESULT",
-    "METHOD_NAMES",
     "AckParams",
     "AckResult",
+    "CallContext",
     "Device",
     "EnqueueCommitParams",
     "EnqueueCommitResult",
@@ -67,6 +65,7 @@ __all__ = [
     "UploadKeyPackagesResult",
     "WhoamiParams",
     "WhoamiResult",
+    "expect_result",
     "result_or_raise",
     "snake_case",
 ]
@@ -132,15 +131,29 @@ class ErrorInfo:
 
 # ------------------------------------------------------- params and results
 # Field names are the schema's in snake_case; the codec derives camelCase.
+# Each method's pair is listed in ``proto/rpc_api.py`` (generated from the
+# schema's ``NodeService``); a new method needs only its two dataclasses here.
+
+
+class Params:
+    """Base of every method's parameters (a ``Request`` union member)."""
+
+    __slots__ = ()
+
+
+class Result:
+    """Base of every method's result (a ``Response`` union member other than ``error``)."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class HealthParams:
+class HealthParams(Params):
     """``health`` has no parameters."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class HealthResult:
+class HealthResult(Result):
     """Node status."""
 
     status: str
@@ -150,14 +163,14 @@ class HealthResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PingParams:
+class PingParams(Params):
     """Echo request (payload at most 1 KiB)."""
 
     payload: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PingResult:
+class PingResult(Result):
     """Echoed payload and the node's wall clock in ms."""
 
     payload: bytes
@@ -165,12 +178,12 @@ class PingResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class WhoamiParams:
+class WhoamiParams(Params):
     """``whoami`` has no parameters."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class WhoamiResult:
+class WhoamiResult(Result):
     """Identity bound to the session token."""
 
     username: str
@@ -180,7 +193,7 @@ class WhoamiResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RegisterStartParams:
+class RegisterStartParams(Params):
     """OPAQUE registration, first message."""
 
     username: str
@@ -188,14 +201,14 @@ class RegisterStartParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RegisterStartResult:
+class RegisterStartResult(Result):
     """OPAQUE RegistrationResponse."""
 
     response: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RegisterFinishParams:
+class RegisterFinishParams(Params):
     """OPAQUE registration upload."""
 
     username: str
@@ -203,12 +216,12 @@ class RegisterFinishParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RegisterFinishResult:
+class RegisterFinishResult(Result):
     """Empty result."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LoginStartParams:
+class LoginStartParams(Params):
     """OPAQUE login, first message."""
 
     username: str
@@ -216,7 +229,7 @@ class LoginStartParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LoginStartResult:
+class LoginStartResult(Result):
     """Login state id and OPAQUE CredentialResponse."""
 
     login_id: bytes
@@ -224,7 +237,7 @@ class LoginStartResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LoginFinishParams:
+class LoginFinishParams(Params):
     """OPAQUE finalization plus the device the token is bound to."""
 
     login_id: bytes
@@ -233,7 +246,7 @@ class LoginFinishParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LoginFinishResult:
+class LoginFinishResult(Result):
     """Session token (32 bytes) and its expiry (Unix ms)."""
 
     token: bytes
@@ -241,17 +254,17 @@ class LoginFinishResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LogoutParams:
+class LogoutParams(Params):
     """``logout`` has no parameters."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LogoutResult:
+class LogoutResult(Result):
     """Empty result."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RegisterDeviceParams:
+class RegisterDeviceParams(Params):
     """Register the token's device with its hybrid key."""
 
     hybrid_key: bytes
@@ -260,12 +273,12 @@ class RegisterDeviceParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RegisterDeviceResult:
+class RegisterDeviceResult(Result):
     """Empty result."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class UploadKeyPackagesParams:
+class UploadKeyPackagesParams(Params):
     """A batch of KeyPackages; empty ``last_resort`` keeps the current one."""
 
     packages: tuple[bytes, ...]
@@ -273,14 +286,14 @@ class UploadKeyPackagesParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class UploadKeyPackagesResult:
+class UploadKeyPackagesResult(Result):
     """Stock after the upload."""
 
     stock: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FetchKeyPackageParams:
+class FetchKeyPackageParams(Params):
     """Consume one KeyPackage of a user's device."""
 
     username: str
@@ -288,7 +301,7 @@ class FetchKeyPackageParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FetchKeyPackageResult:
+class FetchKeyPackageResult(Result):
     """The KeyPackage and whether it is the (reused) last-resort one."""
 
     package: bytes
@@ -296,12 +309,12 @@ class FetchKeyPackageResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class KeyPackageCountParams:
+class KeyPackageCountParams(Params):
     """``keyPackageCount`` has no parameters."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class KeyPackageCountResult:
+class KeyPackageCountResult(Result):
     """KeyPackage stock of the token's device."""
 
     count: int
@@ -309,28 +322,28 @@ class KeyPackageCountResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ListDevicesParams:
+class ListDevicesParams(Params):
     """List a user's devices."""
 
     username: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ListDevicesResult:
+class ListDevicesResult(Result):
     """The user's devices."""
 
     devices: tuple[Device, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FetchHybridKeyParams:
+class FetchHybridKeyParams(Params):
     """Fetch a device's hybrid key."""
 
     device_id: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FetchHybridKeyResult:
+class FetchHybridKeyResult(Result):
     """Hybrid key and the identity key's signature over it."""
 
     hybrid_key: bytes
@@ -338,7 +351,7 @@ class FetchHybridKeyResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EnqueueParams:
+class EnqueueParams(Params):
     """Enqueue one payload; ``access_key`` authorises sealed-sender calls."""
 
     recipient: bytes
@@ -348,14 +361,14 @@ class EnqueueParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EnqueueResult:
+class EnqueueResult(Result):
     """Assigned inbox sequence number."""
 
     seq: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EnqueueCommitParams:
+class EnqueueCommitParams(Params):
     """Commit fan-out, accepted only at the channel's current epoch."""
 
     channel_id: bytes
@@ -364,7 +377,7 @@ class EnqueueCommitParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EnqueueCommitResult:
+class EnqueueCommitResult(Result):
     """One seq per fan-out entry, and the channel's new epoch."""
 
     seqs: tuple[int, ...]
@@ -372,7 +385,7 @@ class EnqueueCommitResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FetchParams:
+class FetchParams(Params):
     """Fetch envelopes after a cursor."""
 
     after_seq: int
@@ -380,14 +393,14 @@ class FetchParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FetchResult:
+class FetchResult(Result):
     """Envelopes in seq order."""
 
     envelopes: tuple[Envelope, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FetchWaitParams:
+class FetchWaitParams(Params):
     """Subscribe to the inbox after a cursor; ``timeout_ms`` 0 = until cancelled."""
 
     after_seq: int
@@ -395,69 +408,22 @@ class FetchWaitParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FetchWaitResult:
+class FetchWaitResult(Result):
     """One push of the fetchWait stream."""
 
     envelopes: tuple[Envelope, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AckParams:
+class AckParams(Params):
     """Delete envelopes up to and including ``upto_seq``."""
 
     upto_seq: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AckResult:
+class AckResult(Result):
     """Empty result."""
-
-
-Params = (
-    HealthParams
-    | PingParams
-    | WhoamiParams
-    | RegisterStartParams
-    | RegisterFinishParams
-    | LoginStartParams
-    | LoginFinishParams
-    | LogoutParams
-    | RegisterDeviceParams
-    | UploadKeyPackagesParams
-    | FetchKeyPackageParams
-    | KeyPackageCountParams
-    | ListDevicesParams
-    | FetchHybridKeyParams
-    | EnqueueParams
-    | EnqueueCommitParams
-    | FetchParams
-    | FetchWaitParams
-    | AckParams
-)
-"""Any method's parameters (the ``Request`` union)."""
-
-Result = (
-    HealthResult
-    | PingResult
-    | WhoamiResult
-    | RegisterStartResult
-    | RegisterFinishResult
-    | LoginStartResult
-    | LoginFinishResult
-    | LogoutResult
-    | RegisterDeviceResult
-    | UploadKeyPackagesResult
-    | FetchKeyPackageResult
-    | KeyPackageCountResult
-    | ListDevicesResult
-    | FetchHybridKeyResult
-    | EnqueueResult
-    | EnqueueCommitResult
-    | FetchResult
-    | FetchWaitResult
-    | AckResult
-)
-"""Any method's result (the ``Response`` union minus ``error``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -502,51 +468,36 @@ def snake_case(name: str) -> str:
     return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name)
 
 
-METHOD_NAMES: Final = (
-    "health",
-    "ping",
-    "whoami",
-    "registerStart",
-    "registerFinish",
-    "loginStart",
-    "loginFinish",
-    "logout",
-    "registerDevice",
-    "uploadKeyPackages",
-    "fetchKeyPackage",
-    "keyPackageCount",
-    "listDevices",
-    "fetchHybridKey",
-    "enqueue",
-    "enqueueCommit",
-    "fetch",
-    "fetchWait",
-    "ack",
-)
-"""Schema names in ordinal order (the codec checks this against the schema)."""
-
-METHODS: Final[tuple[Method, ...]] = tuple(
-    Method(
-        name=n,
-        attr=snake_case(n),
-        params=globals()[n[0].upper() + n[1:] + "Params"],
-        result=globals()[n[0].upper() + n[1:] + "Result"],
-        streaming=(n == "fetchWait"),
-    )
-    for n in METHOD_NAMES
-)
-"""Every method in schema (ordinal) order."""
-
-METHOD_BY_PARAMS: Final[dict[type[Any], Method]] = {m.params: m for m in METHODS}
-"""Params dataclass -> method."""
-METHOD_BY_RESULT: Final[dict[type[Any], Method]] = {m.result: m for m in METHODS}
-"""Result dataclass -> method."""
-METHOD_BY_NAME: Final[dict[str, Method]] = {m.name: m for m in METHODS}
-"""Schema name -> method."""
-
-
 def result_or_raise(response: Response) -> Result:
     """Return the result, or raise the :class:`RpcError` subclass of an error."""
     if isinstance(response.result, ErrorInfo):
         raise response.result.to_exception()
     return response.result
+
+
+R = TypeVar("R", bound=Result)
+
+
+def expect_result(result: Result, cls: type[R]) -> R:
+    """``result`` as ``cls``, the method's result type.
+
+    Raises:
+        ProtocolError: the node answered with another method's result.
+    """
+    if not isinstance(result, cls):
+        raise ProtocolError(f"expected {cls.__name__}, node sent {type(result).__name__}")
+    return result
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallContext:
+    """Who is calling: passed to every node handler method."""
+
+    auth: bytes
+    """``Request.auth``: the session token, or empty. Not yet verified."""
+    peer: tuple[str, int]
+    """Client address (host, port) when the connection was made."""
+    connection_id: int
+    """Server-local id of the QUIC connection (stable for its lifetime)."""
+    method: str
+    """Schema name of the method being called, e.g. ``"fetchWait"``."""

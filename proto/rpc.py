@@ -1,7 +1,8 @@
-"""Shared pieces of the stream-per-call RPC: ALPN, call context, handler protocol.
+"""Shared pieces of the stream-per-call RPC: ALPN, stream/close codes, framing.
 
-The node implements :class:`NodeHandler` (one ``async`` method per call of
-``docs/PROTOCOL.md``) and serves it with :class:`proto.rpc_server.RpcServer`;
+The node implements :class:`NodeHandler` (generated in :mod:`proto.rpc_api`
+from the schema: one method per ``NodeService`` method, each given a
+:class:`CallContext`) and serves it with :class:`proto.rpc_server.RpcServer`;
 clients use :class:`proto.rpc_client.RpcClient`. Wire framing is one Cap'n Proto
 message per ``Request``/``Response`` (see :mod:`proto.codec`).
 """
@@ -9,56 +10,28 @@ message per ``Request``/``Response`` (see :mod:`proto.codec`).
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from aioquic.tls import Epoch
 
-from proto.codec import (
-    DEFAULT_LIMITS,
-    AckParams,
-    AckResult,
-    CodecLimits,
-    EnqueueCommitParams,
-    EnqueueCommitResult,
-    EnqueueParams,
-    EnqueueResult,
-    FetchHybridKeyParams,
-    FetchHybridKeyResult,
-    FetchKeyPackageParams,
-    FetchKeyPackageResult,
-    FetchParams,
-    FetchResult,
-    FetchWaitParams,
-    FetchWaitResult,
-    HealthParams,
-    HealthResult,
-    KeyPackageCountParams,
-    KeyPackageCountResult,
-    ListDevicesParams,
-    ListDevicesResult,
-    LoginFinishParams,
-    LoginFinishResult,
-    LoginStartParams,
-    LoginStartResult,
-    LogoutParams,
-    LogoutResult,
-    PingParams,
-    PingResult,
-    RegisterDeviceParams,
-    RegisterDeviceResult,
-    RegisterFinishParams,
-    RegisterFinishResult,
-    RegisterStartParams,
-    RegisterStartResult,
-    UploadKeyPackagesParams,
-    UploadKeyPackagesResult,
-    WhoamiParams,
-    WhoamiResult,
-    frame_length,
-)
+from proto.codec import DEFAULT_LIMITS, CodecLimits, frame_length
 from proto.errors import ProtocolError
+from proto.messages import CallContext
+from proto.rpc_api import NodeHandler
+
+__all__ = [
+    "ALPN",
+    "DEFAULT_PORT",
+    "CallContext",
+    "CloseCode",
+    "MessageSplitter",
+    "NodeHandler",
+    "StreamError",
+    "ack_now",
+    "ack_pending",
+    "drop_scheduled_transmit",
+    "hold_ack",
+]
 
 ALPN = "qpc/1"
 """TLS ALPN protocol id."""
@@ -90,130 +63,8 @@ class CloseCode(enum.IntEnum):
     """The client closed the connection."""
     KEEPALIVE_TIMEOUT = 0x202
     """The client declared the node dead (no packets within ``dead_timeout``)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallContext:
-    """Who is calling: passed to every :class:`NodeHandler` method."""
-
-    auth: bytes
-    """``Request.auth``: the session token, or empty. Not yet verified."""
-    peer: tuple[str, int]
-    """Client address (host, port) when the connection was made."""
-    connection_id: int
-    """Server-local id of the QUIC connection (stable for its lifetime)."""
-    method: str
-    """Schema name of the method being called, e.g. ``"fetchWait"``."""
-
-
-class NodeHandler(Protocol):
-    """What the node implements; one method per call of ``docs/PROTOCOL.md``.
-
-    Raise a :class:`proto.errors.RpcError` subclass to answer with that error
-    code; any other exception answers ``internal`` with a generic message (it is
-    logged by the server, never sent). Handler work is cancelled
-    (``asyncio.CancelledError``) when the client resets the stream or the
-    connection drops.
-    """
-
-    async def health(self, ctx: CallContext, params: HealthParams) -> HealthResult:
-        """Node status."""
-        ...
-
-    async def ping(self, ctx: CallContext, params: PingParams) -> PingResult:
-        """Echo plus server time."""
-        ...
-
-    async def whoami(self, ctx: CallContext, params: WhoamiParams) -> WhoamiResult:
-        """Identity bound to ``ctx.auth``."""
-        ...
-
-    async def register_start(
-        self, ctx: CallContext, params: RegisterStartParams
-    ) -> RegisterStartResult:
-        """OPAQUE registration, step 1."""
-        ...
-
-    async def register_finish(
-        self, ctx: CallContext, params: RegisterFinishParams
-    ) -> RegisterFinishResult:
-        """OPAQUE registration, step 2."""
-        ...
-
-    async def login_start(self, ctx: CallContext, params: LoginStartParams) -> LoginStartResult:
-        """OPAQUE login, step 1."""
-        ...
-
-    async def login_finish(self, ctx: CallContext, params: LoginFinishParams) -> LoginFinishResult:
-        """OPAQUE login, step 2: issues the session token."""
-        ...
-
-    async def logout(self, ctx: CallContext, params: LogoutParams) -> LogoutResult:
-        """Revoke ``ctx.auth``."""
-        ...
-
-    async def register_device(
-        self, ctx: CallContext, params: RegisterDeviceParams
-    ) -> RegisterDeviceResult:
-        """Register the token's device and its hybrid key."""
-        ...
-
-    async def upload_key_packages(
-        self, ctx: CallContext, params: UploadKeyPackagesParams
-    ) -> UploadKeyPackagesResult:
-        """Store a batch of KeyPackages."""
-        ...
-
-    async def fetch_key_package(
-        self, ctx: CallContext, params: FetchKeyPackageParams
-    ) -> FetchKeyPackageResult:
-        """Consume one KeyPackage."""
-        ...
-
-    async def key_package_count(
-        self, ctx: CallContext, params: KeyPackageCountParams
-    ) -> KeyPackageCountResult:
-        """KeyPackage stock of the token's device."""
-        ...
-
-    async def list_devices(self, ctx: CallContext, params: ListDevicesParams) -> ListDevicesResult:
-        """A user's devices."""
-        ...
-
-    async def fetch_hybrid_key(
-        self, ctx: CallContext, params: FetchHybridKeyParams
-    ) -> FetchHybridKeyResult:
-        """A device's hybrid key."""
-        ...
-
-    async def enqueue(self, ctx: CallContext, params: EnqueueParams) -> EnqueueResult:
-        """Enqueue one payload for a device."""
-        ...
-
-    async def enqueue_commit(
-        self, ctx: CallContext, params: EnqueueCommitParams
-    ) -> EnqueueCommitResult:
-        """Epoch-checked commit fan-out."""
-        ...
-
-    async def fetch(self, ctx: CallContext, params: FetchParams) -> FetchResult:
-        """Envelopes after a cursor."""
-        ...
-
-    def fetch_wait(
-        self, ctx: CallContext, params: FetchWaitParams
-    ) -> AsyncIterator[FetchWaitResult]:
-        """Streaming subscription: implement as an ``async def`` generator.
-
-        Each yielded result is sent as one ``Response``; returning ends the
-        stream (FIN). The generator is closed (``GeneratorExit``/cancel) when
-        the client stops the subscription.
-        """
-        ...
-
-    async def ack(self, ctx: CallContext, params: AckParams) -> AckResult:
-        """Delete envelopes up to a seq."""
-        ...
+    HANDSHAKE_TIMEOUT = 0x203
+    """The node closed a connection that did not complete its handshake in time."""
 
 
 def drop_scheduled_transmit(protocol: Any) -> None:

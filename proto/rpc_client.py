@@ -39,7 +39,6 @@ from proto import tls
 from proto.codec import (
     CodecLimits,
     ErrorInfo,
-    FetchWaitParams,
     FetchWaitResult,
     Params,
     Request,
@@ -55,7 +54,7 @@ from proto.errors import (
 )
 from proto.quic_client import END, ClientConnection, PendingCall, expire_calls
 from proto.rpc import ALPN, DEFAULT_PORT, CloseCode
-from proto.rpc_calls import NodeCalls
+from proto.rpc_api import NodeCalls
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +67,10 @@ class ClientConfig:
     """Node host name or address."""
     port: int = DEFAULT_PORT
     """Node UDP port."""
+    alternates: tuple[tuple[str, int], ...] = ()
+    """Further addresses of the same deployment (same TLS key), as (host, port).
+    A failed connection attempt moves to the next address, and so does a lost
+    connection; the key is checked against the pin of the first address."""
     server_name: str | None = None
     """TLS SNI / CA host name check (default: ``host``)."""
     trust: tls.TrustConfig = field(default_factory=lambda: tls.TrustConfig(insecure=False))
@@ -85,7 +88,8 @@ class ClientConfig:
     reconnect: bool = True
     """Reconnect automatically (jittered exponential backoff) after a loss."""
     reconnect_wait: float = 15.0
-    """How long a call waits for a (re)connection before ``ConnectionLost`` (s)."""
+    """How long a call waits for a (re)connection before ``ConnectionLost`` (s);
+    plus ``connect_timeout`` for each of the ``alternates``."""
     backoff_initial: float = 0.2
     """First reconnect delay bound (s); doubles per attempt (full jitter)."""
     backoff_max: float = 10.0
@@ -191,8 +195,11 @@ class Subscription:
         self._done = True
 
 
-class RpcClient(NodeCalls):
+class RpcClient(NodeCalls[Subscription]):
     """A connection to one node with typed async methods per call.
+
+    The per-method methods (``health``, ``enqueue``, ``fetch_wait``, ...) come
+    from :class:`proto.rpc_api.NodeCalls`, generated from the schema.
 
     The first use connects (or call :meth:`connect` to fail fast on a wrong
     key). After a loss the client reconnects in the background with jittered
@@ -219,8 +226,22 @@ class RpcClient(NodeCalls):
         self._last_error: BaseException | None = None
         self.connects = 0
         """Number of successful connections so far (reconnects included)."""
+        self.addresses: tuple[tuple[str, int], ...] = (
+            (self.config.host, self.config.port),
+            *self.config.alternates,
+        )
+        """Every address of the node, in the order they are tried."""
+        self._at = 0  # index into addresses of the one in use / tried next
 
     # ---------------------------------------------------------------- public
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) in use, or tried next."""
+        return self.addresses[self._at]
+
+    def _next_address(self) -> None:
+        self._at = (self._at + 1) % len(self.addresses)
 
     @property
     def connected(self) -> bool:
@@ -263,14 +284,6 @@ class RpcClient(NodeCalls):
     def subscribe(self, params: Params, *, auth: bytes | None = None) -> Subscription:
         """Start a streaming call (opened on ``async with`` or first iteration)."""
         return Subscription(self, params, auth)
-
-    def fetch_wait(
-        self, *, after_seq: int, timeout_ms: int = 0, auth: bytes | None = None
-    ) -> Subscription:
-        """Subscribe to the inbox after ``after_seq`` (see docs/PROTOCOL.md)."""
-        return self.subscribe(
-            FetchWaitParams(after_seq=after_seq, timeout_ms=timeout_ms), auth=auth
-        )
 
     async def close(self) -> None:
         """Close the connection (pending calls fail with ConnectionLost)."""
@@ -316,12 +329,15 @@ class RpcClient(NodeCalls):
         proto = self._proto
         if proto is not None and proto.dead is None:
             return proto
+        cfg = self.config
+        # each further address may cost one connect attempt before a live one
+        wait = cfg.reconnect_wait + cfg.connect_timeout * (len(self.addresses) - 1)
         try:
-            return await asyncio.wait_for(self._reconnect(), self.config.reconnect_wait)
+            return await asyncio.wait_for(self._reconnect(), wait)
         except TimeoutError:
             raise ConnectionLost(
-                f"no connection to {self.config.host}:{self.config.port} "
-                f"within {self.config.reconnect_wait:g}s (last error: {self._last_error})"
+                f"no connection to {_fmt(*self.address)} "
+                f"within {wait:g}s (last error: {self._last_error})"
             ) from None
 
     async def _reconnect(self) -> ClientConnection:
@@ -340,8 +356,11 @@ class RpcClient(NodeCalls):
                     raise
                 except QpcError as exc:
                     self._last_error = exc
+                    self._next_address()
                     if not cfg.reconnect:
                         raise
+                    if self._at != 0:  # try every address once before backing off
+                        continue
                     bound = min(cfg.backoff_max, cfg.backoff_initial * 2**attempt)
                     attempt += 1
                     delay = random.uniform(bound / 2, bound)  # noqa: S311 - jitter only
@@ -350,12 +369,15 @@ class RpcClient(NodeCalls):
 
     async def _connect_once(self) -> ClientConnection:
         cfg = self.config
+        host, port = self.address
+        pin_name = f"{cfg.host}:{cfg.port}"  # one deployment, one key: the first address's pin
+        where = _fmt(host, port)
         loop = asyncio.get_running_loop()
         qcfg = QuicConfiguration(
             is_client=True,
             alpn_protocols=[ALPN],
             idle_timeout=cfg.idle_timeout,
-            server_name=cfg.server_name or cfg.host,
+            server_name=cfg.server_name or host,
         )
         if cfg.trust.verify_ca:
             qcfg.verify_mode = ssl.CERT_REQUIRED
@@ -364,7 +386,7 @@ class RpcClient(NodeCalls):
         else:
             qcfg.verify_mode = ssl.CERT_NONE  # the key is checked against the pin below
         try:
-            infos = await loop.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_DGRAM)
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
             addr: Any = infos[0][4]
             if len(addr) == 2:
                 addr = ("::ffff:" + addr[0], addr[1], 0, 0)
@@ -379,25 +401,25 @@ class RpcClient(NodeCalls):
                 sock.close()
                 raise
         except OSError as exc:
-            raise TransportError(f"cannot reach {cfg.host}:{cfg.port}: {exc}") from None
+            raise TransportError(f"cannot reach {where}: {exc}") from None
         assert isinstance(proto, ClientConnection)
         proto.limits = self._limits
         try:
             proto.connect(addr)
             cert = await asyncio.wait_for(asyncio.shield(proto.handshake), cfg.connect_timeout)
-            self.fingerprint = tls.check_server_key(cfg.trust, f"{cfg.host}:{cfg.port}", cert)
+            self.fingerprint = tls.check_server_key(cfg.trust, pin_name, cert)
         except FingerprintMismatch as exc:
             proto.kill(exc)
             raise
         except TimeoutError:
             proto.kill(TransportError("handshake timed out"))
-            raise TransportError(f"TLS handshake with {cfg.host}:{cfg.port} timed out") from None
+            raise TransportError(f"TLS handshake with {where} timed out") from None
         except QpcError as exc:
             proto.kill(exc)
             raise
         except Exception as exc:  # aioquic: TLS alerts, bad certificates, ...
             proto.kill(TransportError(str(exc)))
-            raise TransportError(f"cannot connect to {cfg.host}:{cfg.port}: {exc}") from None
+            raise TransportError(f"cannot connect to {where}: {exc}") from None
         except BaseException:  # cancelled (e.g. reconnect_wait passed): drop the attempt
             proto.kill(ConnectionLost("connect cancelled"))
             raise
@@ -416,6 +438,8 @@ class RpcClient(NodeCalls):
         task.add_done_callback(self._bg.discard)
 
     def _on_lost(self, proto: ClientConnection) -> None:
+        if proto is self._proto and not self._closed and len(self.addresses) > 1:
+            self._next_address()  # the node may be gone: the next one first
         if proto is self._proto and not self._closed and self.config.reconnect:
             log.info("connection to node lost (%s); reconnecting", proto.dead)
             self._spawn(self._background_reconnect())
@@ -443,3 +467,7 @@ class RpcClient(NodeCalls):
                 pinged_at = now
                 proto._quic.send_ping(next(self._pings))
                 proto.transmit()
+
+
+def _fmt(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -38,7 +37,13 @@ from proto.codec import (
 from proto.errors import (
     Unavailable,
 )
-from proto.quic_server import Dispatch, Listener, ServerConnection
+from proto.quic_server import (
+    ConnectionLimits,
+    Dispatch,
+    Listener,
+    ServerConnection,
+    ServerState,
+)
 from proto.rpc import ALPN, DEFAULT_PORT, CallContext, CloseCode, NodeHandler
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,18 @@ class ServerConfig:
     """Where the self-signed certificate is created once and reused."""
     idle_timeout: float = 60.0
     """QUIC idle timeout (s); clients keep long calls alive with PINGs."""
+    max_connections: int = 1024
+    """Open connections (handshaking or established); a new client's Initial
+    packets beyond this are dropped before any handshake work."""
+    max_connections_per_address: int = 64
+    """Open connections per source IP address (any port); beyond: dropped as above."""
+    handshake_timeout: float = 10.0
+    """Seconds a connection may take to complete its handshake before it is closed."""
+    max_buffered_request_bytes: int = 64 * 1024 * 1024
+    """Bytes of unfinished requests held over all connections (each connection
+    may hold ``2 * max_request_bytes`` of it); a stream that goes beyond is
+    refused ``limitExceeded``. One-packet requests are never buffered, so
+    small calls are served while this is exhausted."""
     max_streams_per_connection: int = 256
     """Concurrent calls per connection; more are answered ``limitExceeded``."""
     max_request_bytes: int = 4 * 1024 * 1024
@@ -76,6 +93,9 @@ class ServerConfig:
     """QUIC per-stream flow-control window (bytes)."""
     max_data: int = 8 * 1024 * 1024
     """QUIC per-connection flow-control window (bytes)."""
+    reuse_port: bool = False
+    """Bind with SO_REUSEPORT, so several processes share the port (the kernel
+    spreads clients over them by address hash)."""
 
     def codec_limits(self) -> CodecLimits:
         """Reader limits derived from this config."""
@@ -91,20 +111,29 @@ class RpcServer:
 
     def __init__(self, handler: NodeHandler, config: ServerConfig | None = None) -> None:
         self.config = config if config is not None else ServerConfig()
-        self._limits = self.config.codec_limits()
-        self._header_limits = dataclasses.replace(self._limits, max_message_bytes=1 << 62)
-        self._dispatch: Dispatch = {}
+        limits = self.config.codec_limits()
+        dispatch: Dispatch = {}
         for m in METHODS:
             fn = getattr(handler, m.attr, None)
             if fn is None:
                 log.warning("handler has no %s: calls answer 'unavailable'", m.attr)
                 fn = _not_implemented(m)
-            self._dispatch[m.params] = (m, fn)
-        assert set(self._dispatch) == set(METHOD_BY_PARAMS)
-        self._ids = itertools.count(1)
-        self._connections: set[ServerConnection] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closing = False
+            dispatch[m.params] = (m, fn)
+        assert set(dispatch) == set(METHOD_BY_PARAMS)
+        self._state = ServerState(
+            dispatch=dispatch,
+            limits=limits,
+            header_limits=dataclasses.replace(limits, max_message_bytes=1 << 62),
+            max_streams=self.config.max_streams_per_connection,
+            request_timeout=self.config.request_timeout,
+            connection_limits=ConnectionLimits(
+                max_connections=self.config.max_connections,
+                max_connections_per_address=self.config.max_connections_per_address,
+                handshake_timeout=self.config.handshake_timeout,
+                max_buffered_request_bytes=self.config.max_buffered_request_bytes,
+                max_buffered_per_connection=2 * self.config.max_request_bytes,
+            ),
+        )
         self._transport: asyncio.DatagramTransport | None = None
         self._listener: Listener | None = None
         self.identity: tls.ServerIdentity | None = None
@@ -132,11 +161,14 @@ class RpcServer:
         loop = asyncio.get_running_loop()
 
         def create_protocol(quic: QuicConnection, **kwargs: Any) -> ServerConnection:
-            return ServerConnection(quic, server=self, **kwargs)
+            return ServerConnection(quic, server=self._state, **kwargs)
 
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: Listener(configuration=qcfg, create_protocol=create_protocol),
+            lambda: Listener(
+                configuration=qcfg, create_protocol=create_protocol, admit=self._state.admit
+            ),
             local_addr=(cfg.host, cfg.port),
+            reuse_port=cfg.reuse_port or None,
         )
         self._transport = transport
         self._listener = protocol
@@ -158,23 +190,34 @@ class RpcServer:
     @property
     def connection_count(self) -> int:
         """Open client connections."""
-        return len(self._connections)
+        return len(self._state.connections)
+
+    @property
+    def refused_connections(self) -> int:
+        """New connections dropped by ``max_connections``/``max_connections_per_address``."""
+        return self._state.refused_connections
+
+    @property
+    def buffered_request_bytes(self) -> int:
+        """Bytes of unfinished requests held now (``max_buffered_request_bytes``)."""
+        return self._state.buffered_request_bytes
 
     @property
     def active_calls(self) -> int:
         """Calls whose handler is running."""
-        return len(self._tasks)
+        return len(self._state.tasks)
 
     async def close(self, grace: float | None = None) -> None:
         """Graceful close: refuse new calls, stop subscriptions, let unary calls
         finish (up to ``grace`` seconds, default ``shutdown_grace``), then close
         every connection and the socket."""
-        if self._closing:
+        state = self._state
+        if state.closing:
             return
-        self._closing = True
-        for conn in list(self._connections):
+        state.closing = True
+        for conn in list(state.connections):
             conn.cancel_streaming()
-        pending = set(self._tasks)
+        pending = set(state.tasks)
         if pending:
             _done, late = await asyncio.wait(
                 pending, timeout=self.config.shutdown_grace if grace is None else grace
@@ -183,7 +226,7 @@ class RpcServer:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=1.0)
-        for conn in list(self._connections):
+        for conn in list(state.connections):
             conn.drop_pending_requests()
             conn.close(error_code=int(CloseCode.SHUTDOWN), reason_phrase="node shutting down")
         if self._transport is not None and self._listener is not None:

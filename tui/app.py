@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
 from textual.binding import Binding, BindingType
 
+from proto import files
 from tui.commands import ChatCommands
 from tui.controller import ChatApp
+from tui.notifications import NotifyLevel
 from tui.screens.dialogs import (
     ConfirmDialog,
     InviteDialog,
@@ -133,6 +134,8 @@ class QpcApp(ChatApp):
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self.leave(channel)
+            else:
+                self.notify(f"Cancelled: you are still in {label}.")
 
         question = f"Leave {label}? You keep its history but get no new messages."
         self.push_screen(
@@ -154,6 +157,8 @@ class QpcApp(ChatApp):
             def confirmed(yes: bool | None) -> None:
                 if yes:
                     self.remove_members(channel, names)
+                else:
+                    self.notify(f"Cancelled: nobody was removed from {label}.")
 
             question = (
                 f"Remove {', '.join(names)} from {label}? They keep what they have read "
@@ -210,6 +215,15 @@ class QpcApp(ChatApp):
         if self.main is not None:
             self.main.action_cycle_channel(step)
 
+    def action_notify_level(self, level: str) -> None:
+        """Set how much the open channel may interrupt: all, mentions or mute."""
+        if self.main is None or self.main.active_channel is None:
+            self.notify("Open a channel first.", severity="warning")
+            return
+        self.set_notify_level(self.main.active_channel, NotifyLevel(level))
+        label = self.main.channel_label(self.main.active_channel)
+        self.notify(f"Notifications for {label}: {level}.")
+
     def action_toggle_bell(self) -> None:
         """Turn the bell on or off for this session."""
         self.settings = replace(self.settings, bell=not self.settings.bell)
@@ -223,9 +237,8 @@ def make_app(factory: EngineFactory, settings: TuiSettings | None = None) -> Qpc
 
 def setup_logging(path: Path) -> None:
     """Log to ``path`` (mode 0600; the TUI owns the terminal, so never to stderr)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
+    files.private_dir(path.parent)
+    handler = logging.StreamHandler(files.open_private(path, "a"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -49,6 +49,17 @@ COMMANDS: tuple[PaletteCommand, ...] = (
     PaletteCommand("account: whoami", "User, device and server fingerprints", "info('whoami')"),
     PaletteCommand("server: health", "Node status, version, uptime", "info('health')"),
     PaletteCommand("server: ping", "Live round-trip times", "info('ping')"),
+    PaletteCommand(
+        "notify: all", "Toasts for every message in the open channel", "notify_level('all')"
+    ),
+    PaletteCommand(
+        "notify: mentions",
+        "Toasts only when the open channel mentions you",
+        "notify_level('mentions')",
+    ),
+    PaletteCommand(
+        "notify: mute", "No toasts or bells for the open channel", "notify_level('mute')"
+    ),
     PaletteCommand("bell: toggle", "Ring on messages in other channels", "toggle_bell", False),
     PaletteCommand("help: keys", "Every key binding and its id", "help", False),
     PaletteCommand("app: quit", "Leave quicnprotochat", "quit", False),

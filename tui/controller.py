@@ -10,8 +10,12 @@ event as :class:`EngineEventPosted`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import time
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 
 from textual import on, work
@@ -38,6 +42,7 @@ from tui.client.api import (
     WhoAmI,
 )
 from tui.messages import EngineEventPosted, PingSampled
+from tui.notifications import Notifier, NotifyLevel, load_levels, save_level
 from tui.screens.dialogs import KeyCheckDialog, TrustServerDialog
 from tui.screens.info import InfoScreen
 from tui.screens.main import MainScreen
@@ -61,7 +66,11 @@ HISTORY_PAGE = 500
 never waits long for one page (decrypting 10,000 stored messages takes ~0.17 s
 on the event loop; a page of 500 takes a few milliseconds)."""
 _RESUBSCRIBE_S = 2.0
-_QUIET = "quiet:"  # worker name prefix: failures are logged, not notified
+ALERT_COALESCE_S = 0.25
+"""How often held bursts are checked (see :class:`tui.notifications.Notifier`)."""
+QUIET_GROUPS: frozenset[str] = frozenset({"events", "info", "read", "ping"})
+"""Worker groups whose failures are logged and shown in the info pane, not
+notified: background refreshes the user did not ask for one by one."""
 
 
 class ChatApp(App[None]):
@@ -85,6 +94,18 @@ class ChatApp(App[None]):
         """Messages loaded (page by page) after a channel opens, and per "load older" run."""
         self.history_page = HISTORY_PAGE
         """Messages per history call."""
+        self.wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)
+        """Unix ms now; messages stamped before the session started are backlog."""
+        self.notifier: Notifier | None = None
+        """Decides toasts and bells for incoming messages (made per session)."""
+        self._session_start_ms = 0
+        self._alert_scheduled = False
+        self.alerts_shown = 0
+        """Toasts shown for incoming messages (``bench/tui.py`` reads it)."""
+        self.bells_rung = 0
+        """Bells rung for incoming messages."""
+        self.exit_on_hangup = False
+        """Quit cleanly on SIGHUP (the CLI sets it; a dropped ssh or closed window)."""
 
     # ------------------------------------------------------------------ start
 
@@ -98,7 +119,14 @@ class ChatApp(App[None]):
             self.set_keymap(self.settings.keymap)
         if self.settings.theme:
             self.theme = self.settings.theme
+        if self.exit_on_hangup:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hang_up)
         self.resume()
+
+    def _hang_up(self) -> None:
+        """The terminal is gone: close the engine and the node use as on Ctrl+Q."""
+        log.info("hang-up: closing the session")
+        self.exit(return_code=129)
 
     @work(exclusive=True, group="login", exit_on_error=False, name="resume")
     async def resume(self) -> None:
@@ -119,11 +147,14 @@ class ChatApp(App[None]):
     async def on_unmount(self) -> None:
         """Close the engine (and whatever the factory started) on the way out."""
         engine, self.engine = self.engine, None
+        if self.exit_on_hangup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         try:
             if engine is not None:
                 await engine.close()
         finally:
             await self.factory.close()
+        log.info("session closed")
 
     @on(WelcomeScreen.Submitted)
     def _login_requested(self, event: WelcomeScreen.Submitted) -> None:
@@ -141,7 +172,7 @@ class ChatApp(App[None]):
         engine = await self.factory.open(form, trust_fingerprint=key.fingerprint)
         try:
             if form.register:
-                who = await engine.register(form.user, form.password)
+                who = await engine.register(form.user, form.password, on_wait=self._rate_wait)
             elif not form.password:
                 # An existing profile's session, unlocked by its passphrase alone
                 # (the welcome screen allows an empty password only then). The
@@ -152,7 +183,7 @@ class ChatApp(App[None]):
                         f"This profile has no session for {form.user}: enter the password."
                     )
             else:
-                who = await engine.login(form.user, form.password)
+                who = await engine.login(form.user, form.password, on_wait=self._rate_wait)
         except BaseException:
             await engine.close()
             raise
@@ -160,6 +191,8 @@ class ChatApp(App[None]):
         await self._start_session(engine, who)
 
     async def _start_session(self, engine: ClientEngine, who: WhoAmI) -> None:
+        self._session_start_ms = self.wall_clock_ms()
+        self.notifier = None
         self.engine = engine
         self.whoami_info = who
         self.main = MainScreen(user=who.user)
@@ -173,6 +206,12 @@ class ChatApp(App[None]):
         if self.settings.ping_interval_s > 0:
             self.set_interval(self.settings.ping_interval_s, self._tick_ping)
             self._tick_ping()
+
+    def _rate_wait(self, seconds: float) -> None:
+        """The engine waits out a rate limit: the welcome screen counts down."""
+        for screen in self.screen_stack:
+            if isinstance(screen, WelcomeScreen):
+                screen.show_rate_limit_wait(seconds)
 
     def _welcome_error(self, text: str, error: BaseException | None = None) -> None:
         field = "password"
@@ -191,7 +230,7 @@ class ChatApp(App[None]):
             raise RuntimeError("no engine yet")
         return self.engine
 
-    @work(exclusive=True, group="events", exit_on_error=False, name=_QUIET + "events")
+    @work(exclusive=True, group="events", exit_on_error=False, name="events")
     async def subscribe(self) -> None:
         """The long-lived subscription: every engine event becomes a message."""
         async for event in self._engine().events():
@@ -347,7 +386,7 @@ class ChatApp(App[None]):
         check = await self._engine().check_key(user)
         await self.push_screen(KeyCheckDialog(check))
 
-    @work(exclusive=True, group="info", exit_on_error=False, name=_QUIET + "info")
+    @work(exclusive=True, group="info", exit_on_error=False, name="info")
     async def refresh_info(self) -> None:
         """Ask for whoami and health, and update the panes if shown."""
         engine = self._engine()
@@ -356,7 +395,7 @@ class ChatApp(App[None]):
         self.health_info = await engine.health()
         self._fill_info()
 
-    @work(exclusive=True, group="read", exit_on_error=False, name=_QUIET + "mark read")
+    @work(exclusive=True, group="read", exit_on_error=False, name="mark read")
     async def mark_read(self, channel: str) -> None:
         """Tell the engine the open channel was seen (its unread count survives restarts)."""
         await self._engine().mark_read(channel)
@@ -371,7 +410,7 @@ class ChatApp(App[None]):
         if self.engine is not None:
             self.ping()
 
-    @work(exclusive=True, group="ping", exit_on_error=False, name=_QUIET + "ping")
+    @work(exclusive=True, group="ping", exit_on_error=False, name="ping")
     async def ping(self) -> None:
         """One round trip for the ping pane."""
         result = await self._engine().ping(1)
@@ -398,7 +437,7 @@ class ChatApp(App[None]):
         error = worker.error
         text = describe_error(error)
         log.error("%s failed: %s", worker.name, text, exc_info=error)
-        self.last_error = f"{worker.name.removeprefix(_QUIET)}: {text}"
+        self.last_error = f"{worker.name}: {text}"
         self._fill_info()
         if worker.group == "login":
             self._welcome_error(text, error)
@@ -409,7 +448,7 @@ class ChatApp(App[None]):
             if self.main is not None:
                 self.main.set_connection(ConnectionState.offline(0))
             self.set_timer(_RESUBSCRIBE_S, self._resubscribe)
-        if worker.name.startswith(_QUIET):
+        if worker.group in QUIET_GROUPS:
             return
         self.notify(text, title=worker.name.capitalize(), severity="error")
 
@@ -462,11 +501,63 @@ class ChatApp(App[None]):
         main.bump(msg.channel, msg.time_ms, unread=not msg.outgoing)
         if msg.outgoing:
             return
+        self._note_for_alert(main, msg)
+
+    # ---------------------------------------------------------- notifications
+
+    def _note_for_alert(self, main: MainScreen, msg: Message) -> None:
+        """Hand an incoming message to the notifier; alerts go out once per redraw."""
+        notifier = self._notifier_for(main)
+        notifier.message(
+            channel=msg.channel,
+            title=main.channel_label(msg.channel),
+            sender=msg.sender,
+            text=msg.text,
+            time_ms=msg.time_ms,
+            outgoing=msg.outgoing,
+            channel_in_view=main.active_channel == msg.channel and self.app_focus,
+            now_ms=self._mono_ms(),
+        )
+        if not self._alert_scheduled:
+            self._alert_scheduled = True
+            self.set_timer(ALERT_COALESCE_S, self._flush_alerts)
+
+    def _notifier_for(self, main: MainScreen) -> Notifier:
+        if self.notifier is None:
+            self.notifier = Notifier(
+                user=main.user,
+                session_start_ms=self._session_start_ms,
+                levels=load_levels(self.factory.profile_dir),
+            )
+        return self.notifier
+
+    @staticmethod
+    def _mono_ms() -> int:
+        return int(time.monotonic() * 1000)
+
+    def _flush_alerts(self) -> None:
+        self._alert_scheduled = False
+        if self.notifier is None:
+            return
+        alerts, ring = self.notifier.flush(self._mono_ms())
+        if self.notifier.pending:
+            self._alert_scheduled = True
+            self.set_timer(ALERT_COALESCE_S, self._flush_alerts)
         if self.settings.notify_messages:
-            preview = msg.text if len(msg.text) <= 60 else msg.text[:59] + "…"
-            self.notify(f"{msg.sender}: {preview}", title=main.channel_label(msg.channel))
-        if self.settings.bell:
+            for alert in alerts:
+                self.notify(alert.text, title=alert.title)
+        if ring and self.settings.bell:
             self.bell()
+            self.bells_rung += 1
+        self.alerts_shown += len(alerts) if self.settings.notify_messages else 0
+
+    def set_notify_level(self, channel: str, level: NotifyLevel) -> None:
+        """Set and save one channel's notify level."""
+        notifier = self._notifier_for(self._main())
+        notifier.levels[channel] = level
+        profile = self.factory.profile_dir
+        if profile is not None and profile.is_dir():
+            save_level(profile, channel, level)
 
     def _show_members(self, channel: str, members: tuple[Member, ...], *, announce: bool) -> None:
         main = self._main()

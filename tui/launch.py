@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
+from proto import files
 from tui.client.api import ClientEngine
 from tui.client.core import EMBEDDED, EngineConfig
 from tui.client.engine import Engine
@@ -50,8 +51,8 @@ class EngineFactoryImpl:
         """Hold a shared lock while this TUI uses the embedded node (see :meth:`close`)."""
         if self._node_users is None:
             home = self._node_home()
-            home.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fh = open(home / _USERS_LOCK, "a")  # noqa: SIM115 (held until close)
+            files.private_dir(home)
+            fh = files.open_private(home / _USERS_LOCK, "a")
             fcntl.flock(fh, fcntl.LOCK_SH)
             self._node_users = fh
 
@@ -70,6 +71,11 @@ class EngineFactoryImpl:
     def profile_exists(self) -> bool:
         """Whether the profile directory already holds a profile."""
         return Profile.exists(self.base.profile_dir)
+
+    @property
+    def profile_dir(self) -> Path | None:
+        """The profile's directory."""
+        return self.base.profile_dir
 
     async def resume(self) -> ClientEngine | None:
         """With a passphrase from the environment and a logged-in profile: that engine."""
@@ -157,5 +163,6 @@ def launch(opts: argparse.Namespace) -> int:
         log_path = profile_dir(opts) / "tui.log"
     setup_logging(settings.log_file or log_path)
     app = make_app(factory, settings)
+    app.exit_on_hangup = True
     app.run()
     return app.return_code or 0

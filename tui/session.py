@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from tui.client.api import ClientEngine
@@ -85,6 +86,11 @@ class EngineFactory(Protocol):
     @property
     def profile_exists(self) -> bool:
         """Whether the profile to open exists already (the welcome screen says so)."""
+        ...
+
+    @property
+    def profile_dir(self) -> Path | None:
+        """The profile's directory (per-profile UI state such as notify levels), if any."""
         ...
 
     async def resume(self) -> ClientEngine | None:

@@ -4,6 +4,14 @@ The node never sees a password: it stores the OPAQUE password file. A login
 for an unknown user runs against a decoy password file derived from a node
 secret and the username, so its ``loginStart`` answer has the same shape as a
 real one and its ``loginFinish`` fails with the same ``loginFailed``.
+
+Rate limits: one attempt costs one token, charged at its first step
+(``registerStart``, ``loginStart``) to the source address and the account
+name. The second step is bound to a first step that was charged (a pending
+login id, a pending registration of that name) and is not charged again, so
+a client that waits the ``retryAfterMs`` it was told finishes the whole
+attempt. A second step without its first step is charged like an attempt
+and refused.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ DECOY_ROW = "opaque_decoy_key"
 LOGIN_ID_BYTES = 16
 MAX_OPAQUE_MESSAGE = 1024
 MAX_PENDING_LOGINS = 10_000
+MAX_PENDING_REGISTRATIONS = 10_000
 DECOY_CACHE = 4096
 
 
@@ -89,6 +98,8 @@ class AuthService:
         self._setup = setup
         self._decoys = decoys
         self._pending: collections.OrderedDict[bytes, _PendingLogin] = collections.OrderedDict()
+        self._pending_reg: collections.OrderedDict[str, float] = collections.OrderedDict()
+        """Names whose (charged) ``registerStart`` awaits its ``registerFinish``: expiry."""
         # One thread for all decoys: the OPAQUE key-stretching function allocates
         # large buffers, and every extra thread would keep its own malloc arena.
         self._decoy_thread = concurrent.futures.ThreadPoolExecutor(
@@ -129,15 +140,26 @@ class AuthService:
         if await self._ctx.store.account_exists(name):
             raise AlreadyExists("username is taken")
         try:
-            return opaque.server_registration_start(self._setup, request, name)
+            response = opaque.server_registration_start(self._setup, request, name)
         except OpaqueError:
             raise BadRequest("malformed registration request") from None
+        self._expire_pending()
+        while len(self._pending_reg) >= MAX_PENDING_REGISTRATIONS:
+            self._pending_reg.popitem(last=False)
+        self._pending_reg.pop(name, None)
+        self._pending_reg[name] = self._ctx.mono_clock() + self._ctx.config.login_ttl_s
+        return response
 
     async def register_finish(self, caller: Caller, username: str, upload: bytes) -> None:
         """OPAQUE registration step 2: store the password file (``alreadyExists`` if taken)."""
         name = normalize_username(username)
         self._check_message(upload, "upload")
-        self._ctx.limit_login(caller, name)
+        expires = self._pending_reg.pop(name, None)
+        if expires is None:
+            self._ctx.limit_login(caller, name)
+            raise BadRequest("registration not started (registerStart first)")
+        if expires <= self._ctx.mono_clock():
+            raise Expired("registration took too long, start again")
         try:
             password_file = opaque.server_registration_finish(upload)
         except OpaqueError:
@@ -190,7 +212,6 @@ class AuthService:
         if pending is None:
             self._ctx.limit_login(caller, "?")
             raise LoginFailed("login failed")
-        self._ctx.limit_login(caller, pending.username)
         if pending.expires <= self._ctx.mono_clock():
             raise Expired("login took too long, start again")
         try:
@@ -228,6 +249,10 @@ class AuthService:
             if first.expires > now:
                 break
             self._pending.popitem(last=False)
+        while self._pending_reg:
+            if next(iter(self._pending_reg.values())) > now:
+                break
+            self._pending_reg.popitem(last=False)
 
     async def purge(self) -> int:
         """Drop expired sessions and login states; return sessions deleted."""

@@ -9,8 +9,17 @@
 # Compatibility rules: never renumber or reuse an ordinal; add new methods at
 # the end of the unions and of `NodeService`; `ErrorCode` ordinals equal
 # `proto.errors.ErrorCode`.
+#
+# This file is the single source of the RPC surface: `NodeService` below is
+# the method table. `python -m proto.rpc_api_gen` derives `proto/rpc_api.py`
+# (method table, node handler protocol, client stubs) from it; a test fails
+# when that file is stale (docs/PROTOCOL.md, "Adding a method").
 
 @0xdab15bdf666e7d3a;
+
+annotation streaming @0xdd068d811adf0304 (method) :Void;
+# The node answers the method with a sequence of results on the call's stream
+# (then FIN) instead of one result.
 
 # ------------------------------------------------------------------ shared types
 
@@ -241,8 +250,10 @@ struct Response {
 # ------------------------------------------------------------- documentation
 
 interface NodeService {
-  # The method set and its ordinals. Not served as Cap'n Proto RPC: each call
-  # travels as one Request/Response exchange on its own QUIC stream.
+  # The method table: names, ordinals, params and result types, `$streaming`.
+  # Not served as Cap'n Proto RPC: each call travels as one Request/Response
+  # exchange on its own QUIC stream; the union member of `Request` and
+  # `Response` carrying a method has the method's name.
   health @0 HealthParams -> HealthResult;
   ping @1 PingParams -> PingResult;
   whoami @2 WhoamiParams -> WhoamiResult;
@@ -260,6 +271,6 @@ interface NodeService {
   enqueue @14 EnqueueParams -> EnqueueResult;
   enqueueCommit @15 EnqueueCommitParams -> EnqueueCommitResult;
   fetch @16 FetchParams -> FetchResult;
-  fetchWait @17 FetchWaitParams -> FetchWaitResult;  # streaming: many results
+  fetchWait @17 FetchWaitParams -> FetchWaitResult $streaming;
   ack @18 AckParams -> AckResult;
 }

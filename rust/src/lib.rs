@@ -12,6 +12,7 @@ mod group;
 mod provider;
 mod types;
 mod welcome;
+mod wire;
 
 use pyo3::prelude::*;
 
@@ -115,6 +116,16 @@ fn split_welcome<'py>(
     split_welcome_py(py, welcome)
 }
 
+/// Validate the framing and every pointer of one Cap'n Proto message
+/// (see `wire.rs`); returns the words reachable from the root.
+///
+/// Raises ValueError on any defect; never panics.
+#[pyfunction]
+fn capnp_validate(data: &[u8], traversal_limit_words: u64, nesting_limit: i32) -> PyResult<u64> {
+    wire::validate(data, traversal_limit_words, nesting_limit)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
+}
+
 /// Ciphersuite code points this build supports (default first).
 #[pyfunction]
 fn supported_ciphersuites() -> Vec<u16> {
@@ -140,7 +151,8 @@ mod _mls {
     };
     #[pymodule_export]
     use super::{
-        message_info, openmls_version, parse_key_package, split_welcome, supported_ciphersuites,
+        capnp_validate, message_info, openmls_version, parse_key_package, split_welcome,
+        supported_ciphersuites,
     };
 
     #[pymodule_export]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,11 @@ import pytest
 from node.embedded import EmbeddedNode
 from proto import tls
 from proto.crypto.atrest import FAST_TEST_PARAMS
-from proto.errors import FingerprintMismatch
+from proto.errors import ConfigError, FingerprintMismatch
 from proto.rpc_client import probe_server_key
 from tests.e2e.helpers import PASSPHRASE, PASSWORD, engine_config, group_of
 from tui.client import api
-from tui.client.core import PINS_FILE, EngineConfig
+from tui.client.core import PINS_FILE, EngineConfig, parse_servers
 from tui.client.engine import Engine
 from tui.client.localnode import ensure_local_node, read_local_node, stop_local_node
 from tui.client.probe import pin_server, probe_server
@@ -61,6 +62,36 @@ async def test_a_wrong_pin_is_reported_by_the_probe_and_refused_by_the_engine(
             await engine.register("alice", PASSWORD)
     finally:
         await engine.close()
+
+
+async def test_a_server_list_moves_past_an_address_that_does_not_answer(
+    node: EmbeddedNode, tmp_path: Path, engines: list[Engine]
+) -> None:
+    """``--server A,B``: A never answers (nothing listens there), so the engine
+    connects through B; the key is probed and pinned under the first address."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
+        dead.bind(("127.0.0.1", 0))  # a bound port where no QUIC server answers
+        first = f"127.0.0.1:{dead.getsockname()[1]}"
+        server = f"{first},127.0.0.1:{node.port}"
+        config = EngineConfig(
+            profile_dir=tmp_path / "alice",
+            server=server,
+            kdf=FAST_TEST_PARAMS,
+            reconnect_wait_s=1.0,
+        )
+        assert parse_servers(server) == [
+            ("127.0.0.1", dead.getsockname()[1]),
+            ("127.0.0.1", node.port),
+        ]
+        await pin_server(config, server, node.fingerprint)
+        assert tls.PinStore(tmp_path / "alice" / PINS_FILE).get(first) == node.fingerprint
+        alice = await Engine.open(config, PASSPHRASE, create=True)
+        engines.append(alice)
+        who = await alice.register("alice", PASSWORD)
+        assert who.server_fingerprint == node.fingerprint
+        assert alice.connection_state().server == f"127.0.0.1:{node.port}"  # the one in use
+    with pytest.raises(ConfigError):
+        parse_servers("127.0.0.1:1,nonsense")
 
 
 async def test_mark_read_survives_a_restart(

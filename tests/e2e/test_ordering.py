@@ -69,9 +69,9 @@ async def test_future_epoch_message_is_held_until_its_commit(
         Envelope(seq=message.seq, channel_id=commit.channel_id, data=commit.data),
     ]
     async with bob.mutex:
-        first = await bob.process_batch(swapped[:1])
+        first = await bob.inbox.process_batch(swapped[:1])
         assert first == [] and len(bob.state.held) == 1
-        second = await bob.process_batch(swapped[1:])
+        second = await bob.inbox.process_batch(swapped[1:])
     assert [m.text for m in second] == ["in the new epoch"]
     assert bob.state.held == []
     assert await bob.sync() == []  # acked; nothing comes back

@@ -1,8 +1,10 @@
-"""Ordering and atomicity under concurrency, through the real RPC."""
+"""Ordering and atomicity under concurrency, through the real RPC, on both
+store backends (the ``node`` fixture here is the backend-parametrised one)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -12,6 +14,11 @@ from proto.errors import StaleEpoch
 from tests.node.helpers import Account, make_account
 
 pytestmark = pytest.mark.network
+
+
+@pytest.fixture
+async def node(backend_node: EmbeddedNode) -> AsyncIterator[EmbeddedNode]:
+    yield backend_node
 
 
 async def _close(*accounts: Account) -> None:

@@ -1,4 +1,5 @@
-"""Durability: SIGKILL the real ``qpc-node`` process while clients enqueue."""
+"""Durability: SIGKILL the real ``qpc-node`` process while clients enqueue,
+on both store backends."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from proto.codec import Envelope
 from proto.errors import QpcError
+from tests.node.backends import Backend
 from tests.node.helpers import Account, client_at, make_account
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
@@ -28,8 +30,9 @@ class NodeProcess:
     fingerprint: str
 
 
-async def start_node_process(data_dir: Path) -> NodeProcess:
-    """Start ``qpc-node`` (as ``python -m node``) and parse its two start-up lines."""
+async def start_node_process(data_dir: Path, *extra: str) -> NodeProcess:
+    """Start ``qpc-node`` (as ``python -m node``, with ``extra`` arguments) and
+    parse its two start-up lines."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -46,6 +49,7 @@ async def start_node_process(data_dir: Path) -> NodeProcess:
         "100000",
         "--log-level",
         "WARNING",
+        *extra,
         stdout=asyncio.subprocess.PIPE,
         cwd=Path(__file__).resolve().parents[2],
     )
@@ -59,10 +63,15 @@ async def start_node_process(data_dir: Path) -> NodeProcess:
     return NodeProcess(proc, port, finger.split(": ", 1)[1])
 
 
+def store_args(backend: Backend) -> tuple[str, ...]:
+    """``qpc-node`` arguments selecting ``backend``'s database (SQLite: the data dir)."""
+    return ("--store", backend.target) if backend.name == "postgres" else ()
+
+
 @contextlib.asynccontextmanager
-async def node_process(data_dir: Path) -> AsyncIterator[NodeProcess]:
+async def node_process(data_dir: Path, *extra: str) -> AsyncIterator[NodeProcess]:
     """A node subprocess, SIGKILLed on exit if still running."""
-    n = await start_node_process(data_dir)
+    n = await start_node_process(data_dir, *extra)
     try:
         yield n
     finally:
@@ -71,9 +80,11 @@ async def node_process(data_dir: Path) -> AsyncIterator[NodeProcess]:
             await n.proc.wait()
 
 
-async def test_sigkill_while_enqueueing_loses_nothing_acknowledged(tmp_path: Path) -> None:
+async def test_sigkill_while_enqueueing_loses_nothing_acknowledged(
+    tmp_path: Path, backend: Backend
+) -> None:
     acknowledged: dict[bytes, int] = {}
-    async with node_process(tmp_path) as n:
+    async with node_process(tmp_path, *store_args(backend)) as n:
         inbox = await make_account(n, "inbox")
         senders = await asyncio.gather(*(make_account(n, f"sender{i}") for i in range(10)))
         enough = asyncio.Event()
@@ -105,7 +116,7 @@ async def test_sigkill_while_enqueueing_loses_nothing_acknowledged(tmp_path: Pat
     snapshot = dict(acknowledged)
     assert len(snapshot) >= 300
 
-    async with node_process(tmp_path) as n2:
+    async with node_process(tmp_path, *store_args(backend)) as n2:
         client = client_at(n2.port, n2.fingerprint, token=token)  # the session survived
         try:
             fetched: list[Envelope] = []
@@ -131,8 +142,10 @@ async def test_sigkill_while_enqueueing_loses_nothing_acknowledged(tmp_path: Pat
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-async def test_signal_shuts_down_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
-    async with node_process(tmp_path) as n:
+async def test_signal_shuts_down_cleanly(
+    tmp_path: Path, sig: signal.Signals, backend: Backend
+) -> None:
+    async with node_process(tmp_path, *store_args(backend)) as n:
         alice = await make_account(n, "alice")
         await alice.client.enqueue(recipient=alice.device_id, channel_id=b"c", payload=b"kept")
         async with alice.client.fetch_wait(after_seq=1) as sub:  # an open subscription
@@ -140,7 +153,7 @@ async def test_signal_shuts_down_cleanly(tmp_path: Path, sig: signal.Signals) ->
             n.proc.send_signal(sig)
             assert await asyncio.wait_for(n.proc.wait(), 15) == 0
         await alice.client.close()
-    async with node_process(tmp_path) as n2:  # same data dir, same key, data kept
+    async with node_process(tmp_path, *store_args(backend)) as n2:  # same key, data kept
         client = client_at(n2.port, n2.fingerprint, token=alice.token)
         try:
             got = await client.fetch(after_seq=0, limit=10)

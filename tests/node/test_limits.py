@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from node.config import NodeConfig
 from node.embedded import start_embedded_node
 from proto.codec import Recipient
-from proto.errors import LimitExceeded, PayloadTooLarge, QueueFull, RateLimited
-from tests.node.helpers import connected, make_account, node_config, register
+from proto.errors import (
+    BadRequest,
+    LimitExceeded,
+    LoginFailed,
+    PayloadTooLarge,
+    QueueFull,
+    RateLimited,
+)
+from tests.node.helpers import connected, login, make_account, node_config, register
 
 pytestmark = pytest.mark.network
 
@@ -52,11 +61,11 @@ async def test_queue_full_and_recovery(tmp_path: Path) -> None:
 async def test_rate_limits_answer_retry_after(tmp_path: Path) -> None:
     node = await start_embedded_node(
         node_config(
-            tmp_path, write_burst=5, write_rate_per_s=1.0, login_burst=4, login_rate_per_s=0.5
+            tmp_path, write_burst=5, write_rate_per_s=1.0, login_burst=2, login_rate_per_s=0.5
         )
     )
     try:
-        alice = await make_account(node, "alice")  # 2 register + 2 login attempts
+        alice = await make_account(node, "alice")  # one registration + one login attempt
         with pytest.raises(RateLimited) as exc:
             async with connected(node) as c:
                 await register(c, "bob", "pw")
@@ -120,10 +129,11 @@ async def test_metrics_endpoint(tmp_path: Path) -> None:
         async with alice.client.fetch_wait(after_seq=1) as sub:
             await anext(sub)
             text = await asyncio.to_thread(_scrape, node.metrics_port)
-        assert 'qpc_node_calls_total{method="enqueue"} 1.0' in text
-        assert 'qpc_node_errors_total{code="payload_too_large",method="ping"} 1.0' in text
-        assert "qpc_node_fetchwait_subscribers 1.0" in text
-        assert 'qpc_node_store_seconds_count{op="enqueue"} 1.0' in text
+        own = f'pid="{os.getpid()}",worker="-"'  # every sample names its process
+        assert f'qpc_node_calls_total{{method="enqueue",{own}}} 1.0' in text
+        assert f'qpc_node_errors_total{{code="payload_too_large",method="ping",{own}}} 1.0' in text
+        assert f"qpc_node_fetchwait_subscribers{{{own}}} 1.0" in text
+        assert f'qpc_node_store_seconds_count{{op="enqueue",{own}}} 1.0' in text
         assert "qpc_node_queued_messages" in text
         assert alice.device_id.hex() not in text
         await alice.client.close()
@@ -143,3 +153,95 @@ def _scrape(port: int | None) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         body: bytes = r.read()
         return body.decode()
+
+
+class FakeMonotonic:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_waiting_retry_after_lets_the_whole_login_through(tmp_path: Path) -> None:
+    """One attempt costs one token, charged at loginStart: waiting retryAfterMs is enough."""
+    clock = FakeMonotonic()
+    node = await start_embedded_node(
+        node_config(tmp_path, login_burst=2, login_rate_per_s=4.0), mono_clock=clock
+    )
+    try:
+        alice = await make_account(node, "alice")  # registerStart + loginStart: 2 tokens
+        async with connected(node) as c:
+            with pytest.raises(RateLimited) as exc:
+                await login(c, "alice", alice.password, alice.device_id)
+            assert exc.value.retry_after_ms == 250
+            clock.now += 0.249
+            with pytest.raises(RateLimited):
+                await login(c, "alice", alice.password, alice.device_id)
+            clock.now += 0.001  # exactly retryAfterMs after the refusal
+            token = await login(c, "alice", alice.password, alice.device_id)
+            assert len(token) == 32
+        await alice.client.close()
+    finally:
+        await node.stop()
+
+
+async def test_register_waiting_retry_after_completes(tmp_path: Path) -> None:
+    clock = FakeMonotonic()
+    node = await start_embedded_node(
+        node_config(tmp_path, login_burst=1, login_rate_per_s=4.0), mono_clock=clock
+    )
+    try:
+        async with connected(node) as c:
+            await register(c, "alice", "pw")  # registerFinish is not charged again
+            with pytest.raises(RateLimited) as exc:
+                await register(c, "bob", "pw")
+            clock.now += exc.value.retry_after_ms / 1000
+            await register(c, "bob", "pw")
+    finally:
+        await node.stop()
+
+
+async def test_second_steps_without_first_steps_are_refused(tmp_path: Path) -> None:
+    node = await start_embedded_node(node_config(tmp_path))
+    try:
+        async with connected(node) as c:
+            with pytest.raises(BadRequest):
+                await c.register_finish(username="mallory", upload=b"u" * 64)
+            with pytest.raises(LoginFailed):
+                await c.login_finish(
+                    login_id=b"L" * 16, finalization=b"f" * 64, device_id=b"d" * 32
+                )
+    finally:
+        await node.stop()
+
+
+async def test_default_limits_hold_a_password_guesser(tmp_path: Path) -> None:
+    """Defaults: a burst of 10 attempts per address and per account, then 1 per second."""
+    defaults = NodeConfig()
+    node = await start_embedded_node(
+        node_config(
+            tmp_path,
+            login_burst=defaults.login_burst,
+            login_rate_per_s=defaults.login_rate_per_s,
+        ),
+        mono_clock=FakeMonotonic(),  # no refill while the guesses run, however slow
+    )
+    try:
+        async with connected(node) as c:
+            await register(c, "victim", "the real password")
+            refused = 0
+            for i in range(defaults.login_burst + 2):
+                try:
+                    await login(c, "victim", f"guess {i}", b"d" * 32)
+                except LoginFailed:
+                    pass
+                except RateLimited as exc:
+                    refused += 1
+                    assert exc.retry_after_ms >= 500
+            # registerStart took 1 token: 9 guesses went through, then 3 refused.
+            assert refused == 3
+    finally:
+        await node.stop()

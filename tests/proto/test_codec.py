@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -196,3 +197,38 @@ def test_unknown_union_tag() -> None:
 def test_encode_rejects_bad_values(call: c.Params) -> None:
     with pytest.raises(EncodeError):
         c.encode_request(c.Request(call=call))
+
+
+def _same_as_public_api(reader: Any, cls: type[Any]) -> None:
+    """Every field read by the codec's private accessor equals pycapnp's public attribute."""
+    for _py, cname, field, kind, elem in c._SPECS[cls]:
+        public = getattr(reader, cname)
+        seam = reader._get_by_field(field)
+        if elem is not None:
+            assert len(public) == len(seam)
+            for pub_item, seam_item in zip(public, seam, strict=True):
+                _same_as_public_api(pub_item, elem)
+                _same_as_public_api(seam_item, elem)
+        elif kind >= c._DATA_LIST:
+            assert list(public) == list(seam)
+        else:
+            assert public == seam
+
+
+@pytest.mark.parametrize("name", list(samples.PARAMS))
+def test_private_field_access_matches_public_pycapnp_api(name: str) -> None:
+    """pycapnp's private accessors the codec uses agree with its public API.
+
+    The codec reads through ``_get_by_field`` / ``_which_str`` for speed
+    (docs/perf/rpc.md, "Field access"); a pycapnp upgrade that changes them
+    fails here, not in production.
+    """
+    data = c.encode_request(samples.request_for(name))
+    root = c._open(c._RequestSchema, data, c.DEFAULT_LIMITS)
+    assert root._which_str() == root.which() == name
+    assert root._get_by_field(c._AUTH) == root.auth == samples.TOKEN
+    _same_as_public_api(getattr(root, name), type(samples.PARAMS[name]))
+    data = c.encode_response(c.Response(result=samples.RESULTS[name]))
+    root = c._open(c._ResponseSchema, data, c.DEFAULT_LIMITS)
+    assert root._which_str() == root.which() == name
+    _same_as_public_api(getattr(root, name), type(samples.RESULTS[name]))

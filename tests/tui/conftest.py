@@ -129,6 +129,18 @@ def app_factory() -> Callable[..., QpcApp]:
 
     def build(factory: FakeFactory, **settings: object) -> QpcApp:
         options: dict[str, object] = {"ping_interval_s": 0.0, **settings}
-        return make_app(factory, TuiSettings(**options))  # type: ignore[arg-type]
+        app = make_app(factory, TuiSettings(**options))  # type: ignore[arg-type]
+        fake = factory.engine
+        app.wall_clock_ms = lambda: fake.now_ms  # the fake engine's clock: not backlog
+        return app
 
     return build
+
+
+async def wait_for_alerts(app: QpcApp, pilot: Pilot[None]) -> None:
+    """Wait until the coalesced toasts and bell of the last burst have gone out."""
+    for _ in range(100):
+        if not app._alert_scheduled:
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("alerts were never flushed")

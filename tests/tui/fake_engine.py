@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 from tui.client.api import (
     ChannelInfo,
@@ -23,6 +24,7 @@ from tui.client.api import (
     Message,
     MessageReceived,
     PingResult,
+    RateLimitWait,
     ServerInfo,
     WhoAmI,
 )
@@ -54,6 +56,12 @@ class FakeEngine:
         self.embedded = False
         self.history_gate: asyncio.Event | None = None
         """When set, ``history`` waits for it (to test what arrives meanwhile)."""
+        self.rate_limit_waits: list[float] = []
+        """Waits register/login report through ``on_wait`` before succeeding."""
+        self.rate_limit_gate = asyncio.Event()
+        """Set by a test to end the simulated rate-limit waits."""
+        self.rate_limit_waiting = asyncio.Event()
+        """Set once ``on_wait`` was told about a wait."""
 
     # -------------------------------------------------------------- helpers
 
@@ -62,6 +70,14 @@ class FakeEngine:
         error = self.fail.pop(name, None)
         if error is not None:
             raise error
+
+    async def _rate_limited(self, on_wait: RateLimitWait | None) -> None:
+        for wait in self.rate_limit_waits:
+            if on_wait is not None:
+                on_wait(wait)
+            self.rate_limit_waiting.set()
+            await self.rate_limit_gate.wait()
+        self.rate_limit_waits = []
 
     def _tick(self) -> int:
         self.now_ms += 1000
@@ -131,12 +147,18 @@ class FakeEngine:
 
     # ------------------------------------------------------------ protocol
 
-    async def register(self, user: str, password: str) -> WhoAmI:
+    async def register(
+        self, user: str, password: str, *, on_wait: RateLimitWait | None = None
+    ) -> WhoAmI:
+        await self._rate_limited(on_wait)
         self._check("register", user)
         self.user = user
         return await self.whoami()
 
-    async def login(self, user: str, password: str) -> WhoAmI:
+    async def login(
+        self, user: str, password: str, *, on_wait: RateLimitWait | None = None
+    ) -> WhoAmI:
+        await self._rate_limited(on_wait)
         self._check("login", user)
         self.user = user
         return await self.whoami()
@@ -285,10 +307,15 @@ class FakeFactory:
         self.forms: list[LoginForm] = []
         self.trusted: list[str] = []
         self.probe_error: BaseException | None = None
+        self.profile_path: Path | None = None
 
     @property
     def default_server(self) -> str:
         return ""
+
+    @property
+    def profile_dir(self) -> Path | None:
+        return self.profile_path
 
     @property
     def default_user(self) -> str:

@@ -195,3 +195,28 @@ async def test_wrong_passphrase_focuses_the_passphrase(
         assert app.focused is welcome.query_one("#passphrase", Input)
         await pilot.press("d")  # the old passphrase is selected: typing replaces it
         assert welcome.query_one("#passphrase", Input).value == "d"
+
+
+async def test_rate_limited_register_counts_down_and_retries(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    """The node says "slow down": the welcome screen counts down, then the retry logs in."""
+    engine.rate_limit_waits = [3.0]
+    app = app_factory(FakeFactory(engine, resume=False))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        welcome = app.screen
+        assert isinstance(welcome, WelcomeScreen)
+        welcome.query_one("#user", Input).value = "alice"
+        welcome.query_one("#password", Input).value = "pw"
+        welcome.query_one("#passphrase", Input).value = "pp"
+        await pilot.press("ctrl+r")
+        await engine.rate_limit_waiting.wait()
+        await pilot.pause()
+        text = str(welcome.query_one("#welcome-wait", Static).render())
+        assert "retrying in 3 s" in text
+        assert welcome.busy and not isinstance(app.screen, MainScreen)
+        engine.rate_limit_gate.set()
+        await settle(app, pilot)
+        assert isinstance(app.screen, MainScreen)
+        assert ("register", ("alice",)) in engine.calls

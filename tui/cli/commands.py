@@ -8,6 +8,7 @@ import dataclasses
 import enum
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -19,7 +20,14 @@ from tui.client.localnode import stop_local_node
 from tui.client.passphrase import resolve_passphrase
 from tui.client.profile import Profile
 
-__all__ = ["as_json", "format_message", "run_command"]
+__all__ = [
+    "as_json",
+    "format_message",
+    "health_line",
+    "ping_json",
+    "ping_lines",
+    "run_command",
+]
 
 PASSWORD_ENV = "QPC_PASSWORD"  # noqa: S105 (a variable name)
 """Environment variable with the account password, for scripts."""
@@ -73,6 +81,24 @@ async def _open(opts: Options, *, create_ok: bool = False) -> Engine:
         raise ProfileError(f"no profile at {cfg.profile_dir}: run `qpc register USER` first")
     passphrase = resolve_passphrase(fd=opts.passphrase_fd, confirm=create)
     return await Engine.open(cfg, passphrase, create=create)
+
+
+def health_line(h: api.Health) -> str:
+    """``qpc health``'s line."""
+    up = h.uptime_ms / 1000
+    return f"{h.status}  version {h.version}  up {up:.0f}s  store {h.store_backend}"
+
+
+def ping_lines(p: api.PingResult) -> list[str]:
+    """``qpc ping``'s lines."""
+    lines = [f"rtt {r:.2f} ms" for r in p.rtts_ms]
+    lines.append(f"min/median/max {p.min_ms:.2f}/{p.median_ms:.2f}/{p.max_ms:.2f} ms")
+    return lines
+
+
+def ping_json(p: api.PingResult) -> dict[str, Any]:
+    """``qpc ping --json``'s object."""
+    return {**as_json(p), "median_ms": p.median_ms}
 
 
 def _who_lines(w: api.WhoAmI) -> list[str]:
@@ -133,30 +159,28 @@ async def _listen(e: Engine, opts: Options) -> None:
             ev_loop.remove_signal_handler(sig)
 
 
+def _say_wait(seconds: float) -> None:
+    """Rate limited: say so on stderr (stdout stays clean for --json) and wait."""
+    print(f"qpc: the server asks us to slow down; retrying in {seconds:.1f} s", file=sys.stderr)
+
+
 async def _run(e: Engine, opts: Options) -> None:
     cmd = opts.command
     if cmd == "register":
-        who = await e.register(opts.user, _password(opts))
+        who = await e.register(opts.user, _password(opts), on_wait=_say_wait)
         emit(opts, [f"registered {who.user}", *_who_lines(who)], as_json(who))
     elif cmd == "login":
-        who = await e.login(opts.user, _password(opts))
+        who = await e.login(opts.user, _password(opts), on_wait=_say_wait)
         emit(opts, [f"logged in as {who.user}", *_who_lines(who)], as_json(who))
     elif cmd == "whoami":
         who = await e.whoami()
         emit(opts, _who_lines(who), as_json(who))
     elif cmd == "health":
         h = await e.health()
-        up = h.uptime_ms / 1000
-        emit(
-            opts,
-            f"{h.status}  version {h.version}  up {up:.0f}s  store {h.store_backend}",
-            as_json(h),
-        )
+        emit(opts, health_line(h), as_json(h))
     elif cmd == "ping":
         p = await e.ping(opts.count)
-        lines = [f"rtt {r:.2f} ms" for r in p.rtts_ms]
-        lines.append(f"min/median/max {p.min_ms:.2f}/{p.median_ms:.2f}/{p.max_ms:.2f} ms")
-        emit(opts, lines, {**as_json(p), "median_ms": p.median_ms})
+        emit(opts, ping_lines(p), ping_json(p))
     elif cmd == "create-group":
         c = await e.create_group(opts.name)
         emit(opts, f"created {c.name} {c.id}", as_json(c))

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from proto import files
 from proto.crypto.atrest import DEFAULT_PARAMS, FAST_TEST_PARAMS
 from proto.errors import (
     Expired,
@@ -98,12 +99,32 @@ _COMMANDS: list[tuple[str, str, list[tuple[tuple[str, ...], dict[str, Any]]]]] =
     ("demo-group", "throwaway node + three profiles: a group, a removal, printed", []),
     ("demo", "the TUI in a live group with scripted peers (throwaway node)", []),
     ("stop-local-node", "stop the shared embedded node", []),
+    (
+        "serve-ssh",
+        "serve the TUI over SSH: a process per session, identity by SSH key",
+        [
+            (("--listen",), {"default": "127.0.0.1:2222", "metavar": "HOST:PORT"}),
+            (("--state-dir",), {"metavar": "DIR", "help": "host key, profiles, embedded node"}),
+            (("--server-fingerprint",), {"metavar": "HEX", "help": "expected key of --server"}),
+            (("--max-sessions",), {"type": int, "default": 200}),
+            (("--max-sessions-per-key",), {"type": int, "default": 5}),
+            (("--idle-timeout",), {"type": float, "default": 3600.0, "metavar": "S"}),
+            (("--auth-rate",), {"type": float, "default": 1.0, "metavar": "PER_S"}),
+            (("--auth-burst",), {"type": int, "default": 10}),
+            (("--metrics",), {"metavar": "HOST:PORT", "help": "Prometheus endpoint"}),
+        ],
+    ),
 ]
 
 
 def _globals(parser: argparse.ArgumentParser, *, top: bool) -> None:
     d: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
-    parser.add_argument("--server", metavar="HOST:PORT", help="node address", **d)
+    parser.add_argument(
+        "--server",
+        metavar="HOST:PORT[,HOST:PORT]",
+        help="node address; several: processes of one deployment, tried in turn",
+        **d,
+    )
     parser.add_argument("--profile", metavar="DIR", help="profile directory", **d)
     parser.add_argument("--json", action="store_true", help="JSON output", **d)
     parser.add_argument(
@@ -157,10 +178,8 @@ def engine_config(opts: Options) -> EngineConfig:
 
 
 def _setup_logging(path: Path, verbose: bool) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    log_file = path / "client.log"
-    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
+    files.private_dir(path)
+    handler = logging.StreamHandler(files.open_private(path / "client.log", "a"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -191,6 +210,7 @@ def _error_text(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qpc`` console script; returns the exit status."""
+    files.set_program_umask()  # second line behind proto.files (docs/THREAT_MODEL.md)
     from tui.cli.commands import run_command
 
     parser = build_parser()
@@ -203,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"qpc: error: the TUI is not available ({exc})", file=sys.stderr)
             return 1
         return run_tui(opts)
+    if opts.command == "serve-ssh":
+        from tui.ssh.cli import serve_ssh
+
+        return serve_ssh(opts)
     if opts.command not in ("demo-group", "stop-local-node"):
         _setup_logging(profile_dir(opts), opts.verbose)
     try:

@@ -19,11 +19,12 @@ Identifiers as the user sees them:
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "MAX_RATE_LIMIT_WAIT_S",
     "ChannelInfo",
     "ChannelKind",
     "ChannelsChanged",
@@ -43,6 +44,7 @@ __all__ = [
     "MessageReceived",
     "MessageStateChanged",
     "PingResult",
+    "RateLimitWait",
     "SecurityWarning",
     "ServerInfo",
     "ServerProbe",
@@ -386,6 +388,13 @@ EngineEvent = (
 # --------------------------------------------------------------------------- engine
 
 
+RateLimitWait = Callable[[float], None]
+"""Told how many seconds the engine will wait before retrying a rate-limited step."""
+
+MAX_RATE_LIMIT_WAIT_S = 120.0
+"""Longest total wait for rate limits in one register/login before giving up."""
+
+
 @runtime_checkable
 class ClientEngine(Protocol):
     """What the TUI and the CLI can ask of the client engine.
@@ -397,12 +406,24 @@ class ClientEngine(Protocol):
     ``DeliveryState.PENDING`` and sent from the outbox on reconnect.
     """
 
-    async def register(self, user: str, password: str) -> WhoAmI:
-        """Create the account (OPAQUE), log in, create and register this device."""
+    async def register(
+        self, user: str, password: str, *, on_wait: RateLimitWait | None = None
+    ) -> WhoAmI:
+        """Create the account (OPAQUE), log in, create and register this device.
+
+        When the node answers ``rateLimited`` the engine waits the time the node
+        gave and retries (up to :data:`MAX_RATE_LIMIT_WAIT_S` in all), calling
+        ``on_wait(seconds)`` before each wait so the UI can show a countdown.
+        """
         ...
 
-    async def login(self, user: str, password: str) -> WhoAmI:
-        """Log in (OPAQUE), registering this device and topping up KeyPackages."""
+    async def login(
+        self, user: str, password: str, *, on_wait: RateLimitWait | None = None
+    ) -> WhoAmI:
+        """Log in (OPAQUE), registering this device and topping up KeyPackages.
+
+        Waits and retries on ``rateLimited`` like :meth:`register`.
+        """
         ...
 
     async def create_group(self, name: str) -> ChannelInfo:

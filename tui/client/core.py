@@ -1,9 +1,12 @@
-"""Engine core: profile, connection, account and device, keys of peers.
+"""The session part: profile, node connection, account and device, keys of peers.
 
-:class:`EngineCore` owns the unlocked :class:`~tui.client.profile.Profile`,
-the :class:`~tui.client.state.EngineState`, the MLS client and the RPC
-connection. The inbox (:mod:`tui.client.inbox`) and the channel operations
-(:mod:`tui.client.engine`) build on it.
+:class:`Session` owns the unlocked :class:`~tui.client.profile.Profile`, the
+:class:`~tui.client.state.EngineState` document (loaded once, then the same
+object for the engine's lifetime), the MLS client and the RPC connection
+(embedded node or ``--server``, TOFU pin, reconnect). The other parts
+(:mod:`tui.client.delivery`, :mod:`tui.client.sending`,
+:mod:`tui.client.channels`) receive it and call its methods; it calls none
+of theirs.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import logging
 import os
 import time
 import unicodedata
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 
-from proto import mls, tls
+from proto import files, mls, tls
 from proto.codec import Device
 from proto.crypto import opaque
 from proto.crypto.atrest import DEFAULT_PARAMS, KdfParams
@@ -34,15 +38,16 @@ from proto.errors import (
     InvalidKey,
     LocalError,
     ProfileError,
+    RateLimited,
     TransportError,
 )
 from proto.rpc_client import ClientConfig, RpcClient
 from tui.client import api
-from tui.client.localnode import ensure_local_node
+from tui.client.localnode import ensure_local_node, read_local_node
 from tui.client.profile import ChatMessage, Profile
 from tui.client.state import ChannelRecord, DeviceRecord, EngineState
 
-__all__ = ["EMBEDDED", "EngineConfig", "EngineCore", "normalize_user"]
+__all__ = ["EMBEDDED", "EngineConfig", "Session", "normalize_user"]
 
 log = logging.getLogger("tui.client")
 T = TypeVar("T")
@@ -50,6 +55,27 @@ T = TypeVar("T")
 EMBEDDED = "embedded"
 """``server`` value meaning the shared local node."""
 PINS_FILE = "pins.json"
+
+
+def parse_servers(server: str) -> list[tuple[str, int]]:
+    """``HOST:PORT[,HOST:PORT...]`` -> [(host, port), ...] (IPv6 literals in brackets).
+
+    Several addresses name the processes or machines of one deployment (one
+    TLS key, pinned under the first): the connection moves to the next when
+    one cannot be reached or dies.
+
+    Raises:
+        ConfigError: an entry is not ``HOST:PORT``.
+    """
+    out = []
+    for entry in server.split(","):
+        host, sep, port_text = entry.strip().rpartition(":")
+        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigError(f"the server must be HOST:PORT[,HOST:PORT...], not {server!r}")
+        out.append((host.strip("[]"), int(port_text)))
+    return out
+
+
 """TOFU pin store of node keys inside the profile."""
 LOCK_FILE = "engine.lock"
 """Held while an engine has the profile open (one writer per profile)."""
@@ -96,7 +122,34 @@ def _parsed_hybrid_key(hex_key: str) -> HybridPublicKey:
     return HybridPublicKey.from_bytes(bytes.fromhex(hex_key))
 
 
-class EngineCore:
+class _WaitBudget:
+    """Waits out ``rateLimited`` answers of one register/login, within a total budget.
+
+    Only the first step of an attempt (``registerStart``, ``loginStart``) is
+    charged by the node, so only those are retried; waiting the node's
+    ``retryAfterMs`` is enough for the whole attempt to go through.
+    """
+
+    def __init__(self, on_wait: api.RateLimitWait | None) -> None:
+        self._on_wait = on_wait
+        self._left = api.MAX_RATE_LIMIT_WAIT_S
+
+    async def retry(self, call: Callable[[], Awaitable[T]]) -> T:
+        while True:
+            try:
+                return await call()
+            except RateLimited as exc:
+                wait = max(exc.retry_after_ms, 50) / 1000
+                if wait > self._left:
+                    raise
+                self._left -= wait
+                if self._on_wait is not None:
+                    self._on_wait(wait)
+                log.info("rate limited by the node; retrying in %.1f s", wait)
+                await asyncio.sleep(wait)
+
+
+class Session:
     """Profile, state, MLS client and node connection (see module docstring)."""
 
     def __init__(self, config: EngineConfig, profile: Profile, lock: IO[str]) -> None:
@@ -116,9 +169,10 @@ class EngineCore:
     # ------------------------------------------------------------------ lifecycle
 
     @staticmethod
-    def _acquire_lock(path: Path, wait_s: float) -> IO[str]:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fh = open(path / LOCK_FILE, "w")  # noqa: SIM115 (held for the engine's lifetime)
+    def acquire_lock(path: Path, wait_s: float) -> IO[str]:
+        """Hold the profile's lock file (one engine per profile), waiting up to ``wait_s``."""
+        files.private_dir(path)
+        fh = files.open_private(path / LOCK_FILE, "a")
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -130,7 +184,8 @@ class EngineCore:
                     raise ProfileError("the profile is in use by another qpc process") from None
                 time.sleep(0.05)
 
-    async def _load(self) -> None:
+    async def load(self) -> None:
+        """Load the state document, device keys and MLS client (once, before use)."""
         self.state = await EngineState.load(self.profile)
         self._identity = await self.profile.get_identity()
         self._hybrid = await self.profile.get_hybrid_key()
@@ -180,11 +235,46 @@ class EngineCore:
         """Configured server (``host:port`` or ``embedded``)."""
         return self.config.server or self.state.server or EMBEDDED
 
+    def server_info(self) -> api.ServerInfo:
+        """The node's ``host:port`` and whether it is the embedded local node (no I/O)."""
+        embedded = self.server == EMBEDDED
+        address = self._server_addr
+        if not address and not embedded:
+            address = self.server
+        return api.ServerInfo(address=address, embedded=embedded)
+
+    @property
+    def server_addr(self) -> str:
+        """``host:port`` of the current connection ("" before the first)."""
+        return self._server_addr
+
     async def rpc(self) -> RpcClient:
-        """The node connection (created on first use; reconnects by itself)."""
+        """The node connection (created on first use; reconnects by itself).
+
+        On the embedded node, while the connection is down, the node's record
+        is read again: a node restarted on another port (or with another key)
+        replaces the connection, which then reconnects there. No node is
+        started here once connected (``qpc`` starts one when it needs it).
+        """
+        current = self._rpc
+        if current is not None and not current.connected and self.server == EMBEDDED:
+            node = await asyncio.to_thread(read_local_node, self.config.data_dir)
+            cfg = current.config
+            if (
+                node is not None
+                and self._rpc is current
+                and (
+                    (node.host, node.port) != (cfg.host, cfg.port)
+                    or node.fingerprint != cfg.trust.fingerprint
+                )
+            ):
+                log.info("the local node moved to %s; reconnecting there", node.address)
+                self._rpc = None
+                await current.close()
         if self._rpc is not None:
             return self._rpc
         server = self.server
+        alternates: tuple[tuple[str, int], ...] = ()
         if server == EMBEDDED:
             node = await asyncio.to_thread(
                 ensure_local_node, self.config.data_dir, extra_args=self.config.local_node_args
@@ -192,10 +282,8 @@ class EngineCore:
             host, port = node.host, node.port
             trust = tls.TrustConfig(fingerprint=node.fingerprint)
         else:
-            host, sep, port_text = server.rpartition(":")
-            if not sep or not port_text.isdigit():
-                raise ConfigError(f"--server must be HOST:PORT, not {server!r}")
-            host, port = host.strip("[]"), int(port_text)
+            addresses = parse_servers(server)
+            (host, port), alternates = addresses[0], tuple(addresses[1:])
             trust = tls.TrustConfig(
                 pin_store=self.profile.path / PINS_FILE, trust_new_key=self.config.trust_new_key
             )
@@ -203,6 +291,7 @@ class EngineCore:
         cfg = ClientConfig(
             host=host,
             port=port,
+            alternates=alternates,
             trust=trust,
             reconnect_wait=self.config.reconnect_wait_s,
             connect_timeout=min(5.0, self.config.reconnect_wait_s),
@@ -215,10 +304,16 @@ class EngineCore:
         out = len(self.state.outbox)
         rpc = self._rpc
         if rpc is not None and rpc.connected:
-            return api.ConnectionState.connected(server=self._server_addr, outbox_count=out)
+            host, port = rpc.address  # of a server list: the one in use
+            return api.ConnectionState.connected(server=f"{host}:{port}", outbox_count=out)
         return api.ConnectionState.offline(out, server=self._server_addr)
 
     # ------------------------------------------------------------------ identity
+
+    @property
+    def has_device(self) -> bool:
+        """Whether this profile holds a device identity key."""
+        return self._identity is not None
 
     @property
     def identity(self) -> IdentityKey:
@@ -264,26 +359,38 @@ class EngineCore:
             self.state.access_key = os.urandom(32).hex()
             await self.save()
 
-    async def register(self, user: str, password: str) -> api.WhoAmI:
+    async def register(
+        self, user: str, password: str, *, on_wait: api.RateLimitWait | None = None
+    ) -> api.WhoAmI:
         """Create the account (OPAQUE), then log in as in :meth:`login`."""
         user = normalize_user(user)
         start = opaque.client_registration_start(password)
         rpc = await self.rpc()
-        resp = await rpc.register_start(username=user, request=start.request, auth=b"")
+        budget = _WaitBudget(on_wait)
+        resp = await budget.retry(
+            lambda: rpc.register_start(username=user, request=start.request, auth=b"")
+        )
         finish = opaque.client_registration_finish(password, start.state, resp.response)
         await rpc.register_finish(username=user, upload=finish.upload, auth=b"")
         log.info("account registered")
-        return await self.login(user, password)
+        return await self._login(user, password, budget)
 
-    async def login(self, user: str, password: str) -> api.WhoAmI:
+    async def login(
+        self, user: str, password: str, *, on_wait: api.RateLimitWait | None = None
+    ) -> api.WhoAmI:
         """OPAQUE login; creates and registers this device and tops up KeyPackages."""
+        return await self._login(user, password, _WaitBudget(on_wait))
+
+    async def _login(self, user: str, password: str, budget: _WaitBudget) -> api.WhoAmI:
         user = normalize_user(user)
         if self.state.user and self.state.user != user:
             raise LocalError(f"this profile belongs to {self.state.user!r}; use another --profile")
         await self._ensure_device_keys()
         rpc = await self.rpc()
         start = opaque.client_login_start(password)
-        resp = await rpc.login_start(username=user, request=start.request, auth=b"")
+        resp = await budget.retry(
+            lambda: rpc.login_start(username=user, request=start.request, auth=b"")
+        )
         finish = opaque.client_login_finish(password, start.state, resp.response)
         res = await rpc.login_finish(
             login_id=resp.login_id,
@@ -306,9 +413,17 @@ class EngineCore:
                 self._mls = await asyncio.to_thread(mls.Client.open, path, key)
             else:
                 ident = self.identity.private_bytes()
-                self._mls = await asyncio.to_thread(
-                    lambda: mls.Client.create(path, key, user.encode(), signature_key=ident)
-                )
+                # 0600 before the binding's SQLite opens it (its journal follows)
+                files.ensure_private_file(self.profile.mls_state_path)
+                try:
+                    self._mls = await asyncio.to_thread(
+                        lambda: mls.Client.create(path, key, user.encode(), signature_key=ident)
+                    )
+                except BaseException:
+                    with contextlib.suppress(OSError):  # not left empty for open() later
+                        if self.profile.mls_state_path.stat().st_size == 0:
+                            self.profile.mls_state_path.unlink()
+                    raise
         await self.save()
         who = await rpc.whoami()
         if not who.device_registered:

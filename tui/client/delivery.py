@@ -1,4 +1,4 @@
-"""Receiving: fetch, open, order, process, persist, then ack; live events.
+"""The inbox part: fetch, decide (sans-I/O core), apply, persist, then ack; live events.
 
 Ordering rules (design §5):
 
@@ -8,80 +8,104 @@ Ordering rules (design §5):
   commit that reaches its epoch has been processed;
 * everything the user sees, and the cursor, is persisted before ``ack``.
 
-Anything that fails validation (envelope that does not open, is for another
-device, has a bad sender signature; MLS message that does not verify, comes
-from a non-member, or a Welcome replayed) is dropped with a logged reason and a
+What to do with each envelope is decided by :mod:`tui.client.receive` (no
+I/O); :class:`Inbox` is the shell that performs the effects it returns
+(MLS transactions, state updates, history appends, save, ack). Anything that
+fails validation is dropped with a logged reason and a
 :class:`~tui.client.api.SecurityWarning` event; the channel keeps working.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
-from typing import IO
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from proto import mls
 from proto.codec import Envelope
-from proto.crypto.envelope import ContentType, OpenedEnvelope, open_envelope
+from proto.crypto.envelope import OpenedEnvelope
 from proto.errors import (
     ConnectionLost,
-    CryptoError,
-    MalformedInput,
     MlsError,
     QpcError,
     TransportError,
     Unavailable,
     UnknownGroup,
 )
-from tui.client import api, appdata
-from tui.client.core import EngineConfig
-from tui.client.profile import ChatMessage, Profile
-from tui.client.state import DeviceRecord, HeldEnvelope
-from tui.client.views import Views, now_ms
+from tui.client import api, receive
+from tui.client.core import Session
+from tui.client.profile import ChatMessage
+from tui.client.state import DeviceRecord, EngineState
+from tui.client.views import Events, Views, now_ms
 
-__all__ = ["CRASH_ENV", "Delivery", "now_ms"]
+__all__ = ["CRASH_ENV", "FollowUps", "Inbox"]
 
 log = logging.getLogger("tui.client.delivery")
 
 CRASH_ENV = "QPC_TEST_CRASH"
 """Test hook: ``before-save``/``before-ack`` exit the process at that point of a batch."""
-MAX_HELD = 1000
-"""Most future-epoch envelopes held at once (the oldest are dropped beyond)."""
 FETCH_LIMIT = 500
 ACK_DELAY_S = 0.05
 """How long the live subscription coalesces saves and acks."""
 
 
-class Delivery(Views):
+@dataclass(slots=True, kw_only=True)
+class FollowUps:
+    """What a processed batch leaves to the other parts (taken by the engine)."""
+
+    joined: list[bytes] = field(default_factory=list)
+    """Channels joined (say hello in them, refill KeyPackages)."""
+    leave_requests: set[bytes] = field(default_factory=set)
+    """Channels with a pending remove proposal to commit."""
+
+
+class Inbox:
     """Inbox processing and the live event stream (see module docstring)."""
 
-    def __init__(self, config: EngineConfig, profile: Profile, lock: IO[str]) -> None:
-        """Internal: use :meth:`tui.client.engine.Engine.open`."""
-        super().__init__(config, profile, lock)
+    def __init__(
+        self,
+        session: Session,
+        state: EngineState,
+        events: Events,
+        views: Views,
+        *,
+        after_batch: Callable[[], Awaitable[None]],
+    ) -> None:
+        """The inbox of ``session``'s device.
+
+        ``after_batch`` runs under the session mutex after every batch the
+        live subscription processed (the engine's follow-ups: hello, leave
+        commits, outbox).
+        """
+        self._session = session
+        self._state = state
+        self._events = events
+        self._views = views
+        self._after_batch = after_batch
         self._listen_task: asyncio.Task[None] | None = None
         self._conn_state: api.ConnectionState | None = None
-        self.joined: list[bytes] = []
-        """Channels joined in the current batch (the engine says hello in them)."""
-        self.leave_requests: set[bytes] = set()
-        """Channels with a pending remove proposal to commit."""
-        self._inflight: set[int] = set()
+        self._follow = FollowUps()
         self._flush_task: asyncio.Task[None] | None = None
         self._stored: list[tuple[ChatMessage, asyncio.Future[int]]] = []
         """History appends of the current batch, queued and not yet awaited."""
 
+    def take_follow_ups(self) -> FollowUps:
+        """What the batches since the last call left to do (and forget it)."""
+        out, self._follow = self._follow, FollowUps()
+        return out
+
     # ------------------------------------------------------------------ fetch
 
     async def drain(self) -> list[api.Message]:
-        """Fetch and process everything waiting (caller holds :attr:`mutex`)."""
+        """Fetch and process everything waiting (caller holds the session mutex)."""
         out: list[api.Message] = []
         while True:
-            rpc = await self.rpc()
-            res = await rpc.fetch(after_seq=self.state.cursor, limit=FETCH_LIMIT)
+            rpc = await self._session.rpc()
+            res = await rpc.fetch(after_seq=self._state.cursor, limit=FETCH_LIMIT)
             if not res.envelopes:
                 break
             out += await self.process_batch(res.envelopes)
@@ -101,18 +125,18 @@ class Delivery(Views):
         moment later (coalescing a burst into one save and one ack). Either way
         the save is durable (its fsync covers the history committed before it)
         and precedes the ack, so the node never deletes a message that a power
-        cut could still take from this device; a crash before the save only
-        means the node redelivers, and the replays are refused by MLS (their
-        secrets are gone), so nothing is stored twice.
+        cut could still take from this device.
         """
         for env in sorted(envelopes, key=lambda e: e.seq):
-            if env.seq <= self.state.cursor:
+            if env.seq <= self._state.cursor:
                 continue  # duplicate (already processed and persisted)
             try:
                 await self._process_one(env)
             except QpcError as exc:  # a local failure must not wedge the inbox
-                self.warn(f"could not process message: {type(exc).__name__}", env.channel_id)
-            self.state.cursor = env.seq
+                self._events.warn(
+                    f"could not process message: {type(exc).__name__}", env.channel_id
+                )
+            self._state.cursor = env.seq
         out = await self._commit_stored()
         if defer_ack:
             self._schedule_flush()
@@ -131,10 +155,12 @@ class Delivery(Views):
             if isinstance(local_id, BaseException):
                 if not isinstance(local_id, QpcError):
                     raise local_id
-                self.warn(f"could not store message: {type(local_id).__name__}", msg.channel_id)
+                self._events.warn(
+                    f"could not store message: {type(local_id).__name__}", msg.channel_id
+                )
                 continue
-            message = self.to_api(dataclasses.replace(msg, local_id=local_id))
-            self.emit(api.MessageReceived(message=message))
+            message = self._views.to_api(dataclasses.replace(msg, local_id=local_id))
+            self._events.emit(api.MessageReceived(message=message))
             out.append(message)
         return out
 
@@ -142,27 +168,26 @@ class Delivery(Views):
         """Save the state, then ack everything up to the cursor (caller holds the mutex)."""
         if os.environ.get(CRASH_ENV) == "before-save":
             os._exit(9)
-        await self.save()
+        await self._session.save()
         if os.environ.get(CRASH_ENV) == "before-ack":
             os._exit(9)
-        if self.state.cursor > self.state.acked:
-            upto = self.state.cursor
-            await (await self.rpc()).ack(upto_seq=upto)
-            self.state.acked = upto  # saved with the next change; a re-ack is harmless
+        if self._state.cursor > self._state.acked:
+            upto = self._state.cursor
+            await (await self._session.rpc()).ack(upto_seq=upto)
+            self._state.acked = upto  # saved with the next change; a re-ack is harmless
 
     async def close(self) -> None:
-        """Stop live updates, save and ack what was processed, then close."""
+        """Stop live updates, save and ack what was processed."""
         for task in (self._listen_task, self._flush_task):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, QpcError):
                     await task
-        if self.state.user and self._identity is not None:
+        if self._state.user and self._session.has_device:
             with contextlib.suppress(QpcError):
                 async with asyncio.timeout(2):
-                    async with self.mutex:
+                    async with self._session.mutex:
                         await self.flush_ack()
-        await super().close()
 
     def _schedule_flush(self) -> None:
         if self._flush_task is None or self._flush_task.done():
@@ -170,249 +195,167 @@ class Delivery(Views):
 
     async def _deferred_flush(self) -> None:
         await asyncio.sleep(ACK_DELAY_S)
-        async with self.mutex:
-            await self.save()  # the cursor is durable before the ack below
-            upto = self.state.cursor
-        if upto > self.state.acked:
+        async with self._session.mutex:
+            await self._session.save()  # the cursor is durable before the ack below
+            upto = self._state.cursor
+        if upto > self._state.acked:
             # Outside the mutex, so processing goes on while the node deletes.
             # Failing is fine: acked on the next flush, the saved cursor prevents dupes.
             with contextlib.suppress(ConnectionLost, TransportError):
-                await (await self.rpc()).ack(upto_seq=upto)
-                self.state.acked = max(self.state.acked, upto)
+                await (await self._session.rpc()).ack(upto_seq=upto)
+                self._state.acked = max(self._state.acked, upto)
 
-    async def _process_one(self, env: Envelope) -> list[api.Message]:
-        channel = env.channel_id
-        try:
-            opened = open_envelope(
-                env.data,
-                recipient_key=self.hybrid,
-                recipient_id=self.device_id,
-                channel_id=channel,
-            )
-        except CryptoError as exc:
-            self.warn(f"envelope rejected ({type(exc).__name__})", channel)
-            return []
-        if opened.content_type == ContentType.MLS_WELCOME:
-            await self._on_welcome(opened)
-            return []
-        if opened.content_type == ContentType.CONTROL:
-            return []
-        try:
-            group = self.mls.load_group(channel)
-        except UnknownGroup:
-            self.warn("message for a channel we are not in", channel)
-            return []
-        try:
-            epoch = mls.message_info(opened.body).epoch
-        except MlsError as exc:
-            self.warn(f"malformed MLS message ({type(exc).__name__})", channel)
-            return []
-        if epoch is not None and epoch > group.epoch:
-            self._hold(env.seq, opened)
-            return []
-        return await self._on_mls(group, opened)
+    # ------------------------------------------------------------------ the shell
 
-    def _hold(self, seq: int, opened: OpenedEnvelope) -> None:
-        held = self.state.held
-        held.append(
-            HeldEnvelope(
-                seq=seq,
-                channel=opened.channel_id.hex(),
-                content_type=int(opened.content_type),
-                sender=opened.sender.hex(),
-                body=base64.b64encode(opened.body).decode(),
-            )
+    async def _process_one(self, env: Envelope) -> None:
+        step = receive.on_envelope(
+            self._state,
+            env,
+            device_id=self._session.device_id,
+            hybrid=self._session.hybrid,
+            epochs=_Epochs(self._session.mls),
         )
-        if len(held) > MAX_HELD:
-            del held[0]
-            log.warning("held-message limit reached; dropped the oldest")
+        await self._apply(step, seq=env.seq)
 
-    async def _release_held(self, group: mls.Group) -> list[api.Message]:
-        """Process held messages of ``group`` whose epoch has been reached."""
-        out: list[api.Message] = []
-        gid = group.group_id.hex()
-        progress = True
-        while progress:
-            progress = False
-            for h in sorted(self.state.held, key=lambda h: h.seq):
-                if h.channel != gid:
-                    continue
-                body = h.body_bytes()
-                epoch = mls.message_info(body).epoch
-                if epoch is not None and epoch > group.epoch:
-                    continue
-                self.state.held.remove(h)
-                opened = OpenedEnvelope(
-                    recipient_id=self.device_id,
-                    channel_id=group.group_id,
-                    content_type=ContentType(h.content_type),
-                    sender=bytes.fromhex(h.sender),
-                    body=body,
-                )
-                out += await self._on_mls(group, opened)
-                progress = True
-                break
-        return out
+    async def _apply(self, step: receive.Step, *, seq: int = 0) -> None:
+        """Perform a step's effects in order, then emit its events."""
+        for ev in step.events:
+            self._events.emit(ev)
+            if isinstance(ev, api.SecurityWarning):
+                log.warning("rejected: %s (channel %s)", ev.reason, ev.channel[:16])
+        for fx in step.effects:
+            await self._perform(fx)
 
-    # ------------------------------------------------------------------ MLS
+    async def _perform(self, fx: receive.Effect) -> None:
+        state, client = self._state, self._session.mls
+        match fx:
+            case receive.ApplyMls(opened=opened):
+                await self._apply_mls(opened)
+            case receive.JoinWelcome(opened=opened):
+                try:
+                    joined: receive.GroupView | MlsError = receive.GroupView.of(
+                        client.join_from_welcome(opened.body)
+                    )
+                except MlsError as exc:
+                    joined = exc
+                await self._apply(receive.on_joined(opened, joined))
+            case receive.DeleteGroup(channel=channel):
+                client.delete_group(channel)
+            case receive.Hold(held=held):
+                state.held.append(held)
+                if len(state.held) > receive.MAX_HELD:
+                    del state.held[0]
+                    log.warning("held-message limit reached; dropped the oldest")
+            case receive.Joined(channel=channel):
+                rec = self._views.channel_record(channel)
+                rec.active, rec.last_ms, rec.updated_ms = True, now_ms(), now_ms()
+                self._follow.joined.append(channel)
+                await self._session.save()
+                log.info("joined channel %s", channel.hex()[:16])
+                self._views.emit_channels()
+            case receive.LearnDevice(device=device, user=user, access_key=ak):
+                dev = state.devices.setdefault(device.hex(), DeviceRecord(user=user))
+                if ak is not None:
+                    dev.access_key = ak.hex()
+            case receive.SetChannelMeta(channel=channel, name=name, kind=kind):
+                rec = self._views.channel_record(channel)
+                rec.name, rec.kind = name, kind
+            case receive.SetAccessKeys(keys=keys):
+                for key_hex, ak_hex in keys.items():
+                    known = state.devices.get(key_hex)
+                    if known is not None and not known.access_key:
+                        known.access_key = ak_hex
+                self._views.emit_channels()
+            case receive.StoreMessage(message=msg):
+                # Queued now (history order = processing order); the batch
+                # awaits the commit and reports the message (see process_batch).
+                self._stored.append((msg, self._session.profile.queue_message(msg)))
+            case receive.AddUnread(channel=channel):
+                rec = self._views.channel_record(channel)
+                rec.unread += 1
+                rec.last_ms = now_ms()
+            case receive.LeaveRequested(channel=channel):
+                self._follow.leave_requests.add(channel)
+            case receive.CommitSeen():
+                await self._commit_seen(fx)
 
-    async def _on_welcome(self, opened: OpenedEnvelope) -> None:
-        channel = opened.channel_id
-        if channel in self.mls.group_ids():
-            self.warn("Welcome for a channel we are already in (replay?)", channel)
-            return
+    async def _apply_mls(self, opened: OpenedEnvelope) -> None:
+        group = self._session.mls.load_group(opened.channel_id)
+        before = receive.GroupView.of(group)
         try:
-            group = self.mls.join_from_welcome(opened.body)
+            result: receive.ProcessResult | MlsError = group.process(opened.body)
         except MlsError as exc:
-            self.warn(f"Welcome rejected ({type(exc).__name__})", channel)
-            return
-        if group.group_id != channel:
-            self.warn("Welcome for a different channel than its envelope", channel)
-            self.mls.delete_group(group.group_id)
-            return
-        inviter = self._member_by_key(group, opened.sender)
-        if inviter is None:
-            self.warn("Welcome sealed by a non-member", channel)
-            self.mls.delete_group(channel)
-            return
-        rec = self.channel_record(channel)
-        rec.active, rec.last_ms, rec.updated_ms = True, now_ms(), now_ms()
-        self.state.devices.setdefault(opened.sender.hex(), _device(inviter))
-        self.joined.append(channel)
-        await self.save()
-        log.info("joined channel %s at epoch %d", channel.hex()[:16], group.epoch)
-        self.emit_channels()
+            result = exc
+        await self._apply(receive.on_processed(opened, before, result, now_ms=now_ms()))
 
-    @staticmethod
-    def _member_by_key(group: mls.Group, key: bytes) -> mls.Member | None:
-        return next((m for m in group.members() if m.signature_key == key), None)
-
-    async def _on_mls(self, group: mls.Group, opened: OpenedEnvelope) -> list[api.Message]:
-        channel = opened.channel_id
-        before = {m.leaf_index: m for m in group.members()}
-        try:
-            res = group.process(opened.body)
-        except MlsError as exc:
-            self.warn(f"MLS message rejected ({type(exc).__name__})", channel)
-            return []
-        if isinstance(res, mls.OwnMessage):
-            return []
-        leaf = res.sender_leaf
-        sender = before.get(leaf) if leaf is not None else None
-        if sender is not None and sender.signature_key != opened.sender:
-            # MLS verified the content, but somebody else sealed it to us.
-            self.warn("envelope signer is not the MLS sender", channel)
-            if isinstance(res, mls.ApplicationMessage):
-                return []
-        if isinstance(res, mls.ApplicationMessage):
-            if sender is None:
-                self.warn("application message from a non-member", channel)
-                return []
-            return await self._on_app(channel, sender, res.plaintext)
-        if isinstance(res, mls.ProposalStored):
-            if res.kind == "remove":
-                self.leave_requests.add(channel)
-            return []
-        # A commit, already merged by the binding.
-        rec = self.channel_record(channel)
+    async def _commit_seen(self, fx: receive.CommitSeen) -> None:
+        channel = fx.channel
+        group = self._session.mls.load_group(channel)
+        rec = self._views.channel_record(channel)
         rec.last_ms = now_ms()
-        for m in res.added:
-            self.state.devices.setdefault(m.signature_key.hex(), _device(m))
-        if res.self_removed or not group.is_active:
+        for m in fx.added:
+            self._state.devices.setdefault(m.signature_key.hex(), _device(m))
+        if fx.removed_self or not group.is_active:
             rec.active = False
             log.info("removed from channel %s", channel.hex()[:16])
-        self.leave_requests.discard(channel)
-        await self.save()
-        self.emit(
-            api.MembersChanged(
-                channel=channel.hex(), members=self.member_list(group), epoch=group.epoch
-            )
-        )
-        self.emit_channels()
-        if not rec.active:
-            return []
-        return await self._release_held(group)
+        self._follow.leave_requests.discard(channel)
+        await self._session.save()
+        self._views.emit_members(channel, group)
+        self._views.emit_channels()
+        if rec.active:
+            await self._release_held(group)
 
-    async def _on_app(
-        self, channel: bytes, sender: mls.Member, plaintext: bytes
-    ) -> list[api.Message]:
-        try:
-            item = appdata.decode(plaintext)
-        except MalformedInput:
-            self.warn("malformed application data", channel)
-            return []
-        rec = self.channel_record(channel)
-        dev = self.state.devices.setdefault(sender.signature_key.hex(), _device(sender))
-        if isinstance(item, appdata.Hello):
-            dev.access_key = item.access_key.hex()
-            return []
-        if isinstance(item, appdata.Meta):
-            rec.name, rec.kind = item.name, item.kind
-            for key_hex, ak_hex in item.access_keys.items():
-                known = self.state.devices.get(key_hex)
-                if known is not None and not known.access_key:
-                    known.access_key = ak_hex
-            self.emit_channels()
-            return []
-        if not isinstance(item, appdata.ChatText):
-            return []
-        msg = ChatMessage(
-            channel_id=channel,
-            sender=sender.signature_key,
-            sender_name=sender.identity.decode("utf-8", "replace"),
-            timestamp_ms=item.ts,
-            text=item.text,
-        )
-        # Queued now (history order = processing order); the batch awaits the
-        # commit and reports the message (see process_batch).
-        self._stored.append((msg, self.profile.queue_message(msg)))
-        rec.unread += 1
-        rec.last_ms = now_ms()
-        return []
+    async def _release_held(self, group: mls.Group) -> None:
+        """Process held messages of ``group`` whose epoch has been reached."""
+        while True:
+            view = receive.GroupView.of(group)
+            release = receive.releasable(self._state.held, view, device_id=self._session.device_id)
+            if release is None:
+                return
+            self._state.held.remove(release.held)
+            await self._apply_mls(release.opened)
+            group = self._session.mls.load_group(group.group_id)
 
     # ------------------------------------------------------------------ live
-
-    async def after_batch(self) -> None:
-        """Hook run under the mutex after each processed batch (engine overrides)."""
 
     def _set_conn(self, state: api.ConnectionState) -> None:
         if state != self._conn_state:
             self._conn_state = state
-            self.emit(api.ConnectionChanged(state=state))
+            self._events.emit(api.ConnectionChanged(state=state))
 
     async def _listen_loop(self) -> None:
         backoff = 0.2
+        session = self._session
         while True:
             try:
-                rpc = await self.rpc()
-                async with rpc.fetch_wait(after_seq=self.state.cursor) as sub:
-                    self._set_conn(api.ConnectionState.connected(server=self._server_addr))
+                rpc = await session.rpc()
+                async with rpc.fetch_wait(after_seq=self._state.cursor) as sub:
+                    self._set_conn(api.ConnectionState.connected(server=session.server_addr))
                     backoff = 0.2
-                    async with self.mutex:
+                    async with session.mutex:
                         await self.drain()
-                        await self.after_batch()
+                        await self._after_batch()
                     async for res in sub:
                         if res.envelopes:
-                            async with self.mutex:
+                            async with session.mutex:
                                 await self.process_batch(res.envelopes, defer_ack=True)
-                                await self.after_batch()
+                                await self._after_batch()
             except (ConnectionLost, TransportError, Unavailable) as exc:  # node gone/restarting
                 log.info("subscription lost (%s); retrying in %.1fs", type(exc).__name__, backoff)
-                n = len(self.state.outbox)
+                n = len(self._state.outbox)
                 self._set_conn(
                     api.ConnectionState.reconnecting(
-                        backoff, server=self._server_addr, outbox_count=n
+                        backoff, server=session.server_addr, outbox_count=n
                     )
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
             except QpcError as exc:
-                self.warn(f"live updates stopped: {exc}")
+                self._events.warn(f"live updates stopped: {exc}")
                 raise
 
     async def _event_stream(self) -> AsyncIterator[api.EngineEvent]:
-        q: asyncio.Queue[api.EngineEvent] = asyncio.Queue()
-        self._listeners.append(q)
+        q = self._events.subscribe()
         if self._listen_task is None or self._listen_task.done():
             self._listen_task = asyncio.get_running_loop().create_task(self._listen_loop())
         task = self._listen_task
@@ -429,8 +372,8 @@ class Delivery(Views):
                     raise exc
                 return
         finally:
-            self._listeners.remove(q)
-            if not self._listeners and self._listen_task is not None:
+            self._events.unsubscribe(q)
+            if not self._events.listening and self._listen_task is not None:
                 self._listen_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, QpcError):
                     await self._listen_task
@@ -439,6 +382,25 @@ class Delivery(Views):
     def events(self) -> AsyncIterator[api.EngineEvent]:
         """Live events; holds the fetchWait subscription while iterated."""
         return self._event_stream()
+
+
+class _Epochs(Mapping[bytes, int]):
+    """Group id -> current epoch, read from the MLS client on demand."""
+
+    def __init__(self, client: mls.Client) -> None:
+        self._client = client
+
+    def __getitem__(self, gid: bytes) -> int:
+        try:
+            return self._client.load_group(gid).epoch
+        except UnknownGroup:
+            raise KeyError(gid) from None
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._client.group_ids())
+
+    def __len__(self) -> int:
+        return len(self._client.group_ids())
 
 
 def _device(member: mls.Member) -> DeviceRecord:

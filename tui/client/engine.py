@@ -1,4 +1,4 @@
-"""The client engine: channels (MLS groups), commits, sending, outbox, key checks.
+"""The client engine: a facade over its parts, implementing ``ClientEngine``.
 
 :class:`Engine` implements :class:`tui.client.api.ClientEngine`. Typical use::
 
@@ -11,38 +11,64 @@
     finally:
         await engine.close()
 
-Layers: :mod:`tui.client.core` (profile, connection, account, peers) <-
-:mod:`tui.client.delivery` (receiving, ordering, events) <-
-:mod:`tui.client.sending` (sending, outbox, commits) <- :class:`Engine`
-(channel operations, history, key checks).
+Parts (each one job; dependencies passed in at construction, see
+``docs/CLIENT.md``):
+
+* :class:`~tui.client.core.Session`: profile, state document, connection,
+  account, device keys, peers' keys, KeyPackages;
+* :class:`~tui.client.views.Events` and :class:`~tui.client.views.Views`:
+  the event fan-out and the API views;
+* :class:`~tui.client.delivery.Inbox`: receiving (the shell around the
+  sans-I/O core :mod:`tui.client.receive`), ack, the live subscription;
+* :class:`~tui.client.sending.Outbox`: sending, the outbox and its retries;
+* :class:`~tui.client.channels.Channels`: MLS groups, membership, commits.
+
+The facade wires them, runs the follow-ups of each received batch
+(:meth:`Engine._after_batch`) and serves history and key checks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from proto import mls
-from proto.crypto.envelope import ContentType
-from proto.crypto.identity import safety_number
-from proto.errors import LocalError, ProfileError
+from proto.crypto.envelope import HybridPrivateKey
+from proto.crypto.identity import IdentityKey, safety_number
+from proto.errors import ProfileError, QpcError
 from proto.rpc_client import RpcClient
 from tui.client import api, appdata
-from tui.client.core import EMBEDDED, EngineConfig, normalize_user
-from tui.client.delivery import now_ms
-from tui.client.localnode import read_local_node
+from tui.client.channels import Channels
+from tui.client.core import EngineConfig, Session, normalize_user
+from tui.client.delivery import Inbox
 from tui.client.profile import Profile
-from tui.client.sending import Sender
+from tui.client.sending import Outbox
+from tui.client.state import EngineState
+from tui.client.views import Events, Views
 
 __all__ = ["Engine", "EngineConfig"]
 
 log = logging.getLogger("tui.client.engine")
 
 
-class Engine(Sender):
+class Engine:
     """The client engine (implements :class:`tui.client.api.ClientEngine`)."""
+
+    def __init__(self, session: Session) -> None:
+        """Internal: use :meth:`open`. ``session`` is loaded."""
+        self.session = session
+        state = session.state
+        self.events_bus = Events()
+        self.views = Views(session, state, self.events_bus)
+        self.inbox = Inbox(
+            session, state, self.events_bus, self.views, after_batch=self._after_batch
+        )
+        self.outbox = Outbox(session, state, self.events_bus, self.views)
+        self.channels_part = Channels(
+            session, state, self.events_bus, self.views, self.outbox, catch_up=self.inbox.drain
+        )
 
     @classmethod
     async def open(cls, config: EngineConfig, passphrase: str, *, create: bool = False) -> Engine:
@@ -58,7 +84,7 @@ class Engine(Sender):
             raise ProfileError(f"a profile already exists at {path}")
         if not create and not exists:
             raise ProfileError(f"no profile at {path}: run `qpc register` first")
-        lock = await asyncio.to_thread(cls._acquire_lock, path, config.lock_wait_s)
+        lock = await asyncio.to_thread(Session.acquire_lock, path, config.lock_wait_s)
         try:
             if create:
                 profile = await Profile.create(path, passphrase, kdf=config.kdf)
@@ -67,226 +93,210 @@ class Engine(Sender):
         except BaseException:
             lock.close()
             raise
-        engine = cls(config, profile, lock)
+        session = Session(config, profile, lock)
         try:
-            await engine._load()
+            await session.load()
         except BaseException:
-            await engine.close()
+            await session.close()
             raise
-        return engine
+        return cls(session)
 
-    # ------------------------------------------------------------------ node
+    async def close(self) -> None:
+        """Stop live updates, save and ack what was processed, then close everything."""
+        await self.inbox.close()
+        await self.session.close()
+
+    # ------------------------------------------------------------------ accessors
+
+    @property
+    def state(self) -> EngineState:
+        """The engine state document (read it; the parts write it)."""
+        return self.session.state
+
+    @property
+    def profile(self) -> Profile:
+        """The unlocked profile."""
+        return self.session.profile
+
+    @property
+    def mutex(self) -> asyncio.Lock:
+        """Serialises everything touching MLS state or the engine state."""
+        return self.session.mutex
+
+    @property
+    def mls(self) -> mls.Client:
+        """Our MLS client."""
+        return self.session.mls
+
+    @property
+    def user(self) -> str:
+        """Our username."""
+        return self.session.user
+
+    @property
+    def identity(self) -> IdentityKey:
+        """Our device identity key."""
+        return self.session.identity
+
+    @property
+    def device_id(self) -> bytes:
+        """Our device id (Ed25519 public key)."""
+        return self.session.device_id
+
+    @property
+    def hybrid(self) -> HybridPrivateKey:
+        """Our device's X-Wing private key."""
+        return self.session.hybrid
+
+    async def rpc(self) -> RpcClient:
+        """The node connection."""
+        return await self.session.rpc()
+
+    def resolve(self, channel: str) -> bytes:
+        """A channel id from hex id, unique hex prefix or unique name."""
+        return self.views.resolve(channel)
+
+    def channel_info(self, channel: bytes) -> api.ChannelInfo:
+        """The API view of one channel."""
+        return self.views.channel_info(channel)
+
+    # ------------------------------------------------------------------ session
+
+    async def register(
+        self, user: str, password: str, *, on_wait: api.RateLimitWait | None = None
+    ) -> api.WhoAmI:
+        """Create the account (OPAQUE), then log in (waiting out rate limits)."""
+        return await self.session.register(user, password, on_wait=on_wait)
+
+    async def login(
+        self, user: str, password: str, *, on_wait: api.RateLimitWait | None = None
+    ) -> api.WhoAmI:
+        """OPAQUE login; creates and registers this device and tops up KeyPackages."""
+        return await self.session.login(user, password, on_wait=on_wait)
+
+    async def whoami(self) -> api.WhoAmI:
+        """Identity, KeyPackage stock and the pinned server fingerprint."""
+        return await self.session.whoami()
+
+    async def health(self) -> api.Health:
+        """The node's health report."""
+        return await self.session.health()
+
+    async def ping(self, count: int = 1) -> api.PingResult:
+        """``count`` round trips."""
+        return await self.session.ping(count)
+
+    async def refresh_keypackages(self) -> api.KeyStock:
+        """Force a refill up to the batch size and a fresh last-resort package."""
+        return await self.session.refresh_keypackages()
+
+    def connection_state(self) -> api.ConnectionState:
+        """Current connection state (no I/O)."""
+        return self.session.connection_state()
 
     def server_info(self) -> api.ServerInfo:
         """The node's ``host:port`` and whether it is the embedded local node (no I/O)."""
-        embedded = self.server == EMBEDDED
-        address = self._server_addr
-        if not address and not embedded:
-            address = self.server
-        return api.ServerInfo(address=address, embedded=embedded)
-
-    async def rpc(self) -> RpcClient:
-        """The node connection; on the embedded node, follows it to a new address.
-
-        While the connection is down, the embedded node's record is read
-        again: a node restarted on another port (or with another key)
-        replaces the connection, which then reconnects there. No node is
-        started here (``qpc`` starts one when it needs it).
-        """
-        current = self._rpc
-        if current is not None and not current.connected and self.server == EMBEDDED:
-            node = await asyncio.to_thread(read_local_node, self.config.data_dir)
-            cfg = current.config
-            if (
-                node is not None
-                and self._rpc is current
-                and (
-                    (node.host, node.port) != (cfg.host, cfg.port)
-                    or node.fingerprint != cfg.trust.fingerprint
-                )
-            ):
-                log.info("the local node moved to %s; reconnecting there", node.address)
-                self._rpc = None
-                await current.close()
-        return await super().rpc()
-
-    async def self_update(self, channel: str) -> api.ChannelInfo:
-        """Commit a fresh leaf key in the channel (post-compromise security)."""
-        async with self.mutex:
-            cid = self.resolve(channel)
-            await self.run_commit(cid, lambda g: g.self_update())
-            self.channel_record(cid).updated_ms = now_ms()
-            await self.save()
-            return self.channel_info(cid)
+        return self.session.server_info()
 
     # ------------------------------------------------------------------ channels
 
     async def create_group(self, name: str, *, kind: str = "group") -> api.ChannelInfo:
         """Create a new group channel with us as its only member."""
-        name = name.strip()
-        if not name or len(name) > appdata.MAX_NAME_CHARS:
-            raise LocalError(f"a channel name must have 1..{appdata.MAX_NAME_CHARS} characters")
-        async with self.mutex:
-            cid = os.urandom(16)
-            self.mls.create_group(cid)
-            rec = self.channel_record(cid)
-            rec.name, rec.kind, rec.last_ms, rec.updated_ms = name, kind, now_ms(), now_ms()
-            await self.save()
-            log.info("created channel %s", cid.hex()[:16])
-            self.emit_channels()
-            return self.channel_info(cid)
-
-    async def _keypackages_for(self, user: str, skip: set[bytes]) -> dict[bytes, bytes]:
-        """One KeyPackage per device of ``user`` (device id -> package), validated."""
-        out: dict[bytes, bytes] = {}
-        for dev in await self.user_devices(user):
-            if dev in skip or dev == self.device_id:
-                continue
-            res = await (await self.rpc()).fetch_key_package(username=user, device_id=dev)
-            info = mls.parse_key_package(res.package)
-            if info.identity != user.encode() or info.signature_key != dev:
-                self.warn("a KeyPackage does not match its device", user=user)
-                continue
-            out[dev] = res.package
-        return out
+        return await self.channels_part.create_group(name, kind=kind)
 
     async def invite(self, channel: str, users: list[str]) -> api.ChannelInfo:
         """Add every device of each user (commit fan-out + Welcome)."""
-        names = [normalize_user(u) for u in users]
-        async with self.mutex:
-            cid = self.resolve(channel)
-            await self.drain()
-            group = self._group(cid)
-            present = {m.signature_key for m in group.members()}
-            packages: dict[bytes, tuple[str, bytes]] = {}
-            for user in names:
-                for dev, kp in (await self._keypackages_for(user, present)).items():
-                    packages[dev] = (user, kp)
-            if not packages:
-                raise LocalError("nobody to add: unknown users, no devices, or already members")
-
-            def pending(g: mls.Group) -> dict[bytes, str]:
-                have = {m.signature_key for m in g.members()}
-                return {d: u for d, (u, _) in packages.items() if d not in have}
-
-            def make(g: mls.Group) -> mls.CommitOutput | None:
-                todo = pending(g)
-                if not todo:
-                    return None
-                # Per-device Welcomes carry the tree (joiners call
-                # join_from_welcome without a separate ratchet tree).
-                return g.add_members([packages[d][1] for d in todo], ratchet_tree_in_welcome=True)
-
-            await self.run_commit(cid, make, pending)
-            await self._send_meta(cid)
-            await self.save()
-            self.emit_channels()
-            return self.channel_info(cid)
-
-    async def _send_meta(self, cid: bytes) -> None:
-        rec = self.channel_record(cid)
-        aks = {k: d.access_key for k, d in self.state.devices.items() if d.access_key}
-        aks[self.device_id.hex()] = self.state.access_key
-        group = self._group(cid)
-        members = {m.signature_key.hex() for m in group.members()}
-        aks = {k: v for k, v in aks.items() if k in members}
-        item = appdata.Meta(name=rec.name, kind=rec.kind, access_keys=aks)
-        await self._send_app(cid, item)
+        return await self.channels_part.invite(channel, users)
 
     async def dm(self, user: str) -> api.ChannelInfo:
         """The DM channel with ``user`` (created and the user invited on first use)."""
-        peer = normalize_user(user)
-        if peer == self.user:
-            raise LocalError("a DM needs another user")
-        for hexid, rec in self.state.channels.items():
-            if rec.kind == "dm" and rec.active:
-                info = self.channel_info(bytes.fromhex(hexid))
-                if set(info.members) == {self.user, peer}:
-                    return info
-        async with self.mutex:
-            devices = await self.user_devices(peer)
-            await self.save()
-        if not devices:
-            raise LocalError(f"{peer!r} has no devices (unknown user?)")
-        chan = await self.create_group(f"{self.user}+{peer}", kind="dm")
-        try:
-            return await self.invite(chan.id, [peer])
-        except BaseException:
-            async with self.mutex:
-                self.mls.delete_group(bytes.fromhex(chan.id))
-                del self.state.channels[chan.id]
-                await self.save()
-            raise
+        return await self.channels_part.dm(user)
 
     async def leave(self, channel: str) -> None:
         """Leave: send our remove proposal; the next member to see it commits it."""
-        async with self.mutex:
-            cid = self.resolve(channel)
-            group = self._group(cid)
-            proposal = group.leave()
-            for m in group.members():
-                if m.signature_key == self.device_id:
-                    continue
-                payload = await self.seal_for(
-                    m.signature_key, m.identity.decode(), cid, ContentType.MLS_PROPOSAL, proposal
-                )
-                await (await self.rpc()).enqueue(
-                    recipient=m.signature_key, channel_id=cid, payload=payload
-                )
-            self.channel_record(cid).active = False
-            await self.save()
-            self.emit_channels()
+        await self.channels_part.leave(channel)
 
     async def remove(self, channel: str, users: list[str]) -> api.ChannelInfo:
         """Remove every device of each user from the channel."""
-        names = {normalize_user(u) for u in users}
-        async with self.mutex:
-            cid = self.resolve(channel)
-            await self.drain()
+        return await self.channels_part.remove(channel, users)
 
-            def leaves(g: mls.Group) -> list[int]:
-                return [
-                    m.leaf_index
-                    for m in g.members()
-                    if m.identity.decode("utf-8", "replace") in names
-                    and m.signature_key != self.device_id
-                ]
-
-            if not leaves(self._group(cid)):
-                raise LocalError("none of these users is a member")
-            await self.run_commit(cid, lambda g: g.remove_members(leaves(g)) if leaves(g) else None)
-            return self.channel_info(cid)
+    async def self_update(self, channel: str) -> api.ChannelInfo:
+        """Commit a fresh leaf key in the channel (post-compromise security)."""
+        return await self.channels_part.self_update(channel)
 
     async def members(self, channel: str) -> tuple[api.Member, ...]:
         """Current members from local MLS state."""
-        async with self.mutex:
-            return self.member_list(self._group(self.resolve(channel)))
+        return await self.channels_part.members(channel)
 
     async def channels(self) -> tuple[api.ChannelInfo, ...]:
         """Every known channel, newest activity first."""
-        async with self.mutex:
-            return self.all_channels()
+        return await self.channels_part.channels()
+
+    # ------------------------------------------------------------------ messages
+
+    async def send(self, channel: str, text: str) -> api.Message:
+        """Encrypt and send ``text``; offline, the message waits in the outbox."""
+        return await self.outbox.send(channel, text)
+
+    async def sync(self) -> list[api.Message]:
+        """Fetch, process, persist and ack everything waiting; flush the outbox."""
+        async with self.session.mutex:
+            msgs = await self.inbox.drain()
+            await self._after_batch()
+            return msgs
+
+    def events(self) -> AsyncIterator[api.EngineEvent]:
+        """Live events; holds the fetchWait subscription while iterated."""
+        return self.inbox.events()
 
     async def history(
         self, channel: str, *, limit: int = 100, before_id: int | None = None
     ) -> list[api.Message]:
         """Stored messages, oldest first; marks the channel read."""
-        async with self.mutex:
-            cid = self.resolve(channel)
-            rows = await self.list_messages(cid, limit=limit, before_id=before_id)
-            rec = self.channel_record(cid)
+        async with self.session.mutex:
+            cid = self.views.resolve(channel)
+            rows = await self.session.list_messages(cid, limit=limit, before_id=before_id)
+            rec = self.views.channel_record(cid)
             if rec.unread:
                 rec.unread = 0
-                await self.save()
-            return [self.to_api(r) for r in rows]
+                await self.session.save()
+            return [self.views.to_api(r) for r in rows]
 
     async def mark_read(self, channel: str) -> None:
         """Clear the channel's unread count (saved: survives restarts)."""
-        async with self.mutex:
-            rec = self.channel_record(self.resolve(channel))
+        async with self.session.mutex:
+            rec = self.views.channel_record(self.views.resolve(channel))
             if rec.unread:
                 rec.unread = 0
-                await self.save()
+                await self.session.save()
+
+    async def _after_batch(self) -> None:
+        """Follow-ups of received batches (caller holds the mutex): say hello in
+        joined channels, refill KeyPackages, commit leave requests, commit due
+        self-updates, flush the outbox."""
+        follow = self.inbox.take_follow_ups()
+        for channel in follow.joined:
+            try:
+                await self.outbox.send_app(
+                    channel, appdata.Hello(access_key=bytes.fromhex(self.state.access_key))
+                )
+            except QpcError as exc:
+                log.info("could not announce our access key: %s", type(exc).__name__)
+        if follow.joined:  # each Welcome consumed one of our KeyPackages
+            try:
+                await self.session.top_up_keypackages()
+            except QpcError as exc:
+                log.info("could not refill KeyPackages: %s", type(exc).__name__)
+        for channel in follow.leave_requests:
+            try:
+                await self.channels_part.run_commit(
+                    channel,
+                    lambda g: g.commit_pending_proposals() if g.pending_proposal_count else None,
+                )
+            except QpcError as exc:
+                log.info("could not commit a leave request: %s", type(exc).__name__)
+        await self.channels_part.self_update_due()
+        await self.outbox.flush()
 
     # ------------------------------------------------------------------ keys
 
@@ -297,13 +307,14 @@ class Engine(Sender):
         compared the safety numbers out of band).
         """
         peer = normalize_user(user)
-        async with self.mutex:
+        session = self.session
+        async with session.mutex:
             had = list(self.state.pins.get(peer, []))
-            devices = await self.user_devices(peer)
+            devices = await session.user_devices(peer)
             listed = [d.hex() for d in devices]
             checks = []
             for dev in devices:
-                number = safety_number(self.device_id, self.user, dev, peer)
+                number = safety_number(session.device_id, session.user, dev, peer)
                 if not had:
                     status = "new"
                 elif dev.hex() in had:
@@ -318,8 +329,8 @@ class Engine(Sender):
                 )
             if accept or not had:
                 self.state.pins[peer] = listed
-            await self.save()
+            await session.save()
             result = api.KeyCheck(user=peer, devices=tuple(checks))
             if result.changed:
-                self.warn("a safety number changed", user=peer)
+                self.events_bus.warn("a safety number changed", user=peer)
             return result

@@ -13,25 +13,23 @@ import asyncio
 from pathlib import Path
 
 from proto import tls
-from proto.errors import ConfigError
 from proto.rpc_client import probe_server_key
 from tui.client.api import ServerProbe
-from tui.client.core import EMBEDDED, PINS_FILE, EngineConfig
+from tui.client.core import EMBEDDED, PINS_FILE, EngineConfig, parse_servers
 from tui.client.localnode import ensure_local_node
 
 __all__ = ["pin_server", "probe_server", "split_server"]
 
 
 def split_server(server: str) -> tuple[str, int]:
-    """``host:port`` -> (host, port); brackets of IPv6 literals removed.
+    """``host:port`` -> (host, port); brackets of IPv6 literals removed. Of a
+    list ``HOST:PORT,HOST:PORT`` (one deployment), the first address: its key
+    is the one probed and pinned for all.
 
     Raises:
-        ConfigError: not ``HOST:PORT``.
+        ConfigError: not ``HOST:PORT[,HOST:PORT...]``.
     """
-    host, sep, port_text = server.strip().rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ConfigError(f"the server must be HOST:PORT, not {server!r}")
-    return host.strip("[]"), int(port_text)
+    return parse_servers(server)[0]
 
 
 async def probe_server(

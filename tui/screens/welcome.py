@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
 from textual import on
@@ -11,6 +13,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Button, Footer, Input, Label, LoadingIndicator, Static
 
 from tui.session import LoginForm
@@ -53,6 +56,8 @@ class WelcomeScreen(Screen[None]):
         self._server = server
         self._user = user
         self._profile_exists = profile_exists
+        self._wait_until = 0.0
+        self._wait_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         """The form, centred."""
@@ -74,6 +79,7 @@ class WelcomeScreen(Screen[None]):
             yield Label("Passphrase (encrypts this profile on disk)")
             yield Input(password=True, id="passphrase", compact=True)
             yield Static("", id="welcome-error", classes="dialog-error")
+            yield Static("", id="welcome-wait")
             yield LoadingIndicator(id="welcome-busy")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Log in", variant="primary", id="login")
@@ -95,8 +101,35 @@ class WelcomeScreen(Screen[None]):
         for widget in self.query("Input, Button"):
             widget.disabled = busy
 
+    def show_rate_limit_wait(self, seconds: float) -> None:
+        """The node asked us to slow down: count down to the automatic retry."""
+        self._wait_until = time.monotonic() + seconds
+        self._tick_wait()
+        if self._wait_timer is None:
+            self._wait_timer = self.set_interval(0.5, self._tick_wait)
+
+    def _tick_wait(self) -> None:
+        left = max(0, math.ceil(self._wait_until - time.monotonic()))
+        text = f"The server asks us to slow down: retrying in {left} s…" if left else ""
+        wait = self.query_one("#welcome-wait", Static)
+        wait.update(text)
+        wait.display = bool(text)
+        if not left and self._wait_timer is not None:
+            self._wait_timer.stop()
+            self._wait_timer = None
+
+    def _clear_wait(self) -> None:
+        self._wait_until = 0.0
+        if self._wait_timer is not None:
+            self._wait_timer.stop()
+            self._wait_timer = None
+        wait = self.query_one("#welcome-wait", Static)
+        wait.update("")
+        wait.display = False
+
     def show_error(self, text: str, field: str = "password") -> None:
         """Show ``text`` under the form, re-enable it and focus ``field``."""
+        self._clear_wait()
         self.busy = False
         self.query_one("#welcome-error", Static).update(text)
         target = self.query_one(f"#{field}", Input)

@@ -1,0 +1,190 @@
+"""The TUI over a real ``ssh -tt`` in tmux at 80x24, served by ``qpc serve-ssh``.
+
+The short test (default suite) checks the PTY: TERM and size from the
+request, a resize, and that a hang-up leaves no session process. The long
+one (``slow``) is the whole story of issue 19: two ssh sessions and a plain
+``qpc`` client chat, and a third session with the first key lands in the
+same account.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.tmux import Pane, have_tmux
+from tests.ssh.helpers import ROOT, SSH_OPTS, SshServer, have_ssh, keygen, server_env, start_server
+
+pytestmark = [
+    pytest.mark.network,
+    pytest.mark.skipif(not (have_ssh() and have_tmux()), reason="needs ssh and tmux"),
+]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[SshServer]:
+    """A server with its own state dir and embedded node."""
+    srv = start_server(tmp_path / "state")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def panes() -> Iterator[list[Pane]]:
+    """tmux sessions to kill afterwards."""
+    opened: list[Pane] = []
+    try:
+        yield opened
+    finally:
+        for pane in opened:
+            pane.kill()
+
+
+def _ssh_pane(server: SshServer, key: Path, name: str, term: str = "xterm-256color") -> Pane:
+    argv = ["ssh", "-tt", *SSH_OPTS, "-p", str(server.port), "-i", str(key), "u@127.0.0.1"]
+    return Pane(f"qpc-ssh-{os.getpid()}-{name}", argv, env={"TERM": term}, cwd=ROOT, size=(80, 24))
+
+
+def _session_pids(state: Path) -> list[int]:
+    """Session processes (``tui.cli --profile STATE/profiles/...``) alive now."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--profile" in argv and any(str(state).encode() in a for a in argv):
+            pids.append(int(proc.name))
+    return pids
+
+
+def _wait(predicate: object, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_tui_over_ssh_gets_the_pty_and_a_hangup_leaves_nothing(
+    server: SshServer, tmp_path: Path, panes: list[Pane]
+) -> None:
+    key = keygen(tmp_path / "id")
+    pane = _ssh_pane(server, key, "pty", term="screen")
+    panes.append(pane)
+    screen = pane.wait_for("Passphrase (encrypts", timeout=60)
+    assert len(screen.splitlines()[0]) <= 80
+    assert "Register" in screen
+    (pid,) = _session_pids(server.state)
+    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert b"TERM=screen" in env
+    # window-change: the TUI lays itself out again at the new size.
+    subprocess.run(["tmux", "resize-window", "-t", pane.name, "-x", "100", "-y", "30"], check=True)
+    _wait(
+        lambda: (
+            pane.screen().splitlines()[-1].rstrip().endswith("Commands")
+            and len(pane.screen().splitlines()[-1].rstrip()) > 80
+        )
+    )
+    # Hang up: the ssh client dies; the session's process ends itself (it logs
+    # that it closed, so it was not killed) and leaves nothing behind.
+    pane.kill()
+    _wait(lambda: not _session_pids(server.state))
+    (log,) = (server.state / "profiles").glob("*/tui.log")
+    text = log.read_text()
+    assert "hang-up: closing the session" in text
+    assert "session closed" in text
+
+
+def _register(pane: Pane, user: str) -> None:
+    pane.wait_for("Passphrase (encrypts", timeout=60)
+    pane.type(user)
+    pane.wait_for(user)
+    pane.keys("Tab")
+    pane.type(f"{user} password")
+    pane.wait_for("•" * len(f"{user} password"))
+    pane.keys("Tab")
+    pane.type(f"{user} passphrase")
+    pane.wait_for("•" * len(f"{user} passphrase"))
+    pane.keys("C-r")
+    pane.wait_for("● connected", timeout=60)
+
+
+def _cli(server: SshServer, profile: Path, *args: str) -> str:
+    env = server_env(QPC_PASSPHRASE="carol passphrase", QPC_PASSWORD="carol password")
+    argv = [sys.executable, "-m", "tui.cli", "--server", server.node.split()[0]]
+    done = subprocess.run(
+        [*argv, "--profile", str(profile), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_two_ssh_sessions_and_a_plain_client_chat_and_a_key_comes_back(
+    server: SshServer, tmp_path: Path, panes: list[Pane]
+) -> None:
+    key_a, key_b = keygen(tmp_path / "id_a"), keygen(tmp_path / "id_b")
+    alice = _ssh_pane(server, key_a, "alice", term="screen")
+    panes.append(alice)
+    bob = _ssh_pane(server, key_b, "bob")
+    panes.append(bob)
+    _register(alice, "alice")
+    _register(bob, "bob")
+    carol = tmp_path / "carol"
+    _cli(server, carol, "register", "carol")
+
+    alice.wait_for("No channel open")
+    alice.keys("C-n")
+    alice.wait_for("Group name")
+    alice.type("ssh-room")
+    alice.keys("Enter")
+    alice.wait_for("Created #ssh-room")
+    alice.keys("C-t")
+    alice.wait_for("Usernames")
+    alice.type("bob carol")
+    alice.keys("Enter")
+    alice.wait_for("Invited", timeout=60)
+    bob.wait_for("#ssh-room  (3 members)", timeout=60)
+
+    alice.type("hello from alice over ssh")
+    alice.wait_for("hello from alice over ssh")
+    alice.keys("Enter")
+    bob.wait_for("hello from alice over ssh", timeout=60)
+    assert "hello from alice over ssh" in _cli(server, carol, "recv")
+    _cli(server, carol, "send", "ssh-room", "hi from carol")
+    alice.wait_for("hi from carol", timeout=60)
+    bob.wait_for("hi from carol", timeout=60)
+    bob.type("bob here, over ssh too")
+    bob.keys("Enter")
+    alice.wait_for("bob here, over ssh too", timeout=60)
+
+    alice.keys("C-q")
+    alice.wait_exit()
+
+    # The same key again: its own profile, unlocked by the passphrase alone.
+    again = _ssh_pane(server, key_a, "alice-again")
+    panes.append(again)
+    again.wait_for("This profile exists", timeout=60)
+    again.type("alice")
+    again.keys("Tab", "Tab")
+    again.type("alice passphrase")
+    again.wait_for("•" * len("alice passphrase"))
+    again.keys("Enter")
+    again.wait_for("● connected", timeout=60)
+    screen = again.wait_for("ssh-room", timeout=60)
+    assert "alice" in screen.splitlines()[0]

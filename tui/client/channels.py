@@ -1,0 +1,286 @@
+"""The channels part: MLS groups, membership and commits.
+
+Commits (add, remove, self-update, committing a member's leave proposal) go
+through :meth:`Channels.run_commit`: the commit is sealed to every current
+member device, Welcome to every new one, and handed to ``enqueueCommit`` as
+one all-or-nothing fan-out; it is merged only after the node accepted it,
+cleared on any rejection, and on ``staleEpoch`` the inbox is drained (the
+``catch_up`` the engine passes in) and the commit is built again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+
+from proto import mls
+from proto.codec import Recipient
+from proto.crypto.envelope import ContentType
+from proto.errors import LocalError, QpcError, StaleEpoch
+from tui.client import api, appdata
+from tui.client.core import Session, normalize_user
+from tui.client.sending import Outbox
+from tui.client.state import EngineState
+from tui.client.views import Events, Views, now_ms
+
+__all__ = ["MAX_COMMIT_ATTEMPTS", "Channels"]
+
+log = logging.getLogger("tui.client.engine")
+
+MAX_COMMIT_ATTEMPTS = 8
+"""Commit attempts before giving up on a channel that keeps racing."""
+
+
+class Channels:
+    """Channel operations and commits (see module docstring)."""
+
+    def __init__(
+        self,
+        session: Session,
+        state: EngineState,
+        events: Events,
+        views: Views,
+        outbox: Outbox,
+        *,
+        catch_up: Callable[[], Awaitable[object]],
+    ) -> None:
+        """Channels of ``session``'s MLS client.
+
+        ``outbox`` sends the channel's meta message; ``catch_up`` processes
+        what waits in the inbox (after a ``staleEpoch``, before an invite).
+        """
+        self._session = session
+        self._state = state
+        self._events = events
+        self._views = views
+        self._outbox = outbox
+        self._catch_up = catch_up
+
+    async def run_commit(
+        self,
+        channel: bytes,
+        make: Callable[[mls.Group], mls.CommitOutput | None],
+        new_devices: Callable[[mls.Group], dict[bytes, str]] = lambda g: {},
+    ) -> mls.Group:
+        """Build, fan out and merge a commit, retrying on ``staleEpoch``.
+
+        ``make`` builds the commit from the current group (None: nothing to do);
+        ``new_devices`` names the devices (id -> user) that get the Welcome.
+        Caller holds :attr:`mutex`.
+        """
+        for _attempt in range(MAX_COMMIT_ATTEMPTS):
+            group = self._views.group(channel)
+            recipients = [
+                (m.signature_key, m.identity.decode("utf-8", "replace"))
+                for m in group.members()
+                if m.signature_key != self._session.device_id
+            ]
+            joining = new_devices(group)
+            out = make(group)
+            if out is None:
+                return group
+            try:
+                fanout = [
+                    Recipient(
+                        recipient=dev,
+                        payload=await self._session.seal_for(
+                            dev, user, channel, ContentType.MLS_COMMIT, out.commit
+                        ),
+                    )
+                    for dev, user in recipients
+                ]
+                if out.welcome is not None:
+                    for dev, user in joining.items():
+                        payload = await self._session.seal_for(
+                            dev, user, channel, ContentType.MLS_WELCOME, out.welcome
+                        )
+                        fanout.append(Recipient(recipient=dev, payload=payload))
+                epoch = out.epoch
+                await (await self._session.rpc()).enqueue_commit(
+                    channel_id=channel, epoch=epoch, fanout=fanout
+                )
+            except StaleEpoch:
+                group.clear_pending_commit()
+                log.info("commit raced another one; catching up and retrying")
+                await self._catch_up()
+                continue
+            except BaseException:
+                group.clear_pending_commit()
+                raise
+            group.merge_pending_commit()
+            rec = self._views.channel_record(channel)
+            rec.last_ms = now_ms()
+            await self._session.save()
+            self._views.emit_members(channel, group)
+            return group
+        raise LocalError("the channel is too busy: gave up after repeated commit races")
+
+    async def self_update_due(self) -> None:
+        """Periodic self-update: a fresh leaf key where ours is older than the interval."""
+        due = now_ms() - int(self._session.config.self_update_s * 1000)
+        for hexid, rec in list(self._state.channels.items()):
+            if rec.active and rec.updated_ms < due:
+                try:
+                    await self.run_commit(bytes.fromhex(hexid), lambda g: g.self_update())
+                    rec.updated_ms = now_ms()
+                    await self._session.save()
+                except QpcError as exc:
+                    log.info("self-update failed: %s", type(exc).__name__)
+
+    async def self_update(self, channel: str) -> api.ChannelInfo:
+        """Commit a fresh leaf key in the channel (post-compromise security)."""
+        async with self._session.mutex:
+            cid = self._views.resolve(channel)
+            await self.run_commit(cid, lambda g: g.self_update())
+            self._views.channel_record(cid).updated_ms = now_ms()
+            await self._session.save()
+            return self._views.channel_info(cid)
+
+    # ------------------------------------------------------------------ channels
+
+    async def create_group(self, name: str, *, kind: str = "group") -> api.ChannelInfo:
+        """Create a new group channel with us as its only member."""
+        name = name.strip()
+        if not name or len(name) > appdata.MAX_NAME_CHARS:
+            raise LocalError(f"a channel name must have 1..{appdata.MAX_NAME_CHARS} characters")
+        async with self._session.mutex:
+            cid = os.urandom(16)
+            self._session.mls.create_group(cid)
+            rec = self._views.channel_record(cid)
+            rec.name, rec.kind, rec.last_ms, rec.updated_ms = name, kind, now_ms(), now_ms()
+            await self._session.save()
+            log.info("created channel %s", cid.hex()[:16])
+            self._views.emit_channels()
+            return self._views.channel_info(cid)
+
+    async def _keypackages_for(self, user: str, skip: set[bytes]) -> dict[bytes, bytes]:
+        """One KeyPackage per device of ``user`` (device id -> package), validated."""
+        out: dict[bytes, bytes] = {}
+        for dev in await self._session.user_devices(user):
+            if dev in skip or dev == self._session.device_id:
+                continue
+            res = await (await self._session.rpc()).fetch_key_package(username=user, device_id=dev)
+            info = mls.parse_key_package(res.package)
+            if info.identity != user.encode() or info.signature_key != dev:
+                self._events.warn("a KeyPackage does not match its device", user=user)
+                continue
+            out[dev] = res.package
+        return out
+
+    async def invite(self, channel: str, users: list[str]) -> api.ChannelInfo:
+        """Add every device of each user (commit fan-out + Welcome)."""
+        names = [normalize_user(u) for u in users]
+        async with self._session.mutex:
+            cid = self._views.resolve(channel)
+            await self._catch_up()
+            group = self._views.group(cid)
+            present = {m.signature_key for m in group.members()}
+            packages: dict[bytes, tuple[str, bytes]] = {}
+            for user in names:
+                for dev, kp in (await self._keypackages_for(user, present)).items():
+                    packages[dev] = (user, kp)
+            if not packages:
+                raise LocalError("nobody to add: unknown users, no devices, or already members")
+
+            def pending(g: mls.Group) -> dict[bytes, str]:
+                have = {m.signature_key for m in g.members()}
+                return {d: u for d, (u, _) in packages.items() if d not in have}
+
+            def make(g: mls.Group) -> mls.CommitOutput | None:
+                todo = pending(g)
+                if not todo:
+                    return None
+                # Per-device Welcomes carry the tree (joiners call
+                # join_from_welcome without a separate ratchet tree).
+                return g.add_members([packages[d][1] for d in todo], ratchet_tree_in_welcome=True)
+
+            await self.run_commit(cid, make, pending)
+            await self._send_meta(cid)
+            await self._session.save()
+            self._views.emit_channels()
+            return self._views.channel_info(cid)
+
+    async def _send_meta(self, cid: bytes) -> None:
+        rec = self._views.channel_record(cid)
+        aks = {k: d.access_key for k, d in self._state.devices.items() if d.access_key}
+        aks[self._session.device_id.hex()] = self._state.access_key
+        group = self._views.group(cid)
+        members = {m.signature_key.hex() for m in group.members()}
+        aks = {k: v for k, v in aks.items() if k in members}
+        item = appdata.Meta(name=rec.name, kind=rec.kind, access_keys=aks)
+        await self._outbox.send_app(cid, item)
+
+    async def dm(self, user: str) -> api.ChannelInfo:
+        """The DM channel with ``user`` (created and the user invited on first use)."""
+        peer = normalize_user(user)
+        if peer == self._session.user:
+            raise LocalError("a DM needs another user")
+        for hexid, rec in self._state.channels.items():
+            if rec.kind == "dm" and rec.active:
+                info = self._views.channel_info(bytes.fromhex(hexid))
+                if set(info.members) == {self._session.user, peer}:
+                    return info
+        async with self._session.mutex:
+            devices = await self._session.user_devices(peer)
+            await self._session.save()
+        if not devices:
+            raise LocalError(f"{peer!r} has no devices (unknown user?)")
+        chan = await self.create_group(f"{self._session.user}+{peer}", kind="dm")
+        try:
+            return await self.invite(chan.id, [peer])
+        except BaseException:
+            async with self._session.mutex:
+                self._session.mls.delete_group(bytes.fromhex(chan.id))
+                del self._state.channels[chan.id]
+                await self._session.save()
+            raise
+
+    async def leave(self, channel: str) -> None:
+        """Leave: send our remove proposal; the next member to see it commits it."""
+        async with self._session.mutex:
+            cid = self._views.resolve(channel)
+            group = self._views.group(cid)
+            proposal = group.leave()
+            for m in group.members():
+                if m.signature_key == self._session.device_id:
+                    continue
+                payload = await self._session.seal_for(
+                    m.signature_key, m.identity.decode(), cid, ContentType.MLS_PROPOSAL, proposal
+                )
+                await (await self._session.rpc()).enqueue(
+                    recipient=m.signature_key, channel_id=cid, payload=payload
+                )
+            self._views.channel_record(cid).active = False
+            await self._session.save()
+            self._views.emit_channels()
+
+    async def remove(self, channel: str, users: list[str]) -> api.ChannelInfo:
+        """Remove every device of each user from the channel."""
+        names = {normalize_user(u) for u in users}
+        async with self._session.mutex:
+            cid = self._views.resolve(channel)
+            await self._catch_up()
+
+            def leaves(g: mls.Group) -> list[int]:
+                return [
+                    m.leaf_index
+                    for m in g.members()
+                    if m.identity.decode("utf-8", "replace") in names
+                    and m.signature_key != self._session.device_id
+                ]
+
+            if not leaves(self._views.group(cid)):
+                raise LocalError("none of these users is a member")
+            await self.run_commit(cid, lambda g: g.remove_members(leaves(g)) if leaves(g) else None)
+            return self._views.channel_info(cid)
+
+    async def members(self, channel: str) -> tuple[api.Member, ...]:
+        """Current members from local MLS state."""
+        async with self._session.mutex:
+            return self._views.member_list(self._views.group(self._views.resolve(channel)))
+
+    async def channels(self) -> tuple[api.ChannelInfo, ...]:
+        """Every known channel, newest activity first."""
+        async with self._session.mutex:
+            return self._views.all_channels()
