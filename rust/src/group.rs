@@ -481,9 +481,11 @@ impl Group {
 
     /// Process an incoming message: ApplicationMessage, CommitMerged (the
     /// commit was validated and merged), ProposalStored or OwnMessage.
-    /// `defer_write=False` writes the message secrets of an application
-    /// message at once (the seam `bench/mls_receive.py` measures).
-    #[pyo3(signature = (message, *, defer_write=true))]
+    /// `defer_write=True` lets an application message leave OpenMLS's
+    /// message-secrets write deferred (docs/MLS.md, "Receivers"): much
+    /// faster in large groups, but after a crash the last (<= 63) messages
+    /// decrypt again, so the caller must de-duplicate (e.g. by node seq).
+    #[pyo3(signature = (message, *, defer_write=false))]
     fn process(&self, py: Python<'_>, message: &[u8], defer_write: bool) -> PyResult<Py<PyAny>> {
         let gid = &self.group_id;
         let processed = run_write(py, &self.shared, |core| {

@@ -1,4 +1,4 @@
-"""Decrypting application messages defers the message-secrets write.
+"""``process(..., defer_write=True)`` defers the message-secrets write.
 
 OpenMLS rewrites its whole message-secrets entity (MBs in large hybrid
 groups) after every decrypted message; the binding drops that write for up to
@@ -33,7 +33,7 @@ from proto import mls
 path, key, work = sys.argv[1], bytes.fromhex(sys.argv[2]), Path(sys.argv[3])
 client = mls.Client.open(path, key)
 group = client.load_group(b"test-group")
-texts = [group.process(m.read_bytes()).plaintext.decode()
+texts = [group.process(m.read_bytes(), defer_write=True).plaintext.decode()
          for m in sorted(work.glob("m*"), key=lambda p: int(p.name[1:]))]
 print(json.dumps(texts), flush=True)
 os._exit(0)  # no close(): what a crash leaves behind
@@ -77,7 +77,7 @@ def test_crash_keeps_deferred_messages_decryptable(tmp_path: Path) -> None:
     assert _crash_after(bob, tmp_path / "w", msgs) == [f"m{i}" for i in range(5)]
     # The stored ratchet is where it was before the five: they decrypt again.
     for i, m in enumerate(msgs):
-        res = bob.g.process(m)
+        res = bob.g.process(m, defer_write=True)
         assert isinstance(res, mls.ApplicationMessage) and res.plaintext == f"m{i}".encode()
     # close() flushed them: now they are replays.
     bob.client.close()
@@ -86,7 +86,7 @@ def test_crash_keeps_deferred_messages_decryptable(tmp_path: Path) -> None:
     with pytest.raises(errors.InvalidMessage):
         bob.g.process(msgs[0])
     nxt = alice.g.encrypt(b"next")
-    assert bob.g.process(nxt).plaintext == b"next"  # type: ignore[union-attr]
+    assert bob.g.process(nxt, defer_write=True).plaintext == b"next"  # type: ignore[union-attr]
 
 
 @pytest.mark.slow
@@ -99,22 +99,36 @@ def test_deferral_is_bounded(tmp_path: Path) -> None:
         with pytest.raises(errors.InvalidMessage):
             bob.g.process(m)
     for i in range(MAX_DEFERRED + 1, MAX_DEFERRED + 3):
-        assert bob.g.process(msgs[i]).plaintext == f"m{i}".encode()  # type: ignore[union-attr]
+        assert bob.g.process(msgs[i], defer_write=True).plaintext == f"m{i}".encode()  # type: ignore[union-attr]
+
+
+def test_default_writes_at_once(tmp_path: Path) -> None:
+    """Without defer_write a crash never lets a decrypted message decrypt again."""
+    alice, bob = _pair(tmp_path)
+    bob.client.close()
+    bob.client = mls.Client.open(str(bob.path), bob.key)
+    bob.group = bob.client.load_group(b"test-group")
+    m = alice.g.encrypt(b"durable")
+    assert bob.g.process(m).plaintext == b"durable"  # type: ignore[union-attr]
+    # Reopen without close(): nothing was deferred, the replay is refused.
+    other = mls.Client.open(str(bob.path), bob.key)
+    with pytest.raises(errors.InvalidMessage):
+        other.load_group(b"test-group").process(m)
 
 
 def test_send_and_flush_write_what_was_deferred(tmp_path: Path) -> None:
     alice, bob = _pair(tmp_path)
     for i in range(3):
-        assert bob.g.process(alice.g.encrypt(b"x%d" % i)).plaintext == b"x%d" % i  # type: ignore[union-attr]
+        assert bob.g.process(alice.g.encrypt(b"x%d" % i), defer_write=True).plaintext == b"x%d" % i  # type: ignore[union-attr]
     bob.client.flush()
     bob.client.flush()  # nothing left: a no-op
     reply = bob.g.encrypt(b"reply")  # a send writes the entity too
     assert alice.g.process(reply).plaintext == b"reply"  # type: ignore[union-attr]
     # Replays stay refused in memory whatever is stored.
     m = alice.g.encrypt(b"once")
-    bob.g.process(m)
+    bob.g.process(m, defer_write=True)
     with pytest.raises(errors.InvalidMessage):
-        bob.g.process(m)
+        bob.g.process(m, defer_write=True)
     bob.client.close()
     bob.client.close()  # closing twice is fine
     with pytest.raises(errors.StorageFailure):
