@@ -60,8 +60,8 @@ class Node:
         Args:
             config: the node configuration.
             wall_clock: seconds since the epoch; tests inject a fake to expire sessions.
-            mono_clock: monotonic seconds for rate limits and login expiry (tests
-                inject a fake to test the limits without timing windows).
+            mono_clock: monotonic seconds (rate limits, login TTL); tests inject a fake
+                to make token refills exact.
         Raises:
             ConfigError: bad TLS or data-dir configuration.
             Unavailable: the database cannot be opened or migrated.
@@ -128,6 +128,9 @@ class Node:
                 d.auth.close()
             raise
         node = cls(config, store, ctx, dispatcher, server)
+        metrics.connections.set_function(lambda: server.connection_count)
+        metrics.connections_refused.set_function(lambda: server.refused_connections)
+        metrics.buffered_request_bytes.set_function(lambda: server.buffered_request_bytes)
         if config.metrics_port:
             try:
                 node.metrics_port = metrics.serve(config.metrics_host, config.metrics_port)

@@ -41,7 +41,7 @@ async def start_embedded_node(
         config: settings (default: :class:`NodeConfig` defaults, i.e. 127.0.0.1:7000
             and the user data dir; pass ``port=0`` for a free port).
         wall_clock: seconds since the epoch; tests may inject one to expire sessions.
-        mono_clock: monotonic seconds (rate limits); tests may inject a fake one.
+        mono_clock: monotonic seconds (rate limits, login TTL); tests may inject one.
     """
     return await Node.start(
         config if config is not None else NodeConfig(),

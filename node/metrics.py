@@ -113,6 +113,19 @@ class NodeMetrics:
         self.subscribers = Gauge(
             "qpc_node_fetchwait_subscribers", "Open fetchWait subscriptions", registry=r
         )
+        self.connections = Gauge(
+            "qpc_node_connections", "Open QUIC connections (handshaking or established)", registry=r
+        )
+        self.connections_refused = Gauge(
+            "qpc_node_connections_refused",
+            "New connections dropped by max_connections/max_connections_per_address since start",
+            registry=r,
+        )
+        self.buffered_request_bytes = Gauge(
+            "qpc_node_buffered_request_bytes",
+            "Bytes of unfinished requests held (max_buffered_request_bytes)",
+            registry=r,
+        )
         self.rate_limited = Counter(
             "qpc_node_rate_limited", "Calls refused by a rate limit", ["kind"], registry=r
         )

@@ -49,6 +49,7 @@ from tui.screens.main import MainScreen
 from tui.screens.welcome import WelcomeScreen
 from tui.session import EngineFactory, LoginForm, ServerKeyStatus
 from tui.settings import TuiSettings
+from tui.terminal import TerminalCaps
 from tui.userfacing import describe_error
 from tui.widgets.channel_list import ChannelList
 from tui.widgets.composer import Composer
@@ -106,6 +107,11 @@ class ChatApp(App[None]):
         """Bells rung for incoming messages."""
         self.exit_on_hangup = False
         """Quit cleanly on SIGHUP (the CLI sets it; a dropped ssh or closed window)."""
+        self.terminal = TerminalCaps()
+        """What the terminal can draw (the CLI reads it from the environment)."""
+        self.hosted = False
+        """Running on a host for someone connected over SSH (``qpc serve-ssh``)."""
+        """What the terminal can draw (the CLI reads it from the environment)."""
 
     # ------------------------------------------------------------------ start
 
@@ -119,6 +125,12 @@ class ChatApp(App[None]):
             self.set_keymap(self.settings.keymap)
         if self.settings.theme:
             self.theme = self.settings.theme
+        elif self.terminal.colors <= 16:
+            # The terminal's own 16 colours: readable on linux, vt100, screen.
+            self.ansi_color = True
+            self.theme = "ansi-dark"
+        if not self.terminal.unicode_blocks:
+            self.add_class("-basic-glyphs")
         if self.exit_on_hangup:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hang_up)
         self.resume()
@@ -138,6 +150,7 @@ class ChatApp(App[None]):
                     server=self.factory.default_server,
                     user=self.factory.default_user,
                     profile_exists=self.factory.profile_exists,
+                    hosted=self.hosted,
                 )
             )
             return

@@ -26,11 +26,14 @@ from tui.client.probe import pin_server, probe_server, split_server
 from tui.client.profile import Profile
 from tui.session import LoginForm, ServerKey
 from tui.settings import load_settings
+from tui.terminal import terminal_caps
 
 __all__ = ["EngineFactoryImpl", "launch", "split_server"]
 
 CONFIG_ENV = "QPC_CONFIG"
 """Overrides the config file path."""
+HOSTED_ENV = "QPC_HOSTED"
+"""``ssh`` / ``web``: this TUI serves someone through ``qpc serve-ssh`` / ``serve-web``."""
 _USERS_LOCK = "tui-users.lock"
 """In the local node's directory: each TUI using the node holds a shared lock."""
 
@@ -164,5 +167,7 @@ def launch(opts: argparse.Namespace) -> int:
     setup_logging(settings.log_file or log_path)
     app = make_app(factory, settings)
     app.exit_on_hangup = True
+    app.terminal = terminal_caps(os.environ)
+    app.hosted = os.environ.get(HOSTED_ENV) in ("ssh", "web")
     app.run()
     return app.return_code or 0

@@ -96,6 +96,9 @@ async def test_connections_per_address_from_many_source_ports(tmp_path: Path) ->
                 async with raw_client(node, timeout=1.0):
                     pass
             assert node.refused_connections >= 1
+            registry = node.ctx.metrics.registry
+            assert (registry.get_sample_value("qpc_node_connections_refused") or 0) >= 1
+            assert registry.get_sample_value("qpc_node_connections") == 4
             await honest_ping(node)  # another address is served
             for p in flood:  # the admitted ones still work
                 await ping(p)

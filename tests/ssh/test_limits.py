@@ -33,3 +33,16 @@ def test_parse_exec() -> None:
     assert isinstance(parse_exec("whoami -c 2"), str)
     assert isinstance(parse_exec("'unclosed"), str)
     assert isinstance(parse_exec(""), str)
+
+
+def test_listen_address() -> None:
+    import pytest
+
+    from proto.errors import ConfigError
+    from tui.ssh.cli import listen_address
+
+    assert listen_address("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert listen_address("[::1]:2222") == ("::1", 2222)
+    for bad in ("2222", ":22", "host:99999", "host:x"):
+        with pytest.raises(ConfigError):
+            listen_address(bad)

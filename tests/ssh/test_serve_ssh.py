@@ -229,3 +229,31 @@ def test_metrics_count_sessions(tmp_path: Path, key: Path) -> None:
         assert 'qpc_ssh_auth_total{result="ok"} 2.0' in text
     finally:
         srv.stop()
+
+
+def test_a_node_given_with_server(tmp_path: Path, key: Path) -> None:
+    from tui.client.localnode import ensure_local_node, stop_local_node
+
+    node = ensure_local_node(tmp_path / "node")
+    try:
+        srv = start_server(tmp_path / "state", "--server", node.address)
+        try:
+            assert srv.node == f"{node.address} {node.fingerprint}"
+            assert srv.run(key, ["health"]).returncode == 0
+            assert read_local_node(tmp_path / "state") is None  # no embedded node
+        finally:
+            srv.stop()
+        wrong = "00" * 32
+        argv = [sys.executable, "-m", "tui.cli", "serve-ssh", "--listen", "127.0.0.1:0"]
+        argv += ["--state-dir", str(tmp_path / "state"), "--server", node.address]
+        done = subprocess.run(
+            [*argv, "--server-fingerprint", wrong],
+            env=server_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1
+        assert "not the key given" in done.stderr
+    finally:
+        stop_local_node(tmp_path / "node")

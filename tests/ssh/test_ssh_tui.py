@@ -84,6 +84,7 @@ def test_tui_over_ssh_gets_the_pty_and_a_hangup_leaves_nothing(
     screen = pane.wait_for("Passphrase (encrypts", timeout=60)
     assert len(screen.splitlines()[0]) <= 80
     assert "Register" in screen
+    assert "hosted: this client runs on" in screen  # says plainly that it is hosted
     (pid,) = _session_pids(server.state)
     env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     assert b"TERM=screen" in env
@@ -188,3 +189,40 @@ def test_two_ssh_sessions_and_a_plain_client_chat_and_a_key_comes_back(
     again.wait_for("● connected", timeout=60)
     screen = again.wait_for("ssh-room", timeout=60)
     assert "alice" in screen.splitlines()[0]
+
+
+def test_stopping_the_server_ends_sessions_and_its_node(tmp_path: Path, panes: list[Pane]) -> None:
+    from tui.client.localnode import read_local_node
+
+    srv = start_server(tmp_path / "state")
+    try:
+        pane = _ssh_pane(srv, keygen(tmp_path / "id"), "stop")
+        panes.append(pane)
+        pane.wait_for("Passphrase (encrypts", timeout=60)
+        assert _session_pids(srv.state)
+    finally:
+        assert srv.stop() == 0
+    assert not _session_pids(srv.state)
+    assert read_local_node(srv.state) is None
+    pane.wait_exit()
+
+
+def test_idle_timeout_and_per_key_limit(tmp_path: Path, panes: list[Pane]) -> None:
+    srv = start_server(tmp_path / "state", "--idle-timeout", "3", "--max-sessions-per-key", "1")
+    try:
+        key = keygen(tmp_path / "id")
+        pane = _ssh_pane(srv, key, "idle")
+        panes.append(pane)
+        pane.wait_for("Passphrase (encrypts", timeout=60)
+        # The key's one slot is taken: a second session with it is refused...
+        done = srv.run(key, ["health"])
+        assert done.returncode == 1
+        assert "already has 1 sessions" in done.stderr
+        # ...another key is not.
+        assert srv.run(keygen(tmp_path / "other"), ["health"]).returncode == 0
+        # No input: the session is closed, its process ends, the slot is free.
+        pane.wait_exit(timeout=30)
+        _wait(lambda: not _session_pids(srv.state))
+        assert srv.run(key, ["health"]).returncode == 0
+    finally:
+        srv.stop()

@@ -114,6 +114,14 @@ _COMMANDS: list[tuple[str, str, list[tuple[tuple[str, ...], dict[str, Any]]]]] =
             (("--metrics",), {"metavar": "HOST:PORT", "help": "Prometheus endpoint"}),
         ],
     ),
+    (
+        "serve-web",
+        "serve the TUI to browsers (textual-serve): a process and a profile per session",
+        [
+            (("--listen",), {"default": "127.0.0.1:8000", "metavar": "HOST:PORT"}),
+            (("--state-dir",), {"metavar": "DIR", "help": "profiles, embedded node"}),
+        ],
+    ),
 ]
 
 
@@ -223,6 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"qpc: error: the TUI is not available ({exc})", file=sys.stderr)
             return 1
         return run_tui(opts)
+    if opts.command == "serve-web":
+        from tui.web import serve_web
+
+        return serve_web(opts)
     if opts.command == "serve-ssh":
         from tui.ssh.cli import serve_ssh
 

@@ -46,6 +46,7 @@ from tui.client import api
 from tui.client.localnode import ensure_local_node, read_local_node
 from tui.client.profile import ChatMessage, Profile
 from tui.client.state import ChannelRecord, DeviceRecord, EngineState
+from tui.client.undo import MlsUndo
 
 __all__ = ["EMBEDDED", "EngineConfig", "Session", "normalize_user"]
 
@@ -189,6 +190,8 @@ class Session:
         self.state = await EngineState.load(self.profile)
         self._identity = await self.profile.get_identity()
         self._hybrid = await self.profile.get_hybrid_key()
+        # A batch whose commit never happened is rolled back (tui.client.undo).
+        await asyncio.to_thread(MlsUndo(self.profile.mls_state_path).recover, self.state.cursor)
         if self.profile.mls_state_path.exists() and self.state.user:
             self._mls = await asyncio.to_thread(
                 mls.Client.open, str(self.profile.mls_state_path), self.profile.mls_storage_key

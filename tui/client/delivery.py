@@ -39,15 +39,29 @@ from proto.errors import (
 from tui.client import api, receive
 from tui.client.core import Session
 from tui.client.profile import ChatMessage
-from tui.client.state import DeviceRecord, EngineState
+from tui.client.state import STATE_SECRET, DeviceRecord, EngineState
+from tui.client.undo import MlsUndo
 from tui.client.views import Events, Views, now_ms
 
-__all__ = ["CRASH_ENV", "FollowUps", "Inbox"]
+__all__ = ["CRASH_ENV", "CRASH_POINTS", "FollowUps", "Inbox"]
 
 log = logging.getLogger("tui.client.delivery")
 
 CRASH_ENV = "QPC_TEST_CRASH"
-"""Test hook: ``before-save``/``before-ack`` exit the process at that point of a batch."""
+"""Test hook naming a crash point of the receive path; the process exits there.
+
+``after-undo``, ``after-mls`` (after the batch's first MLS transaction),
+``before-commit``, ``after-commit``, ``after-discard``, ``before-ack``.
+"""
+CRASH_POINTS = (
+    "after-undo",
+    "after-mls",
+    "before-commit",
+    "after-commit",
+    "after-discard",
+    "before-ack",
+)
+"""Every point between two writes of the receive path, in order."""
 FETCH_LIMIT = 500
 ACK_DELAY_S = 0.05
 """How long the live subscription coalesces saves and acks."""
@@ -73,15 +87,19 @@ class Inbox:
         events: Events,
         views: Views,
         *,
+        undo: MlsUndo,
         after_batch: Callable[[], Awaitable[None]],
     ) -> None:
         """The inbox of ``session``'s device.
 
         ``after_batch`` runs under the session mutex after every batch the
         live subscription processed (the engine's follow-ups: hello, leave
-        commits, outbox).
+        commits, outbox). ``undo`` is the MLS undo copy that makes a batch one
+        commit (:mod:`tui.client.undo`).
         """
         self._session = session
+        self._undo = undo
+        self._batch_cursor = 0
         self._state = state
         self._events = events
         self._views = views
@@ -90,8 +108,8 @@ class Inbox:
         self._conn_state: api.ConnectionState | None = None
         self._follow = FollowUps()
         self._flush_task: asyncio.Task[None] | None = None
-        self._stored: list[tuple[ChatMessage, asyncio.Future[int]]] = []
-        """History appends of the current batch, queued and not yet awaited."""
+        self._received: list[ChatMessage] = []
+        """Messages of the current batch, stored when the batch commits."""
 
     def take_follow_ups(self) -> FollowUps:
         """What the batches since the last call left to do (and forget it)."""
@@ -116,61 +134,79 @@ class Inbox:
     async def process_batch(
         self, envelopes: Sequence[Envelope], *, defer_ack: bool = False
     ) -> list[api.Message]:
-        """Process envelopes in seq order, persist, then ack (caller holds the mutex).
+        """Process envelopes in seq order, commit, then ack (caller holds the mutex).
 
-        Messages are queued for the history as they are processed and the whole
-        batch commits at once (one transaction, crash-safe: no fsync); they are
-        reported (events and the return value) only after that commit. The
-        cursor is saved and the node acked right away, or with ``defer_ack`` a
-        moment later (coalescing a burst into one save and one ack). Either way
-        the save is durable (its fsync covers the history committed before it)
-        and precedes the ack, so the node never deletes a message that a power
-        cut could still take from this device.
+        The batch is one commit: its MLS changes, its messages and the engine
+        state with the new cursor are all kept or all rolled back (the undo
+        copy of :mod:`tui.client.undo`, then one durable ``client.db``
+        transaction). Messages are reported (events and the return value) only
+        after that commit. The node is acked right away, or with ``defer_ack``
+        a moment later (coalescing a burst into one ack); a crash before the
+        ack only means the node redelivers, and the saved cursor skips it.
+
+        Raises:
+            ProfileError: the batch could not be committed; its MLS changes are
+                rolled back on the next start (stop using the engine).
         """
-        for env in sorted(envelopes, key=lambda e: e.seq):
-            if env.seq <= self._state.cursor:
-                continue  # duplicate (already processed and persisted)
-            try:
-                await self._process_one(env)
-            except QpcError as exc:  # a local failure must not wedge the inbox
-                self._events.warn(
-                    f"could not process message: {type(exc).__name__}", env.channel_id
-                )
-            self._state.cursor = env.seq
-        out = await self._commit_stored()
+        self._batch_cursor = self._state.cursor
+        try:
+            for env in sorted(envelopes, key=lambda e: e.seq):
+                if env.seq <= self._state.cursor:
+                    continue  # duplicate (already processed and persisted)
+                try:
+                    await self._process_one(env)
+                except QpcError as exc:  # a local failure must not wedge the inbox
+                    self._events.warn(
+                        f"could not process message: {type(exc).__name__}", env.channel_id
+                    )
+                self._state.cursor = env.seq
+        except BaseException:
+            # Cancelled (or a bug) mid-batch: nothing of it is committed, so no
+            # later save may carry its cursor; the next start rolls MLS back.
+            self._state.cursor = self._batch_cursor
+            self._received = []
+            raise
+        out = await self._commit_batch()
         if defer_ack:
             self._schedule_flush()
         else:
             await self.flush_ack()
         return out
 
-    async def _commit_stored(self) -> list[api.Message]:
-        """Await the batch's queued history appends (one commit); emit them in order."""
-        stored, self._stored = self._stored, []
-        if not stored:
+    async def _commit_batch(self) -> list[api.Message]:
+        """Commit the batch (messages + state, one durable transaction); emit them."""
+        received, self._received = self._received, []
+        if self._state.cursor == self._batch_cursor and not self._undo.held:
             return []
-        ids = await asyncio.gather(*(f for _, f in stored), return_exceptions=True)
+        _crash_point("before-commit")
+        try:
+            ids = await self._session.profile.commit_received(
+                received, STATE_SECRET, self._state.to_json()
+            )
+        except QpcError:
+            self._state.cursor = self._batch_cursor  # any later save matches the undo copy
+            raise
+        _crash_point("after-commit")
+        if self._undo.held:
+            self._undo.discard()  # an unlink, no fsync
+        _crash_point("after-discard")
         out: list[api.Message] = []
-        for (msg, _), local_id in zip(stored, ids, strict=True):
-            if isinstance(local_id, BaseException):
-                if not isinstance(local_id, QpcError):
-                    raise local_id
-                self._events.warn(
-                    f"could not store message: {type(local_id).__name__}", msg.channel_id
-                )
-                continue
+        for msg, local_id in zip(received, ids, strict=True):
             message = self._views.to_api(dataclasses.replace(msg, local_id=local_id))
             self._events.emit(api.MessageReceived(message=message))
             out.append(message)
         return out
 
     async def flush_ack(self) -> None:
-        """Save the state, then ack everything up to the cursor (caller holds the mutex)."""
-        if os.environ.get(CRASH_ENV) == "before-save":
-            os._exit(9)
+        """Save the state, then ack everything up to the cursor (caller holds the mutex).
+
+        Nothing to do while a batch is uncommitted (its undo copy is held):
+        the next start rolls it back and the node redelivers it.
+        """
+        if self._undo.held:
+            return
         await self._session.save()
-        if os.environ.get(CRASH_ENV) == "before-ack":
-            os._exit(9)
+        _crash_point("before-ack")
         if self._state.cursor > self._state.acked:
             upto = self._state.cursor
             await (await self._session.rpc()).ack(upto_seq=upto)
@@ -196,8 +232,7 @@ class Inbox:
     async def _deferred_flush(self) -> None:
         await asyncio.sleep(ACK_DELAY_S)
         async with self._session.mutex:
-            await self._session.save()  # the cursor is durable before the ack below
-            upto = self._state.cursor
+            upto = self._state.cursor  # committed durably with its batch
         if upto > self._state.acked:
             # Outside the mutex, so processing goes on while the node deletes.
             # Failing is fine: acked on the next flush, the saved cursor prevents dupes.
@@ -232,12 +267,14 @@ class Inbox:
             case receive.ApplyMls(opened=opened):
                 await self._apply_mls(opened)
             case receive.JoinWelcome(opened=opened):
+                await self._ensure_undo()
                 try:
                     joined: receive.GroupView | MlsError = receive.GroupView.of(
                         client.join_from_welcome(opened.body)
                     )
                 except MlsError as exc:
                     joined = exc
+                _crash_point("after-mls")
                 await self._apply(receive.on_joined(opened, joined))
             case receive.DeleteGroup(channel=channel):
                 client.delete_group(channel)
@@ -250,7 +287,6 @@ class Inbox:
                 rec = self._views.channel_record(channel)
                 rec.active, rec.last_ms, rec.updated_ms = True, now_ms(), now_ms()
                 self._follow.joined.append(channel)
-                await self._session.save()
                 log.info("joined channel %s", channel.hex()[:16])
                 self._views.emit_channels()
             case receive.LearnDevice(device=device, user=user, access_key=ak):
@@ -267,9 +303,8 @@ class Inbox:
                         known.access_key = ak_hex
                 self._views.emit_channels()
             case receive.StoreMessage(message=msg):
-                # Queued now (history order = processing order); the batch
-                # awaits the commit and reports the message (see process_batch).
-                self._stored.append((msg, self._session.profile.queue_message(msg)))
+                # Stored with the batch's commit (history order = processing order).
+                self._received.append(msg)
             case receive.AddUnread(channel=channel):
                 rec = self._views.channel_record(channel)
                 rec.unread += 1
@@ -279,13 +314,21 @@ class Inbox:
             case receive.CommitSeen():
                 await self._commit_seen(fx)
 
+    async def _ensure_undo(self) -> None:
+        """Take the batch's undo copy before its first MLS transaction."""
+        if not self._undo.held:
+            await asyncio.to_thread(self._undo.take, self._batch_cursor)
+            _crash_point("after-undo")
+
     async def _apply_mls(self, opened: OpenedEnvelope) -> None:
         group = self._session.mls.load_group(opened.channel_id)
         before = receive.GroupView.of(group)
+        await self._ensure_undo()
         try:
             result: receive.ProcessResult | MlsError = group.process(opened.body)
         except MlsError as exc:
             result = exc
+        _crash_point("after-mls")
         await self._apply(receive.on_processed(opened, before, result, now_ms=now_ms()))
 
     async def _commit_seen(self, fx: receive.CommitSeen) -> None:
@@ -299,7 +342,6 @@ class Inbox:
             rec.active = False
             log.info("removed from channel %s", channel.hex()[:16])
         self._follow.leave_requests.discard(channel)
-        await self._session.save()
         self._views.emit_members(channel, group)
         self._views.emit_channels()
         if rec.active:
@@ -382,6 +424,11 @@ class Inbox:
     def events(self) -> AsyncIterator[api.EngineEvent]:
         """Live events; holds the fetchWait subscription while iterated."""
         return self._event_stream()
+
+
+def _crash_point(name: str) -> None:
+    if os.environ.get(CRASH_ENV) == name:
+        os._exit(9)
 
 
 class _Epochs(Mapping[bytes, int]):

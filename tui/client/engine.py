@@ -46,6 +46,7 @@ from tui.client.delivery import Inbox
 from tui.client.profile import Profile
 from tui.client.sending import Outbox
 from tui.client.state import EngineState
+from tui.client.undo import MlsUndo
 from tui.client.views import Events, Views
 
 __all__ = ["Engine", "EngineConfig"]
@@ -63,7 +64,12 @@ class Engine:
         self.events_bus = Events()
         self.views = Views(session, state, self.events_bus)
         self.inbox = Inbox(
-            session, state, self.events_bus, self.views, after_batch=self._after_batch
+            session,
+            state,
+            self.events_bus,
+            self.views,
+            undo=MlsUndo(session.profile.mls_state_path),
+            after_batch=self._after_batch,
         )
         self.outbox = Outbox(session, state, self.events_bus, self.views)
         self.channels_part = Channels(

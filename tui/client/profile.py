@@ -16,8 +16,10 @@ so :meth:`Profile.change_passphrase` rewrites ``profile.json`` and nothing else.
 Every write goes through one group-committing writer (:mod:`tui.client.dbwriter`):
 concurrent writes share a transaction, each caller resumes only after its
 write committed, and writes apply in call order. Writes are durable (fsynced)
-except history appends, which are crash-safe and become durable with the next
-durable write (the engine makes one before every ``ack``).
+except the history appends of sent messages (:meth:`Profile.queue_message`),
+which are crash-safe and become durable with the next durable write; a
+received batch commits durably with the engine state
+(:meth:`Profile.commit_received`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import json
 import os
 import sqlite3
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -455,6 +457,15 @@ class Profile:
         becomes durable against power loss with the next durable write, such
         as :meth:`tui.client.state.EngineState.save`.
         """
+        insert = self._inserter(msg)
+
+        def op(conn: sqlite3.Connection) -> int:
+            return insert(conn)
+
+        return self._write.submit(op, durable=False)
+
+    def _inserter(self, msg: ChatMessage) -> Callable[[sqlite3.Connection], int]:
+        """A write op appending ``msg`` (encrypted) to the history; returns its local id."""
         tag = self._channel_tag(msg.channel_id)
         plain = _encode_message(msg)
         # The row id is bound into the AEAD associated data, so history rows cannot
@@ -462,7 +473,7 @@ class Profile:
         # and both statements commit together (in the writer's group commit).
         records = self._keys.records
 
-        def op(conn: sqlite3.Connection) -> int:
+        def insert(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "INSERT INTO messages (channel_tag, record) VALUES (?, x'') RETURNING id",
                 (tag,),
@@ -477,7 +488,30 @@ class Profile:
             conn.execute("UPDATE messages SET record = ? WHERE id = ?", (record, local_id))
             return local_id
 
-        return self._write.submit(op, durable=False)
+        return insert
+
+    async def commit_received(
+        self, messages: Sequence[ChatMessage], secret: str, value: bytes
+    ) -> list[int]:
+        """Append ``messages`` and replace the secret ``secret`` in ONE durable transaction.
+
+        The inbox stores a batch's received messages together with the engine
+        state (its cursor): either both are on disk (fsynced) or neither is.
+        Returns the messages' local ids, in order.
+        """
+        inserts = [self._inserter(m) for m in messages]
+        blob = self._keys.records.encrypt(value, table="secrets", column="value", row=secret)
+
+        def op(conn: sqlite3.Connection) -> list[int]:
+            ids = [insert(conn) for insert in inserts]
+            conn.execute(
+                "INSERT INTO secrets (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (secret, blob),
+            )
+            return ids
+
+        return await self._write.write(op)
 
     async def list_messages(
         self, channel_id: bytes, *, limit: int = 100, before_id: int | None = None

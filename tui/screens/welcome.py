@@ -24,6 +24,12 @@ _INTRO = (
     "End-to-end encrypted group chat. Your keys and history never leave this "
     "machine unencrypted; the server only relays sealed messages."
 )
+_HOSTED_INTRO = (
+    "End-to-end encrypted group chat, hosted: this client runs on the host you "
+    "connected to, so that host sees your messages while you are connected. "
+    "Your profile there is encrypted with your passphrase; the node only relays "
+    "sealed messages."
+)
 
 
 class WelcomeScreen(Screen[None]):
@@ -50,9 +56,17 @@ class WelcomeScreen(Screen[None]):
         form: LoginForm
         """What was entered."""
 
-    def __init__(self, *, server: str = "", user: str = "", profile_exists: bool = False) -> None:
-        """Prefill ``server`` and ``user``; mention an existing profile."""
+    def __init__(
+        self,
+        *,
+        server: str = "",
+        user: str = "",
+        profile_exists: bool = False,
+        hosted: bool = False,
+    ) -> None:
+        """Prefill ``server`` and ``user``; mention an existing profile; say if hosted."""
         super().__init__()
+        self._hosted = hosted
         self._server = server
         self._user = user
         self._profile_exists = profile_exists
@@ -63,7 +77,7 @@ class WelcomeScreen(Screen[None]):
         """The form, centred."""
         with VerticalScroll(id="welcome"), Vertical(id="welcome-box"):
             yield Label("quicnprotochat", id="welcome-title")
-            intro = _INTRO
+            intro = _HOSTED_INTRO if self._hosted else _INTRO
             if self._profile_exists:
                 intro += " This profile exists: Log in with its passphrase."
             yield Static(intro, id="welcome-intro")

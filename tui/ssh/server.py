@@ -50,6 +50,10 @@ class Host:
         )
         self.auth_limiter = AuthRateLimiter(rate=config.auth_rate, burst=config.auth_burst)
         self.metrics = SessionMetrics()
+        self.connections: set[asyncssh.SSHServerConnection] = set()
+        """Open connections (closed on shutdown)."""
+        self.ending: set[asyncio.Task[None]] = set()
+        """Hang-ups of session processes still under way (awaited on shutdown)."""
         self._rpc: RpcClient | None = None
 
     async def node_client(self) -> RpcClient:
@@ -61,7 +65,13 @@ class Host:
         return self._rpc
 
     async def close(self) -> None:
-        """Close the node connection."""
+        """Close every connection, wait for their processes to end, close the node connection."""
+        for conn in list(self.connections):
+            conn.close()
+        for conn in list(self.connections):
+            await conn.wait_closed()
+        while self.ending:
+            await asyncio.gather(*self.ending, return_exceptions=True)
         if self._rpc is not None:
             await self._rpc.close()
 
@@ -77,6 +87,7 @@ class SshServer(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         """Rate-limit by source address; hook signature verification."""
         self._conn = conn
+        self._host.connections.add(conn)
         peer = conn.get_extra_info("peername") or ("?", 0)
         loop = asyncio.get_running_loop()
         if not self._host.auth_limiter.allow(str(peer[0]), loop.time()):
@@ -94,6 +105,11 @@ class SshServer(asyncssh.SSHServer):
             return ok
 
         conn.validate_public_key = verified  # type: ignore[method-assign]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the connection."""
+        if self._conn is not None:
+            self._host.connections.discard(self._conn)
 
     def begin_auth(self, username: str) -> bool:
         """Authentication is always required."""

@@ -225,7 +225,9 @@ class Session(asyncssh.SSHServerSession[bytes]):
         self._close_master()
         proc = self._proc
         if proc is not None and proc.returncode is None:
-            self._loop.create_task(self._hang_up(proc))
+            task = self._loop.create_task(self._hang_up(proc))
+            self._host.ending.add(task)
+            task.add_done_callback(self._host.ending.discard)
         if self._slot:
             self._slot = False
             self._host.slots.release(self._key.profile_name)
@@ -259,6 +261,7 @@ class Session(asyncssh.SSHServerSession[bytes]):
             "LC_ALL": "C.UTF-8",
             "QPC_DATA_DIR": str(self._host.config.state_dir),
             "QPC_CONFIG": str(self._host.config.state_dir / "tui.toml"),
+            "QPC_HOSTED": "ssh",
         }
         if "PYTHONPATH" in os.environ:
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
@@ -303,6 +306,7 @@ class Session(asyncssh.SSHServerSession[bytes]):
         self._master = master
         self._loop.add_reader(master, self._read_pty)
         self._reading = True
+        self._flush_input()  # what was typed while the TUI started
         log.info("session %s: TUI pid %d", self._key.fingerprint[:20], self._proc.pid)
         status = await self._proc.wait()
         with contextlib.suppress(TimeoutError):
