@@ -140,7 +140,9 @@ class Ours(Stack):
         return client.create_group(gid)
 
     def add(self, group: mls.Group, kps: list[bytes]) -> tuple[bytes, bytes]:
-        out = group.add_members(kps)
+        # Tree inside the Welcome, like the peers (bench/mls_receive.py
+        # measures the split Welcome and the sealed tree).
+        out = group.add_members(kps, ratchet_tree_in_welcome=True)
         group.merge_pending_commit()
         assert out.welcome is not None
         return out.commit, out.welcome

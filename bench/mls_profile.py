@@ -49,7 +49,7 @@ def main() -> None:
     added = group.add_members(kps)
     group.merge_pending_commit()
     assert added.welcome is not None
-    bob_group = bob.join_from_welcome(added.welcome)
+    bob_group = bob.join_from_welcome(added.welcome, added.ratchet_tree)
     spare = [client(10_000 + i) for i in range(4)]
 
     def step() -> None:

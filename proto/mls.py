@@ -19,6 +19,13 @@ Model:
   :meth:`Group.clear_pending_commit` after it was rejected (``staleEpoch``),
   so a group never wedges. Incoming commits are validated, staged and merged
   by :meth:`Group.process`.
+* Welcomes do not carry the ratchet tree: a commit with a Welcome also
+  returns :attr:`CommitOutput.ratchet_tree`, the new epoch's tree sealed under
+  that epoch's MLS exporter (the node storing it cannot read it), which
+  joiners pass to :meth:`Client.join_from_welcome`. For many joiners,
+  :func:`split_welcome` / :meth:`CommitOutput.welcome_parts` give the part all
+  joiners share once and each joiner's small secrets part, keyed by its
+  KeyPackageRef; :meth:`Client.join_from_welcome_parts` joins from them.
 * :meth:`Group.process` returns one of :class:`ApplicationMessage`,
   :class:`CommitMerged`, :class:`ProposalStored` or :class:`OwnMessage` (our
   own message echoed back by the node: nothing to do).
@@ -56,6 +63,7 @@ from proto._mls import (
     message_info,
     openmls_version,
     parse_key_package,
+    split_welcome,
     supported_ciphersuites,
 )
 
@@ -81,6 +89,7 @@ __all__ = [
     "message_info",
     "openmls_version",
     "parse_key_package",
+    "split_welcome",
     "supported_ciphersuites",
 ]
 

@@ -166,10 +166,38 @@ impl Client {
         Ok(self.group(group_id.to_vec()))
     }
 
-    /// Join from a Welcome (the ratchet tree travels inside it). Raises
-    /// NoWelcomeForUs if it holds no secrets for any of our KeyPackages.
-    fn join_from_welcome(&self, py: Python<'_>, welcome: &[u8]) -> PyResult<Group> {
-        let gid = run_write(py, &self.shared, |c| c.join_from_welcome(welcome))?;
+    /// Join from a Welcome. `ratchet_tree` is the sealed tree
+    /// (`CommitOutput.ratchet_tree` / `Group.export_ratchet_tree`) unless
+    /// the Welcome carries the tree. Raises NoWelcomeForUs if it holds no
+    /// secrets for any of our KeyPackages.
+    #[pyo3(signature = (welcome, ratchet_tree=None))]
+    fn join_from_welcome(
+        &self,
+        py: Python<'_>,
+        welcome: &[u8],
+        ratchet_tree: Option<&[u8]>,
+    ) -> PyResult<Group> {
+        let gid = run_write(py, &self.shared, |c| {
+            let w = crate::welcome::parse_welcome(welcome)?;
+            c.join_from_welcome(w, ratchet_tree)
+        })?;
+        Ok(self.group(gid))
+    }
+
+    /// Join from a split Welcome (`split_welcome`): the common part, our
+    /// own secrets part, and the sealed ratchet tree.
+    #[pyo3(signature = (common, secrets, ratchet_tree=None))]
+    fn join_from_welcome_parts(
+        &self,
+        py: Python<'_>,
+        common: &[u8],
+        secrets: &[u8],
+        ratchet_tree: Option<&[u8]>,
+    ) -> PyResult<Group> {
+        let gid = run_write(py, &self.shared, |c| {
+            let w = crate::welcome::assemble(common, secrets)?;
+            c.join_from_welcome(w, ratchet_tree)
+        })?;
         Ok(self.group(gid))
     }
 
@@ -205,15 +233,29 @@ impl Client {
         run_write(py, &self.shared, |c| c.delete_group(group_id))
     }
 
-    /// Close the state file. Later calls on this client or its groups raise
-    /// StorageFailure.
+    /// Write now what decrypting application messages deferred (see
+    /// docs/MLS.md, "Receivers"); `close` does it too.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        run_write(py, &self.shared, |c| c.flush())
+    }
+
+    /// Flush, then close the state file. Later calls on this client or its
+    /// groups raise StorageFailure. Closing a closed client does nothing.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let open = py.detach(|| self.shared.lock().map(|g| g.is_some()).unwrap_or(false));
+        let flushed = if open {
+            run_write(py, &self.shared, |c| c.flush())
+        } else {
+            Ok(())
+        };
         py.detach(|| {
             if let Ok(mut guard) = self.shared.lock() {
                 guard.take();
             }
         });
-        Ok(())
+        // Closed either way; a failed flush loses only deferred ratchet
+        // steps (see docs/MLS.md) and is reported.
+        flushed
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

@@ -21,7 +21,7 @@
 //! cleanly with a storage error instead of writing plaintext.
 
 use std::any::type_name;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 use chacha20poly1305::aead::{AeadCore, AeadInPlace, KeyInit, OsRng};
@@ -178,6 +178,47 @@ fn active_keys() -> Result<Arc<CodecKeys>, CodecError> {
     })
 }
 
+thread_local! {
+    /// Set while an application message is decrypted with its
+    /// message-secrets write deferred (see [`DeferScope`]).
+    static DEFER: Cell<bool> = const { Cell::new(false) };
+    /// Set when a write was deferred in the current scope.
+    static DEFERRED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The write OpenMLS makes after every decrypted message: the whole
+/// `MessageSecretsStore` (secret tree plus, per kept past epoch, every
+/// member's keys: MBs in large hybrid groups; openmls issue 2080).
+fn is_message_secrets<T: ?Sized>() -> bool {
+    let name = type_name::<T>().trim_start_matches('&');
+    name.rsplit("::").next() == Some("MessageSecretsStore")
+}
+
+/// Within this scope the codec encodes the message-secrets entity as an
+/// empty blob, which the `qpc_deferred_write` trigger (`provider.rs`) drops:
+/// the row keeps its last written value and the in-memory group is ahead of
+/// it until the next full write (`core::ClientCore` bounds and flushes).
+pub struct DeferScope(());
+
+impl DeferScope {
+    pub fn enter() -> Self {
+        DEFER.with(|d| d.set(true));
+        DEFERRED.with(|d| d.set(false));
+        DeferScope(())
+    }
+
+    /// Was a message-secrets write deferred in this scope?
+    pub fn deferred(&self) -> bool {
+        DEFERRED.with(|d| d.get())
+    }
+}
+
+impl Drop for DeferScope {
+    fn drop(&mut self) {
+        DEFER.with(|d| d.set(false));
+    }
+}
+
 fn is_lookup_key<T: ?Sized>() -> bool {
     let name = type_name::<T>().trim_start_matches('&');
     let name = name.rsplit("::").next().unwrap_or(name);
@@ -192,6 +233,10 @@ impl openmls_sqlite_storage::Codec for EncryptingCodec {
     type Error = CodecError;
 
     fn to_vec<T: Serialize>(value: &T) -> Result<Vec<u8>, Self::Error> {
+        if DEFER.with(|d| d.get()) && is_message_secrets::<T>() {
+            DEFERRED.with(|d| d.set(true));
+            return Ok(Vec::new());
+        }
         let keys = active_keys()?;
         keys.seal_in_place(encode(value)?, is_lookup_key::<T>())
     }

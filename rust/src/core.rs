@@ -32,6 +32,9 @@ pub const MAX_KEY_PACKAGE_LIFETIME_SECONDS: u64 = 100 * 365 * 24 * 3600;
 /// Out-of-order tolerance of the sender ratchets (messages per sender).
 const OUT_OF_ORDER_TOLERANCE: u32 = 32;
 const MAXIMUM_FORWARD_DISTANCE: u32 = 1000;
+/// Decrypted application messages whose message-secrets write may be
+/// deferred in a row (per group); the next one writes the whole entity.
+pub const MAX_DEFERRED_WRITES: u32 = 63;
 /// Format version of our own client record.
 const CLIENT_RECORD_VERSION: i64 = 1;
 
@@ -60,8 +63,14 @@ pub fn capabilities() -> Capabilities {
 }
 
 pub fn join_config() -> MlsGroupJoinConfig {
+    join_config_with_tree(false)
+}
+
+/// Our join config; `tree_in_welcome` puts the ratchet tree into Welcomes
+/// and GroupInfos (off by default: it travels separately, sealed).
+pub fn join_config_with_tree(tree_in_welcome: bool) -> MlsGroupJoinConfig {
     MlsGroupJoinConfig::builder()
-        .use_ratchet_tree_extension(true)
+        .use_ratchet_tree_extension(tree_in_welcome)
         .max_past_epochs(MAX_PAST_EPOCHS)
         .wire_format_policy(MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY)
         .sender_ratchet_configuration(SenderRatchetConfiguration::new(
@@ -74,7 +83,7 @@ pub fn join_config() -> MlsGroupJoinConfig {
 fn create_config(cs: Ciphersuite) -> MlsGroupCreateConfig {
     MlsGroupCreateConfig::builder()
         .ciphersuite(cs)
-        .use_ratchet_tree_extension(true)
+        .use_ratchet_tree_extension(false)
         .max_past_epochs(MAX_PAST_EPOCHS)
         .wire_format_policy(MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY)
         .sender_ratchet_configuration(SenderRatchetConfiguration::new(
@@ -208,6 +217,9 @@ pub struct ClientCore {
     pub identity: Vec<u8>,
     pub default_ciphersuite: u16,
     groups: HashMap<Vec<u8>, MlsGroup>,
+    /// Per group: decrypts since the message-secrets entity was last
+    /// written (its stored value is that far behind the in-memory group).
+    deferred: HashMap<Vec<u8>, u32>,
 }
 
 pub type Shared = Arc<Mutex<Option<ClientCore>>>;
@@ -292,6 +304,7 @@ impl ClientCore {
             identity: identity.to_vec(),
             default_ciphersuite,
             groups: HashMap::new(),
+            deferred: HashMap::new(),
         })
     }
 
@@ -331,6 +344,7 @@ impl ClientCore {
             identity: record.identity.clone(),
             default_ciphersuite: record.default_ciphersuite,
             groups: HashMap::new(),
+            deferred: HashMap::new(),
         })
     }
 
@@ -389,15 +403,31 @@ impl ClientCore {
         Ok(())
     }
 
-    pub fn join_from_welcome(&mut self, welcome: &[u8]) -> Result<Vec<u8>> {
-        let body = parse_message(welcome)?.extract();
-        let MlsMessageBodyIn::Welcome(welcome) = body else {
-            return Err(Error::Malformed("not a Welcome message".into()));
-        };
+    /// Join from a Welcome. `ratchet_tree` is the sealed tree
+    /// ([`crate::welcome::seal_tree`]) for Welcomes without the
+    /// ratchet_tree extension.
+    pub fn join_from_welcome(
+        &mut self,
+        welcome: Welcome,
+        ratchet_tree: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
         let code: u16 = welcome.ciphersuite().into();
         ciphersuite(code)?;
-        let staged = StagedWelcome::new_from_welcome(&self.provider, &join_config(), welcome, None)
-            .map_err(remote)?;
+        let mut builder =
+            StagedWelcome::build_from_welcome(&self.provider, &join_config(), welcome)
+                .map_err(remote)?;
+        if let Some(sealed) = ratchet_tree {
+            let pw = builder.processed_welcome();
+            let gi = pw.unverified_group_info();
+            let (gid, epoch) = (gi.group_id().as_slice().to_vec(), gi.epoch().as_u64());
+            let key = Zeroizing::new(
+                pw.export_secret(self.provider.crypto(), crate::welcome::TREE_LABEL, &[], 32)
+                    .map_err(local)?,
+            );
+            let tree = crate::welcome::open_tree(sealed, &key, &gid, epoch)?;
+            builder = builder.with_ratchet_tree(tree);
+        }
+        let staged = builder.build().map_err(remote)?;
         let group = staged.into_group(&self.provider).map_err(remote)?;
         let gid = group.group_id().as_slice().to_vec();
         self.groups.insert(gid.clone(), group);
@@ -438,6 +468,7 @@ impl ClientCore {
             .map_err(local)?;
         let (commit, _welcome, gi) = bundle.into_contents();
         let parts = CommitParts {
+            ratchet_tree: None,
             commit: commit.to_bytes()?,
             welcome: None,
             group_info: gi.map(|g| MlsMessageOut::from(g).to_bytes()).transpose()?,
@@ -470,6 +501,38 @@ impl ClientCore {
         result
     }
 
+    /// May the next decrypt in this group defer its message-secrets write?
+    pub fn may_defer(&self, group_id: &[u8]) -> bool {
+        self.deferred.get(group_id).copied().unwrap_or(0) < MAX_DEFERRED_WRITES
+    }
+
+    /// Record whether the last operation on the group deferred its write
+    /// (a full write resets the count).
+    pub fn note_deferred(&mut self, group_id: &[u8], deferred: bool) {
+        if deferred {
+            *self.deferred.entry(group_id.to_vec()).or_insert(0) += 1;
+        } else {
+            self.deferred.remove(group_id);
+        }
+    }
+
+    /// Write the message secrets of every group with deferred writes (in
+    /// the caller's transaction).
+    pub fn flush(&mut self) -> Result<()> {
+        let dirty: Vec<Vec<u8>> = self.deferred.keys().cloned().collect();
+        for gid in dirty {
+            if let Some(g) = self.groups.get_mut(&gid) {
+                // Re-setting the same policy writes the whole entity; it is
+                // OpenMLS's one public call that does only that.
+                let policy = g.past_epoch_deletion_policy().clone();
+                g.set_past_epoch_deletion_policy(&self.provider, policy)
+                    .map_err(|e| Error::Storage(e.to_string()))?;
+            }
+            self.deferred.remove(&gid);
+        }
+        Ok(())
+    }
+
     pub fn has_group(&mut self, group_id: &[u8]) -> Result<bool> {
         if self.groups.contains_key(group_id) {
             return Ok(true);
@@ -479,6 +542,7 @@ impl ClientCore {
     }
 
     pub fn delete_group(&mut self, group_id: &[u8]) -> Result<()> {
+        self.deferred.remove(group_id);
         let gid = GroupId::from_slice(group_id);
         let mut group = match self.groups.remove(group_id) {
             Some(g) => g,
@@ -577,6 +641,7 @@ fn run_inner<T: Send>(
         let result = db.transaction(|| guarded(core));
         if result.is_err() {
             core.groups.clear();
+            core.deferred.clear();
         }
         result
     });

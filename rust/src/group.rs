@@ -7,8 +7,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::core::{
-    identity_of, parse_message, run, run_write, validate_key_package, Shared, SigningKey,
-    MAX_PAST_EPOCHS,
+    identity_of, join_config_with_tree, parse_message, run, run_write, validate_key_package,
+    Shared, SigningKey, MAX_PAST_EPOCHS,
 };
 use crate::error::{local, remote, Error, Result};
 use crate::provider::QpcProvider;
@@ -16,6 +16,7 @@ use crate::types::{
     members_into_py, pybytes, ApplicationMessage, CommitData, CommitMerged, CommitOutput, Member,
     MemberData, OwnMessage, ProposalStored,
 };
+use crate::welcome::{seal_tree, TREE_LABEL};
 
 /// A handle on one MLS group of a Client.
 ///
@@ -80,13 +81,67 @@ fn member_data(m: OpenMlsMember) -> MemberData {
 /// OpenMLS's member record (our Python-facing one is `types::Member`).
 type OpenMlsMember = openmls::group::Member;
 
+/// Make the group's next commit put the ratchet tree into its Welcome and
+/// GroupInfo, or not (stored config; groups created before the tree went
+/// out of band have it on).
+/// (OpenMLS has no getter for the flag: the small config row is rewritten
+/// with each commit.)
+fn tree_in_welcome(g: &mut MlsGroup, p: &QpcProvider, on: bool) -> Result<()> {
+    g.set_configuration(p.storage(), &join_config_with_tree(on))
+        .map_err(|e| Error::Storage(e.to_string()))
+}
+
+/// The ratchet tree of the epoch our pending commit moves to, sealed under
+/// that epoch's exporter (see `welcome.rs`).
+fn pending_tree(g: &MlsGroup, p: &QpcProvider) -> Result<Vec<u8>> {
+    let staged = g
+        .pending_commit()
+        .ok_or_else(|| Error::Crypto("no pending commit".into()))?;
+    let tree = staged
+        .export_ratchet_tree(p.crypto(), g.export_ratchet_tree())
+        .map_err(local)?
+        .ok_or_else(|| Error::NotAMember("the commit removes us".into()))?;
+    let key = zeroize::Zeroizing::new(
+        staged
+            .export_secret(p.crypto(), TREE_LABEL, &[], 32)
+            .map_err(local)?,
+    );
+    seal_tree(
+        &tree,
+        &key,
+        g.group_id().as_slice(),
+        staged.epoch().as_u64(),
+    )
+}
+
+/// The current ratchet tree, sealed under the current epoch's exporter.
+fn current_tree(g: &MlsGroup, p: &QpcProvider) -> Result<Vec<u8>> {
+    let key = zeroize::Zeroizing::new(
+        g.export_secret(p.crypto(), TREE_LABEL, &[], 32)
+            .map_err(local)?,
+    );
+    seal_tree(
+        &g.export_ratchet_tree(),
+        &key,
+        g.group_id().as_slice(),
+        g.epoch().as_u64(),
+    )
+}
+
 fn commit_data(
+    g: &MlsGroup,
+    p: &QpcProvider,
     commit: MlsMessageOut,
     welcome: Option<MlsMessageOut>,
     group_info: Option<GroupInfo>,
     epoch: u64,
 ) -> Result<CommitData> {
+    let ratchet_tree = match welcome {
+        Some(_) => Some(pending_tree(g, p)?),
+        None => None,
+    };
     Ok(CommitData {
+        ratchet_tree,
         commit: commit.to_bytes()?,
         welcome: welcome.map(|w| w.to_bytes()).transpose()?,
         group_info: group_info
@@ -154,7 +209,14 @@ enum Processed {
     },
 }
 
-fn process(group: &mut MlsGroup, provider: &QpcProvider, data: &[u8]) -> Result<Processed> {
+/// Process `data`; `may_defer`: an application message may leave its
+/// message-secrets write deferred (returned flag says whether it did).
+fn process(
+    group: &mut MlsGroup,
+    provider: &QpcProvider,
+    data: &[u8],
+    may_defer: bool,
+) -> Result<(Processed, bool)> {
     let msg = parse_message(data)?;
     let protocol = msg
         .try_into_protocol_message()
@@ -171,12 +233,16 @@ fn process(group: &mut MlsGroup, provider: &QpcProvider, data: &[u8]) -> Result<
             "message of epoch {msg_epoch}, group at epoch {cur} (keeps {MAX_PAST_EPOCHS} past epochs)"
         )));
     }
+    let defer = (may_defer && protocol.content_type() == ContentType::Application)
+        .then(crate::codec::DeferScope::enter);
     let processed = group.process_message(provider, protocol).map_err(remote)?;
+    let deferred = defer.as_ref().is_some_and(|d| d.deferred());
+    drop(defer);
     let epoch = processed.epoch().as_u64();
     let leaf = sender_leaf(processed.sender());
     let identity = identity_of(processed.credential());
     let aad = processed.aad().to_vec();
-    Ok(match processed.into_content() {
+    let result = match processed.into_content() {
         ProcessedMessageContent::ApplicationMessage(app) => Processed::Application {
             plaintext: app.into_bytes(),
             sender_leaf: leaf
@@ -244,7 +310,8 @@ fn process(group: &mut MlsGroup, provider: &QpcProvider, data: &[u8]) -> Result<
                 content_type,
             }
         }
-    })
+    };
+    Ok((result, deferred))
 }
 
 #[pymethods]
@@ -297,13 +364,18 @@ impl Group {
         members_into_py(py, members)
     }
 
-    /// Add members from their KeyPackages (commit + Welcome + GroupInfo).
+    /// Add members from their KeyPackages (commit + Welcome + sealed
+    /// ratchet tree). `ratchet_tree_in_welcome=True` puts the tree into the
+    /// Welcome instead (small groups, peers that cannot fetch it).
+    #[pyo3(signature = (key_packages, *, ratchet_tree_in_welcome=false))]
     fn add_members(
         &self,
         py: Python<'_>,
         key_packages: Vec<Vec<u8>>,
+        ratchet_tree_in_welcome: bool,
     ) -> PyResult<Py<CommitOutput>> {
         self.with_commit(py, |g, p, s| {
+            tree_in_welcome(g, p, ratchet_tree_in_welcome)?;
             if key_packages.is_empty() {
                 return Err(Error::Malformed("no KeyPackages given".into()));
             }
@@ -313,7 +385,7 @@ impl Group {
                 .collect::<Result<Vec<_>>>()?;
             let epoch = g.epoch().as_u64();
             let (commit, welcome, gi) = g.add_members(p, s, &kps).map_err(local)?;
-            commit_data(commit, Some(welcome), gi, epoch)
+            commit_data(g, p, commit, Some(welcome), gi, epoch)
         })
     }
 
@@ -332,8 +404,9 @@ impl Group {
                 leaves.push(idx);
             }
             let epoch = g.epoch().as_u64();
+            tree_in_welcome(g, p, false)?;
             let (commit, welcome, gi) = g.remove_members(p, s, &leaves).map_err(local)?;
-            commit_data(commit, welcome, gi, epoch)
+            commit_data(g, p, commit, welcome, gi, epoch)
         })
     }
 
@@ -341,12 +414,13 @@ impl Group {
     fn self_update(&self, py: Python<'_>) -> PyResult<Py<CommitOutput>> {
         self.with_commit(py, |g, p, s| {
             let epoch = g.epoch().as_u64();
+            tree_in_welcome(g, p, false)?;
             let bundle = g
                 .self_update(p, s, LeafNodeParameters::default())
                 .map_err(local)?;
             let welcome = bundle.to_welcome_msg();
             let (commit, _, gi) = bundle.into_contents();
-            commit_data(commit, welcome, gi, epoch)
+            commit_data(g, p, commit, welcome, gi, epoch)
         })
     }
 
@@ -354,8 +428,9 @@ impl Group {
     fn commit_pending_proposals(&self, py: Python<'_>) -> PyResult<Py<CommitOutput>> {
         self.with_commit(py, |g, p, s| {
             let epoch = g.epoch().as_u64();
+            tree_in_welcome(g, p, false)?;
             let (commit, welcome, gi) = g.commit_to_pending_proposals(p, s).map_err(local)?;
-            commit_data(commit, welcome, gi, epoch)
+            commit_data(g, p, commit, welcome, gi, epoch)
         })
     }
 
@@ -391,16 +466,27 @@ impl Group {
 
     /// Encrypt an application message for the group.
     fn encrypt(&self, py: Python<'_>, plaintext: &[u8]) -> PyResult<Py<PyBytes>> {
-        let out = self.with_write(py, |g, p, s| {
-            let msg = g.create_message(p, s, plaintext).map_err(local)?;
-            Ok(msg.to_bytes()?)
+        let gid = &self.group_id;
+        let out = run_write(py, &self.shared, |core| {
+            let out = core.with_group(gid, |g, p, s| {
+                let msg = g.create_message(p, s, plaintext).map_err(local)?;
+                Ok(msg.to_bytes()?)
+            })?;
+            // Encrypting wrote the whole message-secrets entity.
+            core.note_deferred(gid, false);
+            Ok(out)
         })?;
         Ok(pybytes(py, &out))
     }
 
     /// Process an incoming message: ApplicationMessage, CommitMerged (the
     /// commit was validated and merged), ProposalStored or OwnMessage.
-    fn process(&self, py: Python<'_>, message: &[u8]) -> PyResult<Py<PyAny>> {
+    /// `defer_write=True` lets an application message leave OpenMLS's
+    /// message-secrets write deferred (docs/MLS.md, "Receivers"): much
+    /// faster in large groups, but after a crash the last (<= 63) messages
+    /// decrypt again, so the caller must de-duplicate (e.g. by node seq).
+    #[pyo3(signature = (message, *, defer_write=false))]
+    fn process(&self, py: Python<'_>, message: &[u8], defer_write: bool) -> PyResult<Py<PyAny>> {
         let gid = &self.group_id;
         let processed = run_write(py, &self.shared, |core| {
             if core.was_sent(message)? {
@@ -412,7 +498,15 @@ impl Group {
                     content_type: content_type_name(info.content_type()),
                 });
             }
-            core.with_group(gid, |g, p, _| process(g, p, message))
+            let may_defer = defer_write && core.may_defer(gid);
+            let (processed, deferred) =
+                core.with_group(gid, |g, p, _| process(g, p, message, may_defer))?;
+            // Own messages are recognised without decrypting (nothing
+            // written); everything else wrote the entity unless deferred.
+            if !matches!(processed, Processed::Own { .. }) {
+                core.note_deferred(gid, deferred);
+            }
+            Ok(processed)
         })?;
         Ok(match processed {
             Processed::Application {
@@ -515,6 +609,14 @@ impl Group {
                 .map_err(local)?;
             Ok(msg.to_bytes()?)
         })?;
+        Ok(pybytes(py, &out))
+    }
+
+    /// The current epoch's ratchet tree, sealed under the epoch's exporter
+    /// (what a joiner without the tree in its Welcome needs; the node that
+    /// stores it cannot read it).
+    fn export_ratchet_tree(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
+        let out = self.with(py, |g, p, _| current_tree(g, p))?;
         Ok(pybytes(py, &out))
     }
 

@@ -11,6 +11,7 @@ mod error;
 mod group;
 mod provider;
 mod types;
+mod welcome;
 mod wire;
 
 use pyo3::prelude::*;
@@ -90,6 +91,31 @@ fn message_info(py: Python<'_>, data: &[u8]) -> PyResult<Py<MessageInfo>> {
     )
 }
 
+/// Split a Welcome into `(common, {key_package_ref: secrets})`.
+pub(crate) fn split_welcome_py<'py>(
+    py: Python<'py>,
+    welcome: &[u8],
+) -> PyResult<(Py<pyo3::types::PyBytes>, Bound<'py, pyo3::types::PyDict>)> {
+    let (common, parts) = run_stateless(py, || welcome::split(welcome))?;
+    let dict = pyo3::types::PyDict::new(py);
+    for (hash_ref, secrets) in parts {
+        dict.set_item(pybytes(py, &hash_ref), pybytes(py, &secrets))?;
+    }
+    Ok((pybytes(py, &common), dict))
+}
+
+/// Split a Welcome for delivery by reference: the part every joiner needs
+/// (a Welcome with no secrets: the encrypted GroupInfo) and, per joiner
+/// (keyed by KeyPackageRef, `KeyPackageInfo.hash_ref`), its own
+/// EncryptedGroupSecrets.
+#[pyfunction]
+fn split_welcome<'py>(
+    py: Python<'py>,
+    welcome: &[u8],
+) -> PyResult<(Py<pyo3::types::PyBytes>, Bound<'py, pyo3::types::PyDict>)> {
+    split_welcome_py(py, welcome)
+}
+
 /// Validate the framing and every pointer of one Cap'n Proto message
 /// (see `wire.rs`); returns the words reachable from the root.
 ///
@@ -125,7 +151,8 @@ mod _mls {
     };
     #[pymodule_export]
     use super::{
-        capnp_validate, message_info, openmls_version, parse_key_package, supported_ciphersuites,
+        capnp_validate, message_info, openmls_version, parse_key_package, split_welcome,
+        supported_ciphersuites,
     };
 
     #[pymodule_export]

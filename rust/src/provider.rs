@@ -111,6 +111,15 @@ impl QpcProvider {
         SqliteStorageProvider::<EncryptingCodec, &mut Connection>::new(&mut conn)
             .run_migrations()
             .map_err(|e| Error::Storage(format!("migrations: {e}")))?;
+        // Deferred message-secrets writes (`codec::DeferScope`) reach SQLite
+        // as an empty blob, never a valid record; this drops them, so the
+        // row keeps its last full value. TEMP: per connection, not stored.
+        conn.execute_batch(
+            "CREATE TEMP TRIGGER IF NOT EXISTS qpc_deferred_write
+             BEFORE INSERT ON main.openmls_group_data
+             WHEN length(NEW.group_data) = 0
+             BEGIN SELECT RAISE(IGNORE); END;",
+        )?;
         // Shared, never concurrently used: see `Db`.
         #[allow(clippy::arc_with_non_send_sync)]
         let db = Db(Arc::new(conn));

@@ -68,14 +68,40 @@ pub struct CommitOutput {
     pub commit: Py<PyBytes>,
     /// The Welcome for new members, if members were added.
     pub welcome: Option<Py<PyBytes>>,
-    /// GroupInfo (with ratchet tree) for external joins, if produced.
+    /// GroupInfo for external joins, if produced (without the ratchet tree
+    /// unless the commit put it into the Welcome).
     pub group_info: Option<Py<PyBytes>>,
+    /// The new epoch's ratchet tree, sealed under its exporter, when the
+    /// commit has a Welcome; joiners pass it to `join_from_welcome`.
+    pub ratchet_tree: Option<Py<PyBytes>>,
     /// The epoch the commit was made in (what `enqueueCommit` must name).
     pub epoch: u64,
 }
 
 #[pymethods]
 impl CommitOutput {
+    /// The Welcome split for delivery by reference: `(common, {key_package_ref:
+    /// secrets})`; a joiner needs `common` (shared by all) and its own
+    /// `secrets` (see `Client.join_from_welcome_parts`). MalformedInput if
+    /// the commit has no Welcome.
+    fn welcome_parts<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Py<PyBytes>, Bound<'py, pyo3::types::PyDict>)> {
+        let welcome = self
+            .welcome
+            .as_ref()
+            .ok_or_else(|| {
+                PyErr::from(crate::error::Error::Malformed(
+                    "this commit has no Welcome".into(),
+                ))
+            })?
+            .bind(py)
+            .as_bytes()
+            .to_vec();
+        crate::split_welcome_py(py, &welcome)
+    }
+
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(
             "CommitOutput(epoch={}, commit=<{} bytes>, welcome={}, group_info={})",
@@ -96,6 +122,7 @@ impl CommitOutput {
 }
 
 pub struct CommitData {
+    pub ratchet_tree: Option<Vec<u8>>,
     pub commit: Vec<u8>,
     pub welcome: Option<Vec<u8>>,
     pub group_info: Option<Vec<u8>>,
@@ -110,6 +137,7 @@ impl CommitData {
                 commit: pybytes(py, &self.commit),
                 welcome: self.welcome.map(|w| pybytes(py, &w)),
                 group_info: self.group_info.map(|g| pybytes(py, &g)),
+                ratchet_tree: self.ratchet_tree.map(|t| pybytes(py, &t)),
                 epoch: self.epoch,
             },
         )

@@ -181,7 +181,7 @@ def _mls_parties() -> tuple[mls.Client, mls.Group, list[bytes]]:
     out = group.add_members([bob.key_package()])
     group.merge_pending_commit()
     assert out.welcome is not None
-    bob_group = bob.join_from_welcome(out.welcome)
+    bob_group = bob.join_from_welcome(out.welcome, out.ratchet_tree)
     app = group.encrypt(b"hello bob")
     add = group.add_members([carol.key_package()])  # pending: bob sees a commit of epoch 1
     group.clear_pending_commit()

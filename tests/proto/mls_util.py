@@ -51,7 +51,7 @@ def add(committer: Party, newcomers: list[Party], others: list[Party]) -> mls.Co
         assert isinstance(res, mls.CommitMerged)
     assert out.welcome is not None
     for p in newcomers:
-        p.group = p.client.join_from_welcome(out.welcome)
+        p.group = p.client.join_from_welcome(out.welcome, out.ratchet_tree)
     return out
 
 

@@ -97,7 +97,7 @@ def test_failed_commit_processing_leaves_state_unchanged(tmp_path: Path, suite: 
     assert isinstance(res, mls.CommitMerged)
     assert bob.g.epoch == alice.g.epoch
     assert out.welcome is not None
-    carol.group = carol.client.join_from_welcome(out.welcome)
+    carol.group = carol.client.join_from_welcome(out.welcome, out.ratchet_tree)
     send(alice, [bob, carol], b"after")
     send(bob, [alice, carol], b"from bob")
 

@@ -24,11 +24,23 @@ class World:
         self.eve = new_party(tmp_path, "eve", SUITE)
         create_group(self.alice)
         out = add(self.alice, [self.bob], [])
-        assert out.welcome is not None and out.group_info is not None
+        assert out.welcome is not None
+        # A Welcome for Eve (never joined: each try rolls back), split, so the
+        # tree and the parts reach their own checks.
+        side = self.alice.client.create_group(b"eve-side")
+        for_eve = side.add_members([self.eve.client.key_package()])
+        assert for_eve.welcome is not None and for_eve.ratchet_tree is not None
+        self.eve_welcome = for_eve.welcome
+        self.eve_tree = for_eve.ratchet_tree
+        self.eve_common, parts = for_eve.welcome_parts()
+        (self.eve_secrets,) = parts.values()
         self.samples: dict[str, bytes] = {
             "key_package": self.eve.client.key_package(),
             "welcome": out.welcome,
-            "group_info": out.group_info,
+            "welcome_common": self.eve_common,
+            "welcome_secrets": self.eve_secrets,
+            "ratchet_tree": self.eve_tree,
+            "group_info": self.alice.g.export_group_info(),
             "commit": out.commit,
             "application": self.alice.g.encrypt(b"sample"),
         }
@@ -39,6 +51,17 @@ class World:
             "parse_key_package": mls.parse_key_package,
             "message_info": mls.message_info,
             "join_from_welcome": eve.client.join_from_welcome,
+            "split_welcome": mls.split_welcome,
+            "join_tree": lambda data: eve.client.join_from_welcome(self.eve_welcome, data),
+            "join_parts_common": lambda data: eve.client.join_from_welcome_parts(
+                data, self.eve_secrets, self.eve_tree
+            ),
+            "join_parts_secrets": lambda data: eve.client.join_from_welcome_parts(
+                self.eve_common, data, self.eve_tree
+            ),
+            "join_parts_tree": lambda data: eve.client.join_from_welcome_parts(
+                self.eve_common, self.eve_secrets, data
+            ),
             "join_by_external_commit": eve.client.join_by_external_commit,
             "process": bob.g.process,
             "add_members": lambda data: bob.g.add_members([data]),
@@ -85,6 +108,10 @@ def test_wrong_kind_of_message(world: World) -> None:
     wrong = {
         "parse_key_package": [s["welcome"], s["application"], s["group_info"]],
         "join_from_welcome": [s["key_package"], s["commit"], s["application"]],
+        "split_welcome": [s["key_package"], s["commit"], s["group_info"]],
+        "join_parts_common": [s["welcome"], s["key_package"], s["application"]],
+        "join_parts_secrets": [s["welcome"], s["welcome_common"]],
+        "join_tree": [s["welcome"], s["welcome_secrets"]],
         "join_by_external_commit": [s["welcome"], s["key_package"]],
         "process": [s["welcome"], s["key_package"], s["group_info"]],
         "add_members": [s["welcome"], s["application"]],
@@ -152,8 +179,8 @@ def test_welcome_for_someone_else(world: World, tmp_path: Path) -> None:
     out = g.add_members([carol.client.key_package()])
     assert out.welcome is not None
     with pytest.raises(errors.NoWelcomeForUs):
-        mallory.client.join_from_welcome(out.welcome)
-    assert carol.client.join_from_welcome(out.welcome).epoch == 1
+        mallory.client.join_from_welcome(out.welcome, out.ratchet_tree)
+    assert carol.client.join_from_welcome(out.welcome, out.ratchet_tree).epoch == 1
 
 
 def test_message_for_another_group(world: World, tmp_path: Path) -> None:
@@ -181,7 +208,18 @@ def test_fuzz_arbitrary_bytes(world: World, data: bytes) -> None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
-    kind=st.sampled_from(["key_package", "welcome", "group_info", "commit", "application"]),
+    kind=st.sampled_from(
+        [
+            "key_package",
+            "welcome",
+            "welcome_common",
+            "welcome_secrets",
+            "ratchet_tree",
+            "group_info",
+            "commit",
+            "application",
+        ]
+    ),
     edits=st.lists(
         st.tuples(st.integers(min_value=0), st.integers(1, 255)), min_size=1, max_size=4
     ),
@@ -205,6 +243,6 @@ def test_fuzz_mutated_messages(
             continue
         if name == "add_members":
             world.bob.g.clear_pending_commit()
-        elif name == "join_by_external_commit":
+        elif name == "join_by_external_commit" or name.startswith("join_"):
             for gid in world.eve.client.group_ids():
                 world.eve.client.delete_group(gid)

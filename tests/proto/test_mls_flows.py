@@ -108,7 +108,7 @@ def test_add_many_at_once(tmp_path: Path, suite: int) -> None:
     others = [new_party(tmp_path, f"m{i}", suite) for i in range(4)]
     create_group(alice)
     out = add(alice, others, [])
-    assert out.group_info is not None
+    assert out.group_info is None  # only with ratchet_tree_in_welcome=True; see export_group_info
     everyone = [alice, *others]
     for p in everyone:
         assert p.g.epoch == 1
@@ -249,16 +249,16 @@ def test_last_resort_key_package_is_reusable(tmp_path: Path, suite: int) -> None
         out = group.add_members([last])
         group.merge_pending_commit()
         assert out.welcome is not None
-        assert bob.client.join_from_welcome(out.welcome).group_id == gid
+        assert bob.client.join_from_welcome(out.welcome, out.ratchet_tree).group_id == gid
     # An ordinary KeyPackage is consumed by its first join.
     g3 = alice.client.create_group(b"three")
-    w3 = g3.add_members([ordinary]).welcome
+    o3 = g3.add_members([ordinary])
     g4 = alice.client.create_group(b"four")
-    w4 = g4.add_members([ordinary]).welcome
-    assert w3 is not None and w4 is not None
-    bob.client.join_from_welcome(w3)
+    o4 = g4.add_members([ordinary])
+    assert o3.welcome is not None and o4.welcome is not None
+    bob.client.join_from_welcome(o3.welcome, o3.ratchet_tree)
     with pytest.raises(errors.NoWelcomeForUs):
-        bob.client.join_from_welcome(w4)
+        bob.client.join_from_welcome(o4.welcome, o4.ratchet_tree)
 
 
 def test_group_store(tmp_path: Path, suite: int) -> None:
@@ -293,5 +293,5 @@ def test_message_info(tmp_path: Path, suite: int) -> None:
     )
     up = bob.g.self_update()
     assert mls.message_info(up.commit).content_type == "commit"
-    assert up.group_info is not None
-    assert mls.message_info(up.group_info).kind == "group_info"
+    assert up.group_info is None  # no tree in Welcomes: export_group_info() instead
+    assert mls.message_info(bob.g.export_group_info()).kind == "group_info"

@@ -31,7 +31,11 @@ if step == "publish":
     (work / "kp").write_bytes(client.key_package())
 elif step == "join":
     client = mls.Client.open(path, key)
-    group = client.join_from_welcome((work / "welcome").read_bytes())
+    group = client.join_from_welcome_parts(
+        (work / "welcome_common").read_bytes(),
+        (work / "welcome_secrets").read_bytes(),
+        (work / "tree").read_bytes(),
+    )
     msg = group.process((work / "m1").read_bytes())
     out = {"epoch": group.epoch, "plaintext": msg.plaintext.decode(),
            "from": msg.sender_identity.decode()}
@@ -75,8 +79,15 @@ def test_restart_between_keypackage_and_welcome(tmp_path: Path, suite: int) -> N
     group = alice.client.create_group(b"persist")
     out = group.add_members([(work / "kp").read_bytes()])
     group.merge_pending_commit()
-    assert out.welcome is not None
-    (work / "welcome").write_bytes(out.welcome)
+    assert out.welcome is not None and out.ratchet_tree is not None
+    common, secrets = out.welcome_parts()
+    (work / "welcome_common").write_bytes(common)
+    (
+        (work / "welcome_secrets").write_bytes(
+            secrets[mls.parse_key_package((work / "kp").read_bytes()).hash_ref]
+        )
+    )
+    (work / "tree").write_bytes(out.ratchet_tree)
     (work / "m1").write_bytes(group.encrypt(b"hello across restarts"))
 
     joined = _child("join", bob_path, bob_key, suite, work)
@@ -172,7 +183,7 @@ def test_state_file_holds_no_plaintext(tmp_path: Path, suite: int) -> None:
     out = group.add_members([bob.client.key_package()])
     group.merge_pending_commit()
     assert out.welcome is not None
-    bob.group = bob.client.join_from_welcome(out.welcome)
+    bob.group = bob.client.join_from_welcome(out.welcome, out.ratchet_tree)
     res = bob.g.process(group.encrypt(plaintext))
     assert isinstance(res, mls.ApplicationMessage)
     assert group.process(bob.g.encrypt(plaintext)).plaintext == plaintext  # type: ignore[union-attr]

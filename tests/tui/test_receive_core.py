@@ -63,7 +63,7 @@ def _pair(tmp_path: Path) -> tuple[Device, Device, mls.Group]:
     out = group.add_members([bob.client.key_package()])
     group.merge_pending_commit()
     assert out.welcome is not None
-    bob.client.join_from_welcome(out.welcome)
+    bob.client.join_from_welcome(out.welcome, out.ratchet_tree)
     return alice, bob, group
 
 
@@ -194,7 +194,7 @@ def test_welcome_checks(tmp_path: Path) -> None:
     alice, bob = _device(tmp_path, "alice"), _device(tmp_path, "bob")
     carol = _device(tmp_path, "carol")
     group = alice.client.create_group(CHANNEL)
-    out = group.add_members([bob.client.key_package()])
+    out = group.add_members([bob.client.key_package()], ratchet_tree_in_welcome=True)
     group.merge_pending_commit()
     assert out.welcome is not None
     env = _envelope(carol, bob, 1, ContentType.MLS_WELCOME, out.welcome)

@@ -234,7 +234,11 @@ class Channels:
 
             def make(g: mls.Group) -> mls.CommitOutput | None:
                 todo = pending(g)
-                return g.add_members([packages[d][1] for d in todo]) if todo else None
+                if not todo:
+                    return None
+                # Per-device Welcomes carry the tree (joiners call
+                # join_from_welcome without a separate ratchet tree).
+                return g.add_members([packages[d][1] for d in todo], ratchet_tree_in_welcome=True)
 
             # An invite too big for one commit is split into several: the
             # batch halves whenever the node finds the commit or Welcome too large.

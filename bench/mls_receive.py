@@ -1,0 +1,147 @@
+"""Large hybrid groups: receive cost and Welcome sizes (run by hand, prints a table).
+
+    python3 bench/mls_receive.py                 # 128, 512, 1000 members
+    python3 bench/mls_receive.py --sizes 128     # quick look
+
+Per size: one sparse hybrid group (creator adds everyone in one commit), then
+six self-updates by the creator that the measured member processes, so the
+kept past epochs hold full member lists (a long-lived group). Then, in the
+same run:
+
+* decrypt 100 B: ``Group.process`` as shipped (message-secrets write
+  deferred) against ``process(..., defer_write=False)`` (OpenMLS's write of
+  the whole entity after each message: the behaviour before deferral);
+  medians, interleaved so load affects both alike;
+* adding one member: commit bytes, Welcome bytes (no ratchet tree), the
+  Welcome's common part and the joiner's secrets part (what a joiner
+  downloads besides the tree), the sealed tree, the Welcome with the tree
+  inside (for comparison), and the joiner's join time from the parts.
+
+Joiners' state files are deleted right after their KeyPackage is made (only
+the creator, the measured member and the new joiner keep state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from proto import mls  # noqa: E402
+
+SUITE = mls.Ciphersuite.HYBRID
+
+
+def _client(work: str, name: str) -> mls.Client:
+    path = f"{work}/{name}.sqlite"
+    return mls.Client.create(path, os.urandom(32), name.encode(), ciphersuite=SUITE)
+
+
+def _throwaway_kp(work: str, i: int) -> bytes:
+    c = _client(work, f"x{i}")
+    kp = c.key_package()
+    c.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{work}/x{i}.sqlite{suffix}").unlink(missing_ok=True)
+    return kp
+
+
+def _ms(f: object) -> float:
+    t = time.perf_counter()
+    f()  # type: ignore[operator]
+    return (time.perf_counter() - t) * 1000
+
+
+def run(n: int, rounds: int) -> dict[str, float]:
+    work = tempfile.mkdtemp(prefix="qpc-mls-receive-")
+    alice, bob = _client(work, "alice"), _client(work, "bob")
+    group = alice.create_group(b"g")
+    kps = [bob.key_package()] + [_throwaway_kp(work, i) for i in range(2, n)]
+    out = group.add_members(kps)
+    group.merge_pending_commit()
+    assert out.welcome is not None and out.ratchet_tree is not None
+    bg = bob.join_from_welcome(out.welcome, out.ratchet_tree)
+    for _ in range(6):
+        up = group.self_update()
+        group.merge_pending_commit()
+        bg.process(up.commit)
+    deferred: list[float] = []
+    direct: list[float] = []
+    for _ in range(rounds):
+        m1, m2 = group.encrypt(b"x" * 100), group.encrypt(b"y" * 100)
+        deferred.append(_ms(lambda m=m1: bg.process(m, defer_write=True)))
+        direct.append(_ms(lambda m=m2: bg.process(m, defer_write=False)))
+    # Amortised: 64 in a row (63 deferred, then one full write).
+    burst = [group.encrypt(b"z" * 100) for _ in range(64)]
+    t = time.perf_counter()
+    for m in burst:
+        bg.process(m, defer_write=True)
+    amortised = (time.perf_counter() - t) * 1000 / len(burst)
+    # Adding one member at this size.
+    carol = _client(work, "carol")
+    kp = carol.key_package()
+    ref = mls.parse_key_package(kp).hash_ref
+    add_tree = group.add_members([kp], ratchet_tree_in_welcome=True)
+    group.clear_pending_commit()
+    add = group.add_members([kp])
+    group.merge_pending_commit()
+    assert add.welcome is not None and add.ratchet_tree is not None
+    assert add_tree.welcome is not None
+    common, secrets = add.welcome_parts()
+    t = time.perf_counter()
+    cg = carol.join_from_welcome_parts(common, secrets[ref], add.ratchet_tree)
+    join_ms = (time.perf_counter() - t) * 1000
+    assert cg.epoch == group.epoch
+    bob.close()
+    alice.close()
+    carol.close()
+    return {
+        "dec_deferred": statistics.median(deferred),
+        "dec_direct": statistics.median(direct),
+        "dec_amortised": amortised,
+        "commit": len(add.commit),
+        "welcome": len(add.welcome),
+        "common": len(common),
+        "secrets": len(secrets[ref]),
+        "tree": len(add.ratchet_tree),
+        "welcome_tree": len(add_tree.welcome),
+        "join": join_ms,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 512, 1000])
+    ap.add_argument("--rounds", type=int, default=30)
+    args = ap.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.2f}")
+    print(
+        "| members | decrypt 100 B ms (deferred write) | mean of 64 in a row ms "
+        "| decrypt 100 B ms (write per message) "
+        "| add-1 commit B | Welcome B (no tree) | common part B | joiner secrets B "
+        "| joiner download besides tree B | sealed tree B | Welcome with tree B | join ms |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n in args.sizes:
+        r = run(n, args.rounds)
+        print(
+            f"| {n} | {r['dec_deferred']:.3f} | {r['dec_amortised']:.3f} "
+            f"| {r['dec_direct']:.2f} | {r['commit']:.0f} "
+            f"| {r['welcome']:.0f} | {r['common']:.0f} | {r['secrets']:.0f} "
+            f"| {r['common'] + r['secrets']:.0f} | {r['tree']:.0f} | {r['welcome_tree']:.0f} "
+            f"| {r['join']:.1f} |",
+            flush=True,
+        )
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
