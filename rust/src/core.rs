@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
-use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::*;
 use openmls_traits::signatures::{Signer, SignerError};
 use pyo3::prelude::*;
@@ -14,6 +13,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::codec::{open_record, seal_record, CodecKeys, KeyScope};
 use crate::error::{local, remote, Error, Result};
+pub use crate::parse::{parse_message, MAX_MESSAGE_BYTES};
 use crate::provider::{Db, QpcProvider};
 
 /// Hybrid X25519 + ML-KEM-768 (X-Wing KEM), AES-128-GCM, SHA-256, Ed25519.
@@ -24,8 +24,6 @@ pub const DEFAULT_CIPHERSUITE: u16 = CIPHERSUITE_HYBRID;
 pub const SUPPORTED_CIPHERSUITES: [u16; 2] = [CIPHERSUITE_HYBRID, CIPHERSUITE_CLASSICAL];
 /// Past epochs whose message secrets are kept so late messages still decrypt.
 pub const MAX_PAST_EPOCHS: usize = 5;
-/// Largest input accepted by any parse entry point.
-pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Longest KeyPackage lifetime a caller may ask for (100 years; the default
 /// is OpenMLS's 12 weeks).
 pub const MAX_KEY_PACKAGE_LIFETIME_SECONDS: u64 = 100 * 365 * 24 * 3600;
@@ -92,25 +90,6 @@ fn create_config(cs: Ciphersuite) -> MlsGroupCreateConfig {
         ))
         .capabilities(capabilities())
         .build()
-}
-
-pub fn check_size(data: &[u8]) -> Result<()> {
-    if data.len() > MAX_MESSAGE_BYTES {
-        return Err(Error::Malformed(format!(
-            "{} bytes exceeds the {} byte limit",
-            data.len(),
-            MAX_MESSAGE_BYTES
-        )));
-    }
-    if data.is_empty() {
-        return Err(Error::Malformed("empty input".into()));
-    }
-    Ok(())
-}
-
-pub fn parse_message(data: &[u8]) -> Result<MlsMessageIn> {
-    check_size(data)?;
-    Ok(MlsMessageIn::tls_deserialize_exact(data)?)
 }
 
 /// Parse and validate an MLS-message-wrapped KeyPackage.

@@ -9,6 +9,7 @@ mod codec;
 mod core;
 mod error;
 mod group;
+mod parse;
 mod provider;
 mod types;
 mod welcome;

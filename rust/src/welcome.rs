@@ -24,8 +24,8 @@ use openmls::prelude::*;
 use openmls::treesync::RatchetTree;
 use zeroize::Zeroizing;
 
-use crate::core::{check_size, parse_message};
 use crate::error::{Error, Result};
+use crate::parse::{check_size, parse_message};
 
 /// Exporter label of the ratchet-tree sealing key.
 pub const TREE_LABEL: &str = "quicnprotochat ratchet tree v1";
