@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from node.app import Node
 from node.config import NodeConfig, format_hostport, load_config
-from proto import tls
+from proto import files, tls
 from proto.errors import ConfigError, QpcError
 
 RESTART_DELAY_S = 1.0
@@ -198,6 +198,7 @@ class _Supervisor:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qpc-node`` console script; returns the exit status."""
+    files.set_program_umask()  # second line behind proto.files (docs/THREAT_MODEL.md)
     try:
         config = load_config(argv)
     except ConfigError as exc:

@@ -16,6 +16,7 @@ from node.services.common import NodeContext
 from node.store.base import Store
 from node.store.postgres import PostgresStore
 from node.store.sqlite import SqliteStore
+from proto import files
 from proto.errors import QpcError
 from proto.rpc_server import RpcServer, ServerConfig
 
@@ -63,7 +64,7 @@ class Node:
             Unavailable: the database cannot be opened or migrated.
             OSError: the address cannot be bound.
         """
-        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        files.private_dir(config.data_dir)
         metrics = NodeMetrics(worker=config.worker_id)
         notifier = InboxNotifier()
         store: Store
@@ -106,6 +107,13 @@ class Node:
                     tls_dir=config.data_dir / "tls",
                     max_streams_per_connection=config.max_streams_per_connection,
                     max_request_bytes=config.max_request_bytes,
+                    max_connections=config.max_connections,
+                    max_connections_per_address=config.max_connections_per_address,
+                    max_buffered_request_bytes=config.max_buffered_request_bytes,
+                    max_data=config.connection_window_bytes,
+                    handshake_timeout=config.handshake_timeout_s,
+                    idle_timeout=config.idle_timeout_s,
+                    request_timeout=config.request_timeout_s,
                     reuse_port=config.workers > 1,
                 ),
             )
@@ -135,6 +143,16 @@ class Node:
     def address(self) -> str:
         """``host:port`` clients connect to."""
         return format_hostport(self.config.host, self.port)
+
+    @property
+    def connection_count(self) -> int:
+        """Open QUIC connections (handshaking or established)."""
+        return self._server.connection_count
+
+    @property
+    def refused_connections(self) -> int:
+        """New connections dropped by the connection limits since start."""
+        return self._server.refused_connections
 
     @property
     def fingerprint(self) -> str:

@@ -70,6 +70,22 @@ class NodeConfig:
     """Concurrent calls per QUIC connection (enforced by the RPC layer)."""
     max_subscriptions_per_device: int = 8
     """Concurrent fetchWait subscriptions per device."""
+    max_connections: int = 1024
+    """Open QUIC connections (handshaking or established); a new client beyond is dropped."""
+    max_connections_per_address: int = 64
+    """Open QUIC connections per source IP address, any port; a new one beyond is dropped."""
+    max_buffered_request_bytes: int = 64 * 1024 * KIB
+    """Node-wide bytes of unfinished (multi-packet) requests held at once; a stream
+    beyond is refused limitExceeded (each connection may hold 2 x max_request_bytes)."""
+    connection_window_bytes: int = 8 * 1024 * KIB
+    """QUIC flow-control window per connection: most unread bytes a client may have
+    in flight (aioquic buffers up to this per connection)."""
+    handshake_timeout_s: float = 10.0
+    """A connection that has not completed its handshake after this long is closed."""
+    idle_timeout_s: float = 60.0
+    """A connection with no packet for this long is closed (clients PING to stay)."""
+    request_timeout_s: float = 30.0
+    """A call whose request is not complete (FIN) after this long is refused, its buffer freed."""
     session_ttl_s: int = 7 * 24 * 3600
     """Lifetime of a session token."""
     login_ttl_s: int = 60
@@ -107,6 +123,10 @@ class NodeConfig:
             "max_key_package_bytes",
             "max_streams_per_connection",
             "max_subscriptions_per_device",
+            "max_connections",
+            "max_connections_per_address",
+            "max_buffered_request_bytes",
+            "connection_window_bytes",
             "session_ttl_s",
             "login_ttl_s",
             "retention_s",
@@ -119,7 +139,14 @@ class NodeConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
-        for name in ("login_rate_per_s", "write_rate_per_s", "purge_interval_s"):
+        for name in (
+            "login_rate_per_s",
+            "write_rate_per_s",
+            "purge_interval_s",
+            "handshake_timeout_s",
+            "idle_timeout_s",
+            "request_timeout_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         for name in ("port", "metrics_port"):
@@ -189,7 +216,7 @@ def _convert(name: str, value: object) -> object:
             if not isinstance(value, str | Path):
                 raise TypeError
             return Path(value).expanduser()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: "~user" of no user
         raise ConfigError(f"bad value for {name}: {value!r}") from None
     raise ConfigError(f"bad value for {name}: {value!r}")
 
@@ -201,6 +228,9 @@ _ALIASES = {
     "login_rate": "login_rate_per_s",
     "write_rate": "write_rate_per_s",
     "purge_interval": "purge_interval_s",
+    "handshake_timeout": "handshake_timeout_s",
+    "idle_timeout": "idle_timeout_s",
+    "request_timeout": "request_timeout_s",
 }
 """Long-option spellings whose field name differs (the unit suffix)."""
 
@@ -226,7 +256,7 @@ def load_toml(path: Path) -> dict[str, object]:
             data = tomllib.load(f)
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"bad TOML in {path}: {exc}") from None
     node_table = data.get("node", data)
     if not isinstance(node_table, dict):
@@ -320,6 +350,26 @@ def build_parser() -> argparse.ArgumentParser:
             "max_subscriptions_per_device",
             "concurrent fetchWait subscriptions per device (default 8)",
         ),
+        (
+            "--max-connections",
+            "max_connections",
+            "open connections; new clients beyond are dropped (default 1024)",
+        ),
+        (
+            "--max-connections-per-address",
+            "max_connections_per_address",
+            "open connections per source IP (default 64)",
+        ),
+        (
+            "--max-buffered-request-bytes",
+            "max_buffered_request_bytes",
+            "bytes of unfinished requests held node-wide (default 64 MiB)",
+        ),
+        (
+            "--connection-window-bytes",
+            "connection_window_bytes",
+            "QUIC flow-control window per connection (default 8 MiB)",
+        ),
         ("--session-ttl", "session_ttl_s", "session token lifetime in seconds (default 7 days)"),
         ("--login-ttl", "login_ttl_s", "seconds between loginStart and loginFinish (default 60)"),
         ("--login-burst", "login_burst", "login attempts burst per address/account (default 10)"),
@@ -340,6 +390,21 @@ def build_parser() -> argparse.ArgumentParser:
             "write calls per second per address/account (default 2000)",
         ),
         ("--purge-interval", "purge_interval_s", "seconds between expiry sweeps (default 60)"),
+        (
+            "--handshake-timeout",
+            "handshake_timeout_s",
+            "seconds a connection may take to finish its handshake (default 10)",
+        ),
+        (
+            "--idle-timeout",
+            "idle_timeout_s",
+            "seconds without a packet before a connection is closed (default 60)",
+        ),
+        (
+            "--request-timeout",
+            "request_timeout_s",
+            "seconds a call may take to send its whole request (default 30)",
+        ),
     ):
         limits.add_argument(flag, dest=dest, type=float, metavar="X", help=text)
     p.add_argument(

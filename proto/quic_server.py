@@ -12,15 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import Any, cast
 
+from aioquic._buffer import Buffer
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import pull_quic_header
 
 from proto.codec import (
     CodecLimits,
@@ -42,6 +45,7 @@ from proto.errors import (
 )
 from proto.rpc import (
     CallContext,
+    CloseCode,
     StreamError,
     ack_now,
     ack_pending,
@@ -50,6 +54,9 @@ from proto.rpc import (
 )
 
 log = logging.getLogger("proto.rpc_server")
+
+SMALLEST_MAX_DATAGRAM_SIZE = 1200
+"""RFC 9000 14.1: a client's Initial datagrams are at least this big (aioquic's value)."""
 
 ACK_HOLD = 0.004
 """Seconds after a request a delayed ACK may wait for pending answers to carry it."""
@@ -63,13 +70,17 @@ class ServerState:
     the live connections and calls, and whether the server is closing."""
 
     __slots__ = (
+        "buffered_request_bytes",
         "closing",
+        "connection_limits",
         "connections",
         "dispatch",
         "header_limits",
         "ids",
         "limits",
         "max_streams",
+        "per_address",
+        "refused_connections",
         "request_timeout",
         "tasks",
     )
@@ -82,6 +93,7 @@ class ServerState:
         header_limits: CodecLimits,
         max_streams: int,
         request_timeout: float,
+        connection_limits: ConnectionLimits | None = None,
     ) -> None:
         self.dispatch = dispatch
         """Params type -> (method, handler)."""
@@ -93,15 +105,71 @@ class ServerState:
         """Concurrent calls per connection."""
         self.request_timeout = request_timeout
         """Seconds a stream may take to deliver its whole request."""
+        self.connection_limits = connection_limits or ConnectionLimits()
+        """Connection counts, handshake time and unfinished-request budget."""
         self.ids = itertools.count(1)
         self.connections: set[ServerConnection] = set()
+        self.per_address: dict[str, int] = {}
+        """Open connections per source host (counted from each one's first datagram)."""
+        self.refused_connections = 0
+        """New connections dropped by the connection limits."""
+        self.buffered_request_bytes = 0
+        """Bytes of unfinished requests held now, over all connections."""
         self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False
 
+    def admit(self, addr: Any) -> bool:
+        """May a new connection from ``addr`` be created? (Counts the refusal if not.)"""
+        lim = self.connection_limits
+        if (
+            len(self.connections) >= lim.max_connections
+            or self.per_address.get(peer_host(addr), 0) >= lim.max_connections_per_address
+        ):
+            self.refused_connections += 1
+            return False
+        return True
+
+    def opened(self, conn: ServerConnection, host: str) -> None:
+        """Count ``conn`` (on its first datagram, when its address is known)."""
+        self.connections.add(conn)
+        self.per_address[host] = self.per_address.get(host, 0) + 1
+
+    def closed(self, conn: ServerConnection, host: str) -> None:
+        """Forget ``conn`` (once)."""
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        left = self.per_address.get(host, 1) - 1
+        if left > 0:
+            self.per_address[host] = left
+        else:
+            self.per_address.pop(host, None)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionLimits:
+    """Connection-level limits of a server (docs/THREAT_MODEL.md, "Abuse and limits")."""
+
+    max_connections: int = 1024
+    """Open connections; a new client's Initial beyond is dropped."""
+    max_connections_per_address: int = 64
+    """Open connections per source IP, any port; beyond: dropped as above."""
+    handshake_timeout: float = 10.0
+    """Seconds a connection may take to complete its handshake before it is closed."""
+    max_buffered_request_bytes: int = 64 * 1024 * 1024
+    """Bytes of unfinished requests held over all connections."""
+    max_buffered_per_connection: int = 8 * 1024 * 1024
+    """Bytes of unfinished requests held by one connection."""
+
+
+def peer_host(addr: Any) -> str:
+    """The source host of a UDP address (IPv4-mapped IPv6 as plain IPv4)."""
+    host = str(addr[0])
+    return host.removeprefix("::ffff:") if "." in host else host
+
 
 def _peer_of(addr: Any) -> tuple[str, int]:
-    host = str(addr[0])
-    return (host.removeprefix("::ffff:") if "." in host else host, int(addr[1]))
+    return (peer_host(addr), int(addr[1]))
 
 
 class ServerConnection(QuicConnectionProtocol):
@@ -113,6 +181,7 @@ class ServerConnection(QuicConnectionProtocol):
         self._id = next(server.ids)
         self._peer: tuple[str, int] = ("", 0)
         self._bufs: dict[int, bytearray] = {}
+        self._buffered = 0  # sum of the lengths in _bufs, also in the server's total
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._calls: dict[int, asyncio.Task[None]] = {}
         self._streaming: set[int] = set()
@@ -130,13 +199,20 @@ class ServerConnection(QuicConnectionProtocol):
         # handshake sends the transport parameters).
         credit = quic._local_max_streams_bidi
         credit.value = credit.sent = max(credit.value, server.max_streams)
-        server.connections.add(self)
+        # Counted on its first datagram (when the address is known); a
+        # connection that has not finished its handshake in time is closed.
+        self._handshake_done = False
+        self._handshake_timer: asyncio.TimerHandle | None = None
 
     # -------------------------------------------------------- aioquic hooks
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         if not self._peer[0]:
             self._peer = _peer_of(addr)
+            self._server.opened(self, self._peer[0])
+            self._handshake_timer = self._loop.call_later(
+                self._server.connection_limits.handshake_timeout, self._on_handshake_timeout
+            )
         # aioquic's datagram_received (receive, process events, transmit), plus:
         # answers produced while processing are sent by this transmit(). ACKs
         # keep aioquic's 1 ms delay: forcing one into every answer put its
@@ -186,9 +262,21 @@ class ServerConnection(QuicConnectionProtocol):
             self._timer = self._loop.call_at(timer_at, self._handle_timer)
         self._timer_at = timer_at
 
+    def _on_handshake_timeout(self) -> None:
+        self._handshake_timer = None
+        if not self._handshake_done and not self._terminated:
+            self.close(
+                error_code=int(CloseCode.HANDSHAKE_TIMEOUT), reason_phrase="handshake timeout"
+            )
+
     def quic_event_received(self, event: events.QuicEvent) -> None:
         if isinstance(event, events.StreamDataReceived):
             self._on_data(event.stream_id, event.data, event.end_stream)
+        elif isinstance(event, events.HandshakeCompleted):
+            self._handshake_done = True
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
+                self._handshake_timer = None
         elif isinstance(event, events.StreamReset | events.StopSendingReceived):
             self._abort_stream(event.stream_id)
         elif isinstance(event, events.ConnectionTerminated):
@@ -218,6 +306,8 @@ class ServerConnection(QuicConnectionProtocol):
                 self._server.request_timeout, self._on_request_timeout, sid
             )
         buf += data
+        self._buffered += len(data)
+        self._server.buffered_request_bytes += len(data)
         try:  # the segment table announces the size: refuse early, never buffer it
             announced = frame_length(buf, self._server.header_limits)
         except ProtocolError:
@@ -235,16 +325,32 @@ class ServerConnection(QuicConnectionProtocol):
         if fin:
             self._drop_buffer(sid)
             self._dispatch(sid, bytes(buf))
+        elif not self._within_budget():  # held by then: at most one chunk over
+            self._drop_buffer(sid)
+            self._refused.add(sid)
+            self._refuse(sid, LimitExceeded("too much unfinished request data; try again later"))
+
+    def _within_budget(self) -> bool:
+        """Unfinished requests within this connection's and the server's budget."""
+        lim = self._server.connection_limits
+        return (
+            self._buffered <= lim.max_buffered_per_connection
+            and self._server.buffered_request_bytes <= lim.max_buffered_request_bytes
+        )
 
     def _drop_buffer(self, sid: int) -> None:
-        self._bufs.pop(sid, None)
+        buf = self._bufs.pop(sid, None)
+        if buf is not None:
+            self._buffered -= len(buf)
+            self._server.buffered_request_bytes -= len(buf)
         timer = self._timers.pop(sid, None)
         if timer is not None:
             timer.cancel()
 
     def _on_request_timeout(self, sid: int) -> None:
         self._timers.pop(sid, None)
-        if self._bufs.pop(sid, None) is not None:
+        if sid in self._bufs:
+            self._drop_buffer(sid)
             self._refused.add(sid)
             self._refuse(
                 sid, BadRequest("request not completed in time"), StreamError.REQUEST_TIMEOUT
@@ -396,7 +502,10 @@ class ServerConnection(QuicConnectionProtocol):
         for task in self._calls.values():
             task.cancel()
         self._calls.clear()
-        self._server.connections.discard(self)
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        self._server.closed(self, self._peer[0])
 
     def drop_pending_requests(self) -> None:
         """Forget half-received requests (and their timers) before closing."""
@@ -443,11 +552,32 @@ class Resume:
 
 
 class Listener(QuicServer):
-    """aioquic's UDP endpoint, plus a future that completes when the socket closes."""
+    """aioquic's UDP endpoint, plus a future that completes when the socket closes.
 
-    def __init__(self, **kwargs: Any) -> None:
+    ``admit(addr)`` is asked before a client's first Initial packet creates a
+    connection; when it says no the packet is dropped, before any TLS work or
+    per-connection state (the client's handshake times out).
+    """
+
+    def __init__(self, *, admit: Callable[[Any], bool], **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._admit = admit
         self.socket_closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        data = cast(bytes, data)
+        # A long-header Initial (v1: form and fixed bits set, type 0) of a
+        # connection we do not know would create one: ask first.
+        if len(data) >= SMALLEST_MAX_DATAGRAM_SIZE and data[0] & 0xF0 == 0xC0:
+            try:
+                header = pull_quic_header(
+                    Buffer(data=data), host_cid_length=self._configuration.connection_id_length
+                )
+            except ValueError:
+                return
+            if header.destination_cid not in self._protocols and not self._admit(addr):
+                return
+        super().datagram_received(data, addr)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.socket_closed.done():

@@ -63,6 +63,8 @@ class CloseCode(enum.IntEnum):
     """The client closed the connection."""
     KEEPALIVE_TIMEOUT = 0x202
     """The client declared the node dead (no packets within ``dead_timeout``)."""
+    HANDSHAKE_TIMEOUT = 0x203
+    """The node closed a connection that did not complete its handshake in time."""
 
 
 def drop_scheduled_transmit(protocol: Any) -> None:

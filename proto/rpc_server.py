@@ -37,7 +37,13 @@ from proto.codec import (
 from proto.errors import (
     Unavailable,
 )
-from proto.quic_server import Dispatch, Listener, ServerConnection, ServerState
+from proto.quic_server import (
+    ConnectionLimits,
+    Dispatch,
+    Listener,
+    ServerConnection,
+    ServerState,
+)
 from proto.rpc import ALPN, DEFAULT_PORT, CallContext, CloseCode, NodeHandler
 
 log = logging.getLogger(__name__)
@@ -59,6 +65,18 @@ class ServerConfig:
     """Where the self-signed certificate is created once and reused."""
     idle_timeout: float = 60.0
     """QUIC idle timeout (s); clients keep long calls alive with PINGs."""
+    max_connections: int = 1024
+    """Open connections (handshaking or established); a new client's Initial
+    packets beyond this are dropped before any handshake work."""
+    max_connections_per_address: int = 64
+    """Open connections per source IP address (any port); beyond: dropped as above."""
+    handshake_timeout: float = 10.0
+    """Seconds a connection may take to complete its handshake before it is closed."""
+    max_buffered_request_bytes: int = 64 * 1024 * 1024
+    """Bytes of unfinished requests held over all connections (each connection
+    may hold ``2 * max_request_bytes`` of it); a stream that goes beyond is
+    refused ``limitExceeded``. One-packet requests are never buffered, so
+    small calls are served while this is exhausted."""
     max_streams_per_connection: int = 256
     """Concurrent calls per connection; more are answered ``limitExceeded``."""
     max_request_bytes: int = 4 * 1024 * 1024
@@ -108,6 +126,13 @@ class RpcServer:
             header_limits=dataclasses.replace(limits, max_message_bytes=1 << 62),
             max_streams=self.config.max_streams_per_connection,
             request_timeout=self.config.request_timeout,
+            connection_limits=ConnectionLimits(
+                max_connections=self.config.max_connections,
+                max_connections_per_address=self.config.max_connections_per_address,
+                handshake_timeout=self.config.handshake_timeout,
+                max_buffered_request_bytes=self.config.max_buffered_request_bytes,
+                max_buffered_per_connection=2 * self.config.max_request_bytes,
+            ),
         )
         self._transport: asyncio.DatagramTransport | None = None
         self._listener: Listener | None = None
@@ -139,7 +164,9 @@ class RpcServer:
             return ServerConnection(quic, server=self._state, **kwargs)
 
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: Listener(configuration=qcfg, create_protocol=create_protocol),
+            lambda: Listener(
+                configuration=qcfg, create_protocol=create_protocol, admit=self._state.admit
+            ),
             local_addr=(cfg.host, cfg.port),
             reuse_port=cfg.reuse_port or None,
         )
@@ -164,6 +191,16 @@ class RpcServer:
     def connection_count(self) -> int:
         """Open client connections."""
         return len(self._state.connections)
+
+    @property
+    def refused_connections(self) -> int:
+        """New connections dropped by ``max_connections``/``max_connections_per_address``."""
+        return self._state.refused_connections
+
+    @property
+    def buffered_request_bytes(self) -> int:
+        """Bytes of unfinished requests held now (``max_buffered_request_bytes``)."""
+        return self._state.buffered_request_bytes
 
     @property
     def active_calls(self) -> int:

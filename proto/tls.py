@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from proto import files
 from proto.errors import ConfigError, FingerprintMismatch
 
 CERT_NAME = "node-cert.pem"
@@ -119,12 +120,6 @@ def generate_self_signed(hostnames: tuple[str, ...] = ("localhost",)) -> tuple[b
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
 def load_or_create_server_identity(
     tls_dir: Path | None,
     *,
@@ -149,10 +144,10 @@ def load_or_create_server_identity(
             raise ConfigError("no TLS certificate configured and no data directory to create one")
         cert_file, key_file = tls_dir / CERT_NAME, tls_dir / KEY_NAME
         if not cert_file.exists() and not key_file.exists():
-            tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            files.private_dir(tls_dir)
             cert_pem, key_pem = generate_self_signed(hostnames)
-            _write_private(key_file, key_pem)
-            cert_file.write_bytes(cert_pem)
+            files.write_private(key_file, key_pem, exclusive=True)
+            files.write_private(cert_file, cert_pem, exclusive=True)
         elif not (cert_file.exists() and key_file.exists()):
             raise ConfigError(f"{tls_dir} holds only one of {CERT_NAME}/{KEY_NAME}; refusing")
     try:
@@ -195,7 +190,7 @@ class PinStore:
         """Pin ``server`` to ``fingerprint`` (replacing any previous pin)."""
         pins = self._load()
         pins[server] = normalize_fingerprint(fingerprint)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        files.private_dir(self.path.parent)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".pins-")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
 from textual.binding import Binding, BindingType
 
+from proto import files
 from tui.commands import ChatCommands
 from tui.controller import ChatApp
 from tui.notifications import NotifyLevel
@@ -134,6 +134,8 @@ class QpcApp(ChatApp):
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self.leave(channel)
+            else:
+                self.notify(f"Cancelled: you are still in {label}.")
 
         question = f"Leave {label}? You keep its history but get no new messages."
         self.push_screen(
@@ -155,6 +157,8 @@ class QpcApp(ChatApp):
             def confirmed(yes: bool | None) -> None:
                 if yes:
                     self.remove_members(channel, names)
+                else:
+                    self.notify(f"Cancelled: nobody was removed from {label}.")
 
             question = (
                 f"Remove {', '.join(names)} from {label}? They keep what they have read "
@@ -233,9 +237,8 @@ def make_app(factory: EngineFactory, settings: TuiSettings | None = None) -> Qpc
 
 def setup_logging(path: Path) -> None:
     """Log to ``path`` (mode 0600; the TUI owns the terminal, so never to stderr)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
+    files.private_dir(path.parent)
+    handler = logging.StreamHandler(files.open_private(path, "a"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

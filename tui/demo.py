@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from proto import files
 from proto.crypto.atrest import FAST_TEST_PARAMS
 from tui.client.api import ClientEngine, MessageReceived
 from tui.client.core import PINS_FILE, EngineConfig
@@ -100,7 +101,7 @@ class DemoFactory:
         engine = await Engine.open(config, _PASSPHRASE, create=True)
         self.engines.append(engine)
         pins = {self.node.address: self.node.fingerprint}
-        (config.profile_dir / PINS_FILE).write_text(json.dumps(pins), "utf-8")
+        files.write_private(config.profile_dir / PINS_FILE, json.dumps(pins).encode())
         await engine.register(name, f"{name} demo password")
         return engine
 

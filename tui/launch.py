@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
+from proto import files
 from tui.client.api import ClientEngine
 from tui.client.core import EMBEDDED, EngineConfig
 from tui.client.engine import Engine
@@ -50,8 +51,8 @@ class EngineFactoryImpl:
         """Hold a shared lock while this TUI uses the embedded node (see :meth:`close`)."""
         if self._node_users is None:
             home = self._node_home()
-            home.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fh = open(home / _USERS_LOCK, "a")  # noqa: SIM115 (held until close)
+            files.private_dir(home)
+            fh = files.open_private(home / _USERS_LOCK, "a")
             fcntl.flock(fh, fcntl.LOCK_SH)
             self._node_users = fh
 

@@ -17,6 +17,7 @@ Example ``config.toml``::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,13 @@ class TuiSettings:
     """Show a notification for messages arriving in other channels."""
 
 
+def _log_path(value: str) -> Path:
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # "~user/..." of a user that does not exist
+        raise ConfigError(f"[tui] log_file: cannot expand {value!r}") from None
+
+
 def _settings_from_table(table: dict[str, Any]) -> TuiSettings:
     keys = table.get("keys", {})
     if not isinstance(keys, dict) or not all(
@@ -67,7 +75,7 @@ def _settings_from_table(table: dict[str, Any]) -> TuiSettings:
         raise ConfigError("[tui] bell and notify_messages must be true or false")
     if not isinstance(theme, str):
         raise ConfigError("[tui] theme must be a string")
-    if not isinstance(interval, int | float) or interval < 0:
+    if not isinstance(interval, int | float) or not math.isfinite(interval) or interval < 0:
         raise ConfigError("[tui] ping_interval_s must be a number >= 0")
     if log_file is not None and not isinstance(log_file, str):
         raise ConfigError("[tui] log_file must be a path")
@@ -76,7 +84,7 @@ def _settings_from_table(table: dict[str, Any]) -> TuiSettings:
         bell=bell,
         theme=theme,
         ping_interval_s=float(interval),
-        log_file=Path(log_file).expanduser() if log_file else None,
+        log_file=_log_path(log_file) if log_file else None,
         notify_messages=notify,
     )
 

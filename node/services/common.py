@@ -92,6 +92,10 @@ class NodeContext:
         """Charge a login/registration attempt to the address and the account name."""
         self._charge(self.login_limiter, "login", [f"a:{caller.address}", f"u:{username}"])
 
+    def limit_login_address(self, caller: Caller) -> None:
+        """Charge a login-limiter token to the address alone (no account is named)."""
+        self._charge(self.login_limiter, "login", [f"a:{caller.address}"])
+
     def limit_write(self, caller: Caller, account: str | None) -> None:
         """Charge a write to the address and (if known) the account."""
         keys = [f"a:{caller.address}"]

@@ -19,6 +19,7 @@ from typing import Any
 
 import migrations
 from node.store.base import CommitResult, DeviceRecord, FanoutItem
+from proto import files
 from proto.errors import AlreadyExists, LimitExceeded, QueueFull, StaleEpoch
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ def connect_writer(path: Path, synchronous: str) -> sqlite3.Connection:
     """Open the writer connection (WAL, ``synchronous``) and apply pending migrations."""
     # Used by one thread at a time, but not always the one that opened it: the
     # store commits a lone write on the event loop (node.store.sqlite).
+    # Created 0600 here: SQLite gives its -wal/-shm files the database's mode.
+    files.ensure_private_file(path)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         for pragma in (

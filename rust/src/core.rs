@@ -591,3 +591,88 @@ pub fn run_stateless<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T> + Se
     });
     result.map_err(PyErr::from)
 }
+
+/// Fuzz targets of the decoders that take outside bytes: MLS messages
+/// (parse, KeyPackage validation) and stored records. Any panic fails the
+/// property (the binding also catches panics at the FFI, see [`run_stateless`]).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const VECTORS: &[&[u8]] = &[
+        include_bytes!("../../tests/vectors/mls/classical/key_package.bin"),
+        include_bytes!("../../tests/vectors/mls/classical/welcome.bin"),
+        include_bytes!("../../tests/vectors/mls/classical/commit.bin"),
+        include_bytes!("../../tests/vectors/mls/classical/application1.bin"),
+        include_bytes!("../../tests/vectors/mls/hybrid/key_package.bin"),
+        include_bytes!("../../tests/vectors/mls/hybrid/welcome.bin"),
+        include_bytes!("../../tests/vectors/mls/hybrid/commit.bin"),
+    ];
+
+    /// A vector with 1-4 edits: byte overwrites, a truncation or a cut-out run.
+    fn mutated() -> impl Strategy<Value = Vec<u8>> {
+        (
+            0..VECTORS.len(),
+            proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+            any::<usize>(),
+            0u8..3,
+        )
+            .prop_map(|(which, edits, cut, shape)| {
+                let mut data = VECTORS[which].to_vec();
+                let len = data.len();
+                for (at, value) in edits {
+                    data[at % len] = value;
+                }
+                match shape {
+                    0 => data.truncate(cut % (len + 1)),
+                    1 => {
+                        let at = cut % len;
+                        data.drain(at..(at + 1 + cut % 16).min(len));
+                    }
+                    _ => {}
+                }
+                data
+            })
+    }
+
+    #[test]
+    fn vectors_parse() {
+        for v in VECTORS {
+            assert!(parse_message(v).is_ok());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn parse_message_never_panics(data in mutated()) {
+            let _ = parse_message(&data);
+        }
+
+        #[test]
+        fn parse_arbitrary_bytes_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_message(&data);
+        }
+
+        #[test]
+        fn key_package_validation_never_panics(data in mutated()) {
+            let crypto = QpcProvider::crypto_only().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let _ = validate_key_package(&crypto, &data);
+        }
+
+        #[test]
+        fn stored_record_open_never_panics(
+            data in proptest::collection::vec(any::<u8>(), 0..128),
+            first in 0u8..3,
+        ) {
+            let keys = CodecKeys::derive(&[7u8; 32]);
+            let mut blob = data;
+            if let Some(b) = blob.first_mut() {
+                *b = first;
+            }
+            prop_assert!(keys.open(&blob).is_err());
+        }
+    }
+}

@@ -11,13 +11,22 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from node import config as node_config_module
 from proto import codec as c
 from proto import mls
 from proto.crypto import atrest, envelope
 from proto.crypto.identity import IdentityKey
-from proto.errors import CryptoError, LocalError, MlsError, ProtocolError, QpcError
+from proto.errors import (
+    ConfigError,
+    CryptoError,
+    LocalError,
+    MlsError,
+    ProtocolError,
+    QpcError,
+)
 from tests.fuzz.engine import Target
 from tests.proto import samples
+from tui import settings
 from tui.client import appdata
 
 
@@ -116,6 +125,51 @@ def profile_metadata() -> Target:
     return Target(name="profile-kdf", samples=data, decode=decode, typed_errors=(LocalError,))
 
 
+def _file_reader(name: str, sample: str, read: Callable[[Path], object]) -> Target:
+    """A config file reader: each input is written to a file and read back."""
+    path = Path(tempfile.mkdtemp(prefix="qpc-fuzz-")) / "config.toml"
+
+    def decode(raw: bytes) -> object:
+        path.write_bytes(raw)
+        return read(path)
+
+    return Target(name=name, samples=[sample.encode()], decode=decode, typed_errors=(ConfigError,))
+
+
+NODE_CONFIG = """\
+[node]
+listen = "127.0.0.1:7000"
+data_dir = "/tmp/qpc-node"
+retention = 86400
+max_payload_bytes = 262144
+max_fanout = 1000
+session_ttl = 604800
+"""
+
+TUI_SETTINGS = """\
+[tui]
+bell = true
+notify_messages = false
+theme = "textual-ansi"
+ping_interval_s = 5
+log_file = "~/qpc-tui.log"
+
+[tui.keys]
+"main.new_group" = "ctrl+g"
+"composer.newline" = "ctrl+j"
+"""
+
+
+def node_config() -> Target:
+    """The node's TOML config file (``qpc-node --config``)."""
+    return _file_reader("node-config", NODE_CONFIG, node_config_module.load_toml)
+
+
+def tui_settings() -> Target:
+    """The client's TOML settings file (``[tui]`` table)."""
+    return _file_reader("tui-settings", TUI_SETTINGS, settings.load_settings)
+
+
 def _mls_parties() -> tuple[mls.Client, mls.Group, list[bytes]]:
     """A two-member group and every kind of MLS message one member receives."""
     suite = mls.CIPHERSUITE_CLASSICAL
@@ -144,6 +198,7 @@ def mls_messages() -> Target:
         mls.message_info,
         mls.parse_key_package,
         bob.join_from_welcome,
+        bob.join_by_external_commit,  # GroupInfo
     ]
 
     def decode(raw: bytes) -> object:
@@ -160,6 +215,8 @@ ALL: dict[str, Callable[[], Target]] = {
     "app-data": app_data,
     "at-rest": at_rest_records,
     "profile-kdf": profile_metadata,
+    "node-config": node_config,
+    "tui-settings": tui_settings,
     "mls": mls_messages,
 }
 """Name -> target factory."""

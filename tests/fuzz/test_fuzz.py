@@ -28,6 +28,8 @@ SHORT_RUN = {
     "at-rest": 5000,
     "profile-kdf": 5000,
     "mls": 3000,
+    "node-config": 500,
+    "tui-settings": 500,
 }
 
 
@@ -43,9 +45,10 @@ def test_short_fuzz_run(name: str) -> None:
     assert not rep.failures, _explain(rep)
 
 
-@pytest.mark.parametrize("name", ["wire-request", "wire-response"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in CORPUS.glob("*.hex")))
 def test_regression_corpus(name: str) -> None:
-    """Every input that ever aborted a decoder now gets a typed ProtocolError."""
+    """Every input that ever failed a decoder now gets that decoder's typed error
+    (``ProtocolError`` for the wire)."""
     corpus = [bytes.fromhex(line) for line in (CORPUS / f"{name}.hex").read_text().split()]
     assert corpus
     live = targets.ALL[name]()
@@ -53,7 +56,7 @@ def test_regression_corpus(name: str) -> None:
         name=name,
         samples=corpus,
         decode=live.decode,
-        typed_errors=(ProtocolError,),
+        typed_errors=live.typed_errors,
         replay=True,
     )
     rep = engine.run(target, inputs=len(corpus), time_limit_s=120)

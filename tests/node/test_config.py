@@ -58,6 +58,7 @@ def test_precedence_file_env_flags(tmp_path: Path) -> None:
         ([], {"QPC_NODE_PORT": "abc"}, None),
         ([], {}, "no_such = 1\n"),
         ([], {}, "port = [\n"),
+        ([], {}, 'data_dir = "~qpc-no-such-user/data"\n'),  # "~user" of no user
         (["--log-level", "LOUD"], {}, None),
     ],
 )
@@ -68,6 +69,13 @@ def test_bad_config(tmp_path: Path, argv: list[str], env: dict[str, str], toml: 
         argv = [*argv, "--config", str(f)]
     with pytest.raises(ConfigError):
         load_config(argv, environ=env)
+
+
+def test_config_file_not_utf8(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_bytes(b'data_dir = "\xff"\n')
+    with pytest.raises(ConfigError):
+        load_config(["--config", str(f)], environ={})
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

@@ -161,6 +161,13 @@ def test_settings_file(tmp_path: Path) -> None:
     path.write_text("[tui.keys]\n'main.new_group' = 3\n")
     with pytest.raises(ConfigError):
         load_settings(path)
+    for bad in ('log_file = "~qpc-no-such-user/x.log"', "ping_interval_s = nan"):
+        path.write_text(f"[tui]\n{bad}\n")
+        with pytest.raises(ConfigError):
+            load_settings(path)
+    path.write_bytes(b"[tui]\ntheme = '\xff'\n")
+    with pytest.raises(ConfigError):
+        load_settings(path)
 
 
 async def test_bell_toggle_command(engine: FakeEngine, app_factory: AppFactory) -> None:

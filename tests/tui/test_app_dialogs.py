@@ -251,14 +251,15 @@ async def test_remove_members_names_confirms_then_removes(
         await pilot.press(*"carol", "enter")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmDialog)
-        await pilot.press("enter")  # focus starts on Cancel: nothing removed
+        await pilot.press("escape")  # cancelled, and said so
         await settle(app, pilot)
         assert isinstance(app.screen, MainScreen)
         assert not [c for c in engine.calls if c[0] == "remove"]
+        assert any("nobody was removed" in text for _, text in recorder.notifications())
         await app.run_action("remove_members")
         await pilot.press(*"carol", "enter")
         await pilot.pause()
-        await pilot.press("tab", "enter")  # Remove
+        await pilot.press("enter")  # focus starts on Remove
         await settle(app, pilot)
         assert ("remove", (channel, ("carol",))) in engine.calls
         assert main.query_one(MemberList).users == ["alice", "bob"]

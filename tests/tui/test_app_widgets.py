@@ -146,3 +146,31 @@ async def test_log_prepends_older_pages_like_one_load() -> None:
             e.day for e in whole._entries if e.item is None
         ]
         assert paged._starts == whole._starts
+
+
+async def test_wrapped_lines_keep_their_last_character_when_the_scrollbar_appears() -> None:
+    """At 80 columns, the log wraps to the width left beside its scrollbar."""
+    app = LogApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        log = app.query_one(MessageLog)
+        start = datetime(2025, 1, 1, 9, 0)
+        log.set_items(_items(2, start))  # no scrollbar yet
+        await pilot.pause()
+        text = "word " * 30 + "END"
+        for i in range(40):  # now it scrolls
+            log.add_item(
+                LogItem(
+                    key=f"long{i}",
+                    sender="bob",
+                    text=text,
+                    time=start + timedelta(hours=1, minutes=i),
+                    own=False,
+                    mark=DeliveryMark.NONE,
+                )
+            )
+        await pilot.pause()
+        width = log.scrollable_content_region.width
+        assert log._wrap_width == width
+        rows = [log.render_line(y).text for y in range(log.size.height)]
+        assert any(r.rstrip().endswith("END") for r in rows), rows
+        assert all(len(r) <= width for r in rows)

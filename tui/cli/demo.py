@@ -12,6 +12,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
+from proto import files
 from proto.crypto.atrest import FAST_TEST_PARAMS
 from proto.errors import QpcError
 from tui.cli.main import Options, emit
@@ -49,8 +50,9 @@ async def run_demo(opts: Options) -> None:
                 e = await Engine.open(cfg, _PASS, create=True)
                 engines[name] = e
                 # Pin the node key we just started, then register.
-                (cfg.profile_dir / "pins.json").write_text(
-                    f'{{"{node.address}": "{node.fingerprint}"}}', "utf-8"
+                files.write_private(
+                    cfg.profile_dir / "pins.json",
+                    f'{{"{node.address}": "{node.fingerprint}"}}'.encode(),
                 )
                 who = await e.register(name, f"{name} password")
                 say(f"{name}: registered, device {who.device_fingerprint}", user=name)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from proto import files
 from proto.crypto.atrest import DEFAULT_PARAMS, FAST_TEST_PARAMS
 from proto.errors import (
     Expired,
@@ -177,10 +178,8 @@ def engine_config(opts: Options) -> EngineConfig:
 
 
 def _setup_logging(path: Path, verbose: bool) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    log_file = path / "client.log"
-    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
+    files.private_dir(path)
+    handler = logging.StreamHandler(files.open_private(path / "client.log", "a"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -211,6 +210,7 @@ def _error_text(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qpc`` console script; returns the exit status."""
+    files.set_program_umask()  # second line behind proto.files (docs/THREAT_MODEL.md)
     from tui.cli.commands import run_command
 
     parser = build_parser()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 
-from proto import mls, tls
+from proto import files, mls, tls
 from proto.codec import Device
 from proto.crypto import opaque
 from proto.crypto.atrest import DEFAULT_PARAMS, KdfParams
@@ -171,8 +171,8 @@ class Session:
     @staticmethod
     def acquire_lock(path: Path, wait_s: float) -> IO[str]:
         """Hold the profile's lock file (one engine per profile), waiting up to ``wait_s``."""
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fh = open(path / LOCK_FILE, "w")  # noqa: SIM115 (held for the engine's lifetime)
+        files.private_dir(path)
+        fh = files.open_private(path / LOCK_FILE, "a")
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -413,9 +413,17 @@ class Session:
                 self._mls = await asyncio.to_thread(mls.Client.open, path, key)
             else:
                 ident = self.identity.private_bytes()
-                self._mls = await asyncio.to_thread(
-                    lambda: mls.Client.create(path, key, user.encode(), signature_key=ident)
-                )
+                # 0600 before the binding's SQLite opens it (its journal follows)
+                files.ensure_private_file(self.profile.mls_state_path)
+                try:
+                    self._mls = await asyncio.to_thread(
+                        lambda: mls.Client.create(path, key, user.encode(), signature_key=ident)
+                    )
+                except BaseException:
+                    with contextlib.suppress(OSError):  # not left empty for open() later
+                        if self.profile.mls_state_path.stat().st_size == 0:
+                            self.profile.mls_state_path.unlink()
+                    raise
         await self.save()
         who = await rpc.whoami()
         if not who.device_registered:

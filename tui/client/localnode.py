@@ -27,6 +27,7 @@ from pathlib import Path
 
 import platformdirs
 
+from proto import files
 from proto.errors import ConfigError
 
 __all__ = [
@@ -131,9 +132,9 @@ def ensure_local_node(base: Path | None = None, *, extra_args: tuple[str, ...] =
         ConfigError: the node could not be started (its log is named).
     """
     home = (base or data_dir()) / "local-node"
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    files.private_dir(home)
     record = home / "node.json"
-    with open(home / "start.lock", "w") as lock:
+    with files.open_private(home / "start.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         node = _read(record)
         if node is not None:
@@ -154,7 +155,7 @@ def ensure_local_node(base: Path | None = None, *, extra_args: tuple[str, ...] =
             "1000",
             *extra_args,
         ]
-        with open(log, "wb") as out:
+        with files.open_private(log, "wb") as out:
             proc = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
                 args,
                 stdin=subprocess.DEVNULL,
@@ -169,12 +170,12 @@ def ensure_local_node(base: Path | None = None, *, extra_args: tuple[str, ...] =
             if banner is not None:
                 host, port, fp = banner
                 node = LocalNode(pid=proc.pid, host=host, port=port, fingerprint=fp)
-                tmp = record.with_suffix(".tmp")
-                tmp.write_text(
-                    json.dumps({"pid": proc.pid, "host": host, "port": port, "fingerprint": fp}),
-                    "utf-8",
+                files.write_private(
+                    record,
+                    json.dumps(
+                        {"pid": proc.pid, "host": host, "port": port, "fingerprint": fp}
+                    ).encode(),
                 )
-                os.replace(tmp, record)
                 return node
             if proc.poll() is not None:
                 break

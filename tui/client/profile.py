@@ -37,6 +37,7 @@ from types import TracebackType
 import aiosqlite
 import platformdirs
 
+from proto import files
 from proto.crypto.atrest import (
     DEFAULT_PARAMS,
     KEY_BYTES,
@@ -229,8 +230,7 @@ class Profile:
             raise ProfileError(f"a profile already exists at {path}")
         if not passphrase:
             raise ProfileError("the passphrase must not be empty")
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.chmod(0o700)
+        files.private_dir(path)
         salt = new_salt()
         master = await asyncio.to_thread(MasterKey.derive, passphrase, salt, kdf)
         root = os.urandom(KEY_BYTES)
@@ -280,7 +280,7 @@ class Profile:
         db_path = self._path / CLIENT_DB
         # Create the file ourselves so it is 0600 from the first byte; SQLite gives
         # its -wal/-shm/-journal files the database's mode.
-        os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600))
+        files.ensure_private_file(db_path)
         db = await aiosqlite.connect(db_path)
         try:
             await db.execute("PRAGMA journal_mode=WAL")

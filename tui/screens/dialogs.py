@@ -185,10 +185,23 @@ class ConfirmDialog(_Dialog[bool]):
     """A yes/no question (e.g. "Leave #general?")."""
 
     def __init__(
-        self, title: str, question: str, *, yes: str = "Yes", danger: bool = False
+        self,
+        title: str,
+        question: str,
+        *,
+        yes: str = "Yes",
+        danger: bool = False,
+        focus_yes: bool = True,
     ) -> None:
-        """Ask ``question``; ``danger`` focuses Cancel and colours the yes button."""
+        """Ask ``question``; ``danger`` colours the yes button.
+
+        By default the yes button has focus: the user already chose the action
+        (a key or the palette), so Enter does it and Escape cancels; the app
+        reports a cancel. ``focus_yes=False`` is for questions the user did not
+        ask for (a changed server key), where Enter must not say yes.
+        """
         super().__init__(False)
+        self._focus_yes = focus_yes
         self._title = title
         self._question = question
         self._yes = yes
@@ -204,8 +217,8 @@ class ConfirmDialog(_Dialog[bool]):
                 yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
-        """Focus the safe choice."""
-        self.query_one("#cancel" if self._danger else "#ok", Button).focus()
+        """Focus the action the user asked for (Escape cancels), else Cancel."""
+        self.query_one("#ok" if self._focus_yes else "#cancel", Button).focus()
 
     @on(Button.Pressed, "#ok")
     def _yes_pressed(self) -> None:
@@ -231,7 +244,9 @@ class TrustServerDialog(ConfirmDialog):
                 "intercepts the connection. Trust the new key only if the server's "
                 "operator confirms it."
             )
-            super().__init__("Server key changed", question, yes="Trust new key", danger=True)
+            super().__init__(
+                "Server key changed", question, yes="Trust new key", danger=True, focus_yes=False
+            )
         else:
             question = (
                 f"First connection to {key.server}.\n\n"

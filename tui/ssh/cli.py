@@ -10,7 +10,6 @@ from pathlib import Path
 
 from proto.errors import ConfigError
 from tui.client.localnode import data_dir
-from tui.client.probe import split_server
 from tui.ssh.config import SshServeConfig
 
 __all__ = ["config_from_options", "serve_ssh"]
@@ -19,14 +18,26 @@ _PASSED_ENV = ("QPC_KDF",)
 """Server environment handed to session processes (``QPC_KDF=fast`` in tests)."""
 
 
+def listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` to listen on (port 0: any free port); IPv6 literals in brackets.
+
+    Raises:
+        ConfigError: not ``HOST:PORT``.
+    """
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"the address must be HOST:PORT, not {text!r}")
+    return host.strip("[]"), int(port)
+
+
 def config_from_options(opts: argparse.Namespace) -> SshServeConfig:
     """The server's config from ``qpc serve-ssh`` options.
 
     Raises:
         ConfigError: a malformed address.
     """
-    host, port = split_server(opts.listen)
-    metrics_host, metrics_port = split_server(opts.metrics) if opts.metrics else (None, 0)
+    host, port = listen_address(opts.listen)
+    metrics_host, metrics_port = listen_address(opts.metrics) if opts.metrics else (None, 0)
     state = Path(opts.state_dir).expanduser() if opts.state_dir else data_dir() / "ssh"
     return SshServeConfig(
         host=host,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import asyncssh
+
+from proto import files
 
 __all__ = ["load_or_create_host_key"]
 
@@ -26,11 +27,7 @@ def load_or_create_host_key(path: Path) -> asyncssh.SSHKey:
             return asyncssh.read_private_key(path)
         except (asyncssh.KeyImportError, OSError) as exc:
             raise ConfigError(f"cannot read the host key {path}: {exc}") from None
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    files.private_dir(path.parent)
     key = asyncssh.generate_private_key("ssh-ed25519")
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key.export_private_key())
-    os.replace(tmp, path)
+    files.write_private(path, key.export_private_key())
     return key

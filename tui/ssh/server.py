@@ -21,7 +21,7 @@ from typing import IO
 
 import asyncssh
 
-from proto import tls
+from proto import files, tls
 from proto.errors import ConfigError
 from proto.rpc_client import ClientConfig, RpcClient, probe_server_key
 from tui.client.localnode import ensure_local_node, stop_local_node
@@ -140,15 +140,15 @@ async def _resolve_node(config: SshServeConfig) -> tuple[str, str, IO[str] | Non
 
 def _hold_node(config: SshServeConfig) -> IO[str]:
     """A shared lock on the node's users file, so no TUI's exit stops it while we serve."""
-    users = open(config.state_dir / "local-node" / _USERS_LOCK, "a")  # noqa: SIM115
+    users = files.open_private(config.state_dir / "local-node" / _USERS_LOCK, "a")
     fcntl.flock(users, fcntl.LOCK_SH)
     return users
 
 
 async def serve(config: SshServeConfig, *, ready: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT; prints the address and the host key's fingerprint."""
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    config.profiles_dir.mkdir(exist_ok=True, mode=0o700)
+    files.private_dir(config.state_dir)
+    files.private_dir(config.profiles_dir)
     host_key = await asyncio.to_thread(load_or_create_host_key, config.host_key_path)
     node_address, node_fp, users = await _resolve_node(config)
     host = Host(config, node_address, node_fp)

@@ -145,7 +145,7 @@ class MessageLog(ScrollView, can_focus=True):
     }
 
     DEFAULT_CSS = """
-    MessageLog { background: $surface; overflow-x: hidden; }
+    MessageLog { background: $surface; overflow-x: hidden; scrollbar-gutter: stable; }
     MessageLog > .message-log--time { color: $text-muted; }
     MessageLog > .message-log--self { color: $text; text-style: bold; }
     MessageLog > .message-log--day { color: $text-muted; }
