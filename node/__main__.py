@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import time
@@ -27,6 +28,8 @@ from proto.errors import ConfigError, QpcError
 
 RESTART_DELAY_S = 1.0
 """Wait before restarting a worker that died."""
+SUPERVISOR_CHECK_S = 1.0
+"""How often a worker checks that its supervisor still runs."""
 
 
 class _KeyValueFormatter(logging.Formatter):
@@ -61,10 +64,24 @@ async def _serve(config: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watch = loop.create_task(_watch_supervisor(stop)) if config.worker_id >= 0 else None
     try:
         await stop.wait()
     finally:
+        if watch is not None:
+            watch.cancel()
         await node.stop()
+
+
+async def _watch_supervisor(stop: asyncio.Event) -> None:
+    """A worker stops by itself when its supervisor is gone (even if SIGKILLed)."""
+    parent = os.getppid()
+    while True:
+        await asyncio.sleep(SUPERVISOR_CHECK_S)
+        if os.getppid() != parent:
+            break
+    logging.getLogger(__name__).warning("supervisor gone; worker stopping")
+    stop.set()
 
 
 @dataclasses.dataclass

@@ -194,5 +194,44 @@ async def test_workers_share_one_port_and_a_dead_worker_is_replaced(tmp_path: Pa
                     os.kill(pid, 0)
         finally:
             if proc.returncode is None:
-                proc.kill()
+                proc.kill()  # its workers notice and stop by themselves
                 await proc.wait()
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    async with fresh_postgres() as dsn:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "node",
+            "--workers",
+            "2",
+            "--store",
+            dsn,
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(tmp_path),
+            "--log-level",
+            "WARNING",
+            stdout=asyncio.subprocess.PIPE,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        assert proc.stdout is not None
+        try:
+            async with asyncio.timeout(60):
+                for _ in range(2):
+                    await proc.stdout.readline()
+                pids = [int(p) for p in (await proc.stdout.readline()).decode().split()[3:]]
+        finally:
+            proc.kill()
+            await proc.wait()
+        assert len(pids) == 2
+        async with asyncio.timeout(20):
+            for pid in pids:
+                while True:
+                    try:
+                        os.kill(pid, 0)
+                    except ProcessLookupError:
+                        break
+                    await asyncio.sleep(0.1)
