@@ -333,6 +333,7 @@ class ChatApp(App[None]):
         if channel is None:
             self.notify("Open a channel first.", severity="warning")
             return
+        self._main().query_one(MessageLog).scroll_to_newest()
         self.send(channel, event.text)
 
     @work(group="send", exit_on_error=False, name="send")

@@ -339,3 +339,55 @@ async def test_a_long_channel_opens_with_one_page_and_loads_the_rest_in_pages(
         await settle(app, pilot)
         assert log.message_count == 1000 and not _has_older(log)
         assert log.item("1") is not None and log.item("1000") is not None
+
+
+async def test_a_backlog_opens_at_the_new_marker(app_factory: AppFactory) -> None:
+    engine = FakeEngine()
+    chan = engine.add_channel("backlog", ("bob",))
+    for i in range(200):
+        if i == 140:
+            engine.clear_unread(chan.id)
+        engine.add_message(chan.id, "bob", f"message {i}")
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        log = main_screen(app).query_one(MessageLog)
+        marker = log.item("unread-marker")
+        assert marker is not None and marker.text == "60 new"
+        # The marker is on screen near the top; the newest message is below the fold.
+        top = [log.render_line(y).text for y in range(3)]
+        assert any("60 new" in line for line in top), top
+        assert not log.follow
+        assert "message 140" in "".join(log.render_line(y).text for y in range(4))
+
+
+async def test_sending_while_scrolled_up_jumps_to_the_bottom(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    chan = engine.add_channel("chatty", ("bob",), activity_ms=4_000_000_000_000)
+    for i in range(100):
+        engine.add_message(chan.id, "bob", f"message {i}")
+    engine.clear_unread(chan.id)
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        main = main_screen(app)
+        assert main.active_channel == chan.id
+        log = main.query_one(MessageLog)
+        assert isinstance(app.focused, Composer)
+        bottom = log.scroll_y
+        # PgUp / PgDn from the composer scroll the log.
+        await pilot.press("pageup")
+        await settle(app, pilot)
+        assert log.scroll_y < bottom and not log.follow
+        await pilot.press("pageup")
+        await settle(app, pilot)
+        up = log.scroll_y
+        await pilot.press("pagedown")
+        await settle(app, pilot)
+        assert up < log.scroll_y < bottom
+        assert isinstance(app.focused, Composer)
+        await pilot.press(*"hello", "enter")
+        await settle(app, pilot)
+        assert log.follow and round(log.scroll_y) == log.max_scroll_y
+        assert "hello" in log.render_line(log.size.height - 1).text

@@ -76,6 +76,8 @@ class MainScreen(Screen[None]):
         Binding("f4", "app.info('ping')", "Ping", show=False, id="main.ping"),
         Binding("alt+down", "cycle_channel(1)", "Next", show=False, id="main.next_channel"),
         Binding("alt+up", "cycle_channel(-1)", "Prev", show=False, id="main.prev_channel"),
+        Binding("pageup", "log_page(-1)", "Older", show=False, id="main.log_page_up"),
+        Binding("pagedown", "log_page(1)", "Newer", show=False, id="main.log_page_down"),
         Binding("escape", "focus_composer", "Compose", show=False, id="main.focus_composer"),
     ]
 
@@ -195,7 +197,9 @@ class MainScreen(Screen[None]):
                 key="unread-marker", sender="", text=f"{unread} new", time=first.time, system=True
             )
             items.insert(len(items) - unread, marker)
-        self.query_one(MessageLog).set_items(items, has_older=has_older)
+        self.query_one(MessageLog).set_items(
+            items, has_older=has_older, anchor="unread-marker" if unread else None
+        )
         self._update_title()
         self.query_one(Composer).focus()
 
@@ -255,6 +259,12 @@ class MainScreen(Screen[None]):
         index = ids.index(current) if current in ids else -step
         target = ids[(index + step) % len(ids)]
         self.post_message(ChannelList.Opened(target))
+
+    def action_log_page(self, step: int) -> None:
+        """Scroll the log a page up (-1) or down (1), wherever the focus is."""
+        log = self.query_one(MessageLog)
+        if log.display:
+            log.action_page_up() if step < 0 else log.action_page_down()
 
     def action_focus_composer(self) -> None:
         """Jump to the composer (or the channel list when nothing is open)."""

@@ -176,6 +176,7 @@ class MessageLog(ScrollView, can_focus=True):
         self.has_older = False
         """Whether older history exists than what is loaded."""
         self._loading_older = False
+        self._anchor: str | None = None
         self._cache: LRUCache[tuple[int, int], Strip] = LRUCache(256)
 
     # ------------------------------------------------------------------ data
@@ -192,6 +193,7 @@ class MessageLog(ScrollView, can_focus=True):
 
     def clear(self) -> None:
         """Remove every message."""
+        self._anchor = None
         self.has_older = False
         self._loading_older = False
         self._entries.clear()
@@ -202,18 +204,53 @@ class MessageLog(ScrollView, can_focus=True):
         self._update_size()
         self.refresh()
 
-    def set_items(self, items: Iterable[LogItem], *, has_older: bool = False) -> None:
+    def set_items(
+        self, items: Iterable[LogItem], *, has_older: bool = False, anchor: str | None = None
+    ) -> None:
         """Replace the contents with ``items`` (oldest first) and show the newest.
 
         ``has_older``: more history exists; reaching the top posts
         :class:`ReachedTop` so the app can :meth:`prepend_items`.
+        ``anchor``: key of an item to show at the top instead (the "N new"
+        marker of a backlog); when everything after it fits, the view is at
+        the bottom anyway and follows new messages.
         """
         self._rebuild(list(items))
         self.has_older = has_older
         self._loading_older = False
-        self.follow = True
-        self.scroll_end(animate=False)
+        self._anchor = anchor if anchor in self._by_key else None
+        if self._anchor is None:
+            self.follow = True
+            self.scroll_end(animate=False)
+        else:
+            self.follow = False
+            self._scroll_to_anchor()
+            self.call_after_refresh(self._scroll_to_anchor)
         self.call_after_refresh(self._check_top)
+
+    def _scroll_to_anchor(self) -> None:
+        index = None if self._anchor is None else self._by_key.get(self._anchor)
+        if index is None:
+            return
+        # One row of context (the message before the marker) above it.
+        row = max(0, self._starts[index] - 1)
+        self.scroll_to(y=row, animate=False, immediate=True)
+
+    def scroll_to_newest(self) -> None:
+        """Show the newest message and follow new ones (after the user sends)."""
+        self._anchor = None
+        self.follow = True
+        self.scroll_end(animate=False, immediate=True)
+
+    def action_page_up(self) -> None:
+        """Scroll one page towards older messages."""
+        self._anchor = None
+        super().action_page_up()
+
+    def action_page_down(self) -> None:
+        """Scroll one page towards newer messages."""
+        self._anchor = None
+        super().action_page_down()
 
     def prepend_items(self, items: list[LogItem], *, has_older: bool) -> None:
         """Put older ``items`` above the current ones, keeping the view where it is.
@@ -260,6 +297,9 @@ class MessageLog(ScrollView, can_focus=True):
         self._append(item)
         self._cache.clear()  # rows past the old end were cached blank
         self._update_size()
+        if item.own:  # what the user just wrote is always shown
+            self._anchor = None
+            self.follow = True
         if self.follow:
             self.scroll_end(animate=False)
         self.refresh()
@@ -341,7 +381,9 @@ class MessageLog(ScrollView, can_focus=True):
             at_end = self.follow
             self._wrap_width = width
             self._relayout()
-            if at_end:
+            if self._anchor is not None:
+                self._scroll_to_anchor()
+            elif at_end:
                 self.scroll_end(animate=False)
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
