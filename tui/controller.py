@@ -350,13 +350,13 @@ class ChatApp(App[None]):
         """Create a group and open it."""
         info = await self._engine().create_group(name)
         await self._after_channel_op(info)
-        self.notify(f"Created #{info.name}. Ctrl+T invites people.")
+        self.notify(f"Created {info.label}. Ctrl+T invites people.")
 
     @work(exclusive=True, group="channel-op", exit_on_error=False, name="invite")
     async def invite(self, channel: str, users: list[str]) -> None:
         """Add ``users`` to ``channel``."""
         info = await self._engine().invite(channel, users)
-        await self._members_changed(channel, info, f"Invited {', '.join(users)} to #{info.name}.")
+        await self._members_changed(channel, info, f"Invited {', '.join(users)} to {info.label}.")
 
     async def _members_changed(self, channel: str, info: ChannelInfo, note: str) -> None:
         """After an invite or a removal: list, notification, member pane."""
@@ -386,13 +386,13 @@ class ChatApp(App[None]):
     async def remove_members(self, channel: str, users: list[str]) -> None:
         """Remove ``users`` from ``channel``."""
         info = await self._engine().remove(channel, users)
-        await self._members_changed(channel, info, f"Removed {', '.join(users)} from #{info.name}.")
+        await self._members_changed(channel, info, f"Removed {', '.join(users)} from {info.label}.")
 
     @work(exclusive=True, group="channel-op", exit_on_error=False, name="update keys")
     async def update_keys(self, channel: str) -> None:
         """Commit a fresh leaf key of this device in ``channel``."""
         info = await self._engine().self_update(channel)
-        self.notify(f"This device has a fresh key in #{info.name} (epoch {info.epoch}).")
+        self.notify(f"This device has a fresh key in {info.label} (epoch {info.epoch}).")
 
     @work(exclusive=True, group="keys", exit_on_error=False, name="verify keys")
     async def check_key(self, user: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from tui.client import api
 
-__all__ = ["as_json", "format_message", "health_line", "ping_json", "ping_lines"]
+__all__ = ["as_json", "delivery_text", "format_message", "health_line", "ping_json", "ping_lines"]
 
 
 def as_json(value: object) -> Any:
@@ -27,16 +27,30 @@ def as_json(value: object) -> Any:
     return value
 
 
-def format_message(m: api.Message, channel_name: str = "") -> str:
-    """One message as a line: ``[time] #channel sender: text``."""
+def format_message(m: api.Message, channel_label: str = "") -> str:
+    """One message as a line: ``[time] #channel sender: text`` (``@bob`` for a DM).
+
+    ``channel_label``: :attr:`tui.client.api.ChannelInfo.label`.
+    """
     stamp = time.strftime("%H:%M:%S", time.localtime(m.time))
-    where = f"#{channel_name} " if channel_name else ""
+    where = f"{channel_label} " if channel_label else ""
     mark = (
         ""
         if m.state in (api.DeliveryState.SENT, api.DeliveryState.RECEIVED)
         else f" ({m.state.value})"
     )
     return f"[{stamp}] {where}{m.sender}: {m.text}{mark}"
+
+
+def delivery_text(state: api.DeliveryState) -> str:
+    """What ``qpc send`` says about a message it wrote."""
+    if state is api.DeliveryState.SENT:
+        return "sent"
+    if state is api.DeliveryState.PENDING:
+        return "queued: the node is not reachable; it goes out on the next connection"
+    if state is api.DeliveryState.FAILED:
+        return "failed: not delivered"
+    return state.value
 
 
 def health_line(h: api.Health) -> str:

@@ -118,3 +118,33 @@ async def test_info_commands(cli: Cli) -> None:
     await cli.ok("bob2", "login", "bob")
     changed = await cli.run("alice", "check-key", "bob", json_out=False)
     assert changed.rc == 0 and "KEY CHANGED" in changed.out and "WARNING" in changed.out
+
+
+async def test_channel_names_notify_levels_and_send_wording(cli: Cli) -> None:
+    await cli.ok("alice", "register", "alice")
+    await cli.ok("bob", "register", "bob")
+    group = await cli.ok("alice", "create-group", "bob")  # a group named like the DM peer
+    dm = (await cli.ok("alice", "dm", "bob"))["channel"]["id"]
+    # "#bob" is the group, "@bob" the DM; one name everywhere (the TUI's too).
+    sent = await cli.run("alice", "send", "@bob", "to the dm", json_out=False)
+    assert sent.rc == 0 and sent.out.strip() == "sent", sent.out
+    sent = await cli.ok("alice", "send", "#bob", "to the group")
+    assert sent["channel"] == group["id"]
+    ambiguous = await cli.run("alice", "send", "bob", "x")
+    assert ambiguous.rc == 1 and "ambiguous" in ambiguous.err
+    chans = await cli.run("alice", "channels", json_out=False)
+    assert f"{dm}  dm     @bob" in chans.out and f"{group['id']}  group  #bob" in chans.out
+    hist = await cli.run("alice", "history", "@bob", json_out=False)
+    assert "@bob alice: to the dm" in hist.out
+    # Notify levels: shown, set, kept in the profile the TUI reads.
+    assert (await cli.ok("alice", "notify", "@bob"))["level"] == "all"
+    muted = await cli.ok("alice", "notify", "#bob", "mute")
+    assert muted == {"channel": group["id"], "label": "#bob", "level": "mute"}
+    assert json.loads((cli.base / "alice" / "notify.json").read_text()) == {group["id"]: "mute"}
+    assert (cli.base / "alice" / "notify.json").stat().st_mode & 0o777 == 0o600
+    text = await cli.run("alice", "notify", "#bob", "mentions", json_out=False)
+    assert text.out.strip() == "#bob: notify mentions"
+    bad = await cli.run("alice", "notify", "#bob", "loud")
+    assert bad.rc == 2
+    assert (await cli.ok("alice", "notify", "#bob", "all"))["level"] == "all"
+    assert json.loads((cli.base / "alice" / "notify.json").read_text()) == {}

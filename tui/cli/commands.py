@@ -29,7 +29,8 @@ from tui.client.engine import Engine
 from tui.client.localnode import stop_local_node
 from tui.client.passphrase import resolve_passphrase
 from tui.client.profile import Profile
-from tui.output import as_json, format_message
+from tui.notifications import NotifyLevel, load_levels, save_level
+from tui.output import as_json, delivery_text, format_message
 
 __all__ = ["COMMANDS", "Command", "run_command"]
 
@@ -80,13 +81,13 @@ def _who_lines(w: api.WhoAmI) -> list[str]:
 def _channel_line(c: api.ChannelInfo) -> str:
     state = "" if c.active else " (left)"
     unread = f" [{c.unread} unread]" if c.unread else ""
-    return f"{c.id}  {c.kind.value:5}  {c.name}{state}{unread}  members: {', '.join(c.members)}"
+    return f"{c.id}  {c.kind.value:5}  {c.label}{state}{unread}  members: {', '.join(c.members)}"
 
 
 async def _listen(e: Engine, cfg: CliConfig) -> None:
     opts = cfg.args
     count = 0
-    names = {c.id: c.name for c in await e.channels()}
+    names = {c.id: c.label for c in await e.channels()}
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
 
     async def loop() -> None:
@@ -102,7 +103,7 @@ async def _listen(e: Engine, cfg: CliConfig) -> None:
                 if opts.count and count >= opts.count:
                     return
             elif isinstance(ev, api.ChannelsChanged):
-                names.update({c.id: c.name for c in ev.channels})
+                names.update({c.id: c.label for c in ev.channels})
             elif isinstance(ev, api.SecurityWarning):
                 emit(cfg, f"! {ev.reason}", {"event": "warning", "reason": ev.reason})
             elif isinstance(ev, api.ConnectionChanged) and not cfg.json:
@@ -157,11 +158,11 @@ async def _ping(e: Engine, cfg: CliConfig) -> None:
 
 async def _create_group(e: Engine, cfg: CliConfig) -> None:
     c = await e.create_group(cfg.args.name)
-    emit(cfg, f"created {c.name} {c.id}", as_json(c))
+    emit(cfg, f"created {c.label} {c.id}", as_json(c))
 
 
 def _members_line(c: api.ChannelInfo) -> str:
-    return f"{c.name}: members {', '.join(c.members)} (epoch {c.epoch})"
+    return f"{c.label}: members {', '.join(c.members)} (epoch {c.epoch})"
 
 
 async def _invite(e: Engine, cfg: CliConfig) -> None:
@@ -173,9 +174,9 @@ async def _sync(e: Engine, cfg: CliConfig) -> None:
     before = {c.id for c in await e.channels() if c.active}
     msgs = await e.sync()
     chans = await e.channels()
-    names = {c.id: c.name for c in chans}
+    names = {c.id: c.label for c in chans}
     joined = [c for c in chans if c.active and c.id not in before]
-    lines = [f"joined {c.name} {c.id}" for c in joined]
+    lines = [f"joined {c.label} {c.id}" for c in joined]
     lines += [format_message(m, names.get(m.channel, "")) for m in msgs]
     emit(cfg, lines, {"joined": as_json(joined), "messages": as_json(msgs)})
 
@@ -183,11 +184,11 @@ async def _sync(e: Engine, cfg: CliConfig) -> None:
 async def _dm(e: Engine, cfg: CliConfig) -> None:
     c = await e.dm(cfg.args.user)
     data: dict[str, Any] = {"channel": as_json(c)}
-    lines = [f"dm with {c.name}: {c.id}"]
+    lines = [f"dm {c.label}: {c.id}"]
     if cfg.args.text:
         m = await e.send(c.id, cfg.args.text)
         data["message"] = as_json(m)
-        lines.append(f"sent ({m.state.value})")
+        lines.append(delivery_text(m.state))
     emit(cfg, lines, data)
 
 
@@ -214,14 +215,14 @@ async def _channels(e: Engine, cfg: CliConfig) -> None:
 
 async def _send(e: Engine, cfg: CliConfig) -> None:
     m = await e.send(cfg.args.channel, cfg.args.text or "")
-    emit(cfg, f"sent ({m.state.value})", as_json(m))
+    emit(cfg, delivery_text(m.state), as_json(m))
 
 
 async def _history(e: Engine, cfg: CliConfig) -> None:
     cid = e.resolve(cfg.args.channel).hex()
     msgs = await e.history(cid, limit=cfg.args.limit)
-    name = e.channel_info(bytes.fromhex(cid)).name
-    emit(cfg, [format_message(m, name) for m in msgs], as_json(msgs))
+    label = e.channel_info(bytes.fromhex(cid)).label
+    emit(cfg, [format_message(m, label) for m in msgs], as_json(msgs))
 
 
 _KEY_FLAGS = {
@@ -243,6 +244,19 @@ async def _check_key(e: Engine, cfg: CliConfig) -> None:
             f"then run `qpc check-key {k.user} --accept`."
         )
     emit(cfg, lines or [f"{k.user} has no devices"], {**as_json(k), "changed": k.changed})
+
+
+async def _notify(e: Engine, cfg: CliConfig) -> None:
+    """Show or set a channel's notify level (the same ``notify.json`` the TUI uses)."""
+    info = e.channel_info(e.resolve(cfg.args.channel))
+    if cfg.args.level is not None:
+        save_level(cfg.profile_dir, info.id, NotifyLevel(cfg.args.level))
+    level = load_levels(cfg.profile_dir).get(info.id, NotifyLevel.ALL)
+    emit(
+        cfg,
+        f"{info.label}: notify {level.value}",
+        {"channel": info.id, "label": info.label, "level": level.value},
+    )
 
 
 async def _refresh_keypackages(e: Engine, cfg: CliConfig) -> None:
@@ -407,6 +421,15 @@ COMMANDS: dict[str, Command] = {
                 _a("--accept", action="store_true", help="re-pin after checking"),
             ),
             with_engine=_check_key,
+        ),
+        Command(
+            name="notify",
+            help="show or set a channel's notifications: all, mentions (and DMs), mute",
+            arguments=(
+                _CHANNEL,
+                _a("level", nargs="?", choices=[v.value for v in NotifyLevel]),
+            ),
+            with_engine=_notify,
         ),
         Command(
             name="refresh-keypackages",

@@ -46,6 +46,8 @@ class CommandArgs:
     timeout: float = 0.0
     limit: int = 50
     accept: bool = False
+    level: str | None = None
+    """``notify``: the new level (None: show the current one)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,6 +111,7 @@ def cli_config(ns: argparse.Namespace, environ: dict[str, str] | None = None) ->
         timeout=get("timeout", 0.0),
         limit=get("limit", 50),
         accept=get("accept", False),
+        level=get("level", None),
     )
     return CliConfig(
         command=get("command", None),

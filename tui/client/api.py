@@ -173,6 +173,14 @@ class ChannelInfo:
     active: bool = True
     """False once we left or were removed (history stays readable locally)."""
 
+    @property
+    def label(self) -> str:
+        """How every client surface names the channel: ``@bob`` for a DM, ``#name`` for a group.
+
+        Both forms (and the bare name) are accepted wherever a channel is typed.
+        """
+        return ("@" if self.kind is ChannelKind.DM else "#") + self.name
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Message:

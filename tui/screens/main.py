@@ -16,7 +16,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
-from tui.client.api import ChannelInfo, ChannelKind, ConnectionState, DeliveryState, Member, Message
+from tui.client.api import ChannelInfo, ConnectionState, DeliveryState, Member, Message
 from tui.widgets.channel_list import ChannelList, ChannelRow
 from tui.widgets.composer import Composer
 from tui.widgets.member_list import MemberList
@@ -172,9 +172,7 @@ class MainScreen(Screen[None]):
     def channel_label(self, channel_id: str) -> str:
         """``#name`` or ``@user`` for notifications and titles."""
         info = self.channel(channel_id)
-        if info is None:
-            return "#" + channel_id[:8]
-        return ("@" if info.kind is ChannelKind.DM else "#") + info.name
+        return "#" + channel_id[:8] if info is None else info.label
 
     # ------------------------------------------------------------ open one
 
