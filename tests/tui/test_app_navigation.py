@@ -391,3 +391,57 @@ async def test_sending_while_scrolled_up_jumps_to_the_bottom(
         await settle(app, pilot)
         assert log.follow and round(log.scroll_y) == log.max_scroll_y
         assert "hello" in log.render_line(log.size.height - 1).text
+
+
+async def test_member_count_follows_joins_and_leaves(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    from textual.widgets import Label
+
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(100, 24)) as pilot:
+        await settle(app, pilot)
+        main = main_screen(app)
+        channel = main.active_channel
+        assert channel is not None
+        title = main.query_one("#channel-title", Label)
+        before = len(engine._members[channel])
+        assert f"({before} members)" in str(title.render())
+        # Someone else's commit adds dave (no ChannelsChanged follows it).
+        await engine._set_members(channel, [m.user for m in engine._members[channel]] + ["dave"])
+        await settle(app, pilot)
+        assert f"({before + 1} members)" in str(title.render())
+        assert main.channel(channel) is not None
+        assert "dave" in main.channel(channel).members  # type: ignore[union-attr]
+        await engine._set_members(channel, [m.user for m in engine._members[channel]][:-1])
+        await settle(app, pilot)
+        assert f"({before} members)" in str(title.render())
+
+
+async def test_join_and_leave_notices_stay_in_the_log(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    from tests.tui.conftest import populated_engine
+
+    engine, general, random = populated_engine()
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(100, 24)) as pilot:
+        await settle(app, pilot)
+        main = main_screen(app)
+        assert main.active_channel == general.id
+        users = [m.user for m in engine._members[general.id]]
+        await engine._set_members(general.id, [*users, "dave"])
+        await settle(app, pilot)
+        await engine.deliver(general.id, "dave", "hi all")
+        await settle(app, pilot)
+        log = main.query_one(MessageLog)
+
+        def texts() -> list[str]:
+            return [i.text for i in (log._entries[n].item for n in range(len(log._entries))) if i]
+
+        assert texts()[-2:] == ["dave joined", "hi all"]
+        main.post_message(ChannelList.Opened(random.id))
+        await settle(app, pilot)
+        main.post_message(ChannelList.Opened(general.id))
+        await settle(app, pilot)
+        assert texts()[-2:] == ["dave joined", "hi all"]

@@ -183,9 +183,7 @@ class Views:
             kind = {"#": api.ChannelKind.GROUP, "@": api.ChannelKind.DM}.get(text[:1])
             name = text[1:] if kind is not None else text
             infos = [self.channel_info(bytes.fromhex(c)) for c in channels]
-            hits = [
-                i.id for i in infos if i.name == name and (kind is None or i.kind is kind)
-            ]
+            hits = [i.id for i in infos if i.name == name and (kind is None or i.kind is kind)]
             active = [c for c in hits if channels[c].active]
             hits = active or hits
         if len(hits) != 1:
