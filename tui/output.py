@@ -50,7 +50,7 @@ def delivery_text(state: api.DeliveryState) -> str:
         return "queued: the node is not reachable; it goes out on the next connection"
     if state is api.DeliveryState.FAILED:
         return "failed: not delivered"
-    return state.value
+    return str(state.value)
 
 
 def health_line(h: api.Health) -> str:
