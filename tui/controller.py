@@ -20,6 +20,7 @@ from datetime import datetime
 
 from textual import on, work
 from textual.app import App, ComposeResult
+from textual.screen import ModalScreen
 from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
@@ -91,6 +92,9 @@ class ChatApp(App[None]):
         self._members: dict[str, frozenset[str]] = {}
         self._opening: str | None = None
         self._arrived_while_opening: list[Message] = []
+        self._form_retry: dict[
+            str, tuple[Callable[[str], ModalScreen[str | None]], Callable[[str | None], None]]
+        ] = {}
         self.history_limit = HISTORY_LIMIT
         """Messages loaded (page by page) after a channel opens, and per "load older" run."""
         self.history_page = HISTORY_PAGE
@@ -446,6 +450,8 @@ class ChatApp(App[None]):
             log.info("event subscription ended; resubscribing")
             self.set_timer(_RESUBSCRIBE_S, self._resubscribe)
             return
+        if event.state in (WorkerState.SUCCESS, WorkerState.CANCELLED):
+            self._form_retry.pop(worker.name, None)
         if event.state is not WorkerState.ERROR or worker.error is None:
             return
         error = worker.error
@@ -464,7 +470,23 @@ class ChatApp(App[None]):
             self.set_timer(_RESUBSCRIBE_S, self._resubscribe)
         if worker.group in QUIET_GROUPS:
             return
+        retry = self._form_retry.pop(worker.name, None)
+        if retry is not None:
+            dialog, done = retry
+            self.push_screen(dialog(text), done)
+            return
         self.notify(text, title=worker.name.capitalize(), severity="error")
+
+    def retry_form(
+        self,
+        worker_name: str,
+        dialog: Callable[[str], ModalScreen[str | None]],
+        done: Callable[[str | None], None],
+    ) -> None:
+        """If the worker ``worker_name`` about to start fails, show ``dialog(error)``
+        again (filled in with what was typed) with ``done`` as its callback,
+        instead of a toast: the user fixes one character, not retypes it all."""
+        self._form_retry[worker_name] = (dialog, done)
 
     def _resubscribe(self) -> None:
         if self.engine is not None:

@@ -78,11 +78,16 @@ class _PromptDialog(_Dialog[str | None]):
     PLACEHOLDER = ""
     OK_TEXT = "OK"
 
-    def __init__(self, *, value: str = "", subtitle: str = "") -> None:
-        """Prefill the field with ``value``; show ``subtitle`` under the title."""
+    def __init__(self, *, value: str = "", subtitle: str = "", error: str = "") -> None:
+        """Prefill the field with ``value``; show ``subtitle`` under the title.
+
+        ``error``: why the last try with ``value`` failed (the dialog comes
+        back filled in, with the error and the focus, after a failed call).
+        """
         super().__init__(None)
         self._value = value
         self._subtitle = subtitle
+        self._error = error
 
     def compose(self) -> ComposeResult:
         """Title, label, one field, OK/Cancel."""
@@ -92,10 +97,17 @@ class _PromptDialog(_Dialog[str | None]):
                 yield Label(self._subtitle, classes="dialog-subtitle")
             yield Label(self.LABEL_TEXT)
             yield Input(self._value, placeholder=self.PLACEHOLDER, id="dialog-input")
-            yield Static("", id="dialog-error", classes="dialog-error")
+            yield Static(self._error, id="dialog-error", classes="dialog-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.OK_TEXT, variant="primary", id="ok")
                 yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        """Focus the field (after an error, with its text selected for retyping)."""
+        field = self.query_one("#dialog-input", Input)
+        field.focus()
+        if self._error:
+            field.action_select_all()
 
     def validate(self, value: str) -> str:
         """An error message for ``value``, or "" when it is fine."""
