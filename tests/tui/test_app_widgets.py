@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from textual.app import App, ComposeResult
 
@@ -189,7 +190,12 @@ async def test_prepending_a_page_leaves_the_shown_entries_alone() -> None:
         shown_entries = list(log._entries)
         wrapped: list[object] = []
         real_wrap = log._wrap
-        log._wrap = lambda entry: wrapped.append(entry) or real_wrap(entry)  # type: ignore[method-assign]
+
+        def counting_wrap(entry: Any) -> list[str]:
+            wrapped.append(entry)
+            return real_wrap(entry)
+
+        log._wrap = counting_wrap  # type: ignore[method-assign]
         log.prepend_items(items[1_000:2_000], has_older=True)
         await pilot.pause()
         # Only the page was wrapped and laid out; the rows of what was shown
