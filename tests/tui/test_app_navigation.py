@@ -449,3 +449,25 @@ async def test_join_and_leave_notices_stay_in_the_log(
         main.post_message(ChannelList.Opened(general.id))
         await settle(app, pilot)
         assert texts()[-2:] == ["dave joined", "hi all"]
+
+
+async def test_a_long_channel_opened_from_a_short_one_shows_its_newest_message(
+    app_factory: AppFactory,
+) -> None:
+    engine = FakeEngine()
+    big = engine.add_channel("big", ("bob",))
+    for i in range(2000):
+        engine.add_message(big.id, ("bob", "alice")[i % 2], f"message {i}")
+    engine.clear_unread(big.id)
+    small = engine.add_channel("small", ("bob",), activity_ms=engine.now_ms + 10**6)
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        main = main_screen(app)
+        assert main.active_channel == small.id
+        main.post_message(ChannelList.Opened(big.id))
+        await settle(app, pilot)
+        log = main.query_one(MessageLog)
+        assert log.message_count == 2000
+        assert _follows(log) and round(log.scroll_y) == log.max_scroll_y > 0
+        assert "message 1999" in log.render_line(log.size.height - 1).text

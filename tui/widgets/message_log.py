@@ -236,7 +236,8 @@ class MessageLog(ScrollView, can_focus=True):
         self._anchor = anchor if anchor in self._by_key else None
         if self._anchor is None:
             self.follow = True
-            self.scroll_end(animate=False)
+            self.scroll_end(animate=False, immediate=True, force=True)
+            self.scroll_end(animate=False, force=True)
         else:
             self.follow = False
             self._scroll_to_anchor()
@@ -249,13 +250,13 @@ class MessageLog(ScrollView, can_focus=True):
             return
         # One row of context (the message before the marker) above it.
         row = max(0, self._starts[index] - self._starts[0] - 1)
-        self.scroll_to(y=row, animate=False, immediate=True)
+        self.scroll_to(y=row, animate=False, immediate=True, force=True)
 
     def scroll_to_newest(self) -> None:
         """Show the newest message and follow new ones (after the user sends)."""
         self._anchor = None
         self.follow = True
-        self.scroll_end(animate=False, immediate=True)
+        self.scroll_end(animate=False, immediate=True, force=True)
 
     def action_page_up(self) -> None:
         """Scroll one page towards older messages."""
@@ -312,7 +313,17 @@ class MessageLog(ScrollView, can_focus=True):
             self.refresh()
         self.has_older = has_older
         self._loading_older = False
-        self.scroll_to(y=self.scroll_y + (self._rows - before), animate=False, immediate=True)
+        if self.follow:
+            # At the newest message (or about to be: set_items scrolls after
+            # the next refresh): stay there.
+            self.scroll_end(animate=False, immediate=True, force=True)
+        else:
+            self.scroll_to(
+                y=self.scroll_y + (self._rows - before),
+                animate=False,
+                immediate=True,
+                force=True,
+            )
         self.call_after_refresh(self._check_top)
 
     def _rebuild(self, items: list[LogItem]) -> None:
@@ -334,7 +345,7 @@ class MessageLog(ScrollView, can_focus=True):
             self._anchor = None
             self.follow = True
         if self.follow:
-            self.scroll_end(animate=False)
+            self.scroll_end(animate=False, force=True)
         self.refresh()
 
     def update_item(self, item: LogItem) -> None:
@@ -421,7 +432,7 @@ class MessageLog(ScrollView, can_focus=True):
             if self._anchor is not None:
                 self._scroll_to_anchor()
             elif at_end:
-                self.scroll_end(animate=False)
+                self.scroll_end(animate=False, force=True)
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         """Follow new messages only at the bottom; ask for older ones at the top."""
