@@ -127,7 +127,14 @@ class ChatApp(App[None]):
         """Resume a logged-in engine (``qpc demo``) or show the welcome screen."""
         if self.settings.keymap:
             self.set_keymap(self.settings.keymap)
-        if self.settings.theme:
+        if self.settings.theme and self.settings.theme not in self.available_themes:
+            names = ", ".join(sorted(self.available_themes))
+            self.notify(
+                f"Unknown theme {self.settings.theme!r} in the config; themes: {names}.",
+                severity="warning",
+                timeout=15,
+            )
+        if self.settings.theme in self.available_themes:
             self.theme = self.settings.theme
         elif self.terminal.colors <= 16:
             # The terminal's own 16 colours: readable on linux, vt100, screen.
