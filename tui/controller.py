@@ -407,9 +407,18 @@ class ChatApp(App[None]):
 
     @work(exclusive=True, group="keys", exit_on_error=False, name="verify keys")
     async def check_key(self, user: str) -> None:
-        """Show the safety numbers of ``user``'s devices."""
-        check = await self._engine().check_key(user)
-        await self.push_screen(KeyCheckDialog(check))
+        """Show the safety numbers of ``user``'s devices; mark verified or accept if asked."""
+        engine = self._engine()
+        check = await engine.check_key(user)
+        choice = await self.push_screen_wait(KeyCheckDialog(check))
+        if choice == "verify":
+            await engine.check_key(user, verify=True)
+            self.notify(f"{check.user}'s keys are marked verified.")
+        elif choice == "accept":
+            await engine.check_key(user, accept=True)
+            self.notify(
+                f"Accepted {check.user}'s new key. Mark it verified once you compared numbers."
+            )
 
     @work(exclusive=True, group="info", exit_on_error=False, name="info")
     async def refresh_info(self) -> None:

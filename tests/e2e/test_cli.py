@@ -112,7 +112,7 @@ async def test_info_commands(cli: Cli) -> None:
     key = await cli.ok("alice", "check-key", "bob")
     assert key["devices"][0]["status"] == "new" and not key["changed"]
     again = await cli.ok("alice", "check-key", "bob")
-    assert again["devices"][0]["status"] == "verified"
+    assert again["devices"][0]["status"] == "unverified"  # pinned, never compared
     assert again["devices"][0]["safety_number"] == key["devices"][0]["safety_number"]
     # bob logs in from a second device: alice is told loudly
     await cli.ok("bob2", "login", "bob")
@@ -148,3 +148,33 @@ async def test_channel_names_notify_levels_and_send_wording(cli: Cli) -> None:
     assert bad.rc == 2
     assert (await cli.ok("alice", "notify", "#bob", "all"))["level"] == "all"
     assert json.loads((cli.base / "alice" / "notify.json").read_text()) == {}
+
+
+async def test_verified_keys_and_a_change_after_verification_blocks_sending(cli: Cli) -> None:
+    await cli.ok("alice", "register", "alice")
+    who = await cli.ok("bob", "register", "bob")
+    first = await cli.run("alice", "check-key", "bob", json_out=False)
+    assert "not verified" in first.out and "VERIFIED" not in first.out
+    # Device ids print in whoami's format.
+    assert f"device:      {who['device_fingerprint']}  " in first.out
+    marked = await cli.ok("alice", "check-key", "bob", "--verify")
+    assert [d["status"] for d in marked["devices"]] == ["verified"]
+    shown = await cli.run("alice", "check-key", "bob", json_out=False)
+    assert "VERIFIED" in shown.out and "not verified" not in shown.out
+    # bob adds a device: a DM now includes a key alice never accepted.
+    await cli.ok("bob2", "login", "bob")
+    await cli.ok("alice", "dm", "bob")
+    refused = await cli.run("alice", "send", "@bob", "secret plans")
+    assert refused.rc == 1
+    assert "changed since you verified" in refused.err and refused.err.count("\n") == 1
+    hist = await cli.ok("alice", "history", "@bob")
+    assert hist == []  # nothing sent, nothing half-stored
+    changed = await cli.run("alice", "check-key", "bob", json_out=False)
+    assert "KEY CHANGED" in changed.out and "WARNING" in changed.out
+    accepted = await cli.ok("alice", "check-key", "bob", "--accept")
+    statuses = sorted(d["status"] for d in accepted["devices"])
+    assert statuses == ["changed", "verified"]
+    after = await cli.ok("alice", "check-key", "bob")
+    assert sorted(d["status"] for d in after["devices"]) == ["unverified", "verified"]
+    sent = await cli.ok("alice", "send", "@bob", "now it goes")
+    assert sent["state"] == "sent"

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from proto.crypto.identity import fingerprint
 from proto.errors import ConfigError, ProfileError
 from tui.cli.config import CliConfig, emit
 from tui.cli.demo import run_demo
@@ -227,21 +228,29 @@ async def _history(e: Engine, cfg: CliConfig) -> None:
 
 _KEY_FLAGS = {
     "changed": "!!! KEY CHANGED",
-    "new": "first seen (now pinned)",
-    "verified": "matches the pinned key",
+    "new": "first seen (pinned, not verified)",
+    "unverified": "matches the pinned key (not verified: compare the safety number)",
+    "verified": "VERIFIED (you compared the safety number)",
 }
 
 
 async def _check_key(e: Engine, cfg: CliConfig) -> None:
-    k = await e.check_key(cfg.args.user, accept=cfg.args.accept)
+    k = await e.check_key(cfg.args.user, accept=cfg.args.accept, verify=cfg.args.verify)
     lines = []
     for d in k.devices:
-        lines.append(f"{d.device[:16]}  {_KEY_FLAGS.get(d.status, d.status)}")
+        # The same fingerprint format as `qpc whoami` prints for our own device.
+        dev = fingerprint(bytes.fromhex(d.device))
+        lines.append(f"device:      {dev}  {_KEY_FLAGS.get(d.status, d.status)}")
         lines.append(f"  safety number: {d.safety_number}")
     if k.changed:
         lines.append(
             f"WARNING: {k.user}'s key changed. Compare safety numbers in person, "
             f"then run `qpc check-key {k.user} --accept`."
+        )
+    elif any(d.status != "verified" for d in k.devices):
+        lines.append(
+            f"Not verified: compare the safety numbers with {k.user} (in person or by call); "
+            f"if they match, run `qpc check-key {k.user} --verify`."
         )
     emit(cfg, lines or [f"{k.user} has no devices"], {**as_json(k), "changed": k.changed})
 
@@ -419,6 +428,11 @@ COMMANDS: dict[str, Command] = {
             arguments=(
                 _a("user"),
                 _a("--accept", action="store_true", help="re-pin after checking"),
+                _a(
+                    "--verify",
+                    action="store_true",
+                    help="mark the keys verified (after comparing the safety numbers)",
+                ),
             ),
             with_engine=_check_key,
         ),

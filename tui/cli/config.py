@@ -46,6 +46,8 @@ class CommandArgs:
     timeout: float = 0.0
     limit: int = 50
     accept: bool = False
+    verify: bool = False
+    """``check-key --verify``."""
     level: str | None = None
     """``notify``: the new level (None: show the current one)."""
 
@@ -111,6 +113,7 @@ def cli_config(ns: argparse.Namespace, environ: dict[str, str] | None = None) ->
         timeout=get("timeout", 0.0),
         limit=get("limit", 50),
         accept=get("accept", False),
+        verify=get("verify", False),
         level=get("level", None),
     )
     return CliConfig(

@@ -299,7 +299,9 @@ class DeviceKeyCheck:
     safety_number: str
     """Safety number of (our key, their key), groups of digits, order-independent."""
     status: str
-    """``new`` (first seen, now pinned), ``verified`` (matches pin) or ``changed``."""
+    """``new`` (first seen, now pinned), ``unverified`` (matches the pin, never
+    compared), ``verified`` (matches the pin; the user compared safety numbers
+    and marked it verified) or ``changed`` (not the pinned key)."""
     previous_device: str = ""
     """When ``changed``: hex of the key we had pinned before."""
 
@@ -496,8 +498,12 @@ class ClientEngine(Protocol):
         """Measure ``count`` round trips to the node."""
         ...
 
-    async def check_key(self, user: str) -> KeyCheck:
-        """Safety numbers for each of ``user``'s devices; flags changed keys."""
+    async def check_key(self, user: str, *, accept: bool = False, verify: bool = False) -> KeyCheck:
+        """Safety numbers for each of ``user``'s devices; flags changed keys.
+
+        ``accept``: pin the current devices (acknowledge a change);
+        ``verify``: the user compared the numbers: pin and mark them verified.
+        """
         ...
 
     async def refresh_keypackages(self) -> KeyStock:
