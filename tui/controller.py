@@ -407,18 +407,25 @@ class ChatApp(App[None]):
 
     @work(exclusive=True, group="keys", exit_on_error=False, name="verify keys")
     async def check_key(self, user: str) -> None:
-        """Show the safety numbers of ``user``'s devices; mark verified or accept if asked."""
+        """Show the safety numbers of ``user``'s devices (the dialog can mark or accept)."""
+        check = await self._engine().check_key(user)
+
+        def chosen(choice: str | None) -> None:
+            if choice in ("verify", "accept"):
+                self.mark_key(check.user, choice)
+
+        await self.push_screen(KeyCheckDialog(check), chosen)
+
+    @work(exclusive=True, group="keys", exit_on_error=False, name="verify keys")
+    async def mark_key(self, user: str, choice: str) -> None:
+        """The user compared safety numbers: mark ``user``'s keys verified, or accept a change."""
         engine = self._engine()
-        check = await engine.check_key(user)
-        choice = await self.push_screen_wait(KeyCheckDialog(check))
         if choice == "verify":
             await engine.check_key(user, verify=True)
-            self.notify(f"{check.user}'s keys are marked verified.")
-        elif choice == "accept":
+            self.notify(f"{user}'s keys are marked verified.")
+        else:
             await engine.check_key(user, accept=True)
-            self.notify(
-                f"Accepted {check.user}'s new key. Mark it verified once you compared numbers."
-            )
+            self.notify(f"Accepted {user}'s new key. Mark it verified once you compared numbers.")
 
     @work(exclusive=True, group="info", exit_on_error=False, name="info")
     async def refresh_info(self) -> None:

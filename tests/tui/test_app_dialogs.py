@@ -130,9 +130,25 @@ async def test_verify_keys_shows_safety_numbers(
         await settle(app, pilot)
         assert isinstance(app.screen, KeyCheckDialog)
         texts = " ".join(str(s.render()) for s in app.screen.query(".safety-number"))
-        assert "11111 22222 33333 44444" in texts and "verified" in texts
+        assert "11111 22222 33333 44444" in texts and "unverified" in texts
+        # Enter (on Close) never marks anything verified.
         await pilot.press("enter")
+        await settle(app, pilot)
         assert isinstance(app.screen, MainScreen)
+        assert not engine.verified
+        # Compared the numbers: mark verified.
+        await pilot.press("f6", *"bob", "enter")
+        await settle(app, pilot)
+        await pilot.click("#verify")
+        await settle(app, pilot)
+        assert isinstance(app.screen, MainScreen)
+        assert ("check_key", ("bob", False, True)) in engine.calls
+        await pilot.press("f6", *"bob", "enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, KeyCheckDialog)
+        texts = " ".join(str(s.render()) for s in app.screen.query(".safety-number"))
+        assert "unverified" not in texts and "verified" in texts
+        assert not app.screen.query("#verify")
 
 
 async def _fill_welcome(pilot: object, app: QpcApp, *, register: bool) -> None:
