@@ -20,7 +20,7 @@ from datetime import datetime
 
 from textual import on, work
 from textual.app import App, ComposeResult
-from textual.widgets import Static
+from textual.widgets import Input, Static
 from textual.worker import Worker, WorkerState
 
 from proto.errors import ConfigError, LocalError, TransportError, WrongPassphrase
@@ -622,3 +622,20 @@ class ChatApp(App[None]):
         self.call_after_refresh(filled)
         if self.engine is not None:
             self.refresh_info()
+        else:
+            self.refresh_info_bare()
+
+    def _welcome_server(self) -> str:
+        """The server typed in the welcome form ("" = the local node)."""
+        for screen in self.screen_stack:
+            if isinstance(screen, WelcomeScreen):
+                return screen.query_one("#server", Input).value.strip()
+        return self.factory.default_server
+
+    @work(exclusive=True, group="info", exit_on_error=False, name="info")
+    async def refresh_info_bare(self) -> None:
+        """Before login: health and one ping of the welcome form's server, no account."""
+        server = self._welcome_server()
+        self.health_info = await self.factory.health(server)
+        self._fill_info()
+        self.post_message(PingSampled(await self.factory.ping(server)))

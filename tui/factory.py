@@ -13,11 +13,11 @@ import asyncio
 from dataclasses import replace
 from pathlib import Path
 
-from tui.client.api import ClientEngine
+from tui.client.api import ClientEngine, Health, PingResult
 from tui.client.core import EMBEDDED, EngineConfig
 from tui.client.engine import Engine
 from tui.client.localnode import NodeLease
-from tui.client.probe import pin_server, probe_server
+from tui.client.probe import node_health, node_ping, pin_server, probe_server
 from tui.client.profile import Profile
 from tui.session import LoginForm, ServerKey
 
@@ -88,6 +88,14 @@ class EngineFactoryImpl:
         return ServerKey(
             server=probe.server, fingerprint=probe.fingerprint, pinned=probe.pinned or ""
         )
+
+    async def health(self, server: str) -> Health:
+        """The node's health before login (:func:`tui.client.probe.node_health`)."""
+        return await node_health(self.base, server)
+
+    async def ping(self, server: str) -> PingResult:
+        """One round trip before login (:func:`tui.client.probe.node_ping`)."""
+        return await node_ping(self.base, server, 1)
 
     async def open(self, form: LoginForm, *, trust_fingerprint: str) -> ClientEngine:
         """Pin the confirmed key (the profile's pin store), then open (or create) the profile."""

@@ -166,7 +166,7 @@ def test_two_clients_notice_and_one_node_starts(base: Path) -> None:
 
 
 async def test_tui_notices_a_killed_node_and_resumes(base: Path) -> None:
-    """Pilot over a real node process: kill -9, "reconnecting" at once, reconnected, chat goes on."""
+    """Pilot over a real node: kill -9, "reconnecting" at once, reconnected, chat goes on."""
     await asyncio.to_thread(qpc, base, "alice", "register", "alice")
     await asyncio.to_thread(qpc, base, "bob", "register", "bob")
     await asyncio.to_thread(qpc, base, "bob", "dm", "alice", "before")
