@@ -41,6 +41,7 @@ from tui.client.api import (
     SecurityWarning,
     WhoAmI,
 )
+from tui.lastchannel import load_last_channel, save_last_channel
 from tui.messages import EngineEventPosted, PingSampled
 from tui.notifications import Notifier, NotifyLevel, load_levels, save_level
 from tui.screens.dialogs import KeyCheckDialog, TrustServerDialog
@@ -261,7 +262,10 @@ class ChatApp(App[None]):
         if self._main().active_channel is not None or self._opening is not None:
             return
         fresh = [c for c in channels if c.active]
-        if fresh:
+        last = load_last_channel(self.factory.profile_dir)
+        if last is not None and any(c.id == last for c in fresh):
+            self.open_channel(last)  # where the person left off (tui.lastchannel)
+        elif fresh:
             self.open_channel(max(fresh, key=lambda c: c.last_activity_ms).id)
 
     @work(exclusive=True, group="open", exit_on_error=False, name="open")
@@ -288,6 +292,9 @@ class ChatApp(App[None]):
         main = self._main()
         has_older = len(history) >= first
         main.open_channel(channel_id, history, has_older=has_older)
+        profile = self.factory.profile_dir
+        if profile is not None and load_last_channel(profile) != channel_id:
+            await asyncio.to_thread(save_last_channel, profile, channel_id)
         # Messages that arrived while the history was loading (the log de-duplicates).
         arrived, self._arrived_while_opening = self._arrived_while_opening, []
         for message in arrived:
