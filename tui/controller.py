@@ -51,7 +51,7 @@ from tui.screens.welcome import WelcomeScreen
 from tui.session import EngineFactory, LoginForm, ServerKeyStatus
 from tui.settings import TuiSettings
 from tui.terminal import TerminalCaps
-from tui.userfacing import describe_error
+from tui.userfacing import describe_error, local_node_hint
 from tui.widgets.channel_list import ChannelList
 from tui.widgets.composer import Composer
 from tui.widgets.message_log import MessageLog
@@ -470,6 +470,11 @@ class ChatApp(App[None]):
             self.set_timer(_RESUBSCRIBE_S, self._resubscribe)
         if worker.group in QUIET_GROUPS:
             return
+        if worker.name in ("invite", "direct message") and self.engine is not None:
+            info = self.engine.server_info()
+            hint = local_node_hint(error, info.address) if info.embedded else None
+            if hint is not None:
+                text = f"{text} {hint}"
         self.notify(text, title=worker.name.capitalize(), severity="error")
 
     def _resubscribe(self) -> None:

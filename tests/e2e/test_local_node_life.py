@@ -5,6 +5,7 @@ client uses it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -210,3 +211,45 @@ async def test_tui_notices_a_killed_node_and_resumes(base: Path) -> None:
         await app.action_quit()
     # The TUI was the node's last client: it stopped the node on its way out.
     assert read_local_node(base) is None
+
+
+def test_two_homes_share_one_node(tmp_path: Path) -> None:
+    """Two people with their own HOMEs: bob points --server at alice's local node."""
+
+    def env(home: Path) -> dict[str, str]:
+        e = cli_env(tmp_path, HOME=str(home))
+        for key in ("QPC_DATA_DIR", "XDG_DATA_HOME", "QPC_PROFILE"):
+            e.pop(key, None)
+        return e
+
+    def run(home: Path, *args: str) -> dict[str, object]:
+        done = subprocess.run(
+            [sys.executable, "-m", "tui.cli", "--json", *args],
+            capture_output=True,
+            text=True,
+            env=env(home),
+            timeout=90,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        doc: dict[str, object] = json.loads(done.stdout)
+        return doc
+
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    alice.mkdir()
+    bob.mkdir()
+    try:
+        run(alice, "register", "alice")
+        node = run(alice, "local-node")
+        address = str(node["address"])
+        who = run(bob, "--server", address, "register", "bob")
+        assert who["server_fingerprint"] == node["fingerprint"]
+        run(alice, "dm", "bob", "hello from another HOME")
+        got = run(bob, "--server", address, "recv")
+        assert [m["text"] for m in got["messages"]] == ["hello from another HOME"]  # type: ignore[attr-defined]
+        # One node, in alice's HOME, private to her; bob's HOME has none.
+        homes = [p.parent for p in tmp_path.rglob("local-node/node.json")]
+        assert len(homes) == 1 and alice in homes[0].parents
+        assert homes[0].stat().st_mode & 0o777 == 0o700
+    finally:
+        run(alice, "stop-local-node")

@@ -26,7 +26,7 @@ from tui.cli.config import CliConfig, emit
 from tui.cli.demo import run_demo
 from tui.client import api
 from tui.client.engine import Engine
-from tui.client.localnode import stop_local_node
+from tui.client.localnode import ensure_local_node, stop_local_node
 from tui.client.passphrase import resolve_passphrase
 from tui.client.probe import node_health, node_ping
 from tui.client.profile import Profile
@@ -291,6 +291,19 @@ def _serve_web(ns: argparse.Namespace) -> int:
     return serve_web(ns)
 
 
+async def _local_node(cfg: CliConfig) -> None:
+    node = await asyncio.to_thread(ensure_local_node)
+    emit(
+        cfg,
+        [
+            f"local node: {node.address}",
+            f"key:        {node.fingerprint}",
+            f"others on this machine use it with: qpc --server {node.address}",
+        ],
+        {"address": node.address, "fingerprint": node.fingerprint, "pid": node.pid},
+    )
+
+
 async def _stop_local_node(cfg: CliConfig) -> None:
     stopped = await asyncio.to_thread(stop_local_node)
     emit(cfg, "stopped" if stopped else "no local node running", {"stopped": stopped})
@@ -456,6 +469,11 @@ COMMANDS: dict[str, Command] = {
             name="demo",
             help="the TUI in a live group with scripted peers (throwaway node)",
             tui=True,
+        ),
+        Command(
+            name="local-node",
+            help="the shared embedded node's address and key (started if none runs)",
+            standalone=_local_node,
         ),
         Command(
             name="stop-local-node",
