@@ -24,6 +24,7 @@ from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from proto.errors import ConfigError, LocalError, TransportError, WrongPassphrase
+from tui import slash
 from tui.client.api import (
     ChannelInfo,
     ChannelsChanged,
@@ -42,7 +43,7 @@ from tui.client.api import (
     WhoAmI,
 )
 from tui.messages import EngineEventPosted, PingSampled
-from tui.notifications import Notifier, NotifyLevel, load_levels, save_level
+from tui.notifications import Notifier, NotifyLevel, load_levels, mentions, save_level
 from tui.screens.dialogs import KeyCheckDialog, TrustServerDialog
 from tui.screens.info import InfoScreen
 from tui.screens.main import MainScreen
@@ -329,11 +330,36 @@ class ChatApp(App[None]):
 
     @on(Composer.Submitted)
     def _composer_submitted(self, event: Composer.Submitted) -> None:
+        parsed = slash.parse(event.text)
+        if isinstance(parsed, slash.Unknown):
+            # Never sent: the line stays in the composer to be fixed.
+            self._restore_line(event.composer, event.text)
+            self.notify(
+                f"Unknown command /{parsed.name}. /help lists the commands; "
+                "//text sends a line starting with a slash.",
+                severity="warning",
+            )
+            return
+        if isinstance(parsed, slash.Invocation):
+            error = self.run_slash(parsed)
+            if error:
+                self._restore_line(event.composer, event.text)
+                self.notify(error, severity="warning")
+            return
         channel = self._main().active_channel
         if channel is None:
             self.notify("Open a channel first.", severity="warning")
             return
-        self.send(channel, event.text)
+        self.send(channel, parsed.text)
+
+    @staticmethod
+    def _restore_line(composer: Composer, text: str) -> None:
+        composer.load_text(text)
+        composer.move_cursor(composer.document.end)
+
+    def run_slash(self, invocation: slash.Invocation) -> str:
+        """Run a slash command; returns a usage error ("" when it ran)."""
+        return f"/{invocation.command.name} is not available here."
 
     @work(group="send", exit_on_error=False, name="send")
     async def send(self, channel: str, text: str) -> None:
@@ -511,7 +537,8 @@ class ChatApp(App[None]):
             if not msg.outgoing:
                 self.mark_read(msg.channel)
             return
-        main.bump(msg.channel, msg.time_ms, unread=not msg.outgoing)
+        named = not msg.outgoing and mentions(main.user, msg.text)
+        main.bump(msg.channel, msg.time_ms, unread=not msg.outgoing, mention=named)
         if msg.outgoing:
             return
         self._note_for_alert(main, msg)

@@ -231,6 +231,12 @@ class Session:
         """A page of a channel's history, oldest first."""
         return await self.profile.list_messages(channel, limit=limit, before_id=before_id)
 
+    async def search_messages(
+        self, query: str, channels: list[bytes], *, channel: bytes | None, limit: int
+    ) -> list[ChatMessage]:
+        """Stored messages containing every word of ``query``, newest first."""
+        return await self.profile.search_messages(query, channels, channel_id=channel, limit=limit)
+
     # ------------------------------------------------------------------ connection
 
     @property

@@ -268,6 +268,19 @@ class Engine:
                 await self.session.save()
             return [self.views.to_api(r) for r in rows]
 
+    async def search(
+        self, query: str, *, channel: str | None = None, limit: int = 50
+    ) -> list[api.Message]:
+        """Stored messages containing every word of ``query`` (any case), newest first.
+
+        Searches every channel this profile has history for, or only
+        ``channel``. The index lives in memory (see :mod:`tui.client.search`).
+        """
+        cid = None if channel is None else self.views.resolve(channel)
+        channels = [bytes.fromhex(h) for h in self.session.state.channels]
+        rows = await self.session.search_messages(query, channels, channel=cid, limit=limit)
+        return [self.views.to_api(r) for r in rows]
+
     async def mark_read(self, channel: str) -> None:
         """Clear the channel's unread count (saved: survives restarts)."""
         async with self.session.mutex:
