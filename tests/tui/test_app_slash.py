@@ -249,7 +249,7 @@ async def test_paste_is_one_message_and_links_copy(
 ) -> None:
     app = app_factory(FakeFactory(engine))
     copied: list[str] = []
-    app.copy_to_clipboard = copied.append  # type: ignore[method-assign]
+    app.copy_to_clipboard = copied.append  # type: ignore[method-assign,assignment]
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(app, pilot)
         main = main_screen(app)
