@@ -36,7 +36,7 @@ COMMANDS: tuple[PaletteCommand, ...] = (
     PaletteCommand("channel: previous", "Open the previous channel", "cycle_channel(-1)"),
     PaletteCommand("channel: refresh", "Reload the channel list", "refresh_channels"),
     PaletteCommand(
-        "channel: next active",
+        "channel: hotlist",
         "Open the next channel with new messages, mentions first (Alt+A)",
         "hotlist",
     ),
@@ -49,13 +49,9 @@ COMMANDS: tuple[PaletteCommand, ...] = (
     PaletteCommand(
         "message: action", "Say what you do, “* alice waves” (/me)", "compose_command('me')"
     ),
-    PaletteCommand("search: all channels", "Search the local history (Ctrl+F)", "search"),
-    PaletteCommand(
-        "search: this channel", "Search the open channel's history", "search('', 'channel')"
-    ),
-    PaletteCommand(
-        "links: copy or open", "Links of the open channel: copy (OSC 52) or open", "links"
-    ),
+    PaletteCommand("search: all", "Search the local history (Ctrl+F)", "search"),
+    PaletteCommand("search: channel", "Search the open channel's history", "search('', 'channel')"),
+    PaletteCommand("links: show", "Links of the open channel: copy (OSC 52) or open", "links"),
     PaletteCommand("members: toggle", "Show or hide the member list", "toggle_members"),
     PaletteCommand("members: remove", "Remove people from the open channel", "remove_members"),
     PaletteCommand("dm: start", "Start a direct conversation", "new_dm"),
@@ -81,7 +77,7 @@ COMMANDS: tuple[PaletteCommand, ...] = (
         "notify: mute", "No toasts or bells for the open channel", "notify_level('mute')"
     ),
     PaletteCommand("bell: toggle", "Ring on messages in other channels", "toggle_bell", False),
-    PaletteCommand("help: commands and keys", "Slash commands and key bindings", "help", False),
+    PaletteCommand("help: keys", "Slash commands and every key binding", "help", False),
     PaletteCommand("app: quit", "Leave quicnprotochat", "quit", False),
 )
 
