@@ -38,11 +38,47 @@ from proto.crypto.atrest import KdfParams  # noqa: E402
 from tui.client.profile import ChatMessage, Profile  # noqa: E402
 from tui.client.search import SearchIndex, query_terms  # noqa: E402
 
-_WORDS = (
-    "the node is up again deploy release build test ship review merge branch fix bug "
-    "lunch coffee meeting tomorrow today later thanks ok sure maybe question answer key "
-    "group channel member invite message search history backlog ping health server"
-).split()
+_WORDS = [
+    "the",
+    "node",
+    "is",
+    "up",
+    "again",
+    "deploy",
+    "release",
+    "build",
+    "test",
+    "ship",
+    "review",
+    "merge",
+    "branch",
+    "fix",
+    "bug",
+    "lunch",
+    "coffee",
+    "meeting",
+    "tomorrow",
+    "today",
+    "later",
+    "thanks",
+    "ok",
+    "sure",
+    "maybe",
+    "question",
+    "answer",
+    "key",
+    "group",
+    "channel",
+    "member",
+    "invite",
+    "message",
+    "search",
+    "history",
+    "backlog",
+    "ping",
+    "health",
+    "server",
+]
 
 
 def _text(rng: random.Random, i: int) -> str:
