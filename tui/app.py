@@ -150,21 +150,20 @@ class QpcApp(ChatApp):
         channel = self._need_channel()
         if channel is None:
             return ""
-        send_action = getattr(self.engine, "send_action", None)
-        if send_action is None:
+        if getattr(self.engine, "send_action", None) is None:
             return "/me is not available yet: this client has no action messages."
-        self.run_worker(send_action(channel, action), group="send", exit_on_error=False)
+        self.send_action(channel, action)
         return ""
 
     def _topic(self, text: str) -> str:
         channel = self._need_channel()
         if channel is None:
             return ""
-        set_topic = getattr(self.engine, "set_topic", None)
-        if set_topic is None:
+        if getattr(self.engine, "set_topic", None) is None:
             return "/topic is not available yet: this client has no channel topics."
-        if text:
-            self.run_worker(set_topic(channel, text), group="channel-op", exit_on_error=False)
+        if not text:
+            return "Usage: /topic text"
+        self.set_topic(channel, text)
         return ""
 
     def _need_channel(self) -> str | None:

@@ -11,6 +11,7 @@ from tests.tui.conftest import Recorder, current, main_screen, populated_engine,
 from tests.tui.fake_engine import FakeEngine, FakeFactory
 from tui import slash
 from tui.app import QpcApp
+from tui.client.api import ChannelInfo, Message
 from tui.links import find_urls, urls_newest_first
 from tui.notifications import NotifyLevel, load_levels
 from tui.screens.help import HelpScreen
@@ -271,3 +272,40 @@ async def test_paste_is_one_message_and_links_copy(
         assert copied == ["https://example.org/x"]
         assert current(app) is main
         assert isinstance(main.query_one(ChannelList), OptionList)
+
+
+class _KindsEngine(FakeEngine):
+    """A fake engine with action messages and topics."""
+
+    async def send_action(self, channel: str, text: str) -> Message:
+        self._check("send_action", channel, text)
+        return self.add_message(channel, self.user, f"* {self.user} {text}")
+
+    async def set_topic(self, channel: str, topic: str) -> ChannelInfo:
+        self._check("set_topic", channel, topic)
+        return self._channels[channel]
+
+
+async def test_me_and_topic_use_the_engine_when_it_has_them(
+    app_factory: AppFactory, recorder: Recorder
+) -> None:
+    engine = _KindsEngine()
+    general = engine.add_channel("general", ("bob",))
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(100, 30), message_hook=recorder) as pilot:
+        await settle(app, pilot)
+        main = main_screen(app)
+        assert main.active_channel == general.id
+        composer = main.query_one(Composer)
+        composer.focus()
+        await _type(pilot, composer, "/me waves")
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert ("send_action", (general.id, "waves")) in engine.calls
+        assert not [c for c in engine.calls if c[0] == "send"]
+        assert main.query_one(MessageLog).message_count == 1
+        await _type(pilot, composer, "/topic release day")
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert ("set_topic", (general.id, "release day")) in engine.calls
+        assert composer.text == ""

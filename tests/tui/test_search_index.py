@@ -75,3 +75,24 @@ def _assert_absent(path: Path, needles: list[bytes]) -> None:
     for name, blob in blobs.items():
         for needle in needles:
             assert needle.lower() not in blob, f"{needle!r} found in {name}"
+
+
+async def test_rewritten_record_never_returns_old_text(tmp_path: Path) -> None:
+    import dataclasses
+
+    from tui.client.profile import _encode_message
+
+    async with await Profile.create(tmp_path, PASS, kdf=FAST_TEST_PARAMS) as p:
+        local_id = await p.append_message(_msg("old secret words"))
+        assert len(await p.search_messages("secret", [ONE])) == 1
+        # rewrite the stored record in place (what an edit or a delete does)
+        tag = p._channel_tag(ONE)
+        new = dataclasses.replace(_msg("new text"), local_id=local_id)
+        record = p._keys.records.encrypt(
+            _encode_message(new), table="messages", column="record", row=p._row(tag, local_id)
+        )
+        await p._write.write(
+            lambda c: c.execute("UPDATE messages SET record = ? WHERE id = ?", (record, local_id))
+        )
+        assert await p.search_messages("secret", [ONE]) == []
+        assert [m.text for m in await p.search_messages("new", [ONE])] == ["new text"]

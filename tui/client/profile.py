@@ -53,7 +53,7 @@ from proto.crypto.envelope import HybridPrivateKey
 from proto.crypto.identity import IdentityKey
 from proto.errors import DecryptionFailed, ProfileError
 from tui.client.dbwriter import GroupWriter
-from tui.client.search import IndexedMessage, SearchIndex
+from tui.client.search import IndexedMessage, SearchIndex, query_terms
 
 __all__ = [
     "CLIENT_DB",
@@ -571,6 +571,7 @@ class Profile:
         tag = None if channel_id is None else self._channel_tag(channel_id)
         if tag is not None and tag not in by_tag:
             by_tag[tag] = channel_id  # type: ignore[assignment]
+        terms = query_terms(query)
         hits = [
             (local_id, t)
             for local_id, t in self._search.search(query, channel_tag=tag, limit=limit * 4)
@@ -592,7 +593,14 @@ class Profile:
                 column="record",
                 row=self._row(row_tag, int(local_id)),
             )
-            found[int(local_id)] = _decode_message(by_tag[row_tag], int(local_id), plain)
+            msg = _decode_message(by_tag[row_tag], int(local_id), plain)
+            folded = msg.text.casefold()
+            if all(t in folded for t in terms):
+                found[int(local_id)] = msg
+            else:
+                # Rewritten since it was indexed (an edit or a delete that did
+                # not tell the index): index what is stored now.
+                self._search.replace(int(local_id), msg.text)
         return [found[i] for i, _ in hits if i in found]
 
     async def _catch_up_index(self) -> None:
