@@ -105,8 +105,8 @@ class SearchScreen(ModalScreen[Message | None]):
     def _line(self, m: Message) -> Text:
         when = datetime.fromtimestamp(m.time).strftime("%Y-%m-%d %H:%M")
         text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(when, "dim")
-        text.append(f" {self._label(m.channel)} ", "bold")
+        text.append(when + "  ", "dim")
+        text.append(f"{self._label(m.channel)} ", "bold")
         text.append(f"{m.sender}: ", "bold")
         text.append(m.text.replace("\n", " ⏎ "))
         return text
