@@ -99,7 +99,10 @@ class QpcApp(ChatApp):
         if name == "join":
             if len(words) != 1:
                 return usage
-            self._join(words[0].lstrip("#"))
+            if words[0].startswith("@"):
+                self.start_dm(words[0][1:])  # /join @bob: the DM, like /msg bob
+            else:
+                self._join(words[0].lstrip("#"))
         elif name == "invite":
             opened = self._open_channel()
             if opened is None:

@@ -550,6 +550,14 @@ class Profile:
         """
         return self._search
 
+    def forget_indexed(self, conn: sqlite3.Connection, tag: bytes, local_id: int) -> None:
+        """Scrub hook (runs in the writer's transaction): a deleted message leaves the index.
+
+        ``conn`` and ``tag`` are unused: the index holds nothing in the database.
+        """
+        del conn, tag
+        self._search.forget(local_id)
+
     async def search_messages(
         self,
         query: str,
