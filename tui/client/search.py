@@ -88,20 +88,21 @@ class SearchIndex:
             return []
         out: list[tuple[int, bytes]] = []
         ids, tags, texts = self._ids, self._tags, self._texts
+        gone, patched = self._gone, self._patched
         first, rest = terms[0], terms[1:]
         for i in range(len(ids) - 1, -1, -1):
             text = texts[i]
-            if first not in text and not self._patched:
+            if patched:
+                text = patched.get(ids[i], text)
+            if first not in text:
                 continue
             if channel_tag is not None and tags[i] != channel_tag:
                 continue
-            local_id = ids[i]
-            if self._gone and local_id in self._gone:
+            if gone and ids[i] in gone:
                 continue
-            text = self._patched.get(local_id, text)
-            if first not in text or any(t not in text for t in rest):
+            if rest and any(t not in text for t in rest):
                 continue
-            out.append((local_id, tags[i]))
+            out.append((ids[i], tags[i]))
             if len(out) >= limit:
                 break
         return out
