@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from textual import events
 from textual.widgets import DataTable, Input, OptionList
 
@@ -99,8 +100,14 @@ async def test_unknown_command_is_not_sent_and_kept(
 
 
 async def test_help_me_topic_notify_join_commands(
-    engine: FakeEngine, app_factory: AppFactory, recorder: Recorder, tmp_path: object
+    engine: FakeEngine,
+    app_factory: AppFactory,
+    recorder: Recorder,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # an engine without action messages and topics
+    monkeypatch.setattr(engine, "send_action", None, raising=False)
+    monkeypatch.setattr(engine, "set_topic", None, raising=False)
     app = app_factory(FakeFactory(engine))
     async with app.run_test(size=(100, 30), message_hook=recorder) as pilot:
         await settle(app, pilot)
