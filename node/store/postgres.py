@@ -58,6 +58,7 @@ from node.store.base import (
     KeyPackageCount,
     SessionRecord,
     StoredEnvelope,
+    WelcomeParts,
 )
 from node.store.cache import LruCache
 from proto.errors import (
@@ -917,6 +918,8 @@ class PostgresStore:
         joiners: Sequence[bytes],
         now_ms: int,
         max_depth: int,
+        *,
+        parts: WelcomeParts | None = None,
     ) -> ChannelCommitResult:
         """Not built for this backend: :class:`Unavailable`."""
         raise Unavailable(self._NO_CHANNEL_LOGS)
@@ -924,6 +927,12 @@ class PostgresStore:
     async def set_channel_key(
         self, channel_id: bytes, epoch: int, committer: bytes, key_hash: bytes
     ) -> None:
+        """Not built for this backend: :class:`Unavailable`."""
+        raise Unavailable(self._NO_CHANNEL_LOGS)
+
+    async def fetch_welcome(
+        self, channel_id: bytes, epoch: int, recipient: bytes
+    ) -> tuple[bytes, bytes] | None:
         """Not built for this backend: :class:`Unavailable`."""
         raise Unavailable(self._NO_CHANNEL_LOGS)
 
