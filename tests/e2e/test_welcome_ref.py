@@ -54,12 +54,12 @@ async def test_join_by_reference_and_cleanup(
     assert len(entries) == 2 == len(call["joiners"])
     for entry in entries:  # only the joiner's own secrets behind the reference
         assert entry[:1] == WELCOME_REF_FIRST_BYTE
-        epoch, secrets = parse_welcome_ref(entry)
+        epoch, _ = parse_welcome_ref(entry)
         assert epoch == call["epoch"] + 1
         assert len(entry) < 2_000
     # the node keeps the parts until a joiner acks its entry
     raw = await (await bob.rpc()).fetch(after_seq=0, limit=10)
-    assert [e.data for e in raw.envelopes][0] in entries
+    assert raw.envelopes[0].data in entries
     res = await (await bob.rpc()).fetch_welcome(channel_id=bytes.fromhex(chan.id), epoch=epoch)
     assert res.group_info == call["group_info"] and res.ratchet_tree == call["ratchet_tree"]
     with pytest.raises(Unauthenticated):  # a device token is needed
