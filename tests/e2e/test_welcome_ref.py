@@ -10,19 +10,34 @@ join; the shared parts are deleted once every joiner acked its entry.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from node.embedded import EmbeddedNode
+from node.embedded import EmbeddedNode, start_embedded_node
 from proto.errors import NotFound, Unauthenticated
 from proto.rpc_client import RpcClient
 from tests.e2e.helpers import new_user
+from tests.node.backends import BACKENDS, backend_for
+from tests.node.helpers import node_config
 from tui.client.engine import Engine
 from tui.client.receive import WELCOME_REF_FIRST_BYTE, parse_welcome_ref
 
 pytestmark = [pytest.mark.network]
+
+
+@pytest.fixture(params=BACKENDS)
+async def node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EmbeddedNode]:
+    """A node on each store backend."""
+    async with backend_for(request.param, tmp_path) as backend:
+        store = backend.target if backend.name == "postgres" else ""
+        handle = await start_embedded_node(node_config(tmp_path / "node", store=store))
+        try:
+            yield handle
+        finally:
+            await handle.stop()
 
 
 def _spy(monkeypatch: pytest.MonkeyPatch, change: Any = None) -> list[dict[str, Any]]:
