@@ -110,8 +110,12 @@ def _stored(db_path: Path) -> tuple[int, int]:
         return int(inline or 0) + int(shared or 0), int(rows or 0)
 
 
-async def _bounded(coros: list[Any], n: int = 8) -> list[Any]:
-    """Run ``coros`` at most ``n`` at a time (one event loop per process)."""
+async def _bounded(coros: list[Any], n: int = 2) -> list[Any]:
+    """Run ``coros`` at most ``n`` at a time. The devices of a worker share
+    its event loop and MLS calls block it: asyncio runs every ready callback
+    before it next reads the network, so many syncs ready at once would hold
+    the loop for seconds and their idle connections would declare the node
+    dead (the client's 6 s keepalive). A real client has its own process."""
     sem = asyncio.Semaphore(n)
 
     async def one(c: Any) -> Any:

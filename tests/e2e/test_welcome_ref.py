@@ -144,3 +144,29 @@ async def test_missing_tree_is_refused_clearly(
         await bob.sync()
     assert "its ratchet tree and GroupInfo are not on the node" in caplog.text
     assert bytes.fromhex(chan.id) not in bob.mls.group_ids()
+
+
+async def test_invite_too_large_for_one_commit_is_split(
+    tmp_path: Path, engines: list[Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a node limit one commit of the invite cannot meet, the engine
+    splits it into several commits; everyone joins, no size error surfaces."""
+    handle = await start_embedded_node(
+        # 12 hybrid KeyPackages (~2.7 KB each) and the path (38 KB) do not fit in 30 KB
+        node_config(tmp_path / "node", max_commit_bytes=30_000)
+    )
+    try:
+        names = [f"u{i:02d}" for i in range(13)]
+        users = [await new_user(handle, tmp_path, n) for n in names]
+        engines += users
+        calls = _spy(monkeypatch)
+        chan = await users[0].create_group("team")
+        await users[0].invite(chan.id, names[1:])
+        accepted = [c for c in calls if c["joiners"]]
+        assert len({c["epoch"] for c in accepted}) >= 2  # several commits
+        for e in users[1:]:
+            await e.sync()
+        for e in users:
+            assert len(await e.members(chan.id)) == len(names)
+    finally:
+        await handle.stop()
