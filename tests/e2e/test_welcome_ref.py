@@ -170,3 +170,36 @@ async def test_invite_too_large_for_one_commit_is_split(
             assert len(await e.members(chan.id)) == len(names)
     finally:
         await handle.stop()
+
+
+@pytest.mark.slow
+async def test_invite_200_at_once_with_default_limits(
+    tmp_path: Path, engines: list[Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """200 people invited in one call to a node with the default size limits:
+    everyone joins by reference and reads the next message."""
+    size = 201
+    handle = await start_embedded_node(
+        # every device connects from 127.0.0.1: only that limit is lifted
+        node_config(tmp_path / "node", max_connections_per_address=4 * size)
+    )
+    try:
+        names = [f"u{i:03d}" for i in range(size)]
+        users: list[Engine] = []
+        for start in range(0, size, 8):
+            users += [await new_user(handle, tmp_path, n) for n in names[start : start + 8]]
+        engines += users
+        calls = _spy(monkeypatch)
+        owner, rest = users[0], users[1:]
+        chan = await owner.create_group("big")
+        await owner.invite(chan.id, names[1:])
+        joined = [c for c in calls if c["joiners"]]
+        assert sum(len(c["joiners"]) for c in joined) >= size - 1
+        for e in rest:  # one at a time: they share this event loop
+            await e.sync()
+        await owner.send(chan.id, "hello 200")
+        for e in rest:
+            assert [m.text for m in await e.sync()] == ["hello 200"]
+        assert len(await rest[-1].members(chan.id)) == size
+    finally:
+        await handle.stop()
