@@ -51,6 +51,7 @@ from node.config import NodeConfig
 from node.embedded import start_embedded_node
 from proto import codec
 from proto.crypto.atrest import FAST_TEST_PARAMS
+from proto.errors import ConnectionLost
 from proto.rpc_client import RpcClient
 from tui.client.core import EngineConfig
 from tui.client.engine import Engine
@@ -139,6 +140,20 @@ async def _open(port: int, base: Path, name: str, kp: int) -> Engine:
 
 # ------------------------------------------------------------------ processes
 
+LOST: list[int] = [0]
+"""Connections a worker's device saw die (keepalive) and re-made, this run."""
+
+
+async def _sync(e: Engine) -> list[Any]:
+    """``Engine.sync``, again after a lost connection (counted: a device whose
+    shared event loop was busy for over 6 s declares the node dead)."""
+    for _ in range(3):
+        try:
+            return await e.sync()
+        except ConnectionLost:
+            LOST[0] += 1
+    return await e.sync()
+
 
 def _node_main(data_dir: str, conn: Connection) -> None:
     """The node's process: start, report the port, serve until told to stop."""
@@ -188,11 +203,11 @@ def _worker_main(conn: Connection) -> None:
                     times = []
                     for n in arg:
                         t = time.perf_counter()
-                        await engines[n].sync()
+                        await _sync(engines[n])
                         times.append(time.perf_counter() - t)
                     conn.send(times)
                 elif cmd == "sync":
-                    await _bounded([e.sync() for e in engines.values()])
+                    await _bounded([_sync(e) for e in engines.values()])
                     conn.send(None)
                 elif cmd == "probe":  # decrypt the newest channel message by hand
                     name, cid = arg
@@ -206,10 +221,12 @@ def _worker_main(conn: Connection) -> None:
                     skip = arg
 
                     async def one(n: str, e: Engine, skip: str = skip) -> tuple[bool, float]:
-                        got = await e.sync()
+                        got = await _sync(e)
                         return n == skip or [m.text for m in got] == [TEXT], time.time()
 
                     conn.send(await _bounded([one(n, e) for n, e in engines.items()]))
+                elif cmd == "lost":
+                    conn.send(LOST[0])
                 elif cmd == "close":
                     for e in engines.values():
                         with contextlib.suppress(Exception):
@@ -339,12 +356,14 @@ async def run(sizes: list[int], n_workers: int, kp: int) -> None:
                 flat = [g for gs in got for g in gs]
                 recv_ms = (max(t for _, t in flat) - t0) * 1000
                 missing = sum(1 for ok, _ in flat if not ok)
+                lost = sum(await _all(workers, "lost", [None] * n_workers))
                 print(
                     f"{size:>7} {invite_s:>8.2f} {commits:>7} {commit_b:>9} {tree_b:>9} "
                     f"{welcome_b:>9} {up:>9} {after_bytes - before_bytes:>10} "
                     f"{after_rows - before_rows:>5} {cpu * 1000:>11.2f} {recv_ms:>12.0f} "
                     f"{decrypt_s * 1000:>10.2f} {join_ms:>8.0f} {add1_up:>9} {ready * 1000:>13.0f}"
-                    + (f"  ({missing} missed)" if missing else ""),
+                    + (f"  ({missing} missed)" if missing else "")
+                    + (f"  ({lost} reconnects so far)" if lost else ""),
                     flush=True,
                 )
         finally:
