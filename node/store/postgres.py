@@ -66,6 +66,7 @@ from node.store.base import (
     KeyPackageCount,
     SessionRecord,
     StoredEnvelope,
+    WelcomeParts,
 )
 from node.store.cache import LruCache
 from proto.errors import (
@@ -944,8 +945,23 @@ class PostgresStore:
         joiners: Sequence[bytes],
         now_ms: int,
         max_depth: int,
+        *,
+        parts: WelcomeParts | None = None,
     ) -> ChannelCommitResult:
         """Epoch and key check, epoch bump, commit and Welcome each stored once."""
+        if parts is not None:
+            return await self._commit_channel_parts(
+                channel_id,
+                epoch,
+                key_hash,
+                committer,
+                commit,
+                members,
+                joiners,
+                now_ms,
+                max_depth,
+                parts,
+            )
         rows = await self._fetch(
             "commit_channel",
             "SELECT qpc_commit_channel($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -981,6 +997,61 @@ class PostgresStore:
             committer,
             key_hash,
         )
+
+    async def _commit_channel_parts(
+        self,
+        channel_id: bytes,
+        epoch: int,
+        key_hash: bytes | None,
+        committer: bytes,
+        commit: bytes,
+        members: Sequence[bytes],
+        joiners: Sequence[bytes],
+        now_ms: int,
+        max_depth: int,
+        parts: WelcomeParts,
+    ) -> ChannelCommitResult:
+        """:meth:`commit_channel` with the Welcome by reference (migration 003)."""
+        rows = await self._fetch(
+            "commit_channel",
+            "SELECT qpc_commit_channel_parts($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
+            " $13)",
+            channel_id,
+            epoch,
+            key_hash,
+            committer,
+            commit,
+            list(members),
+            parts.group_info,
+            parts.ratchet_tree,
+            list(joiners),
+            list(parts.entries),
+            now_ms,
+            max_depth,
+            self.origin,
+        )
+        seqs = [int(s) for s in rows[0][0]]
+        n_commit = len(members)
+        return ChannelCommitResult(
+            new_epoch=epoch + 1,
+            commit_seqs=tuple(seqs[:n_commit]),
+            welcome_seqs=tuple(seqs[n_commit:]),
+        )
+
+    async def fetch_welcome(
+        self, channel_id: bytes, epoch: int, recipient: bytes
+    ) -> tuple[bytes, bytes] | None:
+        """Shared Welcome parts for a joiner whose inbox refers to them."""
+        rows = await self._fetch(
+            "fetch_welcome",
+            "SELECT w.group_info, w.ratchet_tree FROM channel_welcomes AS w"
+            " WHERE w.channel_id = $1 AND w.epoch = $2 AND EXISTS"
+            " (SELECT 1 FROM messages AS m WHERE m.recipient = $3 AND m.welcome_id = w.id)",
+            channel_id,
+            epoch,
+            recipient,
+        )
+        return (bytes(rows[0][0]), bytes(rows[0][1])) if rows else None
 
     async def queued_total(self) -> int:
         """Messages waiting in all inboxes."""

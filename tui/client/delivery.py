@@ -31,6 +31,7 @@ from proto.crypto.envelope import OpenedEnvelope
 from proto.errors import (
     ConnectionLost,
     MlsError,
+    NotFound,
     QpcError,
     TransportError,
     Unavailable,
@@ -267,10 +268,24 @@ class Inbox:
             case receive.ApplyMls(opened=opened):
                 await self._apply_mls(opened)
             case receive.JoinWelcome(opened=opened):
+                parts = None
+                if opened.body[:1] == receive.WELCOME_REF_FIRST_BYTE:
+                    # A Welcome by reference: fetch its shared parts first.
+                    epoch, secrets = receive.parse_welcome_ref(opened.body)
+                    try:
+                        res = await (await self._session.rpc()).fetch_welcome(
+                            channel_id=opened.channel_id, epoch=epoch
+                        )
+                    except NotFound:
+                        await self._apply(receive.welcome_parts_missing(opened))
+                        return
+                    parts = (res.group_info, secrets, res.ratchet_tree)
                 await self._ensure_undo()
                 try:
                     joined: receive.GroupView | MlsError = receive.GroupView.of(
                         client.join_from_welcome(opened.body)
+                        if parts is None
+                        else client.join_from_welcome_parts(*parts)
                     )
                 except MlsError as exc:
                     joined = exc

@@ -49,7 +49,14 @@ from tui.client.state import EngineState
 from tui.client.undo import MlsUndo
 from tui.client.views import Events, Views
 
-__all__ = ["Engine", "EngineConfig"]
+__all__ = ["HELLO_MAX_MEMBERS", "Engine", "EngineConfig"]
+
+HELLO_MAX_MEMBERS = 32
+"""A device that joins a channel of at most this many members announces its
+access key there (one message every member decrypts). In larger channels it
+does not: every joiner announcing itself to everyone costs O(members^2)
+decrypts while a group grows, and the inviter's meta message already
+carries the members' access keys (docs/CLIENT.md)."""
 
 log = logging.getLogger("tui.client.engine")
 
@@ -296,6 +303,8 @@ class Engine:
         await self.channels_part.keys_due()
         follow = self.inbox.take_follow_ups()
         for channel in follow.joined:
+            if len(self.views.group(channel).members()) > HELLO_MAX_MEMBERS:
+                continue  # the inviter's meta message carries the access keys
             try:
                 await self.outbox.send_app(
                     channel, appdata.Hello(access_key=bytes.fromhex(self.state.access_key))

@@ -35,13 +35,14 @@ from dataclasses import dataclass, field
 from proto import mls
 from proto.codec import Envelope
 from proto.crypto.envelope import ContentType, HybridPrivateKey, OpenedEnvelope, open_envelope
-from proto.errors import CryptoError, MalformedInput, MlsError
+from proto.errors import CryptoError, InvalidMessage, MalformedInput, MlsError
 from tui.client import api, appdata
 from tui.client.profile import ChatMessage
 from tui.client.state import EngineState, HeldEnvelope
 
 __all__ = [
     "MAX_HELD",
+    "WELCOME_REF_FIRST_BYTE",
     "AddUnread",
     "ApplyMls",
     "CommitSeen",
@@ -60,7 +61,10 @@ __all__ = [
     "on_envelope",
     "on_joined",
     "on_processed",
+    "parse_welcome_ref",
     "releasable",
+    "welcome_parts_missing",
+    "welcome_ref_entry",
 ]
 
 MAX_HELD = 1000
@@ -248,6 +252,21 @@ def on_envelope(
     if env.seq <= state.cursor:
         return _NOTHING
     channel = env.channel_id
+    if env.data[:1] == WELCOME_REF_FIRST_BYTE:
+        if channel in epochs:
+            return _warn("Welcome for a channel we are already in (replay?)", channel)
+        try:
+            parse_welcome_ref(env.data)
+        except MalformedInput:
+            return _warn("malformed Welcome reference", channel)
+        ref = OpenedEnvelope(
+            recipient_id=device_id,
+            channel_id=channel,
+            content_type=ContentType.MLS_WELCOME,
+            sender=b"",
+            body=env.data,
+        )
+        return Step(effects=(JoinWelcome(opened=ref),))
     if env.data[:1] == CHANNEL_ENTRY_FIRST_BYTE:
         entry = _channel_entry(env, device_id)
         if isinstance(entry, Step):
@@ -280,6 +299,29 @@ def on_envelope(
 
 CHANNEL_ENTRY_FIRST_BYTE = b"\x00"
 """First byte of an MLSMessage (version mls10 = 0x0001); a sealed envelope starts with 0x01."""
+
+
+WELCOME_REF_FIRST_BYTE = b"\x02"
+"""First byte of a Welcome by reference: ``0x02 || epoch (u64 BE) || EncryptedGroupSecrets``."""
+
+
+def welcome_ref_entry(epoch: int, secrets: bytes) -> bytes:
+    """A joiner's inbox entry for a Welcome by reference (docs/PROTOCOL.md)."""
+    return WELCOME_REF_FIRST_BYTE + epoch.to_bytes(8, "big") + secrets
+
+
+def parse_welcome_ref(data: bytes) -> tuple[int, bytes]:
+    """(epoch, EncryptedGroupSecrets) of a Welcome reference; :class:`MalformedInput` if bad."""
+    if len(data) < 10 or data[:1] != WELCOME_REF_FIRST_BYTE:
+        raise MalformedInput("not a Welcome reference")
+    return int.from_bytes(data[1:9], "big"), data[9:]
+
+
+def welcome_parts_missing(opened: OpenedEnvelope) -> Step:
+    """The node has no shared parts for our Welcome reference (acked, expired, or never stored)."""
+    return _warn(
+        "Welcome rejected: its ratchet tree and GroupInfo are not on the node", opened.channel_id
+    )
 
 
 def _channel_entry(env: Envelope, device_id: bytes) -> OpenedEnvelope | Step:
@@ -319,6 +361,12 @@ def on_joined(opened: OpenedEnvelope, joined: GroupView | MlsError) -> Step:
     """Check a group joined from a Welcome (or the join's failure)."""
     channel = opened.channel_id
     if isinstance(joined, MlsError):
+        if opened.body[:1] == WELCOME_REF_FIRST_BYTE and isinstance(joined, InvalidMessage):
+            return _warn(
+                "Welcome rejected (InvalidMessage): the ratchet tree or GroupInfo "
+                "from the node does not match the Welcome",
+                channel,
+            )
         return _warn(f"Welcome rejected ({type(joined).__name__})", channel)
     if joined.group_id != channel:
         return _warn(
