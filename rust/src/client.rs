@@ -217,6 +217,22 @@ impl Client {
         Ok(self.group(gid))
     }
 
+    /// Make every committed transaction durable (fsync the state file's
+    /// write-ahead log; transactions are otherwise crash-safe but not
+    /// power-cut-safe, see docs/MLS.md, "Storage"). Call it before another
+    /// file records that a commit or join happened.
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        let wal = format!("{}-wal", self.path);
+        run(py, &self.shared, |_| {
+            match std::fs::File::open(&wal).and_then(|f| f.sync_all()) {
+                Ok(()) => Ok(()),
+                // No log: everything is in the main file, synced at checkpoint.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(crate::error::Error::Storage(format!("fsync: {e}"))),
+            }
+        })
+    }
+
     /// Sequence numbers with a stored receipt (`Group.process(...,
     /// receipt=)`, joins), ascending.
     fn receipts(&self, py: Python<'_>) -> PyResult<Vec<u64>> {

@@ -53,6 +53,7 @@ def test_receipt_returns_the_stored_result_without_processing(tmp_path: Path) ->
     first = bob.g.process(m1, receipt=7)
     assert isinstance(first, mls.ApplicationMessage) and first.plaintext == b"one"
     assert bob.client.receipts() == [7]
+    bob.client.sync()  # fsyncs the WAL; nothing else changes
     again = bob.g.process(m1, receipt=7)
     assert isinstance(again, mls.ApplicationMessage)
     assert (again.plaintext, again.sender_leaf, again.epoch) == (b"one", first.sender_leaf, 1)

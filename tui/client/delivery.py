@@ -100,6 +100,8 @@ class Inbox:
         self._batch_cursor = 0
         self._mls_ops = 0
         """MLS transactions in the current batch (for the crash hook)."""
+        self._must_sync = False
+        """The batch changed group state that a power cut must not lose (see _commit_batch)."""
         self._stored: frozenset[int] = frozenset()
         """Seqs whose MLS result the binding holds (receipts of an uncommitted batch)."""
         self._state = state
@@ -156,6 +158,7 @@ class Inbox:
         """
         self._batch_cursor = self._state.cursor
         self._mls_ops = 0
+        self._must_sync = False
         if self._session.has_mls and any(e.seq > self._state.cursor for e in envelopes):
             self._stored = frozenset(await asyncio.to_thread(self._session.mls.receipts))
         try:
@@ -187,6 +190,12 @@ class Inbox:
         received, self._received = self._received, []
         if self._state.cursor == self._batch_cursor:
             return []
+        if self._must_sync:
+            # mls.db commits without fsync (crash-safe, not power-cut-safe).
+            # Losing an application message's ratchet step after the history
+            # has it is harmless; losing a commit or join once the cursor
+            # passed it (and the node dropped it) would strand the group.
+            await asyncio.to_thread(self._session.mls.sync)
         _crash_point("before-commit")
         try:
             ids = await self._session.profile.commit_received(
@@ -280,6 +289,7 @@ class Inbox:
                     )
                 except MlsError as exc:
                     joined = exc
+                self._must_sync |= not isinstance(joined, MlsError)
                 self._after_mls()
                 await self._apply(receive.on_joined(opened, joined), seq=seq)
             case receive.DeleteGroup(channel=channel):
@@ -343,6 +353,7 @@ class Inbox:
             )
         except MlsError as exc:
             result = exc
+        self._must_sync |= isinstance(result, mls.CommitMerged | mls.ProposalStored)
         self._after_mls()
         await self._apply(receive.on_processed(opened, before, result, now_ms=now_ms()), seq=seq)
 
