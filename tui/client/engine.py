@@ -46,7 +46,6 @@ from tui.client.delivery import Inbox
 from tui.client.profile import Profile
 from tui.client.sending import Outbox
 from tui.client.state import EngineState
-from tui.client.undo import MlsUndo
 from tui.client.views import Events, Views
 
 __all__ = ["HELLO_MAX_MEMBERS", "Engine", "EngineConfig"]
@@ -75,7 +74,6 @@ class Engine:
             state,
             self.events_bus,
             self.views,
-            undo=MlsUndo(session.profile.mls_state_path),
             after_batch=self._after_batch,
         )
         self.outbox = Outbox(session, state, self.events_bus, self.views)

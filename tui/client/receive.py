@@ -29,7 +29,7 @@ the shell before the MLS transaction.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from proto import mls
@@ -243,11 +243,16 @@ def on_envelope(
     device_id: bytes,
     hybrid: HybridPrivateKey,
     epochs: Mapping[bytes, int],
+    stored: Container[int] = frozenset(),
 ) -> Step:
     """Decide what to do with one fetched envelope (see module docstring).
 
     ``epochs`` maps the MLS groups we are in to their current epochs. A seq
-    at or below the cursor is a duplicate and yields nothing.
+    at or below the cursor is a duplicate and yields nothing. ``stored``
+    holds the seqs whose MLS result the binding kept as a receipt (a batch
+    processed before a crash, not yet in the history): their MLS step is
+    asked for again, past the epoch and replay checks (the group has
+    already moved on), and the binding answers from the receipt.
     """
     if env.seq <= state.cursor:
         return _NOTHING
@@ -279,6 +284,10 @@ def on_envelope(
             )
         except CryptoError as exc:
             return _warn(f"envelope rejected ({type(exc).__name__})", channel)
+    if env.seq in stored and opened.content_type != ContentType.CONTROL:
+        if opened.content_type == ContentType.MLS_WELCOME:
+            return Step(effects=(JoinWelcome(opened=opened),))
+        return Step(effects=(ApplyMls(opened=opened),))
     if opened.content_type == ContentType.MLS_WELCOME:
         if channel in epochs:
             return _warn("Welcome for a channel we are already in (replay?)", channel)
