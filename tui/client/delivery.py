@@ -293,7 +293,7 @@ class Inbox:
                             channel_id=opened.channel_id, epoch=epoch
                         )
                     except NotFound:
-                        await self._apply(receive.welcome_parts_missing(opened))
+                        await self._apply(receive.welcome_parts_missing(opened), seq=seq)
                         return
                     parts = (res.group_info, secrets, res.ratchet_tree)
                 try:
