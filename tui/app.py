@@ -19,6 +19,7 @@ from rich.control import Control
 from textual import on, work
 from textual._compositor import ChopsUpdate, LayoutUpdate
 from textual.binding import Binding, BindingType
+from textual.driver import Driver
 from textual.screen import Screen
 
 from proto import files
@@ -126,6 +127,13 @@ class QpcApp(ChatApp):
             yield
         if self._damage is not None:
             self._damage.reset()
+
+    @on(Driver.SignalResume)
+    def _redraw_after_resume(self) -> None:
+        """Back from Ctrl+Z (SIGCONT): the shell drew over the screen; redraw it whole."""
+        if self._damage is not None:
+            self._damage.reset()
+            self.refresh(repaint=True)
 
     def action_help(self) -> None:
         """F1: the key table."""

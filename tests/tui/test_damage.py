@@ -10,6 +10,7 @@ written fewer bytes; a repeated frame writes nothing.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 
 import pyte
 from rich.console import Console
@@ -70,7 +71,7 @@ def test_tracked_output_draws_the_same_screen_with_fewer_bytes() -> None:
         else:
             x, y = rng.randrange(W - 1), rng.randrange(H)
             region = Region(x, y, rng.randint(1, W - x), rng.randint(1, H - y))
-        strips = [[_line(rng, region.width)] for _ in range(region.height)]
+        strips: list[Iterable[Strip]] = [[_line(rng, region.width)] for _ in range(region.height)]
         if frame % 3:  # mostly unchanged content, as a keystroke or a new line would be
             strips = [
                 [Strip([Segment(" " * region.width, STYLES[0])], region.width)]
@@ -89,7 +90,7 @@ def test_tracked_output_draws_the_same_screen_with_fewer_bytes() -> None:
 def test_a_resize_redraws_everything() -> None:
     console = Console(color_system="256", width=W, height=H, force_terminal=True)
     tracker = DamageTracker()
-    blank = [[Strip([Segment(" " * W, STYLES[0])], W)] for _ in range(H)]
+    blank: list[Iterable[Strip]] = [[Strip([Segment(" " * W, STYLES[0])], W)] for _ in range(H)]
     update = LayoutUpdate(blank, Region(0, 0, W, H))
     assert tracker.render(update, console, (W, H))
     assert tracker.render(update, console, (W, H)) == ""  # nothing changed
