@@ -199,6 +199,8 @@ class Inbox:
             message = self._views.to_api(dataclasses.replace(msg, local_id=local_id))
             self._events.emit(api.MessageReceived(message=message))
             out.append(message)
+        if any(m.deleted for m in changed):
+            await self._session.profile.purge_wal()
         for msg in changed:
             self._events.emit(api.MessageChanged(message=self._views.to_api(msg)))
         return out

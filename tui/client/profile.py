@@ -640,7 +640,13 @@ class Profile:
             msg = self._find(conn, channel_id, msg_id)
             return None if msg is None else self._scrub(conn, msg)
 
-        return await self._write.write(op)
+        gone = await self._write.write(op)
+        await self.purge_wal()
+        return gone
+
+    async def purge_wal(self) -> None:
+        """Checkpoint and truncate the WAL after a scrub (see ``GroupWriter.purge_wal``)."""
+        await self._write.purge_wal()
 
     def _changer(self, change: MessageChange) -> Callable[[sqlite3.Connection], ChatMessage | None]:
         """A write op applying ``change``; returns the changed message, or None if
@@ -668,7 +674,10 @@ class Profile:
 
     async def apply_change(self, change: MessageChange) -> ChatMessage | None:
         """Apply one change now (durably); see :meth:`_changer` for the rules."""
-        return await self._write.write(self._changer(change))
+        changed = await self._write.write(self._changer(change))
+        if changed is not None and changed.deleted:
+            await self.purge_wal()
+        return changed
 
     async def find_message(self, channel_id: bytes, msg_id: bytes) -> ChatMessage | None:
         """The stored message with id ``msg_id`` in the channel, if any."""
