@@ -225,7 +225,7 @@ async def _react(e: Engine, cfg: CliConfig) -> None:
 
 
 async def _edit(e: Engine, cfg: CliConfig) -> None:
-    m = await e.edit(cfg.args.channel, cfg.args.id, cfg.args.text)
+    m = await e.edit(cfg.args.channel, cfg.args.id, cfg.args.text or "")
     emit(cfg, format_message(m, with_id=True), as_json(m))
 
 
