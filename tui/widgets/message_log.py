@@ -285,6 +285,15 @@ class MessageLog(ScrollView, can_focus=True):
         index = self._by_key.get(key)
         return None if index is None else self._entries[index].item
 
+    def scroll_to_key(self, key: str) -> None:
+        """Scroll so the message with ``key`` is visible."""
+        index = self._by_key.get(key)
+        if index is None:
+            return
+        top = self._starts[index]
+        if not self.scroll_y <= top < self.scroll_y + self.scrollable_content_region.height:
+            self.scroll_to(y=top, animate=False)
+
     def set_mark(self, key: str, mark: DeliveryMark) -> None:
         """Change the delivery glyph of one message."""
         item = self.item(key)
