@@ -30,6 +30,11 @@ async def test_reply_react_edit_delete_topic_both_ways(cli: Cli) -> None:
     # the id is the same on both devices
     bob_hist = await cli.ok("bob", "history", channel)
     assert [(m["msg_id"], m["text"]) for m in bob_hist] == [(mid, "lunch at noon?")]
+    # reading it sent a read receipt (not a chat line); once per read position
+    await cli.ok("alice", "recv")
+    (chan,) = await cli.ok("alice", "channels")
+    assert chan["seen"] == [["bob", mid]]
+    assert [m["msg_id"] for m in await cli.ok("alice", "history", channel)] == [mid]
 
     # bob replies and reacts; alice sees both
     reply = await cli.ok("bob", "send", channel, "--reply-to", mid, "yes!")
@@ -67,6 +72,18 @@ async def test_reply_react_edit_delete_topic_both_ways(cli: Cli) -> None:
     assert chans[0]["topic"] == "Friday plans"
     hist = await cli.ok("alice", "history", channel)
     assert hist[-1]["action"] and hist[-1]["text"] == "waves" and hist[-1]["sender"] == "bob"
+
+    # receipts off: bob reads alice's next message, alice learns nothing
+    assert (await cli.ok("bob", "privacy", "--receipts", "off")) == {
+        "receipts": False,
+        "typing": True,
+    }
+    await cli.ok("alice", "send", channel, "unseen")
+    await cli.ok("bob", "recv")
+    await cli.ok("bob", "history", channel)
+    await cli.ok("alice", "recv")
+    (chan,) = await cli.ok("alice", "channels")
+    assert chan["seen"] == [["bob", mid]]
 
     # delete: a tombstone on both devices, and the text is in no file of either profile
     gone = await cli.ok("alice", "delete", channel, mid)

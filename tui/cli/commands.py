@@ -242,6 +242,23 @@ async def _topic(e: Engine, cfg: CliConfig) -> None:
     emit(cfg, f"{c.name}: {c.topic or '(no topic)'}", as_json(c))
 
 
+def _on_off(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    if value not in ("on", "off"):
+        raise ConfigError(f"expected on or off, not {value!r}")
+    return value == "on"
+
+
+async def _privacy(e: Engine, cfg: CliConfig) -> None:
+    p = await e.set_privacy(receipts=_on_off(cfg.args.receipts), typing=_on_off(cfg.args.typing))
+    lines = [
+        f"read receipts:  {'on' if p.receipts else 'off'}",
+        f"typing notices: {'on' if p.typing else 'off'}",
+    ]
+    emit(cfg, lines, as_json(p))
+
+
 async def _history(e: Engine, cfg: CliConfig) -> None:
     cid = e.resolve(cfg.args.channel).hex()
     msgs = await e.history(cid, limit=cfg.args.limit)
@@ -435,6 +452,15 @@ COMMANDS: dict[str, Command] = {
             help="delete one of your messages on every member's device",
             arguments=(_CHANNEL, _a("id")),
             with_engine=_delete,
+        ),
+        Command(
+            name="privacy",
+            help="show or switch read receipts and typing notices (on/off)",
+            arguments=(
+                _a("--receipts", choices=("on", "off"), default=None),
+                _a("--typing", choices=("on", "off"), default=None),
+            ),
+            with_engine=_privacy,
         ),
         Command(
             name="topic",

@@ -51,6 +51,8 @@ class CommandArgs:
     reply_to: str = ""
     me: bool = False
     remove: bool = False
+    receipts: str | None = None
+    typing: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,6 +121,8 @@ def cli_config(ns: argparse.Namespace, environ: dict[str, str] | None = None) ->
         reply_to=get("reply_to", ""),
         me=bool(get("me", False)),
         remove=bool(get("remove", False)),
+        receipts=get("receipts", None),
+        typing=get("typing", None),
     )
     return CliConfig(
         command=get("command", None),

@@ -47,6 +47,7 @@ __all__ = [
     "MessageReceived",
     "MessageStateChanged",
     "PingResult",
+    "Privacy",
     "RateLimitWait",
     "Reaction",
     "ReceiptsChanged",
@@ -181,6 +182,18 @@ class ChannelInfo:
     """False once we left or were removed (history stays readable locally)."""
     topic: str = ""
     """The channel topic (any member may set it; shown in the header)."""
+    seen: tuple[tuple[str, str], ...] = ()
+    """``(username, hex message id)``: how far each other member has read (receipts)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Privacy:
+    """What this profile tells other members about its reading and typing."""
+
+    receipts: bool = True
+    """Send read receipts."""
+    typing: bool = True
+    """Send typing notices."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -115,10 +115,6 @@ class EngineConfig:
     """Where the embedded node lives (default: ``QPC_DATA_DIR`` / platform dir)."""
     local_node_args: tuple[str, ...] = field(default_factory=tuple)
     """Extra ``qpc-node`` flags when the engine starts the embedded node."""
-    send_receipts: bool = True
-    """Send read receipts (a per-user privacy setting)."""
-    send_typing: bool = True
-    """Send typing notices (a per-user privacy setting)."""
 
 
 @functools.lru_cache(maxsize=4096)

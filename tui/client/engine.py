@@ -43,7 +43,7 @@ from tui.client import api, appdata
 from tui.client.channels import Channels
 from tui.client.core import EngineConfig, Session, normalize_user
 from tui.client.delivery import Inbox
-from tui.client.kinds import Kinds, KindsConfig
+from tui.client.kinds import Kinds
 from tui.client.profile import Profile
 from tui.client.sending import Outbox, parse_id
 from tui.client.state import EngineState
@@ -76,16 +76,7 @@ class Engine:
         self.channels_part = Channels(
             session, state, self.events_bus, self.views, self.outbox, catch_up=self.inbox.drain
         )
-        self.kinds = Kinds(
-            session,
-            state,
-            self.events_bus,
-            self.views,
-            self.outbox,
-            KindsConfig(
-                send_receipts=session.config.send_receipts, send_typing=session.config.send_typing
-            ),
-        )
+        self.kinds = Kinds(session, state, self.events_bus, self.views, self.outbox)
 
     @classmethod
     async def open(cls, config: EngineConfig, passphrase: str, *, create: bool = False) -> Engine:
@@ -282,6 +273,12 @@ class Engine:
     async def set_topic(self, channel: str, topic: str) -> api.ChannelInfo:
         """``/topic``: set the channel topic for every member ("" clears it)."""
         return await self.kinds.set_topic(channel, topic)
+
+    async def set_privacy(
+        self, *, receipts: bool | None = None, typing: bool | None = None
+    ) -> api.Privacy:
+        """Switch sending read receipts / typing notices on or off (None: unchanged)."""
+        return await self.kinds.set_privacy(receipts=receipts, typing=typing)
 
     async def typing(self, channel: str) -> None:
         """Tell the channel we are typing (coalesced; off with ``send_typing=False``)."""

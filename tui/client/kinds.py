@@ -7,15 +7,14 @@ receiver applies (:meth:`tui.client.profile.Profile.apply_change`: edit and
 delete only by the author's credential), then sent. Typing notices and read
 receipts are never stored as chat lines and are coalesced: at most one
 typing notice per channel every :data:`~tui.client.api.TYPING_EVERY_S`, one
-receipt per channel per read position; each can be switched off
-(:class:`KindsConfig`).
+receipt per channel per read position; each can be switched off per
+profile (:meth:`Kinds.set_privacy`, kept in the encrypted engine state).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 from proto.errors import LocalError, QpcError
 from tui.client import api, appdata
@@ -25,19 +24,9 @@ from tui.client.sending import OFFLINE, Outbox, parse_id
 from tui.client.state import EngineState
 from tui.client.views import Events, Views
 
-__all__ = ["Kinds", "KindsConfig"]
+__all__ = ["Kinds"]
 
 log = logging.getLogger("tui.client.engine")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KindsConfig:
-    """Per-user privacy switches (profile settings)."""
-
-    send_receipts: bool = True
-    """Tell members how far we read (read receipts)."""
-    send_typing: bool = True
-    """Tell members we are typing."""
 
 
 class Kinds:
@@ -50,7 +39,6 @@ class Kinds:
         events: Events,
         views: Views,
         outbox: Outbox,
-        config: KindsConfig,
     ) -> None:
         """The part over ``session``; sends through ``outbox``."""
         self._session = session
@@ -58,7 +46,6 @@ class Kinds:
         self._events = events
         self._views = views
         self._outbox = outbox
-        self.config = config
         self._typing_sent: dict[bytes, float] = {}
 
     async def _change(
@@ -151,9 +138,21 @@ class Kinds:
         self._views.emit_channels()
         return self._views.channel_info(cid)
 
+    async def set_privacy(
+        self, *, receipts: bool | None = None, typing: bool | None = None
+    ) -> api.Privacy:
+        """Switch read receipts and typing notices on or off (None: unchanged); saved."""
+        async with self._session.mutex:
+            if receipts is not None:
+                self._state.send_receipts = receipts
+            if typing is not None:
+                self._state.send_typing = typing
+            await self._session.save()
+            return api.Privacy(receipts=self._state.send_receipts, typing=self._state.send_typing)
+
     async def typing(self, channel: str) -> None:
         """Send a typing notice, at most one per channel every TYPING_EVERY_S (best effort)."""
-        if not self.config.send_typing:
+        if not self._state.send_typing:
             return
         async with self._session.mutex:
             cid = self._views.resolve(channel)
@@ -168,7 +167,7 @@ class Kinds:
 
     async def read_up_to(self, cid: bytes, newest: ChatMessage | None) -> None:
         """Send a read receipt for ``newest`` unless already sent (caller holds the mutex)."""
-        if not self.config.send_receipts or newest is None or not newest.msg_id:
+        if not self._state.send_receipts or newest is None or not newest.msg_id:
             return
         if newest.outgoing:
             return

@@ -145,6 +145,10 @@ class EngineState:
     """Messages waiting to be sent."""
     failed: list[int] = field(default_factory=list)
     """Local ids of messages that could not be sent."""
+    send_receipts: bool = True
+    """Privacy setting: send read receipts (``qpc privacy --receipts off``)."""
+    send_typing: bool = True
+    """Privacy setting: send typing notices (``qpc privacy --typing off``)."""
 
     def to_json(self) -> bytes:
         """Serialise (compact JSON)."""

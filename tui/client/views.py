@@ -143,6 +143,7 @@ class Views:
             last_activity_ms=rec.last_ms,
             active=rec.active,
             topic=rec.topic,
+            seen=tuple(sorted(rec.seen.items())),
         )
 
     def all_channels(self) -> tuple[api.ChannelInfo, ...]:
