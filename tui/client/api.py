@@ -25,6 +25,7 @@ from typing import Protocol, runtime_checkable
 
 __all__ = [
     "MAX_RATE_LIMIT_WAIT_S",
+    "RECEIPT_EVERY_S",
     "TYPING_EVERY_S",
     "TYPING_TTL_S",
     "ChannelInfo",
@@ -469,6 +470,8 @@ TYPING_TTL_S = 6.0
 """How long a typing notice shows without a new one."""
 TYPING_EVERY_S = 3.0
 """Shortest interval between two typing notices a client sends in one channel."""
+RECEIPT_EVERY_S = 2.0
+"""Shortest interval between two read receipts a client sends in one channel."""
 
 EngineEvent = (
     MessageReceived

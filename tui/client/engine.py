@@ -116,6 +116,7 @@ class Engine:
 
     async def close(self) -> None:
         """Stop live updates, save and ack what was processed, then close everything."""
+        await self.kinds.close()
         await self.inbox.close()
         await self.session.close()
 

@@ -7,12 +7,16 @@ receiver applies (:meth:`tui.client.profile.Profile.apply_change`: edit and
 delete only by the author's credential), then sent. Typing notices and read
 receipts are never stored as chat lines and are coalesced: at most one
 typing notice per channel every :data:`~tui.client.api.TYPING_EVERY_S`, one
-receipt per channel per read position; each can be switched off per
+receipt per channel per read position and at most one every
+:data:`~tui.client.api.RECEIPT_EVERY_S` (a busy channel read live sends
+one receipt per interval, not one per message); each can be switched off per
 profile (:meth:`Kinds.set_privacy`, kept in the encrypted engine state).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 
@@ -47,6 +51,11 @@ class Kinds:
         self._views = views
         self._outbox = outbox
         self._typing_sent: dict[bytes, float] = {}
+        self._receipt_sent: dict[bytes, float] = {}
+        """Channel -> monotonic time of our last read receipt there."""
+        self._receipt_pending: dict[bytes, bytes] = {}
+        """Channel -> newest message id read, waiting for RECEIPT_EVERY_S to pass."""
+        self._receipt_tasks: dict[bytes, asyncio.Task[None]] = {}
 
     async def _change(
         self, channel: str, change_of: MessageChange, item: appdata.Known
@@ -166,7 +175,11 @@ class Kinds:
                 log.info("typing notice not sent: %s", type(exc).__name__)
 
     async def read_up_to(self, cid: bytes, newest: ChatMessage | None) -> None:
-        """Send a read receipt for ``newest`` unless already sent (caller holds the mutex)."""
+        """Send a read receipt for ``newest`` unless already sent (caller holds the mutex).
+
+        Coalesced: at most one receipt per channel every RECEIPT_EVERY_S; reads
+        in between only move the position, sent once the interval has passed.
+        """
         if not self._state.send_receipts or newest is None or not newest.msg_id:
             return
         if newest.outgoing:
@@ -174,11 +187,41 @@ class Kinds:
         rec = self._views.channel_record(cid)
         if rec.read_sent == newest.msg_id.hex() or not rec.active:
             return
+        wait = self._receipt_sent.get(cid, -1e9) + api.RECEIPT_EVERY_S - time.monotonic()
+        if wait > 0:
+            self._receipt_pending[cid] = newest.msg_id
+            task = self._receipt_tasks.get(cid)
+            if task is None or task.done():
+                self._receipt_tasks[cid] = asyncio.get_running_loop().create_task(
+                    self._send_later(cid, wait)
+                )
+            return
+        await self._send_receipt(cid, newest.msg_id)
+
+    async def _send_later(self, cid: bytes, wait: float) -> None:
+        await asyncio.sleep(wait)
+        async with self._session.mutex:
+            mid = self._receipt_pending.pop(cid, None)
+            if mid is not None and self._state.send_receipts:
+                await self._send_receipt(cid, mid)
+
+    async def _send_receipt(self, cid: bytes, mid: bytes) -> None:
+        rec = self._views.channel_record(cid)
+        self._receipt_sent[cid] = time.monotonic()
         try:
-            missing = await self._outbox.send_app(cid, appdata.Receipt(up_to=newest.msg_id))
+            missing = await self._outbox.send_app(cid, appdata.Receipt(up_to=mid))
         except (*OFFLINE, QpcError) as exc:
             log.info("read receipt not sent: %s", type(exc).__name__)
             return
         if not missing:
-            rec.read_sent = newest.msg_id.hex()
+            rec.read_sent = mid.hex()
             await self._session.save()
+
+    async def close(self) -> None:
+        """Drop receipts still waiting for their interval (best effort, like typing)."""
+        for task in self._receipt_tasks.values():
+            task.cancel()
+        for task in self._receipt_tasks.values():
+            with contextlib.suppress(asyncio.CancelledError, QpcError):
+                await task
+        self._receipt_tasks.clear()
