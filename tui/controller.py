@@ -26,6 +26,7 @@ from textual.worker import Worker, WorkerState
 from proto.errors import ConfigError, LocalError, TransportError, WrongPassphrase
 from tui import slash
 from tui.client.api import (
+    TYPING_TTL_S,
     ChannelInfo,
     ChannelsChanged,
     ClientEngine,
@@ -36,10 +37,14 @@ from tui.client.api import (
     Member,
     MembersChanged,
     Message,
+    MessageChanged,
     MessageReceived,
     MessageStateChanged,
     PingResult,
+    ReceiptsChanged,
     SecurityWarning,
+    TopicChanged,
+    TypingChanged,
     WhoAmI,
 )
 from tui.lastchannel import load_last_channel, save_last_channel
@@ -353,11 +358,31 @@ class ChatApp(App[None]):
                 self._restore_line(event.composer, event.text)
                 self.notify(error, severity="warning")
             return
-        channel = self._main().active_channel
+        main = self._main()
+        channel = main.active_channel
         if channel is None:
             self.notify("Open a channel first.", severity="warning")
             return
-        self.send(channel, parsed.text)
+        mode, main.composing = main.composing, None
+        main.set_composing(None)
+        if mode is not None and mode[0] == "edit":
+            self.edit_message(channel, mode[1].msg_id, parsed.text)
+            return
+        reply_to = mode[1].msg_id if mode is not None else ""
+        self.send(channel, parsed.text, reply_to=reply_to)
+
+    @on(Composer.Changed)
+    def _composer_changed(self, event: Composer.Changed) -> None:
+        main = self.main
+        text = event.text_area.text
+        if main is None or main.active_channel is None or not text or text.startswith("/"):
+            return
+        self.send_typing(main.active_channel)
+
+    @work(group="typing", exit_on_error=False, name="typing")
+    async def send_typing(self, channel: str) -> None:
+        """Tell the channel we are typing (the engine coalesces)."""
+        await self._engine().typing(channel)
 
     @staticmethod
     def _restore_line(composer: Composer, text: str) -> None:
@@ -369,9 +394,9 @@ class ChatApp(App[None]):
         return f"/{invocation.command.name} is not available here."
 
     @work(group="send", exit_on_error=False, name="send")
-    async def send(self, channel: str, text: str) -> None:
+    async def send(self, channel: str, text: str, *, reply_to: str = "") -> None:
         """Send ``text`` (not exclusive: messages queue in order of writing)."""
-        self._show_sent(await self._engine().send(channel, text))
+        self._show_sent(await self._engine().send(channel, text, reply_to=reply_to))
 
     def _show_sent(self, message: Message) -> None:
         main = self._main()
@@ -461,10 +486,38 @@ class ChatApp(App[None]):
         self.health_info = await engine.health()
         self._fill_info()
 
+    async def react(self, channel: str, msg_id: str, emoji: str, *, remove: bool) -> None:
+        """Add or take back our reaction."""
+        message = await self._engine().react(channel, msg_id, emoji, remove=remove)
+        self._show_changed(message)
+
+    @work(group="send", exit_on_error=False, name="edit")
+    async def edit_message(self, channel: str, msg_id: str, text: str) -> None:
+        """Replace the text of one of our messages."""
+        self._show_changed(await self._engine().edit(channel, msg_id, text))
+
+    @work(group="send", exit_on_error=False, name="delete")
+    async def delete_message(self, channel: str, msg_id: str) -> None:
+        """Delete one of our messages everywhere."""
+        self._show_changed(await self._engine().delete(channel, msg_id))
+
+    def _show_changed(self, message: Message) -> None:
+        main = self.main
+        if main is not None and main.active_channel == message.channel:
+            main.update_message(message)
+
+    def _expire_typing(self) -> None:
+        if self.main is not None:
+            self.main.expire_typing(time.monotonic(), TYPING_TTL_S)
+
     @work(exclusive=True, group="read", exit_on_error=False, name="mark read")
     async def mark_read(self, channel: str) -> None:
         """Tell the engine the open channel was seen (its unread count survives restarts)."""
         await self._engine().mark_read(channel)
+
+    @work(group="send", exit_on_error=False, name="react")
+    async def _react_worker(self, channel: str, msg_id: str, emoji: str, remove: bool) -> None:
+        await self.react(channel, msg_id, emoji, remove=remove)
 
     @work(exclusive=True, group="keys", exit_on_error=False, name="refresh keypackages")
     async def refresh_keypackages(self) -> None:
@@ -537,6 +590,21 @@ class ChatApp(App[None]):
             return
         if isinstance(event, MessageReceived):
             self._message_received(main, event)
+        elif isinstance(event, MessageChanged):
+            self._show_changed(event.message)
+        elif isinstance(event, TopicChanged):
+            self.load_channels()
+            if main.active_channel == event.channel:
+                main.add_notice(
+                    f"topic-{time.monotonic_ns()}", f"{event.by} set the topic: {event.topic}"
+                )
+        elif isinstance(event, TypingChanged):
+            if main.active_channel == event.channel:
+                main.set_typing(event.users, time.monotonic())
+                self.set_timer(TYPING_TTL_S, self._expire_typing)
+        elif isinstance(event, ReceiptsChanged):
+            if main.active_channel == event.channel:
+                main.set_seen(event.seen)
         elif isinstance(event, MessageStateChanged):
             if main.active_channel == event.channel:
                 main.set_delivery(event.message_id, event.state)

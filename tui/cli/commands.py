@@ -233,15 +233,57 @@ async def _channels(e: Engine, cfg: CliConfig) -> None:
 
 
 async def _send(e: Engine, cfg: CliConfig) -> None:
-    m = await e.send(cfg.args.channel, cfg.args.text or "")
-    emit(cfg, f"sent ({m.state.value})", as_json(m))
+    m = await e.send(
+        cfg.args.channel, cfg.args.text or "", reply_to=cfg.args.reply_to, action=cfg.args.me
+    )
+    emit(cfg, f"sent ({m.state.value}) id {m.msg_id}", as_json(m))
+
+
+async def _react(e: Engine, cfg: CliConfig) -> None:
+    m = await e.react(cfg.args.channel, cfg.args.id, cfg.args.emoji, remove=cfg.args.remove)
+    emit(cfg, format_message(m, with_id=True), as_json(m))
+
+
+async def _edit(e: Engine, cfg: CliConfig) -> None:
+    m = await e.edit(cfg.args.channel, cfg.args.id, cfg.args.text or "")
+    emit(cfg, format_message(m, with_id=True), as_json(m))
+
+
+async def _delete(e: Engine, cfg: CliConfig) -> None:
+    m = await e.delete(cfg.args.channel, cfg.args.id)
+    emit(cfg, format_message(m, with_id=True), as_json(m))
+
+
+async def _topic(e: Engine, cfg: CliConfig) -> None:
+    if cfg.args.text is None:
+        c = e.channel_info(e.resolve(cfg.args.channel))
+    else:
+        c = await e.set_topic(cfg.args.channel, cfg.args.text)
+    emit(cfg, f"{c.name}: {c.topic or '(no topic)'}", as_json(c))
+
+
+def _on_off(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    if value not in ("on", "off"):
+        raise ConfigError(f"expected on or off, not {value!r}")
+    return value == "on"
+
+
+async def _privacy(e: Engine, cfg: CliConfig) -> None:
+    p = await e.set_privacy(receipts=_on_off(cfg.args.receipts), typing=_on_off(cfg.args.typing))
+    lines = [
+        f"read receipts:  {'on' if p.receipts else 'off'}",
+        f"typing notices: {'on' if p.typing else 'off'}",
+    ]
+    emit(cfg, lines, as_json(p))
 
 
 async def _history(e: Engine, cfg: CliConfig) -> None:
     cid = e.resolve(cfg.args.channel).hex()
     msgs = await e.history(cid, limit=cfg.args.limit)
     name = e.channel_info(bytes.fromhex(cid)).name
-    emit(cfg, [format_message(m, name) for m in msgs], as_json(msgs))
+    emit(cfg, [format_message(m, name, with_id=True) for m in msgs], as_json(msgs))
 
 
 async def _search(e: Engine, cfg: CliConfig) -> None:
@@ -428,8 +470,51 @@ COMMANDS: dict[str, Command] = {
         Command(
             name="send",
             help="send a message",
-            arguments=(_CHANNEL, _a("text")),
+            arguments=(
+                _CHANNEL,
+                _a("text"),
+                _a("--reply-to", default="", metavar="ID", help="reply to message ID"),
+                _a("--me", action="store_true", help="an action: '* you TEXT'"),
+            ),
             with_engine=_send,
+        ),
+        Command(
+            name="react",
+            help="react to a message with an emoji (--remove takes it back)",
+            arguments=(
+                _CHANNEL,
+                _a("id", help="message id (see `qpc history --json`)"),
+                _a("emoji"),
+                _a("--remove", action="store_true"),
+            ),
+            with_engine=_react,
+        ),
+        Command(
+            name="edit",
+            help="replace the text of one of your messages",
+            arguments=(_CHANNEL, _a("id"), _a("text")),
+            with_engine=_edit,
+        ),
+        Command(
+            name="delete",
+            help="delete one of your messages on every member's device",
+            arguments=(_CHANNEL, _a("id")),
+            with_engine=_delete,
+        ),
+        Command(
+            name="privacy",
+            help="show or switch read receipts and typing notices (on/off)",
+            arguments=(
+                _a("--receipts", choices=("on", "off"), default=None),
+                _a("--typing", choices=("on", "off"), default=None),
+            ),
+            with_engine=_privacy,
+        ),
+        Command(
+            name="topic",
+            help="show or set a channel's topic",
+            arguments=(_CHANNEL, _a("text", nargs="?")),
+            with_engine=_topic,
         ),
         Command(name="recv", help="fetch, decrypt and print new messages", with_engine=_sync),
         Command(
