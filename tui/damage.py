@@ -13,7 +13,9 @@ It assumes nothing else writes to the screen between frames: a size change
 or :meth:`DamageTracker.reset` (after the terminal was cleared or resumed)
 forgets the shadow, and the next frame is written in full. An update it
 cannot model (control segments inside a strip) is written as Textual would
-and forgets the rows it touched.
+and forgets the shadow. A dirty span that starts inside a double-width
+character writes a space for its half (``Strip.crop``), where Textual would
+rewrite the whole character.
 
 ``python3 bench/ssh.py bytes`` measures it (``docs/perf/ssh.md``); the
 ``[tui] damage_tracking = false`` setting turns it off.
@@ -56,7 +58,7 @@ def _runs(update: LayoutUpdate | ChopsUpdate) -> Iterator[tuple[int, int, Iterab
         for end, (cx, chop) in zip(ends, chops.items(), strict=False):
             if chop is None or cx > x2 or end <= x1:
                 continue
-            yield cx, y, _crop(chop, cx, x1, x2)
+            yield max(cx, x1), y, _crop(chop, cx, x1, x2)
 
 
 def _crop(strip: Strip, x: int, x1: int, x2: int) -> Iterable[Segment]:
@@ -96,8 +98,9 @@ class DamageTracker:
             for segment in segments:
                 text, style, control = segment
                 if control:
-                    # Not a grid of cells: write it as is, forget what it touched.
-                    self._rows[y] = [None] * width
+                    # Not a grid of cells: write it as Textual would and forget
+                    # the screen (the next frame is written whole).
+                    self.reset(width, height)
                     return update.render_segments(console)
                 for char in text:
                     w = cell_len(char)

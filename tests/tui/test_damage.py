@@ -30,13 +30,14 @@ STYLES = [
     Style(reverse=True),
 ]
 TEXT = "abcdefgh xyz 中文ü "
+NARROW = "abcdefgh xyz ü "
 
 
-def _line(rng: random.Random, width: int) -> Strip:
+def _line(rng: random.Random, width: int, text: str = TEXT) -> Strip:
     segments = []
     used = 0
     while used < width:
-        char = rng.choice(TEXT)
+        char = rng.choice(text)
         w = 2 if char in "中文" else 1
         if used + w > width:
             char, w = " ", 1
@@ -97,3 +98,38 @@ def test_a_resize_redraws_everything() -> None:
     assert tracker.render(update, console, (W, H + 1))  # new size: written again
     tracker.reset()
     assert tracker.render(update, console, (W, H + 1))
+
+
+def test_partial_chops_land_where_textual_puts_them() -> None:
+    """A ChopsUpdate whose dirty span starts inside a chop (a keystroke in a wide line)."""
+    from textual._compositor import ChopsUpdate
+
+    console = Console(color_system="256", width=W, height=H, force_terminal=True)
+    full_screen, tracked_screen = pyte.Screen(W, H), pyte.Screen(W, H)
+    full, tracked = pyte.Stream(full_screen), pyte.Stream(tracked_screen)
+    tracker = DamageTracker()
+    rng = random.Random(3)
+    for frame in range(100):
+        chops: list[dict[int, Strip | None]] = []
+        ends: list[list[int]] = []
+        spans: list[tuple[int, int, int]] = []
+        for y in range(H):
+            left = rng.randint(1, W - 1)
+            # Narrow text: a span starting inside a double-width character is
+            # cropped to a space by the tracker (Strip.crop), Textual writes it whole.
+            chops.append({0: _line(rng, left, NARROW), left: _line(rng, W - left, NARROW)})
+            ends.append([left, W])
+            if frame == 0:
+                spans.append((y, 0, W))
+            elif rng.random() < 0.5:
+                x1 = rng.randrange(W)
+                spans.append((y, x1, rng.randint(x1 + 1, W)))
+        if not spans:
+            continue
+        update = ChopsUpdate(chops, spans, ends)
+        full.feed(update.render_segments(console))
+        tracked.feed(tracker.render(update, console, (W, H)))
+        # Textual also writes the rest of the segments around a span; inside it, both agree.
+        for y, x1, x2 in spans:
+            a, b = _screen(full_screen)[y][x1:x2], _screen(tracked_screen)[y][x1:x2]
+            assert a == b, f"frame {frame} row {y}"
