@@ -174,6 +174,13 @@ def _session_processes(marker: bytes) -> list[int]:
     return found
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "?"
+
+
 @pytest.mark.parametrize("hangup", ["kill-window", "kill-session"])
 def test_hangup_under_demo_ends_every_process(
     tmp_path: Path, panes: list[Pane], hangup: str
@@ -198,5 +205,6 @@ def test_hangup_under_demo_ends_every_process(
     deadline = time.monotonic() + 60
     while _session_processes(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _session_processes(marker) == [], "processes left after the hang-up"
+    left = {pid: _cmdline(pid) for pid in _session_processes(marker)}
+    assert left == {}, "processes left after the hang-up"
     assert not list(tmp_path.glob("qpc-demo-*"))  # node and profiles deleted
