@@ -300,7 +300,7 @@ def on_envelope(
         return _NOTHING
     channel = env.channel_id
     if env.data[:1] == WELCOME_REF_FIRST_BYTE:
-        if channel in epochs:
+        if channel in epochs and env.seq not in stored:
             return _warn("Welcome for a channel we are already in (replay?)", channel)
         try:
             parse_welcome_ref(env.data)
