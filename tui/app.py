@@ -359,9 +359,11 @@ class QpcApp(ChatApp):
             self.check_key(parse_users(user)[0])
 
     def action_info(self, tab: str) -> None:
-        """Show the whoami / health / ping panes."""
-        if self._need_login():
+        """Show the whoami / health / ping panes (health and ping also before login)."""
+        if self.main is not None or tab in ("health", "ping"):
             self.open_info(tab)
+        else:
+            self._need_login()
 
     def action_refresh_info(self) -> None:
         """Refresh the panes."""

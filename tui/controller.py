@@ -20,7 +20,7 @@ from datetime import datetime
 
 from textual import on, work
 from textual.app import App, ComposeResult
-from textual.widgets import Static
+from textual.widgets import Input, Static
 from textual.worker import Worker, WorkerState
 
 from proto.errors import ConfigError, LocalError, TransportError, WrongPassphrase
@@ -47,6 +47,7 @@ from tui.client.api import (
     TypingChanged,
     WhoAmI,
 )
+from tui.lastchannel import load_last_channel, save_last_channel
 from tui.messages import EngineEventPosted, PingSampled
 from tui.notifications import Notifier, NotifyLevel, load_levels, mentions, save_level
 from tui.screens.dialogs import KeyCheckDialog, TrustServerDialog
@@ -56,7 +57,7 @@ from tui.screens.welcome import WelcomeScreen
 from tui.session import EngineFactory, LoginForm, ServerKeyStatus
 from tui.settings import TuiSettings
 from tui.terminal import TerminalCaps
-from tui.userfacing import describe_error
+from tui.userfacing import describe_error, local_node_hint
 from tui.widgets.channel_list import ChannelList
 from tui.widgets.composer import Composer
 from tui.widgets.message_log import MessageLog
@@ -267,7 +268,10 @@ class ChatApp(App[None]):
         if self._main().active_channel is not None or self._opening is not None:
             return
         fresh = [c for c in channels if c.active]
-        if fresh:
+        last = load_last_channel(self.factory.profile_dir)
+        if last is not None and any(c.id == last for c in fresh):
+            self.open_channel(last)  # where the person left off (tui.lastchannel)
+        elif fresh:
             self.open_channel(max(fresh, key=lambda c: c.last_activity_ms).id)
 
     @work(exclusive=True, group="open", exit_on_error=False, name="open")
@@ -294,6 +298,9 @@ class ChatApp(App[None]):
         main = self._main()
         has_older = len(history) >= first
         main.open_channel(channel_id, history, has_older=has_older)
+        profile = self.factory.profile_dir
+        if profile is not None and load_last_channel(profile) != channel_id:
+            await asyncio.to_thread(save_last_channel, profile, channel_id)
         # Messages that arrived while the history was loading (the log de-duplicates).
         arrived, self._arrived_while_opening = self._arrived_while_opening, []
         for message in arrived:
@@ -562,6 +569,11 @@ class ChatApp(App[None]):
             self.set_timer(_RESUBSCRIBE_S, self._resubscribe)
         if worker.group in QUIET_GROUPS:
             return
+        if worker.name in ("invite", "direct message") and self.engine is not None:
+            info = self.engine.server_info()
+            hint = local_node_hint(error, info.address) if info.embedded else None
+            if hint is not None:
+                text = f"{text} {hint}"
         self.notify(text, title=worker.name.capitalize(), severity="error")
 
     def _resubscribe(self) -> None:
@@ -737,3 +749,20 @@ class ChatApp(App[None]):
         self.call_after_refresh(filled)
         if self.engine is not None:
             self.refresh_info()
+        else:
+            self.refresh_info_bare()
+
+    def _welcome_server(self) -> str:
+        """The server typed in the welcome form ("" = the local node)."""
+        for screen in self.screen_stack:
+            if isinstance(screen, WelcomeScreen):
+                return screen.query_one("#server", Input).value.strip()
+        return self.factory.default_server
+
+    @work(exclusive=True, group="info", exit_on_error=False, name="info")
+    async def refresh_info_bare(self) -> None:
+        """Before login: health and one ping of the welcome form's server, no account."""
+        server = self._welcome_server()
+        self.health_info = await self.factory.health(server)
+        self._fill_info()
+        self.post_message(PingSampled(await self.factory.ping(server)))

@@ -395,6 +395,7 @@ class FakeFactory:
         self.pinned = pinned
         self.presented = presented
         self.forms: list[LoginForm] = []
+        self.bare_calls: list[tuple[str, str]] = []
         self.trusted: list[str] = []
         self.probe_error: BaseException | None = None
         self.profile_path: Path | None = None
@@ -424,6 +425,20 @@ class FakeFactory:
         return ServerKey(
             server=server or "127.0.0.1:7000", fingerprint=self.presented, pinned=self.pinned
         )
+
+    async def health(self, server: str) -> Health:
+        self.bare_calls.append(("health", server))
+        return Health(
+            status="ok",
+            version="0.1.0",
+            uptime_ms=61_000,
+            store_backend="sqlite",
+            server=server or "127.0.0.1:7000",
+        )
+
+    async def ping(self, server: str) -> PingResult:
+        self.bare_calls.append(("ping", server))
+        return PingResult(rtts_ms=(1.5,))
 
     async def open(self, form: LoginForm, *, trust_fingerprint: str) -> FakeEngine:
         self.forms.append(form)

@@ -26,8 +26,9 @@ from tui.cli.config import CliConfig, emit
 from tui.cli.demo import run_demo
 from tui.client import api
 from tui.client.engine import Engine
-from tui.client.localnode import stop_local_node
+from tui.client.localnode import ensure_local_node, stop_local_node
 from tui.client.passphrase import resolve_passphrase
+from tui.client.probe import node_health, node_ping
 from tui.client.profile import Profile
 from tui.output import as_json, format_message
 
@@ -143,13 +144,32 @@ async def _whoami(e: Engine, cfg: CliConfig) -> None:
 
 
 async def _health(e: Engine, cfg: CliConfig) -> None:
-    h = await e.health()
+    _print_health(cfg, await e.health())
+
+
+def _print_health(cfg: CliConfig, h: api.Health) -> None:
     up = h.uptime_ms / 1000
-    emit(cfg, f"{h.status}  version {h.version}  up {up:.0f}s  store {h.store_backend}", as_json(h))
+    lines = [f"{h.status}  version {h.version}  up {up:.0f}s  store {h.store_backend}"]
+    if not h.pinned:
+        lines.append(f"server key {h.fingerprint} (not pinned: no profile has it yet)")
+    emit(cfg, lines, as_json(h))
+
+
+async def _health_bare(cfg: CliConfig) -> None:
+    """``health`` without a profile (``--server`` or the local node): nothing written."""
+    _print_health(cfg, await node_health(cfg.engine_config(), cfg.server or ""))
 
 
 async def _ping(e: Engine, cfg: CliConfig) -> None:
-    p = await e.ping(cfg.args.count)
+    _print_ping(cfg, await e.ping(cfg.args.count))
+
+
+async def _ping_bare(cfg: CliConfig) -> None:
+    """``ping`` without a profile."""
+    _print_ping(cfg, await node_ping(cfg.engine_config(), cfg.server or "", cfg.args.count))
+
+
+def _print_ping(cfg: CliConfig, p: api.PingResult) -> None:
     lines = [f"rtt {r:.2f} ms" for r in p.rtts_ms]
     lines.append(f"min/median/max {p.min_ms:.2f}/{p.median_ms:.2f}/{p.max_ms:.2f} ms")
     emit(cfg, lines, {**as_json(p), "median_ms": p.median_ms})
@@ -320,6 +340,19 @@ def _serve_web(ns: argparse.Namespace) -> int:
     return serve_web(ns)
 
 
+async def _local_node(cfg: CliConfig) -> None:
+    node = await asyncio.to_thread(ensure_local_node)
+    emit(
+        cfg,
+        [
+            f"local node: {node.address}",
+            f"key:        {node.fingerprint}",
+            f"others on this machine use it with: qpc --server {node.address}",
+        ],
+        {"address": node.address, "fingerprint": node.fingerprint, "pid": node.pid},
+    )
+
+
 async def _stop_local_node(cfg: CliConfig) -> None:
     stopped = await asyncio.to_thread(stop_local_node)
     emit(cfg, "stopped" if stopped else "no local node running", {"stopped": stopped})
@@ -344,6 +377,8 @@ class Command:
     """Runs with the opened profile's engine."""
     standalone: Standalone | None = None
     """Runs without a profile."""
+    without_profile: Standalone | None = None
+    """Runs instead of ``with_engine`` when there is no profile (creates none)."""
     creates_profile: bool = False
     """A missing profile is created (register, login)."""
     tui: bool = False
@@ -382,12 +417,18 @@ COMMANDS: dict[str, Command] = {
             help="user, device fingerprint, KeyPackage stock, server key",
             with_engine=_whoami,
         ),
-        Command(name="health", help="the node's health", with_engine=_health),
+        Command(
+            name="health",
+            help="the node's health (no account needed)",
+            with_engine=_health,
+            without_profile=_health_bare,
+        ),
         Command(
             name="ping",
-            help="round-trip times to the node",
+            help="round-trip times to the node (no account needed)",
             arguments=(_a("-c", "--count", type=int, default=3),),
             with_engine=_ping,
+            without_profile=_ping_bare,
         ),
         Command(
             name="create-group",
@@ -532,6 +573,11 @@ COMMANDS: dict[str, Command] = {
             tui=True,
         ),
         Command(
+            name="local-node",
+            help="the shared embedded node's address and key (started if none runs)",
+            standalone=_local_node,
+        ),
+        Command(
             name="stop-local-node",
             help="stop the shared embedded node",
             standalone=_stop_local_node,
@@ -572,6 +618,9 @@ async def run_command(cfg: CliConfig) -> int:
     command = COMMANDS[cfg.command]
     if command.standalone is not None:
         await command.standalone(cfg)
+        return 0
+    if command.without_profile is not None and not Profile.exists(cfg.profile_dir):
+        await command.without_profile(cfg)
         return 0
     assert command.with_engine is not None
     engine = await _open(cfg, create_ok=command.creates_profile)

@@ -301,6 +301,11 @@ class Health:
     """``sqlite`` or ``postgres``."""
     server: str = ""
     """``host:port`` asked."""
+    fingerprint: str = ""
+    """The key the node presented (set when asked without a profile)."""
+    pinned: bool = True
+    """Whether that key was checked (a pin or the local node's record); False:
+    asked without a profile and without a pin, so only reported."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
