@@ -169,6 +169,26 @@ async def test_topic_typing_and_seen_by(app_factory: AppFactory) -> None:
         assert not shown(activity)
 
 
+async def test_slash_me_and_topic_reach_the_engine(app_factory: AppFactory) -> None:
+    engine, channel = _setup()
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        main = main_screen(app)
+        composer = main.query_one(Composer)
+        composer.text = "/me waves"
+        await pilot.press("enter")
+        await settle(app, pilot)
+        sent = engine._messages[channel][-1]
+        assert sent.action and _log_text(app, sent.id) == "* alice waves"
+        composer.text = "/topic release on Friday"
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert ("set_topic", (channel, "release on Friday")) in engine.calls
+        title = str(main.query_one("#channel-title", Label).render())
+        assert title.endswith("— release on Friday")
+
+
 def test_rendering_functions() -> None:
     engine = FakeEngine()
     chan = engine.add_channel("c", ("bob",)).id
