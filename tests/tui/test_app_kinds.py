@@ -63,6 +63,9 @@ async def test_reply_quotes_the_parent_and_jumps_to_it(app_factory: AppFactory) 
         assert main.selected == parent.id + 1
         await pilot.press("alt+left")
         assert main.selected == parent.id
+        log = main.query_one(MessageLog)
+        assert log.item(str(parent.id)).selected  # type: ignore[union-attr]
+        assert not log.item(str(parent.id + 1)).selected  # type: ignore[union-attr]
         assert "bob: morning!" in str(main.query_one("#selection", Static).render())
         await pilot.press("alt+r")
         assert main.composing == ("reply", parent)
