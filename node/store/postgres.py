@@ -17,6 +17,14 @@ across them is in the database (migrations ``migrations/postgres/``):
   A batch that fails as a whole (a value the driver refuses, a lost
   connection) is retried one write per transaction, so one bad write cannot
   fail its neighbours.
+* **Channel logs** (``002_channel_log.sql``): a group message is stored once
+  in ``channel_payloads`` and referred to from each member's inbox;
+  ``qpc_post_channel``, ``qpc_commit_channel`` and ``qpc_set_channel_key``
+  lock the channel row first (posts ``FOR SHARE``, commits and key changes
+  ``FOR UPDATE``), so a capability or epoch check holds until its write
+  commits. More per-channel state (e.g. a tree or GroupInfo stored once per
+  epoch) belongs in a new migration with its own function that takes the
+  channel row lock the same way, and a method here calling it.
 * **Wake-ups and cache invalidations cross processes by LISTEN/NOTIFY** on a
   dedicated connection. Writers NOTIFY inside their transaction (delivered on
   commit) with ids only: channel ``qpc_inbox`` carries the inboxes written,
