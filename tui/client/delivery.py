@@ -170,6 +170,10 @@ class Inbox:
                     continue  # duplicate (already processed and persisted)
                 try:
                     await self._process_one(env)
+                except (ConnectionLost, TransportError, Unavailable):
+                    # The node went away mid-message (fetching a Welcome's parts):
+                    # not this message's fault; the batch is delivered again.
+                    raise
                 except QpcError as exc:  # a local failure must not wedge the inbox
                     self._events.warn(
                         f"could not process message: {type(exc).__name__}", env.channel_id
