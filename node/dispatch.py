@@ -63,6 +63,8 @@ from proto.codec import (
     RegisterStartResult,
     SetChannelKeyParams,
     SetChannelKeyResult,
+    UnlinkDeviceParams,
+    UnlinkDeviceResult,
     UploadKeyPackagesParams,
     UploadKeyPackagesResult,
     WhoamiParams,
@@ -355,3 +357,11 @@ class NodeDispatcher:
                 self._caller(ctx), params.channel_id, params.epoch, params.key_hash
             )
             return SetChannelKeyResult()
+
+    async def unlink_device(
+        self, ctx: CallContext, params: UnlinkDeviceParams
+    ) -> UnlinkDeviceResult:
+        """Remove another device of the caller's account."""
+        with self._observe(ctx.method):
+            await self.keys.unlink_device(self._caller(ctx), params.device_id)
+            return UnlinkDeviceResult()

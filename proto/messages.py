@@ -67,6 +67,8 @@ __all__ = [
     "Result",
     "SetChannelKeyParams",
     "SetChannelKeyResult",
+    "UnlinkDeviceParams",
+    "UnlinkDeviceResult",
     "UploadKeyPackagesParams",
     "UploadKeyPackagesResult",
     "WhoamiParams",
@@ -480,6 +482,18 @@ class SetChannelKeyParams(Params):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SetChannelKeyResult(Result):
+    """Empty result."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnlinkDeviceParams(Params):
+    """Remove another device of the caller's account."""
+
+    device_id: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnlinkDeviceResult(Result):
     """Empty result."""
 
 

@@ -58,6 +58,8 @@ from proto.messages import (
     Result,
     SetChannelKeyParams,
     SetChannelKeyResult,
+    UnlinkDeviceParams,
+    UnlinkDeviceResult,
     UploadKeyPackagesParams,
     UploadKeyPackagesResult,
     WhoamiParams,
@@ -159,6 +161,12 @@ METHODS: Final[tuple[Method, ...]] = (
         attr="set_channel_key",
         params=SetChannelKeyParams,
         result=SetChannelKeyResult,
+    ),
+    Method(
+        name="unlinkDevice",
+        attr="unlink_device",
+        params=UnlinkDeviceParams,
+        result=UnlinkDeviceResult,
     ),
 )
 """Every method of ``NodeService`` in ordinal order."""
@@ -303,6 +311,12 @@ class NodeHandler(Protocol):
         """``setChannelKey``: The committer of ``epoch`` sets SHA-256 of that epoch's post
         capability.
         """
+        ...
+
+    async def unlink_device(
+        self, ctx: CallContext, params: UnlinkDeviceParams
+    ) -> UnlinkDeviceResult:
+        """``unlinkDevice``: Remove another device of the caller's account."""
         ...
 
 
@@ -519,3 +533,10 @@ class NodeCalls(abc.ABC, Generic[S]):
         """
         params = SetChannelKeyParams(channel_id=channel_id, epoch=epoch, key_hash=key_hash)
         return expect_result(await self.call(params, auth=auth), SetChannelKeyResult)
+
+    async def unlink_device(
+        self, *, device_id: bytes, auth: bytes | None = None
+    ) -> UnlinkDeviceResult:
+        """``unlinkDevice``: Remove another device of the caller's account."""
+        params = UnlinkDeviceParams(device_id=device_id)
+        return expect_result(await self.call(params, auth=auth), UnlinkDeviceResult)

@@ -228,6 +228,13 @@ struct SetChannelKeyParams {
 }
 struct SetChannelKeyResult {}
 
+struct UnlinkDeviceParams {
+  # Remove another device of the caller's account: its directory entry,
+  # KeyPackages, sessions and inbox (docs/PROTOCOL.md, "Linked devices").
+  deviceId @0 :Data;
+}
+struct UnlinkDeviceResult {}
+
 # ------------------------------------------------------------ wire messages
 
 struct Request {
@@ -255,6 +262,7 @@ struct Request {
     postChannel @20 :PostChannelParams;
     commitChannel @21 :CommitChannelParams;
     setChannelKey @22 :SetChannelKeyParams;
+    unlinkDevice @23 :UnlinkDeviceParams;
   }
 }
 
@@ -283,6 +291,7 @@ struct Response {
     postChannel @20 :PostChannelResult;
     commitChannel @21 :CommitChannelResult;
     setChannelKey @22 :SetChannelKeyResult;
+    unlinkDevice @23 :UnlinkDeviceResult;
   }
 }
 
@@ -315,4 +324,5 @@ interface NodeService {
   postChannel @19 PostChannelParams -> PostChannelResult;
   commitChannel @20 CommitChannelParams -> CommitChannelResult;
   setChannelKey @21 SetChannelKeyParams -> SetChannelKeyResult;
+  unlinkDevice @22 UnlinkDeviceParams -> UnlinkDeviceResult;
 }

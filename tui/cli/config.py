@@ -46,6 +46,8 @@ class CommandArgs:
     timeout: float = 0.0
     limit: int = 50
     accept: bool = False
+    code: str = ""
+    device: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,6 +111,8 @@ def cli_config(ns: argparse.Namespace, environ: dict[str, str] | None = None) ->
         timeout=get("timeout", 0.0),
         limit=get("limit", 50),
         accept=get("accept", False),
+        code=get("code", None) or "",
+        device=get("device", ""),
     )
     return CliConfig(
         command=get("command", None),
