@@ -65,6 +65,7 @@ PARAMS: dict[str, c.Params] = {
         joiners=(b"x" * 32,),
     ),
     "setChannelKey": c.SetChannelKeyParams(channel_id=b"chan-1", epoch=8, key_hash=b"H" * 32),
+    "unlinkDevice": c.UnlinkDeviceParams(device_id=b"D" * 32),
 }
 
 RESULTS: dict[str, c.Result] = {
@@ -97,6 +98,7 @@ RESULTS: dict[str, c.Result] = {
     "postChannel": c.PostChannelResult(stored=2),
     "commitChannel": c.CommitChannelResult(new_epoch=8),
     "setChannelKey": c.SetChannelKeyResult(),
+    "unlinkDevice": c.UnlinkDeviceResult(),
 }
 
 ERROR = c.ErrorInfo(code=ErrorCode.RATE_LIMITED, message="slow down", retry_after_ms=1500)

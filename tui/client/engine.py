@@ -34,6 +34,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from proto import mls
 from proto.crypto.envelope import HybridPrivateKey
@@ -319,7 +320,7 @@ class Engine:
         """On the existing device: open a link offer; returns the code to show."""
         return self.linker.open_offer()
 
-    async def link_wait(self, timeout: float) -> api.LinkResult:
+    async def link_wait(self, timeout: float) -> api.LinkResult:  # noqa: ASYNC109
         """On the existing device: wait for the new device to prove the code,
         then add it to every channel we are in.
 
@@ -333,7 +334,7 @@ class Engine:
         added = await self.channels_part.add_own_device(device)
         return api.LinkResult(device=device.hex(), channels=tuple(added))
 
-    async def link_join(self, code: str, timeout: float) -> api.LinkResult:
+    async def link_join(self, code: str, timeout: float) -> api.LinkResult:  # noqa: ASYNC109
         """On the new device: prove ``code`` to the existing device, then join
         the channels it adds us to.
 
@@ -346,7 +347,11 @@ class Engine:
         device = await self._listen_until(fut, timeout)
         return api.LinkResult(device=device.hex())
 
-    async def _listen_until(self, fut: asyncio.Future[bytes], timeout: float) -> bytes:
+    async def _listen_until(
+        self,
+        fut: asyncio.Future[bytes],
+        timeout: float,  # noqa: ASYNC109 (the pump must stop, not be timed out)
+    ) -> bytes:
         """Process the inbox live until ``fut`` resolves (or ``timeout`` passes)."""
 
         async def pump() -> None:
@@ -356,12 +361,14 @@ class Engine:
 
         task = asyncio.ensure_future(pump())
         try:
+            waited: set[asyncio.Future[Any]] = {fut, task}
             done, _ = await asyncio.wait(
-                {fut, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                waited, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
             if fut not in done:
-                if task in done and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+                exc = task.exception() if task in done else None
+                if exc is not None:
+                    raise exc
                 raise LinkFailed("no answer from the other device in time")
             return fut.result()
         finally:

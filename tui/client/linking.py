@@ -271,7 +271,9 @@ class Linker:
                 offer.failures.append("bad confirmation")
                 await self._reject(sender, "key confirmation failed")
                 return
-            await self._send(sender, _encode(ACCEPT, _mac(key, b"qpc-link-existing", user, me, sender)))
+            await self._send(
+                sender, _encode(ACCEPT, _mac(key, b"qpc-link-existing", user, me, sender))
+            )
             offer.done.set_result(sender)
             log.info("device linked")
 
