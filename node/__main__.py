@@ -30,6 +30,8 @@ RESTART_DELAY_S = 1.0
 """Wait before restarting a worker that died."""
 SUPERVISOR_CHECK_S = 1.0
 """How often a worker checks that its supervisor still runs."""
+SUPERVISOR_PID_ENV = "QPC_SUPERVISOR_PID"
+"""Environment variable through which the supervisor tells a worker its pid."""
 
 
 class _KeyValueFormatter(logging.Formatter):
@@ -64,7 +66,9 @@ async def _serve(config: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    watch = loop.create_task(_watch_supervisor(stop)) if config.worker_id >= 0 else None
+    watch = None
+    if config.worker_id >= 0:
+        watch = loop.create_task(_watch_supervisor(stop, _supervisor_pid()))
     try:
         await stop.wait()
     finally:
@@ -73,13 +77,42 @@ async def _serve(config: NodeConfig) -> None:
         await node.stop()
 
 
-async def _watch_supervisor(stop: asyncio.Event) -> None:
-    """A worker stops by itself when its supervisor is gone (even if SIGKILLed)."""
-    parent = os.getppid()
-    while True:
-        await asyncio.sleep(SUPERVISOR_CHECK_S)
-        if os.getppid() != parent:
-            break
+def _supervisor_pid() -> int:
+    """The pid of the supervisor that started this worker.
+
+    The supervisor passes its pid in the environment: a worker cannot take its
+    parent's pid when it starts watching, because by then the supervisor may
+    already be gone and the worker reparented.
+    """
+    try:
+        return int(os.environ[SUPERVISOR_PID_ENV])
+    except (KeyError, ValueError):
+        return os.getppid()
+
+
+async def _watch_supervisor(stop: asyncio.Event, supervisor: int) -> None:
+    """A worker stops by itself when its supervisor is gone (even if SIGKILLed).
+
+    A pidfd of the supervisor becomes readable when it exits; where pidfds are
+    not available the worker polls its parent pid instead.
+    """
+    if os.getppid() == supervisor:
+        try:
+            fd = os.pidfd_open(supervisor)
+        except ProcessLookupError:
+            pass
+        except (AttributeError, OSError):
+            while os.getppid() == supervisor:  # noqa: ASYNC110 - nothing to wait on
+                await asyncio.sleep(SUPERVISOR_CHECK_S)
+        else:
+            gone = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            loop.add_reader(fd, gone.set)
+            try:
+                await gone.wait()
+            finally:
+                loop.remove_reader(fd)
+                os.close(fd)
     logging.getLogger(__name__).warning("supervisor gone; worker stopping")
     stop.set()
 
@@ -111,7 +144,12 @@ class _Supervisor:
     async def _spawn(self, w: _Worker) -> tuple[str, str]:
         """Start worker ``w``; return its ``listening:`` and ``fingerprint:`` lines."""
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "node", *self._args(w.index), stdout=asyncio.subprocess.PIPE
+            sys.executable,
+            "-m",
+            "node",
+            *self._args(w.index),
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, SUPERVISOR_PID_ENV: str(os.getpid())},
         )
         w.proc = proc
         assert proc.stdout is not None

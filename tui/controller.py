@@ -24,6 +24,7 @@ from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from proto.errors import ConfigError, LocalError, TransportError, WrongPassphrase
+from tui import slash
 from tui.client.api import (
     ChannelInfo,
     ChannelsChanged,
@@ -42,7 +43,7 @@ from tui.client.api import (
     WhoAmI,
 )
 from tui.messages import EngineEventPosted, PingSampled
-from tui.notifications import Notifier, NotifyLevel, load_levels, save_level
+from tui.notifications import Notifier, NotifyLevel, load_levels, mentions, save_level
 from tui.screens.dialogs import KeyCheckDialog, TrustServerDialog
 from tui.screens.info import InfoScreen
 from tui.screens.main import MainScreen
@@ -329,20 +330,65 @@ class ChatApp(App[None]):
 
     @on(Composer.Submitted)
     def _composer_submitted(self, event: Composer.Submitted) -> None:
+        parsed = slash.parse(event.text)
+        if isinstance(parsed, slash.Unknown):
+            # Never sent: the line stays in the composer to be fixed.
+            self._restore_line(event.composer, event.text)
+            self.notify(
+                f"Unknown command /{parsed.name}. /help lists the commands; "
+                "//text sends a line starting with a slash.",
+                severity="warning",
+            )
+            return
+        if isinstance(parsed, slash.Invocation):
+            error = self.run_slash(parsed)
+            if error:
+                self._restore_line(event.composer, event.text)
+                self.notify(error, severity="warning")
+            return
         channel = self._main().active_channel
         if channel is None:
             self.notify("Open a channel first.", severity="warning")
             return
-        self.send(channel, event.text)
+        self.send(channel, parsed.text)
+
+    @staticmethod
+    def _restore_line(composer: Composer, text: str) -> None:
+        composer.load_text(text)
+        composer.move_cursor(composer.document.end)
+
+    def run_slash(self, invocation: slash.Invocation) -> str:
+        """Run a slash command; returns a usage error ("" when it ran)."""
+        return f"/{invocation.command.name} is not available here."
 
     @work(group="send", exit_on_error=False, name="send")
     async def send(self, channel: str, text: str) -> None:
         """Send ``text`` (not exclusive: messages queue in order of writing)."""
-        message = await self._engine().send(channel, text)
+        self._show_sent(await self._engine().send(channel, text))
+
+    def _show_sent(self, message: Message) -> None:
         main = self._main()
         if main.active_channel == message.channel:
             main.add_message(message)
         main.bump(message.channel, message.time_ms, unread=False)
+
+    @work(group="send", exit_on_error=False, name="send action")
+    async def send_action(self, channel: str, text: str) -> None:
+        """Send a ``/me`` action (engines with action messages only)."""
+        send_action = getattr(self._engine(), "send_action", None)
+        if send_action is None:
+            raise LocalError("This client has no action messages.")
+        self._show_sent(await send_action(channel, text))
+
+    @work(exclusive=True, group="channel-op", exit_on_error=False, name="topic")
+    async def set_topic(self, channel: str, topic: str) -> None:
+        """Set the channel topic for every member (engines with topics only)."""
+        set_topic = getattr(self._engine(), "set_topic", None)
+        if set_topic is None:
+            raise LocalError("This client has no channel topics.")
+        info = await set_topic(channel, topic)
+        await self._after_channel_op(info, open_it=False)
+        self.notify(f"Topic of {self._main().channel_label(channel)} set.")
 
     @work(exclusive=True, group="channel-op", exit_on_error=False, name="create group")
     async def create_group(self, name: str) -> None:
@@ -511,7 +557,8 @@ class ChatApp(App[None]):
             if not msg.outgoing:
                 self.mark_read(msg.channel)
             return
-        main.bump(msg.channel, msg.time_ms, unread=not msg.outgoing)
+        named = not msg.outgoing and mentions(main.user, msg.text)
+        main.bump(msg.channel, msg.time_ms, unread=not msg.outgoing, mention=named)
         if msg.outgoing:
             return
         self._note_for_alert(main, msg)

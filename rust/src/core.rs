@@ -190,7 +190,7 @@ pub struct ClientCore {
     pub provider: QpcProvider,
     /// The same connection as the provider's storage (our own tables, and
     /// the per-operation transaction).
-    db: Db,
+    pub db: Db,
     keys: Arc<CodecKeys>,
     pub signer: SigningKey,
     pub identity: Vec<u8>,
@@ -221,6 +221,7 @@ fn meta_table(conn: &rusqlite::Connection) -> Result<()> {
             digest BLOB NOT NULL UNIQUE
         );",
     )?;
+    conn.execute_batch(crate::receipt::SCHEMA)?;
     Ok(())
 }
 

@@ -232,6 +232,24 @@ class FakeEngine:
             await self.history_gate.wait()
         return msgs[-limit:]
 
+    async def search(
+        self, query: str, *, channel: str | None = None, limit: int = 50
+    ) -> list[Message]:
+        """Same matching as the real index: every word, casefolded substrings."""
+        self._check("search", query, channel)
+        terms = query.casefold().split()
+        every = sorted(
+            (m for ms in self._messages.values() for m in ms), key=lambda m: m.id, reverse=True
+        )
+        out = [
+            m
+            for m in every
+            if terms
+            and (channel is None or m.channel == channel)
+            and all(t in m.text.casefold() for t in terms)
+        ]
+        return out[:limit]
+
     async def mark_read(self, channel: str) -> None:
         self._check("mark_read", channel)
         self.clear_unread(channel)

@@ -83,7 +83,7 @@ async def test_help_lists_ids_with_remapped_keys(
         await settle(app, pilot)
         await pilot.press("f1")
         assert isinstance(app.screen, HelpScreen)
-        table = app.screen.query_one(DataTable)
+        table = app.screen.query_one("#help-keys", DataTable)
         rows = [table.get_row_at(i) for i in range(table.row_count)]
         by_id = {row[3]: row for row in rows}
         assert by_id["main.new_group"][1] == "ctrl+g"

@@ -224,6 +224,13 @@ async def _history(e: Engine, cfg: CliConfig) -> None:
     emit(cfg, [format_message(m, name) for m in msgs], as_json(msgs))
 
 
+async def _search(e: Engine, cfg: CliConfig) -> None:
+    channel = cfg.args.channel
+    msgs = await e.search(str(cfg.args.text), channel=channel, limit=cfg.args.limit)
+    lines = [format_message(m, e.channel_info(bytes.fromhex(m.channel)).name) for m in msgs]
+    emit(cfg, lines or ["no matches"], as_json(msgs))
+
+
 _KEY_FLAGS = {
     "changed": "!!! KEY CHANGED",
     "new": "first seen (now pinned)",
@@ -449,6 +456,16 @@ COMMANDS: dict[str, Command] = {
             help="print a channel's stored messages",
             arguments=(_CHANNEL, _a("-n", "--limit", type=int, default=50)),
             with_engine=_history,
+        ),
+        Command(
+            name="search",
+            help="search the local history (every word, any case; newest first)",
+            arguments=(
+                _a("text"),
+                _a("--channel", default=None, help="only this channel (name or id)"),
+                _a("-n", "--limit", type=int, default=50),
+            ),
+            with_engine=_search,
         ),
         Command(
             name="check-key",

@@ -498,6 +498,12 @@ class ClientEngine(Protocol):
         """Stored messages of a channel, oldest first; marks the channel read."""
         ...
 
+    async def search(
+        self, query: str, *, channel: str | None = None, limit: int = 50
+    ) -> list[Message]:
+        """Stored messages containing every word of ``query``, newest first."""
+        ...
+
     async def mark_read(self, channel: str) -> None:
         """Clear the channel's unread count (persisted: it survives restarts)."""
         ...

@@ -46,7 +46,6 @@ from tui.client import api
 from tui.client.localnode import ensure_local_node, read_local_node
 from tui.client.profile import ChatMessage, Profile
 from tui.client.state import ChannelRecord, DeviceRecord, EngineState
-from tui.client.undo import MlsUndo
 
 __all__ = ["EMBEDDED", "EngineConfig", "Session", "normalize_user"]
 
@@ -190,12 +189,13 @@ class Session:
         self.state = await EngineState.load(self.profile)
         self._identity = await self.profile.get_identity()
         self._hybrid = await self.profile.get_hybrid_key()
-        # A batch whose commit never happened is rolled back (tui.client.undo).
-        await asyncio.to_thread(MlsUndo(self.profile.mls_state_path).recover, self.state.cursor)
         if self.profile.mls_state_path.exists() and self.state.user:
             self._mls = await asyncio.to_thread(
                 mls.Client.open, str(self.profile.mls_state_path), self.profile.mls_storage_key
             )
+            # Receipts of batches whose history committed (a crash came before
+            # they were forgotten); later ones are replayed by the inbox.
+            await asyncio.to_thread(self._mls.forget_receipts, self.state.cursor)
             # A crash can leave a joined group without its record: recreate it.
             for gid in self._mls.group_ids():
                 self.state.channels.setdefault(gid.hex(), ChannelRecord())
@@ -230,6 +230,12 @@ class Session:
     ) -> list[ChatMessage]:
         """A page of a channel's history, oldest first."""
         return await self.profile.list_messages(channel, limit=limit, before_id=before_id)
+
+    async def search_messages(
+        self, query: str, channels: list[bytes], *, channel: bytes | None, limit: int
+    ) -> list[ChatMessage]:
+        """Stored messages containing every word of ``query``, newest first."""
+        return await self.profile.search_messages(query, channels, channel_id=channel, limit=limit)
 
     # ------------------------------------------------------------------ connection
 
@@ -336,6 +342,11 @@ class Session:
     def device_id(self) -> bytes:
         """Our device id (Ed25519 public key)."""
         return self.identity.public_key
+
+    @property
+    def has_mls(self) -> bool:
+        """Whether the MLS client is open (logged in)."""
+        return self._mls is not None
 
     @property
     def mls(self) -> mls.Client:

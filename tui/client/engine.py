@@ -49,10 +49,16 @@ from tui.client.linking import Linker, LinkFailed
 from tui.client.profile import Profile
 from tui.client.sending import Outbox
 from tui.client.state import EngineState
-from tui.client.undo import MlsUndo
 from tui.client.views import Events, Views
 
-__all__ = ["Engine", "EngineConfig"]
+__all__ = ["HELLO_MAX_MEMBERS", "Engine", "EngineConfig"]
+
+HELLO_MAX_MEMBERS = 32
+"""A device that joins a channel of at most this many members announces its
+access key there (one message every member decrypts). In larger channels it
+does not: every joiner announcing itself to everyone costs O(members^2)
+decrypts while a group grows, and the inviter's meta message already
+carries the members' access keys (docs/CLIENT.md)."""
 
 log = logging.getLogger("tui.client.engine")
 
@@ -71,7 +77,6 @@ class Engine:
             state,
             self.events_bus,
             self.views,
-            undo=MlsUndo(session.profile.mls_state_path),
             after_batch=self._after_batch,
         )
         self.outbox = Outbox(session, state, self.events_bus, self.views)
@@ -272,6 +277,19 @@ class Engine:
                 await self.session.save()
             return [self.views.to_api(r) for r in rows]
 
+    async def search(
+        self, query: str, *, channel: str | None = None, limit: int = 50
+    ) -> list[api.Message]:
+        """Stored messages containing every word of ``query`` (any case), newest first.
+
+        Searches every channel this profile has history for, or only
+        ``channel``. The index lives in memory (see :mod:`tui.client.search`).
+        """
+        cid = None if channel is None else self.views.resolve(channel)
+        channels = [bytes.fromhex(h) for h in self.session.state.channels]
+        rows = await self.session.search_messages(query, channels, channel=cid, limit=limit)
+        return [self.views.to_api(r) for r in rows]
+
     async def mark_read(self, channel: str) -> None:
         """Clear the channel's unread count (saved: survives restarts)."""
         async with self.session.mutex:
@@ -292,6 +310,8 @@ class Engine:
             except QpcError as exc:
                 log.info("link message not handled: %s", type(exc).__name__)
         for channel in follow.joined:
+            if len(self.views.group(channel).members()) > HELLO_MAX_MEMBERS:
+                continue  # the inviter's meta message carries the access keys
             try:
                 await self.outbox.send_app(
                     channel, appdata.Hello(access_key=bytes.fromhex(self.state.access_key))

@@ -53,6 +53,7 @@ from proto.crypto.envelope import HybridPrivateKey
 from proto.crypto.identity import IdentityKey
 from proto.errors import DecryptionFailed, ProfileError
 from tui.client.dbwriter import GroupWriter
+from tui.client.search import IndexedMessage, SearchIndex, query_terms
 
 __all__ = [
     "CLIENT_DB",
@@ -210,6 +211,8 @@ class Profile:
         self._keys = keys
         self._db: aiosqlite.Connection | None = None
         self._writer: GroupWriter | None = None
+        self._search = SearchIndex()
+        self._search_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -534,4 +537,104 @@ class Profile:
                 bytes(blob), table="messages", column="record", row=self._row(tag, int(local_id))
             )
             out.append(_decode_message(channel_id, int(local_id), plain))
+        return out
+
+    # ------------------------------------------------------------------ search
+
+    @property
+    def search_index(self) -> SearchIndex:
+        """The in-memory search index (see :mod:`tui.client.search`).
+
+        Whatever deletes or rewrites a stored message calls its ``forget`` or
+        ``replace`` with the message's local id.
+        """
+        return self._search
+
+    def forget_indexed(self, conn: sqlite3.Connection, tag: bytes, local_id: int) -> None:
+        """Scrub hook (runs in the writer's transaction): a deleted message leaves the index.
+
+        ``conn`` and ``tag`` are unused: the index holds nothing in the database.
+        """
+        del conn, tag
+        self._search.forget(local_id)
+
+    async def search_messages(
+        self,
+        query: str,
+        channels: Sequence[bytes],
+        *,
+        channel_id: bytes | None = None,
+        limit: int = 50,
+    ) -> list[ChatMessage]:
+        """Stored messages of ``channels`` containing every word of ``query``, newest first.
+
+        ``channel_id`` limits the search to one channel. The index is caught up
+        first (rows stored since the last search are decrypted in a thread).
+
+        Raises:
+            DecryptionFailed: a stored message was tampered with or moved.
+        """
+        await self._catch_up_index()
+        by_tag = {self._channel_tag(c): c for c in channels}
+        tag = None if channel_id is None else self._channel_tag(channel_id)
+        if tag is not None and tag not in by_tag:
+            by_tag[tag] = channel_id  # type: ignore[assignment]
+        terms = query_terms(query)
+        hits = [
+            (local_id, t)
+            for local_id, t in self._search.search(query, channel_tag=tag, limit=limit * 4)
+            if t in by_tag
+        ][:limit]
+        if not hits:
+            return []
+        marks = ",".join("?" * len(hits))
+        rows = await self._query(
+            f"SELECT id, channel_tag, record FROM messages WHERE id IN ({marks})",  # noqa: S608
+            tuple(local_id for local_id, _ in hits),
+        )
+        found: dict[int, ChatMessage] = {}
+        for local_id, row_tag, blob in rows:
+            row_tag = bytes(row_tag)
+            plain = self._keys.records.decrypt(
+                bytes(blob),
+                table="messages",
+                column="record",
+                row=self._row(row_tag, int(local_id)),
+            )
+            msg = _decode_message(by_tag[row_tag], int(local_id), plain)
+            folded = msg.text.casefold()
+            if all(t in folded for t in terms):
+                found[int(local_id)] = msg
+            else:
+                # Rewritten since it was indexed (an edit or a delete that did
+                # not tell the index): index what is stored now.
+                self._search.replace(int(local_id), msg.text)
+        return [found[i] for i, _ in hits if i in found]
+
+    async def _catch_up_index(self) -> None:
+        """Index every stored row above the index's last id."""
+        async with self._search_lock:
+            rows = await self._query(
+                "SELECT id, channel_tag, record FROM messages WHERE id > ? ORDER BY id",
+                (self._search.last_id,),
+            )
+            if rows:
+                entries = await asyncio.to_thread(self._index_entries, rows)
+                self._search.add(entries)
+
+    def _index_entries(self, rows: list[sqlite3.Row]) -> list[IndexedMessage]:
+        records = self._keys.records
+        out = []
+        for local_id, tag, blob in rows:
+            tag = bytes(tag)
+            plain = records.decrypt(
+                bytes(blob), table="messages", column="record", row=self._row(tag, int(local_id))
+            )
+            try:
+                text = str(json.loads(plain)["text"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ProfileError("a stored message is damaged") from exc
+            out.append(
+                IndexedMessage(local_id=int(local_id), channel_tag=tag, folded=text.casefold())
+            )
         return out

@@ -29,13 +29,13 @@ the shell before the MLS transaction.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from proto import mls
 from proto.codec import Envelope
 from proto.crypto.envelope import ContentType, HybridPrivateKey, OpenedEnvelope, open_envelope
-from proto.errors import CryptoError, MalformedInput, MlsError
+from proto.errors import CryptoError, InvalidMessage, MalformedInput, MlsError
 from tui.client import api, appdata
 from tui.client.profile import ChatMessage
 from tui.client.state import EngineState, HeldEnvelope
@@ -43,6 +43,7 @@ from tui.client.state import EngineState, HeldEnvelope
 __all__ = [
     "LINK_CHANNEL",
     "MAX_HELD",
+    "WELCOME_REF_FIRST_BYTE",
     "AddUnread",
     "ApplyMls",
     "CommitSeen",
@@ -62,7 +63,10 @@ __all__ = [
     "on_envelope",
     "on_joined",
     "on_processed",
+    "parse_welcome_ref",
     "releasable",
+    "welcome_parts_missing",
+    "welcome_ref_entry",
 ]
 
 LINK_CHANNEL = b"qpc-link-v1"
@@ -254,15 +258,35 @@ def on_envelope(
     device_id: bytes,
     hybrid: HybridPrivateKey,
     epochs: Mapping[bytes, int],
+    stored: Container[int] = frozenset(),
 ) -> Step:
     """Decide what to do with one fetched envelope (see module docstring).
 
     ``epochs`` maps the MLS groups we are in to their current epochs. A seq
-    at or below the cursor is a duplicate and yields nothing.
+    at or below the cursor is a duplicate and yields nothing. ``stored``
+    holds the seqs whose MLS result the binding kept as a receipt (a batch
+    processed before a crash, not yet in the history): their MLS step is
+    asked for again, past the epoch and replay checks (the group has
+    already moved on), and the binding answers from the receipt.
     """
     if env.seq <= state.cursor:
         return _NOTHING
     channel = env.channel_id
+    if env.data[:1] == WELCOME_REF_FIRST_BYTE:
+        if channel in epochs:
+            return _warn("Welcome for a channel we are already in (replay?)", channel)
+        try:
+            parse_welcome_ref(env.data)
+        except MalformedInput:
+            return _warn("malformed Welcome reference", channel)
+        ref = OpenedEnvelope(
+            recipient_id=device_id,
+            channel_id=channel,
+            content_type=ContentType.MLS_WELCOME,
+            sender=b"",
+            body=env.data,
+        )
+        return Step(effects=(JoinWelcome(opened=ref),))
     if env.data[:1] == CHANNEL_ENTRY_FIRST_BYTE:
         entry = _channel_entry(env, device_id)
         if isinstance(entry, Step):
@@ -275,6 +299,10 @@ def on_envelope(
             )
         except CryptoError as exc:
             return _warn(f"envelope rejected ({type(exc).__name__})", channel)
+    if env.seq in stored and opened.content_type != ContentType.CONTROL:
+        if opened.content_type == ContentType.MLS_WELCOME:
+            return Step(effects=(JoinWelcome(opened=opened),))
+        return Step(effects=(ApplyMls(opened=opened),))
     if opened.content_type == ContentType.MLS_WELCOME:
         if channel in epochs:
             return _warn("Welcome for a channel we are already in (replay?)", channel)
@@ -297,6 +325,29 @@ def on_envelope(
 
 CHANNEL_ENTRY_FIRST_BYTE = b"\x00"
 """First byte of an MLSMessage (version mls10 = 0x0001); a sealed envelope starts with 0x01."""
+
+
+WELCOME_REF_FIRST_BYTE = b"\x02"
+"""First byte of a Welcome by reference: ``0x02 || epoch (u64 BE) || EncryptedGroupSecrets``."""
+
+
+def welcome_ref_entry(epoch: int, secrets: bytes) -> bytes:
+    """A joiner's inbox entry for a Welcome by reference (docs/PROTOCOL.md)."""
+    return WELCOME_REF_FIRST_BYTE + epoch.to_bytes(8, "big") + secrets
+
+
+def parse_welcome_ref(data: bytes) -> tuple[int, bytes]:
+    """(epoch, EncryptedGroupSecrets) of a Welcome reference; :class:`MalformedInput` if bad."""
+    if len(data) < 10 or data[:1] != WELCOME_REF_FIRST_BYTE:
+        raise MalformedInput("not a Welcome reference")
+    return int.from_bytes(data[1:9], "big"), data[9:]
+
+
+def welcome_parts_missing(opened: OpenedEnvelope) -> Step:
+    """The node has no shared parts for our Welcome reference (acked, expired, or never stored)."""
+    return _warn(
+        "Welcome rejected: its ratchet tree and GroupInfo are not on the node", opened.channel_id
+    )
 
 
 def _channel_entry(env: Envelope, device_id: bytes) -> OpenedEnvelope | Step:
@@ -336,6 +387,12 @@ def on_joined(opened: OpenedEnvelope, joined: GroupView | MlsError) -> Step:
     """Check a group joined from a Welcome (or the join's failure)."""
     channel = opened.channel_id
     if isinstance(joined, MlsError):
+        if opened.body[:1] == WELCOME_REF_FIRST_BYTE and isinstance(joined, InvalidMessage):
+            return _warn(
+                "Welcome rejected (InvalidMessage): the ratchet tree or GroupInfo "
+                "from the node does not match the Welcome",
+                channel,
+            )
         return _warn(f"Welcome rejected ({type(joined).__name__})", channel)
     if joined.group_id != channel:
         return _warn(

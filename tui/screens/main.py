@@ -7,6 +7,7 @@ calls in workers and calls the methods here with the results.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 
 from textual.app import ComposeResult
@@ -17,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
 from tui.client.api import ChannelInfo, ChannelKind, ConnectionState, DeliveryState, Member, Message
+from tui.notifications import mentions
 from tui.widgets.channel_list import ChannelList, ChannelRow
 from tui.widgets.composer import Composer
 from tui.widgets.member_list import MemberList
@@ -46,8 +48,8 @@ def mark_for(state: DeliveryState) -> DeliveryMark:
     return _MARKS[state]
 
 
-def log_item(message: Message) -> LogItem:
-    """How the log shows an engine message."""
+def log_item(message: Message, user: str = "") -> LogItem:
+    """How the log shows an engine message (``user``: the reader, for mentions)."""
     return LogItem(
         key=str(message.id),
         sender=message.sender,
@@ -55,6 +57,7 @@ def log_item(message: Message) -> LogItem:
         time=datetime.fromtimestamp(message.time),
         mark=mark_for(message.state) if message.outgoing else DeliveryMark.NONE,
         own=message.outgoing,
+        mention=not message.outgoing and mentions(user, message.text),
     )
 
 
@@ -76,6 +79,10 @@ class MainScreen(Screen[None]):
         Binding("f4", "app.info('ping')", "Ping", show=False, id="main.ping"),
         Binding("alt+down", "cycle_channel(1)", "Next", show=False, id="main.next_channel"),
         Binding("alt+up", "cycle_channel(-1)", "Prev", show=False, id="main.prev_channel"),
+        Binding("alt+a", "hotlist", "Next active", show=False, id="main.hotlist"),
+        # Priority: the composer (a TextArea) binds Ctrl+F to "delete word right".
+        Binding("ctrl+f", "app.search", "Search", show=False, priority=True, id="main.search"),
+        Binding("ctrl+l", "app.links", "Links", show=False, priority=True, id="main.links"),
         Binding("escape", "focus_composer", "Compose", show=False, id="main.focus_composer"),
     ]
 
@@ -113,6 +120,7 @@ class MainScreen(Screen[None]):
 
     def on_mount(self) -> None:
         """Start with nothing open."""
+        self.query_one(Composer).users = self.member_names
         self._show_channel_widgets(False)
         self.query_one("#members-pane").display = False
         self.query_one(StatusBar).title = self.user
@@ -130,13 +138,16 @@ class MainScreen(Screen[None]):
         rows: dict[str, ChannelRow] = {}
         for info in channels:
             old = self._rows.get(info.id)
+            named = 0
             if old is None:
                 unread = 0 if info.id == self.active_channel else info.unread
                 activity = info.last_activity_ms
             else:
-                unread = old.unread
+                unread, named = old.unread, old.mentions
                 activity = max(old.last_activity_ms, info.last_activity_ms)
-            rows[info.id] = ChannelRow(info=info, unread=unread, last_activity_ms=activity)
+            rows[info.id] = ChannelRow(
+                info=info, unread=unread, last_activity_ms=activity, mentions=named
+            )
         self._rows = rows
         self.query_one(ChannelList).set_rows(rows.values())
         self._update_title()
@@ -146,8 +157,8 @@ class MainScreen(Screen[None]):
         row = self._rows.get(channel_id)
         return None if row is None else row.info
 
-    def bump(self, channel_id: str, time_ms: int, *, unread: bool) -> None:
-        """A message arrived in ``channel_id`` (raise its unread count if asked)."""
+    def bump(self, channel_id: str, time_ms: int, *, unread: bool, mention: bool = False) -> None:
+        """A message arrived in ``channel_id`` (raise its unread and mention counts if asked)."""
         row = self._rows.get(channel_id)
         if row is None:
             return
@@ -155,6 +166,7 @@ class MainScreen(Screen[None]):
             info=row.info,
             unread=row.unread + (1 if unread else 0),
             last_activity_ms=max(row.last_activity_ms, time_ms),
+            mentions=row.mentions + (1 if unread and mention else 0),
         )
         self._rows[channel_id] = row
         self.query_one(ChannelList).update_row(row)
@@ -162,7 +174,7 @@ class MainScreen(Screen[None]):
     def mark_read(self, channel_id: str) -> None:
         """Clear the unread count of ``channel_id``."""
         row = self._rows.get(channel_id)
-        if row is not None and row.unread:
+        if row is not None and (row.unread or row.mentions):
             row = ChannelRow(info=row.info, unread=0, last_activity_ms=row.last_activity_ms)
             self._rows[channel_id] = row
             self.query_one(ChannelList).update_row(row)
@@ -187,7 +199,7 @@ class MainScreen(Screen[None]):
         self.mark_read(channel_id)
         self.query_one(ChannelList).select_id(channel_id)
         self._show_channel_widgets(True)
-        items = [log_item(m) for m in history]
+        items = [log_item(m, self.user) for m in history]
         if unread:
             # A marker above the first unread message, like other chat clients.
             first = items[-unread]
@@ -204,7 +216,7 @@ class MainScreen(Screen[None]):
         if older:
             self.oldest_id = older[0].id
         self.query_one(MessageLog).prepend_items(
-            [log_item(m) for m in older], has_older=has_older and bool(older)
+            [log_item(m, self.user) for m in older], has_older=has_older and bool(older)
         )
 
     def close_channel(self) -> None:
@@ -217,7 +229,7 @@ class MainScreen(Screen[None]):
 
     def add_message(self, message: Message) -> None:
         """Append ``message`` to the open channel's log."""
-        self.query_one(MessageLog).add_item(log_item(message))
+        self.query_one(MessageLog).add_item(log_item(message, self.user))
 
     def set_delivery(self, message_id: int, state: DeliveryState) -> None:
         """Update the delivery glyph of one of our messages."""
@@ -255,6 +267,60 @@ class MainScreen(Screen[None]):
         index = ids.index(current) if current in ids else -step
         target = ids[(index + step) % len(ids)]
         self.post_message(ChannelList.Opened(target))
+
+    def hotlist(self) -> list[str]:
+        """Channels with unseen activity, WeeChat's hotlist order.
+
+        Mentions first (most first), then unread messages (most recent
+        activity first); the open channel is not in it.
+        """
+        rows = [
+            r
+            for r in self._rows.values()
+            if (r.unread or r.mentions) and r.info.id != self.active_channel
+        ]
+        rows.sort(key=lambda r: (-r.mentions, -r.last_activity_ms))
+        return [r.info.id for r in rows]
+
+    def action_hotlist(self) -> None:
+        """Alt+A: open the next channel with activity, mentions first."""
+        hot = self.hotlist()
+        if not hot:
+            self.notify("No channel has new messages.")
+            return
+        self.post_message(ChannelList.Opened(hot[0]))
+
+    def jump_to(self, message_id: int) -> bool:
+        """Scroll the open channel to ``message_id`` (False: it is not loaded)."""
+        return self.query_one(MessageLog).scroll_to_key(str(message_id))
+
+    def flash(self, message_id: int, seconds: float = 2.0) -> None:
+        """Highlight one message for a moment (where a search result jumped to)."""
+        log = self.query_one(MessageLog)
+        key = str(message_id)
+        item = log.item(key)
+        if item is None or item.mention:
+            return
+        log.update_item(replace(item, mention=True))
+
+        def back() -> None:
+            shown = log.item(key)
+            if shown is not None:
+                log.update_item(replace(shown, mention=False))
+
+        self.set_timer(seconds, back)
+
+    def member_names(self) -> list[str]:
+        """Names Tab completes: the open channel's members, then everyone else known."""
+        names: list[str] = []
+        info = None if self.active_channel is None else self.channel(self.active_channel)
+        if info is not None:
+            names.extend(info.members)
+        for row in self._rows.values():
+            names.extend(row.info.members)
+            if row.info.kind is ChannelKind.DM:
+                names.append(row.info.name)
+        return [n for n in dict.fromkeys(names) if n != self.user]
 
     def action_focus_composer(self) -> None:
         """Jump to the composer (or the channel list when nothing is open)."""

@@ -65,6 +65,8 @@ class LogItem:
     """True for messages this device wrote."""
     system: bool = False
     """True for membership notices ("bob joined")."""
+    mention: bool = False
+    """The message names the reader (shown highlighted)."""
 
 
 @dataclass(slots=True)
@@ -142,6 +144,7 @@ class MessageLog(ScrollView, can_focus=True):
         "message-log--pending",
         "message-log--failed",
         "message-log--sent",
+        "message-log--mention",
     }
 
     DEFAULT_CSS = """
@@ -153,6 +156,7 @@ class MessageLog(ScrollView, can_focus=True):
     MessageLog > .message-log--pending { color: $warning; }
     MessageLog > .message-log--failed { color: $error; text-style: bold; }
     MessageLog > .message-log--sent { color: $success; }
+    MessageLog > .message-log--mention { background: $warning 25%; text-style: bold; }
     """
 
     @dataclass
@@ -285,6 +289,15 @@ class MessageLog(ScrollView, can_focus=True):
         index = self._by_key.get(key)
         return None if index is None else self._entries[index].item
 
+    def scroll_to_key(self, key: str) -> bool:
+        """Bring the message ``key`` to the middle of the view (False: not loaded)."""
+        index = self._by_key.get(key)
+        if index is None:
+            return False
+        row = self._starts[index]
+        self.scroll_to(y=max(0, row - self.size.height // 2), animate=False, immediate=True)
+        return True
+
     def set_mark(self, key: str, mark: DeliveryMark) -> None:
         """Change the delivery glyph of one message."""
         item = self.item(key)
@@ -402,8 +415,11 @@ class MessageLog(ScrollView, can_focus=True):
                 Segment(f"   {pad}* ", system),
                 Segment(body, system),
             ]
+        body_style = base
+        if item.mention:
+            body_style = base + self.get_component_rich_style("message-log--mention")
         if line_no:
-            return [Segment(indent, base), Segment(body, base)]
+            return [Segment(indent, base), Segment(body, body_style)]
         time_style = base + self.get_component_rich_style("message-log--time")
         mark_style = base + self._mark_style(item.mark)
         if item.own:
@@ -421,7 +437,7 @@ class MessageLog(ScrollView, can_focus=True):
             Segment(" ", base),
             Segment(name, name_style),
             Segment(" ", base),
-            Segment(body, base),
+            Segment(body, body_style),
         ]
 
     def _mark_style(self, mark: DeliveryMark) -> Style:
