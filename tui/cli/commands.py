@@ -31,7 +31,7 @@ from tui.client.passphrase import resolve_passphrase
 from tui.client.profile import Profile
 from tui.output import as_json, format_message
 
-__all__ = ["COMMANDS", "Command", "run_command"]
+__all__ = ["COMMANDS", "Command", "run_command", "run_plain_command"]
 
 PASSWORD_ENV = "QPC_PASSWORD"  # noqa: S105 (a variable name)
 """Environment variable with the account password, for scripts."""
@@ -570,3 +570,14 @@ async def run_command(cfg: CliConfig) -> int:
     finally:
         await engine.close()
     return 0
+
+
+async def run_plain_command(cfg: CliConfig) -> int:
+    """``qpc --plain``: the line-mode interface on an opened engine (docs/TUI.md)."""
+    from tui.plain import run_plain
+
+    engine = await _open(cfg)
+    try:
+        return await run_plain(engine)
+    finally:
+        await engine.close()

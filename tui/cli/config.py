@@ -70,6 +70,8 @@ class CliConfig:
     """Accept a changed node key."""
     verbose: bool = False
     """Debug logging."""
+    plain: bool = False
+    """``--plain``: the line-mode interface for screen readers instead of the TUI."""
     kdf: KdfParams = DEFAULT_PARAMS
     """Argon2id parameters for a new profile (``QPC_KDF=fast``: test parameters)."""
     args: CommandArgs = field(default_factory=CommandArgs)
@@ -123,6 +125,7 @@ def cli_config(ns: argparse.Namespace, environ: dict[str, str] | None = None) ->
         password_fd=get("password_fd", None),
         trust_new_key=bool(get("trust_new_key", False)),
         verbose=bool(get("verbose", False)),
+        plain=bool(get("plain", False)),
         kdf=FAST_TEST_PARAMS if env.get(KDF_ENV) == "fast" else DEFAULT_PARAMS,
         args=args,
     )
