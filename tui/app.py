@@ -27,6 +27,7 @@ from tui.screens.dialogs import (
     InviteDialog,
     NewDmDialog,
     NewGroupDialog,
+    ReactDialog,
     RemoveMembersDialog,
     VerifyKeysDialog,
     parse_users,
@@ -210,6 +211,76 @@ class QpcApp(ChatApp):
 
         self.push_screen(InviteDialog(subtitle=f"to {label}"), invited)
 
+    def _selected(self) -> tuple[str, Message] | None:
+        """The open channel and its selected message (None, with a hint, when none)."""
+        channel = self._need_channel()
+        if channel is None or self.main is None:
+            return None
+        message = self.main.selected_message
+        if message is None or not message.msg_id:
+            self.notify("Select a message first (Alt+Left / Alt+Right).", severity="warning")
+            return None
+        return channel, message
+
+    def action_reply(self) -> None:
+        """Reply to the selected message (the composer quotes it)."""
+        picked = self._selected()
+        if picked is not None and self.main is not None:
+            self.main.set_composing(("reply", picked[1]))
+            self.main.query_one(Composer).focus()
+
+    def action_edit_message(self) -> None:
+        """Edit the selected message (ours only): the composer gets its text."""
+        picked = self._selected()
+        if picked is None or self.main is None:
+            return
+        message = picked[1]
+        if not message.outgoing or message.deleted:
+            self.notify("Only your own messages can be edited.", severity="warning")
+            return
+        self.main.set_composing(("edit", message))
+        composer = self.main.query_one(Composer)
+        composer.text = message.text
+        composer.focus()
+
+    def action_delete_message(self) -> None:
+        """Confirm, then delete the selected message (ours only) everywhere."""
+        picked = self._selected()
+        if picked is None:
+            return
+        channel, message = picked
+        if not message.outgoing or message.deleted:
+            self.notify("Only your own messages can be deleted.", severity="warning")
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.delete_message(channel, message.msg_id)
+
+        self.push_screen(
+            ConfirmDialog(
+                "Delete message",
+                "Delete it for everyone? Its text is erased from every member's device.",
+                yes="Delete",
+                danger=True,
+            ),
+            confirmed,
+        )
+
+    def action_react(self) -> None:
+        """Ask for an emoji; our own reaction with it again takes it back."""
+        picked = self._selected()
+        if picked is None:
+            return
+        channel, message = picked
+
+        def chosen(emoji: str | None) -> None:
+            if emoji:
+                mine = any(r.emoji == emoji and r.mine for r in message.reactions)
+                self._react_worker(channel, message.msg_id, emoji, mine)
+
+        self.push_screen(ReactDialog(subtitle="on " + message.sender + "'s message"), chosen)
+
     def action_new_dm(self) -> None:
         """Ask for a user and open the DM with them."""
         if self._need_login():
@@ -288,9 +359,11 @@ class QpcApp(ChatApp):
             self.check_key(parse_users(user)[0])
 
     def action_info(self, tab: str) -> None:
-        """Show the whoami / health / ping panes."""
-        if self._need_login():
+        """Show the whoami / health / ping panes (health and ping also before login)."""
+        if self.main is not None or tab in ("health", "ping"):
             self.open_info(tab)
+        else:
+            self._need_login()
 
     def action_refresh_info(self) -> None:
         """Refresh the panes."""
@@ -316,6 +389,16 @@ class QpcApp(ChatApp):
         """Open the next or previous channel."""
         if self.main is not None:
             self.main.action_cycle_channel(step)
+
+    def action_select_message(self, step: int) -> None:
+        """Select the next older (-1) or newer (1) message."""
+        if self.main is not None:
+            self.main.action_select_message(step)
+
+    def action_jump_to_parent(self) -> None:
+        """Select the message the selected reply quotes."""
+        if self.main is not None:
+            self.main.action_jump_to_parent()
 
     def action_notify_level(self, level: str) -> None:
         """Set how much the open channel may interrupt: all, mentions or mute."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from proto import files
 from proto.crypto.atrest import FAST_TEST_PARAMS
-from tui.client.api import ClientEngine, MessageReceived
+from tui.client.api import ClientEngine, Health, MessageReceived, PingResult
 from tui.client.core import PINS_FILE, EngineConfig
 from tui.client.engine import Engine
 from tui.client.localnode import LocalNode, ensure_local_node, stop_local_node
@@ -142,6 +142,14 @@ class DemoFactory:
     async def probe(self, server: str) -> ServerKey:
         """Only reached from the welcome screen (the scripted start failed)."""
         return await self._welcome.probe(server)
+
+    async def health(self, server: str) -> Health:
+        """Only reached from the welcome screen: the demo's own node."""
+        return await self._welcome.health(server)
+
+    async def ping(self, server: str) -> PingResult:
+        """Only reached from the welcome screen: the demo's own node."""
+        return await self._welcome.ping(server)
 
     async def open(self, form: LoginForm, *, trust_fingerprint: str) -> ClientEngine:
         """Only reached from the welcome screen: a plain profile in the demo directory."""

@@ -46,6 +46,13 @@ class CommandArgs:
     timeout: float = 0.0
     limit: int = 50
     accept: bool = False
+    id: str = ""
+    emoji: str = ""
+    reply_to: str = ""
+    me: bool = False
+    remove: bool = False
+    receipts: str | None = None
+    typing: str | None = None
     code: str = ""
     device: str = ""
 
@@ -113,6 +120,13 @@ def cli_config(ns: argparse.Namespace, environ: dict[str, str] | None = None) ->
         timeout=get("timeout", 0.0),
         limit=get("limit", 50),
         accept=get("accept", False),
+        id=get("id", ""),
+        emoji=get("emoji", ""),
+        reply_to=get("reply_to", ""),
+        me=bool(get("me", False)),
+        remove=bool(get("remove", False)),
+        receipts=get("receipts", None),
+        typing=get("typing", None),
         code=get("code", None) or "",
         device=get("device", ""),
     )

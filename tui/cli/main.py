@@ -32,6 +32,7 @@ from proto.errors import (
 )
 from tui.cli.commands import COMMANDS, run_command, run_plain_command
 from tui.cli.config import CliConfig, cli_config
+from tui.client.profile import Profile
 
 __all__ = ["build_parser", "main"]
 
@@ -128,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_tui(cfg)
     if command.own_config is not None:
         return command.own_config(ns)
-    if command.with_engine is not None:
+    bare = command.without_profile is not None and not Profile.exists(cfg.profile_dir)
+    if command.with_engine is not None and not bare:  # a profile-less run writes nothing
         _setup_logging(cfg.profile_dir, cfg.verbose)
     return _run_cli(cfg, run_command)
 

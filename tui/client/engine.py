@@ -45,9 +45,10 @@ from tui.client import api, appdata
 from tui.client.channels import Channels
 from tui.client.core import EngineConfig, Session, normalize_user
 from tui.client.delivery import Inbox
+from tui.client.kinds import Kinds
 from tui.client.linking import Linker, LinkFailed
 from tui.client.profile import Profile
-from tui.client.sending import Outbox
+from tui.client.sending import Outbox, parse_id
 from tui.client.state import EngineState
 from tui.client.views import Events, Views
 
@@ -83,6 +84,7 @@ class Engine:
         self.channels_part = Channels(
             session, state, self.events_bus, self.views, self.outbox, catch_up=self.inbox.drain
         )
+        self.kinds = Kinds(session, state, self.events_bus, self.views, self.outbox)
         self.linker = Linker(session)
 
     @classmethod
@@ -118,6 +120,7 @@ class Engine:
 
     async def close(self) -> None:
         """Stop live updates, save and ack what was processed, then close everything."""
+        await self.kinds.close()
         await self.inbox.close()
         await self.session.close()
 
@@ -249,9 +252,54 @@ class Engine:
 
     # ------------------------------------------------------------------ messages
 
-    async def send(self, channel: str, text: str) -> api.Message:
-        """Encrypt and send ``text``; offline, the message waits in the outbox."""
-        return await self.outbox.send(channel, text)
+    async def send(
+        self, channel: str, text: str, *, reply_to: str = "", action: bool = False
+    ) -> api.Message:
+        """Encrypt and send ``text``; offline, the message waits in the outbox.
+
+        ``reply_to``: the parent's hex message id. ``action``: an action
+        message (``/me waves``, rendered ``* alice waves``).
+        """
+        return await self.outbox.send(channel, text, reply_to=reply_to, action=action)
+
+    async def send_action(self, channel: str, text: str) -> api.Message:
+        """``/me``: send an action message (the slash-command parser calls this)."""
+        return await self.outbox.send(channel, text, action=True)
+
+    async def react(
+        self, channel: str, msg_id: str, emoji: str, *, remove: bool = False
+    ) -> api.Message:
+        """Add (or with ``remove`` take back) our ``emoji`` on the message ``msg_id`` (hex)."""
+        return await self.kinds.react(channel, msg_id, emoji, remove=remove)
+
+    async def edit(self, channel: str, msg_id: str, text: str) -> api.Message:
+        """Replace the text of one of our messages on every member's device."""
+        return await self.kinds.edit(channel, msg_id, text)
+
+    async def delete(self, channel: str, msg_id: str) -> api.Message:
+        """Delete one of our messages on every member's device (a tombstone stays)."""
+        return await self.kinds.delete(channel, msg_id)
+
+    async def set_topic(self, channel: str, topic: str) -> api.ChannelInfo:
+        """``/topic``: set the channel topic for every member ("" clears it)."""
+        return await self.kinds.set_topic(channel, topic)
+
+    async def set_privacy(
+        self, *, receipts: bool | None = None, typing: bool | None = None
+    ) -> api.Privacy:
+        """Switch sending read receipts / typing notices on or off (None: unchanged)."""
+        return await self.kinds.set_privacy(receipts=receipts, typing=typing)
+
+    async def typing(self, channel: str) -> None:
+        """Tell the channel we are typing (coalesced; off with ``send_typing=False``)."""
+        await self.kinds.typing(channel)
+
+    async def message(self, channel: str, msg_id: str) -> api.Message | None:
+        """The stored message with hex id ``msg_id`` (for a reply's quoted parent)."""
+        async with self.session.mutex:
+            cid = self.views.resolve(channel)
+            found = await self.profile.find_message(cid, parse_id(msg_id))
+            return None if found is None else self.views.to_api(found)
 
     async def sync(self) -> list[api.Message]:
         """Fetch, process, persist and ack everything waiting; flush the outbox."""
@@ -275,6 +323,8 @@ class Engine:
             if rec.unread:
                 rec.unread = 0
                 await self.session.save()
+            if before_id is None and rows:
+                await self.kinds.read_up_to(cid, rows[-1])
             return [self.views.to_api(r) for r in rows]
 
     async def search(
@@ -293,10 +343,13 @@ class Engine:
     async def mark_read(self, channel: str) -> None:
         """Clear the channel's unread count (saved: survives restarts)."""
         async with self.session.mutex:
-            rec = self.views.channel_record(self.views.resolve(channel))
+            cid = self.views.resolve(channel)
+            rec = self.views.channel_record(cid)
             if rec.unread:
                 rec.unread = 0
                 await self.session.save()
+            newest = await self.session.list_messages(cid, limit=1, before_id=None)
+            await self.kinds.read_up_to(cid, newest[-1] if newest else None)
 
     async def _after_batch(self) -> None:
         """Follow-ups of received batches (caller holds the mutex): say hello in
