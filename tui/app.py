@@ -217,22 +217,22 @@ class QpcApp(ChatApp):
 
     def _me(self, action: str) -> str:
         channel = self._need_channel()
-        if channel is None:
-            return ""
-        if getattr(self.engine, "send_action", None) is None:
-            return "/me is not available yet: this client has no action messages."
-        self.send_action(channel, action)
+        if channel is not None:
+            self.send(channel, action, action=True)
         return ""
 
     def _topic(self, text: str) -> str:
+        """``/topic text`` sets it; ``/topic`` alone shows it."""
         channel = self._need_channel()
-        if channel is None:
+        if channel is None or self.main is None:
             return ""
-        if getattr(self.engine, "set_topic", None) is None:
-            return "/topic is not available yet: this client has no channel topics."
-        if not text:
-            return "Usage: /topic text"
-        self.set_topic(channel, text)
+        if text:
+            self.set_topic(channel, text)
+            return ""
+        info = self.main.channel(channel)
+        topic = info.topic if info is not None else ""
+        label = self.main.channel_label(channel)
+        self.notify(f"Topic of {label}: {topic}" if topic else f"{label} has no topic.")
         return ""
 
     def _need_channel(self) -> str | None:

@@ -77,6 +77,8 @@ class FollowUps:
     """Channels joined (say hello in them, refill KeyPackages)."""
     leave_requests: set[bytes] = field(default_factory=set)
     """Channels with a pending remove proposal to commit."""
+    link: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """Device-linking messages (sender device, body) for the linker."""
 
 
 class Inbox:
@@ -374,6 +376,8 @@ class Inbox:
                 self._follow.leave_requests.add(channel)
             case receive.CommitSeen():
                 await self._commit_seen(fx)
+            case receive.LinkControl(sender=sender, body=body):
+                self._follow.link.append((sender, body))
 
     def _after_mls(self) -> None:
         self._mls_ops += 1
