@@ -7,19 +7,27 @@ engine factory; tests call it with a fake one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from rich.console import RenderableType
+from rich.control import Control
 from textual import on, work
+from textual._compositor import ChopsUpdate, LayoutUpdate
 from textual.binding import Binding, BindingType
+from textual.driver import Driver
+from textual.screen import Screen
 
 from proto import files
 from tui import slash
 from tui.client.api import Message
 from tui.commands import ChatCommands
 from tui.controller import ChatApp
+from tui.damage import DamageTracker
 from tui.links import urls_newest_first
 from tui.notifications import NotifyLevel
 from tui.screens.dialogs import (
@@ -70,6 +78,63 @@ class QpcApp(ChatApp):
         ("channels", ChannelList),
         ("welcome", WelcomeScreen),
     ]
+
+    def __init__(self, factory: EngineFactory, settings: TuiSettings) -> None:
+        """See :class:`tui.controller.ChatApp`; adds the output's damage tracking."""
+        super().__init__(factory, settings)
+        self._damage = DamageTracker() if settings.damage_tracking else None
+
+    def _display(self, screen: Screen[Any], renderable: RenderableType | None) -> None:
+        """Textual's frame output, through :class:`tui.damage.DamageTracker`.
+
+        Only a full-screen terminal driver's compositor updates go through it;
+        everything else (inline mode, headless tests, other renderables) is
+        Textual's own path.
+        """
+        damage, driver = self._damage, self._driver
+        if (
+            damage is None
+            or driver is None
+            or driver.is_inline
+            or self.is_headless
+            or not self._running
+            or self._closed
+            or self._batch_count
+            or not isinstance(renderable, LayoutUpdate | ChopsUpdate)
+        ):
+            super()._display(screen, renderable)
+            return
+        try:
+            self._begin_update()
+            try:
+                cursor = self.screen.outer_size.clamp_offset(self.cursor_position)
+                size = (self.size.width, self.size.height)
+                data = damage.render(renderable, self.console, size)
+                data += Control.move_to(*cursor).segment.text
+                self._previous_cursor_position = cursor
+                driver.write(data)
+            except Exception as error:  # as Textual's own _display
+                self._handle_exception(error)
+            finally:
+                self._end_update()
+            driver.flush()
+        finally:
+            self.post_display_hook()
+
+    @contextlib.contextmanager
+    def suspend(self) -> Iterator[None]:
+        """Textual's suspend; the terminal is redrawn in full afterwards."""
+        with super().suspend():
+            yield
+        if self._damage is not None:
+            self._damage.reset()
+
+    @on(Driver.SignalResume)
+    def _redraw_after_resume(self) -> None:
+        """Back from Ctrl+Z (SIGCONT): the shell drew over the screen; redraw it whole."""
+        if self._damage is not None:
+            self._damage.reset()
+            self.refresh(repaint=True)
 
     def action_help(self) -> None:
         """F1: the key table."""
@@ -152,22 +217,22 @@ class QpcApp(ChatApp):
 
     def _me(self, action: str) -> str:
         channel = self._need_channel()
-        if channel is None:
-            return ""
-        if getattr(self.engine, "send_action", None) is None:
-            return "/me is not available yet: this client has no action messages."
-        self.send_action(channel, action)
+        if channel is not None:
+            self.send(channel, action, action=True)
         return ""
 
     def _topic(self, text: str) -> str:
+        """``/topic text`` sets it; ``/topic`` alone shows it."""
         channel = self._need_channel()
-        if channel is None:
+        if channel is None or self.main is None:
             return ""
-        if getattr(self.engine, "set_topic", None) is None:
-            return "/topic is not available yet: this client has no channel topics."
-        if not text:
-            return "Usage: /topic text"
-        self.set_topic(channel, text)
+        if text:
+            self.set_topic(channel, text)
+            return ""
+        info = self.main.channel(channel)
+        topic = info.topic if info is not None else ""
+        label = self.main.channel_label(channel)
+        self.notify(f"Topic of {label}: {topic}" if topic else f"{label} has no topic.")
         return ""
 
     def _need_channel(self) -> str | None:

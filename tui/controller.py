@@ -394,9 +394,15 @@ class ChatApp(App[None]):
         return f"/{invocation.command.name} is not available here."
 
     @work(group="send", exit_on_error=False, name="send")
-    async def send(self, channel: str, text: str, *, reply_to: str = "") -> None:
-        """Send ``text`` (not exclusive: messages queue in order of writing)."""
-        self._show_sent(await self._engine().send(channel, text, reply_to=reply_to))
+    async def send(
+        self, channel: str, text: str, *, reply_to: str = "", action: bool = False
+    ) -> None:
+        """Send ``text`` (not exclusive: messages queue in order of writing).
+
+        ``action``: a ``/me`` action.
+        """
+        message = await self._engine().send(channel, text, reply_to=reply_to, action=action)
+        self._show_sent(message)
 
     def _show_sent(self, message: Message) -> None:
         main = self._main()
@@ -404,21 +410,10 @@ class ChatApp(App[None]):
             main.add_message(message)
         main.bump(message.channel, message.time_ms, unread=False)
 
-    @work(group="send", exit_on_error=False, name="send action")
-    async def send_action(self, channel: str, text: str) -> None:
-        """Send a ``/me`` action (engines with action messages only)."""
-        send_action = getattr(self._engine(), "send_action", None)
-        if send_action is None:
-            raise LocalError("This client has no action messages.")
-        self._show_sent(await send_action(channel, text))
-
     @work(exclusive=True, group="channel-op", exit_on_error=False, name="topic")
     async def set_topic(self, channel: str, topic: str) -> None:
-        """Set the channel topic for every member (engines with topics only)."""
-        set_topic = getattr(self._engine(), "set_topic", None)
-        if set_topic is None:
-            raise LocalError("This client has no channel topics.")
-        info = await set_topic(channel, topic)
+        """Set the channel topic for every member."""
+        info = await self._engine().set_topic(channel, topic)
         await self._after_channel_op(info, open_it=False)
         self.notify(f"Topic of {self._main().channel_label(channel)} set.")
 

@@ -3,7 +3,9 @@
 Everything is real: a throwaway embedded node in a temporary directory, and
 three engines (you, bob and carol) with their own encrypted profiles. Bob and
 carol run in the background of the same process and answer what you write.
-The directory, node included, is removed when the TUI exits.
+The directory, node included, is removed when the TUI exits; the node runs
+in the TUI's process group, so a hang-up (SIGHUP to the terminal's
+foreground group) ends it even if the TUI dies before its clean-up.
 """
 
 from __future__ import annotations
@@ -107,7 +109,9 @@ class DemoFactory:
 
     async def resume(self) -> ClientEngine:
         """Start the node, register three users, build the group, start the peers."""
-        self.node = await asyncio.to_thread(ensure_local_node, self.base)
+        # In our process group: a hang-up of the terminal ends the node too,
+        # even if this process dies before its clean-up.
+        self.node = await asyncio.to_thread(ensure_local_node, self.base, detach=False)
         you = await self._engine("you")
         bob = await self._engine("bob")
         carol = await self._engine("carol")

@@ -86,3 +86,30 @@ async def test_typing_and_receipts_are_live_coalesced_and_off_able(
     await bob.typing(channel)
     assert bob_sent == ["Typing", "Receipt", "Receipt"]
     assert not bob.state.send_receipts and not bob.state.send_typing
+
+
+async def test_a_member_cannot_edit_or_delete_another_members_message(
+    node: EmbeddedNode, tmp_path: Path, engines: list[Engine]
+) -> None:
+    (alice, bob, carol), channel = await group_of(node, tmp_path, ["alice", "bob", "carol"])
+    engines += [alice, bob, carol]
+    msg = await alice.send(channel, "the plan")
+    await bob.sync()
+    await carol.sync()
+    target = bytes.fromhex(msg.msg_id)
+    # bob's client is modified: it sends an edit and a delete of alice's message
+    cid = bytes.fromhex(channel)
+    async with bob.mutex:
+        await bob.outbox.send_app(cid, appdata.Edit(target=target, text="hijacked", ts=1))
+        await bob.outbox.send_app(cid, appdata.Delete(target=target))
+    for reader in (alice, carol):
+        await reader.sync()
+        hist = await reader.history(channel)
+        by_text = {m.text: m for m in hist}
+        assert by_text["the plan"].msg_id == msg.msg_id
+        assert not by_text["the plan"].edited and not by_text["the plan"].deleted
+    # alice's own edit goes through on every device
+    await alice.edit(channel, msg.msg_id, "the new plan")
+    await carol.sync()
+    (m,) = [m for m in await carol.history(channel) if m.msg_id == msg.msg_id]
+    assert (m.text, m.edited) == ("the new plan", True)

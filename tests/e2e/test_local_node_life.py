@@ -206,7 +206,8 @@ async def test_tui_notices_a_killed_node_and_resumes(base: Path) -> None:
         again = read_local_node(base)
         assert again is not None and again.pid != node.pid
         assert node_processes(base) == [again.pid]
-        await asyncio.to_thread(qpc, base, "bob", "dm", "alice", "after the restart")
+        sent = await asyncio.to_thread(qpc, base, "bob", "dm", "alice", "after the restart")
+        assert json.loads(sent.stdout)["message"]["state"] == "sent"  # not left in the outbox
         await until(lambda: "after the restart" in received, 60)
         await app.action_quit()
     # The TUI was the node's last client: it stopped the node on its way out.

@@ -231,6 +231,10 @@ class FakeEngine:
             channel, self.user, text, state=self.send_state, reply_to=reply_to, action=action
         )
 
+    async def send_action(self, channel: str, text: str) -> Message:
+        self._check("send_action", channel, text)
+        return self.add_message(channel, self.user, text, state=self.send_state, action=True)
+
     def _find(self, channel: str, msg_id: str) -> tuple[int, Message]:
         for i, m in enumerate(self._messages[channel]):
             if m.msg_id == msg_id:

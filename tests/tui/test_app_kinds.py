@@ -63,6 +63,9 @@ async def test_reply_quotes_the_parent_and_jumps_to_it(app_factory: AppFactory) 
         assert main.selected == parent.id + 1
         await pilot.press("alt+left")
         assert main.selected == parent.id
+        log = main.query_one(MessageLog)
+        assert log.item(str(parent.id)).selected  # type: ignore[union-attr]
+        assert not log.item(str(parent.id + 1)).selected  # type: ignore[union-attr]
         assert "bob: morning!" in str(main.query_one("#selection", Static).render())
         await pilot.press("alt+r")
         assert main.composing == ("reply", parent)
@@ -167,6 +170,26 @@ async def test_topic_typing_and_seen_by(app_factory: AppFactory) -> None:
         await pilot.press("enter")
         await settle(app, pilot)
         assert not shown(activity)
+
+
+async def test_slash_me_and_topic_reach_the_engine(app_factory: AppFactory) -> None:
+    engine, channel = _setup()
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        main = main_screen(app)
+        composer = main.query_one(Composer)
+        composer.text = "/me waves"
+        await pilot.press("enter")
+        await settle(app, pilot)
+        sent = engine._messages[channel][-1]
+        assert sent.action and _log_text(app, sent.id) == "* alice waves"
+        composer.text = "/topic release on Friday"
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert ("set_topic", (channel, "release on Friday")) in engine.calls
+        title = str(main.query_one("#channel-title", Label).render())
+        assert title.endswith("— release on Friday")
 
 
 def test_rendering_functions() -> None:

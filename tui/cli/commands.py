@@ -32,7 +32,7 @@ from tui.client.probe import node_health, node_ping
 from tui.client.profile import Profile
 from tui.output import as_json, format_message
 
-__all__ = ["COMMANDS", "Command", "run_command"]
+__all__ = ["COMMANDS", "Command", "run_command", "run_plain_command"]
 
 PASSWORD_ENV = "QPC_PASSWORD"  # noqa: S105 (a variable name)
 """Environment variable with the account password, for scripts."""
@@ -324,6 +324,57 @@ async def _update(e: Engine, cfg: CliConfig) -> None:
     emit(cfg, f"{c.name}: self-update committed (epoch {c.epoch})", as_json(c))
 
 
+async def _link(e: Engine, cfg: CliConfig) -> None:
+    from tui.client.linking import format_code
+
+    if cfg.args.code:
+        r = await e.link_join(cfg.args.code, cfg.args.timeout)
+        emit(
+            cfg,
+            [
+                f"linked to device {r.device[:16]} of {e.user}",
+                "it now adds this device to its channels: run `qpc join` to enter them",
+            ],
+            {"linked": r.device, "role": "new"},
+        )
+        return
+    code = e.link_offer()
+    emit(
+        cfg,
+        [
+            f"link code: {format_code(code)}",
+            "on the new device (logged in to this account) run: qpc link " + format_code(code),
+        ],
+        {"code": format_code(code)},
+    )
+    sys.stdout.flush()
+    r = await e.link_wait(cfg.args.timeout)
+    emit(
+        cfg,
+        f"linked device {r.device[:16]}; added it to {len(r.channels)} channel(s)",
+        {"linked": r.device, "role": "existing", "channels": list(r.channels)},
+    )
+
+
+async def _devices(e: Engine, cfg: CliConfig) -> None:
+    ds = await e.devices()
+    lines = [
+        f"{d.device[:16]}  {d.fingerprint}  in {d.channels} channel(s)"
+        + ("  (this device)" if d.this_device else "")
+        for d in ds
+    ]
+    emit(cfg, lines, as_json(ds))
+
+
+async def _unlink(e: Engine, cfg: CliConfig) -> None:
+    removed = await e.unlink(cfg.args.device)
+    emit(
+        cfg,
+        f"unlinked; removed from {len(removed)} channel(s)",
+        {"unlinked": cfg.args.device, "channels": list(removed)},
+    )
+
+
 async def _demo_group(cfg: CliConfig) -> None:
     await run_demo(cfg)
 
@@ -552,6 +603,26 @@ COMMANDS: dict[str, Command] = {
             with_engine=_check_key,
         ),
         Command(
+            name="link",
+            help="link devices: without CODE show a code here; with CODE (new device) enter it",
+            arguments=(
+                _a("code", nargs="?", help="the code the existing device shows"),
+                _a("--timeout", type=float, default=300.0, metavar="S"),
+            ),
+            with_engine=_link,
+        ),
+        Command(
+            name="devices",
+            help="this account's devices and the channels each is in",
+            with_engine=_devices,
+        ),
+        Command(
+            name="unlink",
+            help="remove another device of this account from every channel and the account",
+            arguments=(_a("device", help="hex id or prefix (>= 8 digits) from `qpc devices`"),),
+            with_engine=_unlink,
+        ),
+        Command(
             name="refresh-keypackages",
             help="upload fresh KeyPackages now",
             with_engine=_refresh_keypackages,
@@ -633,3 +704,14 @@ async def run_command(cfg: CliConfig) -> int:
     finally:
         await engine.close()
     return 0
+
+
+async def run_plain_command(cfg: CliConfig) -> int:
+    """``qpc --plain``: the line-mode interface on an opened engine (docs/TUI.md)."""
+    from tui.plain import run_plain
+
+    engine = await _open(cfg)
+    try:
+        return await run_plain(engine)
+    finally:
+        await engine.close()

@@ -53,6 +53,8 @@ class CommandArgs:
     remove: bool = False
     receipts: str | None = None
     typing: str | None = None
+    code: str = ""
+    device: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +77,8 @@ class CliConfig:
     """Accept a changed node key."""
     verbose: bool = False
     """Debug logging."""
+    plain: bool = False
+    """``--plain``: the line-mode interface for screen readers instead of the TUI."""
     kdf: KdfParams = DEFAULT_PARAMS
     """Argon2id parameters for a new profile (``QPC_KDF=fast``: test parameters)."""
     args: CommandArgs = field(default_factory=CommandArgs)
@@ -123,6 +127,8 @@ def cli_config(ns: argparse.Namespace, environ: dict[str, str] | None = None) ->
         remove=bool(get("remove", False)),
         receipts=get("receipts", None),
         typing=get("typing", None),
+        code=get("code", None) or "",
+        device=get("device", ""),
     )
     return CliConfig(
         command=get("command", None),
@@ -133,6 +139,7 @@ def cli_config(ns: argparse.Namespace, environ: dict[str, str] | None = None) ->
         password_fd=get("password_fd", None),
         trust_new_key=bool(get("trust_new_key", False)),
         verbose=bool(get("verbose", False)),
+        plain=bool(get("plain", False)),
         kdf=FAST_TEST_PARAMS if env.get(KDF_ENV) == "fast" else DEFAULT_PARAMS,
         args=args,
     )

@@ -41,12 +41,14 @@ __all__ = [
     "Health",
     "KeyCheck",
     "KeyStock",
+    "LinkResult",
     "Member",
     "MembersChanged",
     "Message",
     "MessageChanged",
     "MessageReceived",
     "MessageStateChanged",
+    "OwnDevice",
     "PingResult",
     "Privacy",
     "RateLimitWait",
@@ -351,6 +353,30 @@ class DeviceKeyCheck:
     """``new`` (first seen, now pinned), ``verified`` (matches pin) or ``changed``."""
     previous_device: str = ""
     """When ``changed``: hex of the key we had pinned before."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OwnDevice:
+    """One device of our own account (``qpc devices``)."""
+
+    device: str
+    """Hex device id."""
+    fingerprint: str
+    """Its fingerprint, as ``whoami`` shows it on that device."""
+    this_device: bool
+    """True for the device running this client."""
+    channels: int
+    """How many of our active channels it is a member of."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkResult:
+    """A completed device link."""
+
+    device: str
+    """Hex id of the other device (the new one on the existing side, and vice versa)."""
+    channels: tuple[str, ...] = ()
+    """On the existing side: channels the new device was added to."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

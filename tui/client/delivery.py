@@ -77,6 +77,8 @@ class FollowUps:
     """Channels joined (say hello in them, refill KeyPackages)."""
     leave_requests: set[bytes] = field(default_factory=set)
     """Channels with a pending remove proposal to commit."""
+    link: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """Device-linking messages (sender device, body) for the linker."""
 
 
 class Inbox:
@@ -170,6 +172,10 @@ class Inbox:
                     continue  # duplicate (already processed and persisted)
                 try:
                     await self._process_one(env)
+                except (ConnectionLost, TransportError, Unavailable):
+                    # The node went away mid-message (fetching a Welcome's parts):
+                    # not this message's fault; the batch is delivered again.
+                    raise
                 except QpcError as exc:  # a local failure must not wedge the inbox
                     self._events.warn(
                         f"could not process message: {type(exc).__name__}", env.channel_id
@@ -370,6 +376,8 @@ class Inbox:
                 self._follow.leave_requests.add(channel)
             case receive.CommitSeen():
                 await self._commit_seen(fx)
+            case receive.LinkControl(sender=sender, body=body):
+                self._follow.link.append((sender, body))
 
     def _after_mls(self) -> None:
         self._mls_ops += 1

@@ -30,20 +30,23 @@ The facade wires them, runs the follow-ups of each received batch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from proto import mls
 from proto.crypto.envelope import HybridPrivateKey
-from proto.crypto.identity import IdentityKey, safety_number
-from proto.errors import ProfileError, QpcError
+from proto.crypto.identity import IdentityKey, fingerprint, safety_number
+from proto.errors import LocalError, ProfileError, QpcError
 from proto.rpc_client import RpcClient
 from tui.client import api, appdata
 from tui.client.channels import Channels
 from tui.client.core import EngineConfig, Session, normalize_user
 from tui.client.delivery import Inbox
 from tui.client.kinds import Kinds
+from tui.client.linking import Linker, LinkFailed
 from tui.client.profile import Profile
 from tui.client.sending import Outbox, parse_id
 from tui.client.state import EngineState
@@ -82,6 +85,7 @@ class Engine:
             session, state, self.events_bus, self.views, self.outbox, catch_up=self.inbox.drain
         )
         self.kinds = Kinds(session, state, self.events_bus, self.views, self.outbox)
+        self.linker = Linker(session)
 
     @classmethod
     async def open(cls, config: EngineConfig, passphrase: str, *, create: bool = False) -> Engine:
@@ -353,6 +357,11 @@ class Engine:
         self-updates, flush the outbox."""
         await self.channels_part.keys_due()
         follow = self.inbox.take_follow_ups()
+        for sender, body in follow.link:
+            try:
+                await self.linker.handle(sender, body)
+            except QpcError as exc:
+                log.info("link message not handled: %s", type(exc).__name__)
         for channel in follow.joined:
             if len(self.views.group(channel).members()) > HELLO_MAX_MEMBERS:
                 continue  # the inviter's meta message carries the access keys
@@ -377,6 +386,111 @@ class Engine:
                 log.info("could not commit a leave request: %s", type(exc).__name__)
         await self.channels_part.self_update_due()
         await self.outbox.flush()
+
+    # ------------------------------------------------------------------ devices
+
+    def link_offer(self) -> str:
+        """On the existing device: open a link offer; returns the code to show."""
+        return self.linker.open_offer()
+
+    async def link_wait(self, timeout: float) -> api.LinkResult:  # noqa: ASYNC109
+        """On the existing device: wait for the new device to prove the code,
+        then add it to every channel we are in.
+
+        Raises:
+            LinkFailed: the code was wrong too often, expired, or nobody came in time.
+        """
+        try:
+            device = await self._listen_until(self.linker.offer_result(), timeout)
+        finally:
+            self.linker.close_offer()
+        added = await self.channels_part.add_own_device(device)
+        return api.LinkResult(device=device.hex(), channels=tuple(added))
+
+    async def link_join(self, code: str, timeout: float) -> api.LinkResult:  # noqa: ASYNC109
+        """On the new device: prove ``code`` to the existing device, then join
+        the channels it adds us to.
+
+        Raises:
+            LinkFailed: wrong code, refused, or no device answered in time.
+        """
+        async with self.session.mutex:
+            await self.inbox.drain()
+            fut = await self.linker.start_join(code)
+        device = await self._listen_until(fut, timeout)
+        return api.LinkResult(device=device.hex())
+
+    async def _listen_until(
+        self,
+        fut: asyncio.Future[bytes],
+        timeout: float,  # noqa: ASYNC109 (the pump must stop, not be timed out)
+    ) -> bytes:
+        """Process the inbox live until ``fut`` resolves (or ``timeout`` passes)."""
+
+        async def pump() -> None:
+            async for _ in self.events():
+                if fut.done():
+                    return
+
+        task = asyncio.ensure_future(pump())
+        try:
+            waited: set[asyncio.Future[Any]] = {fut, task}
+            done, _ = await asyncio.wait(
+                waited, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if fut not in done:
+                exc = task.exception() if task in done else None
+                if exc is not None:
+                    raise exc
+                raise LinkFailed("no answer from the other device in time")
+            return fut.result()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, QpcError):
+                await task
+
+    async def devices(self) -> tuple[api.OwnDevice, ...]:
+        """Our account's devices as the node lists them, and how many of our channels each is in."""
+        async with self.session.mutex:
+            listed = await self.session.user_devices(self.user)
+            groups = [
+                self.mls.load_group(bytes.fromhex(h))
+                for h, rec in self.state.channels.items()
+                if rec.active
+            ]
+            counts = {
+                d: sum(1 for g in groups if any(m.signature_key == d for m in g.members()))
+                for d in listed
+            }
+        return tuple(
+            api.OwnDevice(
+                device=d.hex(),
+                fingerprint=fingerprint(d),
+                this_device=d == self.device_id,
+                channels=counts[d],
+            )
+            for d in listed
+        )
+
+    async def unlink(self, device: str) -> tuple[str, ...]:
+        """Remove one of our other devices from every channel, then from the account.
+
+        ``device`` is a hex id or a unique prefix of one (at least 8 digits).
+        Returns the channels it was removed from.
+        """
+        prefix = device.strip().lower()
+        if len(prefix) < 8:
+            raise LocalError("give at least 8 hex digits of the device id (`qpc devices`)")
+        async with self.session.mutex:
+            listed = await self.session.user_devices(self.user)
+        found = [d for d in listed if d.hex().startswith(prefix)]
+        if len(found) != 1:
+            raise LocalError(
+                "no such device in this account" if not found else "ambiguous device id prefix"
+            )
+        removed = await self.channels_part.remove_own_device(found[0])
+        await (await self.rpc()).unlink_device(device_id=found[0])
+        return tuple(removed)
 
     # ------------------------------------------------------------------ keys
 

@@ -177,12 +177,17 @@ def _parse_banner(log: Path) -> tuple[str, int, str] | None:
     return host.strip("[]"), int(port), fp
 
 
-def ensure_local_node(base: Path | None = None, *, extra_args: tuple[str, ...] = ()) -> LocalNode:
+def ensure_local_node(
+    base: Path | None = None, *, extra_args: tuple[str, ...] = (), detach: bool = True
+) -> LocalNode:
     """Return the shared local node, starting it if none is running.
 
     Args:
         base: data dir (default :func:`data_dir`); the node lives in ``base/local-node``.
         extra_args: more ``qpc-node`` flags for a node started now.
+        detach: start it in a session of its own, so it outlives the terminal
+            (the shared node); False keeps it in the caller's process group,
+            so a hang-up of the terminal ends it with the caller (``qpc demo``).
 
     Raises:
         ConfigError: the node could not be started (its log is named).
@@ -198,7 +203,7 @@ def ensure_local_node(base: Path | None = None, *, extra_args: tuple[str, ...] =
         node = _read(record)
         if node is not None:
             return node
-        return _start(home, extra_args)
+        return _start(home, extra_args, detach)
 
 
 def _previous_port(record: Path) -> int:
@@ -208,7 +213,7 @@ def _previous_port(record: Path) -> int:
         return 0
 
 
-def _start(home: Path, extra_args: tuple[str, ...]) -> LocalNode:
+def _start(home: Path, extra_args: tuple[str, ...], detach: bool) -> LocalNode:
     """Start the node (the caller holds the start lock).
 
     A restarted node listens on the port of the one before it when that port
@@ -218,15 +223,15 @@ def _start(home: Path, extra_args: tuple[str, ...]) -> LocalNode:
     record = home / "node.json"
     port = _previous_port(record)
     try:
-        return _spawn(home, port, extra_args)
+        return _spawn(home, port, extra_args, detach)
     except ConfigError:
         if port == 0:
             raise
         log.info("the local node's previous port %d is taken; using a new one", port)
-        return _spawn(home, 0, extra_args)
+        return _spawn(home, 0, extra_args, detach)
 
 
-def _spawn(home: Path, port: int, extra_args: tuple[str, ...]) -> LocalNode:
+def _spawn(home: Path, port: int, extra_args: tuple[str, ...], detach: bool) -> LocalNode:
     record = home / "node.json"
     log_path = home / "node.log"
     with files.open_private(home / ALIVE_LOCK, "a") as alive:
@@ -254,7 +259,7 @@ def _spawn(home: Path, port: int, extra_args: tuple[str, ...]) -> LocalNode:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=detach,
                 close_fds=True,
                 pass_fds=(alive.fileno(),),
             )

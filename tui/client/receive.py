@@ -41,6 +41,7 @@ from tui.client.profile import ChatMessage, MessageChange
 from tui.client.state import EngineState, HeldEnvelope
 
 __all__ = [
+    "LINK_CHANNEL",
     "MAX_HELD",
     "UNKNOWN_PLACEHOLDER",
     "WELCOME_REF_FIRST_BYTE",
@@ -56,6 +57,7 @@ __all__ = [
     "Joined",
     "LearnDevice",
     "LeaveRequested",
+    "LinkControl",
     "SawReceipt",
     "SawTyping",
     "SetAccessKeys",
@@ -71,6 +73,9 @@ __all__ = [
     "welcome_parts_missing",
     "welcome_ref_entry",
 ]
+
+LINK_CHANNEL = b"qpc-link-v1"
+"""Channel id of the sealed control messages that link a device (not an MLS group)."""
 
 MAX_HELD = 1000
 """Most future-epoch envelopes held at once (the oldest are dropped beyond)."""
@@ -236,6 +241,15 @@ class CommitSeen:
     removed_self: bool
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkControl:
+    """A device-linking message (docs/PROTOCOL.md, "Linked devices") for the linker."""
+
+    sender: bytes
+    """The sending device (its envelope signature verified)."""
+    body: bytes
+
+
 Effect = (
     ApplyMls
     | JoinWelcome
@@ -253,6 +267,7 @@ Effect = (
     | AddUnread
     | LeaveRequested
     | CommitSeen
+    | LinkControl
 )
 """Everything the shell may be asked to do."""
 
@@ -300,7 +315,7 @@ def on_envelope(
         return _NOTHING
     channel = env.channel_id
     if env.data[:1] == WELCOME_REF_FIRST_BYTE:
-        if channel in epochs:
+        if channel in epochs and env.seq not in stored:
             return _warn("Welcome for a channel we are already in (replay?)", channel)
         try:
             parse_welcome_ref(env.data)
@@ -335,6 +350,8 @@ def on_envelope(
             return _warn("Welcome for a channel we are already in (replay?)", channel)
         return Step(effects=(JoinWelcome(opened=opened),))
     if opened.content_type == ContentType.CONTROL:
+        if channel == LINK_CHANNEL:
+            return Step(effects=(LinkControl(sender=opened.sender, body=opened.body),))
         return _NOTHING
     current = epochs.get(channel)
     if current is None:

@@ -282,7 +282,8 @@ class MainScreen(Screen[None]):
 
     def _item(self, message: Message) -> LogItem:
         parent = self.by_msg_id(message.reply_to) if message.reply_to else None
-        return log_item(message, self.user, parent)
+        item = log_item(message, self.user, parent)
+        return replace(item, selected=True) if message.id == self.selected else item
 
     # ----------------------------------------------------- selection, typing
 
@@ -305,7 +306,10 @@ class MainScreen(Screen[None]):
 
     def select(self, message_id: int | None) -> None:
         """Select a message by local id (None: no selection) and scroll to it."""
-        self.selected = message_id
+        before, self.selected = self.selected, message_id
+        for m in self.messages:
+            if m.id in (before, message_id):
+                self.query_one(MessageLog).update_item(self._item(m))
         self._show_selection()
         if message_id is not None:
             self.query_one(MessageLog).scroll_to_key(str(message_id))
@@ -472,8 +476,7 @@ class MainScreen(Screen[None]):
             if self.composing is not None and self.composing[0] == "edit":
                 self.query_one(Composer).text = ""
             self.composing = None
-            self.selected = None
-            self._show_selection()
+            self.select(None)
         if self.active_channel is None:
             self.query_one(ChannelList).focus()
         else:
