@@ -321,7 +321,10 @@ async def run(sizes: list[int], n_workers: int, kp: int) -> None:
                 add1_up = meter.bytes
                 commit_b = max(commit_b, meter.largest.get("commit", 0))
                 tree_b = meter.last.get("ratchet_tree", 0)
-                welcome_b = meter.last.get("group_info", 0) + meter.last.get("entry", 0)
+                # by reference: the entry + shared part; else the whole Welcome
+                welcome_b = meter.last.get("group_info", 0) + meter.last.get(
+                    "entry", meter.last.get("welcome", 0)
+                )
                 holder = next(w for w in workers if last[0] in w.names)
                 (ready,) = await holder.ask("join", last)
                 await _all(workers, "sync", [None] * n_workers)

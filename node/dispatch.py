@@ -65,6 +65,8 @@ from proto.codec import (
     RegisterStartResult,
     SetChannelKeyParams,
     SetChannelKeyResult,
+    UnlinkDeviceParams,
+    UnlinkDeviceResult,
     UploadKeyPackagesParams,
     UploadKeyPackagesResult,
     WhoamiParams,
@@ -374,3 +376,11 @@ class NodeDispatcher:
                 self._caller(ctx), params.channel_id, params.epoch
             )
             return FetchWelcomeResult(group_info=group_info, ratchet_tree=tree)
+
+    async def unlink_device(
+        self, ctx: CallContext, params: UnlinkDeviceParams
+    ) -> UnlinkDeviceResult:
+        """Remove another device of the caller's account."""
+        with self._observe(ctx.method):
+            await self.keys.unlink_device(self._caller(ctx), params.device_id)
+            return UnlinkDeviceResult()

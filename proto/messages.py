@@ -69,6 +69,8 @@ __all__ = [
     "Result",
     "SetChannelKeyParams",
     "SetChannelKeyResult",
+    "UnlinkDeviceParams",
+    "UnlinkDeviceResult",
     "UploadKeyPackagesParams",
     "UploadKeyPackagesResult",
     "WhoamiParams",
@@ -502,6 +504,18 @@ class FetchWelcomeResult(Result):
 
     group_info: bytes
     ratchet_tree: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnlinkDeviceParams(Params):
+    """Remove another device of the caller's account."""
+
+    device_id: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnlinkDeviceResult(Result):
+    """Empty result."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -60,6 +60,8 @@ from proto.messages import (
     Result,
     SetChannelKeyParams,
     SetChannelKeyResult,
+    UnlinkDeviceParams,
+    UnlinkDeviceResult,
     UploadKeyPackagesParams,
     UploadKeyPackagesResult,
     WhoamiParams,
@@ -167,6 +169,12 @@ METHODS: Final[tuple[Method, ...]] = (
         attr="fetch_welcome",
         params=FetchWelcomeParams,
         result=FetchWelcomeResult,
+    ),
+    Method(
+        name="unlinkDevice",
+        attr="unlink_device",
+        params=UnlinkDeviceParams,
+        result=UnlinkDeviceResult,
     ),
 )
 """Every method of ``NodeService`` in ordinal order."""
@@ -319,6 +327,12 @@ class NodeHandler(Protocol):
         """``fetchWelcome``: Fetch the shared Welcome parts of a channel epoch (a joiner, by
         reference).
         """
+        ...
+
+    async def unlink_device(
+        self, ctx: CallContext, params: UnlinkDeviceParams
+    ) -> UnlinkDeviceResult:
+        """``unlinkDevice``: Remove another device of the caller's account."""
         ...
 
 
@@ -550,3 +564,10 @@ class NodeCalls(abc.ABC, Generic[S]):
         """
         params = FetchWelcomeParams(channel_id=channel_id, epoch=epoch)
         return expect_result(await self.call(params, auth=auth), FetchWelcomeResult)
+
+    async def unlink_device(
+        self, *, device_id: bytes, auth: bytes | None = None
+    ) -> UnlinkDeviceResult:
+        """``unlinkDevice``: Remove another device of the caller's account."""
+        params = UnlinkDeviceParams(device_id=device_id)
+        return expect_result(await self.call(params, auth=auth), UnlinkDeviceResult)

@@ -7,19 +7,27 @@ engine factory; tests call it with a fake one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from rich.console import RenderableType
+from rich.control import Control
 from textual import on, work
+from textual._compositor import ChopsUpdate, LayoutUpdate
 from textual.binding import Binding, BindingType
+from textual.driver import Driver
+from textual.screen import Screen
 
 from proto import files
 from tui import slash
 from tui.client.api import Message
 from tui.commands import ChatCommands
 from tui.controller import ChatApp
+from tui.damage import DamageTracker
 from tui.links import urls_newest_first
 from tui.notifications import NotifyLevel
 from tui.screens.dialogs import (
@@ -27,6 +35,7 @@ from tui.screens.dialogs import (
     InviteDialog,
     NewDmDialog,
     NewGroupDialog,
+    ReactDialog,
     RemoveMembersDialog,
     VerifyKeysDialog,
     parse_users,
@@ -69,6 +78,63 @@ class QpcApp(ChatApp):
         ("channels", ChannelList),
         ("welcome", WelcomeScreen),
     ]
+
+    def __init__(self, factory: EngineFactory, settings: TuiSettings) -> None:
+        """See :class:`tui.controller.ChatApp`; adds the output's damage tracking."""
+        super().__init__(factory, settings)
+        self._damage = DamageTracker() if settings.damage_tracking else None
+
+    def _display(self, screen: Screen[Any], renderable: RenderableType | None) -> None:
+        """Textual's frame output, through :class:`tui.damage.DamageTracker`.
+
+        Only a full-screen terminal driver's compositor updates go through it;
+        everything else (inline mode, headless tests, other renderables) is
+        Textual's own path.
+        """
+        damage, driver = self._damage, self._driver
+        if (
+            damage is None
+            or driver is None
+            or driver.is_inline
+            or self.is_headless
+            or not self._running
+            or self._closed
+            or self._batch_count
+            or not isinstance(renderable, LayoutUpdate | ChopsUpdate)
+        ):
+            super()._display(screen, renderable)
+            return
+        try:
+            self._begin_update()
+            try:
+                cursor = self.screen.outer_size.clamp_offset(self.cursor_position)
+                size = (self.size.width, self.size.height)
+                data = damage.render(renderable, self.console, size)
+                data += Control.move_to(*cursor).segment.text
+                self._previous_cursor_position = cursor
+                driver.write(data)
+            except Exception as error:  # as Textual's own _display
+                self._handle_exception(error)
+            finally:
+                self._end_update()
+            driver.flush()
+        finally:
+            self.post_display_hook()
+
+    @contextlib.contextmanager
+    def suspend(self) -> Iterator[None]:
+        """Textual's suspend; the terminal is redrawn in full afterwards."""
+        with super().suspend():
+            yield
+        if self._damage is not None:
+            self._damage.reset()
+
+    @on(Driver.SignalResume)
+    def _redraw_after_resume(self) -> None:
+        """Back from Ctrl+Z (SIGCONT): the shell drew over the screen; redraw it whole."""
+        if self._damage is not None:
+            self._damage.reset()
+            self.refresh(repaint=True)
 
     def action_help(self) -> None:
         """F1: the key table."""
@@ -151,22 +217,22 @@ class QpcApp(ChatApp):
 
     def _me(self, action: str) -> str:
         channel = self._need_channel()
-        if channel is None:
-            return ""
-        if getattr(self.engine, "send_action", None) is None:
-            return "/me is not available yet: this client has no action messages."
-        self.send_action(channel, action)
+        if channel is not None:
+            self.send(channel, action, action=True)
         return ""
 
     def _topic(self, text: str) -> str:
+        """``/topic text`` sets it; ``/topic`` alone shows it."""
         channel = self._need_channel()
-        if channel is None:
+        if channel is None or self.main is None:
             return ""
-        if getattr(self.engine, "set_topic", None) is None:
-            return "/topic is not available yet: this client has no channel topics."
-        if not text:
-            return "Usage: /topic text"
-        self.set_topic(channel, text)
+        if text:
+            self.set_topic(channel, text)
+            return ""
+        info = self.main.channel(channel)
+        topic = info.topic if info is not None else ""
+        label = self.main.channel_label(channel)
+        self.notify(f"Topic of {label}: {topic}" if topic else f"{label} has no topic.")
         return ""
 
     def _need_channel(self) -> str | None:
@@ -209,6 +275,76 @@ class QpcApp(ChatApp):
                 self.invite(channel, parse_users(users))
 
         self.push_screen(InviteDialog(subtitle=f"to {label}"), invited)
+
+    def _selected(self) -> tuple[str, Message] | None:
+        """The open channel and its selected message (None, with a hint, when none)."""
+        channel = self._need_channel()
+        if channel is None or self.main is None:
+            return None
+        message = self.main.selected_message
+        if message is None or not message.msg_id:
+            self.notify("Select a message first (Alt+Left / Alt+Right).", severity="warning")
+            return None
+        return channel, message
+
+    def action_reply(self) -> None:
+        """Reply to the selected message (the composer quotes it)."""
+        picked = self._selected()
+        if picked is not None and self.main is not None:
+            self.main.set_composing(("reply", picked[1]))
+            self.main.query_one(Composer).focus()
+
+    def action_edit_message(self) -> None:
+        """Edit the selected message (ours only): the composer gets its text."""
+        picked = self._selected()
+        if picked is None or self.main is None:
+            return
+        message = picked[1]
+        if not message.outgoing or message.deleted:
+            self.notify("Only your own messages can be edited.", severity="warning")
+            return
+        self.main.set_composing(("edit", message))
+        composer = self.main.query_one(Composer)
+        composer.text = message.text
+        composer.focus()
+
+    def action_delete_message(self) -> None:
+        """Confirm, then delete the selected message (ours only) everywhere."""
+        picked = self._selected()
+        if picked is None:
+            return
+        channel, message = picked
+        if not message.outgoing or message.deleted:
+            self.notify("Only your own messages can be deleted.", severity="warning")
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.delete_message(channel, message.msg_id)
+
+        self.push_screen(
+            ConfirmDialog(
+                "Delete message",
+                "Delete it for everyone? Its text is erased from every member's device.",
+                yes="Delete",
+                danger=True,
+            ),
+            confirmed,
+        )
+
+    def action_react(self) -> None:
+        """Ask for an emoji; our own reaction with it again takes it back."""
+        picked = self._selected()
+        if picked is None:
+            return
+        channel, message = picked
+
+        def chosen(emoji: str | None) -> None:
+            if emoji:
+                mine = any(r.emoji == emoji and r.mine for r in message.reactions)
+                self._react_worker(channel, message.msg_id, emoji, mine)
+
+        self.push_screen(ReactDialog(subtitle="on " + message.sender + "'s message"), chosen)
 
     def action_new_dm(self) -> None:
         """Ask for a user and open the DM with them."""
@@ -288,9 +424,11 @@ class QpcApp(ChatApp):
             self.check_key(parse_users(user)[0])
 
     def action_info(self, tab: str) -> None:
-        """Show the whoami / health / ping panes."""
-        if self._need_login():
+        """Show the whoami / health / ping panes (health and ping also before login)."""
+        if self.main is not None or tab in ("health", "ping"):
             self.open_info(tab)
+        else:
+            self._need_login()
 
     def action_refresh_info(self) -> None:
         """Refresh the panes."""
@@ -316,6 +454,16 @@ class QpcApp(ChatApp):
         """Open the next or previous channel."""
         if self.main is not None:
             self.main.action_cycle_channel(step)
+
+    def action_select_message(self, step: int) -> None:
+        """Select the next older (-1) or newer (1) message."""
+        if self.main is not None:
+            self.main.action_select_message(step)
+
+    def action_jump_to_parent(self) -> None:
+        """Select the message the selected reply quotes."""
+        if self.main is not None:
+            self.main.action_jump_to_parent()
 
     def action_notify_level(self, level: str) -> None:
         """Set how much the open channel may interrupt: all, mentions or mute."""

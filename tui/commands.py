@@ -52,6 +52,15 @@ COMMANDS: tuple[PaletteCommand, ...] = (
     PaletteCommand("search: all", "Search the local history (Ctrl+F)", "search"),
     PaletteCommand("search: channel", "Search the open channel's history", "search('', 'channel')"),
     PaletteCommand("links: show", "Links of the open channel: copy (OSC 52) or open", "links"),
+    PaletteCommand("message: older", "Select the previous message", "select_message(-1)"),
+    PaletteCommand("message: newer", "Select the next message", "select_message(1)"),
+    PaletteCommand("message: reply", "Reply to the selected message", "reply"),
+    PaletteCommand("message: react", "React to the selected message with an emoji", "react"),
+    PaletteCommand("message: edit", "Edit your selected message", "edit_message"),
+    PaletteCommand(
+        "message: delete", "Delete your selected message for everyone", "delete_message"
+    ),
+    PaletteCommand("message: parent", "Select the message a reply quotes", "jump_to_parent"),
     PaletteCommand("members: toggle", "Show or hide the member list", "toggle_members"),
     PaletteCommand("members: remove", "Remove people from the open channel", "remove_members"),
     PaletteCommand("dm: start", "Start a direct conversation", "new_dm"),

@@ -20,12 +20,13 @@ from datetime import datetime
 
 from textual import on, work
 from textual.app import App, ComposeResult
-from textual.widgets import Static
+from textual.widgets import Input, Static
 from textual.worker import Worker, WorkerState
 
 from proto.errors import ConfigError, LocalError, TransportError, WrongPassphrase
 from tui import slash
 from tui.client.api import (
+    TYPING_TTL_S,
     ChannelInfo,
     ChannelsChanged,
     ClientEngine,
@@ -36,12 +37,17 @@ from tui.client.api import (
     Member,
     MembersChanged,
     Message,
+    MessageChanged,
     MessageReceived,
     MessageStateChanged,
     PingResult,
+    ReceiptsChanged,
     SecurityWarning,
+    TopicChanged,
+    TypingChanged,
     WhoAmI,
 )
+from tui.lastchannel import load_last_channel, save_last_channel
 from tui.messages import EngineEventPosted, PingSampled
 from tui.notifications import Notifier, NotifyLevel, load_levels, mentions, save_level
 from tui.screens.dialogs import KeyCheckDialog, TrustServerDialog
@@ -51,7 +57,7 @@ from tui.screens.welcome import WelcomeScreen
 from tui.session import EngineFactory, LoginForm, ServerKeyStatus
 from tui.settings import TuiSettings
 from tui.terminal import TerminalCaps
-from tui.userfacing import describe_error
+from tui.userfacing import describe_error, local_node_hint
 from tui.widgets.channel_list import ChannelList
 from tui.widgets.composer import Composer
 from tui.widgets.message_log import MessageLog
@@ -262,7 +268,10 @@ class ChatApp(App[None]):
         if self._main().active_channel is not None or self._opening is not None:
             return
         fresh = [c for c in channels if c.active]
-        if fresh:
+        last = load_last_channel(self.factory.profile_dir)
+        if last is not None and any(c.id == last for c in fresh):
+            self.open_channel(last)  # where the person left off (tui.lastchannel)
+        elif fresh:
             self.open_channel(max(fresh, key=lambda c: c.last_activity_ms).id)
 
     @work(exclusive=True, group="open", exit_on_error=False, name="open")
@@ -289,6 +298,9 @@ class ChatApp(App[None]):
         main = self._main()
         has_older = len(history) >= first
         main.open_channel(channel_id, history, has_older=has_older)
+        profile = self.factory.profile_dir
+        if profile is not None and load_last_channel(profile) != channel_id:
+            await asyncio.to_thread(save_last_channel, profile, channel_id)
         # Messages that arrived while the history was loading (the log de-duplicates).
         arrived, self._arrived_while_opening = self._arrived_while_opening, []
         for message in arrived:
@@ -346,11 +358,31 @@ class ChatApp(App[None]):
                 self._restore_line(event.composer, event.text)
                 self.notify(error, severity="warning")
             return
-        channel = self._main().active_channel
+        main = self._main()
+        channel = main.active_channel
         if channel is None:
             self.notify("Open a channel first.", severity="warning")
             return
-        self.send(channel, parsed.text)
+        mode, main.composing = main.composing, None
+        main.set_composing(None)
+        if mode is not None and mode[0] == "edit":
+            self.edit_message(channel, mode[1].msg_id, parsed.text)
+            return
+        reply_to = mode[1].msg_id if mode is not None else ""
+        self.send(channel, parsed.text, reply_to=reply_to)
+
+    @on(Composer.Changed)
+    def _composer_changed(self, event: Composer.Changed) -> None:
+        main = self.main
+        text = event.text_area.text
+        if main is None or main.active_channel is None or not text or text.startswith("/"):
+            return
+        self.send_typing(main.active_channel)
+
+    @work(group="typing", exit_on_error=False, name="typing")
+    async def send_typing(self, channel: str) -> None:
+        """Tell the channel we are typing (the engine coalesces)."""
+        await self._engine().typing(channel)
 
     @staticmethod
     def _restore_line(composer: Composer, text: str) -> None:
@@ -362,9 +394,15 @@ class ChatApp(App[None]):
         return f"/{invocation.command.name} is not available here."
 
     @work(group="send", exit_on_error=False, name="send")
-    async def send(self, channel: str, text: str) -> None:
-        """Send ``text`` (not exclusive: messages queue in order of writing)."""
-        self._show_sent(await self._engine().send(channel, text))
+    async def send(
+        self, channel: str, text: str, *, reply_to: str = "", action: bool = False
+    ) -> None:
+        """Send ``text`` (not exclusive: messages queue in order of writing).
+
+        ``action``: a ``/me`` action.
+        """
+        message = await self._engine().send(channel, text, reply_to=reply_to, action=action)
+        self._show_sent(message)
 
     def _show_sent(self, message: Message) -> None:
         main = self._main()
@@ -372,21 +410,10 @@ class ChatApp(App[None]):
             main.add_message(message)
         main.bump(message.channel, message.time_ms, unread=False)
 
-    @work(group="send", exit_on_error=False, name="send action")
-    async def send_action(self, channel: str, text: str) -> None:
-        """Send a ``/me`` action (engines with action messages only)."""
-        send_action = getattr(self._engine(), "send_action", None)
-        if send_action is None:
-            raise LocalError("This client has no action messages.")
-        self._show_sent(await send_action(channel, text))
-
     @work(exclusive=True, group="channel-op", exit_on_error=False, name="topic")
     async def set_topic(self, channel: str, topic: str) -> None:
-        """Set the channel topic for every member (engines with topics only)."""
-        set_topic = getattr(self._engine(), "set_topic", None)
-        if set_topic is None:
-            raise LocalError("This client has no channel topics.")
-        info = await set_topic(channel, topic)
+        """Set the channel topic for every member."""
+        info = await self._engine().set_topic(channel, topic)
         await self._after_channel_op(info, open_it=False)
         self.notify(f"Topic of {self._main().channel_label(channel)} set.")
 
@@ -454,10 +481,38 @@ class ChatApp(App[None]):
         self.health_info = await engine.health()
         self._fill_info()
 
+    async def react(self, channel: str, msg_id: str, emoji: str, *, remove: bool) -> None:
+        """Add or take back our reaction."""
+        message = await self._engine().react(channel, msg_id, emoji, remove=remove)
+        self._show_changed(message)
+
+    @work(group="send", exit_on_error=False, name="edit")
+    async def edit_message(self, channel: str, msg_id: str, text: str) -> None:
+        """Replace the text of one of our messages."""
+        self._show_changed(await self._engine().edit(channel, msg_id, text))
+
+    @work(group="send", exit_on_error=False, name="delete")
+    async def delete_message(self, channel: str, msg_id: str) -> None:
+        """Delete one of our messages everywhere."""
+        self._show_changed(await self._engine().delete(channel, msg_id))
+
+    def _show_changed(self, message: Message) -> None:
+        main = self.main
+        if main is not None and main.active_channel == message.channel:
+            main.update_message(message)
+
+    def _expire_typing(self) -> None:
+        if self.main is not None:
+            self.main.expire_typing(time.monotonic(), TYPING_TTL_S)
+
     @work(exclusive=True, group="read", exit_on_error=False, name="mark read")
     async def mark_read(self, channel: str) -> None:
         """Tell the engine the open channel was seen (its unread count survives restarts)."""
         await self._engine().mark_read(channel)
+
+    @work(group="send", exit_on_error=False, name="react")
+    async def _react_worker(self, channel: str, msg_id: str, emoji: str, remove: bool) -> None:
+        await self.react(channel, msg_id, emoji, remove=remove)
 
     @work(exclusive=True, group="keys", exit_on_error=False, name="refresh keypackages")
     async def refresh_keypackages(self) -> None:
@@ -509,6 +564,11 @@ class ChatApp(App[None]):
             self.set_timer(_RESUBSCRIBE_S, self._resubscribe)
         if worker.group in QUIET_GROUPS:
             return
+        if worker.name in ("invite", "direct message") and self.engine is not None:
+            info = self.engine.server_info()
+            hint = local_node_hint(error, info.address) if info.embedded else None
+            if hint is not None:
+                text = f"{text} {hint}"
         self.notify(text, title=worker.name.capitalize(), severity="error")
 
     def _resubscribe(self) -> None:
@@ -525,6 +585,21 @@ class ChatApp(App[None]):
             return
         if isinstance(event, MessageReceived):
             self._message_received(main, event)
+        elif isinstance(event, MessageChanged):
+            self._show_changed(event.message)
+        elif isinstance(event, TopicChanged):
+            self.load_channels()
+            if main.active_channel == event.channel:
+                main.add_notice(
+                    f"topic-{time.monotonic_ns()}", f"{event.by} set the topic: {event.topic}"
+                )
+        elif isinstance(event, TypingChanged):
+            if main.active_channel == event.channel:
+                main.set_typing(event.users, time.monotonic())
+                self.set_timer(TYPING_TTL_S, self._expire_typing)
+        elif isinstance(event, ReceiptsChanged):
+            if main.active_channel == event.channel:
+                main.set_seen(event.seen)
         elif isinstance(event, MessageStateChanged):
             if main.active_channel == event.channel:
                 main.set_delivery(event.message_id, event.state)
@@ -669,3 +744,20 @@ class ChatApp(App[None]):
         self.call_after_refresh(filled)
         if self.engine is not None:
             self.refresh_info()
+        else:
+            self.refresh_info_bare()
+
+    def _welcome_server(self) -> str:
+        """The server typed in the welcome form ("" = the local node)."""
+        for screen in self.screen_stack:
+            if isinstance(screen, WelcomeScreen):
+                return screen.query_one("#server", Input).value.strip()
+        return self.factory.default_server
+
+    @work(exclusive=True, group="info", exit_on_error=False, name="info")
+    async def refresh_info_bare(self) -> None:
+        """Before login: health and one ping of the welcome form's server, no account."""
+        server = self._welcome_server()
+        self.health_info = await self.factory.health(server)
+        self._fill_info()
+        self.post_message(PingSampled(await self.factory.ping(server)))

@@ -180,6 +180,13 @@ class Store(Protocol):
         """An account's devices, oldest first."""
         ...
 
+    async def delete_device(self, username: str, device_id: bytes) -> bool:
+        """Unlink: delete ``username``'s device, its KeyPackages, sessions and inbox.
+
+        Returns False (nothing deleted) when the account holds no such device.
+        """
+        ...
+
     async def add_key_packages(
         self, device_id: bytes, packages: Sequence[bytes], last_resort: bytes | None, max_stock: int
     ) -> int:

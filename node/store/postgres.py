@@ -725,6 +725,36 @@ class PostgresStore:
         )
         return [self._device(r) for r in rows]
 
+    async def delete_device(self, username: str, device_id: bytes) -> bool:
+        """Unlink a device: it, its KeyPackages, its sessions and its inbox (every
+        process drops it and all sessions from its caches)."""
+
+        async def go(conn: asyncpg.Connection) -> bool:
+            async with conn.transaction():
+                gone = await conn.fetchval(
+                    "DELETE FROM devices WHERE device_id = $1 AND username = $2 RETURNING 1",
+                    device_id,
+                    username,
+                )
+                if gone is None:
+                    return False
+                await conn.execute("DELETE FROM sessions WHERE device_id = $1", device_id)
+                await conn.execute("DELETE FROM messages WHERE recipient = $1", device_id)
+                await conn.execute(
+                    "SELECT pg_notify($1, $2), pg_notify($1, $3)",
+                    CACHE_CHANNEL,
+                    self._notify_cache("d", device_id),
+                    self._notify_cache("s", None),
+                )
+                return True
+
+        self._devices.invalidate(device_id)
+        try:
+            return await self._run("delete_device", go)
+        finally:
+            self._devices.invalidate(device_id)
+            self._sessions.invalidate()
+
     async def add_key_packages(
         self, device_id: bytes, packages: Sequence[bytes], last_resort: bytes | None, max_stock: int
     ) -> int:

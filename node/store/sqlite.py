@@ -556,6 +556,19 @@ class SqliteStore:
         )
         return [self._device(r) for r in rows]
 
+    async def delete_device(self, username: str, device_id: bytes) -> bool:
+        """Unlink a device: it, its KeyPackages, its sessions and its inbox."""
+        self._devices.invalidate(device_id)
+        try:
+            deleted: bool = await self._write(
+                "delete_device",
+                functools.partial(ops.delete_device, username=username, device_id=device_id),
+            )
+        finally:
+            self._devices.invalidate(device_id)
+            self._sessions.invalidate()
+        return deleted
+
     async def add_key_packages(
         self, device_id: bytes, packages: Sequence[bytes], last_resort: bytes | None, max_stock: int
     ) -> int:

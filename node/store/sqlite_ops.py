@@ -178,6 +178,18 @@ def upsert_device(db: sqlite3.Connection, device: DeviceRecord, now_ms: int) -> 
     )
 
 
+def delete_device(db: sqlite3.Connection, username: str, device_id: bytes) -> bool:
+    """Delete an account's device with its KeyPackages (cascade), sessions and inbox."""
+    cur = db.execute(
+        "DELETE FROM devices WHERE device_id = ? AND username = ?", (device_id, username)
+    )
+    if cur.rowcount == 0:
+        return False
+    db.execute("DELETE FROM sessions WHERE device_id = ?", (device_id,))
+    db.execute("DELETE FROM messages WHERE recipient = ?", (device_id,))
+    return True
+
+
 def add_key_packages(
     db: sqlite3.Connection,
     device_id: bytes,

@@ -242,6 +242,12 @@ struct FetchWelcomeResult {
   groupInfo @0 :Data;      # split Welcome's shared part
   ratchetTree @1 :Data;    # sealed ratchet tree of that epoch
 }
+struct UnlinkDeviceParams {
+  # Remove another device of the caller's account: its directory entry,
+  # KeyPackages, sessions and inbox (docs/PROTOCOL.md, "Linked devices").
+  deviceId @0 :Data;
+}
+struct UnlinkDeviceResult {}
 
 # ------------------------------------------------------------ wire messages
 
@@ -271,6 +277,7 @@ struct Request {
     commitChannel @21 :CommitChannelParams;
     setChannelKey @22 :SetChannelKeyParams;
     fetchWelcome @23 :FetchWelcomeParams;
+    unlinkDevice @24 :UnlinkDeviceParams;
   }
 }
 
@@ -300,6 +307,7 @@ struct Response {
     commitChannel @21 :CommitChannelResult;
     setChannelKey @22 :SetChannelKeyResult;
     fetchWelcome @23 :FetchWelcomeResult;
+    unlinkDevice @24 :UnlinkDeviceResult;
   }
 }
 
@@ -333,4 +341,5 @@ interface NodeService {
   commitChannel @20 CommitChannelParams -> CommitChannelResult;
   setChannelKey @21 SetChannelKeyParams -> SetChannelKeyResult;
   fetchWelcome @22 FetchWelcomeParams -> FetchWelcomeResult;
+  unlinkDevice @23 UnlinkDeviceParams -> UnlinkDeviceResult;
 }

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
+from node.embedded import EmbeddedNode
 from tests.e2e.helpers import Cli, cli_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
@@ -118,3 +120,27 @@ async def test_info_commands(cli: Cli) -> None:
     await cli.ok("bob2", "login", "bob")
     changed = await cli.run("alice", "check-key", "bob", json_out=False)
     assert changed.rc == 0 and "KEY CHANGED" in changed.out and "WARNING" in changed.out
+
+
+async def test_health_and_ping_need_no_account_and_write_nothing(
+    node: EmbeddedNode, tmp_path: Path
+) -> None:
+    """The first thing a person runs against a new node: no profile, none created."""
+    profile = tmp_path / "nobody"
+    base = [sys.executable, "-m", "tui.cli", "--profile", str(profile), "--json"]
+    base += ["--server", f"127.0.0.1:{node.port}"]
+    env = cli_env(tmp_path / "data")
+    for args in (["health"], ["ping", "-c", "2"]):
+        proc = await asyncio.create_subprocess_exec(
+            *base, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        doc = json.loads(out)
+        if args[0] == "health":
+            assert doc["status"] == "ok" and doc["fingerprint"] == node.fingerprint
+            assert doc["pinned"] is False
+        else:
+            assert len(doc["rtts_ms"]) == 2
+    assert not profile.exists()
+    assert not (tmp_path / "data").exists()  # no local node started either

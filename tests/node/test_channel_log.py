@@ -14,12 +14,12 @@ import asyncpg
 import pytest
 
 from node.embedded import EmbeddedNode
-from node.store import Store
+from node.store import Store, WelcomeParts
 from proto.errors import PermissionDenied, StaleEpoch
 from tests.node.backends import Backend
 from tests.node.helpers import make_account
 
-A, B, C = b"a" * 32, b"b" * 32, b"c" * 32
+A, B, C, D, E = b"a" * 32, b"b" * 32, b"c" * 32, b"d" * 32, b"e" * 32
 K1, K2 = b"1" * 32, b"2" * 32
 CH = b"chan"
 
@@ -50,6 +50,32 @@ async def _keyed(store: Store, *, members: list[bytes]) -> None:
     r = await store.commit_channel(CH, 0, None, A, b"commit0", members, b"", [], 1, 100)
     assert r.new_epoch == 1
     await store.set_channel_key(CH, 1, A, h(K1))
+
+
+async def test_welcome_parts_stored_once_until_acked_or_purged(store: Store) -> None:
+    """Welcomes by reference: the shared parts once per epoch, each joiner its
+    own entry; readable only by a joiner holding an entry; deleted with the
+    last joiner's ack, or by retention."""
+    await _keyed(store, members=[B])
+    parts = WelcomeParts(group_info=b"gi", ratchet_tree=b"tree", entries=(b"\x02eC", b"\x02eD"))
+    r = await store.commit_channel(CH, 1, h(K1), A, b"add", [B], b"", [C, D], 2, 100, parts=parts)
+    assert r.new_epoch == 2 and len(r.welcome_seqs) == 2
+    assert [e.data for e in await store.fetch(C, 0, 10)] == [b"\x02eC"]
+    assert await store.fetch_welcome(CH, 2, C) == (b"gi", b"tree")
+    assert await store.fetch_welcome(CH, 2, B) is None  # not a joiner
+    assert await store.fetch_welcome(CH, 1, C) is None  # another epoch
+    await store.ack(C, 10)
+    assert await store.fetch_welcome(CH, 2, C) is None
+    assert await store.fetch_welcome(CH, 2, D) == (b"gi", b"tree")  # D has not acked
+    await store.ack(D, 10)
+    assert await store.fetch_welcome(CH, 2, D) is None
+    # retention: a Welcome nobody acked is purged with its entries
+    await store.set_channel_key(CH, 2, A, h(K2))
+    one = WelcomeParts(group_info=b"gi", ratchet_tree=b"tree", entries=(b"\x02eE",))
+    await store.commit_channel(CH, 2, h(K2), A, b"add2", [B], b"", [E], 3, 100, parts=one)
+    assert await store.fetch_welcome(CH, 3, E) == (b"gi", b"tree")
+    await store.purge_messages(10)
+    assert await store.fetch_welcome(CH, 3, E) is None
 
 
 async def test_post_stored_once_and_read_by_each(store: Store, backend: Backend) -> None:

@@ -177,3 +177,31 @@ async def test_bell_toggle_command(engine: FakeEngine, app_factory: AppFactory) 
         assert not app.settings.bell
         await app.run_action("toggle_bell")
         assert app.settings.bell
+
+
+async def test_health_and_ping_panes_work_before_login(app_factory: AppFactory) -> None:
+    """F3/F4 on the welcome screen ask the server typed in the form, no account."""
+    from textual.widgets import Input, TabbedContent
+
+    from tui.screens.welcome import WelcomeScreen
+    from tui.widgets.panes import HealthPane, PingPane
+
+    factory = FakeFactory(resume=False)
+    app = app_factory(factory)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        assert isinstance(current(app), WelcomeScreen)
+        app.screen.query_one("#server", Input).value = "node.example:7000"
+        await pilot.press("f3")
+        await settle(app, pilot)
+        assert isinstance(current(app), InfoScreen)
+        assert app.screen.query_one(TabbedContent).active == "health"
+        health = app.screen.query_one(HealthPane).health
+        assert health is not None and health.server == "node.example:7000"
+        assert set(app.screen.query_one(PingPane).samples) == {1.5}
+        assert factory.bare_calls == [
+            ("health", "node.example:7000"),
+            ("ping", "node.example:7000"),
+        ]
+        await pilot.press("escape")
+        assert isinstance(current(app), WelcomeScreen)

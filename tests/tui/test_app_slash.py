@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
-import pytest
 from textual import events
 from textual.widgets import DataTable, Input, OptionList
 
@@ -12,7 +12,6 @@ from tests.tui.conftest import Recorder, current, main_screen, populated_engine,
 from tests.tui.fake_engine import FakeEngine, FakeFactory
 from tui import slash
 from tui.app import QpcApp
-from tui.client.api import ChannelInfo, Message
 from tui.links import find_urls, urls_newest_first
 from tui.notifications import NotifyLevel, load_levels
 from tui.screens.help import HelpScreen
@@ -103,11 +102,8 @@ async def test_help_me_topic_notify_join_commands(
     engine: FakeEngine,
     app_factory: AppFactory,
     recorder: Recorder,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    # an engine without action messages and topics
-    monkeypatch.setattr(engine, "send_action", None, raising=False)
-    monkeypatch.setattr(engine, "set_topic", None, raising=False)
     app = app_factory(FakeFactory(engine))
     async with app.run_test(size=(100, 30), message_hook=recorder) as pilot:
         await settle(app, pilot)
@@ -124,14 +120,6 @@ async def test_help_me_topic_notify_join_commands(
         assert firsts == [f"/{c.name}" for c in slash.SLASH_COMMANDS]
         await pilot.press("escape")
         await settle(app, pilot)
-        # /me and /topic: the fake engine has no action or topic messages: said, not sent
-        for line in ("/me waves", "/topic release day"):
-            await _type(pilot, composer, line)
-            await pilot.press("enter")
-            await settle(app, pilot)
-            assert composer.text == line
-            assert "not available" in recorder.notifications()[-1][1]
-        assert not [c for c in engine.calls if c[0] == "send"]
         # /notify with a bad level: usage, kept; with a good one: set
         await _type(pilot, composer, "/notify loud")
         await pilot.press("enter")
@@ -281,22 +269,8 @@ async def test_paste_is_one_message_and_links_copy(
         assert isinstance(main.query_one(ChannelList), OptionList)
 
 
-class _KindsEngine(FakeEngine):
-    """A fake engine with action messages and topics."""
-
-    async def send_action(self, channel: str, text: str) -> Message:
-        self._check("send_action", channel, text)
-        return self.add_message(channel, self.user, f"* {self.user} {text}")
-
-    async def set_topic(self, channel: str, topic: str) -> ChannelInfo:
-        self._check("set_topic", channel, topic)
-        return self._channels[channel]
-
-
-async def test_me_and_topic_use_the_engine_when_it_has_them(
-    app_factory: AppFactory, recorder: Recorder
-) -> None:
-    engine = _KindsEngine()
+async def test_me_and_topic_reach_the_engine(app_factory: AppFactory, recorder: Recorder) -> None:
+    engine = FakeEngine()
     general = engine.add_channel("general", ("bob",))
     app = app_factory(FakeFactory(engine))
     async with app.run_test(size=(100, 30), message_hook=recorder) as pilot:
@@ -308,11 +282,20 @@ async def test_me_and_topic_use_the_engine_when_it_has_them(
         await _type(pilot, composer, "/me waves")
         await pilot.press("enter")
         await settle(app, pilot)
-        assert ("send_action", (general.id, "waves")) in engine.calls
-        assert not [c for c in engine.calls if c[0] == "send"]
+        assert ("send", (general.id, "waves")) in engine.calls
+        sent = engine._messages[general.id][-1]
+        assert sent.action and sent.text == "waves"
         assert main.query_one(MessageLog).message_count == 1
+        await _type(pilot, composer, "/me")
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert composer.text == "/me" and "Usage: /me" in recorder.notifications()[-1][1]
         await _type(pilot, composer, "/topic release day")
         await pilot.press("enter")
         await settle(app, pilot)
         assert ("set_topic", (general.id, "release day")) in engine.calls
         assert composer.text == ""
+        await _type(pilot, composer, "/topic")
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert recorder.notifications()[-1][1] == "Topic of #general: release day"

@@ -97,3 +97,28 @@ async def test_rewritten_record_never_returns_old_text(tmp_path: Path) -> None:
         )
         assert await p.search_messages("secret", [ONE]) == []
         assert [m.text for m in await p.search_messages("new", [ONE])] == ["new text"]
+
+
+async def test_delete_and_edit_update_the_index(tmp_path: Path) -> None:
+    import dataclasses
+
+    from tui.client.profile import MessageChange
+
+    async with await Profile.create(tmp_path, PASS, kdf=FAST_TEST_PARAMS) as p:
+        gone = dataclasses.replace(_msg("the launch codes are 1234"), msg_id=b"\x01" * 16)
+        kept = dataclasses.replace(_msg("launch party friday"), msg_id=b"\x02" * 16)
+        gone_id = await p.append_message(gone)
+        kept_id = await p.append_message(kept)
+        assert len(await p.search_messages("launch", [ONE])) == 2
+        # a delete (scrub) forgets it in the index itself, in its transaction
+        assert await p.scrub_message(ONE, gone.msg_id) is not None
+        assert [i for i, _ in p.search_index.search("launch")] == [kept_id]
+        assert [m.local_id for m in await p.search_messages("codes", [ONE])] == []
+        # an edit by the author replaces the indexed text
+        edit = MessageChange(
+            channel_id=ONE, target=kept.msg_id, actor="bob", kind="edit", text="picnic saturday"
+        )
+        assert await p.apply_change(edit) is not None
+        assert p.search_index.search("launch") == []
+        assert [m.text for m in await p.search_messages("picnic", [ONE])] == ["picnic saturday"]
+        assert gone_id not in [i for i, _ in p.search_index.search("the")]

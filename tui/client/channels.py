@@ -289,6 +289,67 @@ class Channels:
             self._views.emit_channels()
             return self._views.channel_info(cid)
 
+    async def add_own_device(self, device: bytes) -> list[str]:
+        """Add our newly linked ``device`` to every active channel we are in.
+
+        Only this device (proved by the link code) is added, never another
+        device the directory lists for our account. Returns the channel ids
+        it was added to.
+        """
+        user = self._session.user
+        added: list[str] = []
+        async with self._session.mutex:
+            await self._catch_up()
+            for hexid, rec in list(self._state.channels.items()):
+                cid = bytes.fromhex(hexid)
+                if not rec.active or _member(self._views.group(cid), device) is not None:
+                    continue
+                res = await (await self._session.rpc()).fetch_key_package(
+                    username=user, device_id=device
+                )
+                info = mls.parse_key_package(res.package)
+                if info.identity != user.encode() or info.signature_key != device:
+                    raise LocalError("the linked device's KeyPackage does not match it")
+
+                def make(g: mls.Group, kp: bytes = res.package) -> mls.CommitOutput | None:
+                    if _member(g, device) is not None:
+                        return None
+                    return g.add_members([kp])  # the Welcome goes by reference, as in invite
+
+                def joining(g: mls.Group) -> dict[bytes, str]:
+                    return {} if _member(g, device) is not None else {device: user}
+
+                await self.run_commit(cid, make, joining, {device: info.hash_ref})
+                await self._send_meta(cid)
+                added.append(hexid)
+            await self._session.save()
+            self._views.emit_channels()
+        return added
+
+    async def remove_own_device(self, device: bytes) -> list[str]:
+        """Remove our ``device`` from every channel it is in; returns those channel ids."""
+        if device == self._session.device_id:
+            raise LocalError("this device cannot unlink itself; unlink it from another device")
+        removed: list[str] = []
+        async with self._session.mutex:
+            await self._catch_up()
+            for hexid, rec in list(self._state.channels.items()):
+                cid = bytes.fromhex(hexid)
+                if not rec.active:
+                    continue
+
+                def make(g: mls.Group) -> mls.CommitOutput | None:
+                    m = _member(g, device)
+                    return None if m is None else g.remove_members([m.leaf_index])
+
+                if _member(self._views.group(cid), device) is None:
+                    continue
+                await self.run_commit(cid, make)
+                removed.append(hexid)
+            await self._session.save()
+            self._views.emit_channels()
+        return removed
+
     async def _send_meta(self, cid: bytes) -> None:
         rec = self._views.channel_record(cid)
         aks = {k: d.access_key for k, d in self._state.devices.items() if d.access_key}
@@ -372,3 +433,8 @@ class Channels:
         """Every known channel, newest activity first."""
         async with self._session.mutex:
             return self._views.all_channels()
+
+
+def _member(group: mls.Group, device: bytes) -> mls.Member | None:
+    """The member whose signature key is ``device``."""
+    return next((m for m in group.members() if m.signature_key == device), None)

@@ -39,7 +39,7 @@ from proto.errors import (
 )
 from tui.client import api, receive
 from tui.client.core import Session
-from tui.client.profile import ChatMessage
+from tui.client.profile import ChatMessage, MessageChange
 from tui.client.state import STATE_SECRET, DeviceRecord, EngineState
 from tui.client.views import Events, Views, now_ms
 
@@ -77,6 +77,8 @@ class FollowUps:
     """Channels joined (say hello in them, refill KeyPackages)."""
     leave_requests: set[bytes] = field(default_factory=set)
     """Channels with a pending remove proposal to commit."""
+    link: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """Device-linking messages (sender device, body) for the linker."""
 
 
 class Inbox:
@@ -115,6 +117,8 @@ class Inbox:
         self._flush_task: asyncio.Task[None] | None = None
         self._received: list[ChatMessage] = []
         """Messages of the current batch, stored when the batch commits."""
+        self._changes: list[MessageChange] = []
+        """Edits, deletes and reactions of the current batch, applied with its commit."""
 
     def take_follow_ups(self) -> FollowUps:
         """What the batches since the last call left to do (and forget it)."""
@@ -168,6 +172,10 @@ class Inbox:
                     continue  # duplicate (already processed and persisted)
                 try:
                     await self._process_one(env)
+                except (ConnectionLost, TransportError, Unavailable):
+                    # The node went away mid-message (fetching a Welcome's parts):
+                    # not this message's fault; the batch is delivered again.
+                    raise
                 except QpcError as exc:  # a local failure must not wedge the inbox
                     self._events.warn(
                         f"could not process message: {type(exc).__name__}", env.channel_id
@@ -178,6 +186,7 @@ class Inbox:
             # later save may carry its cursor; its receipts replay it.
             self._state.cursor = self._batch_cursor
             self._received = []
+            self._changes = []
             raise
         out = await self._commit_batch()
         if defer_ack:
@@ -189,6 +198,7 @@ class Inbox:
     async def _commit_batch(self) -> list[api.Message]:
         """Commit the batch (messages + state, one durable transaction); emit them."""
         received, self._received = self._received, []
+        changes, self._changes = self._changes, []
         if self._state.cursor == self._batch_cursor:
             return []
         if self._must_sync:
@@ -199,8 +209,8 @@ class Inbox:
             await asyncio.to_thread(self._session.mls.sync)
         _crash_point("before-commit")
         try:
-            ids = await self._session.profile.commit_received(
-                received, STATE_SECRET, self._state.to_json()
+            ids, changed = await self._session.profile.commit_batch(
+                received, changes, STATE_SECRET, self._state.to_json()
             )
         except QpcError:
             self._state.cursor = self._batch_cursor  # the receipts replay the batch
@@ -217,6 +227,10 @@ class Inbox:
             message = self._views.to_api(dataclasses.replace(msg, local_id=local_id))
             self._events.emit(api.MessageReceived(message=message))
             out.append(message)
+        if any(m.deleted for m in changed):
+            await self._session.profile.purge_wal()
+        for msg in changed:
+            self._events.emit(api.MessageChanged(message=self._views.to_api(msg)))
         return out
 
     async def flush_ack(self) -> None:
@@ -336,6 +350,24 @@ class Inbox:
             case receive.StoreMessage(message=msg):
                 # Stored with the batch's commit (history order = processing order).
                 self._received.append(msg)
+            case receive.ApplyChange(change=change):
+                self._changes.append(change)
+            case receive.SetTopic(channel=channel, topic=topic, by=by):
+                self._views.channel_record(channel).topic = topic
+                self._events.emit(api.TopicChanged(channel=channel.hex(), topic=topic, by=by))
+                self._views.emit_channels()
+            case receive.SawTyping(channel=channel, user=user):
+                if user != self._state.user:
+                    self._events.emit(api.TypingChanged(channel=channel.hex(), users=(user,)))
+            case receive.SawReceipt(channel=channel, user=user, up_to=up_to):
+                rec = self._views.channel_record(channel)
+                if user != self._state.user:
+                    rec.seen[user] = up_to.hex()
+                    self._events.emit(
+                        api.ReceiptsChanged(
+                            channel=channel.hex(), seen=tuple(sorted(rec.seen.items()))
+                        )
+                    )
             case receive.AddUnread(channel=channel):
                 rec = self._views.channel_record(channel)
                 rec.unread += 1
@@ -344,6 +376,8 @@ class Inbox:
                 self._follow.leave_requests.add(channel)
             case receive.CommitSeen():
                 await self._commit_seen(fx)
+            case receive.LinkControl(sender=sender, body=body):
+                self._follow.link.append((sender, body))
 
     def _after_mls(self) -> None:
         self._mls_ops += 1

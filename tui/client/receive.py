@@ -37,13 +37,16 @@ from proto.codec import Envelope
 from proto.crypto.envelope import ContentType, HybridPrivateKey, OpenedEnvelope, open_envelope
 from proto.errors import CryptoError, InvalidMessage, MalformedInput, MlsError
 from tui.client import api, appdata
-from tui.client.profile import ChatMessage
+from tui.client.profile import ChatMessage, MessageChange
 from tui.client.state import EngineState, HeldEnvelope
 
 __all__ = [
+    "LINK_CHANNEL",
     "MAX_HELD",
+    "UNKNOWN_PLACEHOLDER",
     "WELCOME_REF_FIRST_BYTE",
     "AddUnread",
+    "ApplyChange",
     "ApplyMls",
     "CommitSeen",
     "DeleteGroup",
@@ -54,8 +57,12 @@ __all__ = [
     "Joined",
     "LearnDevice",
     "LeaveRequested",
+    "LinkControl",
+    "SawReceipt",
+    "SawTyping",
     "SetAccessKeys",
     "SetChannelMeta",
+    "SetTopic",
     "Step",
     "StoreMessage",
     "on_envelope",
@@ -66,6 +73,9 @@ __all__ = [
     "welcome_parts_missing",
     "welcome_ref_entry",
 ]
+
+LINK_CHANNEL = b"qpc-link-v1"
+"""Channel id of the sealed control messages that link a device (not an MLS group)."""
 
 MAX_HELD = 1000
 """Most future-epoch envelopes held at once (the oldest are dropped beyond)."""
@@ -176,6 +186,39 @@ class StoreMessage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ApplyChange:
+    """Apply an edit, delete or reaction to a stored message (with the batch)."""
+
+    change: MessageChange
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetTopic:
+    """A member set the channel topic."""
+
+    channel: bytes
+    topic: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SawTyping:
+    """``user`` is typing in ``channel`` (not stored)."""
+
+    channel: bytes
+    user: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SawReceipt:
+    """``user`` read ``channel`` up to message ``up_to`` (not stored as a line)."""
+
+    channel: bytes
+    user: str
+    up_to: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AddUnread:
     """One more unread message in ``channel``; activity now."""
 
@@ -198,6 +241,15 @@ class CommitSeen:
     removed_self: bool
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkControl:
+    """A device-linking message (docs/PROTOCOL.md, "Linked devices") for the linker."""
+
+    sender: bytes
+    """The sending device (its envelope signature verified)."""
+    body: bytes
+
+
 Effect = (
     ApplyMls
     | JoinWelcome
@@ -208,9 +260,14 @@ Effect = (
     | SetChannelMeta
     | SetAccessKeys
     | StoreMessage
+    | ApplyChange
+    | SetTopic
+    | SawTyping
+    | SawReceipt
     | AddUnread
     | LeaveRequested
     | CommitSeen
+    | LinkControl
 )
 """Everything the shell may be asked to do."""
 
@@ -258,7 +315,7 @@ def on_envelope(
         return _NOTHING
     channel = env.channel_id
     if env.data[:1] == WELCOME_REF_FIRST_BYTE:
-        if channel in epochs:
+        if channel in epochs and env.seq not in stored:
             return _warn("Welcome for a channel we are already in (replay?)", channel)
         try:
             parse_welcome_ref(env.data)
@@ -293,6 +350,8 @@ def on_envelope(
             return _warn("Welcome for a channel we are already in (replay?)", channel)
         return Step(effects=(JoinWelcome(opened=opened),))
     if opened.content_type == ContentType.CONTROL:
+        if channel == LINK_CHANNEL:
+            return Step(effects=(LinkControl(sender=opened.sender, body=opened.body),))
         return _NOTHING
     current = epochs.get(channel)
     if current is None:
@@ -463,16 +522,56 @@ def _on_app(channel: bytes, sender: mls.Member, plaintext: bytes, *, now_ms: int
                 SetAccessKeys(keys=dict(item.access_keys)),
             )
         )
-    if not isinstance(item, appdata.ChatText):
-        return Step(effects=(learn,))
+    if isinstance(item, appdata.ChatText):
+        nonce = item.nonce or f"{item.ts}:{item.text}".encode()  # legacy records: no nonce
+        msg = ChatMessage(
+            channel_id=channel,
+            sender=sender.signature_key,
+            sender_name=user,
+            timestamp_ms=item.ts,
+            text=item.text,
+            msg_id=appdata.message_id(sender.signature_key, nonce),
+            reply_to=item.reply_to,
+            action=item.action,
+        )
+        return Step(effects=(learn, StoreMessage(message=msg), AddUnread(channel=channel)))
+    change = _change(channel, user, item)
+    if change is not None:
+        return Step(effects=(learn, ApplyChange(change=change)))
+    if isinstance(item, appdata.Topic):
+        return Step(effects=(learn, SetTopic(channel=channel, topic=item.text, by=user)))
+    if isinstance(item, appdata.Typing):
+        return Step(effects=(learn, SawTyping(channel=channel, user=user)))
+    if isinstance(item, appdata.Receipt):
+        return Step(effects=(learn, SawReceipt(channel=channel, user=user, up_to=item.up_to)))
+    # A kind from a newer version: a placeholder line, never a failure.
     msg = ChatMessage(
         channel_id=channel,
         sender=sender.signature_key,
         sender_name=user,
-        timestamp_ms=item.ts,
-        text=item.text,
+        timestamp_ms=now_ms,
+        text=UNKNOWN_PLACEHOLDER,
     )
-    return Step(effects=(learn, StoreMessage(message=msg), AddUnread(channel=channel)))
+    return Step(effects=(learn, StoreMessage(message=msg)))
+
+
+UNKNOWN_PLACEHOLDER = "[a newer kind of message that this version cannot show; update qpc]"
+"""The text stored for a record of a kind this version does not know."""
+
+
+def _change(channel: bytes, user: str, item: appdata.AppData) -> MessageChange | None:
+    if isinstance(item, appdata.Edit):
+        return MessageChange(
+            channel_id=channel, target=item.target, actor=user, kind="edit", text=item.text
+        )
+    if isinstance(item, appdata.Delete):
+        return MessageChange(channel_id=channel, target=item.target, actor=user, kind="delete")
+    if isinstance(item, appdata.Reaction):
+        kind = "unreact" if item.remove else "react"
+        return MessageChange(
+            channel_id=channel, target=item.target, actor=user, kind=kind, emoji=item.emoji
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

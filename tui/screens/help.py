@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -51,12 +52,14 @@ class HelpScreen(ModalScreen[None]):
         """Title, table, footnote."""
         with Vertical(id="help-box", classes="dialog-box"):
             yield Label("Commands (type in the composer; Tab completes)", classes="dialog-title")
-            commands: DataTable[str] = DataTable(
+            commands: DataTable[Text] = DataTable(
                 cursor_type="row", zebra_stripes=True, id="help-commands"
             )
             commands.add_columns("command", "does")
             for command in SLASH_COMMANDS:
-                commands.add_row(f"/{command.name} {command.usage}".rstrip(), command.help)
+                # Text, not markup: "[user…]" is an argument, not a style.
+                usage = Text(f"/{command.name} {command.usage}".rstrip())
+                commands.add_row(usage, Text(command.help))
             yield commands
             yield Label("Keys", classes="dialog-title")
             table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="help-keys")

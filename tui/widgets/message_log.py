@@ -67,6 +67,8 @@ class LogItem:
     """True for membership notices ("bob joined")."""
     mention: bool = False
     """The message names the reader (shown highlighted)."""
+    selected: bool = False
+    """The message the reply/react/edit/delete keys act on (shown highlighted)."""
 
 
 @dataclass(slots=True)
@@ -145,6 +147,7 @@ class MessageLog(ScrollView, can_focus=True):
         "message-log--failed",
         "message-log--sent",
         "message-log--mention",
+        "message-log--selected",
     }
 
     DEFAULT_CSS = """
@@ -157,6 +160,7 @@ class MessageLog(ScrollView, can_focus=True):
     MessageLog > .message-log--failed { color: $error; text-style: bold; }
     MessageLog > .message-log--sent { color: $success; }
     MessageLog > .message-log--mention { background: $warning 25%; text-style: bold; }
+    MessageLog > .message-log--selected { background: $accent 35%; }
     """
 
     @dataclass
@@ -418,6 +422,8 @@ class MessageLog(ScrollView, can_focus=True):
         body_style = base
         if item.mention:
             body_style = base + self.get_component_rich_style("message-log--mention")
+        if item.selected:
+            body_style = body_style + self.get_component_rich_style("message-log--selected")
         if line_no:
             return [Segment(indent, base), Segment(body, body_style)]
         time_style = base + self.get_component_rich_style("message-log--time")
