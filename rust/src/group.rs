@@ -51,7 +51,10 @@ impl Group {
         f: impl FnOnce(&mut MlsGroup, &QpcProvider, &SigningKey) -> Result<T> + Send,
     ) -> PyResult<T> {
         let gid = &self.group_id;
-        run_write(py, &self.shared, |core| core.with_group(gid, f))
+        run_write(py, &self.shared, |core| {
+            core.end_reservation(gid);
+            core.with_group(gid, f)
+        })
     }
 
     /// Like `with`, for operations that produce a commit: the commit's digest
@@ -63,6 +66,7 @@ impl Group {
     ) -> PyResult<Py<CommitOutput>> {
         let gid = &self.group_id;
         let data = run_write(py, &self.shared, |core| {
+            core.end_reservation(gid);
             let data = core.with_group(gid, f)?;
             core.remember_sent(&data.commit)?;
             Ok(data)
@@ -410,6 +414,7 @@ impl Group {
     fn leave(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
         let gid = &self.group_id;
         let out = run_write(py, &self.shared, |core| {
+            core.end_reservation(gid);
             let out = core.with_group(gid, |g, p, s| {
                 let msg = g.leave_group(p, s).map_err(local)?;
                 Ok(msg.to_bytes()?)
@@ -436,10 +441,23 @@ impl Group {
         })
     }
 
-    /// Encrypt an application message for the group.
-    fn encrypt(&self, py: Python<'_>, plaintext: &[u8]) -> PyResult<Py<PyBytes>> {
+    /// Encrypt an application message for the group. `defer_write=True`
+    /// writes the message-secrets entity once per `SEND_RESERVE` sends
+    /// instead of each time, under a reservation of sender generations
+    /// stored ahead (docs/MLS.md, "Senders": no key is reused after a
+    /// crash; receivers may see a gap).
+    #[pyo3(signature = (plaintext, *, defer_write=false))]
+    fn encrypt(
+        &self,
+        py: Python<'_>,
+        plaintext: &[u8],
+        defer_write: bool,
+    ) -> PyResult<Py<PyBytes>> {
         let gid = &self.group_id;
         let out = run_write(py, &self.shared, |core| {
+            if defer_write {
+                return core.encrypt_reserved(gid, plaintext);
+            }
             let out = core.with_group(gid, |g, p, s| {
                 let msg = g.create_message(p, s, plaintext).map_err(local)?;
                 Ok(msg.to_bytes()?)

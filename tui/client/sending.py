@@ -111,7 +111,9 @@ class Outbox:
         devices and the epoch's post key."""
         if group is None:
             group = self._views.group(channel)
-        ciphertext = group.encrypt(appdata.encode(item))
+        # defer_write: in groups of 16+ members the binding writes the sender
+        # ratchet once per 128 sends, stored ahead (docs/MLS.md, "Senders").
+        ciphertext = group.encrypt(appdata.encode(item), defer_write=True)
         targets = [
             m.signature_key
             for m in group.members()
