@@ -432,6 +432,10 @@ class RpcClient(NodeCalls[Subscription]):
         finally:
             if proto.dead is not None:
                 transport.close()
+        if self._closed:  # close() ran while this attempt was in flight
+            proto.kill(ConnectionLost("client closed"), code=int(CloseCode.CLIENT_CLOSE))
+            transport.close()
+            raise ConnectionLost("client closed")
         proto.on_lost = self._on_lost
         self._proto = proto
         self.connects += 1
