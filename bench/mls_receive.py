@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
 from proto import mls  # noqa: E402
 
 SUITE = mls.Ciphersuite.HYBRID
+SEND_RESERVE = 128  # rust/src/core.rs
 
 
 def _client(work: str, name: str) -> mls.Client:
@@ -75,10 +76,20 @@ def run(n: int, rounds: int) -> dict[str, float]:
         bg.process(up.commit)
     deferred: list[float] = []
     direct: list[float] = []
-    for _ in range(rounds):
-        m1, m2 = group.encrypt(b"x" * 100), group.encrypt(b"y" * 100)
+    client_path: list[float] = []
+    for seq in range(1, rounds + 1):
+        m1, m2, m3 = (group.encrypt(t * 100) for t in (b"x", b"y", b"w"))
         deferred.append(_ms(lambda m=m1: bg.process(m, defer_write=True)))
         direct.append(_ms(lambda m=m2: bg.process(m, defer_write=False)))
+
+        def client_step(m: bytes = m3, seq: int = seq) -> None:
+            # What the client's inbox does for a one-message batch: decrypt
+            # with a receipt (deferred write), then forget it after the
+            # history commit (tui/client/delivery.py).
+            bg.process(m, defer_write=True, receipt=seq)
+            bob.forget_receipts(seq)
+
+        client_path.append(_ms(client_step))
     # Amortised: 64 in a row (63 deferred, then one full write).
     burst = [group.encrypt(b"z" * 100) for _ in range(64)]
     t = time.perf_counter()
@@ -100,12 +111,24 @@ def run(n: int, rounds: int) -> dict[str, float]:
     cg = carol.join_from_welcome_parts(common, secrets[ref], add.ratchet_tree)
     join_ms = (time.perf_counter() - t) * 1000
     assert cg.epoch == group.epoch
+    # Sender: 100 B encrypt writing the message secrets each time (OpenMLS)
+    # against defer_write=True (one write per SEND_RESERVE sends), the
+    # latter as the mean of 2 x SEND_RESERVE sends in a row, reservations
+    # included. Nobody decrypts these (they only move alice's ratchet).
+    enc_direct = [_ms(lambda: group.encrypt(b"s" * 100)) for _ in range(rounds)]
+    t = time.perf_counter()
+    for _ in range(2 * SEND_RESERVE):
+        group.encrypt(b"d" * 100, defer_write=True)
+    enc_deferred = (time.perf_counter() - t) * 1000 / (2 * SEND_RESERVE)
     bob.close()
     alice.close()
     carol.close()
     return {
         "dec_deferred": statistics.median(deferred),
         "dec_direct": statistics.median(direct),
+        "dec_client": statistics.median(client_path),
+        "enc_direct": statistics.median(enc_direct),
+        "enc_deferred": enc_deferred,
         "dec_amortised": amortised,
         "commit": len(add.commit),
         "welcome": len(add.welcome),
@@ -126,15 +149,18 @@ def main() -> None:
     print(
         "| members | decrypt 100 B ms (deferred write) | mean of 64 in a row ms "
         "| decrypt 100 B ms (write per message) "
+        "| client receive step ms (deferred + receipt + forget) "
+        "| encrypt 100 B ms (write per message) | encrypt 100 B ms (deferred, mean of 256) "
         "| add-1 commit B | Welcome B (no tree) | common part B | joiner secrets B "
         "| joiner download besides tree B | sealed tree B | Welcome with tree B | join ms |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.sizes:
         r = run(n, args.rounds)
         print(
             f"| {n} | {r['dec_deferred']:.3f} | {r['dec_amortised']:.3f} "
-            f"| {r['dec_direct']:.2f} | {r['commit']:.0f} "
+            f"| {r['dec_direct']:.2f} | {r['dec_client']:.3f} "
+            f"| {r['enc_direct']:.2f} | {r['enc_deferred']:.3f} | {r['commit']:.0f} "
             f"| {r['welcome']:.0f} | {r['common']:.0f} | {r['secrets']:.0f} "
             f"| {r['common'] + r['secrets']:.0f} | {r['tree']:.0f} | {r['welcome_tree']:.0f} "
             f"| {r['join']:.1f} |",

@@ -1,7 +1,7 @@
 """Benchmark ``qpc serve-ssh``: many idle sessions, and terminal bytes beside WeeChat.
 
-Run by hand from the repository root (needs the OpenSSH client; WeeChat for
-the comparison: ``apt-get install weechat``)::
+Run by hand from the repository root (needs the OpenSSH client, pyte from
+the dev extras; WeeChat for the comparison: ``apt-get install weechat``)::
 
     python3 bench/ssh.py sessions [--n 50] [--hold 20]
     python3 bench/ssh.py bytes [--keys 30] [--messages 20]
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
-import re
 import select
 import signal
 import statistics
@@ -39,6 +38,8 @@ import tempfile
 import termios
 import time
 from pathlib import Path
+
+import pyte
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -64,6 +65,10 @@ class Term:
         os.close(slave)
         self.fd = master
         self.out = bytearray()
+        # What the terminal shows (an emulated one): with damage tracking a
+        # new line is only the cells that differ, not its whole text.
+        self.screen = pyte.Screen(*size)
+        self._stream = pyte.ByteStream(self.screen)
 
     def pump(self, timeout: float) -> int:
         """Read what is there within ``timeout``; the number of bytes read."""
@@ -77,19 +82,20 @@ class Term:
             if not data:
                 return got
             self.out += data
+            self._stream.feed(data)
             got += len(data)
             ready, _, _ = select.select([self.fd], [], [], 0)
         return got
 
     def wait_for(self, text: str, timeout: float = 60.0) -> None:
-        """Read until ``text`` (escape sequences removed) was written."""
+        """Read until ``text`` is on the (emulated) screen."""
         deadline = time.monotonic() + timeout
-        pattern = text.encode()
         while time.monotonic() < deadline:
-            if pattern in _plain(self.out):
+            if any(text in line for line in self.screen.display):
                 return
             self.pump(0.1)
-        raise TimeoutError(f"{text!r} not seen; last output: {_plain(self.out)[-400:]!r}")
+        shown = "\n".join(self.screen.display)
+        raise TimeoutError(f"{text!r} not on the screen:\n{shown}")
 
     def quiet(self, for_s: float = 0.4, limit: float = 10.0) -> None:
         """Read until nothing came for ``for_s``."""
@@ -109,13 +115,6 @@ class Term:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-
-
-_ESC = re.compile(rb"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
-
-
-def _plain(data: bytes | bytearray) -> bytes:
-    return _ESC.sub(b"", bytes(data))
 
 
 def _session_processes(state: Path) -> list[int]:
@@ -204,11 +203,21 @@ def _per_keystroke(term: Term, keys: int) -> list[int]:
     return sizes
 
 
-def bench_qpc_bytes(keys: int, messages: int) -> tuple[list[int], list[int]]:
-    """qpc over ssh: alice in a channel with bob; bob (CLI) sends."""
+def bench_qpc_bytes(
+    keys: int, messages: int, *, damage: bool = True
+) -> tuple[list[int], list[int]]:
+    """qpc over ssh: alice in a channel with bob; bob (CLI) sends.
+
+    ``damage=False`` turns the TUI's damage tracking off (``tui/damage.py``):
+    Textual's own output, the baseline.
+    """
     with tempfile.TemporaryDirectory(prefix="qpc-bench-ssh-") as tmp:
         base = Path(tmp)
-        srv = start_server(base / "state")
+        state = base / "state"
+        state.mkdir(mode=0o700)
+        if not damage:
+            (state / "tui.toml").write_text("[tui]\ndamage_tracking = false\n")
+        srv = start_server(state)
         env = {**server_env(), "TERM": "xterm-256color"}
         term = Term(_ssh(srv.port, keygen(base / "id")), env)
         cli_env = server_env(QPC_PASSPHRASE="bob pp", QPC_PASSWORD="bob pw")
@@ -285,17 +294,21 @@ def bench_weechat_bytes(keys: int, messages: int) -> tuple[list[int], list[int]]
 
 def bench_bytes(keys: int, messages: int) -> None:
     """The comparison table."""
+    f_keys, f_msgs = bench_qpc_bytes(keys, messages, damage=False)
     q_keys, q_msgs = bench_qpc_bytes(keys, messages)
     w_keys, w_msgs = bench_weechat_bytes(keys, messages)
     med = statistics.median
-    print("| bytes to the terminal (80x24, xterm-256color) | qpc over ssh | WeeChat 3.8 | ratio |")
-    print("|---|---|---|---|")
-    for label, q, w in (
-        ("per keystroke", q_keys, w_keys),
-        ("per incoming message", q_msgs, w_msgs),
+    print(
+        "| bytes to the terminal (80x24, xterm-256color) | qpc, Textual's full output "
+        "| qpc, damage tracking | WeeChat 3.8 | qpc / WeeChat |"
+    )
+    print("|---|---|---|---|---|")
+    for label, f, q, w in (
+        ("per keystroke", f_keys, q_keys, w_keys),
+        ("per incoming message", f_msgs, q_msgs, w_msgs),
     ):
-        cells = f"{med(q):.0f} ({max(q)}) | {med(w):.0f} ({max(w)}) | {med(q) / med(w):.0f}x"
-        print(f"| {label}, median (max) | {cells} |")
+        cells = f"{med(f):.0f} ({max(f)}) | {med(q):.0f} ({max(q)}) | {med(w):.0f} ({max(w)})"
+        print(f"| {label}, median (max) | {cells} | {med(q) / med(w):.1f}x |")
     print(f"({keys} keystrokes, {messages} messages each)")
 
 

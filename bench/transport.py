@@ -5,18 +5,21 @@ Run by hand from the repository root (takes about a minute)::
     python3 bench/transport.py [--seconds 5] [--inflight 64] [--rounds 2] [--profile]
 
 Starts one ``qpc-node`` subprocess per variant (QUIC library chosen with
-``QPC_QUIC_STACK``, event loop with ``--loop``; see proto/quic_stack.py and
-proto/event_loop.py), SQLite store with synchronous=FULL, and measures the node
-process's own CPU (utime + stime from ``/proc/<pid>/stat``) per call while this
-process drives ``--inflight`` calls in flight on one connection: ``ping``
-(no-op) and durable ``enqueue`` (answered once its group commit is durable).
-The load generator is the same for every variant (aioquic + asyncio), so only
-the node differs. Variants run interleaved for ``--rounds`` rounds; the table
-shows the median over rounds and the ratio to today's aioquic + asyncio.
+``QPC_QUIC_STACK``, event loop with ``--loop``, datagrams sent one ``sendto``
+each or batched per ``sendmsg`` with UDP GSO by ``QPC_UDP_GSO``; see
+proto/quic_stack.py, proto/event_loop.py and proto/udp_batch.py), SQLite store
+with synchronous=FULL, and measures the node process's own CPU (utime + stime
+from ``/proc/<pid>/stat``) per call while this process drives ``--inflight``
+calls in flight on one connection: ``ping`` (no-op) and durable ``enqueue``
+(answered once its group commit is durable). The load generator is the same
+for every variant (aioquic + asyncio), so only the node differs. Variants run
+interleaved for ``--rounds`` rounds; the table shows the median over rounds
+and the ratio to the first variant run (``--only`` picks variants).
 
-``--profile`` additionally runs the aioquic + asyncio node under cProfile for
-the durable phase alone and prints where its CPU goes, grouped by part
-(QUIC, codec, dispatch, store, notify, event loop) and the top functions.
+``--profile`` additionally runs the default node (aioquic + asyncio, GSO)
+under cProfile for the durable phase alone and prints where its CPU goes,
+grouped by part (QUIC, codec, dispatch, store, notify, event loop) and the
+top functions.
 """
 
 from __future__ import annotations
@@ -44,11 +47,14 @@ _spec.loader.exec_module(bn)
 
 TICKS = os.sysconf("SC_CLK_TCK")
 VARIANTS = [
-    ("aioquic + asyncio (today)", "aioquic", "asyncio"),
-    ("aioquic + uvloop", "aioquic", "uvloop"),
-    ("qh3 + asyncio", "qh3", "asyncio"),
-    ("qh3 + uvloop", "qh3", "uvloop"),
+    ("aioquic + asyncio, sendto", "aioquic", "asyncio", "off"),
+    ("aioquic + asyncio (default)", "aioquic", "asyncio", "on"),
+    ("aioquic + uvloop", "aioquic", "uvloop", "on"),
+    ("qh3 + asyncio", "qh3", "asyncio", "on"),
+    ("qh3 + uvloop", "qh3", "uvloop", "on"),
 ]
+"""(name, QUIC stack, event loop, UDP GSO batching of the node's sends:
+``QPC_UDP_GSO``, proto/udp_batch.py). The first is the baseline of the ratios."""
 
 
 def cpu_s(pid: int) -> float:
@@ -77,10 +83,14 @@ async def per_call(
 
 
 async def measure(
-    stack: str, loop: str, args: argparse.Namespace, profile: Path | None = None
+    stack: str,
+    loop: str,
+    args: argparse.Namespace,
+    profile: Path | None = None,
+    gso: str = "on",
 ) -> dict[str, float]:
     """Start one node variant and measure it."""
-    env = {"QPC_QUIC_STACK": stack}
+    env = {"QPC_QUIC_STACK": stack, "QPC_UDP_GSO": gso}
     prefix: tuple[str, ...] = ("-m", "node")
     if profile is not None:
         env["QPC_BENCH_PROFILE"] = str(profile)
@@ -187,29 +197,30 @@ def report_profile(path: Path, calls: float) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
-    results: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in VARIANTS}
+    variants = [v for v in VARIANTS if not args.only or any(o in v[0] for o in args.only)]
+    results: dict[str, list[dict[str, float]]] = {v[0]: [] for v in variants}
     for _ in range(args.rounds):
-        for name, stack, loop in VARIANTS:
-            results[name].append(await measure(stack, loop, args))
+        for name, stack, loop, gso in variants:
+            results[name].append(await measure(stack, loop, args, gso=gso))
 
     def med(name: str, key: str) -> float:
         return statistics.median(r[key] for r in results[name])
 
-    base = VARIANTS[0][0]
+    base = variants[0][0]
     print(
         f"\nnode CPU per call ({os.cpu_count()} cores, loopback, SQLite sync=FULL, "
         f"{args.inflight} in flight on 1 connection, median of {args.rounds} rounds)\n"
     )
     head = (
-        f"{'variant':<27} {'ping µs':>8} {'ratio':>6} {'ping/s':>8}   "
+        f"{'variant':<29} {'ping µs':>8} {'ratio':>6} {'ping/s':>8}   "
         f"{'enqueue µs':>10} {'ratio':>6} {'enqueue/s':>9} {'node errors':>11}"
     )
     print(head)
     print("-" * len(head))
-    for name, _, _ in VARIANTS:
+    for name, *_ in variants:
         p, e = med(name, "ping_us"), med(name, "enq_us")
         print(
-            f"{name:<27} {p:8.0f} {med(base, 'ping_us') / p:5.2f}x {med(name, 'ping_cps'):8,.0f}   "
+            f"{name:<29} {p:8.0f} {med(base, 'ping_us') / p:5.2f}x {med(name, 'ping_cps'):8,.0f}   "
             f"{e:10.0f} {med(base, 'enq_us') / e:5.2f}x {med(name, 'enq_cps'):9,.0f} "
             f"{sum(r['errors'] for r in results[name]):11.0f}"
         )
@@ -226,6 +237,12 @@ def main() -> None:
     ap.add_argument("--inflight", type=int, default=64, help="concurrent calls")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of all variants")
     ap.add_argument("--profile", action="store_true", help="also profile the durable phase")
+    ap.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="run only variants whose name contains this (repeatable; the first kept is the base)",
+    )
     asyncio.run(run(ap.parse_args()))
 
 

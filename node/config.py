@@ -54,8 +54,8 @@ class NodeConfig:
     max_payload_bytes: int = 256 * KIB
     """Largest accepted message payload (enqueue, postChannel, each fan-out entry)."""
     max_commit_bytes: int = 2 * 1024 * KIB
-    """Largest commit, and largest Welcome, of one commitChannel: a Welcome
-    carries the ratchet tree (hybrid suite: ~1.4 MB at 1,000 members)."""
+    """Largest commit, Welcome, GroupInfo and sealed ratchet tree of one
+    commitChannel (hybrid suite: the tree is ~1.4 MB at 1,000 members)."""
     max_request_bytes: int = 4 * 1024 * KIB
     """Largest accepted request on the wire (enforced by the RPC layer)."""
     max_queue_depth: int = 1000
@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
         (
             "--max-commit-bytes",
             "max_commit_bytes",
-            "largest commit and Welcome of commitChannel (default 2 MiB)",
+            "largest commit, Welcome and ratchet tree of commitChannel (default 2 MiB)",
         ),
         (
             "--max-fanout",

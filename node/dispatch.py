@@ -19,7 +19,7 @@ from node.services.common import Caller, NodeContext
 from node.services.delivery import DeliveryService
 from node.services.keys import KeysService
 from node.services.misc import MiscService
-from node.store import StoredEnvelope
+from node.store import StoredEnvelope, WelcomeParts
 from proto.codec import (
     AckParams,
     AckResult,
@@ -39,6 +39,8 @@ from proto.codec import (
     FetchResult,
     FetchWaitParams,
     FetchWaitResult,
+    FetchWelcomeParams,
+    FetchWelcomeResult,
     HealthParams,
     HealthResult,
     KeyPackageCountParams,
@@ -63,6 +65,8 @@ from proto.codec import (
     RegisterStartResult,
     SetChannelKeyParams,
     SetChannelKeyResult,
+    UnlinkDeviceParams,
+    UnlinkDeviceResult,
     UploadKeyPackagesParams,
     UploadKeyPackagesResult,
     WhoamiParams,
@@ -343,6 +347,13 @@ class NodeDispatcher:
                 params.members,
                 params.welcome,
                 params.joiners,
+                WelcomeParts(
+                    group_info=params.group_info,
+                    ratchet_tree=params.ratchet_tree,
+                    entries=params.joiner_entries,
+                )
+                if params.group_info
+                else None,
             )
             return CommitChannelResult(new_epoch=new_epoch)
 
@@ -355,3 +366,21 @@ class NodeDispatcher:
                 self._caller(ctx), params.channel_id, params.epoch, params.key_hash
             )
             return SetChannelKeyResult()
+
+    async def fetch_welcome(
+        self, ctx: CallContext, params: FetchWelcomeParams
+    ) -> FetchWelcomeResult:
+        """A joiner fetches the shared parts of its Welcome (by reference)."""
+        with self._observe("fetchWelcome"):
+            group_info, tree = await self.delivery.fetch_welcome(
+                self._caller(ctx), params.channel_id, params.epoch
+            )
+            return FetchWelcomeResult(group_info=group_info, ratchet_tree=tree)
+
+    async def unlink_device(
+        self, ctx: CallContext, params: UnlinkDeviceParams
+    ) -> UnlinkDeviceResult:
+        """Remove another device of the caller's account."""
+        with self._observe(ctx.method):
+            await self.keys.unlink_device(self._caller(ctx), params.device_id)
+            return UnlinkDeviceResult()

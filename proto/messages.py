@@ -37,6 +37,8 @@ __all__ = [
     "FetchResult",
     "FetchWaitParams",
     "FetchWaitResult",
+    "FetchWelcomeParams",
+    "FetchWelcomeResult",
     "HealthParams",
     "HealthResult",
     "KeyPackageCountParams",
@@ -67,6 +69,8 @@ __all__ = [
     "Result",
     "SetChannelKeyParams",
     "SetChannelKeyResult",
+    "UnlinkDeviceParams",
+    "UnlinkDeviceResult",
     "UploadKeyPackagesParams",
     "UploadKeyPackagesResult",
     "WhoamiParams",
@@ -460,6 +464,9 @@ class CommitChannelParams(Params):
     members: tuple[bytes, ...]
     welcome: bytes = b""
     joiners: tuple[bytes, ...] = ()
+    group_info: bytes = b""
+    ratchet_tree: bytes = b""
+    joiner_entries: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -480,6 +487,34 @@ class SetChannelKeyParams(Params):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SetChannelKeyResult(Result):
+    """Empty result."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchWelcomeParams(Params):
+    """Fetch the shared Welcome parts of a channel epoch (a joiner, by reference)."""
+
+    channel_id: bytes
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchWelcomeResult(Result):
+    """The split Welcome's shared part and the epoch's sealed ratchet tree."""
+
+    group_info: bytes
+    ratchet_tree: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnlinkDeviceParams(Params):
+    """Remove another device of the caller's account."""
+
+    device_id: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnlinkDeviceResult(Result):
     """Empty result."""
 
 

@@ -29,6 +29,10 @@ Model:
 * :meth:`Group.process` returns one of :class:`ApplicationMessage`,
   :class:`CommitMerged`, :class:`ProposalStored` or :class:`OwnMessage` (our
   own message echoed back by the node: nothing to do).
+  With ``receipt=seq`` (also on the joins) the result is stored in the same
+  transaction as the state change and returned again, without processing,
+  for the same message under the same seq until
+  :meth:`Client.forget_receipts` (docs/MLS.md, "Receipts").
 
 Errors are the :class:`proto.errors.MlsError` family (``MalformedInput``,
 ``InvalidMessage``, ``WrongEpoch``, ``NotAMember``, ``UnknownGroup``,

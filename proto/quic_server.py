@@ -54,6 +54,7 @@ from proto.rpc import (
     drop_scheduled_transmit,
     hold_ack,
 )
+from proto.udp_batch import DatagramBatcher
 
 log = logging.getLogger("proto.rpc_server")
 
@@ -72,6 +73,7 @@ class ServerState:
     the live connections and calls, and whether the server is closing."""
 
     __slots__ = (
+        "batcher",
         "buffered_request_bytes",
         "closing",
         "connection_limits",
@@ -119,6 +121,8 @@ class ServerState:
         """Bytes of unfinished requests held now, over all connections."""
         self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False
+        self.batcher: DatagramBatcher | None = None
+        """Sends each transmit's datagrams (proto.udp_batch); None: one ``sendto`` each."""
 
     def admit(self, addr: Any) -> bool:
         """May a new connection from ``addr`` be created? (Counts the refusal if not.)"""
@@ -240,8 +244,16 @@ class ServerConnection(QuicConnectionProtocol):
         transport = self._transport
         # The server's socket is closed (shutdown): nothing can be sent, and
         # no timer is re-armed (aioquic would fail in sendto on every timer).
-        if transport is not None and not transport.is_closing():
+        if transport is None or transport.is_closing():
+            return
+        batcher = self._server.batcher
+        if batcher is None:
             super().transmit()
+            return
+        # aioquic's transmit(), with the datagrams sent by the batcher
+        self._transmit_task = None
+        batcher.send(self._quic.datagrams_to_send(now=self._loop.time()))
+        self._arm_timer()
 
     def _handle_timer(self) -> None:
         # The ACK timer fired while calls are still running (an enqueue waits

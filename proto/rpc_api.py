@@ -30,6 +30,8 @@ from proto.messages import (
     FetchResult,
     FetchWaitParams,
     FetchWaitResult,
+    FetchWelcomeParams,
+    FetchWelcomeResult,
     HealthParams,
     HealthResult,
     KeyPackageCountParams,
@@ -58,6 +60,8 @@ from proto.messages import (
     Result,
     SetChannelKeyParams,
     SetChannelKeyResult,
+    UnlinkDeviceParams,
+    UnlinkDeviceResult,
     UploadKeyPackagesParams,
     UploadKeyPackagesResult,
     WhoamiParams,
@@ -159,6 +163,18 @@ METHODS: Final[tuple[Method, ...]] = (
         attr="set_channel_key",
         params=SetChannelKeyParams,
         result=SetChannelKeyResult,
+    ),
+    Method(
+        name="fetchWelcome",
+        attr="fetch_welcome",
+        params=FetchWelcomeParams,
+        result=FetchWelcomeResult,
+    ),
+    Method(
+        name="unlinkDevice",
+        attr="unlink_device",
+        params=UnlinkDeviceParams,
+        result=UnlinkDeviceResult,
     ),
 )
 """Every method of ``NodeService`` in ordinal order."""
@@ -303,6 +319,20 @@ class NodeHandler(Protocol):
         """``setChannelKey``: The committer of ``epoch`` sets SHA-256 of that epoch's post
         capability.
         """
+        ...
+
+    async def fetch_welcome(
+        self, ctx: CallContext, params: FetchWelcomeParams
+    ) -> FetchWelcomeResult:
+        """``fetchWelcome``: Fetch the shared Welcome parts of a channel epoch (a joiner, by
+        reference).
+        """
+        ...
+
+    async def unlink_device(
+        self, ctx: CallContext, params: UnlinkDeviceParams
+    ) -> UnlinkDeviceResult:
+        """``unlinkDevice``: Remove another device of the caller's account."""
         ...
 
 
@@ -495,6 +525,9 @@ class NodeCalls(abc.ABC, Generic[S]):
         members: Sequence[bytes],
         welcome: bytes = b"",
         joiners: Sequence[bytes] = (),
+        group_info: bytes = b"",
+        ratchet_tree: bytes = b"",
+        joiner_entries: Sequence[bytes] = (),
         auth: bytes | None = None,
     ) -> CommitChannelResult:
         """``commitChannel``: Epoch-checked commit (and Welcome) stored once, referenced per
@@ -508,6 +541,9 @@ class NodeCalls(abc.ABC, Generic[S]):
             members=tuple(members),
             welcome=welcome,
             joiners=tuple(joiners),
+            group_info=group_info,
+            ratchet_tree=ratchet_tree,
+            joiner_entries=tuple(joiner_entries),
         )
         return expect_result(await self.call(params, auth=auth), CommitChannelResult)
 
@@ -519,3 +555,19 @@ class NodeCalls(abc.ABC, Generic[S]):
         """
         params = SetChannelKeyParams(channel_id=channel_id, epoch=epoch, key_hash=key_hash)
         return expect_result(await self.call(params, auth=auth), SetChannelKeyResult)
+
+    async def fetch_welcome(
+        self, *, channel_id: bytes, epoch: int, auth: bytes | None = None
+    ) -> FetchWelcomeResult:
+        """``fetchWelcome``: Fetch the shared Welcome parts of a channel epoch (a joiner, by
+        reference).
+        """
+        params = FetchWelcomeParams(channel_id=channel_id, epoch=epoch)
+        return expect_result(await self.call(params, auth=auth), FetchWelcomeResult)
+
+    async def unlink_device(
+        self, *, device_id: bytes, auth: bytes | None = None
+    ) -> UnlinkDeviceResult:
+        """``unlinkDevice``: Remove another device of the caller's account."""
+        params = UnlinkDeviceParams(device_id=device_id)
+        return expect_result(await self.call(params, auth=auth), UnlinkDeviceResult)

@@ -279,6 +279,14 @@ class RpcClient(NodeCalls[Subscription]):
             raise response.result.to_exception()
         return response.result
 
+    def drop(self, reason: str) -> None:
+        """The caller knows the node is gone (its process died): fail in-flight
+        calls with :class:`ConnectionLost` now and reconnect as after a loss,
+        instead of waiting ``dead_timeout`` for the silence to show."""
+        proto = self._proto
+        if proto is not None and proto.dead is None:
+            proto.kill(ConnectionLost(reason), close=False)
+
     def subscribe(self, params: Params, *, auth: bytes | None = None) -> Subscription:
         """Start a streaming call (opened on ``async with`` or first iteration)."""
         return Subscription(self, params, auth)
@@ -424,6 +432,10 @@ class RpcClient(NodeCalls[Subscription]):
         finally:
             if proto.dead is not None:
                 transport.close()
+        if self._closed:  # close() ran while this attempt was in flight
+            proto.kill(ConnectionLost("client closed"), code=int(CloseCode.CLIENT_CLOSE))
+            transport.close()
+            raise ConnectionLost("client closed")
         proto.on_lost = self._on_lost
         self._proto = proto
         self.connects += 1

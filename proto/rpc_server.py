@@ -43,6 +43,7 @@ from proto.quic_server import (
 )
 from proto.quic_stack import QuicConfiguration, QuicConnection, close_connection
 from proto.rpc import ALPN, DEFAULT_PORT, CallContext, CloseCode, NodeHandler
+from proto.udp_batch import open_batcher
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,9 @@ class RpcServer:
         )
         self._transport = transport
         self._listener = protocol
+        batcher = self._state.batcher = open_batcher(transport)
+        if batcher is not None:  # its duplicate socket closes with the server's
+            protocol.socket_closed.add_done_callback(lambda _: batcher.close())
 
     @property
     def port(self) -> int:

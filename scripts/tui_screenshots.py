@@ -36,6 +36,7 @@ async def shoot(
     engine: FakeEngine | None = None,
     resume: bool = True,
     pings: int = 0,
+    arrive: Sequence[tuple[str, str, str]] = (),
 ) -> None:
     engine = engine or populated_engine()[0]
     app = make_app(FakeFactory(engine, resume=resume), TuiSettings(ping_interval_s=0))
@@ -44,6 +45,10 @@ async def shoot(
         for i in range(pings):
             rtt = 0.42 + 0.05 * ((i * 7) % 11) + (0.6 if i % 13 == 5 else 0.0)
             app.post_message(PingSampled(PingResult(rtts_ms=(rtt,))))
+        await settle(app, pilot)
+        for channel_name, sender, text in arrive:  # live messages (channel by name)
+            channel = next(c for c in await engine.channels() if c.name == channel_name)
+            await engine.deliver(channel.id, sender, text)
         await settle(app, pilot)
         for key in keys:
             await pilot.press(key)
@@ -86,6 +91,16 @@ async def main() -> None:
     await shoot("empty", engine=FakeEngine(), size=(80, 24))
     await shoot("backlog", engine=backlog_engine(), size=(80, 24))
     await shoot("invite-failed", ["ctrl+t", *"dvae", "enter"], engine=failing_invite_engine())
+    mentions = [
+        ("general", "bob", "@alice can you restart the node after lunch?"),
+        ("random", "carol", "alice: the photos are up"),
+        ("random", "bob", "see https://example.org/photos"),
+        ("bob", "bob", "ping"),
+    ]
+    await shoot("mentions", arrive=mentions, size=(100, 30))
+    await shoot("search", ["ctrl+f", *"node"], size=(100, 30))
+    await shoot("slash-complete", [*"/in", "tab"], size=(100, 30))
+    await shoot("links", ["alt+a", "ctrl+l"], arrive=mentions, size=(100, 30))
 
 
 if __name__ == "__main__":

@@ -7,28 +7,43 @@ engine factory; tests call it with a fake one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from rich.console import RenderableType
+from rich.control import Control
+from textual import on, work
+from textual._compositor import ChopsUpdate, LayoutUpdate
 from textual.binding import Binding, BindingType
+from textual.driver import Driver
+from textual.screen import Screen
 
 from proto import files
+from tui import slash
+from tui.client.api import Message
 from tui.commands import ChatCommands
 from tui.controller import ChatApp
+from tui.damage import DamageTracker
+from tui.links import urls_newest_first
 from tui.notifications import NotifyLevel
 from tui.screens.dialogs import (
     ConfirmDialog,
     InviteDialog,
     NewDmDialog,
     NewGroupDialog,
+    ReactDialog,
     RemoveMembersDialog,
     VerifyKeysDialog,
     parse_users,
 )
 from tui.screens.help import HelpScreen, binding_rows
+from tui.screens.links import LinksScreen
 from tui.screens.main import MainScreen
+from tui.screens.search import SearchScreen
 from tui.screens.welcome import WelcomeScreen
 from tui.session import EngineFactory
 from tui.settings import TuiSettings
@@ -64,6 +79,63 @@ class QpcApp(ChatApp):
         ("welcome", WelcomeScreen),
     ]
 
+    def __init__(self, factory: EngineFactory, settings: TuiSettings) -> None:
+        """See :class:`tui.controller.ChatApp`; adds the output's damage tracking."""
+        super().__init__(factory, settings)
+        self._damage = DamageTracker() if settings.damage_tracking else None
+
+    def _display(self, screen: Screen[Any], renderable: RenderableType | None) -> None:
+        """Textual's frame output, through :class:`tui.damage.DamageTracker`.
+
+        Only a full-screen terminal driver's compositor updates go through it;
+        everything else (inline mode, headless tests, other renderables) is
+        Textual's own path.
+        """
+        damage, driver = self._damage, self._driver
+        if (
+            damage is None
+            or driver is None
+            or driver.is_inline
+            or self.is_headless
+            or not self._running
+            or self._closed
+            or self._batch_count
+            or not isinstance(renderable, LayoutUpdate | ChopsUpdate)
+        ):
+            super()._display(screen, renderable)
+            return
+        try:
+            self._begin_update()
+            try:
+                cursor = self.screen.outer_size.clamp_offset(self.cursor_position)
+                size = (self.size.width, self.size.height)
+                data = damage.render(renderable, self.console, size)
+                data += Control.move_to(*cursor).segment.text
+                self._previous_cursor_position = cursor
+                driver.write(data)
+            except Exception as error:  # as Textual's own _display
+                self._handle_exception(error)
+            finally:
+                self._end_update()
+            driver.flush()
+        finally:
+            self.post_display_hook()
+
+    @contextlib.contextmanager
+    def suspend(self) -> Iterator[None]:
+        """Textual's suspend; the terminal is redrawn in full afterwards."""
+        with super().suspend():
+            yield
+        if self._damage is not None:
+            self._damage.reset()
+
+    @on(Driver.SignalResume)
+    def _redraw_after_resume(self) -> None:
+        """Back from Ctrl+Z (SIGCONT): the shell drew over the screen; redraw it whole."""
+        if self._damage is not None:
+            self._damage.reset()
+            self.refresh(repaint=True)
+
     def action_help(self) -> None:
         """F1: the key table."""
         if isinstance(self.screen, HelpScreen):
@@ -72,6 +144,96 @@ class QpcApp(ChatApp):
             (where, getattr(cls, "BINDINGS", [])) for where, cls in self.HELP_SOURCES
         ]
         self.push_screen(HelpScreen(binding_rows(sources, self.settings.keymap)))
+
+    def run_slash(self, invocation: slash.Invocation) -> str:
+        """Run a slash command typed in the composer; returns a usage error or ""."""
+        name, words = invocation.command.name, invocation.words
+        usage = f"Usage: /{name} {invocation.command.usage}".rstrip()
+        simple = {
+            "leave": "leave",
+            "members": "toggle_members",
+            "whoami": "info('whoami')",
+            "health": "info('health')",
+            "ping": "info('ping')",
+            "help": "help",
+            "links": "links",
+            "quit": "quit",
+        }
+        if name in simple:
+            self.call_next(self.run_action, simple[name])
+            return ""
+        if name == "join":
+            if len(words) != 1:
+                return usage
+            if words[0].startswith("@"):
+                self.start_dm(words[0][1:])  # /join @bob: the DM, like /msg bob
+            else:
+                self._join(words[0].lstrip("#"))
+        elif name == "invite":
+            opened = self._open_channel()
+            if opened is None:
+                return ""
+            if not words:
+                self.action_invite()
+            else:
+                self.invite(opened[0], parse_users(invocation.args))
+        elif name == "remove":
+            if not words:
+                self.action_remove_members()
+            else:
+                self._confirm_remove(parse_users(invocation.args))
+        elif name == "msg":
+            if len(words) != 1:
+                return usage
+            self.start_dm(parse_users(words[0])[0])
+        elif name == "verify":
+            if len(words) != 1:
+                return usage
+            self.check_key(parse_users(words[0])[0])
+        elif name == "notify":
+            levels = [level.value for level in NotifyLevel]
+            if len(words) != 1 or words[0] not in levels:
+                return usage
+            self.action_notify_level(words[0])
+        elif name == "search":
+            self.action_search(invocation.args)
+        elif name == "me":
+            if not invocation.args:
+                return usage
+            return self._me(invocation.args)
+        elif name == "topic":
+            return self._topic(invocation.args)
+        return ""
+
+    def _join(self, name: str) -> None:
+        """Open the channel called ``name``, or create a group with that name."""
+        if not self._need_login() or self.main is None:
+            return
+        for channel_id, row in self.main.rows.items():
+            if row.info.name == name and row.info.active:
+                self.open_channel(channel_id)
+                return
+        self.create_group(name)
+
+    def _me(self, action: str) -> str:
+        channel = self._need_channel()
+        if channel is not None:
+            self.send(channel, action, action=True)
+        return ""
+
+    def _topic(self, text: str) -> str:
+        """``/topic text`` sets it; ``/topic`` alone shows it."""
+        channel = self._need_channel()
+        if channel is None or self.main is None:
+            return ""
+        if text:
+            self.set_topic(channel, text)
+            return ""
+        info = self.main.channel(channel)
+        topic = info.topic if info is not None else ""
+        label = self.main.channel_label(channel)
+        self.notify(f"Topic of {label}: {topic}" if topic else f"{label} has no topic.")
+        return ""
 
     def _need_channel(self) -> str | None:
         channel = None if self.main is None else self.main.active_channel
@@ -124,6 +286,76 @@ class QpcApp(ChatApp):
 
         self.push_screen(InviteDialog(subtitle=f"to {label}"), invited)
 
+    def _selected(self) -> tuple[str, Message] | None:
+        """The open channel and its selected message (None, with a hint, when none)."""
+        channel = self._need_channel()
+        if channel is None or self.main is None:
+            return None
+        message = self.main.selected_message
+        if message is None or not message.msg_id:
+            self.notify("Select a message first (Alt+Left / Alt+Right).", severity="warning")
+            return None
+        return channel, message
+
+    def action_reply(self) -> None:
+        """Reply to the selected message (the composer quotes it)."""
+        picked = self._selected()
+        if picked is not None and self.main is not None:
+            self.main.set_composing(("reply", picked[1]))
+            self.main.query_one(Composer).focus()
+
+    def action_edit_message(self) -> None:
+        """Edit the selected message (ours only): the composer gets its text."""
+        picked = self._selected()
+        if picked is None or self.main is None:
+            return
+        message = picked[1]
+        if not message.outgoing or message.deleted:
+            self.notify("Only your own messages can be edited.", severity="warning")
+            return
+        self.main.set_composing(("edit", message))
+        composer = self.main.query_one(Composer)
+        composer.text = message.text
+        composer.focus()
+
+    def action_delete_message(self) -> None:
+        """Confirm, then delete the selected message (ours only) everywhere."""
+        picked = self._selected()
+        if picked is None:
+            return
+        channel, message = picked
+        if not message.outgoing or message.deleted:
+            self.notify("Only your own messages can be deleted.", severity="warning")
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.delete_message(channel, message.msg_id)
+
+        self.push_screen(
+            ConfirmDialog(
+                "Delete message",
+                "Delete it for everyone? Its text is erased from every member's device.",
+                yes="Delete",
+                danger=True,
+            ),
+            confirmed,
+        )
+
+    def action_react(self) -> None:
+        """Ask for an emoji; our own reaction with it again takes it back."""
+        picked = self._selected()
+        if picked is None:
+            return
+        channel, message = picked
+
+        def chosen(emoji: str | None) -> None:
+            if emoji:
+                mine = any(r.emoji == emoji and r.mine for r in message.reactions)
+                self._react_worker(channel, message.msg_id, emoji, mine)
+
+        self.push_screen(ReactDialog(subtitle="on " + message.sender + "'s message"), chosen)
+
     def action_new_dm(self) -> None:
         """Ask for a user and open the DM with them."""
         if self._need_login():
@@ -159,28 +391,35 @@ class QpcApp(ChatApp):
         opened = self._open_channel()
         if opened is None:
             return
-        channel, label = opened
+        _, label = opened
 
         def named(users: str | None) -> None:
             names = parse_users(users or "")
-            if not names:
-                return
-
-            def confirmed(yes: bool | None) -> None:
-                if yes:
-                    self.remove_members(channel, names)
-                else:
-                    self.notify(f"Cancelled: nobody was removed from {label}.")
-
-            question = (
-                f"Remove {', '.join(names)} from {label}? They keep what they have read "
-                "but cannot read anything sent after this."
-            )
-            self.push_screen(
-                ConfirmDialog("Remove members", question, yes="Remove", danger=True), confirmed
-            )
+            if names:
+                self._confirm_remove(names)
 
         self.push_screen(RemoveMembersDialog(subtitle=f"from {label}"), named)
+
+    def _confirm_remove(self, names: list[str]) -> None:
+        """Confirm, then remove ``names`` from the open channel."""
+        opened = self._open_channel()
+        if opened is None:
+            return
+        channel, label = opened
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.remove_members(channel, names)
+            else:
+                self.notify(f"Cancelled: nobody was removed from {label}.")
+
+        question = (
+            f"Remove {', '.join(names)} from {label}? They keep what they have read "
+            "but cannot read anything sent after this."
+        )
+        self.push_screen(
+            ConfirmDialog("Remove members", question, yes="Remove", danger=True), confirmed
+        )
 
     def action_update_keys(self) -> None:
         """Commit a fresh key for this device in the open channel."""
@@ -198,9 +437,11 @@ class QpcApp(ChatApp):
             self.check_key(parse_users(user)[0])
 
     def action_info(self, tab: str) -> None:
-        """Show the whoami / health / ping panes."""
-        if self._need_login():
+        """Show the whoami / health / ping panes (health and ping also before login)."""
+        if self.main is not None or tab in ("health", "ping"):
             self.open_info(tab)
+        else:
+            self._need_login()
 
     def action_refresh_info(self) -> None:
         """Refresh the panes."""
@@ -227,6 +468,16 @@ class QpcApp(ChatApp):
         if self.main is not None:
             self.main.action_cycle_channel(step)
 
+    def action_select_message(self, step: int) -> None:
+        """Select the next older (-1) or newer (1) message."""
+        if self.main is not None:
+            self.main.action_select_message(step)
+
+    def action_jump_to_parent(self) -> None:
+        """Select the message the selected reply quotes."""
+        if self.main is not None:
+            self.main.action_jump_to_parent()
+
     def action_notify_level(self, level: str) -> None:
         """Set how much the open channel may interrupt: all, mentions or mute."""
         if self.main is None or self.main.active_channel is None:
@@ -235,6 +486,97 @@ class QpcApp(ChatApp):
         self.set_notify_level(self.main.active_channel, NotifyLevel(level))
         label = self.main.channel_label(self.main.active_channel)
         self.notify(f"Notifications for {label}: {level}.")
+
+    def action_search(self, query: str = "", scope: str = "all") -> None:
+        """Ctrl+F: search the local history (``scope`` "channel": the open one only)."""
+        if not self._need_login() or self.main is None:
+            return
+        main = self.main
+        channel = None
+        if scope == "channel":
+            channel = self._need_channel()
+            if channel is None:
+                return
+        where = "all channels" if channel is None else main.channel_label(channel)
+        screen = SearchScreen(query=query, channel=channel, scope=where, label=main.channel_label)
+        self.push_screen(screen, self._search_chosen)
+
+    @on(SearchScreen.Query)
+    def _search_query(self, event: SearchScreen.Query) -> None:
+        self.run_search(event.screen, event.text, event.channel)
+
+    @work(exclusive=True, group="search", exit_on_error=False, name="search")
+    async def run_search(self, screen: SearchScreen, query: str, channel: str | None) -> None:
+        """Search the engine's history and show the results on ``screen``."""
+        found = await self._engine().search(query, channel=channel, limit=200)
+        if screen.is_attached:
+            screen.show_results(query, found)
+
+    def _search_chosen(self, message: Message | None) -> None:
+        if message is not None:
+            self.jump_to_message(message)
+
+    @work(exclusive=True, group="jump", exit_on_error=False, name="jump to message")
+    async def jump_to_message(self, message: Message) -> None:
+        """Open the message's channel and scroll to it (loading older pages if needed)."""
+        main = self._main()
+        if main.active_channel != message.channel:
+            await self.open_channel(message.channel).wait()
+        self.workers.cancel_group(self, "older")
+        engine = self._engine()
+        while not main.jump_to(message.id):
+            oldest = main.oldest_id
+            if main.active_channel != message.channel or oldest is None or oldest <= message.id:
+                self.notify("That message is no longer in the history.", severity="warning")
+                return
+            older = await engine.history(message.channel, limit=self.history_page, before_id=oldest)
+            main.prepend_history(older, has_older=bool(older))
+            if not older:
+                break
+        main.flash(message.id)
+
+    def action_links(self) -> None:
+        """Ctrl+L: the links of the open channel, to copy (OSC 52) or open."""
+        channel = self._need_channel()
+        if channel is not None:
+            self.show_links(channel)
+
+    @work(exclusive=True, group="links", exit_on_error=False, name="links")
+    async def show_links(self, channel: str) -> None:
+        """Collect the links of the channel's recent messages and offer them."""
+        history = await self._engine().history(channel, limit=self.history_page)
+        urls = urls_newest_first(m.text for m in history)
+        if not urls:
+            self.notify("No links in the recent messages of this channel.")
+            return
+        label = self._main().channel_label(channel)
+        screen = LinksScreen(urls, title=f"Links in {label}", can_open=not self.hosted)
+        self.push_screen(screen, self._link_chosen)
+
+    def _link_chosen(self, choice: tuple[str, str] | None) -> None:
+        if choice is None:
+            return
+        what, url = choice
+        if what == "copy":
+            self.copy_to_clipboard(url)
+            self.notify(f"Copied {url}")
+        else:
+            self.open_url(url)
+            self.notify(f"Opening {url}")
+
+    def action_compose_command(self, name: str) -> None:
+        """Start ``/name `` in the composer (the palette's way to a slash command)."""
+        if self._need_channel() is None or self.main is None:
+            return
+        composer = self.main.query_one(Composer)
+        composer.load_text(f"/{name} ")
+        composer.move_cursor(composer.document.end)
+        composer.focus()
+
+    def action_hotlist(self) -> None:
+        """Alt+A: the next channel with activity, mentions first."""
+        if self.main is not None:
+            self.main.action_hotlist()
 
     def action_toggle_bell(self) -> None:
         """Turn the bell on or off for this session."""

@@ -35,6 +35,32 @@ COMMANDS: tuple[PaletteCommand, ...] = (
     PaletteCommand("channel: next", "Open the next channel", "cycle_channel(1)"),
     PaletteCommand("channel: previous", "Open the previous channel", "cycle_channel(-1)"),
     PaletteCommand("channel: refresh", "Reload the channel list", "refresh_channels"),
+    PaletteCommand(
+        "channel: hotlist",
+        "Open the next channel with new messages, mentions first (Alt+A)",
+        "hotlist",
+    ),
+    PaletteCommand(
+        "channel: join", "Open or create a channel by name (/join)", "compose_command('join')"
+    ),
+    PaletteCommand(
+        "channel: topic", "Set the open channel's topic (/topic)", "compose_command('topic')"
+    ),
+    PaletteCommand(
+        "message: action", "Say what you do, “* alice waves” (/me)", "compose_command('me')"
+    ),
+    PaletteCommand("search: all", "Search the local history (Ctrl+F)", "search"),
+    PaletteCommand("search: channel", "Search the open channel's history", "search('', 'channel')"),
+    PaletteCommand("links: show", "Links of the open channel: copy (OSC 52) or open", "links"),
+    PaletteCommand("message: older", "Select the previous message", "select_message(-1)"),
+    PaletteCommand("message: newer", "Select the next message", "select_message(1)"),
+    PaletteCommand("message: reply", "Reply to the selected message", "reply"),
+    PaletteCommand("message: react", "React to the selected message with an emoji", "react"),
+    PaletteCommand("message: edit", "Edit your selected message", "edit_message"),
+    PaletteCommand(
+        "message: delete", "Delete your selected message for everyone", "delete_message"
+    ),
+    PaletteCommand("message: parent", "Select the message a reply quotes", "jump_to_parent"),
     PaletteCommand("members: toggle", "Show or hide the member list", "toggle_members"),
     PaletteCommand("members: remove", "Remove people from the open channel", "remove_members"),
     PaletteCommand("dm: start", "Start a direct conversation", "new_dm"),
@@ -60,7 +86,7 @@ COMMANDS: tuple[PaletteCommand, ...] = (
         "notify: mute", "No toasts or bells for the open channel", "notify_level('mute')"
     ),
     PaletteCommand("bell: toggle", "Ring on messages in other channels", "toggle_bell", False),
-    PaletteCommand("help: keys", "Every key binding and its id", "help", False),
+    PaletteCommand("help: keys", "Slash commands and every key binding", "help", False),
     PaletteCommand("app: quit", "Leave quicnprotochat", "quit", False),
 )
 

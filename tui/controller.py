@@ -21,11 +21,13 @@ from datetime import datetime
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Input, Static
 from textual.worker import Worker, WorkerState
 
 from proto.errors import ConfigError, LocalError, TransportError, WrongPassphrase
+from tui import slash
 from tui.client.api import (
+    TYPING_TTL_S,
     ChannelInfo,
     ChannelsChanged,
     ClientEngine,
@@ -36,14 +38,19 @@ from tui.client.api import (
     Member,
     MembersChanged,
     Message,
+    MessageChanged,
     MessageReceived,
     MessageStateChanged,
     PingResult,
+    ReceiptsChanged,
     SecurityWarning,
+    TopicChanged,
+    TypingChanged,
     WhoAmI,
 )
+from tui.lastchannel import load_last_channel, save_last_channel
 from tui.messages import EngineEventPosted, PingSampled
-from tui.notifications import Notifier, NotifyLevel, load_levels, save_level
+from tui.notifications import Notifier, NotifyLevel, load_levels, mentions, save_level
 from tui.screens.dialogs import KeyCheckDialog, TrustServerDialog
 from tui.screens.info import InfoScreen
 from tui.screens.main import MainScreen
@@ -51,7 +58,7 @@ from tui.screens.welcome import WelcomeScreen
 from tui.session import EngineFactory, LoginForm, ServerKeyStatus
 from tui.settings import TuiSettings
 from tui.terminal import TerminalCaps
-from tui.userfacing import describe_error
+from tui.userfacing import describe_error, local_node_hint
 from tui.widgets.channel_list import ChannelList
 from tui.widgets.composer import Composer
 from tui.widgets.message_log import MessageLog
@@ -272,7 +279,10 @@ class ChatApp(App[None]):
         if self._main().active_channel is not None or self._opening is not None:
             return
         fresh = [c for c in channels if c.active]
-        if fresh:
+        last = load_last_channel(self.factory.profile_dir)
+        if last is not None and any(c.id == last for c in fresh):
+            self.open_channel(last)  # where the person left off (tui.lastchannel)
+        elif fresh:
             self.open_channel(max(fresh, key=lambda c: c.last_activity_ms).id)
 
     @work(exclusive=True, group="open", exit_on_error=False, name="open")
@@ -299,6 +309,9 @@ class ChatApp(App[None]):
         main = self._main()
         has_older = len(history) >= first
         main.open_channel(channel_id, history, has_older=has_older)
+        profile = self.factory.profile_dir
+        if profile is not None and load_last_channel(profile) != channel_id:
+            await asyncio.to_thread(save_last_channel, profile, channel_id)
         # Messages that arrived while the history was loading (the log de-duplicates).
         arrived, self._arrived_while_opening = self._arrived_while_opening, []
         for message in arrived:
@@ -340,21 +353,81 @@ class ChatApp(App[None]):
 
     @on(Composer.Submitted)
     def _composer_submitted(self, event: Composer.Submitted) -> None:
-        channel = self._main().active_channel
+        parsed = slash.parse(event.text)
+        if isinstance(parsed, slash.Unknown):
+            # Never sent: the line stays in the composer to be fixed.
+            self._restore_line(event.composer, event.text)
+            self.notify(
+                f"Unknown command /{parsed.name}. /help lists the commands; "
+                "//text sends a line starting with a slash.",
+                severity="warning",
+            )
+            return
+        if isinstance(parsed, slash.Invocation):
+            error = self.run_slash(parsed)
+            if error:
+                self._restore_line(event.composer, event.text)
+                self.notify(error, severity="warning")
+            return
+        main = self._main()
+        channel = main.active_channel
         if channel is None:
             self.notify("Open a channel first.", severity="warning")
             return
-        self._main().query_one(MessageLog).scroll_to_newest()
-        self.send(channel, event.text)
+        mode, main.composing = main.composing, None
+        main.set_composing(None)
+        if mode is not None and mode[0] == "edit":
+            self.edit_message(channel, mode[1].msg_id, parsed.text)
+            return
+        reply_to = mode[1].msg_id if mode is not None else ""
+        main.query_one(MessageLog).scroll_to_newest()
+        self.send(channel, parsed.text, reply_to=reply_to)
+
+    @on(Composer.Changed)
+    def _composer_changed(self, event: Composer.Changed) -> None:
+        main = self.main
+        text = event.text_area.text
+        if main is None or main.active_channel is None or not text or text.startswith("/"):
+            return
+        self.send_typing(main.active_channel)
+
+    @work(group="typing", exit_on_error=False, name="typing")
+    async def send_typing(self, channel: str) -> None:
+        """Tell the channel we are typing (the engine coalesces)."""
+        await self._engine().typing(channel)
+
+    @staticmethod
+    def _restore_line(composer: Composer, text: str) -> None:
+        composer.load_text(text)
+        composer.move_cursor(composer.document.end)
+
+    def run_slash(self, invocation: slash.Invocation) -> str:
+        """Run a slash command; returns a usage error ("" when it ran)."""
+        return f"/{invocation.command.name} is not available here."
 
     @work(group="send", exit_on_error=False, name="send")
-    async def send(self, channel: str, text: str) -> None:
-        """Send ``text`` (not exclusive: messages queue in order of writing)."""
-        message = await self._engine().send(channel, text)
+    async def send(
+        self, channel: str, text: str, *, reply_to: str = "", action: bool = False
+    ) -> None:
+        """Send ``text`` (not exclusive: messages queue in order of writing).
+
+        ``action``: a ``/me`` action.
+        """
+        message = await self._engine().send(channel, text, reply_to=reply_to, action=action)
+        self._show_sent(message)
+
+    def _show_sent(self, message: Message) -> None:
         main = self._main()
         if main.active_channel == message.channel:
             main.add_message(message)
         main.bump(message.channel, message.time_ms, unread=False)
+
+    @work(exclusive=True, group="channel-op", exit_on_error=False, name="topic")
+    async def set_topic(self, channel: str, topic: str) -> None:
+        """Set the channel topic for every member."""
+        info = await self._engine().set_topic(channel, topic)
+        await self._after_channel_op(info, open_it=False)
+        self.notify(f"Topic of {self._main().channel_label(channel)} set.")
 
     @work(exclusive=True, group="channel-op", exit_on_error=False, name="create group")
     async def create_group(self, name: str) -> None:
@@ -436,10 +509,38 @@ class ChatApp(App[None]):
         self.health_info = await engine.health()
         self._fill_info()
 
+    async def react(self, channel: str, msg_id: str, emoji: str, *, remove: bool) -> None:
+        """Add or take back our reaction."""
+        message = await self._engine().react(channel, msg_id, emoji, remove=remove)
+        self._show_changed(message)
+
+    @work(group="send", exit_on_error=False, name="edit")
+    async def edit_message(self, channel: str, msg_id: str, text: str) -> None:
+        """Replace the text of one of our messages."""
+        self._show_changed(await self._engine().edit(channel, msg_id, text))
+
+    @work(group="send", exit_on_error=False, name="delete")
+    async def delete_message(self, channel: str, msg_id: str) -> None:
+        """Delete one of our messages everywhere."""
+        self._show_changed(await self._engine().delete(channel, msg_id))
+
+    def _show_changed(self, message: Message) -> None:
+        main = self.main
+        if main is not None and main.active_channel == message.channel:
+            main.update_message(message)
+
+    def _expire_typing(self) -> None:
+        if self.main is not None:
+            self.main.expire_typing(time.monotonic(), TYPING_TTL_S)
+
     @work(exclusive=True, group="read", exit_on_error=False, name="mark read")
     async def mark_read(self, channel: str) -> None:
         """Tell the engine the open channel was seen (its unread count survives restarts)."""
         await self._engine().mark_read(channel)
+
+    @work(group="send", exit_on_error=False, name="react")
+    async def _react_worker(self, channel: str, msg_id: str, emoji: str, remove: bool) -> None:
+        await self.react(channel, msg_id, emoji, remove=remove)
 
     @work(exclusive=True, group="keys", exit_on_error=False, name="refresh keypackages")
     async def refresh_keypackages(self) -> None:
@@ -493,6 +594,11 @@ class ChatApp(App[None]):
             self.set_timer(_RESUBSCRIBE_S, self._resubscribe)
         if worker.group in QUIET_GROUPS:
             return
+        if worker.name in ("invite", "direct message") and self.engine is not None:
+            info = self.engine.server_info()
+            hint = local_node_hint(error, info.address) if info.embedded else None
+            if hint is not None:
+                text = f"{text} {hint}"
         retry = self._form_retry.pop(worker.name, None)
         if retry is not None:
             dialog, done = retry
@@ -525,6 +631,21 @@ class ChatApp(App[None]):
             return
         if isinstance(event, MessageReceived):
             self._message_received(main, event)
+        elif isinstance(event, MessageChanged):
+            self._show_changed(event.message)
+        elif isinstance(event, TopicChanged):
+            self.load_channels()
+            if main.active_channel == event.channel:
+                main.add_notice(
+                    f"topic-{time.monotonic_ns()}", f"{event.by} set the topic: {event.topic}"
+                )
+        elif isinstance(event, TypingChanged):
+            if main.active_channel == event.channel:
+                main.set_typing(event.users, time.monotonic())
+                self.set_timer(TYPING_TTL_S, self._expire_typing)
+        elif isinstance(event, ReceiptsChanged):
+            if main.active_channel == event.channel:
+                main.set_seen(event.seen)
         elif isinstance(event, MessageStateChanged):
             if main.active_channel == event.channel:
                 main.set_delivery(event.message_id, event.state)
@@ -557,7 +678,8 @@ class ChatApp(App[None]):
             if not msg.outgoing:
                 self.mark_read(msg.channel)
             return
-        main.bump(msg.channel, msg.time_ms, unread=not msg.outgoing)
+        named = not msg.outgoing and mentions(main.user, msg.text)
+        main.bump(msg.channel, msg.time_ms, unread=not msg.outgoing, mention=named)
         if msg.outgoing:
             return
         self._note_for_alert(main, msg)
@@ -668,3 +790,20 @@ class ChatApp(App[None]):
         self.call_after_refresh(filled)
         if self.engine is not None:
             self.refresh_info()
+        else:
+            self.refresh_info_bare()
+
+    def _welcome_server(self) -> str:
+        """The server typed in the welcome form ("" = the local node)."""
+        for screen in self.screen_stack:
+            if isinstance(screen, WelcomeScreen):
+                return screen.query_one("#server", Input).value.strip()
+        return self.factory.default_server
+
+    @work(exclusive=True, group="info", exit_on_error=False, name="info")
+    async def refresh_info_bare(self) -> None:
+        """Before login: health and one ping of the welcome form's server, no account."""
+        server = self._welcome_server()
+        self.health_info = await self.factory.health(server)
+        self._fill_info()
+        self.post_message(PingSampled(await self.factory.ping(server)))

@@ -3,7 +3,9 @@
 Everything is real: a throwaway embedded node in a temporary directory, and
 three engines (you, bob and carol) with their own encrypted profiles. Bob and
 carol run in the background of the same process and answer what you write.
-The directory, node included, is removed when the TUI exits.
+The directory, node included, is removed when the TUI exits; the node runs
+in the TUI's process group, so a hang-up (SIGHUP to the terminal's
+foreground group) ends it even if the TUI dies before its clean-up.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from proto import files
 from proto.crypto.atrest import FAST_TEST_PARAMS
-from tui.client.api import ClientEngine, MessageReceived
+from tui.client.api import ClientEngine, Health, MessageReceived, PingResult
 from tui.client.core import PINS_FILE, EngineConfig
 from tui.client.engine import Engine
 from tui.client.localnode import LocalNode, ensure_local_node, stop_local_node
@@ -107,7 +109,9 @@ class DemoFactory:
 
     async def resume(self) -> ClientEngine:
         """Start the node, register three users, build the group, start the peers."""
-        self.node = await asyncio.to_thread(ensure_local_node, self.base)
+        # In our process group: a hang-up of the terminal ends the node too,
+        # even if this process dies before its clean-up.
+        self.node = await asyncio.to_thread(ensure_local_node, self.base, detach=False)
         you = await self._engine("you")
         bob = await self._engine("bob")
         carol = await self._engine("carol")
@@ -142,6 +146,14 @@ class DemoFactory:
     async def probe(self, server: str) -> ServerKey:
         """Only reached from the welcome screen (the scripted start failed)."""
         return await self._welcome.probe(server)
+
+    async def health(self, server: str) -> Health:
+        """Only reached from the welcome screen: the demo's own node."""
+        return await self._welcome.health(server)
+
+    async def ping(self, server: str) -> PingResult:
+        """Only reached from the welcome screen: the demo's own node."""
+        return await self._welcome.ping(server)
 
     async def open(self, form: LoginForm, *, trust_fingerprint: str) -> ClientEngine:
         """Only reached from the welcome screen: a plain profile in the demo directory."""

@@ -3,31 +3,25 @@
 It probes a server's key before trusting it (the welcome screen shows the
 fingerprint), pins it in the profile's pin store once the user agrees, and
 opens or creates the profile with the passphrase from the form. It holds a
-shared lock while the TUI uses the embedded node and stops that node when the
-last TUI using it closes.
+lease on the embedded node while the TUI uses it and stops that node when it
+closes as the node's last client of any kind (``tui.client.localnode``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 from dataclasses import replace
 from pathlib import Path
-from typing import IO
 
-from proto import files
-from tui.client.api import ClientEngine
+from tui.client.api import ClientEngine, Health, PingResult
 from tui.client.core import EMBEDDED, EngineConfig
 from tui.client.engine import Engine
-from tui.client.localnode import data_dir, stop_local_node
-from tui.client.probe import pin_server, probe_server
+from tui.client.localnode import NodeLease
+from tui.client.probe import node_health, node_ping, pin_server, probe_server
 from tui.client.profile import Profile
 from tui.session import LoginForm, ServerKey
 
-__all__ = ["USERS_LOCK", "EngineFactoryImpl"]
-
-USERS_LOCK = "tui-users.lock"
-"""In the local node's directory: each TUI using the node holds a shared lock."""
+__all__ = ["EngineFactoryImpl"]
 
 
 class EngineFactoryImpl:
@@ -37,19 +31,11 @@ class EngineFactoryImpl:
         """``base`` comes from the CLI options; ``passphrase`` (env/fd) allows resuming."""
         self.base = base
         self._passphrase = passphrase
-        self._node_users: IO[str] | None = None
-
-    def _node_home(self) -> Path:
-        return (self.base.data_dir or data_dir()) / "local-node"
+        self._lease = NodeLease(base.data_dir)
 
     def _use_local_node(self) -> None:
-        """Hold a shared lock while this TUI uses the embedded node (see :meth:`close`)."""
-        if self._node_users is None:
-            home = self._node_home()
-            files.private_dir(home)
-            fh = files.open_private(home / USERS_LOCK, "a")
-            fcntl.flock(fh, fcntl.LOCK_SH)
-            self._node_users = fh
+        """Hold a lease while this TUI uses the embedded node (see :meth:`close`)."""
+        self._lease.acquire()
 
     @property
     def default_server(self) -> str:
@@ -103,6 +89,14 @@ class EngineFactoryImpl:
             server=probe.server, fingerprint=probe.fingerprint, pinned=probe.pinned or ""
         )
 
+    async def health(self, server: str) -> Health:
+        """The node's health before login (:func:`tui.client.probe.node_health`)."""
+        return await node_health(self.base, server)
+
+    async def ping(self, server: str) -> PingResult:
+        """One round trip before login (:func:`tui.client.probe.node_ping`)."""
+        return await node_ping(self.base, server, 1)
+
     async def open(self, form: LoginForm, *, trust_fingerprint: str) -> ClientEngine:
         """Pin the confirmed key (the profile's pin store), then open (or create) the profile."""
         config = replace(self.base, server=form.server or None)
@@ -112,19 +106,10 @@ class EngineFactoryImpl:
         return await Engine.open(config, form.passphrase, create=create)
 
     async def close(self) -> None:
-        """Stop the embedded node if this was the last TUI using it.
+        """Stop the embedded node if this TUI was its last client.
 
-        Every TUI on the embedded node holds a shared lock on one file; the one
-        that can turn its lock exclusive on the way out was the last, and stops
-        the node. (The CLI starts the node again when it needs it.)
+        Any other process using the node (a TUI, ``qpc listen``, a running
+        CLI command, ``qpc serve-ssh``) holds a lease too, and the node stays.
         """
-        fh, self._node_users = self._node_users, None
-        if fh is None:
-            return
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return  # another TUI still uses it
-        finally:
-            fh.close()
-        await asyncio.to_thread(stop_local_node, self.base.data_dir)
+        if self._lease.held:
+            await asyncio.to_thread(self._lease.release, stop_if_last=True)

@@ -27,10 +27,34 @@ def as_json(value: object) -> Any:
     return value
 
 
-def format_message(m: api.Message, channel_label: str = "") -> str:
+DELETED_TEXT = "(message deleted)"
+"""What a deleted message (a tombstone) shows instead of its text."""
+
+
+def message_body(m: api.Message) -> str:
+    """A message's text as shown: tombstone, action (``* alice waves``), "(edited)"."""
+    if m.deleted:
+        return DELETED_TEXT
+    text = f"* {m.sender} {m.text}" if m.action else m.text
+    return f"{text} (edited)" if m.edited else text
+
+
+def reactions_text(m: api.Message, *, mine_mark: tuple[str, str] = ("[", "]")) -> str:
+    """Reactions as ``👍 2  [❤ 1]``: one per emoji with its count; ours marked."""
+    parts = []
+    for r in m.reactions:
+        part = f"{r.emoji} {r.count}"
+        parts.append(f"{mine_mark[0]}{part}{mine_mark[1]}" if r.mine else part)
+    return "  ".join(parts)
+
+
+def format_message(m: api.Message, channel_label: str = "", *, with_id: bool = False) -> str:
     """One message as a line: ``[time] #channel sender: text`` (``@bob`` for a DM).
 
     ``channel_label``: :attr:`tui.client.api.ChannelInfo.label`.
+
+    A reply starts with ``re <parent id prefix>``; reactions follow the text;
+    ``with_id`` appends the message id (what ``qpc react``/``edit``/``delete`` take).
     """
     stamp = time.strftime("%H:%M:%S", time.localtime(m.time))
     where = f"{channel_label} " if channel_label else ""
@@ -39,7 +63,19 @@ def format_message(m: api.Message, channel_label: str = "") -> str:
         if m.state in (api.DeliveryState.SENT, api.DeliveryState.RECEIVED)
         else f" ({m.state.value})"
     )
-    return f"[{stamp}] {where}{m.sender}: {m.text}{mark}"
+    reply = f"(re {m.reply_to[:8]}) " if m.reply_to else ""
+    body = message_body(m)
+    line = (
+        f"[{stamp}] {where}{body}"
+        if m.action and not m.deleted
+        else (f"[{stamp}] {where}{m.sender}: {reply}{body}")
+    )
+    rx = reactions_text(m)
+    if rx:
+        line += f"  {rx}"
+    if with_id and m.msg_id:
+        line += f"  id {m.msg_id}"
+    return line + mark
 
 
 def delivery_text(state: api.DeliveryState) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from tui.client.api import ClientEngine
+from tui.client.api import ClientEngine, Health, PingResult
 
 __all__ = ["EngineFactory", "LoginForm", "ServerKey", "ServerKeyStatus"]
 
@@ -99,6 +99,14 @@ class EngineFactory(Protocol):
 
     async def probe(self, server: str) -> ServerKey:
         """Connect without trusting and report the server's key."""
+        ...
+
+    async def health(self, server: str) -> Health:
+        """The node's health before login (no account, nothing written)."""
+        ...
+
+    async def ping(self, server: str) -> PingResult:
+        """One round trip to the node before login (no account, nothing written)."""
         ...
 
     async def open(self, form: LoginForm, *, trust_fingerprint: str) -> ClientEngine:

@@ -51,6 +51,8 @@ class TuiSettings:
     """Where the TUI logs; ``None`` picks ``tui.log`` in the profile directory."""
     notify_messages: bool = True
     """Show a notification for messages arriving in other channels."""
+    damage_tracking: bool = True
+    """Write only the cells that changed since the last frame (``tui.damage``)."""
 
 
 def _log_path(value: str) -> Path:
@@ -71,8 +73,9 @@ def _settings_from_table(table: dict[str, Any]) -> TuiSettings:
     interval = table.get("ping_interval_s", 5.0)
     notify = table.get("notify_messages", True)
     log_file = table.get("log_file")
-    if not isinstance(bell, bool) or not isinstance(notify, bool):
-        raise ConfigError("[tui] bell and notify_messages must be true or false")
+    damage = table.get("damage_tracking", True)
+    if not isinstance(bell, bool) or not isinstance(notify, bool) or not isinstance(damage, bool):
+        raise ConfigError("[tui] bell, notify_messages and damage_tracking must be true or false")
     if not isinstance(theme, str):
         raise ConfigError("[tui] theme must be a string")
     if not isinstance(interval, int | float) or not math.isfinite(interval) or interval < 0:
@@ -86,6 +89,7 @@ def _settings_from_table(table: dict[str, Any]) -> TuiSettings:
         ping_interval_s=float(interval),
         log_file=_log_path(log_file) if log_file else None,
         notify_messages=notify,
+        damage_tracking=damage,
     )
 
 

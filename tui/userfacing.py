@@ -28,7 +28,7 @@ from proto.errors import (
     WrongPassphrase,
 )
 
-__all__ = ["describe_error"]
+__all__ = ["describe_error", "local_node_hint"]
 
 _PLAIN: tuple[tuple[type[BaseException], str], ...] = (
     (WrongPassphrase, "Wrong passphrase for this profile."),
@@ -78,3 +78,23 @@ def _detail(error: BaseException) -> str:
     if not text or text == type(error).__name__:
         return ""
     return text.splitlines()[0][:160]
+
+
+def local_node_hint(error: BaseException, address: str) -> str | None:
+    """For an unknown user while on the embedded local node: why, and what to do.
+
+    Every HOME (and every Unix user) gets its own local node, so a person
+    next to you with their own HOME is not on yours. They can use yours: it
+    listens on a loopback port, its files stay private to you.
+    """
+    unknown = isinstance(error, NotFound) or (
+        isinstance(error, QpcError)
+        and ("has no devices" in str(error) or "nobody to add" in str(error))
+    )
+    if not unknown:
+        return None
+    where = address or "this node's address (`qpc local-node` prints it)"
+    return (
+        "You are on this account's own local node. Someone with their own HOME or Unix "
+        f"account has another one: they can join yours with `qpc --server {where}`."
+    )

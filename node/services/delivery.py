@@ -17,7 +17,7 @@ from node.services.common import (
     key_hash,
     same_secret_hash,
 )
-from node.store import CommitResult, FanoutItem, StoredEnvelope
+from node.store import CommitResult, FanoutItem, StoredEnvelope, WelcomeParts
 from proto.errors import BadRequest, LimitExceeded, NotFound, PermissionDenied
 
 log = logging.getLogger(__name__)
@@ -196,9 +196,13 @@ class DeliveryService:
         members: Sequence[bytes],
         welcome: bytes,
         joiners: Sequence[bytes],
+        parts: WelcomeParts | None = None,
     ) -> int:
         """Sequence a commit: key and epoch check, epoch bump, commit and Welcome
         each stored once; return the new epoch.
+
+        With ``parts`` the Welcome goes by reference: its shared parts are
+        stored once and each joiner gets only its own entry.
 
         Raises:
             StaleEpoch, PermissionDenied, NotFound (unknown member or joiner,
@@ -213,10 +217,19 @@ class DeliveryService:
         check_blob(commit, limits.max_commit_bytes, "commit")
         if welcome:
             check_blob(welcome, limits.max_commit_bytes, "welcome")
+        if parts is not None:
+            if welcome:
+                raise BadRequest("a Welcome goes either whole or by reference, not both")
+            check_blob(parts.group_info, limits.max_commit_bytes, "groupInfo")
+            check_blob(parts.ratchet_tree, limits.max_commit_bytes, "ratchetTree")
+            for entry in parts.entries:
+                check_blob(entry, limits.max_payload_bytes, "joinerEntries")
         if post_key and len(post_key) != ACCESS_KEY_BYTES:
             raise PermissionDenied("not the channel's current post key")
         member_ids = self._check_members(members, "members")
         joiner_ids = self._check_members(joiners, "joiners")
+        if parts is not None and len(parts.entries) != len(joiner_ids):
+            raise BadRequest("joinerEntries must match joiners one to one")
         self._ctx.limit_write(caller, session.username)
         for d in {*member_ids, *joiner_ids}:
             if await self._ctx.store.get_device(d) is None:
@@ -229,15 +242,42 @@ class DeliveryService:
             commit,
             member_ids,
             welcome,
-            joiner_ids if welcome else [],
+            joiner_ids if welcome or parts is not None else [],
             self._ctx.now_ms(),
             limits.max_queue_depth,
+            parts=parts,
         )
         self._ctx.metrics.enqueued.inc(len(result.commit_seqs) + len(result.welcome_seqs))
         self._announce(channel_id, commit, member_ids, result.commit_seqs)
         if welcome:
             self._announce(channel_id, welcome, joiner_ids, result.welcome_seqs)
+        elif parts is not None:
+            seqs = result.welcome_seqs
+            for joiner, entry, seq in zip(joiner_ids, parts.entries, seqs, strict=True):
+                self._announce(channel_id, entry, [joiner], [seq])
         return result.new_epoch
+
+    async def fetch_welcome(
+        self, caller: Caller, channel_id: bytes, epoch: int
+    ) -> tuple[bytes, bytes]:
+        """(groupInfo, ratchetTree) of a Welcome by reference, for one of its joiners.
+
+        Only a device whose inbox still holds a Welcome entry referring to
+        them may fetch them (until it acks it, or retention ends).
+
+        Raises:
+            NotFound: no such Welcome for the caller (never stored, already
+                acked or purged, or addressed to other devices).
+        """
+        _, device = await self._ctx.authenticate_device(caller)
+        check_channel_id(channel_id)
+        check_u64(epoch, "epoch")
+        found = await self._ctx.store.fetch_welcome(
+            channel_id, min(epoch, MAX_STORED_INT), device.device_id
+        )
+        if found is None:
+            raise NotFound("no Welcome of this channel and epoch for this device")
+        return found
 
     async def set_channel_key(
         self, caller: Caller, channel_id: bytes, epoch: int, new_key_hash: bytes

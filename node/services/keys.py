@@ -14,7 +14,14 @@ from node.services.common import (
 )
 from node.store import DeviceRecord, KeyPackageCount
 from proto.crypto.identity import verify_device_registration
-from proto.errors import BadRequest, BadSignature, InvalidSignature, LimitExceeded, NotFound
+from proto.errors import (
+    BadRequest,
+    BadSignature,
+    InvalidSignature,
+    LimitExceeded,
+    NotFound,
+    PermissionDenied,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,22 @@ class KeysService:
         )
         await self._ctx.store.upsert_device(device, self._ctx.now_ms())
         log.info("device registered")
+
+    async def unlink_device(self, caller: Caller, device_id: bytes) -> None:
+        """Remove another device of the caller's account (docs/PROTOCOL.md, "Linked devices").
+
+        Raises:
+            PermissionDenied: ``device_id`` is the caller's own device (log out instead).
+            NotFound: the account holds no such device.
+        """
+        session, _ = await self._ctx.authenticate_device(caller)
+        check_device_id(device_id)
+        if device_id == session.device_id:
+            raise PermissionDenied("a device cannot unlink itself; unlink it from another device")
+        self._ctx.limit_write(caller, session.username)
+        if not await self._ctx.store.delete_device(session.username, device_id):
+            raise NotFound("no such device in this account")
+        log.info("device unlinked")
 
     async def upload_key_packages(
         self, caller: Caller, packages: tuple[bytes, ...], last_resort: bytes

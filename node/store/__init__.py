@@ -11,6 +11,7 @@ from node.store.base import (
     SessionRecord,
     Store,
     StoredEnvelope,
+    WelcomeParts,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "SessionRecord",
     "Store",
     "StoredEnvelope",
+    "WelcomeParts",
 ]

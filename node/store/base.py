@@ -90,6 +90,18 @@ class ChannelCommitResult:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WelcomeParts:
+    """A Welcome delivered by reference (docs/PROTOCOL.md, "Welcomes by reference")."""
+
+    group_info: bytes
+    """The split Welcome's shared part (encrypted GroupInfo), stored once."""
+    ratchet_tree: bytes
+    """The new epoch's sealed ratchet tree, stored once (the node cannot open it)."""
+    entries: tuple[bytes, ...]
+    """Each joiner's own inbox entry, in ``joiners`` order."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class KeyPackageCount:
     """Stock of a device's KeyPackages."""
 
@@ -166,6 +178,13 @@ class Store(Protocol):
 
     async def list_devices(self, username: str) -> list[DeviceRecord]:
         """An account's devices, oldest first."""
+        ...
+
+    async def delete_device(self, username: str, device_id: bytes) -> bool:
+        """Unlink: delete ``username``'s device, its KeyPackages, sessions and inbox.
+
+        Returns False (nothing deleted) when the account holds no such device.
+        """
         ...
 
     async def add_key_packages(
@@ -279,6 +298,8 @@ class Store(Protocol):
         joiners: Sequence[bytes],
         now_ms: int,
         max_depth: int,
+        *,
+        parts: WelcomeParts | None = None,
     ) -> ChannelCommitResult:
         """Sequence a commit of a channel with capabilities, atomically.
 
@@ -287,7 +308,10 @@ class Store(Protocol):
         ``committer`` with :meth:`set_channel_key`), stores ``commit`` once
         referred to by every ``members`` inbox and ``welcome`` (when not
         empty) once referred to by every ``joiners`` inbox. An unknown
-        channel is created at ``epoch + 1`` without a key check.
+        channel is created at ``epoch + 1`` without a key check. With
+        ``parts`` (and an empty ``welcome``), the Welcome goes by reference:
+        its shared parts are stored once for epoch ``epoch + 1`` and each
+        joiner's inbox gets its own entry, referring to them.
 
         Raises:
             StaleEpoch: ``epoch`` is not current (nothing stored).
@@ -307,6 +331,14 @@ class Store(Protocol):
             PermissionDenied: ``committer`` did not make the current epoch, or
                 its key is set already.
         """
+        ...
+
+    async def fetch_welcome(
+        self, channel_id: bytes, epoch: int, recipient: bytes
+    ) -> tuple[bytes, bytes] | None:
+        """(group_info, ratchet_tree) of the Welcome of ``channel_id`` at
+        ``epoch``, if ``recipient``'s inbox still holds an entry referring to
+        it; None otherwise (unknown, acked, purged, or not its joiner)."""
         ...
 
     async def queued_total(self) -> int:

@@ -17,6 +17,14 @@ across them is in the database (migrations ``migrations/postgres/``):
   A batch that fails as a whole (a value the driver refuses, a lost
   connection) is retried one write per transaction, so one bad write cannot
   fail its neighbours.
+* **Channel logs** (``002_channel_log.sql``): a group message is stored once
+  in ``channel_payloads`` and referred to from each member's inbox;
+  ``qpc_post_channel``, ``qpc_commit_channel`` and ``qpc_set_channel_key``
+  lock the channel row first (posts ``FOR SHARE``, commits and key changes
+  ``FOR UPDATE``), so a capability or epoch check holds until its write
+  commits. More per-channel state (e.g. a tree or GroupInfo stored once per
+  epoch) belongs in a new migration with its own function that takes the
+  channel row lock the same way, and a method here calling it.
 * **Wake-ups and cache invalidations cross processes by LISTEN/NOTIFY** on a
   dedicated connection. Writers NOTIFY inside their transaction (delivered on
   commit) with ids only: channel ``qpc_inbox`` carries the inboxes written,
@@ -58,11 +66,13 @@ from node.store.base import (
     KeyPackageCount,
     SessionRecord,
     StoredEnvelope,
+    WelcomeParts,
 )
 from node.store.cache import LruCache
 from proto.errors import (
     AlreadyExists,
     LimitExceeded,
+    PermissionDenied,
     QpcError,
     QueueFull,
     StaleEpoch,
@@ -90,7 +100,12 @@ MIGRATION_LOCK = 0x717063_6D6967  # pg_advisory_xact_lock key while migrating
 LISTEN_RETRY_S = (0.1, 5.0)
 """First and largest delay between attempts to re-open the listener connection."""
 
-_DOMAIN = {"QP001": StaleEpoch, "QP002": QueueFull, "QP003": LimitExceeded}
+_DOMAIN = {
+    "QP001": StaleEpoch,
+    "QP002": QueueFull,
+    "QP003": LimitExceeded,
+    "QP004": PermissionDenied,
+}
 _DRIVER_ERRORS = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
@@ -710,6 +725,36 @@ class PostgresStore:
         )
         return [self._device(r) for r in rows]
 
+    async def delete_device(self, username: str, device_id: bytes) -> bool:
+        """Unlink a device: it, its KeyPackages, its sessions and its inbox (every
+        process drops it and all sessions from its caches)."""
+
+        async def go(conn: asyncpg.Connection) -> bool:
+            async with conn.transaction():
+                gone = await conn.fetchval(
+                    "DELETE FROM devices WHERE device_id = $1 AND username = $2 RETURNING 1",
+                    device_id,
+                    username,
+                )
+                if gone is None:
+                    return False
+                await conn.execute("DELETE FROM sessions WHERE device_id = $1", device_id)
+                await conn.execute("DELETE FROM messages WHERE recipient = $1", device_id)
+                await conn.execute(
+                    "SELECT pg_notify($1, $2), pg_notify($1, $3)",
+                    CACHE_CHANNEL,
+                    self._notify_cache("d", device_id),
+                    self._notify_cache("s", None),
+                )
+                return True
+
+        self._devices.invalidate(device_id)
+        try:
+            return await self._run("delete_device", go)
+        finally:
+            self._devices.invalidate(device_id)
+            self._sessions.invalidate()
+
     async def add_key_packages(
         self, device_id: bytes, packages: Sequence[bytes], last_resort: bytes | None, max_stock: int
     ) -> int:
@@ -865,11 +910,12 @@ class PostgresStore:
         return CommitResult(seqs=tuple(int(s) for s in rows[0][0]), new_epoch=epoch + 1)
 
     async def fetch(self, recipient: bytes, after_seq: int, limit: int) -> list[StoredEnvelope]:
-        """Messages after ``after_seq`` in seq order."""
+        """Messages after ``after_seq`` in seq order (channel references resolved)."""
         rows = await self._fetch(
             "fetch",
-            "SELECT seq, channel_id, payload FROM messages"
-            " WHERE recipient = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            "SELECT m.seq, COALESCE(p.channel_id, m.channel_id), COALESCE(p.payload, m.payload)"
+            " FROM messages AS m LEFT JOIN channel_payloads AS p ON p.id = m.payload_id"
+            " WHERE m.recipient = $1 AND m.seq > $2 ORDER BY m.seq LIMIT $3",
             recipient,
             after_seq,
             limit,
@@ -889,9 +935,10 @@ class PostgresStore:
         rows = await self._fetch("purge_messages", "SELECT qpc_purge_messages($1)", before_ms)
         return int(rows[0][0])
 
-    # Channel logs (docs/PROTOCOL.md, "Channel logs") are built for the SQLite
-    # store only so far; a node on PostgreSQL refuses these calls clearly.
-    _NO_CHANNEL_LOGS = "channel logs are not built for the PostgreSQL store yet"
+    # ------------------------------------------------------------- channel logs
+    # (docs/PROTOCOL.md, "Channel logs"; migrations/postgres/002_channel_log.sql).
+    # Each call is one SQL function: the capability and epoch checks lock the
+    # channel row in the transaction of the write they guard.
 
     async def post_channel(
         self,
@@ -902,8 +949,19 @@ class PostgresStore:
         now_ms: int,
         max_depth: int,
     ) -> tuple[int, ...]:
-        """Not built for this backend: :class:`Unavailable`."""
-        raise Unavailable(self._NO_CHANNEL_LOGS)
+        """Check the post key, store ``payload`` once and refer to it per inbox."""
+        rows = await self._fetch(
+            "post_channel",
+            "SELECT qpc_post_channel($1, $2, $3, $4, $5, $6, $7)",
+            channel_id,
+            key_hash,
+            list(recipients),
+            payload,
+            now_ms,
+            max_depth,
+            self.origin,
+        )
+        return tuple(int(s) for s in rows[0][0])
 
     async def commit_channel(
         self,
@@ -917,15 +975,113 @@ class PostgresStore:
         joiners: Sequence[bytes],
         now_ms: int,
         max_depth: int,
+        *,
+        parts: WelcomeParts | None = None,
     ) -> ChannelCommitResult:
-        """Not built for this backend: :class:`Unavailable`."""
-        raise Unavailable(self._NO_CHANNEL_LOGS)
+        """Epoch and key check, epoch bump, commit and Welcome each stored once."""
+        if parts is not None:
+            return await self._commit_channel_parts(
+                channel_id,
+                epoch,
+                key_hash,
+                committer,
+                commit,
+                members,
+                joiners,
+                now_ms,
+                max_depth,
+                parts,
+            )
+        rows = await self._fetch(
+            "commit_channel",
+            "SELECT qpc_commit_channel($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            channel_id,
+            epoch,
+            key_hash,
+            committer,
+            commit,
+            list(members),
+            welcome,
+            list(joiners),
+            now_ms,
+            max_depth,
+            self.origin,
+        )
+        seqs = [int(s) for s in rows[0][0]]
+        n_commit = len(members)
+        return ChannelCommitResult(
+            new_epoch=epoch + 1,
+            commit_seqs=tuple(seqs[:n_commit]),
+            welcome_seqs=tuple(seqs[n_commit:]),
+        )
 
     async def set_channel_key(
         self, channel_id: bytes, epoch: int, committer: bytes, key_hash: bytes
     ) -> None:
-        """Not built for this backend: :class:`Unavailable`."""
-        raise Unavailable(self._NO_CHANNEL_LOGS)
+        """Set ``epoch``'s post key hash: only by its committer, only once."""
+        await self._fetch(
+            "set_channel_key",
+            "SELECT qpc_set_channel_key($1, $2, $3, $4)",
+            channel_id,
+            epoch,
+            committer,
+            key_hash,
+        )
+
+    async def _commit_channel_parts(
+        self,
+        channel_id: bytes,
+        epoch: int,
+        key_hash: bytes | None,
+        committer: bytes,
+        commit: bytes,
+        members: Sequence[bytes],
+        joiners: Sequence[bytes],
+        now_ms: int,
+        max_depth: int,
+        parts: WelcomeParts,
+    ) -> ChannelCommitResult:
+        """:meth:`commit_channel` with the Welcome by reference (migration 003)."""
+        rows = await self._fetch(
+            "commit_channel",
+            "SELECT qpc_commit_channel_parts($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
+            " $13)",
+            channel_id,
+            epoch,
+            key_hash,
+            committer,
+            commit,
+            list(members),
+            parts.group_info,
+            parts.ratchet_tree,
+            list(joiners),
+            list(parts.entries),
+            now_ms,
+            max_depth,
+            self.origin,
+        )
+        seqs = [int(s) for s in rows[0][0]]
+        n_commit = len(members)
+        return ChannelCommitResult(
+            new_epoch=epoch + 1,
+            commit_seqs=tuple(seqs[:n_commit]),
+            welcome_seqs=tuple(seqs[n_commit:]),
+        )
+
+    async def fetch_welcome(
+        self, channel_id: bytes, epoch: int, recipient: bytes
+    ) -> tuple[bytes, bytes] | None:
+        """Shared Welcome parts for a joiner whose inbox refers to them."""
+        rows = await self._fetch(
+            "fetch_welcome",
+            "SELECT w.group_info, w.ratchet_tree FROM channel_welcomes AS w"
+            " WHERE w.channel_id = $1 AND w.epoch = $2 AND EXISTS"
+            " (SELECT 1 FROM messages AS m WHERE m.recipient = $3 AND m.welcome_id = w.id)",
+            channel_id,
+            epoch,
+            recipient,
+        )
+        return (bytes(rows[0][0]), bytes(rows[0][1])) if rows else None
 
     async def queued_total(self) -> int:
         """Messages waiting in all inboxes."""

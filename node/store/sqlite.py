@@ -81,6 +81,7 @@ from node.store.base import (
     KeyPackageCount,
     SessionRecord,
     StoredEnvelope,
+    WelcomeParts,
 )
 from node.store.cache import LruCache
 from proto.errors import QpcError, Unavailable
@@ -555,6 +556,19 @@ class SqliteStore:
         )
         return [self._device(r) for r in rows]
 
+    async def delete_device(self, username: str, device_id: bytes) -> bool:
+        """Unlink a device: it, its KeyPackages, its sessions and its inbox."""
+        self._devices.invalidate(device_id)
+        try:
+            deleted: bool = await self._write(
+                "delete_device",
+                functools.partial(ops.delete_device, username=username, device_id=device_id),
+            )
+        finally:
+            self._devices.invalidate(device_id)
+            self._sessions.invalidate()
+        return deleted
+
     async def add_key_packages(
         self, device_id: bytes, packages: Sequence[bytes], last_resort: bytes | None, max_stock: int
     ) -> int:
@@ -649,6 +663,8 @@ class SqliteStore:
         joiners: Sequence[bytes],
         now_ms: int,
         max_depth: int,
+        *,
+        parts: WelcomeParts | None = None,
     ) -> ChannelCommitResult:
         """Capability and epoch check, epoch bump, commit and Welcome stored once."""
         op = functools.partial(
@@ -663,9 +679,23 @@ class SqliteStore:
             joiners=list(joiners),
             now_ms=now_ms,
             max_depth=max_depth,
+            parts=parts,
         )
         result: ChannelCommitResult = await self._write("commit_channel", op)
         return result
+
+    async def fetch_welcome(
+        self, channel_id: bytes, epoch: int, recipient: bytes
+    ) -> tuple[bytes, bytes] | None:
+        """Shared Welcome parts for a joiner whose inbox refers to them."""
+        rows = await self._read(
+            "fetch_welcome",
+            "SELECT w.group_info, w.ratchet_tree FROM channel_welcomes AS w"
+            " WHERE w.channel_id = ? AND w.epoch = ? AND EXISTS"
+            " (SELECT 1 FROM messages AS m WHERE m.recipient = ? AND m.welcome_id = w.id)",
+            (channel_id, epoch, recipient),
+        )
+        return (bytes(rows[0][0]), bytes(rows[0][1])) if rows else None
 
     async def set_channel_key(
         self, channel_id: bytes, epoch: int, committer: bytes, key_hash: bytes

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import migrations
-from node.store.base import ChannelCommitResult, CommitResult, DeviceRecord, FanoutItem
+from node.store.base import (
+    ChannelCommitResult,
+    CommitResult,
+    DeviceRecord,
+    FanoutItem,
+    WelcomeParts,
+)
 from proto import files
 from proto.errors import AlreadyExists, LimitExceeded, PermissionDenied, QueueFull, StaleEpoch
 
@@ -170,6 +176,18 @@ def upsert_device(db: sqlite3.Connection, device: DeviceRecord, now_ms: int) -> 
             now_ms,
         ),
     )
+
+
+def delete_device(db: sqlite3.Connection, username: str, device_id: bytes) -> bool:
+    """Delete an account's device with its KeyPackages (cascade), sessions and inbox."""
+    cur = db.execute(
+        "DELETE FROM devices WHERE device_id = ? AND username = ?", (device_id, username)
+    )
+    if cur.rowcount == 0:
+        return False
+    db.execute("DELETE FROM sessions WHERE device_id = ?", (device_id,))
+    db.execute("DELETE FROM messages WHERE recipient = ?", (device_id,))
+    return True
 
 
 def add_key_packages(
@@ -423,7 +441,7 @@ def ack(db: sqlite3.Connection, recipient: bytes, upto_seq: int) -> int:
     """Delete an inbox's messages up to ``upto_seq``, and every channel payload
     no inbox refers to any more."""
     rows = db.execute(
-        "DELETE FROM messages WHERE recipient = ? AND seq <= ? RETURNING payload_id",
+        "DELETE FROM messages WHERE recipient = ? AND seq <= ? RETURNING payload_id, welcome_id",
         (recipient, upto_seq),
     ).fetchall()
     shared = {int(r[0]) for r in rows if r[0] is not None}
@@ -433,6 +451,12 @@ def ack(db: sqlite3.Connection, recipient: bytes, upto_seq: int) -> int:
             " AND NOT EXISTS (SELECT 1 FROM messages WHERE payload_id = ?)",
             (payload_id, payload_id),
         )
+    for welcome_id in {int(r[1]) for r in rows if r[1] is not None}:
+        db.execute(
+            "DELETE FROM channel_welcomes WHERE id = ?"
+            " AND NOT EXISTS (SELECT 1 FROM messages WHERE welcome_id = ?)",
+            (welcome_id, welcome_id),
+        )
     return len(rows)
 
 
@@ -440,6 +464,7 @@ def purge_messages(db: sqlite3.Connection, before_ms: int) -> int:
     """Delete messages (and channel payloads) stored before ``before_ms``."""
     n = db.execute("DELETE FROM messages WHERE created_ms < ?", (before_ms,)).rowcount
     db.execute("DELETE FROM channel_payloads WHERE created_ms < ?", (before_ms,))
+    db.execute("DELETE FROM channel_welcomes WHERE created_ms < ?", (before_ms,))
     return n
 
 
@@ -549,8 +574,11 @@ def commit_channel(
     joiners: Sequence[bytes],
     now_ms: int,
     max_depth: int,
+    parts: WelcomeParts | None = None,
 ) -> ChannelCommitResult:
     """Capability and epoch check, epoch bump, commit and Welcome each stored once.
+
+    With ``parts`` the Welcome goes by reference (:func:`_store_welcome_parts`).
 
     All or nothing: :class:`StaleEpoch` (wrong epoch), :class:`PermissionDenied`
     (not the current post key of a keyed channel, or a channel without
@@ -565,7 +593,7 @@ def commit_channel(
         if key_hash is None or not _key_ok(row, key_hash):
             raise PermissionDenied("not the channel's current post key")
     extra: dict[bytes, int] = {}
-    for r in [*members, *(joiners if welcome else ())]:
+    for r in [*members, *(joiners if welcome or parts is not None else ())]:
         extra[r] = extra.get(r, 0) + 1
     for recipient, n in extra.items():
         if depth(db, recipient) + n > max_depth:
@@ -584,9 +612,44 @@ def commit_channel(
         _, commit_seqs = _store_shared(db, channel_id, commit, members, now_ms, None)
     if welcome and joiners:
         _, welcome_seqs = _store_shared(db, channel_id, welcome, joiners, now_ms, None)
+    elif parts is not None and joiners:
+        welcome_seqs = _store_welcome_parts(db, channel_id, epoch + 1, parts, joiners, now_ms)
     return ChannelCommitResult(
         new_epoch=epoch + 1, commit_seqs=tuple(commit_seqs), welcome_seqs=tuple(welcome_seqs)
     )
+
+
+def _store_welcome_parts(
+    db: sqlite3.Connection,
+    channel_id: bytes,
+    epoch: int,
+    parts: WelcomeParts,
+    joiners: Sequence[bytes],
+    now_ms: int,
+) -> list[int]:
+    """Store a Welcome's shared parts once for ``epoch`` and each joiner's own
+    entry, referring to them; returns the joiners' seqs (depths were checked)."""
+    row = _one(
+        db,
+        "INSERT INTO channel_welcomes (channel_id, epoch, group_info, ratchet_tree, created_ms)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (channel_id, epoch) DO UPDATE SET"
+        " group_info = excluded.group_info, ratchet_tree = excluded.ratchet_tree,"
+        " created_ms = excluded.created_ms RETURNING id",
+        (channel_id, epoch, parts.group_info, parts.ratchet_tree, now_ms),
+    )
+    assert row is not None
+    welcome_id = int(row[0])
+    seqs: list[int] = []
+    for joiner, entry in zip(joiners, parts.entries, strict=True):
+        seq = _next_seq(db, joiner, None)
+        assert seq is not None
+        db.execute(
+            "INSERT INTO messages (recipient, channel_id, payload, created_ms, seq, welcome_id)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (joiner, channel_id, entry, now_ms, seq, welcome_id),
+        )
+        seqs.append(seq)
+    return seqs
 
 
 def set_channel_key(

@@ -217,6 +217,11 @@ struct CommitChannelParams {
   members @4 :List(Data);  # deviceIds that get the commit
   welcome @5 :Data;        # empty = none
   joiners @6 :List(Data);  # deviceIds that get the Welcome
+  # Welcome by reference (instead of `welcome`): the shared parts stored once
+  # for the new epoch, each joiner's inbox gets only its own entry.
+  groupInfo @7 :Data;      # split Welcome's shared part (encrypted GroupInfo); empty = none
+  ratchetTree @8 :Data;    # the new epoch's sealed ratchet tree (node cannot open it)
+  joinerEntries @9 :List(Data); # per joiner, same order: 0x02 || epoch || EncryptedGroupSecrets
 }
 struct CommitChannelResult { newEpoch @0 :UInt64; }
 
@@ -227,6 +232,22 @@ struct SetChannelKeyParams {
   keyHash @2 :Data;        # 32 bytes
 }
 struct SetChannelKeyResult {}
+
+struct FetchWelcomeParams {
+  # By a device whose inbox holds a Welcome reference of this channel and epoch.
+  channelId @0 :Data;
+  epoch @1 :UInt64;        # the epoch the joiner joins at
+}
+struct FetchWelcomeResult {
+  groupInfo @0 :Data;      # split Welcome's shared part
+  ratchetTree @1 :Data;    # sealed ratchet tree of that epoch
+}
+struct UnlinkDeviceParams {
+  # Remove another device of the caller's account: its directory entry,
+  # KeyPackages, sessions and inbox (docs/PROTOCOL.md, "Linked devices").
+  deviceId @0 :Data;
+}
+struct UnlinkDeviceResult {}
 
 # ------------------------------------------------------------ wire messages
 
@@ -255,6 +276,8 @@ struct Request {
     postChannel @20 :PostChannelParams;
     commitChannel @21 :CommitChannelParams;
     setChannelKey @22 :SetChannelKeyParams;
+    fetchWelcome @23 :FetchWelcomeParams;
+    unlinkDevice @24 :UnlinkDeviceParams;
   }
 }
 
@@ -283,6 +306,8 @@ struct Response {
     postChannel @20 :PostChannelResult;
     commitChannel @21 :CommitChannelResult;
     setChannelKey @22 :SetChannelKeyResult;
+    fetchWelcome @23 :FetchWelcomeResult;
+    unlinkDevice @24 :UnlinkDeviceResult;
   }
 }
 
@@ -315,4 +340,6 @@ interface NodeService {
   postChannel @19 PostChannelParams -> PostChannelResult;
   commitChannel @20 CommitChannelParams -> CommitChannelResult;
   setChannelKey @21 SetChannelKeyParams -> SetChannelKeyResult;
+  fetchWelcome @22 FetchWelcomeParams -> FetchWelcomeResult;
+  unlinkDevice @23 UnlinkDeviceParams -> UnlinkDeviceResult;
 }

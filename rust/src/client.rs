@@ -170,35 +170,80 @@ impl Client {
     /// (`CommitOutput.ratchet_tree` / `Group.export_ratchet_tree`) unless
     /// the Welcome carries the tree. Raises NoWelcomeForUs if it holds no
     /// secrets for any of our KeyPackages.
-    #[pyo3(signature = (welcome, ratchet_tree=None))]
+    /// `receipt=seq` records the join under the caller's delivery sequence
+    /// number in the same transaction; the same Welcome under the same seq
+    /// then returns the group again instead of failing (docs/MLS.md,
+    /// "Receipts").
+    #[pyo3(signature = (welcome, ratchet_tree=None, *, receipt=None))]
     fn join_from_welcome(
         &self,
         py: Python<'_>,
         welcome: &[u8],
         ratchet_tree: Option<&[u8]>,
+        receipt: Option<u64>,
     ) -> PyResult<Group> {
         let gid = run_write(py, &self.shared, |c| {
-            let w = crate::welcome::parse_welcome(welcome)?;
-            c.join_from_welcome(w, ratchet_tree)
+            join_with_receipt(c, receipt, welcome, |c| {
+                let w = crate::welcome::parse_welcome(welcome)?;
+                c.join_from_welcome(w, ratchet_tree)
+            })
         })?;
         Ok(self.group(gid))
     }
 
     /// Join from a split Welcome (`split_welcome`): the common part, our
-    /// own secrets part, and the sealed ratchet tree.
-    #[pyo3(signature = (common, secrets, ratchet_tree=None))]
+    /// own secrets part, and the sealed ratchet tree; `receipt` as for
+    /// `join_from_welcome`.
+    #[pyo3(signature = (common, secrets, ratchet_tree=None, *, receipt=None))]
     fn join_from_welcome_parts(
         &self,
         py: Python<'_>,
         common: &[u8],
         secrets: &[u8],
         ratchet_tree: Option<&[u8]>,
+        receipt: Option<u64>,
     ) -> PyResult<Group> {
+        // What the receipt is bound to: both parts, length-prefixed.
+        let mut bound = Vec::with_capacity(8 + common.len() + secrets.len());
+        bound.extend_from_slice(&(common.len() as u64).to_be_bytes());
+        bound.extend_from_slice(common);
+        bound.extend_from_slice(secrets);
         let gid = run_write(py, &self.shared, |c| {
-            let w = crate::welcome::assemble(common, secrets)?;
-            c.join_from_welcome(w, ratchet_tree)
+            join_with_receipt(c, receipt, &bound, |c| {
+                let w = crate::welcome::assemble(common, secrets)?;
+                c.join_from_welcome(w, ratchet_tree)
+            })
         })?;
         Ok(self.group(gid))
+    }
+
+    /// Make every committed transaction durable (fsync the state file's
+    /// write-ahead log; transactions are otherwise crash-safe but not
+    /// power-cut-safe, see docs/MLS.md, "Storage"). Call it before another
+    /// file records that a commit or join happened.
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        let wal = format!("{}-wal", self.path);
+        run(py, &self.shared, |_| {
+            match std::fs::File::open(&wal).and_then(|f| f.sync_all()) {
+                Ok(()) => Ok(()),
+                // No log: everything is in the main file, synced at checkpoint.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(crate::error::Error::Storage(format!("fsync: {e}"))),
+            }
+        })
+    }
+
+    /// Sequence numbers with a stored receipt (`Group.process(...,
+    /// receipt=)`, joins), ascending.
+    fn receipts(&self, py: Python<'_>) -> PyResult<Vec<u64>> {
+        run(py, &self.shared, |c| crate::receipt::list(&c.db))
+    }
+
+    /// Delete the receipts with seq <= `upto` (every receipt without it),
+    /// once the caller's own record of them is committed; returns how many.
+    #[pyo3(signature = (upto=None))]
+    fn forget_receipts(&self, py: Python<'_>, upto: Option<u64>) -> PyResult<usize> {
+        run_write(py, &self.shared, |c| crate::receipt::forget(&c.db, upto))
     }
 
     /// Join from a GroupInfo (with ratchet tree) by external commit. Returns
@@ -274,4 +319,38 @@ impl Client {
             self.path, self.default_ciphersuite
         )
     }
+}
+
+/// Run a join `f` unless `seq` already has a receipt for the same Welcome
+/// (then return the group it joined); store the receipt after `f`.
+fn join_with_receipt(
+    core: &mut ClientCore,
+    seq: Option<u64>,
+    bound: &[u8],
+    f: impl FnOnce(&mut ClientCore) -> crate::error::Result<Vec<u8>>,
+) -> crate::error::Result<Vec<u8>> {
+    use crate::error::Error;
+    use crate::receipt::{self, Processed};
+    let Some(seq) = seq else {
+        return f(core);
+    };
+    if let Some(stored) = receipt::load(&core.db, seq, bound)? {
+        return match stored {
+            Processed::Joined { group_id } if core.has_group(&group_id)? => Ok(group_id),
+            Processed::Joined { .. } => Err(Error::UnknownGroup),
+            _ => Err(Error::Invalid(format!(
+                "receipt {seq} is a processed message, not a join"
+            ))),
+        };
+    }
+    let gid = f(core)?;
+    receipt::store(
+        &core.db,
+        seq,
+        bound,
+        Processed::Joined {
+            group_id: gid.clone(),
+        },
+    )?;
+    Ok(gid)
 }

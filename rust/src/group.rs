@@ -12,6 +12,7 @@ use crate::core::{
 };
 use crate::error::{local, remote, Error, Result};
 use crate::provider::QpcProvider;
+use crate::receipt::{self, Processed};
 use crate::types::{
     members_into_py, pybytes, ApplicationMessage, CommitData, CommitMerged, CommitOutput, Member,
     MemberData, OwnMessage, ProposalStored,
@@ -50,7 +51,10 @@ impl Group {
         f: impl FnOnce(&mut MlsGroup, &QpcProvider, &SigningKey) -> Result<T> + Send,
     ) -> PyResult<T> {
         let gid = &self.group_id;
-        run_write(py, &self.shared, |core| core.with_group(gid, f))
+        run_write(py, &self.shared, |core| {
+            core.end_reservation(gid);
+            core.with_group(gid, f)
+        })
     }
 
     /// Like `with`, for operations that produce a commit: the commit's digest
@@ -62,6 +66,7 @@ impl Group {
     ) -> PyResult<Py<CommitOutput>> {
         let gid = &self.group_id;
         let data = run_write(py, &self.shared, |core| {
+            core.end_reservation(gid);
             let data = core.with_group(gid, f)?;
             core.remember_sent(&data.commit)?;
             Ok(data)
@@ -180,35 +185,6 @@ fn sender_leaf(sender: &Sender) -> Option<u32> {
     }
 }
 
-/// Result of processing, before conversion to Python objects.
-enum Processed {
-    Application {
-        plaintext: Vec<u8>,
-        sender_leaf: u32,
-        sender_identity: Vec<u8>,
-        epoch: u64,
-        aad: Vec<u8>,
-    },
-    Commit {
-        sender_leaf: Option<u32>,
-        sender_identity: Vec<u8>,
-        epoch: u64,
-        added: Vec<MemberData>,
-        removed: Vec<u32>,
-        self_removed: bool,
-    },
-    Proposal {
-        sender_leaf: Option<u32>,
-        sender_identity: Vec<u8>,
-        epoch: u64,
-        kind: String,
-    },
-    Own {
-        epoch: u64,
-        content_type: &'static str,
-    },
-}
-
 /// Process `data`; `may_defer`: an application message may leave its
 /// message-secrets write deferred (returned flag says whether it did).
 fn process(
@@ -307,7 +283,7 @@ fn process(
         ProcessedMessageContent::OwnPrivateMessage | ProcessedMessageContent::OwnPendingCommit => {
             Processed::Own {
                 epoch,
-                content_type,
+                content_type: content_type.to_string(),
             }
         }
     };
@@ -438,6 +414,7 @@ impl Group {
     fn leave(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
         let gid = &self.group_id;
         let out = run_write(py, &self.shared, |core| {
+            core.end_reservation(gid);
             let out = core.with_group(gid, |g, p, s| {
                 let msg = g.leave_group(p, s).map_err(local)?;
                 Ok(msg.to_bytes()?)
@@ -464,10 +441,23 @@ impl Group {
         })
     }
 
-    /// Encrypt an application message for the group.
-    fn encrypt(&self, py: Python<'_>, plaintext: &[u8]) -> PyResult<Py<PyBytes>> {
+    /// Encrypt an application message for the group. `defer_write=True`
+    /// writes the message-secrets entity once per `SEND_RESERVE` sends
+    /// instead of each time, under a reservation of sender generations
+    /// stored ahead (docs/MLS.md, "Senders": no key is reused after a
+    /// crash; receivers may see a gap).
+    #[pyo3(signature = (plaintext, *, defer_write=false))]
+    fn encrypt(
+        &self,
+        py: Python<'_>,
+        plaintext: &[u8],
+        defer_write: bool,
+    ) -> PyResult<Py<PyBytes>> {
         let gid = &self.group_id;
         let out = run_write(py, &self.shared, |core| {
+            if defer_write {
+                return core.encrypt_reserved(gid, plaintext);
+            }
             let out = core.with_group(gid, |g, p, s| {
                 let msg = g.create_message(p, s, plaintext).map_err(local)?;
                 Ok(msg.to_bytes()?)
@@ -481,32 +471,57 @@ impl Group {
 
     /// Process an incoming message: ApplicationMessage, CommitMerged (the
     /// commit was validated and merged), ProposalStored or OwnMessage.
-    /// `defer_write=True` lets an application message leave OpenMLS's
-    /// message-secrets write deferred (docs/MLS.md, "Receivers"): much
-    /// faster in large groups, but after a crash the last (<= 63) messages
-    /// decrypt again, so the caller must de-duplicate (e.g. by node seq).
-    #[pyo3(signature = (message, *, defer_write=false))]
-    fn process(&self, py: Python<'_>, message: &[u8], defer_write: bool) -> PyResult<Py<PyAny>> {
+    /// `receipt=seq` stores the result under the caller's delivery sequence
+    /// number in the same transaction (until `Client.forget_receipts`), and
+    /// returns the stored result, without processing, when `seq` already
+    /// has one (docs/MLS.md, "Receipts"). `defer_write=True` lets an
+    /// application message leave OpenMLS's message-secrets write deferred
+    /// (docs/MLS.md, "Receivers"): much faster in large groups, but after a
+    /// crash the last (<= 63) messages decrypt again, so the caller must
+    /// de-duplicate (receipts plus its own cursor do).
+    #[pyo3(signature = (message, *, defer_write=false, receipt=None))]
+    fn process(
+        &self,
+        py: Python<'_>,
+        message: &[u8],
+        defer_write: bool,
+        receipt: Option<u64>,
+    ) -> PyResult<Py<PyAny>> {
         let gid = &self.group_id;
         let processed = run_write(py, &self.shared, |core| {
-            if core.was_sent(message)? {
+            if let Some(seq) = receipt {
+                if let Some(stored) = receipt::load(&core.db, seq, message)? {
+                    if matches!(stored, Processed::Joined { .. }) {
+                        return Err(Error::Invalid(format!(
+                            "receipt {seq} is a join, not a processed message"
+                        )));
+                    }
+                    return Ok(stored);
+                }
+            }
+            let processed = if core.was_sent(message)? {
                 let info = parse_message(message)?
                     .try_into_protocol_message()
                     .map_err(|_| Error::Malformed("not a protocol message".into()))?;
-                return Ok(Processed::Own {
+                Processed::Own {
                     epoch: info.epoch().as_u64(),
-                    content_type: content_type_name(info.content_type()),
-                });
+                    content_type: content_type_name(info.content_type()).to_string(),
+                }
+            } else {
+                let may_defer = defer_write && core.may_defer(gid);
+                let (processed, deferred) =
+                    core.with_group(gid, |g, p, _| process(g, p, message, may_defer))?;
+                // Own messages are recognised without decrypting (nothing
+                // written); everything else wrote the entity unless deferred.
+                if !matches!(processed, Processed::Own { .. }) {
+                    core.note_deferred(gid, deferred);
+                }
+                processed
+            };
+            match receipt {
+                Some(seq) => receipt::store(&core.db, seq, message, processed),
+                None => Ok(processed),
             }
-            let may_defer = defer_write && core.may_defer(gid);
-            let (processed, deferred) =
-                core.with_group(gid, |g, p, _| process(g, p, message, may_defer))?;
-            // Own messages are recognised without decrypting (nothing
-            // written); everything else wrote the entity unless deferred.
-            if !matches!(processed, Processed::Own { .. }) {
-                core.note_deferred(gid, deferred);
-            }
-            Ok(processed)
         })?;
         Ok(match processed {
             Processed::Application {
@@ -567,10 +582,13 @@ impl Group {
                 py,
                 OwnMessage {
                     epoch,
-                    content_type: content_type.to_string(),
+                    content_type,
                 },
             )?
             .into_any(),
+            Processed::Joined { .. } => {
+                return Err(Error::Crypto("a join is not a processed message".into()).into())
+            }
         })
     }
 

@@ -11,6 +11,7 @@ mod error;
 mod group;
 mod parse;
 mod provider;
+mod receipt;
 mod types;
 mod welcome;
 mod wire;

@@ -36,6 +36,7 @@ impl Member {
 }
 
 /// Rust-side member data, converted to [`Member`] with the GIL held.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct MemberData {
     pub leaf_index: u32,
     pub identity: Vec<u8>,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
+from node.embedded import EmbeddedNode
 from tests.e2e.helpers import Cli, cli_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
@@ -127,7 +129,7 @@ async def test_channel_names_notify_levels_and_send_wording(cli: Cli) -> None:
     dm = (await cli.ok("alice", "dm", "bob"))["channel"]["id"]
     # "#bob" is the group, "@bob" the DM; one name everywhere (the TUI's too).
     sent = await cli.run("alice", "send", "@bob", "to the dm", json_out=False)
-    assert sent.rc == 0 and sent.out.strip() == "sent", sent.out
+    assert sent.rc == 0 and sent.out.startswith("sent; id "), sent.out
     sent = await cli.ok("alice", "send", "#bob", "to the group")
     assert sent["channel"] == group["id"]
     ambiguous = await cli.run("alice", "send", "bob", "x")
@@ -178,3 +180,27 @@ async def test_verified_keys_and_a_change_after_verification_blocks_sending(cli:
     assert sorted(d["status"] for d in after["devices"]) == ["unverified", "verified"]
     sent = await cli.ok("alice", "send", "@bob", "now it goes")
     assert sent["state"] == "sent"
+
+
+async def test_health_and_ping_need_no_account_and_write_nothing(
+    node: EmbeddedNode, tmp_path: Path
+) -> None:
+    """The first thing a person runs against a new node: no profile, none created."""
+    profile = tmp_path / "nobody"
+    base = [sys.executable, "-m", "tui.cli", "--profile", str(profile), "--json"]
+    base += ["--server", f"127.0.0.1:{node.port}"]
+    env = cli_env(tmp_path / "data")
+    for args in (["health"], ["ping", "-c", "2"]):
+        proc = await asyncio.create_subprocess_exec(
+            *base, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        doc = json.loads(out)
+        if args[0] == "health":
+            assert doc["status"] == "ok" and doc["fingerprint"] == node.fingerprint
+            assert doc["pinned"] is False
+        else:
+            assert len(doc["rtts_ms"]) == 2
+    assert not profile.exists()
+    assert not (tmp_path / "data").exists()  # no local node started either

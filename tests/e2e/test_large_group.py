@@ -2,7 +2,8 @@
 
 Every application message and commit is uploaded once (channel log) and the
 invite of more devices than the node's old per-request limit allowed works
-in one call; removed members can neither read nor post afterwards.
+in one call; removed members can neither read nor post afterwards. The node
+runs on each store backend in turn (SQLite, PostgreSQL).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from node.embedded import EmbeddedNode, start_embedded_node
 from proto.errors import MlsError, PermissionDenied
 from proto.rpc_client import RpcClient
 from tests.e2e.helpers import new_user
+from tests.node.backends import BACKENDS, backend_for
 from tests.node.helpers import node_config
 from tui.client.engine import Engine
 from tui.client.sending import post_key
@@ -27,17 +29,19 @@ pytestmark = [pytest.mark.network]
 SIZE = 66
 
 
-@pytest.fixture
-async def big_node(tmp_path: Path) -> AsyncIterator[EmbeddedNode]:
-    """A node with default limits except connections per address: every
-    device of this test connects from 127.0.0.1."""
-    handle = await start_embedded_node(
-        node_config(tmp_path / "node", max_connections_per_address=4 * SIZE)
-    )
-    try:
-        yield handle
-    finally:
-        await handle.stop()
+@pytest.fixture(params=BACKENDS)
+async def big_node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EmbeddedNode]:
+    """A node on each store backend with default limits except connections
+    per address: every device of this test connects from 127.0.0.1."""
+    async with backend_for(request.param, tmp_path) as backend:
+        store = backend.target if backend.name == "postgres" else ""
+        handle = await start_embedded_node(
+            node_config(tmp_path / "node", max_connections_per_address=4 * SIZE, store=store)
+        )
+        try:
+            yield handle
+        finally:
+            await handle.stop()
 
 
 @pytest.mark.slow

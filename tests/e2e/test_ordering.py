@@ -102,8 +102,8 @@ async def test_killed_before_the_batch_commits_gets_it_again(cli: Cli) -> None:
     await cli.ok("alice", "send", chan, "second")
     await cli.ok("alice", "send", chan, "third")
     crashed = await cli.run("bob", "recv", env={CRASH: "before-commit"})
-    assert crashed.rc == 9  # MLS processed both, nothing committed in client.db
-    again = await cli.ok("bob", "recv")  # MLS rolled back; the node redelivers
+    assert crashed.rc == 9  # MLS processed both (receipts stored), nothing in client.db
+    again = await cli.ok("bob", "recv")  # the node redelivers; the receipts answer
     assert [m["text"] for m in again["messages"]] == ["second", "third"]
     hist = await cli.ok("bob", "history", chan)
     assert [m["text"] for m in hist] == ["first", "second", "third"]
@@ -115,8 +115,10 @@ async def test_killed_before_the_batch_commits_gets_it_again(cli: Cli) -> None:
 @pytest.mark.parametrize("point", CRASH_POINTS)
 async def test_killed_between_any_two_receive_writes_loses_nothing(cli: Cli, point: str) -> None:
     """SIGKILL-like exit at each point between two writes of the receive path
-    (undo copy, MLS transactions incl. the join, commit, discard, ack): after
-    a restart every message is in the history exactly once and MLS goes on."""
+    (after each MLS transaction with its receipt - the join and three
+    messages -, before and after the history commit, after the receipts are
+    forgotten, before the ack): after a restart every message is in the
+    history exactly once and MLS goes on in both directions."""
     await cli.ok("alice", "register", "alice")
     await cli.ok("bob", "register", "bob")
     chan = (await cli.ok("alice", "dm", "bob", "first"))["channel"]["id"]

@@ -9,7 +9,9 @@ arrive. Slow (about 20 s): marked ``slow`` and ``network``.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,4 +155,56 @@ def test_demo_peers_answer(tmp_path: Path, panes: list[Pane]) -> None:
     demo.wait_for("Got it. Delivered through the node", timeout=60)  # bob answers
     demo.keys("C-q")
     demo.wait_exit()
+    assert not list(tmp_path.glob("qpc-demo-*"))  # node and profiles deleted
+
+
+def _session_processes(marker: bytes) -> list[int]:
+    """Live processes whose environment holds ``marker`` (every process a session started)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in environ and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "?"
+
+
+@pytest.mark.parametrize("hangup", ["kill-window", "kill-session"])
+def test_hangup_under_demo_ends_every_process(
+    tmp_path: Path, panes: list[Pane], hangup: str
+) -> None:
+    """Closing the tmux window (SIGHUP) under ``qpc demo``: no TUI, no node left, dir removed."""
+    env = {
+        "TERM": "xterm-256color",
+        "TMPDIR": str(tmp_path),
+        "QPC_CONFIG": str(tmp_path / "none.toml"),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": ROOT,
+    }
+    name = f"qpc-e2e-{os.getpid()}-hup-{hangup}"
+    demo = Pane(name, [sys.executable, "-m", "tui.cli", "demo"], env=env, cwd=ROOT, size=(80, 24))
+    panes.append(demo)
+    demo.wait_for("Try writing something", timeout=60)
+    marker = f"TMPDIR={tmp_path}".encode()
+    started = _session_processes(marker)
+    assert len(started) >= 2  # the TUI and its node
+    target = f"{name}:0" if hangup == "kill-window" else name
+    subprocess.run(["tmux", hangup, "-t", target], check=True, timeout=10)
+    deadline = time.monotonic() + 60
+    while _session_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = {pid: _cmdline(pid) for pid in _session_processes(marker)}
+    assert left == {}, "processes left after the hang-up"
     assert not list(tmp_path.glob("qpc-demo-*"))  # node and profiles deleted

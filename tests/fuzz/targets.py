@@ -91,11 +91,27 @@ def hybrid_keys() -> Target:
 
 
 def app_data() -> Target:
-    data = [
-        appdata.encode(appdata.ChatText(text="hi there", ts=1_700_000_000_000)),
-        appdata.encode(appdata.Meta(name="team", kind="group")),
+    mid = bytes(range(16))
+    items: list[appdata.Known] = [
+        appdata.ChatText(text="hi there", ts=1_700_000_000_000, nonce=mid, reply_to=mid),
+        appdata.Meta(name="team", kind="group", access_keys={"ab" * 32: "cd" * 32}),
+        appdata.Hello(access_key=bytes(32)),
+        appdata.Reaction(target=mid, emoji="👍"),
+        appdata.Edit(target=mid, text="new", ts=5),
+        appdata.Delete(target=mid),
+        appdata.Receipt(up_to=mid),
+        appdata.Typing(),
+        appdata.Topic(text="plans"),
     ]
-    return Target(name="app-data", samples=data, decode=appdata.decode, typed_errors=(MlsError,))
+    data = [appdata.encode(i) for i in items]
+    data.append(b'{"t":"msg","text":"hi","ts":1}')  # the legacy JSON reader
+    return Target(
+        name="app-data",
+        samples=data,
+        decode=appdata.decode,
+        typed_errors=(MlsError,),
+        capnp=True,
+    )
 
 
 def at_rest_records() -> Target:

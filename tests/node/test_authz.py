@@ -169,3 +169,26 @@ async def test_expired_token_refused(tmp_path: Path) -> None:
             await alice.client.close()
     finally:
         await handle.stop()
+
+
+async def test_unlink_device_only_another_device_of_the_own_account(node: EmbeddedNode) -> None:
+    from proto.errors import NotFound
+
+    alice = await make_account(node, "alice")
+    bob = await make_account(node, "bob")
+    try:
+        with pytest.raises(PermissionDenied):
+            await alice.client.unlink_device(device_id=alice.device_id)
+        with pytest.raises(NotFound):
+            await alice.client.unlink_device(device_id=bob.device_id)
+        with pytest.raises(NotFound):
+            await alice.client.unlink_device(device_id=os.urandom(32))
+        assert [d.device_id for d in (await alice.client.list_devices(username="bob")).devices] == [
+            bob.device_id
+        ]
+        async with connected(node) as anon:
+            with pytest.raises(Unauthenticated):
+                await anon.unlink_device(device_id=bob.device_id)
+    finally:
+        await alice.client.close()
+        await bob.client.close()

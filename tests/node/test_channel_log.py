@@ -1,7 +1,7 @@
 """Channel logs: one stored ciphertext, a reference per inbox, post capabilities.
 
-The store tests take the ``store`` fixture, the one place that names a
-backend, so a second backend joins by parametrising that fixture.
+Every test runs on both store backends (``backend`` in conftest.py: SQLite
+in a temp dir, PostgreSQL in a fresh schema).
 """
 
 from __future__ import annotations
@@ -9,17 +9,17 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import AsyncIterator
-from pathlib import Path
 
+import asyncpg
 import pytest
 
 from node.embedded import EmbeddedNode
-from node.store import Store
-from node.store.sqlite import SqliteStore
+from node.store import Store, WelcomeParts
 from proto.errors import PermissionDenied, StaleEpoch
+from tests.node.backends import Backend
 from tests.node.helpers import make_account
 
-A, B, C = b"a" * 32, b"b" * 32, b"c" * 32
+A, B, C, D, E = b"a" * 32, b"b" * 32, b"c" * 32, b"d" * 32, b"e" * 32
 K1, K2 = b"1" * 32, b"2" * 32
 CH = b"chan"
 
@@ -29,10 +29,20 @@ def h(key: bytes) -> bytes:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await SqliteStore.open(tmp_path / "n.db")
-    yield s
-    await s.close()
+async def store(any_store: Store) -> AsyncIterator[Store]:
+    yield any_store
+
+
+async def scalar(backend: Backend, sql: str) -> int:
+    """One integer from the backend's database, read beside the store."""
+    if backend.name == "sqlite":
+        with sqlite3.connect(backend.target) as db:
+            return int(db.execute(sql).fetchone()[0] or 0)
+    conn = await asyncpg.connect(backend.target)
+    try:
+        return int(await conn.fetchval(sql) or 0)
+    finally:
+        await conn.close()
 
 
 async def _keyed(store: Store, *, members: list[bytes]) -> None:
@@ -42,41 +52,61 @@ async def _keyed(store: Store, *, members: list[bytes]) -> None:
     await store.set_channel_key(CH, 1, A, h(K1))
 
 
-async def test_post_stored_once_and_read_by_each(store: Store, tmp_path: Path) -> None:
+async def test_welcome_parts_stored_once_until_acked_or_purged(store: Store) -> None:
+    """Welcomes by reference: the shared parts once per epoch, each joiner its
+    own entry; readable only by a joiner holding an entry; deleted with the
+    last joiner's ack, or by retention."""
+    await _keyed(store, members=[B])
+    parts = WelcomeParts(group_info=b"gi", ratchet_tree=b"tree", entries=(b"\x02eC", b"\x02eD"))
+    r = await store.commit_channel(CH, 1, h(K1), A, b"add", [B], b"", [C, D], 2, 100, parts=parts)
+    assert r.new_epoch == 2 and len(r.welcome_seqs) == 2
+    assert [e.data for e in await store.fetch(C, 0, 10)] == [b"\x02eC"]
+    assert await store.fetch_welcome(CH, 2, C) == (b"gi", b"tree")
+    assert await store.fetch_welcome(CH, 2, B) is None  # not a joiner
+    assert await store.fetch_welcome(CH, 1, C) is None  # another epoch
+    await store.ack(C, 10)
+    assert await store.fetch_welcome(CH, 2, C) is None
+    assert await store.fetch_welcome(CH, 2, D) == (b"gi", b"tree")  # D has not acked
+    await store.ack(D, 10)
+    assert await store.fetch_welcome(CH, 2, D) is None
+    # retention: a Welcome nobody acked is purged with its entries
+    await store.set_channel_key(CH, 2, A, h(K2))
+    one = WelcomeParts(group_info=b"gi", ratchet_tree=b"tree", entries=(b"\x02eE",))
+    await store.commit_channel(CH, 2, h(K2), A, b"add2", [B], b"", [E], 3, 100, parts=one)
+    assert await store.fetch_welcome(CH, 3, E) == (b"gi", b"tree")
+    await store.purge_messages(10)
+    assert await store.fetch_welcome(CH, 3, E) is None
+
+
+async def test_post_stored_once_and_read_by_each(store: Store, backend: Backend) -> None:
     await _keyed(store, members=[B, C])
     seqs = await store.post_channel(CH, h(K1), [B, C], b"m" * 1000, 2, 100)
     assert seqs == (2, 2)
     for dev in (B, C):
         got = await store.fetch(dev, 1, 10)
         assert [(e.seq, e.channel_id, e.data) for e in got] == [(2, CH, b"m" * 1000)]
-    if isinstance(store, SqliteStore):  # the bytes are on disk once
-        with sqlite3.connect(tmp_path / "n.db") as db:
-            n = db.execute("SELECT COUNT(*) FROM channel_payloads WHERE length(payload) = 1000")
-            assert n.fetchone()[0] == 1
-            inline = db.execute("SELECT SUM(length(payload)) FROM messages").fetchone()[0]
-            assert inline == 0
+    # the bytes are stored once
+    n = "SELECT COUNT(*) FROM channel_payloads WHERE length(payload) = 1000"
+    assert await scalar(backend, n) == 1
+    assert await scalar(backend, "SELECT SUM(length(payload)) FROM messages") == 0
 
 
-async def test_payload_dropped_when_every_reader_acked(store: Store, tmp_path: Path) -> None:
+async def test_payload_dropped_when_every_reader_acked(store: Store, backend: Backend) -> None:
     await _keyed(store, members=[B, C])
     await store.post_channel(CH, h(K1), [B, C], b"x", 2, 100)
     await store.ack(B, 10)
     assert [e.data for e in await store.fetch(C, 1, 10)] == [b"x"]  # C still reads it
     await store.ack(C, 10)
     assert await store.fetch(C, 0, 10) == []
-    if isinstance(store, SqliteStore):
-        with sqlite3.connect(tmp_path / "n.db") as db:
-            assert db.execute("SELECT COUNT(*) FROM channel_payloads").fetchone()[0] == 0
+    assert await scalar(backend, "SELECT COUNT(*) FROM channel_payloads") == 0
 
 
-async def test_retention_drops_payloads(store: Store, tmp_path: Path) -> None:
+async def test_retention_drops_payloads(store: Store, backend: Backend) -> None:
     await _keyed(store, members=[B])
     await store.post_channel(CH, h(K1), [B], b"x", 5, 100)
     assert await store.purge_messages(10) == 2  # the commit and the post
     assert await store.fetch(B, 0, 10) == []
-    if isinstance(store, SqliteStore):
-        with sqlite3.connect(tmp_path / "n.db") as db:
-            assert db.execute("SELECT COUNT(*) FROM channel_payloads").fetchone()[0] == 0
+    assert await scalar(backend, "SELECT COUNT(*) FROM channel_payloads") == 0
 
 
 async def test_post_needs_the_current_key(store: Store) -> None:
@@ -136,11 +166,11 @@ async def test_enqueue_commit_cannot_bypass_keys(store: Store) -> None:
 # ------------------------------------------------------------- over the wire
 
 
-async def test_removed_member_can_neither_post_nor_read(node: EmbeddedNode) -> None:
+async def test_removed_member_can_neither_post_nor_read(backend_node: EmbeddedNode) -> None:
     """Over QUIC: posts need no token (sealed sender) but the current key."""
-    alice = await make_account(node, "alice")
-    bob = await make_account(node, "bob")
-    carol = await make_account(node, "carol")
+    alice = await make_account(backend_node, "alice")
+    bob = await make_account(backend_node, "bob")
+    carol = await make_account(backend_node, "carol")
     try:
         devs = [bob.device_id, carol.device_id]
         r = await alice.client.commit_channel(

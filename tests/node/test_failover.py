@@ -223,15 +223,28 @@ async def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> N
                 for _ in range(2):
                     await proc.stdout.readline()
                 pids = [int(p) for p in (await proc.stdout.readline()).decode().split()[3:]]
+            assert len(pids) == 2
+            # a pidfd per worker, taken while the supervisor still runs (so no
+            # recycled pid is watched): readable once that worker has exited
+            fds = [os.pidfd_open(pid) for pid in pids]
         finally:
             proc.kill()
             await proc.wait()
-        assert len(pids) == 2
-        async with asyncio.timeout(20):
-            for pid in pids:
-                while True:
-                    try:
-                        os.kill(pid, 0)
-                    except ProcessLookupError:
-                        break
-                    await asyncio.sleep(0.1)
+        try:
+            async with asyncio.timeout(20):
+                for fd in fds:
+                    await _readable(fd)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+async def _readable(fd: int) -> None:
+    """Wait until ``fd`` is readable (a pidfd: its process has exited)."""
+    loop = asyncio.get_running_loop()
+    ready = asyncio.Event()
+    loop.add_reader(fd, ready.set)
+    try:
+        await ready.wait()
+    finally:
+        loop.remove_reader(fd)

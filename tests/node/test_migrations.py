@@ -39,6 +39,7 @@ async def test_empty_database(tmp_path: Path) -> None:
         (1, "001_initial.sql"),
         (2, "002_add_seq.sql"),
         (3, "003_channel_log.sql"),
+        (4, "004_channel_welcomes.sql"),
     ]
     with sqlite3.connect(path) as db:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -58,7 +59,7 @@ async def test_empty_database(tmp_path: Path) -> None:
     } <= tables
     store = await SqliteStore.open(path)  # re-opening applies nothing new
     await store.close()
-    assert len(_ledger(path)) == 3
+    assert len(_ledger(path)) == 4
 
 
 async def test_version_one_database_with_data(tmp_path: Path) -> None:
@@ -93,6 +94,7 @@ async def test_version_one_database_with_data(tmp_path: Path) -> None:
             (1, "001_initial.sql"),
             (2, "002_add_seq.sql"),
             (3, "003_channel_log.sql"),
+            (4, "004_channel_welcomes.sql"),
         ]
         got_a = await store.fetch(A, 0, 10)
         got_b = await store.fetch(B, 0, 10)

@@ -4,6 +4,7 @@ LISTEN/NOTIFY wake-ups and cache invalidation, migrations, failures."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -219,3 +220,49 @@ async def test_database_failures_are_unavailable_and_the_pool_recovers(dsn: str)
         await PostgresStore.open(
             "postgresql://nobody@/nowhere?host=/nonexistent", connect_timeout=2
         )
+
+
+async def test_channel_logs_across_processes(dsn: str) -> None:
+    """Commits racing through two stores: one per epoch, the rest StaleEpoch,
+    nothing half stored; a post wakes the other process by inbox id; acks
+    racing for a payload's last references drop it."""
+    w2 = Woken()
+    one = await PostgresStore.open(dsn)
+    two = await PostgresStore.open(dsn, wakeup=w2.wakeup, resync=w2.resync)
+    members = [i.to_bytes(2) * 16 for i in range(40)]
+    k1 = hashlib.sha256(b"k1").digest()
+    try:
+        results = await asyncio.gather(
+            *(
+                s.commit_channel(b"g", 0, None, dev, b"c", members, b"", [], 1, 1000)
+                for s, dev in ((one, A), (two, B), (one, B), (two, A))
+            ),
+            return_exceptions=True,
+        )
+        won = [r for r in results if not isinstance(r, BaseException)]
+        assert len(won) == 1 and sum(isinstance(r, StaleEpoch) for r in results) == 3
+        committer = A if results.index(won[0]) in (0, 3) else B
+        await two.set_channel_key(b"g", 1, committer, k1)
+        w2.inboxes.clear()
+        assert await one.post_channel(b"g", k1, members, b"p", 2, 1000) == (2,) * 40
+        await w2.until(lambda: set(w2.inboxes) == set(members))
+        # a post racing the next commit lands before it or is refused: never after
+        outcomes = await asyncio.gather(
+            two.post_channel(b"g", k1, members, b"late", 3, 1000),
+            one.commit_channel(b"g", 1, k1, A, b"c2", members, b"", [], 3, 1000),
+            return_exceptions=True,
+        )
+        assert not isinstance(outcomes[1], BaseException)
+        for m in members:
+            data = [e.data for e in await one.fetch(m, 0, 10)]
+            assert data in ([b"c", b"p", b"late", b"c2"], [b"c", b"p", b"c2"])
+        await asyncio.gather(*(s.ack(m, 10) for m in members for s in (one, two)))
+        conn = await asyncpg.connect(dsn)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM channel_payloads") == 0
+            assert await conn.fetchval("SELECT count(*) FROM messages") == 0
+        finally:
+            await conn.close()
+    finally:
+        await one.close()
+        await two.close()

@@ -527,3 +527,26 @@ async def test_a_batch_of_enqueues_matches_the_one_by_one_model(
             if j == i and seq != "full"
         ]
         assert stored == want
+
+
+async def test_delete_device_takes_its_keys_sessions_and_inbox(store: Store) -> None:
+    one, two = b"1" * 32, b"2" * 32
+    await _device(store, one)
+    await _device(store, two)
+    await _device(store, b"3" * 32, username="bob")
+    await store.add_key_packages(two, [b"kp"], b"lr", 10)
+    await store.create_session(b"s" * 32, "alice", two, 1, 10**15)
+    await store.create_session(b"t" * 32, "alice", one, 1, 10**15)
+    assert await store.get_session(b"s" * 32) is not None  # cached
+    await store.enqueue(two, b"chan", b"payload", 1, 100)
+    # another account's device is not the caller's to delete
+    assert not await store.delete_device("alice", b"3" * 32)
+    assert await store.get_device(b"3" * 32) is not None
+    assert await store.delete_device("alice", two)
+    assert await store.get_device(two) is None
+    assert [d.device_id for d in await store.list_devices("alice")] == [one]
+    assert await store.get_session(b"s" * 32) is None
+    assert await store.get_session(b"t" * 32) is not None
+    assert await store.consume_key_package(two) is None
+    assert await store.fetch(two, 0, 10) == []
+    assert not await store.delete_device("alice", two)

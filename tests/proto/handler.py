@@ -92,4 +92,5 @@ class FakeHandler:
     login_finish = logout = register_device = upload_key_packages = _sample
     fetch_key_package = key_package_count = list_devices = fetch_hybrid_key = _sample
     enqueue = enqueue_commit = fetch = ack = _sample
-    post_channel = commit_channel = set_channel_key = _sample
+    post_channel = commit_channel = set_channel_key = fetch_welcome = _sample
+    unlink_device = _sample

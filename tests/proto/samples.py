@@ -65,6 +65,8 @@ PARAMS: dict[str, c.Params] = {
         joiners=(b"x" * 32,),
     ),
     "setChannelKey": c.SetChannelKeyParams(channel_id=b"chan-1", epoch=8, key_hash=b"H" * 32),
+    "fetchWelcome": c.FetchWelcomeParams(channel_id=b"chan-1", epoch=8),
+    "unlinkDevice": c.UnlinkDeviceParams(device_id=b"D" * 32),
 }
 
 RESULTS: dict[str, c.Result] = {
@@ -97,6 +99,8 @@ RESULTS: dict[str, c.Result] = {
     "postChannel": c.PostChannelResult(stored=2),
     "commitChannel": c.CommitChannelResult(new_epoch=8),
     "setChannelKey": c.SetChannelKeyResult(),
+    "fetchWelcome": c.FetchWelcomeResult(group_info=b"gi", ratchet_tree=b"\x01tree"),
+    "unlinkDevice": c.UnlinkDeviceResult(),
 }
 
 ERROR = c.ErrorInfo(code=ErrorCode.RATE_LIMITED, message="slow down", retry_after_ms=1500)

@@ -281,6 +281,21 @@ async def test_client_close_fails_pending_calls(client: RpcClient, handler: Fake
         await client.health()
 
 
+async def test_close_during_connect_leaves_no_socket(server: RpcServer) -> None:
+    """A connect still in its handshake when close() runs ends without a connection."""
+    cl = RpcClient(client_config(server))
+    task = asyncio.create_task(cl.connect())
+    await asyncio.sleep(0)  # the attempt has started: its socket exists
+    await asyncio.sleep(0)
+    await cl.close()
+    with pytest.raises(ConnectionLost, match="client closed"):
+        await task
+    proto = cl._proto
+    assert proto is None or proto.dead is not None
+    with pytest.raises(ConnectionLost):
+        await cl.health()
+
+
 async def test_no_node_gives_connection_lost_in_time(server: RpcServer) -> None:
     port = server.port
     await server.close()  # nothing listens on this port any more

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
+from proto.errors import LocalError
 from tui.client.api import (
     ChannelInfo,
     ChannelKind,
@@ -22,10 +23,13 @@ from tui.client.api import (
     Member,
     MembersChanged,
     Message,
+    MessageChanged,
     MessageReceived,
     PingResult,
     RateLimitWait,
+    Reaction,
     ServerInfo,
+    TopicChanged,
     WhoAmI,
 )
 from tui.session import LoginForm, ServerKey
@@ -111,6 +115,8 @@ class FakeEngine:
         *,
         time_ms: int | None = None,
         state: DeliveryState = DeliveryState.RECEIVED,
+        reply_to: str = "",
+        action: bool = False,
     ) -> Message:
         """Store a message directly (test setup); no event."""
         msg = Message(
@@ -121,6 +127,9 @@ class FakeEngine:
             time_ms=self._tick() if time_ms is None else time_ms,
             state=state,
             outgoing=sender == self.user,
+            msg_id=f"{self._next_id:032x}",
+            reply_to=reply_to,
+            action=action,
         )
         self._next_id += 1
         self._messages[channel].append(msg)
@@ -215,9 +224,76 @@ class FakeEngine:
             sorted(self._channels.values(), key=lambda c: c.last_activity_ms, reverse=True)
         )
 
-    async def send(self, channel: str, text: str) -> Message:
+    async def send(
+        self, channel: str, text: str, *, reply_to: str = "", action: bool = False
+    ) -> Message:
         self._check("send", channel, text)
-        return self.add_message(channel, self.user, text, state=self.send_state)
+        return self.add_message(
+            channel, self.user, text, state=self.send_state, reply_to=reply_to, action=action
+        )
+
+    async def send_action(self, channel: str, text: str) -> Message:
+        self._check("send_action", channel, text)
+        return self.add_message(channel, self.user, text, state=self.send_state, action=True)
+
+    def _find(self, channel: str, msg_id: str) -> tuple[int, Message]:
+        for i, m in enumerate(self._messages[channel]):
+            if m.msg_id == msg_id:
+                return i, m
+        raise LocalError("no such message in this channel")
+
+    def _replace(self, channel: str, i: int, msg: Message) -> Message:
+        self._messages[channel][i] = msg
+        self._queue.put_nowait(MessageChanged(message=msg))
+        return msg
+
+    def react_as(
+        self, channel: str, msg_id: str, emoji: str, user: str, *, remove: bool
+    ) -> Message:
+        """Apply a reaction by ``user`` (test setup for other members; emits MessageChanged)."""
+        i, m = self._find(channel, msg_id)
+        out: list[Reaction] = []
+        seen = False
+        for r in m.reactions:
+            users = tuple(u for u in r.users if u != user)
+            if r.emoji == emoji:
+                seen = True
+                users = users if remove else (*users, user)
+            if users:
+                out.append(Reaction(emoji=r.emoji, users=users, mine=self.user in users))
+        if not seen and not remove:
+            out.append(Reaction(emoji=emoji, users=(user,), mine=user == self.user))
+        return self._replace(channel, i, replace(m, reactions=tuple(out)))
+
+    async def react(
+        self, channel: str, msg_id: str, emoji: str, *, remove: bool = False
+    ) -> Message:
+        self._check("react", channel, msg_id, emoji, remove)
+        return self.react_as(channel, msg_id, emoji, self.user, remove=remove)
+
+    async def edit(self, channel: str, msg_id: str, text: str) -> Message:
+        self._check("edit", channel, msg_id, text)
+        i, m = self._find(channel, msg_id)
+        if not m.outgoing:
+            raise LocalError("only the author can edit a message")
+        return self._replace(channel, i, replace(m, text=text, edited=True))
+
+    async def delete(self, channel: str, msg_id: str) -> Message:
+        self._check("delete", channel, msg_id)
+        i, m = self._find(channel, msg_id)
+        if not m.outgoing:
+            raise LocalError("only the author can delete a message")
+        return self._replace(channel, i, replace(m, text="", deleted=True, reactions=()))
+
+    async def set_topic(self, channel: str, topic: str) -> ChannelInfo:
+        self._check("set_topic", channel, topic)
+        info = replace(self._channels[channel], topic=topic)
+        self._channels[channel] = info
+        self._queue.put_nowait(TopicChanged(channel=channel, topic=topic, by=self.user))
+        return info
+
+    async def typing(self, channel: str) -> None:
+        self._check("typing", channel)
 
     async def sync(self) -> list[Message]:
         self._check("sync")
@@ -232,6 +308,24 @@ class FakeEngine:
         if self.history_gate is not None:
             await self.history_gate.wait()
         return msgs[-limit:]
+
+    async def search(
+        self, query: str, *, channel: str | None = None, limit: int = 50
+    ) -> list[Message]:
+        """Same matching as the real index: every word, casefolded substrings."""
+        self._check("search", query, channel)
+        terms = query.casefold().split()
+        every = sorted(
+            (m for ms in self._messages.values() for m in ms), key=lambda m: m.id, reverse=True
+        )
+        out = [
+            m
+            for m in every
+            if terms
+            and (channel is None or m.channel == channel)
+            and all(t in m.text.casefold() for t in terms)
+        ]
+        return out[:limit]
 
     async def mark_read(self, channel: str) -> None:
         self._check("mark_read", channel)
@@ -309,6 +403,7 @@ class FakeFactory:
         self.pinned = pinned
         self.presented = presented
         self.forms: list[LoginForm] = []
+        self.bare_calls: list[tuple[str, str]] = []
         self.trusted: list[str] = []
         self.probe_error: BaseException | None = None
         self.profile_path: Path | None = None
@@ -338,6 +433,20 @@ class FakeFactory:
         return ServerKey(
             server=server or "127.0.0.1:7000", fingerprint=self.presented, pinned=self.pinned
         )
+
+    async def health(self, server: str) -> Health:
+        self.bare_calls.append(("health", server))
+        return Health(
+            status="ok",
+            version="0.1.0",
+            uptime_ms=61_000,
+            store_backend="sqlite",
+            server=server or "127.0.0.1:7000",
+        )
+
+    async def ping(self, server: str) -> PingResult:
+        self.bare_calls.append(("ping", server))
+        return PingResult(rtts_ms=(1.5,))
 
     async def open(self, form: LoginForm, *, trust_fingerprint: str) -> FakeEngine:
         self.forms.append(form)

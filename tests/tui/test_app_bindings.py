@@ -83,7 +83,7 @@ async def test_help_lists_ids_with_remapped_keys(
         await settle(app, pilot)
         await pilot.press("f1")
         assert isinstance(app.screen, HelpScreen)
-        table = app.screen.query_one(DataTable)
+        table = app.screen.query_one("#help-keys", DataTable)
         rows = [table.get_row_at(i) for i in range(table.row_count)]
         by_id = {row[3]: row for row in rows}
         assert by_id["main.new_group"][1] == "ctrl+g"
@@ -207,3 +207,31 @@ async def test_an_unknown_theme_is_a_warning_not_a_crash(
         await pilot.pause()
         assert any("Unknown theme 'textual-ansi'" in t for _, t in recorder.notifications())
         assert app.theme != "textual-ansi"
+
+
+async def test_health_and_ping_panes_work_before_login(app_factory: AppFactory) -> None:
+    """F3/F4 on the welcome screen ask the server typed in the form, no account."""
+    from textual.widgets import Input, TabbedContent
+
+    from tui.screens.welcome import WelcomeScreen
+    from tui.widgets.panes import HealthPane, PingPane
+
+    factory = FakeFactory(resume=False)
+    app = app_factory(factory)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        assert isinstance(current(app), WelcomeScreen)
+        app.screen.query_one("#server", Input).value = "node.example:7000"
+        await pilot.press("f3")
+        await settle(app, pilot)
+        assert isinstance(current(app), InfoScreen)
+        assert app.screen.query_one(TabbedContent).active == "health"
+        health = app.screen.query_one(HealthPane).health
+        assert health is not None and health.server == "node.example:7000"
+        assert set(app.screen.query_one(PingPane).samples) == {1.5}
+        assert factory.bare_calls == [
+            ("health", "node.example:7000"),
+            ("ping", "node.example:7000"),
+        ]
+        await pilot.press("escape")
+        assert isinstance(current(app), WelcomeScreen)

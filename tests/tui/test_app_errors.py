@@ -222,3 +222,23 @@ async def test_rate_limited_register_counts_down_and_retries(
         await settle(app, pilot)
         assert isinstance(app.screen, MainScreen)
         assert ("register", ("alice",)) in engine.calls
+
+
+async def test_unknown_user_on_the_local_node_says_how_to_share_it(
+    engine: FakeEngine, app_factory: AppFactory, recorder: Recorder
+) -> None:
+    """Two HOMEs on one machine each get a node: the TUI says how to use one."""
+    engine.embedded = True
+    engine.fail["invite"] = NotFound("user not found: bob")
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+t")
+        await settle(app, pilot)
+        await pilot.press(*"bob", "enter")
+        await settle(app, pilot)
+        # The invite dialog comes back with the error and the hint in it.
+        shown = str(app.screen.query_one("#dialog-error", Static).render())
+        address = engine.server_info().address
+        assert shown.startswith("User not found: bob."), shown
+        assert f"qpc --server {address}" in shown.replace("\n", ""), shown

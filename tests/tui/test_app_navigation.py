@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from tests.tui.conftest import Recorder, main_screen, settle, shown, wait_for_alerts
 from tests.tui.fake_engine import FakeEngine, FakeFactory
@@ -14,6 +15,7 @@ from tui.client.api import (
     DeliveryState,
     MessageStateChanged,
 )
+from tui.lastchannel import LAST_CHANNEL_FILE
 from tui.messages import EngineEventPosted
 from tui.widgets.channel_list import ChannelList
 from tui.widgets.composer import Composer
@@ -471,3 +473,26 @@ async def test_a_long_channel_opened_from_a_short_one_shows_its_newest_message(
         assert log.message_count == 2000
         assert _follows(log) and round(log.scroll_y) == log.max_scroll_y > 0
         assert "message 1999" in log.render_line(log.size.height - 1).text
+
+
+async def test_restart_reopens_the_channel_left_off_in(
+    engine: FakeEngine, app_factory: AppFactory, tmp_path: Path
+) -> None:
+    """A reconnect (restarted TUI, new ssh session) opens the last channel, not the newest."""
+    factory = FakeFactory(engine)
+    factory.profile_path = tmp_path
+    app = app_factory(factory)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        main = main_screen(app)
+        ids = main.query_one(ChannelList).channel_ids
+        await pilot.press("alt+down", "alt+down")
+        await settle(app, pilot)
+        assert main.active_channel == ids[2]  # "random", the oldest activity
+    assert (tmp_path / LAST_CHANNEL_FILE).stat().st_mode & 0o777 == 0o600
+    again_factory = FakeFactory(engine)
+    again_factory.profile_path = tmp_path
+    again = app_factory(again_factory)
+    async with again.run_test(size=(80, 24)) as pilot:
+        await settle(again, pilot)
+        assert main_screen(again).active_channel == ids[2]

@@ -16,7 +16,9 @@ from proto.codec import Envelope
 from proto.crypto.envelope import ContentType, HybridPrivateKey, OpenedEnvelope, seal
 from proto.crypto.identity import IdentityKey
 from proto.errors import MlsError
+from tests.proto.test_appdata import future_record
 from tui.client import api, appdata, receive
+from tui.client.profile import MessageChange
 from tui.client.state import EngineState
 
 CHANNEL = b"c" * 16
@@ -217,3 +219,35 @@ def test_welcome_checks(tmp_path: Path) -> None:
     good = _envelope(alice, bob, 2, ContentType.MLS_WELCOME, out.welcome)
     (warning,) = _step(EngineState(), bob, good).events
     assert isinstance(warning, api.SecurityWarning) and "replay" in warning.reason
+
+
+def test_new_kinds_become_effects_and_a_future_kind_a_placeholder(tmp_path: Path) -> None:
+    alice, bob, group = _pair(tmp_path)
+    mid = bytes(range(16))
+
+    def step_of(seq: int, item: bytes) -> receive.Step:
+        env = _envelope(alice, bob, seq, ContentType.MLS_APPLICATION, group.encrypt(item))
+        return _apply(bob, _step(EngineState(), bob, env))
+
+    text = appdata.ChatText(text="hi", ts=3, nonce=b"\5" * 16, reply_to=mid, action=True)
+    _, store, _ = step_of(1, appdata.encode(text)).effects
+    assert isinstance(store, receive.StoreMessage)
+    assert store.message.msg_id == appdata.message_id(alice.id, b"\5" * 16)
+    assert (store.message.reply_to, store.message.action) == (mid, True)
+    _, change = step_of(2, appdata.encode(appdata.Edit(target=mid, text="x", ts=4))).effects
+    assert change == receive.ApplyChange(
+        change=MessageChange(channel_id=CHANNEL, target=mid, actor="alice", kind="edit", text="x")
+    )
+    _, topic = step_of(3, appdata.encode(appdata.Topic(text="plans"))).effects
+    assert topic == receive.SetTopic(channel=CHANNEL, topic="plans", by="alice")
+    _, typing = step_of(4, appdata.encode(appdata.Typing())).effects
+    assert typing == receive.SawTyping(channel=CHANNEL, user="alice")
+    _, seen = step_of(5, appdata.encode(appdata.Receipt(up_to=mid))).effects
+    assert seen == receive.SawReceipt(channel=CHANNEL, user="alice", up_to=mid)
+    # a record of a kind from the future (union member 10): a placeholder line, no failure
+    future = future_record()
+    step = step_of(6, future)
+    assert step.events == ()
+    _, placeholder = step.effects
+    assert isinstance(placeholder, receive.StoreMessage)
+    assert placeholder.message.text == receive.UNKNOWN_PLACEHOLDER

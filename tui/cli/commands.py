@@ -27,13 +27,14 @@ from tui.cli.config import CliConfig, emit
 from tui.cli.demo import run_demo
 from tui.client import api
 from tui.client.engine import Engine
-from tui.client.localnode import stop_local_node
+from tui.client.localnode import ensure_local_node, stop_local_node
 from tui.client.passphrase import resolve_passphrase
+from tui.client.probe import node_health, node_ping
 from tui.client.profile import Profile
 from tui.notifications import NotifyLevel, load_levels, save_level
 from tui.output import as_json, delivery_text, format_message
 
-__all__ = ["COMMANDS", "Command", "run_command"]
+__all__ = ["COMMANDS", "Command", "run_command", "run_plain_command"]
 
 PASSWORD_ENV = "QPC_PASSWORD"  # noqa: S105 (a variable name)
 """Environment variable with the account password, for scripts."""
@@ -145,13 +146,32 @@ async def _whoami(e: Engine, cfg: CliConfig) -> None:
 
 
 async def _health(e: Engine, cfg: CliConfig) -> None:
-    h = await e.health()
+    _print_health(cfg, await e.health())
+
+
+def _print_health(cfg: CliConfig, h: api.Health) -> None:
     up = h.uptime_ms / 1000
-    emit(cfg, f"{h.status}  version {h.version}  up {up:.0f}s  store {h.store_backend}", as_json(h))
+    lines = [f"{h.status}  version {h.version}  up {up:.0f}s  store {h.store_backend}"]
+    if not h.pinned:
+        lines.append(f"server key {h.fingerprint} (not pinned: no profile has it yet)")
+    emit(cfg, lines, as_json(h))
+
+
+async def _health_bare(cfg: CliConfig) -> None:
+    """``health`` without a profile (``--server`` or the local node): nothing written."""
+    _print_health(cfg, await node_health(cfg.engine_config(), cfg.server or ""))
 
 
 async def _ping(e: Engine, cfg: CliConfig) -> None:
-    p = await e.ping(cfg.args.count)
+    _print_ping(cfg, await e.ping(cfg.args.count))
+
+
+async def _ping_bare(cfg: CliConfig) -> None:
+    """``ping`` without a profile."""
+    _print_ping(cfg, await node_ping(cfg.engine_config(), cfg.server or "", cfg.args.count))
+
+
+def _print_ping(cfg: CliConfig, p: api.PingResult) -> None:
     lines = [f"rtt {r:.2f} ms" for r in p.rtts_ms]
     lines.append(f"min/median/max {p.min_ms:.2f}/{p.median_ms:.2f}/{p.max_ms:.2f} ms")
     emit(cfg, lines, {**as_json(p), "median_ms": p.median_ms})
@@ -215,15 +235,64 @@ async def _channels(e: Engine, cfg: CliConfig) -> None:
 
 
 async def _send(e: Engine, cfg: CliConfig) -> None:
-    m = await e.send(cfg.args.channel, cfg.args.text or "")
-    emit(cfg, delivery_text(m.state), as_json(m))
+    m = await e.send(
+        cfg.args.channel, cfg.args.text or "", reply_to=cfg.args.reply_to, action=cfg.args.me
+    )
+    emit(cfg, f"{delivery_text(m.state)}; id {m.msg_id}", as_json(m))
+
+
+async def _react(e: Engine, cfg: CliConfig) -> None:
+    m = await e.react(cfg.args.channel, cfg.args.id, cfg.args.emoji, remove=cfg.args.remove)
+    emit(cfg, format_message(m, with_id=True), as_json(m))
+
+
+async def _edit(e: Engine, cfg: CliConfig) -> None:
+    m = await e.edit(cfg.args.channel, cfg.args.id, cfg.args.text or "")
+    emit(cfg, format_message(m, with_id=True), as_json(m))
+
+
+async def _delete(e: Engine, cfg: CliConfig) -> None:
+    m = await e.delete(cfg.args.channel, cfg.args.id)
+    emit(cfg, format_message(m, with_id=True), as_json(m))
+
+
+async def _topic(e: Engine, cfg: CliConfig) -> None:
+    if cfg.args.text is None:
+        c = e.channel_info(e.resolve(cfg.args.channel))
+    else:
+        c = await e.set_topic(cfg.args.channel, cfg.args.text)
+    emit(cfg, f"{c.name}: {c.topic or '(no topic)'}", as_json(c))
+
+
+def _on_off(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    if value not in ("on", "off"):
+        raise ConfigError(f"expected on or off, not {value!r}")
+    return value == "on"
+
+
+async def _privacy(e: Engine, cfg: CliConfig) -> None:
+    p = await e.set_privacy(receipts=_on_off(cfg.args.receipts), typing=_on_off(cfg.args.typing))
+    lines = [
+        f"read receipts:  {'on' if p.receipts else 'off'}",
+        f"typing notices: {'on' if p.typing else 'off'}",
+    ]
+    emit(cfg, lines, as_json(p))
 
 
 async def _history(e: Engine, cfg: CliConfig) -> None:
     cid = e.resolve(cfg.args.channel).hex()
     msgs = await e.history(cid, limit=cfg.args.limit)
     label = e.channel_info(bytes.fromhex(cid)).label
-    emit(cfg, [format_message(m, label) for m in msgs], as_json(msgs))
+    emit(cfg, [format_message(m, label, with_id=True) for m in msgs], as_json(msgs))
+
+
+async def _search(e: Engine, cfg: CliConfig) -> None:
+    channel = cfg.args.channel
+    msgs = await e.search(str(cfg.args.text), channel=channel, limit=cfg.args.limit)
+    lines = [format_message(m, e.channel_info(bytes.fromhex(m.channel)).label) for m in msgs]
+    emit(cfg, lines or ["no matches"], as_json(msgs))
 
 
 _KEY_FLAGS = {
@@ -278,6 +347,57 @@ async def _update(e: Engine, cfg: CliConfig) -> None:
     emit(cfg, f"{c.name}: self-update committed (epoch {c.epoch})", as_json(c))
 
 
+async def _link(e: Engine, cfg: CliConfig) -> None:
+    from tui.client.linking import format_code
+
+    if cfg.args.code:
+        r = await e.link_join(cfg.args.code, cfg.args.timeout)
+        emit(
+            cfg,
+            [
+                f"linked to device {r.device[:16]} of {e.user}",
+                "it now adds this device to its channels: run `qpc join` to enter them",
+            ],
+            {"linked": r.device, "role": "new"},
+        )
+        return
+    code = e.link_offer()
+    emit(
+        cfg,
+        [
+            f"link code: {format_code(code)}",
+            "on the new device (logged in to this account) run: qpc link " + format_code(code),
+        ],
+        {"code": format_code(code)},
+    )
+    sys.stdout.flush()
+    r = await e.link_wait(cfg.args.timeout)
+    emit(
+        cfg,
+        f"linked device {r.device[:16]}; added it to {len(r.channels)} channel(s)",
+        {"linked": r.device, "role": "existing", "channels": list(r.channels)},
+    )
+
+
+async def _devices(e: Engine, cfg: CliConfig) -> None:
+    ds = await e.devices()
+    lines = [
+        f"{d.device[:16]}  {d.fingerprint}  in {d.channels} channel(s)"
+        + ("  (this device)" if d.this_device else "")
+        for d in ds
+    ]
+    emit(cfg, lines, as_json(ds))
+
+
+async def _unlink(e: Engine, cfg: CliConfig) -> None:
+    removed = await e.unlink(cfg.args.device)
+    emit(
+        cfg,
+        f"unlinked; removed from {len(removed)} channel(s)",
+        {"unlinked": cfg.args.device, "channels": list(removed)},
+    )
+
+
 async def _demo_group(cfg: CliConfig) -> None:
     await run_demo(cfg)
 
@@ -292,6 +412,19 @@ def _serve_web(ns: argparse.Namespace) -> int:
     from tui.web import serve_web  # textual-serve is imported for this command only
 
     return serve_web(ns)
+
+
+async def _local_node(cfg: CliConfig) -> None:
+    node = await asyncio.to_thread(ensure_local_node)
+    emit(
+        cfg,
+        [
+            f"local node: {node.address}",
+            f"key:        {node.fingerprint}",
+            f"others on this machine use it with: qpc --server {node.address}",
+        ],
+        {"address": node.address, "fingerprint": node.fingerprint, "pid": node.pid},
+    )
 
 
 async def _stop_local_node(cfg: CliConfig) -> None:
@@ -318,6 +451,8 @@ class Command:
     """Runs with the opened profile's engine."""
     standalone: Standalone | None = None
     """Runs without a profile."""
+    without_profile: Standalone | None = None
+    """Runs instead of ``with_engine`` when there is no profile (creates none)."""
     creates_profile: bool = False
     """A missing profile is created (register, login)."""
     tui: bool = False
@@ -356,12 +491,18 @@ COMMANDS: dict[str, Command] = {
             help="user, device fingerprint, KeyPackage stock, server key",
             with_engine=_whoami,
         ),
-        Command(name="health", help="the node's health", with_engine=_health),
+        Command(
+            name="health",
+            help="the node's health (no account needed)",
+            with_engine=_health,
+            without_profile=_health_bare,
+        ),
         Command(
             name="ping",
-            help="round-trip times to the node",
+            help="round-trip times to the node (no account needed)",
             arguments=(_a("-c", "--count", type=int, default=3),),
             with_engine=_ping,
+            without_profile=_ping_bare,
         ),
         Command(
             name="create-group",
@@ -403,8 +544,51 @@ COMMANDS: dict[str, Command] = {
         Command(
             name="send",
             help="send a message",
-            arguments=(_CHANNEL, _a("text")),
+            arguments=(
+                _CHANNEL,
+                _a("text"),
+                _a("--reply-to", default="", metavar="ID", help="reply to message ID"),
+                _a("--me", action="store_true", help="an action: '* you TEXT'"),
+            ),
             with_engine=_send,
+        ),
+        Command(
+            name="react",
+            help="react to a message with an emoji (--remove takes it back)",
+            arguments=(
+                _CHANNEL,
+                _a("id", help="message id (see `qpc history --json`)"),
+                _a("emoji"),
+                _a("--remove", action="store_true"),
+            ),
+            with_engine=_react,
+        ),
+        Command(
+            name="edit",
+            help="replace the text of one of your messages",
+            arguments=(_CHANNEL, _a("id"), _a("text")),
+            with_engine=_edit,
+        ),
+        Command(
+            name="delete",
+            help="delete one of your messages on every member's device",
+            arguments=(_CHANNEL, _a("id")),
+            with_engine=_delete,
+        ),
+        Command(
+            name="privacy",
+            help="show or switch read receipts and typing notices (on/off)",
+            arguments=(
+                _a("--receipts", choices=("on", "off"), default=None),
+                _a("--typing", choices=("on", "off"), default=None),
+            ),
+            with_engine=_privacy,
+        ),
+        Command(
+            name="topic",
+            help="show or set a channel's topic",
+            arguments=(_CHANNEL, _a("text", nargs="?")),
+            with_engine=_topic,
         ),
         Command(name="recv", help="fetch, decrypt and print new messages", with_engine=_sync),
         Command(
@@ -421,6 +605,16 @@ COMMANDS: dict[str, Command] = {
             help="print a channel's stored messages",
             arguments=(_CHANNEL, _a("-n", "--limit", type=int, default=50)),
             with_engine=_history,
+        ),
+        Command(
+            name="search",
+            help="search the local history (every word, any case; newest first)",
+            arguments=(
+                _a("text"),
+                _a("--channel", default=None, help="only this channel (name or id)"),
+                _a("-n", "--limit", type=int, default=50),
+            ),
+            with_engine=_search,
         ),
         Command(
             name="check-key",
@@ -446,6 +640,26 @@ COMMANDS: dict[str, Command] = {
             with_engine=_notify,
         ),
         Command(
+            name="link",
+            help="link devices: without CODE show a code here; with CODE (new device) enter it",
+            arguments=(
+                _a("code", nargs="?", help="the code the existing device shows"),
+                _a("--timeout", type=float, default=300.0, metavar="S"),
+            ),
+            with_engine=_link,
+        ),
+        Command(
+            name="devices",
+            help="this account's devices and the channels each is in",
+            with_engine=_devices,
+        ),
+        Command(
+            name="unlink",
+            help="remove another device of this account from every channel and the account",
+            arguments=(_a("device", help="hex id or prefix (>= 8 digits) from `qpc devices`"),),
+            with_engine=_unlink,
+        ),
+        Command(
             name="refresh-keypackages",
             help="upload fresh KeyPackages now",
             with_engine=_refresh_keypackages,
@@ -465,6 +679,11 @@ COMMANDS: dict[str, Command] = {
             name="demo",
             help="the TUI in a live group with scripted peers (throwaway node)",
             tui=True,
+        ),
+        Command(
+            name="local-node",
+            help="the shared embedded node's address and key (started if none runs)",
+            standalone=_local_node,
         ),
         Command(
             name="stop-local-node",
@@ -508,6 +727,9 @@ async def run_command(cfg: CliConfig) -> int:
     if command.standalone is not None:
         await command.standalone(cfg)
         return 0
+    if command.without_profile is not None and not Profile.exists(cfg.profile_dir):
+        await command.without_profile(cfg)
+        return 0
     assert command.with_engine is not None
     engine = await _open(cfg, create_ok=command.creates_profile)
     try:
@@ -519,3 +741,14 @@ async def run_command(cfg: CliConfig) -> int:
     finally:
         await engine.close()
     return 0
+
+
+async def run_plain_command(cfg: CliConfig) -> int:
+    """``qpc --plain``: the line-mode interface on an opened engine (docs/TUI.md)."""
+    from tui.plain import run_plain
+
+    engine = await _open(cfg)
+    try:
+        return await run_plain(engine)
+    finally:
+        await engine.close()

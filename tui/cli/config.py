@@ -50,6 +50,15 @@ class CommandArgs:
     """``check-key --verify``."""
     level: str | None = None
     """``notify``: the new level (None: show the current one)."""
+    id: str = ""
+    emoji: str = ""
+    reply_to: str = ""
+    me: bool = False
+    remove: bool = False
+    receipts: str | None = None
+    typing: str | None = None
+    code: str = ""
+    device: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +81,8 @@ class CliConfig:
     """Accept a changed node key."""
     verbose: bool = False
     """Debug logging."""
+    plain: bool = False
+    """``--plain``: the line-mode interface for screen readers instead of the TUI."""
     kdf: KdfParams = DEFAULT_PARAMS
     """Argon2id parameters for a new profile (``QPC_KDF=fast``: test parameters)."""
     args: CommandArgs = field(default_factory=CommandArgs)
@@ -115,6 +126,15 @@ def cli_config(ns: argparse.Namespace, environ: dict[str, str] | None = None) ->
         accept=get("accept", False),
         verify=get("verify", False),
         level=get("level", None),
+        id=get("id", ""),
+        emoji=get("emoji", ""),
+        reply_to=get("reply_to", ""),
+        me=bool(get("me", False)),
+        remove=bool(get("remove", False)),
+        receipts=get("receipts", None),
+        typing=get("typing", None),
+        code=get("code", None) or "",
+        device=get("device", ""),
     )
     return CliConfig(
         command=get("command", None),
@@ -125,6 +145,7 @@ def cli_config(ns: argparse.Namespace, environ: dict[str, str] | None = None) ->
         password_fd=get("password_fd", None),
         trust_new_key=bool(get("trust_new_key", False)),
         verbose=bool(get("verbose", False)),
+        plain=bool(get("plain", False)),
         kdf=FAST_TEST_PARAMS if env.get(KDF_ENV) == "fast" else DEFAULT_PARAMS,
         args=args,
     )

@@ -18,7 +18,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,9 @@ from proto.errors import (
     RpcError,
     Unauthenticated,
 )
-from tui.cli.commands import COMMANDS, run_command
+from tui.cli.commands import COMMANDS, run_command, run_plain_command
 from tui.cli.config import CliConfig, cli_config
+from tui.client.profile import Profile
 
 __all__ = ["build_parser", "main"]
 
@@ -66,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Environment: QPC_PASSPHRASE, QPC_PASSWORD, QPC_DATA_DIR, QPC_PROFILE, QPC_KDF.",
     )
     _globals(parser, top=True)
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="line-mode interface for screen readers (no full-screen drawing, no colour)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS.values():
         p = sub.add_parser(command.name, help=command.help, description=command.help)
@@ -117,14 +123,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     cfg = cli_config(ns)
     command = None if cfg.command is None else COMMANDS[cfg.command]
+    if command is None and cfg.plain:
+        return _run_cli(cfg, run_plain_command)
     if command is None or command.tui:
         return _run_tui(cfg)
     if command.own_config is not None:
         return command.own_config(ns)
-    if command.with_engine is not None:
+    bare = command.without_profile is not None and not Profile.exists(cfg.profile_dir)
+    if command.with_engine is not None and not bare:  # a profile-less run writes nothing
+        _setup_logging(cfg.profile_dir, cfg.verbose)
+    return _run_cli(cfg, run_command)
+
+
+def _run_cli(cfg: CliConfig, run: Callable[[CliConfig], Coroutine[Any, Any, int]]) -> int:
+    if cfg.command is None:
         _setup_logging(cfg.profile_dir, cfg.verbose)
     try:
-        return asyncio.run(run_command(cfg))
+        return asyncio.run(run(cfg))
     except KeyboardInterrupt:
         return 130
     except QpcError as exc:

@@ -25,6 +25,9 @@ from typing import Protocol, runtime_checkable
 
 __all__ = [
     "MAX_RATE_LIMIT_WAIT_S",
+    "RECEIPT_EVERY_S",
+    "TYPING_EVERY_S",
+    "TYPING_TTL_S",
     "ChannelInfo",
     "ChannelKind",
     "ChannelsChanged",
@@ -38,16 +41,24 @@ __all__ = [
     "Health",
     "KeyCheck",
     "KeyStock",
+    "LinkResult",
     "Member",
     "MembersChanged",
     "Message",
+    "MessageChanged",
     "MessageReceived",
     "MessageStateChanged",
+    "OwnDevice",
     "PingResult",
+    "Privacy",
     "RateLimitWait",
+    "Reaction",
+    "ReceiptsChanged",
     "SecurityWarning",
     "ServerInfo",
     "ServerProbe",
+    "TopicChanged",
+    "TypingChanged",
     "WhoAmI",
 ]
 
@@ -172,6 +183,10 @@ class ChannelInfo:
     """Unix time (ms) of the newest message or membership change."""
     active: bool = True
     """False once we left or were removed (history stays readable locally)."""
+    topic: str = ""
+    """The channel topic (any member may set it; shown in the header)."""
+    seen: tuple[tuple[str, str], ...] = ()
+    """``(username, hex message id)``: how far each other member has read (receipts)."""
 
     @property
     def label(self) -> str:
@@ -180,6 +195,33 @@ class ChannelInfo:
         Both forms (and the bare name) are accepted wherever a channel is typed.
         """
         return ("@" if self.kind is ChannelKind.DM else "#") + self.name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Privacy:
+    """What this profile tells other members about its reading and typing."""
+
+    receipts: bool = True
+    """Send read receipts."""
+    typing: bool = True
+    """Send typing notices."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reaction:
+    """One emoji on a message and who reacted with it."""
+
+    emoji: str
+    """The emoji."""
+    users: tuple[str, ...]
+    """Usernames, in reaction order."""
+    mine: bool = False
+    """True when the local user is one of them (shown highlighted; removable)."""
+
+    @property
+    def count(self) -> int:
+        """How many users reacted with it."""
+        return len(self.users)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,6 +246,18 @@ class Message:
     """True when the local user wrote it."""
     sealed: bool = False
     """True when it was delivered in sealed-sender mode."""
+    msg_id: str = ""
+    """Hex message id, the same on every member's device ("" for legacy messages)."""
+    reply_to: str = ""
+    """Hex message id of the parent, or ""."""
+    action: bool = False
+    """An action (``/me waves``), rendered as ``* alice waves``."""
+    edited: bool = False
+    """The author edited the text."""
+    deleted: bool = False
+    """The author deleted it (a tombstone: ``text`` is empty)."""
+    reactions: tuple[Reaction, ...] = ()
+    """Reactions, one per emoji, in first-reaction order."""
 
     @property
     def time(self) -> float:
@@ -257,6 +311,11 @@ class Health:
     """``sqlite`` or ``postgres``."""
     server: str = ""
     """``host:port`` asked."""
+    fingerprint: str = ""
+    """The key the node presented (set when asked without a profile)."""
+    pinned: bool = True
+    """Whether that key was checked (a pin or the local node's record); False:
+    asked without a profile and without a pin, so only reported."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -304,6 +363,30 @@ class DeviceKeyCheck:
     and marked it verified) or ``changed`` (not the pinned key)."""
     previous_device: str = ""
     """When ``changed``: hex of the key we had pinned before."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OwnDevice:
+    """One device of our own account (``qpc devices``)."""
+
+    device: str
+    """Hex device id."""
+    fingerprint: str
+    """Its fingerprint, as ``whoami`` shows it on that device."""
+    this_device: bool
+    """True for the device running this client."""
+    channels: int
+    """How many of our active channels it is a member of."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkResult:
+    """A completed device link."""
+
+    device: str
+    """Hex id of the other device (the new one on the existing side, and vice versa)."""
+    channels: tuple[str, ...] = ()
+    """On the existing side: channels the new device was added to."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -384,8 +467,59 @@ class SecurityWarning:
     """User concerned, when known."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageChanged:
+    """A stored message was edited, deleted (tombstone) or reacted to."""
+
+    message: Message
+    """The message as stored now (same ``id`` and ``msg_id``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TopicChanged:
+    """A member set the channel's topic."""
+
+    channel: str
+    """Hex channel id."""
+    topic: str
+    """The new topic ("" when cleared)."""
+    by: str
+    """Who set it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TypingChanged:
+    """Who is typing in a channel now (each notice expires after :data:`TYPING_TTL_S`)."""
+
+    channel: str
+    """Hex channel id."""
+    users: tuple[str, ...]
+    """Usernames typing now, sorted (empty: nobody)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiptsChanged:
+    """A member's read position in a channel moved."""
+
+    channel: str
+    """Hex channel id."""
+    seen: tuple[tuple[str, str], ...]
+    """``(username, hex message id)`` of each member's newest read message, sorted."""
+
+
+TYPING_TTL_S = 6.0
+"""How long a typing notice shows without a new one."""
+TYPING_EVERY_S = 3.0
+"""Shortest interval between two typing notices a client sends in one channel."""
+RECEIPT_EVERY_S = 2.0
+"""Shortest interval between two read receipts a client sends in one channel."""
+
 EngineEvent = (
     MessageReceived
+    | MessageChanged
+    | TopicChanged
+    | TypingChanged
+    | ReceiptsChanged
     | MessageStateChanged
     | ChannelsChanged
     | MembersChanged
@@ -468,8 +602,35 @@ class ClientEngine(Protocol):
         """Every known channel, newest activity first."""
         ...
 
-    async def send(self, channel: str, text: str) -> Message:
-        """Encrypt and send ``text``; returns the stored message (sent or pending)."""
+    async def send(
+        self, channel: str, text: str, *, reply_to: str = "", action: bool = False
+    ) -> Message:
+        """Encrypt and send ``text``; returns the stored message (sent or pending).
+
+        ``reply_to`` is the hex message id of the parent; ``action`` sends an
+        action (``/me``)."""
+        ...
+
+    async def react(
+        self, channel: str, msg_id: str, emoji: str, *, remove: bool = False
+    ) -> Message:
+        """Add (or with ``remove`` take back) our ``emoji`` on a message; returns it."""
+        ...
+
+    async def edit(self, channel: str, msg_id: str, text: str) -> Message:
+        """Replace the text of one of our messages on every member's device."""
+        ...
+
+    async def delete(self, channel: str, msg_id: str) -> Message:
+        """Delete one of our messages on every member's device (tombstone)."""
+        ...
+
+    async def set_topic(self, channel: str, topic: str) -> ChannelInfo:
+        """Set the channel topic for every member ("" clears it)."""
+        ...
+
+    async def typing(self, channel: str) -> None:
+        """Tell the channel we are typing (sent at most every :data:`TYPING_EVERY_S`)."""
         ...
 
     async def sync(self) -> list[Message]:
@@ -480,6 +641,12 @@ class ClientEngine(Protocol):
         self, channel: str, *, limit: int = 100, before_id: int | None = None
     ) -> list[Message]:
         """Stored messages of a channel, oldest first; marks the channel read."""
+        ...
+
+    async def search(
+        self, query: str, *, channel: str | None = None, limit: int = 50
+    ) -> list[Message]:
+        """Stored messages containing every word of ``query``, newest first."""
         ...
 
     async def mark_read(self, channel: str) -> None:

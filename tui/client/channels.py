@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from proto import mls
 from proto.crypto.envelope import ContentType
@@ -29,13 +30,13 @@ from proto.errors import (
     QpcError,
     StaleEpoch,
 )
-from tui.client import api, appdata
+from tui.client import api, appdata, receive
 from tui.client.core import Session, normalize_user
 from tui.client.sending import KEY_WAIT_S, OFFLINE, Outbox, key_hash, post_key
 from tui.client.state import EngineState
 from tui.client.views import Events, Views, now_ms
 
-__all__ = ["INVITE_BATCH", "MAX_COMMIT_ATTEMPTS", "Channels"]
+__all__ = ["INVITE_BATCH", "MAX_COMMIT_ATTEMPTS", "Channels", "welcome_args"]
 
 log = logging.getLogger("tui.client.engine")
 
@@ -43,6 +44,36 @@ MAX_COMMIT_ATTEMPTS = 8
 """Commit attempts before giving up on a channel that keeps racing."""
 INVITE_BATCH = 256
 """Most devices one invite commit adds; halved while the node finds it too large."""
+
+
+def welcome_args(
+    out: mls.CommitOutput, joining: list[bytes], refs: Mapping[bytes, bytes]
+) -> dict[str, Any]:
+    """The Welcome part of a ``commitChannel`` call for ``out``.
+
+    A Welcome without the ratchet tree goes by reference (docs/PROTOCOL.md,
+    "Welcomes by reference"): the split Welcome's shared part (encrypted
+    GroupInfo) and the sealed tree once, each joiner only its own
+    ``EncryptedGroupSecrets`` behind a reference to the new epoch.
+    """
+    if out.welcome is None or not joining:
+        return {"welcome": b"", "joiners": []}
+    if out.ratchet_tree is None:  # the tree is in the Welcome: store it whole
+        return {"welcome": out.welcome, "joiners": joining}
+    common, secrets = out.welcome_parts()
+    entries = []
+    for device in joining:
+        part = secrets.get(refs.get(device, b""))
+        if part is None:
+            raise LocalError("a joiner's Welcome secrets are missing (KeyPackage mismatch)")
+        entries.append(receive.welcome_ref_entry(out.epoch + 1, part))
+    return {
+        "welcome": b"",
+        "joiners": joining,
+        "group_info": common,
+        "ratchet_tree": out.ratchet_tree,
+        "joiner_entries": entries,
+    }
 
 
 class Channels:
@@ -77,12 +108,14 @@ class Channels:
         channel: bytes,
         make: Callable[[mls.Group], mls.CommitOutput | None],
         new_devices: Callable[[mls.Group], dict[bytes, str]] = lambda g: {},
+        refs: Mapping[bytes, bytes] | None = None,
     ) -> mls.Group:
         """Build, fan out and merge a commit, retrying on ``staleEpoch``.
 
         ``make`` builds the commit from the current group (None: nothing to do);
-        ``new_devices`` names the devices (id -> user) that get the Welcome.
-        Caller holds :attr:`mutex`.
+        ``new_devices`` names the devices (id -> user) that get the Welcome;
+        ``refs`` maps each to its KeyPackageRef. A Welcome without the tree
+        goes by reference (:func:`welcome_args`). Caller holds :attr:`mutex`.
         """
         waits = iter(KEY_WAIT_S)
         for _attempt in range(MAX_COMMIT_ATTEMPTS + len(KEY_WAIT_S)):
@@ -104,8 +137,7 @@ class Channels:
                     post_key=key,
                     commit=out.commit,
                     members=members,
-                    welcome=out.welcome or b"",
-                    joiners=list(joining) if out.welcome is not None else [],
+                    **welcome_args(out, list(joining), refs or {}),
                 )
             except StaleEpoch:
                 group.clear_pending_commit()
@@ -224,6 +256,7 @@ class Channels:
                     packages[dev] = (user, kp)
             if not packages:
                 raise LocalError("nobody to add: unknown users, no devices, or already members")
+            refs = {d: mls.parse_key_package(kp).hash_ref for d, (_, kp) in packages.items()}
 
             batch = INVITE_BATCH
 
@@ -236,15 +269,14 @@ class Channels:
                 todo = pending(g)
                 if not todo:
                     return None
-                # Per-device Welcomes carry the tree (joiners call
-                # join_from_welcome without a separate ratchet tree).
-                return g.add_members([packages[d][1] for d in todo], ratchet_tree_in_welcome=True)
+                # The Welcome leaves the tree out: it goes by reference.
+                return g.add_members([packages[d][1] for d in todo])
 
             # An invite too big for one commit is split into several: the
             # batch halves whenever the node finds the commit or Welcome too large.
             while pending(self._views.group(cid)):
                 try:
-                    await self.run_commit(cid, make, pending)
+                    await self.run_commit(cid, make, pending, refs)
                 except PayloadTooLarge:
                     if batch == 1:
                         raise LocalError(
@@ -256,6 +288,67 @@ class Channels:
             await self._session.save()
             self._views.emit_channels()
             return self._views.channel_info(cid)
+
+    async def add_own_device(self, device: bytes) -> list[str]:
+        """Add our newly linked ``device`` to every active channel we are in.
+
+        Only this device (proved by the link code) is added, never another
+        device the directory lists for our account. Returns the channel ids
+        it was added to.
+        """
+        user = self._session.user
+        added: list[str] = []
+        async with self._session.mutex:
+            await self._catch_up()
+            for hexid, rec in list(self._state.channels.items()):
+                cid = bytes.fromhex(hexid)
+                if not rec.active or _member(self._views.group(cid), device) is not None:
+                    continue
+                res = await (await self._session.rpc()).fetch_key_package(
+                    username=user, device_id=device
+                )
+                info = mls.parse_key_package(res.package)
+                if info.identity != user.encode() or info.signature_key != device:
+                    raise LocalError("the linked device's KeyPackage does not match it")
+
+                def make(g: mls.Group, kp: bytes = res.package) -> mls.CommitOutput | None:
+                    if _member(g, device) is not None:
+                        return None
+                    return g.add_members([kp])  # the Welcome goes by reference, as in invite
+
+                def joining(g: mls.Group) -> dict[bytes, str]:
+                    return {} if _member(g, device) is not None else {device: user}
+
+                await self.run_commit(cid, make, joining, {device: info.hash_ref})
+                await self._send_meta(cid)
+                added.append(hexid)
+            await self._session.save()
+            self._views.emit_channels()
+        return added
+
+    async def remove_own_device(self, device: bytes) -> list[str]:
+        """Remove our ``device`` from every channel it is in; returns those channel ids."""
+        if device == self._session.device_id:
+            raise LocalError("this device cannot unlink itself; unlink it from another device")
+        removed: list[str] = []
+        async with self._session.mutex:
+            await self._catch_up()
+            for hexid, rec in list(self._state.channels.items()):
+                cid = bytes.fromhex(hexid)
+                if not rec.active:
+                    continue
+
+                def make(g: mls.Group) -> mls.CommitOutput | None:
+                    m = _member(g, device)
+                    return None if m is None else g.remove_members([m.leaf_index])
+
+                if _member(self._views.group(cid), device) is None:
+                    continue
+                await self.run_commit(cid, make)
+                removed.append(hexid)
+            await self._session.save()
+            self._views.emit_channels()
+        return removed
 
     async def _send_meta(self, cid: bytes) -> None:
         rec = self._views.channel_record(cid)
@@ -340,3 +433,8 @@ class Channels:
         """Every known channel, newest activity first."""
         async with self._session.mutex:
             return self._views.all_channels()
+
+
+def _member(group: mls.Group, device: bytes) -> mls.Member | None:
+    """The member whose signature key is ``device``."""
+    return next((m for m in group.members() if m.signature_key == device), None)

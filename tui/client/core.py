@@ -38,15 +38,15 @@ from proto.errors import (
     InvalidKey,
     LocalError,
     ProfileError,
+    QpcError,
     RateLimited,
     TransportError,
 )
 from proto.rpc_client import ClientConfig, RpcClient
 from tui.client import api
-from tui.client.localnode import ensure_local_node, read_local_node
+from tui.client.localnode import NodeLease, ensure_local_node, read_local_node
 from tui.client.profile import ChatMessage, Profile
 from tui.client.state import ChannelRecord, DeviceRecord, EngineState
-from tui.client.undo import MlsUndo
 
 __all__ = ["EMBEDDED", "EngineConfig", "Session", "normalize_user"]
 
@@ -79,6 +79,9 @@ def parse_servers(server: str) -> list[tuple[str, int]]:
 
 """TOFU pin store of node keys inside the profile."""
 LOCK_FILE = "engine.lock"
+
+LOCAL_NODE_WATCH_S = 0.5
+"""How often an engine on the embedded node checks that the node still runs."""
 """Held while an engine has the profile open (one writer per profile)."""
 
 
@@ -166,6 +169,8 @@ class Session:
         self._mls: mls.Client | None = None
         self.mutex = asyncio.Lock()
         """Serialises everything touching MLS state or the engine state."""
+        self._lease: NodeLease | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -190,18 +195,27 @@ class Session:
         self.state = await EngineState.load(self.profile)
         self._identity = await self.profile.get_identity()
         self._hybrid = await self.profile.get_hybrid_key()
-        # A batch whose commit never happened is rolled back (tui.client.undo).
-        await asyncio.to_thread(MlsUndo(self.profile.mls_state_path).recover, self.state.cursor)
         if self.profile.mls_state_path.exists() and self.state.user:
             self._mls = await asyncio.to_thread(
                 mls.Client.open, str(self.profile.mls_state_path), self.profile.mls_storage_key
             )
+            # Receipts of batches whose history committed (a crash came before
+            # they were forgotten); later ones are replayed by the inbox.
+            await asyncio.to_thread(self._mls.forget_receipts, self.state.cursor)
             # A crash can leave a joined group without its record: recreate it.
             for gid in self._mls.group_ids():
                 self.state.channels.setdefault(gid.hex(), ChannelRecord())
 
     async def close(self) -> None:
         """Close the connection, the MLS client and the profile; release the lock."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        if self._lease is not None:
+            await asyncio.to_thread(self._lease.release)
+            self._lease = None
         if self._rpc is not None:
             await self._rpc.close()
             self._rpc = None
@@ -231,6 +245,12 @@ class Session:
         """A page of a channel's history, oldest first."""
         return await self.profile.list_messages(channel, limit=limit, before_id=before_id)
 
+    async def search_messages(
+        self, query: str, channels: list[bytes], *, channel: bytes | None, limit: int
+    ) -> list[ChatMessage]:
+        """Stored messages containing every word of ``query``, newest first."""
+        return await self.profile.search_messages(query, channels, channel_id=channel, limit=limit)
+
     # ------------------------------------------------------------------ connection
 
     @property
@@ -254,22 +274,23 @@ class Session:
     async def rpc(self) -> RpcClient:
         """The node connection (created on first use; reconnects by itself).
 
-        On the embedded node, while the connection is down, the node's record
-        is read again: a node restarted on another port (or with another key)
-        replaces the connection, which then reconnects there. No node is
-        started here once connected (``qpc`` starts one when it needs it).
+        On the embedded node, while the connection is down, the node is
+        ensured again (:func:`ensure_local_node`: restarted if it died, under
+        the start lock, so of several clients noticing only the first starts
+        it); a node now on another port (or with another key) replaces the
+        connection, which then reconnects there. While connected, a watcher
+        (:meth:`_watch_local_node`) notices the node's death within
+        ``LOCAL_NODE_WATCH_S`` instead of ``dead_timeout``.
         """
         current = self._rpc
         if current is not None and not current.connected and self.server == EMBEDDED:
-            node = await asyncio.to_thread(read_local_node, self.config.data_dir)
+            node = await asyncio.to_thread(
+                ensure_local_node, self.config.data_dir, extra_args=self.config.local_node_args
+            )
             cfg = current.config
-            if (
-                node is not None
-                and self._rpc is current
-                and (
-                    (node.host, node.port) != (cfg.host, cfg.port)
-                    or node.fingerprint != cfg.trust.fingerprint
-                )
+            if self._rpc is current and (
+                (node.host, node.port) != (cfg.host, cfg.port)
+                or node.fingerprint != cfg.trust.fingerprint
             ):
                 log.info("the local node moved to %s; reconnecting there", node.address)
                 self._rpc = None
@@ -282,6 +303,11 @@ class Session:
             node = await asyncio.to_thread(
                 ensure_local_node, self.config.data_dir, extra_args=self.config.local_node_args
             )
+            if self._lease is None:
+                self._lease = NodeLease(self.config.data_dir)
+                await asyncio.to_thread(self._lease.acquire)
+            if self._watch is None:
+                self._watch = asyncio.get_running_loop().create_task(self._watch_local_node())
             host, port = node.host, node.port
             trust = tls.TrustConfig(fingerprint=node.fingerprint)
         else:
@@ -301,6 +327,30 @@ class Session:
         )
         self._rpc = RpcClient(cfg, token=bytes.fromhex(self.state.token))
         return self._rpc
+
+    async def _watch_local_node(self) -> None:
+        """While this engine uses the embedded node: notice its death, restart it.
+
+        A lock probe every ``LOCAL_NODE_WATCH_S`` (no I/O beyond an ``open``
+        and a non-blocking ``flock``). On death the connection is dropped at
+        once (the live subscription reports "reconnecting") and the node is
+        ensured again, which restarts it unless another client already did.
+        """
+        base = self.config.data_dir
+        while True:
+            await asyncio.sleep(LOCAL_NODE_WATCH_S)
+            if read_local_node(base) is not None:
+                continue
+            rpc = self._rpc
+            if rpc is not None:
+                rpc.drop("the local node stopped")
+            log.info("the local node stopped; starting it again")
+            try:
+                await asyncio.to_thread(
+                    ensure_local_node, base, extra_args=self.config.local_node_args
+                )
+            except QpcError as exc:
+                log.warning("could not restart the local node: %s", exc)
 
     def connection_state(self) -> api.ConnectionState:
         """Current connection state (no I/O)."""
@@ -336,6 +386,11 @@ class Session:
     def device_id(self) -> bytes:
         """Our device id (Ed25519 public key)."""
         return self.identity.public_key
+
+    @property
+    def has_mls(self) -> bool:
+        """Whether the MLS client is open (logged in)."""
+        return self._mls is not None
 
     @property
     def mls(self) -> mls.Client:

@@ -126,6 +126,13 @@ class GroupWriter:
             self._task = loop.create_task(self._run())
         return fut
 
+    async def purge_wal(self) -> None:
+        """Wait for the queued writes, then copy the WAL into the database and
+        truncate it, so overwritten rows (a deleted message) leave no old copy
+        in the WAL file. Best effort: a busy reader defers it to the next call."""
+        await self.write(lambda conn: None)
+        await self._on_thread(_checkpoint_truncate, self._raw)
+
     async def close(self) -> None:
         """Refuse new writes, wait until the queued ones have committed, close (idempotent)."""
         if self._closed and self._executor is None:
@@ -200,6 +207,11 @@ def _checkpoint(raw: sqlite3.Connection) -> None:
     """On the writer thread: copy the WAL back into the database (never blocks readers)."""
     with contextlib.suppress(sqlite3.Error):  # busy: the next one catches up
         raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+def _checkpoint_truncate(raw: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
 def _run_batch(raw: sqlite3.Connection, batch: list[_Queued]) -> list[tuple[bool, Any]]:

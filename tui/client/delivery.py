@@ -31,6 +31,7 @@ from proto.crypto.envelope import OpenedEnvelope
 from proto.errors import (
     ConnectionLost,
     MlsError,
+    NotFound,
     QpcError,
     TransportError,
     Unavailable,
@@ -38,9 +39,8 @@ from proto.errors import (
 )
 from tui.client import api, receive
 from tui.client.core import Session
-from tui.client.profile import ChatMessage
+from tui.client.profile import ChatMessage, MessageChange
 from tui.client.state import STATE_SECRET, DeviceRecord, EngineState
-from tui.client.undo import MlsUndo
 from tui.client.views import Events, Views, now_ms
 
 __all__ = ["CRASH_ENV", "CRASH_POINTS", "FollowUps", "Inbox"]
@@ -50,18 +50,20 @@ log = logging.getLogger("tui.client.delivery")
 CRASH_ENV = "QPC_TEST_CRASH"
 """Test hook naming a crash point of the receive path; the process exits there.
 
-``after-undo``, ``after-mls`` (after the batch's first MLS transaction),
-``before-commit``, ``after-commit``, ``after-discard``, ``before-ack``.
+``after-mls#N`` (after the batch's Nth MLS transaction), ``before-commit``,
+``after-commit``, ``after-forget``, ``before-ack``.
 """
 CRASH_POINTS = (
-    "after-undo",
-    "after-mls",
+    "after-mls#1",
+    "after-mls#2",
+    "after-mls#3",
     "before-commit",
     "after-commit",
-    "after-discard",
+    "after-forget",
     "before-ack",
 )
-"""Every point between two writes of the receive path, in order."""
+"""Points between two writes of the receive path, in order (a batch of a
+join and three messages has four MLS transactions)."""
 FETCH_LIMIT = 500
 ACK_DELAY_S = 0.05
 """How long the live subscription coalesces saves and acks."""
@@ -75,6 +77,8 @@ class FollowUps:
     """Channels joined (say hello in them, refill KeyPackages)."""
     leave_requests: set[bytes] = field(default_factory=set)
     """Channels with a pending remove proposal to commit."""
+    link: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """Device-linking messages (sender device, body) for the linker."""
 
 
 class Inbox:
@@ -87,19 +91,22 @@ class Inbox:
         events: Events,
         views: Views,
         *,
-        undo: MlsUndo,
         after_batch: Callable[[], Awaitable[None]],
     ) -> None:
         """The inbox of ``session``'s device.
 
         ``after_batch`` runs under the session mutex after every batch the
         live subscription processed (the engine's follow-ups: hello, leave
-        commits, outbox). ``undo`` is the MLS undo copy that makes a batch one
-        commit (:mod:`tui.client.undo`).
+        commits, outbox).
         """
         self._session = session
-        self._undo = undo
         self._batch_cursor = 0
+        self._mls_ops = 0
+        """MLS transactions in the current batch (for the crash hook)."""
+        self._must_sync = False
+        """The batch changed group state that a power cut must not lose (see _commit_batch)."""
+        self._stored: frozenset[int] = frozenset()
+        """Seqs whose MLS result the binding holds (receipts of an uncommitted batch)."""
         self._state = state
         self._events = events
         self._views = views
@@ -110,6 +117,8 @@ class Inbox:
         self._flush_task: asyncio.Task[None] | None = None
         self._received: list[ChatMessage] = []
         """Messages of the current batch, stored when the batch commits."""
+        self._changes: list[MessageChange] = []
+        """Edits, deletes and reactions of the current batch, applied with its commit."""
 
     def take_follow_ups(self) -> FollowUps:
         """What the batches since the last call left to do (and forget it)."""
@@ -136,25 +145,37 @@ class Inbox:
     ) -> list[api.Message]:
         """Process envelopes in seq order, commit, then ack (caller holds the mutex).
 
-        The batch is one commit: its MLS changes, its messages and the engine
-        state with the new cursor are all kept or all rolled back (the undo
-        copy of :mod:`tui.client.undo`, then one durable ``client.db``
-        transaction). Messages are reported (events and the return value) only
-        after that commit. The node is acked right away, or with ``defer_ack``
-        a moment later (coalescing a burst into one ack); a crash before the
-        ack only means the node redelivers, and the saved cursor skips it.
+        Each MLS transaction stores its result as a receipt keyed by the
+        envelope's seq, in the binding's own transaction (docs/CLIENT.md,
+        "Durability"); the batch's messages and the engine state with the new
+        cursor then commit in one durable ``client.db`` transaction, and the
+        receipts are forgotten. A crash before that commit leaves the
+        receipts: the node redelivers the batch and the binding returns the
+        stored results instead of processing the messages again. Messages are
+        reported (events and the return value) only after the commit. The
+        node is acked right away, or with ``defer_ack`` a moment later
+        (coalescing a burst into one ack); a crash before the ack only means
+        the node redelivers, and the saved cursor skips it.
 
         Raises:
-            ProfileError: the batch could not be committed; its MLS changes are
-                rolled back on the next start (stop using the engine).
+            ProfileError: the batch could not be committed; its receipts are
+                replayed when it is delivered again (stop using the engine).
         """
         self._batch_cursor = self._state.cursor
+        self._mls_ops = 0
+        self._must_sync = False
+        if self._session.has_mls and any(e.seq > self._state.cursor for e in envelopes):
+            self._stored = frozenset(await asyncio.to_thread(self._session.mls.receipts))
         try:
             for env in sorted(envelopes, key=lambda e: e.seq):
                 if env.seq <= self._state.cursor:
                     continue  # duplicate (already processed and persisted)
                 try:
                     await self._process_one(env)
+                except (ConnectionLost, TransportError, Unavailable):
+                    # The node went away mid-message (fetching a Welcome's parts):
+                    # not this message's fault; the batch is delivered again.
+                    raise
                 except QpcError as exc:  # a local failure must not wedge the inbox
                     self._events.warn(
                         f"could not process message: {type(exc).__name__}", env.channel_id
@@ -162,9 +183,10 @@ class Inbox:
                 self._state.cursor = env.seq
         except BaseException:
             # Cancelled (or a bug) mid-batch: nothing of it is committed, so no
-            # later save may carry its cursor; the next start rolls MLS back.
+            # later save may carry its cursor; its receipts replay it.
             self._state.cursor = self._batch_cursor
             self._received = []
+            self._changes = []
             raise
         out = await self._commit_batch()
         if defer_ack:
@@ -176,35 +198,43 @@ class Inbox:
     async def _commit_batch(self) -> list[api.Message]:
         """Commit the batch (messages + state, one durable transaction); emit them."""
         received, self._received = self._received, []
-        if self._state.cursor == self._batch_cursor and not self._undo.held:
+        changes, self._changes = self._changes, []
+        if self._state.cursor == self._batch_cursor:
             return []
+        if self._must_sync:
+            # mls.db commits without fsync (crash-safe, not power-cut-safe).
+            # Losing an application message's ratchet step after the history
+            # has it is harmless; losing a commit or join once the cursor
+            # passed it (and the node dropped it) would strand the group.
+            await asyncio.to_thread(self._session.mls.sync)
         _crash_point("before-commit")
         try:
-            ids = await self._session.profile.commit_received(
-                received, STATE_SECRET, self._state.to_json()
+            ids, changed = await self._session.profile.commit_batch(
+                received, changes, STATE_SECRET, self._state.to_json()
             )
         except QpcError:
-            self._state.cursor = self._batch_cursor  # any later save matches the undo copy
+            self._state.cursor = self._batch_cursor  # the receipts replay the batch
             raise
         _crash_point("after-commit")
-        if self._undo.held:
-            self._undo.discard()  # an unlink, no fsync
-        _crash_point("after-discard")
+        if self._mls_ops:
+            # Not needed for correctness: receipts at or below the saved
+            # cursor are never asked for again (and are dropped at start).
+            await asyncio.to_thread(self._session.mls.forget_receipts, self._state.cursor)
+        self._stored = frozenset()
+        _crash_point("after-forget")
         out: list[api.Message] = []
         for msg, local_id in zip(received, ids, strict=True):
             message = self._views.to_api(dataclasses.replace(msg, local_id=local_id))
             self._events.emit(api.MessageReceived(message=message))
             out.append(message)
+        if any(m.deleted for m in changed):
+            await self._session.profile.purge_wal()
+        for msg in changed:
+            self._events.emit(api.MessageChanged(message=self._views.to_api(msg)))
         return out
 
     async def flush_ack(self) -> None:
-        """Save the state, then ack everything up to the cursor (caller holds the mutex).
-
-        Nothing to do while a batch is uncommitted (its undo copy is held):
-        the next start rolls it back and the node redelivers it.
-        """
-        if self._undo.held:
-            return
+        """Save the state, then ack everything up to the cursor (caller holds the mutex)."""
         await self._session.save()
         _crash_point("before-ack")
         if self._state.cursor > self._state.acked:
@@ -249,33 +279,48 @@ class Inbox:
             device_id=self._session.device_id,
             hybrid=self._session.hybrid,
             epochs=_Epochs(self._session.mls),
+            stored=self._stored,
         )
         await self._apply(step, seq=env.seq)
 
-    async def _apply(self, step: receive.Step, *, seq: int = 0) -> None:
+    async def _apply(self, step: receive.Step, *, seq: int) -> None:
         """Perform a step's effects in order, then emit its events."""
         for ev in step.events:
             self._events.emit(ev)
             if isinstance(ev, api.SecurityWarning):
                 log.warning("rejected: %s (channel %s)", ev.reason, ev.channel[:16])
         for fx in step.effects:
-            await self._perform(fx)
+            await self._perform(fx, seq)
 
-    async def _perform(self, fx: receive.Effect) -> None:
+    async def _perform(self, fx: receive.Effect, seq: int) -> None:
         state, client = self._state, self._session.mls
         match fx:
             case receive.ApplyMls(opened=opened):
-                await self._apply_mls(opened)
+                await self._apply_mls(opened, seq)
             case receive.JoinWelcome(opened=opened):
-                await self._ensure_undo()
+                parts = None
+                if opened.body[:1] == receive.WELCOME_REF_FIRST_BYTE:
+                    # A Welcome by reference: fetch its shared parts first.
+                    epoch, secrets = receive.parse_welcome_ref(opened.body)
+                    try:
+                        res = await (await self._session.rpc()).fetch_welcome(
+                            channel_id=opened.channel_id, epoch=epoch
+                        )
+                    except NotFound:
+                        await self._apply(receive.welcome_parts_missing(opened), seq=seq)
+                        return
+                    parts = (res.group_info, secrets, res.ratchet_tree)
                 try:
                     joined: receive.GroupView | MlsError = receive.GroupView.of(
-                        client.join_from_welcome(opened.body)
+                        client.join_from_welcome(opened.body, receipt=seq)
+                        if parts is None
+                        else client.join_from_welcome_parts(*parts, receipt=seq)
                     )
                 except MlsError as exc:
                     joined = exc
-                _crash_point("after-mls")
-                await self._apply(receive.on_joined(opened, joined))
+                self._must_sync |= not isinstance(joined, MlsError)
+                self._after_mls()
+                await self._apply(receive.on_joined(opened, joined), seq=seq)
             case receive.DeleteGroup(channel=channel):
                 client.delete_group(channel)
             case receive.Hold(held=held):
@@ -305,6 +350,24 @@ class Inbox:
             case receive.StoreMessage(message=msg):
                 # Stored with the batch's commit (history order = processing order).
                 self._received.append(msg)
+            case receive.ApplyChange(change=change):
+                self._changes.append(change)
+            case receive.SetTopic(channel=channel, topic=topic, by=by):
+                self._views.channel_record(channel).topic = topic
+                self._events.emit(api.TopicChanged(channel=channel.hex(), topic=topic, by=by))
+                self._views.emit_channels()
+            case receive.SawTyping(channel=channel, user=user):
+                if user != self._state.user:
+                    self._events.emit(api.TypingChanged(channel=channel.hex(), users=(user,)))
+            case receive.SawReceipt(channel=channel, user=user, up_to=up_to):
+                rec = self._views.channel_record(channel)
+                if user != self._state.user:
+                    rec.seen[user] = up_to.hex()
+                    self._events.emit(
+                        api.ReceiptsChanged(
+                            channel=channel.hex(), seen=tuple(sorted(rec.seen.items()))
+                        )
+                    )
             case receive.AddUnread(channel=channel):
                 rec = self._views.channel_record(channel)
                 rec.unread += 1
@@ -313,23 +376,35 @@ class Inbox:
                 self._follow.leave_requests.add(channel)
             case receive.CommitSeen():
                 await self._commit_seen(fx)
+            case receive.LinkControl(sender=sender, body=body):
+                self._follow.link.append((sender, body))
 
-    async def _ensure_undo(self) -> None:
-        """Take the batch's undo copy before its first MLS transaction."""
-        if not self._undo.held:
-            await asyncio.to_thread(self._undo.take, self._batch_cursor)
-            _crash_point("after-undo")
+    def _after_mls(self) -> None:
+        self._mls_ops += 1
+        _crash_point(f"after-mls#{self._mls_ops}")
 
-    async def _apply_mls(self, opened: OpenedEnvelope) -> None:
+    async def _apply_mls(self, opened: OpenedEnvelope, seq: int) -> None:
+        """One MLS transaction with its receipt (see :meth:`process_batch`).
+
+        ``defer_write``: the binding may leave the message-secrets write of an
+        application message for later (docs/MLS.md, "Receivers"); the receipt
+        and the saved cursor make sure no message is decrypted twice or lost.
+        ``before`` is the group as the core sees it before the transaction;
+        for a replayed receipt it is the group after it (the sender's leaf
+        and key are the same: an application message changes no member, and
+        a committer stays at its leaf).
+        """
         group = self._session.mls.load_group(opened.channel_id)
         before = receive.GroupView.of(group)
-        await self._ensure_undo()
         try:
-            result: receive.ProcessResult | MlsError = group.process(opened.body)
+            result: receive.ProcessResult | MlsError = group.process(
+                opened.body, defer_write=True, receipt=seq
+            )
         except MlsError as exc:
             result = exc
-        _crash_point("after-mls")
-        await self._apply(receive.on_processed(opened, before, result, now_ms=now_ms()))
+        self._must_sync |= isinstance(result, mls.CommitMerged | mls.ProposalStored)
+        self._after_mls()
+        await self._apply(receive.on_processed(opened, before, result, now_ms=now_ms()), seq=seq)
 
     async def _commit_seen(self, fx: receive.CommitSeen) -> None:
         channel = fx.channel
@@ -355,7 +430,7 @@ class Inbox:
             if release is None:
                 return
             self._state.held.remove(release.held)
-            await self._apply_mls(release.opened)
+            await self._apply_mls(release.opened, release.held.seq)
             group = self._session.mls.load_group(group.group_id)
 
     # ------------------------------------------------------------------ live
@@ -427,6 +502,7 @@ class Inbox:
 
 
 def _crash_point(name: str) -> None:
+    """Exit here if the test hook names this point (see :data:`CRASH_ENV`)."""
     if os.environ.get(CRASH_ENV) == name:
         os._exit(9)
 

@@ -30,26 +30,36 @@ The facade wires them, runs the follow-ups of each received batch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from proto import mls
 from proto.crypto.envelope import HybridPrivateKey
-from proto.crypto.identity import IdentityKey, safety_number
+from proto.crypto.identity import IdentityKey, fingerprint, safety_number
 from proto.errors import KeyChangedSinceVerified, LocalError, ProfileError, QpcError
 from proto.rpc_client import RpcClient
 from tui.client import api, appdata
 from tui.client.channels import Channels
 from tui.client.core import EngineConfig, Session, normalize_user
 from tui.client.delivery import Inbox
+from tui.client.kinds import Kinds
+from tui.client.linking import Linker, LinkFailed
 from tui.client.profile import Profile
-from tui.client.sending import Outbox
+from tui.client.sending import Outbox, parse_id
 from tui.client.state import EngineState
-from tui.client.undo import MlsUndo
 from tui.client.views import Events, Views
 
-__all__ = ["Engine", "EngineConfig"]
+__all__ = ["HELLO_MAX_MEMBERS", "Engine", "EngineConfig"]
+
+HELLO_MAX_MEMBERS = 32
+"""A device that joins a channel of at most this many members announces its
+access key there (one message every member decrypts). In larger channels it
+does not: every joiner announcing itself to everyone costs O(members^2)
+decrypts while a group grows, and the inviter's meta message already
+carries the members' access keys (docs/CLIENT.md)."""
 
 log = logging.getLogger("tui.client.engine")
 
@@ -68,13 +78,14 @@ class Engine:
             state,
             self.events_bus,
             self.views,
-            undo=MlsUndo(session.profile.mls_state_path),
             after_batch=self._after_batch,
         )
         self.outbox = Outbox(session, state, self.events_bus, self.views)
         self.channels_part = Channels(
             session, state, self.events_bus, self.views, self.outbox, catch_up=self.inbox.drain
         )
+        self.kinds = Kinds(session, state, self.events_bus, self.views, self.outbox)
+        self.linker = Linker(session)
 
     @classmethod
     async def open(cls, config: EngineConfig, passphrase: str, *, create: bool = False) -> Engine:
@@ -109,6 +120,7 @@ class Engine:
 
     async def close(self) -> None:
         """Stop live updates, save and ack what was processed, then close everything."""
+        await self.kinds.close()
         await self.inbox.close()
         await self.session.close()
 
@@ -240,15 +252,60 @@ class Engine:
 
     # ------------------------------------------------------------------ messages
 
-    async def send(self, channel: str, text: str) -> api.Message:
+    async def send(
+        self, channel: str, text: str, *, reply_to: str = "", action: bool = False
+    ) -> api.Message:
         """Encrypt and send ``text``; offline, the message waits in the outbox.
+
+        ``reply_to``: the parent's hex message id. ``action``: an action
+        message (``/me waves``, rendered ``* alice waves``).
 
         Raises:
             KeyChangedSinceVerified: a member we verified has a device we have
                 not accepted (the message is not sent; nothing is lost).
         """
         self._refuse_changed_verified(channel)
-        return await self.outbox.send(channel, text)
+        return await self.outbox.send(channel, text, reply_to=reply_to, action=action)
+
+    async def send_action(self, channel: str, text: str) -> api.Message:
+        """``/me``: send an action message (the slash-command parser calls this)."""
+        self._refuse_changed_verified(channel)
+        return await self.outbox.send(channel, text, action=True)
+
+    async def react(
+        self, channel: str, msg_id: str, emoji: str, *, remove: bool = False
+    ) -> api.Message:
+        """Add (or with ``remove`` take back) our ``emoji`` on the message ``msg_id`` (hex)."""
+        return await self.kinds.react(channel, msg_id, emoji, remove=remove)
+
+    async def edit(self, channel: str, msg_id: str, text: str) -> api.Message:
+        """Replace the text of one of our messages on every member's device."""
+        return await self.kinds.edit(channel, msg_id, text)
+
+    async def delete(self, channel: str, msg_id: str) -> api.Message:
+        """Delete one of our messages on every member's device (a tombstone stays)."""
+        return await self.kinds.delete(channel, msg_id)
+
+    async def set_topic(self, channel: str, topic: str) -> api.ChannelInfo:
+        """``/topic``: set the channel topic for every member ("" clears it)."""
+        return await self.kinds.set_topic(channel, topic)
+
+    async def set_privacy(
+        self, *, receipts: bool | None = None, typing: bool | None = None
+    ) -> api.Privacy:
+        """Switch sending read receipts / typing notices on or off (None: unchanged)."""
+        return await self.kinds.set_privacy(receipts=receipts, typing=typing)
+
+    async def typing(self, channel: str) -> None:
+        """Tell the channel we are typing (coalesced; off with ``send_typing=False``)."""
+        await self.kinds.typing(channel)
+
+    async def message(self, channel: str, msg_id: str) -> api.Message | None:
+        """The stored message with hex id ``msg_id`` (for a reply's quoted parent)."""
+        async with self.session.mutex:
+            cid = self.views.resolve(channel)
+            found = await self.profile.find_message(cid, parse_id(msg_id))
+            return None if found is None else self.views.to_api(found)
 
     def _refuse_changed_verified(self, channel: str) -> None:
         """Refuse to send while a verified member has a device not pinned for them."""
@@ -288,15 +345,33 @@ class Engine:
             if rec.unread:
                 rec.unread = 0
                 await self.session.save()
+            if before_id is None and rows:
+                await self.kinds.read_up_to(cid, rows[-1])
             return [self.views.to_api(r) for r in rows]
+
+    async def search(
+        self, query: str, *, channel: str | None = None, limit: int = 50
+    ) -> list[api.Message]:
+        """Stored messages containing every word of ``query`` (any case), newest first.
+
+        Searches every channel this profile has history for, or only
+        ``channel``. The index lives in memory (see :mod:`tui.client.search`).
+        """
+        cid = None if channel is None else self.views.resolve(channel)
+        channels = [bytes.fromhex(h) for h in self.session.state.channels]
+        rows = await self.session.search_messages(query, channels, channel=cid, limit=limit)
+        return [self.views.to_api(r) for r in rows]
 
     async def mark_read(self, channel: str) -> None:
         """Clear the channel's unread count (saved: survives restarts)."""
         async with self.session.mutex:
-            rec = self.views.channel_record(self.views.resolve(channel))
+            cid = self.views.resolve(channel)
+            rec = self.views.channel_record(cid)
             if rec.unread:
                 rec.unread = 0
                 await self.session.save()
+            newest = await self.session.list_messages(cid, limit=1, before_id=None)
+            await self.kinds.read_up_to(cid, newest[-1] if newest else None)
 
     async def _after_batch(self) -> None:
         """Follow-ups of received batches (caller holds the mutex): say hello in
@@ -304,7 +379,14 @@ class Engine:
         self-updates, flush the outbox."""
         await self.channels_part.keys_due()
         follow = self.inbox.take_follow_ups()
+        for sender, body in follow.link:
+            try:
+                await self.linker.handle(sender, body)
+            except QpcError as exc:
+                log.info("link message not handled: %s", type(exc).__name__)
         for channel in follow.joined:
+            if len(self.views.group(channel).members()) > HELLO_MAX_MEMBERS:
+                continue  # the inviter's meta message carries the access keys
             try:
                 await self.outbox.send_app(
                     channel, appdata.Hello(access_key=bytes.fromhex(self.state.access_key))
@@ -326,6 +408,111 @@ class Engine:
                 log.info("could not commit a leave request: %s", type(exc).__name__)
         await self.channels_part.self_update_due()
         await self.outbox.flush()
+
+    # ------------------------------------------------------------------ devices
+
+    def link_offer(self) -> str:
+        """On the existing device: open a link offer; returns the code to show."""
+        return self.linker.open_offer()
+
+    async def link_wait(self, timeout: float) -> api.LinkResult:  # noqa: ASYNC109
+        """On the existing device: wait for the new device to prove the code,
+        then add it to every channel we are in.
+
+        Raises:
+            LinkFailed: the code was wrong too often, expired, or nobody came in time.
+        """
+        try:
+            device = await self._listen_until(self.linker.offer_result(), timeout)
+        finally:
+            self.linker.close_offer()
+        added = await self.channels_part.add_own_device(device)
+        return api.LinkResult(device=device.hex(), channels=tuple(added))
+
+    async def link_join(self, code: str, timeout: float) -> api.LinkResult:  # noqa: ASYNC109
+        """On the new device: prove ``code`` to the existing device, then join
+        the channels it adds us to.
+
+        Raises:
+            LinkFailed: wrong code, refused, or no device answered in time.
+        """
+        async with self.session.mutex:
+            await self.inbox.drain()
+            fut = await self.linker.start_join(code)
+        device = await self._listen_until(fut, timeout)
+        return api.LinkResult(device=device.hex())
+
+    async def _listen_until(
+        self,
+        fut: asyncio.Future[bytes],
+        timeout: float,  # noqa: ASYNC109 (the pump must stop, not be timed out)
+    ) -> bytes:
+        """Process the inbox live until ``fut`` resolves (or ``timeout`` passes)."""
+
+        async def pump() -> None:
+            async for _ in self.events():
+                if fut.done():
+                    return
+
+        task = asyncio.ensure_future(pump())
+        try:
+            waited: set[asyncio.Future[Any]] = {fut, task}
+            done, _ = await asyncio.wait(
+                waited, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if fut not in done:
+                exc = task.exception() if task in done else None
+                if exc is not None:
+                    raise exc
+                raise LinkFailed("no answer from the other device in time")
+            return fut.result()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, QpcError):
+                await task
+
+    async def devices(self) -> tuple[api.OwnDevice, ...]:
+        """Our account's devices as the node lists them, and how many of our channels each is in."""
+        async with self.session.mutex:
+            listed = await self.session.user_devices(self.user)
+            groups = [
+                self.mls.load_group(bytes.fromhex(h))
+                for h, rec in self.state.channels.items()
+                if rec.active
+            ]
+            counts = {
+                d: sum(1 for g in groups if any(m.signature_key == d for m in g.members()))
+                for d in listed
+            }
+        return tuple(
+            api.OwnDevice(
+                device=d.hex(),
+                fingerprint=fingerprint(d),
+                this_device=d == self.device_id,
+                channels=counts[d],
+            )
+            for d in listed
+        )
+
+    async def unlink(self, device: str) -> tuple[str, ...]:
+        """Remove one of our other devices from every channel, then from the account.
+
+        ``device`` is a hex id or a unique prefix of one (at least 8 digits).
+        Returns the channels it was removed from.
+        """
+        prefix = device.strip().lower()
+        if len(prefix) < 8:
+            raise LocalError("give at least 8 hex digits of the device id (`qpc devices`)")
+        async with self.session.mutex:
+            listed = await self.session.user_devices(self.user)
+        found = [d for d in listed if d.hex().startswith(prefix)]
+        if len(found) != 1:
+            raise LocalError(
+                "no such device in this account" if not found else "ambiguous device id prefix"
+            )
+        removed = await self.channels_part.remove_own_device(found[0])
+        await (await self.rpc()).unlink_device(device_id=found[0])
+        return tuple(removed)
 
     # ------------------------------------------------------------------ keys
 

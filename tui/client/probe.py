@@ -10,15 +10,17 @@ agreed, :func:`pin_server` writes the pin to the profile's
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from proto import tls
-from proto.rpc_client import probe_server_key
+from proto.rpc_client import ClientConfig, RpcClient, probe_server_key
+from tui.client import api
 from tui.client.api import ServerProbe
 from tui.client.core import EMBEDDED, PINS_FILE, EngineConfig, parse_servers
 from tui.client.localnode import ensure_local_node
 
-__all__ = ["pin_server", "probe_server", "split_server"]
+__all__ = ["node_health", "node_ping", "pin_server", "probe_server", "split_server"]
 
 
 def split_server(server: str) -> tuple[str, int]:
@@ -64,3 +66,72 @@ async def pin_server(config: EngineConfig, server: str, fingerprint: str) -> Non
     host, port = split_server(server)
     pins = tls.PinStore(Path(config.profile_dir) / PINS_FILE)
     await asyncio.to_thread(pins.set, f"{host}:{port}", fingerprint)
+
+
+async def _bare_client(config: EngineConfig, server: str) -> tuple[RpcClient, bool]:
+    """A connection for calls that need no account, and whether its key is checked.
+
+    The local node: its key from its record. ``--server``: the profile's pin
+    if it has one (read only; nothing is created), else any key (``health``
+    and ``ping`` carry nothing secret; the key is reported, not trusted).
+    """
+    if not server or server == EMBEDDED:
+        node = await asyncio.to_thread(
+            ensure_local_node, config.data_dir, extra_args=config.local_node_args
+        )
+        cfg = ClientConfig(
+            host=node.host,
+            port=node.port,
+            trust=tls.TrustConfig(fingerprint=node.fingerprint),
+            reconnect=False,
+            reconnect_wait=5.0,
+        )
+        return RpcClient(cfg), True
+    host, port = split_server(server)
+    pins = Path(config.profile_dir) / PINS_FILE
+    pinned = (
+        await asyncio.to_thread(tls.PinStore(pins).get, f"{host}:{port}") if pins.exists() else None
+    )
+    trust = tls.TrustConfig(fingerprint=pinned) if pinned else tls.TrustConfig(insecure=True)
+    cfg = ClientConfig(host=host, port=port, trust=trust, reconnect=False, reconnect_wait=5.0)
+    return RpcClient(cfg), pinned is not None
+
+
+async def node_health(config: EngineConfig, server: str = "") -> api.Health:
+    """The node's health without a profile or account (nothing written to disk).
+
+    Raises:
+        ConfigError: a malformed address, or the local node would not start.
+        TransportError, ConnectionLost, FingerprintMismatch: as for any connection.
+    """
+    rpc, checked = await _bare_client(config, server)
+    try:
+        res = await rpc.health(auth=b"")
+        host, port = rpc.address
+        return api.Health(
+            status=res.status,
+            version=res.version,
+            uptime_ms=res.uptime_ms,
+            store_backend=res.store_backend,
+            server=f"{host}:{port}",
+            fingerprint=rpc.fingerprint or "",
+            pinned=checked,
+        )
+    finally:
+        await rpc.close()
+
+
+async def node_ping(config: EngineConfig, server: str = "", count: int = 1) -> api.PingResult:
+    """``count`` round trips without a profile or account (see :func:`node_health`)."""
+    rpc, _ = await _bare_client(config, server)
+    try:
+        await rpc.connect()
+        rtts, server_ms = [], 0
+        for i in range(max(1, count)):
+            t0 = time.perf_counter()
+            res = await rpc.ping(payload=i.to_bytes(4, "big"), auth=b"")
+            rtts.append((time.perf_counter() - t0) * 1000)
+            server_ms = res.server_time_ms
+        return api.PingResult(rtts_ms=tuple(rtts), server_time_ms=server_ms)
+    finally:
+        await rpc.close()

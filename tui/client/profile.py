@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
@@ -53,13 +54,16 @@ from proto.crypto.envelope import HybridPrivateKey
 from proto.crypto.identity import IdentityKey
 from proto.errors import DecryptionFailed, ProfileError
 from tui.client.dbwriter import GroupWriter
+from tui.client.search import IndexedMessage, SearchIndex, query_terms
 
 __all__ = [
     "CLIENT_DB",
     "META_FILE",
     "MLS_DB",
     "ChatMessage",
+    "MessageChange",
     "Profile",
+    "ScrubHook",
     "default_profile_dir",
 ]
 
@@ -88,6 +92,12 @@ CREATE TABLE IF NOT EXISTS messages (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS messages_by_channel ON messages (channel_tag, id);
 """
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: message ids shared by every member (blind index, for edits/reactions/deletes)
+    "ALTER TABLE messages ADD COLUMN mid_tag BLOB;"
+    "CREATE INDEX IF NOT EXISTS messages_by_mid ON messages (mid_tag);",
+)
+"""History schema migrations; ``PRAGMA user_version`` counts those applied."""
 
 
 def default_profile_dir(name: str = "default") -> Path:
@@ -113,6 +123,40 @@ class ChatMessage:
     """True for messages this device sent."""
     local_id: int = 0
     """Position in local history (set by the store; 0 before storing)."""
+    msg_id: bytes = b""
+    """The id every member computes (:func:`proto.appdata.message_id`); empty for legacy rows."""
+    reply_to: bytes = b""
+    """The parent's message id, or empty."""
+    action: bool = False
+    """An action (``/me``)."""
+    edited: bool = False
+    """The author edited the text."""
+    deleted: bool = False
+    """The author deleted it: a tombstone, the text is gone."""
+    reactions: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """``(emoji, usernames)`` pairs, in first-reaction order."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageChange:
+    """An edit, delete or reaction to apply to a stored message (by message id)."""
+
+    channel_id: bytes
+    """The channel."""
+    target: bytes
+    """The message id."""
+    actor: str
+    """Username (MLS credential identity) of whoever sent the change."""
+    kind: str
+    """``edit``, ``delete``, ``react`` or ``unreact``."""
+    text: str = ""
+    """New text (``edit``)."""
+    emoji: str = ""
+    """The emoji (``react``/``unreact``)."""
+
+
+ScrubHook = Callable[[sqlite3.Connection, bytes, int], None]
+"""Called inside the transaction that scrubs a message: (connection, channel tag, local id)."""
 
 
 def _b64(data: bytes) -> str:
@@ -172,16 +216,26 @@ def _db_errors() -> Iterator[None]:
 
 
 def _encode_message(msg: ChatMessage) -> bytes:
-    return json.dumps(
-        {
-            "sender": msg.sender.hex(),
-            "name": msg.sender_name,
-            "ts": msg.timestamp_ms,
-            "text": msg.text,
-            "out": msg.outgoing,
-        },
-        separators=(",", ":"),
-    ).encode()
+    doc: dict[str, object] = {
+        "sender": msg.sender.hex(),
+        "name": msg.sender_name,
+        "ts": msg.timestamp_ms,
+        "text": msg.text,
+        "out": msg.outgoing,
+    }
+    if msg.msg_id:
+        doc["mid"] = msg.msg_id.hex()
+    if msg.reply_to:
+        doc["reply"] = msg.reply_to.hex()
+    if msg.action:
+        doc["act"] = True
+    if msg.edited:
+        doc["ed"] = True
+    if msg.deleted:
+        doc["del"] = True
+    if msg.reactions:
+        doc["rx"] = [[e, list(users)] for e, users in msg.reactions]
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def _decode_message(channel_id: bytes, local_id: int, data: bytes) -> ChatMessage:
@@ -195,9 +249,42 @@ def _decode_message(channel_id: bytes, local_id: int, data: bytes) -> ChatMessag
             text=str(d["text"]),
             outgoing=bool(d["out"]),
             local_id=local_id,
+            msg_id=bytes.fromhex(d.get("mid", "")),
+            reply_to=bytes.fromhex(d.get("reply", "")),
+            action=bool(d.get("act", False)),
+            edited=bool(d.get("ed", False)),
+            deleted=bool(d.get("del", False)),
+            reactions=tuple((str(e), tuple(str(u) for u in us)) for e, us in d.get("rx", [])),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ProfileError("a stored message is damaged") from exc
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Apply the history schema migrations not applied yet (each in one transaction)."""
+    async with db.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    version = int(row[0]) if row else 0
+    for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+        await db.executescript(f"BEGIN; {script} PRAGMA user_version = {number}; COMMIT;")
+
+
+def _react(
+    current: tuple[tuple[str, tuple[str, ...]], ...], emoji: str, user: str, kind: str
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    out = []
+    seen = False
+    for e, users in current:
+        if e == emoji:
+            seen = True
+            users = tuple(u for u in users if u != user)
+            if kind == "react":
+                users = (*users, user)
+        if users:
+            out.append((e, users))
+    if not seen and kind == "react":
+        out.append((emoji, (user,)))
+    return tuple(out)
 
 
 class Profile:
@@ -210,6 +297,9 @@ class Profile:
         self._keys = keys
         self._db: aiosqlite.Connection | None = None
         self._writer: GroupWriter | None = None
+        self._search = SearchIndex()
+        self._search_lock = asyncio.Lock()
+        self._scrub_hooks: list[ScrubHook] = [self.forget_indexed]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -289,6 +379,7 @@ class Profile:
             await db.execute("PRAGMA secure_delete=ON")
             await db.executescript(_SCHEMA)
             await db.commit()
+            await _migrate(db)
         except sqlite3.Error as exc:
             await db.close()
             raise ProfileError(f"client database unusable: {exc}") from exc
@@ -473,10 +564,13 @@ class Profile:
         # and both statements commit together (in the writer's group commit).
         records = self._keys.records
 
+        mid_tag = self._mid_tag(msg.msg_id) if msg.msg_id else None
+
         def insert(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
-                "INSERT INTO messages (channel_tag, record) VALUES (?, x'') RETURNING id",
-                (tag,),
+                "INSERT INTO messages (channel_tag, record, mid_tag) VALUES (?, x'', ?) "
+                "RETURNING id",
+                (tag, mid_tag),
             )
             row = cur.fetchone()
             cur.close()
@@ -490,26 +584,147 @@ class Profile:
 
         return insert
 
+    def _mid_tag(self, msg_id: bytes) -> bytes:
+        return self._keys.blind_index("message", msg_id)
+
+    def _find(
+        self, conn: sqlite3.Connection, channel_id: bytes, msg_id: bytes
+    ) -> ChatMessage | None:
+        """The stored message with id ``msg_id`` in the channel (inside a write op)."""
+        tag = self._channel_tag(channel_id)
+        row = conn.execute(
+            "SELECT id, record FROM messages WHERE mid_tag = ? AND channel_tag = ? "
+            "ORDER BY id LIMIT 1",
+            (self._mid_tag(msg_id), tag),
+        ).fetchone()
+        if row is None:
+            return None
+        local_id = int(row[0])
+        plain = self._keys.records.decrypt(
+            bytes(row[1]), table="messages", column="record", row=self._row(tag, local_id)
+        )
+        return _decode_message(channel_id, local_id, plain)
+
+    def _rewrite(self, conn: sqlite3.Connection, msg: ChatMessage) -> None:
+        tag = self._channel_tag(msg.channel_id)
+        record = self._keys.records.encrypt(
+            _encode_message(msg),
+            table="messages",
+            column="record",
+            row=self._row(tag, msg.local_id),
+        )
+        conn.execute("UPDATE messages SET record = ? WHERE id = ?", (record, msg.local_id))
+
+    def add_scrub_hook(self, hook: ScrubHook) -> None:
+        """Run ``hook`` inside every transaction that scrubs a message's text.
+
+        A search index keeps its own copy of message text; it registers a
+        hook here that removes the message's rows, so a delete leaves the
+        text in no table (the hook and the scrub commit together).
+        """
+        self._scrub_hooks.append(hook)
+
+    def _scrub(self, conn: sqlite3.Connection, msg: ChatMessage) -> ChatMessage:
+        """Replace the row with a tombstone (no text, no reactions) and run the hooks.
+
+        ``secure_delete`` is on, so SQLite overwrites the freed bytes.
+        """
+        gone = dataclasses.replace(msg, text="", deleted=True, edited=False, reactions=())
+        self._rewrite(conn, gone)
+        tag = self._channel_tag(msg.channel_id)
+        for hook in self._scrub_hooks:
+            hook(conn, tag, msg.local_id)
+        return gone
+
+    async def scrub_message(self, channel_id: bytes, msg_id: bytes) -> ChatMessage | None:
+        """Delete a message's text from the store (a tombstone stays); None if not stored."""
+
+        def op(conn: sqlite3.Connection) -> ChatMessage | None:
+            msg = self._find(conn, channel_id, msg_id)
+            return None if msg is None else self._scrub(conn, msg)
+
+        gone = await self._write.write(op)
+        await self.purge_wal()
+        return gone
+
+    async def purge_wal(self) -> None:
+        """Checkpoint and truncate the WAL after a scrub (see ``GroupWriter.purge_wal``)."""
+        await self._write.purge_wal()
+
+    def _changer(self, change: MessageChange) -> Callable[[sqlite3.Connection], ChatMessage | None]:
+        """A write op applying ``change``; returns the changed message, or None if
+        the target is unknown, deleted, or the actor may not do it (edit and
+        delete only by the author's credential)."""
+
+        def op(conn: sqlite3.Connection) -> ChatMessage | None:
+            msg = self._find(conn, change.channel_id, change.target)
+            if msg is None or msg.deleted:
+                return None
+            if change.kind in ("edit", "delete") and change.actor != msg.sender_name:
+                return None
+            if change.kind == "delete":
+                return self._scrub(conn, msg)
+            if change.kind == "edit":
+                new = dataclasses.replace(msg, text=change.text, edited=True)
+                self._search.replace(msg.local_id, change.text)
+            else:
+                new = dataclasses.replace(
+                    msg, reactions=_react(msg.reactions, change.emoji, change.actor, change.kind)
+                )
+            self._rewrite(conn, new)
+            return new
+
+        return op
+
+    async def apply_change(self, change: MessageChange) -> ChatMessage | None:
+        """Apply one change now (durably); see :meth:`_changer` for the rules."""
+        changed = await self._write.write(self._changer(change))
+        if changed is not None and changed.deleted:
+            await self.purge_wal()
+        return changed
+
+    async def find_message(self, channel_id: bytes, msg_id: bytes) -> ChatMessage | None:
+        """The stored message with id ``msg_id`` in the channel, if any."""
+        return await self._write.write(lambda conn: self._find(conn, channel_id, msg_id))
+
     async def commit_received(
         self, messages: Sequence[ChatMessage], secret: str, value: bytes
     ) -> list[int]:
         """Append ``messages`` and replace the secret ``secret`` in ONE durable transaction.
 
+        See :meth:`commit_batch`; returns the messages' local ids, in order.
+        """
+        ids, _ = await self.commit_batch(messages, (), secret, value)
+        return ids
+
+    async def commit_batch(
+        self,
+        messages: Sequence[ChatMessage],
+        changes: Sequence[MessageChange],
+        secret: str,
+        value: bytes,
+    ) -> tuple[list[int], list[ChatMessage]]:
+        """Append ``messages`` and replace the secret ``secret`` in ONE durable transaction.
+
         The inbox stores a batch's received messages together with the engine
         state (its cursor): either both are on disk (fsynced) or neither is.
-        Returns the messages' local ids, in order.
+        ``changes`` (edits, deletes, reactions) apply after the appends, so a
+        change may target a message of the same batch. Returns the messages'
+        local ids, in order, and the messages the changes changed.
         """
         inserts = [self._inserter(m) for m in messages]
         blob = self._keys.records.encrypt(value, table="secrets", column="value", row=secret)
+        changers = [self._changer(c) for c in changes]
 
-        def op(conn: sqlite3.Connection) -> list[int]:
+        def op(conn: sqlite3.Connection) -> tuple[list[int], list[ChatMessage]]:
             ids = [insert(conn) for insert in inserts]
+            changed = [m for m in (ch(conn) for ch in changers) if m is not None]
             conn.execute(
                 "INSERT INTO secrets (name, value) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 (secret, blob),
             )
-            return ids
+            return ids, changed
 
         return await self._write.write(op)
 
@@ -534,4 +749,104 @@ class Profile:
                 bytes(blob), table="messages", column="record", row=self._row(tag, int(local_id))
             )
             out.append(_decode_message(channel_id, int(local_id), plain))
+        return out
+
+    # ------------------------------------------------------------------ search
+
+    @property
+    def search_index(self) -> SearchIndex:
+        """The in-memory search index (see :mod:`tui.client.search`).
+
+        Whatever deletes or rewrites a stored message calls its ``forget`` or
+        ``replace`` with the message's local id.
+        """
+        return self._search
+
+    def forget_indexed(self, conn: sqlite3.Connection, tag: bytes, local_id: int) -> None:
+        """Scrub hook (runs in the writer's transaction): a deleted message leaves the index.
+
+        ``conn`` and ``tag`` are unused: the index holds nothing in the database.
+        """
+        del conn, tag
+        self._search.forget(local_id)
+
+    async def search_messages(
+        self,
+        query: str,
+        channels: Sequence[bytes],
+        *,
+        channel_id: bytes | None = None,
+        limit: int = 50,
+    ) -> list[ChatMessage]:
+        """Stored messages of ``channels`` containing every word of ``query``, newest first.
+
+        ``channel_id`` limits the search to one channel. The index is caught up
+        first (rows stored since the last search are decrypted in a thread).
+
+        Raises:
+            DecryptionFailed: a stored message was tampered with or moved.
+        """
+        await self._catch_up_index()
+        by_tag = {self._channel_tag(c): c for c in channels}
+        tag = None if channel_id is None else self._channel_tag(channel_id)
+        if tag is not None and tag not in by_tag:
+            by_tag[tag] = channel_id  # type: ignore[assignment]
+        terms = query_terms(query)
+        hits = [
+            (local_id, t)
+            for local_id, t in self._search.search(query, channel_tag=tag, limit=limit * 4)
+            if t in by_tag
+        ][:limit]
+        if not hits:
+            return []
+        marks = ",".join("?" * len(hits))
+        rows = await self._query(
+            f"SELECT id, channel_tag, record FROM messages WHERE id IN ({marks})",  # noqa: S608
+            tuple(local_id for local_id, _ in hits),
+        )
+        found: dict[int, ChatMessage] = {}
+        for local_id, row_tag, blob in rows:
+            row_tag = bytes(row_tag)
+            plain = self._keys.records.decrypt(
+                bytes(blob),
+                table="messages",
+                column="record",
+                row=self._row(row_tag, int(local_id)),
+            )
+            msg = _decode_message(by_tag[row_tag], int(local_id), plain)
+            folded = msg.text.casefold()
+            if all(t in folded for t in terms):
+                found[int(local_id)] = msg
+            else:
+                # Rewritten since it was indexed (an edit or a delete that did
+                # not tell the index): index what is stored now.
+                self._search.replace(int(local_id), msg.text)
+        return [found[i] for i, _ in hits if i in found]
+
+    async def _catch_up_index(self) -> None:
+        """Index every stored row above the index's last id."""
+        async with self._search_lock:
+            rows = await self._query(
+                "SELECT id, channel_tag, record FROM messages WHERE id > ? ORDER BY id",
+                (self._search.last_id,),
+            )
+            if rows:
+                entries = await asyncio.to_thread(self._index_entries, rows)
+                self._search.add(entries)
+
+    def _index_entries(self, rows: list[sqlite3.Row]) -> list[IndexedMessage]:
+        records = self._keys.records
+        out = []
+        for local_id, tag, blob in rows:
+            tag = bytes(tag)
+            plain = records.decrypt(
+                bytes(blob), table="messages", column="record", row=self._row(tag, int(local_id))
+            )
+            try:
+                text = str(json.loads(plain)["text"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ProfileError("a stored message is damaged") from exc
+            out.append(
+                IndexedMessage(local_id=int(local_id), channel_tag=tag, folded=text.casefold())
+            )
         return out

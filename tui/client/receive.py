@@ -29,20 +29,24 @@ the shell before the MLS transaction.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from proto import mls
 from proto.codec import Envelope
 from proto.crypto.envelope import ContentType, HybridPrivateKey, OpenedEnvelope, open_envelope
-from proto.errors import CryptoError, MalformedInput, MlsError
+from proto.errors import CryptoError, InvalidMessage, MalformedInput, MlsError
 from tui.client import api, appdata
-from tui.client.profile import ChatMessage
+from tui.client.profile import ChatMessage, MessageChange
 from tui.client.state import EngineState, HeldEnvelope
 
 __all__ = [
+    "LINK_CHANNEL",
     "MAX_HELD",
+    "UNKNOWN_PLACEHOLDER",
+    "WELCOME_REF_FIRST_BYTE",
     "AddUnread",
+    "ApplyChange",
     "ApplyMls",
     "CommitSeen",
     "DeleteGroup",
@@ -53,15 +57,25 @@ __all__ = [
     "Joined",
     "LearnDevice",
     "LeaveRequested",
+    "LinkControl",
+    "SawReceipt",
+    "SawTyping",
     "SetAccessKeys",
     "SetChannelMeta",
+    "SetTopic",
     "Step",
     "StoreMessage",
     "on_envelope",
     "on_joined",
     "on_processed",
+    "parse_welcome_ref",
     "releasable",
+    "welcome_parts_missing",
+    "welcome_ref_entry",
 ]
+
+LINK_CHANNEL = b"qpc-link-v1"
+"""Channel id of the sealed control messages that link a device (not an MLS group)."""
 
 MAX_HELD = 1000
 """Most future-epoch envelopes held at once (the oldest are dropped beyond)."""
@@ -172,6 +186,39 @@ class StoreMessage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ApplyChange:
+    """Apply an edit, delete or reaction to a stored message (with the batch)."""
+
+    change: MessageChange
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetTopic:
+    """A member set the channel topic."""
+
+    channel: bytes
+    topic: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SawTyping:
+    """``user`` is typing in ``channel`` (not stored)."""
+
+    channel: bytes
+    user: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SawReceipt:
+    """``user`` read ``channel`` up to message ``up_to`` (not stored as a line)."""
+
+    channel: bytes
+    user: str
+    up_to: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AddUnread:
     """One more unread message in ``channel``; activity now."""
 
@@ -194,6 +241,15 @@ class CommitSeen:
     removed_self: bool
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkControl:
+    """A device-linking message (docs/PROTOCOL.md, "Linked devices") for the linker."""
+
+    sender: bytes
+    """The sending device (its envelope signature verified)."""
+    body: bytes
+
+
 Effect = (
     ApplyMls
     | JoinWelcome
@@ -204,9 +260,14 @@ Effect = (
     | SetChannelMeta
     | SetAccessKeys
     | StoreMessage
+    | ApplyChange
+    | SetTopic
+    | SawTyping
+    | SawReceipt
     | AddUnread
     | LeaveRequested
     | CommitSeen
+    | LinkControl
 )
 """Everything the shell may be asked to do."""
 
@@ -239,15 +300,35 @@ def on_envelope(
     device_id: bytes,
     hybrid: HybridPrivateKey,
     epochs: Mapping[bytes, int],
+    stored: Container[int] = frozenset(),
 ) -> Step:
     """Decide what to do with one fetched envelope (see module docstring).
 
     ``epochs`` maps the MLS groups we are in to their current epochs. A seq
-    at or below the cursor is a duplicate and yields nothing.
+    at or below the cursor is a duplicate and yields nothing. ``stored``
+    holds the seqs whose MLS result the binding kept as a receipt (a batch
+    processed before a crash, not yet in the history): their MLS step is
+    asked for again, past the epoch and replay checks (the group has
+    already moved on), and the binding answers from the receipt.
     """
     if env.seq <= state.cursor:
         return _NOTHING
     channel = env.channel_id
+    if env.data[:1] == WELCOME_REF_FIRST_BYTE:
+        if channel in epochs and env.seq not in stored:
+            return _warn("Welcome for a channel we are already in (replay?)", channel)
+        try:
+            parse_welcome_ref(env.data)
+        except MalformedInput:
+            return _warn("malformed Welcome reference", channel)
+        ref = OpenedEnvelope(
+            recipient_id=device_id,
+            channel_id=channel,
+            content_type=ContentType.MLS_WELCOME,
+            sender=b"",
+            body=env.data,
+        )
+        return Step(effects=(JoinWelcome(opened=ref),))
     if env.data[:1] == CHANNEL_ENTRY_FIRST_BYTE:
         entry = _channel_entry(env, device_id)
         if isinstance(entry, Step):
@@ -260,11 +341,17 @@ def on_envelope(
             )
         except CryptoError as exc:
             return _warn(f"envelope rejected ({type(exc).__name__})", channel)
+    if env.seq in stored and opened.content_type != ContentType.CONTROL:
+        if opened.content_type == ContentType.MLS_WELCOME:
+            return Step(effects=(JoinWelcome(opened=opened),))
+        return Step(effects=(ApplyMls(opened=opened),))
     if opened.content_type == ContentType.MLS_WELCOME:
         if channel in epochs:
             return _warn("Welcome for a channel we are already in (replay?)", channel)
         return Step(effects=(JoinWelcome(opened=opened),))
     if opened.content_type == ContentType.CONTROL:
+        if channel == LINK_CHANNEL:
+            return Step(effects=(LinkControl(sender=opened.sender, body=opened.body),))
         return _NOTHING
     current = epochs.get(channel)
     if current is None:
@@ -280,6 +367,29 @@ def on_envelope(
 
 CHANNEL_ENTRY_FIRST_BYTE = b"\x00"
 """First byte of an MLSMessage (version mls10 = 0x0001); a sealed envelope starts with 0x01."""
+
+
+WELCOME_REF_FIRST_BYTE = b"\x02"
+"""First byte of a Welcome by reference: ``0x02 || epoch (u64 BE) || EncryptedGroupSecrets``."""
+
+
+def welcome_ref_entry(epoch: int, secrets: bytes) -> bytes:
+    """A joiner's inbox entry for a Welcome by reference (docs/PROTOCOL.md)."""
+    return WELCOME_REF_FIRST_BYTE + epoch.to_bytes(8, "big") + secrets
+
+
+def parse_welcome_ref(data: bytes) -> tuple[int, bytes]:
+    """(epoch, EncryptedGroupSecrets) of a Welcome reference; :class:`MalformedInput` if bad."""
+    if len(data) < 10 or data[:1] != WELCOME_REF_FIRST_BYTE:
+        raise MalformedInput("not a Welcome reference")
+    return int.from_bytes(data[1:9], "big"), data[9:]
+
+
+def welcome_parts_missing(opened: OpenedEnvelope) -> Step:
+    """The node has no shared parts for our Welcome reference (acked, expired, or never stored)."""
+    return _warn(
+        "Welcome rejected: its ratchet tree and GroupInfo are not on the node", opened.channel_id
+    )
 
 
 def _channel_entry(env: Envelope, device_id: bytes) -> OpenedEnvelope | Step:
@@ -319,6 +429,12 @@ def on_joined(opened: OpenedEnvelope, joined: GroupView | MlsError) -> Step:
     """Check a group joined from a Welcome (or the join's failure)."""
     channel = opened.channel_id
     if isinstance(joined, MlsError):
+        if opened.body[:1] == WELCOME_REF_FIRST_BYTE and isinstance(joined, InvalidMessage):
+            return _warn(
+                "Welcome rejected (InvalidMessage): the ratchet tree or GroupInfo "
+                "from the node does not match the Welcome",
+                channel,
+            )
         return _warn(f"Welcome rejected ({type(joined).__name__})", channel)
     if joined.group_id != channel:
         return _warn(
@@ -406,16 +522,56 @@ def _on_app(channel: bytes, sender: mls.Member, plaintext: bytes, *, now_ms: int
                 SetAccessKeys(keys=dict(item.access_keys)),
             )
         )
-    if not isinstance(item, appdata.ChatText):
-        return Step(effects=(learn,))
+    if isinstance(item, appdata.ChatText):
+        nonce = item.nonce or f"{item.ts}:{item.text}".encode()  # legacy records: no nonce
+        msg = ChatMessage(
+            channel_id=channel,
+            sender=sender.signature_key,
+            sender_name=user,
+            timestamp_ms=item.ts,
+            text=item.text,
+            msg_id=appdata.message_id(sender.signature_key, nonce),
+            reply_to=item.reply_to,
+            action=item.action,
+        )
+        return Step(effects=(learn, StoreMessage(message=msg), AddUnread(channel=channel)))
+    change = _change(channel, user, item)
+    if change is not None:
+        return Step(effects=(learn, ApplyChange(change=change)))
+    if isinstance(item, appdata.Topic):
+        return Step(effects=(learn, SetTopic(channel=channel, topic=item.text, by=user)))
+    if isinstance(item, appdata.Typing):
+        return Step(effects=(learn, SawTyping(channel=channel, user=user)))
+    if isinstance(item, appdata.Receipt):
+        return Step(effects=(learn, SawReceipt(channel=channel, user=user, up_to=item.up_to)))
+    # A kind from a newer version: a placeholder line, never a failure.
     msg = ChatMessage(
         channel_id=channel,
         sender=sender.signature_key,
         sender_name=user,
-        timestamp_ms=item.ts,
-        text=item.text,
+        timestamp_ms=now_ms,
+        text=UNKNOWN_PLACEHOLDER,
     )
-    return Step(effects=(learn, StoreMessage(message=msg), AddUnread(channel=channel)))
+    return Step(effects=(learn, StoreMessage(message=msg)))
+
+
+UNKNOWN_PLACEHOLDER = "[a newer kind of message that this version cannot show; update qpc]"
+"""The text stored for a record of a kind this version does not know."""
+
+
+def _change(channel: bytes, user: str, item: appdata.AppData) -> MessageChange | None:
+    if isinstance(item, appdata.Edit):
+        return MessageChange(
+            channel_id=channel, target=item.target, actor=user, kind="edit", text=item.text
+        )
+    if isinstance(item, appdata.Delete):
+        return MessageChange(channel_id=channel, target=item.target, actor=user, kind="delete")
+    if isinstance(item, appdata.Reaction):
+        kind = "unreact" if item.remove else "react"
+        return MessageChange(
+            channel_id=channel, target=item.target, actor=user, kind=kind, emoji=item.emoji
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,6 +13,7 @@ outbox.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 
@@ -30,7 +31,15 @@ from tui.client.profile import ChatMessage
 from tui.client.state import EngineState, OutboxEntry
 from tui.client.views import Events, Views, now_ms
 
-__all__ = ["KEY_WAIT_S", "OFFLINE", "POST_KEY_LABEL", "Outbox", "key_hash", "post_key"]
+__all__ = [
+    "KEY_WAIT_S",
+    "OFFLINE",
+    "POST_KEY_LABEL",
+    "Outbox",
+    "key_hash",
+    "parse_id",
+    "post_key",
+]
 
 log = logging.getLogger("tui.client.engine")
 
@@ -52,6 +61,31 @@ def key_hash(key: bytes) -> bytes:
     return hashlib.sha256(key).digest()
 
 
+def parse_id(text: str) -> bytes:
+    """A message id from its hex form.
+
+    Raises:
+        LocalError: not 32 hex digits.
+    """
+    try:
+        raw = bytes.fromhex(text.strip())
+    except ValueError:
+        raw = b""
+    if len(raw) != appdata.ID_BYTES:
+        raise LocalError(f"not a message id: {text[:40]!r} (32 hex digits)")
+    return raw
+
+
+def _chat_text(entry: OutboxEntry) -> appdata.ChatText:
+    return appdata.ChatText(
+        text=entry.text,
+        ts=entry.ts,
+        nonce=bytes.fromhex(entry.nonce),
+        reply_to=bytes.fromhex(entry.reply_to),
+        action=entry.action,
+    )
+
+
 class Outbox:
     """Sending and the durable outbox (see module docstring)."""
 
@@ -69,7 +103,7 @@ class Outbox:
     def _prepare(
         self,
         channel: bytes,
-        item: appdata.ChatText | appdata.Meta | appdata.Hello,
+        item: appdata.Known,
         only: set[str] | None = None,
         group: mls.Group | None = None,
     ) -> tuple[bytes, list[bytes], bytes]:
@@ -77,7 +111,9 @@ class Outbox:
         devices and the epoch's post key."""
         if group is None:
             group = self._views.group(channel)
-        ciphertext = group.encrypt(appdata.encode(item))
+        # defer_write: in groups of 16+ members the binding writes the sender
+        # ratchet once per 128 sends, stored ahead (docs/MLS.md, "Senders").
+        ciphertext = group.encrypt(appdata.encode(item), defer_write=True)
         targets = [
             m.signature_key
             for m in group.members()
@@ -123,14 +159,18 @@ class Outbox:
     async def send_app(
         self,
         channel: bytes,
-        item: appdata.ChatText | appdata.Meta | appdata.Hello,
+        item: appdata.Known,
         only: set[str] | None = None,
     ) -> set[str]:
         """Encrypt and post to every member device (caller holds the mutex)."""
         return await self._deliver(channel, *self._prepare(channel, item, only))
 
-    async def send(self, channel: str, text: str) -> api.Message:
+    async def send(
+        self, channel: str, text: str, *, reply_to: str = "", action: bool = False
+    ) -> api.Message:
         """Encrypt and send ``text``; offline, the message waits in the outbox.
+
+        ``reply_to`` is the parent's hex message id; ``action`` marks ``/me``.
 
         The MLS encryption happens under the engine mutex (so messages keep
         their order); storing, sealing and enqueueing do not, so several sends
@@ -138,6 +178,9 @@ class Outbox:
         """
         if not text or len(text) > appdata.MAX_TEXT_CHARS:
             raise LocalError(f"a message must have 1..{appdata.MAX_TEXT_CHARS} characters")
+        parent = parse_id(reply_to) if reply_to else b""
+        nonce = appdata.new_nonce()
+        mid = appdata.message_id(self._session.device_id, nonce)
         async with self._session.mutex:
             cid = self._views.resolve(channel)
             group = self._views.group(cid)
@@ -151,13 +194,24 @@ class Outbox:
                 timestamp_ms=ts,
                 text=text,
                 outgoing=True,
+                msg_id=mid,
+                reply_to=parent,
+                action=action,
             )
-            entry = OutboxEntry(id=0, channel=cid.hex(), text=text, ts=ts)
+            entry = OutboxEntry(
+                id=0,
+                channel=cid.hex(),
+                text=text,
+                ts=ts,
+                nonce=nonce.hex(),
+                reply_to=parent.hex(),
+                action=action,
+            )
             self._state.outbox.append(entry)
             self._views.channel_record(cid).last_ms = ts
             prepared = None
             if self._waiting() == [entry]:  # nothing older waits: send now
-                prepared = self._prepare(cid, appdata.ChatText(text=text, ts=ts), group=group)
+                prepared = self._prepare(cid, _chat_text(entry), group=group)
                 self._inflight.add(id(entry))
             else:  # older messages wait for the node: queue behind them, durably
                 entry.id = await self._session.append_message(stored)
@@ -182,17 +236,7 @@ class Outbox:
                     self._inflight.discard(id(entry))
                     self._state.outbox = [o for o in self._state.outbox if o is not entry]
         local_id = entry.id
-        msg = self._views.to_api(
-            ChatMessage(
-                channel_id=cid,
-                sender=self._session.device_id,
-                sender_name=self._session.user,
-                timestamp_ms=ts,
-                text=text,
-                outgoing=True,
-                local_id=local_id,
-            )
-        )
+        msg = self._views.to_api(dataclasses.replace(stored, local_id=local_id))
         self._events.emit(api.MessageReceived(message=msg))
         return msg
 
@@ -201,7 +245,7 @@ class Outbox:
         cid = bytes.fromhex(entry.channel)
         only = set(entry.devices) if entry.devices else None
         try:
-            missing = await self.send_app(cid, appdata.ChatText(text=entry.text, ts=entry.ts), only)
+            missing = await self.send_app(cid, _chat_text(entry), only)
         except OFFLINE:
             return False
         except (LocalError, MlsError) as exc:

@@ -51,6 +51,12 @@ class ChannelRecord:
     """Time of the newest activity."""
     updated_ms: int = 0
     """When we last committed a self-update (or joined/created)."""
+    topic: str = ""
+    """The channel topic (set by any member)."""
+    seen: dict[str, str] = field(default_factory=dict)
+    """Username -> hex id of the newest message that member read (read receipts)."""
+    read_sent: str = ""
+    """Hex id of the newest message our last read receipt named (one per read position)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -99,6 +105,12 @@ class OutboxEntry:
     """Time written, Unix ms."""
     devices: list[str] = field(default_factory=list)
     """Hex device ids still to reach (empty: every member device)."""
+    nonce: str = ""
+    """Hex nonce of the chat text (its id's input; kept so a resend has the same id)."""
+    reply_to: str = ""
+    """Hex message id of the parent, or ""."""
+    action: bool = False
+    """An action (``/me``)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -136,6 +148,10 @@ class EngineState:
     """Messages waiting to be sent."""
     failed: list[int] = field(default_factory=list)
     """Local ids of messages that could not be sent."""
+    send_receipts: bool = True
+    """Privacy setting: send read receipts (``qpc privacy --receipts off``)."""
+    send_typing: bool = True
+    """Privacy setting: send typing notices (``qpc privacy --typing off``)."""
 
     def to_json(self) -> bytes:
         """Serialise (compact JSON)."""

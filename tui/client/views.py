@@ -91,6 +91,15 @@ class Views:
             state=state,
             sender_device=msg.sender.hex(),
             outgoing=msg.outgoing,
+            msg_id=msg.msg_id.hex(),
+            reply_to=msg.reply_to.hex(),
+            action=msg.action,
+            edited=msg.edited,
+            deleted=msg.deleted,
+            reactions=tuple(
+                api.Reaction(emoji=e, users=users, mine=self._state.user in users)
+                for e, users in msg.reactions
+            ),
         )
 
     def channel_record(self, channel: bytes) -> ChannelRecord:
@@ -133,6 +142,8 @@ class Views:
             unread=rec.unread,
             last_activity_ms=rec.last_ms,
             active=rec.active,
+            topic=rec.topic,
+            seen=tuple(sorted(rec.seen.items())),
         )
 
     def all_channels(self) -> tuple[api.ChannelInfo, ...]:

@@ -129,6 +129,23 @@ class _PromptDialog(_Dialog[str | None]):
         self.action_cancel()
 
 
+class ReactDialog(_PromptDialog):
+    """Returns an emoji to react with (choosing one of ours again takes it back)."""
+
+    TITLE_TEXT = "React"
+    LABEL_TEXT = "Emoji"
+    PLACEHOLDER = "e.g. 👍"
+    OK_TEXT = "React"
+
+    def validate(self, value: str) -> str:
+        """One emoji (at most 16 characters with modifiers)."""
+        if not value:
+            return "Type an emoji."
+        if len(value) > 16:
+            return "One emoji, please."
+        return ""
+
+
 class NewGroupDialog(_PromptDialog):
     """Returns the new group's name."""
 

@@ -44,6 +44,9 @@ class WelcomeScreen(Screen[None]):
         ),
         Binding("ctrl+r", "register", "Register", id="welcome.register"),
         Binding("ctrl+l", "login", "Log in", id="welcome.login"),
+        # Before login too: the first thing a person checks against a new node.
+        Binding("f3", "app.info('health')", "Health", show=False, id="welcome.health"),
+        Binding("f4", "app.info('ping')", "Ping", show=False, id="welcome.ping"),
     ]
 
     busy: reactive[bool] = reactive(False)

@@ -13,20 +13,17 @@ key only when a signature was present and verified.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import signal
 import sys
-from typing import IO
 
 import asyncssh
 
 from proto import files, tls
 from proto.errors import ConfigError
 from proto.rpc_client import probe_server_key
-from tui.client.localnode import ensure_local_node, stop_local_node
+from tui.client.localnode import NodeLease, ensure_local_node
 from tui.client.probe import split_server
-from tui.factory import USERS_LOCK
 from tui.ssh.config import SshServeConfig
 from tui.ssh.host import AuthKey, Host
 from tui.ssh.hostkey import load_or_create_host_key
@@ -101,7 +98,7 @@ class SshServer(asyncssh.SSHServer):
         return Session(self._host, self._key)
 
 
-async def _resolve_node(config: SshServeConfig) -> tuple[str, str, IO[str] | None]:
+async def _resolve_node(config: SshServeConfig) -> tuple[str, str, NodeLease | None]:
     """The node's address and key; for the embedded one, also the lock that keeps it up."""
     if config.server:
         host, port = split_server(config.server)
@@ -111,15 +108,9 @@ async def _resolve_node(config: SshServeConfig) -> tuple[str, str, IO[str] | Non
             raise ConfigError(f"{config.server} presents {presented}, not the key given")
         return f"{host}:{port}", presented, None
     node = await asyncio.to_thread(ensure_local_node, config.state_dir)
-    users = await asyncio.to_thread(_hold_node, config)
-    return node.address, node.fingerprint, users
-
-
-def _hold_node(config: SshServeConfig) -> IO[str]:
-    """A shared lock on the node's users file, so no TUI's exit stops it while we serve."""
-    users = files.open_private(config.state_dir / "local-node" / USERS_LOCK, "a")
-    fcntl.flock(users, fcntl.LOCK_SH)
-    return users
+    lease = NodeLease(config.state_dir)  # no TUI's exit stops it while we serve
+    await asyncio.to_thread(lease.acquire)
+    return node.address, node.fingerprint, lease
 
 
 async def serve(config: SshServeConfig, *, ready: asyncio.Event | None = None) -> None:
@@ -169,19 +160,8 @@ async def serve(config: SshServeConfig, *, ready: asyncio.Event | None = None) -
         await host.close()
         if metrics_server is not None:
             metrics_server.shutdown()
-        if users is not None:
-            await _release_node(config, users)
-
-
-async def _release_node(config: SshServeConfig, users: IO[str]) -> None:
-    """Stop the embedded node unless a TUI still uses it."""
-    try:
-        fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return
-    finally:
-        users.close()
-    await asyncio.to_thread(stop_local_node, config.state_dir)
+        if users is not None:  # stops the embedded node unless another client uses it
+            await asyncio.to_thread(users.release, stop_if_last=True)
 
 
 def main_serve(config: SshServeConfig) -> int:

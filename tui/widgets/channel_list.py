@@ -28,6 +28,8 @@ class ChannelRow:
     """Messages not yet seen in this session."""
     last_activity_ms: int = 0
     """Newest activity (engine's or a message that just arrived), Unix ms."""
+    mentions: int = 0
+    """Unseen messages naming the reader (shown as ``@N`` before the unread count)."""
 
 
 def format_activity(ms: int, now: float | None = None) -> str:
@@ -51,7 +53,8 @@ def _prompt(row: ChannelRow, width: int) -> Text:
     sigil = "@" if info.kind is ChannelKind.DM else "#"
     when = format_activity(row.last_activity_ms)
     badge = f" {min(row.unread, 99)}{'+' if row.unread > 99 else ''} " if row.unread else ""
-    right = len(badge) + (len(when) + 1 if when else 0)
+    named = f"@{min(row.mentions, 99)}" if row.mentions else ""
+    right = len(badge) + (len(named) + 1 if named else 0) + (len(when) + 1 if when else 0)
     name = Text(f"{sigil}{info.name}", no_wrap=True, overflow="ellipsis")
     if not info.active:
         name.stylize("dim strike")
@@ -59,6 +62,9 @@ def _prompt(row: ChannelRow, width: int) -> Text:
         name.stylize("bold")
     name.truncate(max(1, width - right - 1), overflow="ellipsis", pad=True)
     text = Text.assemble(name, " ")
+    if named:
+        text.append(named, "bold reverse yellow")
+        text.append(" ")
     if badge:
         text.append(badge, "bold reverse")
     if when:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from textual import events
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
+
+from tui.slash import complete
 
 __all__ = ["Composer"]
 
@@ -33,6 +36,7 @@ class Composer(TextArea):
         # PgUp/PgDn scroll the message log (the screen's action), not the cursor.
         Binding("pageup", "screen.log_page(-1)", "Older", show=False, id="composer.page_up"),
         Binding("pagedown", "screen.log_page(1)", "Newer", show=False, id="composer.page_down"),
+        Binding("tab", "complete", "Complete", show=False, id="composer.complete"),
     ]
 
     DEFAULT_CSS = """
@@ -69,6 +73,10 @@ class Composer(TextArea):
         self._history: list[str] = []
         self._history_pos: int | None = None
         self._draft = ""
+        self.users: Callable[[], list[str]] = list
+        """Names Tab completes (members of the open channel first); set by the screen."""
+        self._cycle: tuple[int, tuple[str, ...], int, str] | None = None
+        # (start offset, candidates, index shown, text before the cursor after it)
 
     @property
     def sent_history(self) -> list[str]:
@@ -87,6 +95,29 @@ class Composer(TextArea):
         self._draft = ""
         self.clear()
         self.post_message(self.Submitted(self, text))
+
+    def action_complete(self) -> None:
+        """Tab: complete the word before the cursor (again: the next candidate).
+
+        With nothing to complete, Tab moves the focus on as elsewhere.
+        """
+        row, col = self.cursor_location
+        before = self.get_text_range((0, 0), (row, col))
+        cycle = self._cycle
+        if cycle is not None and cycle[3] == before:
+            start, candidates, index, _ = cycle
+            index = (index + 1) % len(candidates)
+        else:
+            found = complete(before, self.users())
+            if found is None:
+                self._cycle = None
+                self.screen.focus_next()
+                return
+            start, candidates, index = found.start, found.candidates, 0
+        head = before[:start]
+        start_loc = (head.count("\n"), start - (head.rfind("\n") + 1))
+        self.replace(candidates[index], start_loc, (row, col))
+        self._cycle = (start, candidates, index, head + candidates[index])
 
     def action_newline(self) -> None:
         """Insert a line break at the cursor."""
@@ -118,7 +149,25 @@ class Composer(TextArea):
         self.load_text(text)
         self.move_cursor(self.document.end)
 
+    async def _on_paste(self, event: events.Paste) -> None:
+        """A paste is inserted whole (newlines included), so it becomes one message.
+
+        Terminals send CR or CRLF line ends in a bracketed paste; the composer
+        keeps LF only.
+        """
+        event.stop()
+        event.prevent_default()
+        if self.read_only:
+            return
+        text = event.text.replace("\r\n", "\n").replace("\r", "\n")
+        self._cycle = None
+        if result := self._replace_via_keyboard(text, *self.selection):
+            self.move_cursor(result.end_location)
+            self.focus()
+
     async def _on_key(self, event: events.Key) -> None:
+        if event.key != "tab":
+            self._cycle = None
         active = self.screen.active_bindings.get(event.key)
         binding_id = "" if active is None else active.binding.id or ""
         if active is not None and active.node is self and binding_id.startswith("composer."):

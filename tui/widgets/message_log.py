@@ -65,6 +65,10 @@ class LogItem:
     """True for messages this device wrote."""
     system: bool = False
     """True for membership notices ("bob joined")."""
+    mention: bool = False
+    """The message names the reader (shown highlighted)."""
+    selected: bool = False
+    """The message the reply/react/edit/delete keys act on (shown highlighted)."""
 
 
 @dataclass(slots=True)
@@ -142,6 +146,8 @@ class MessageLog(ScrollView, can_focus=True):
         "message-log--pending",
         "message-log--failed",
         "message-log--sent",
+        "message-log--mention",
+        "message-log--selected",
     }
 
     DEFAULT_CSS = """
@@ -153,6 +159,8 @@ class MessageLog(ScrollView, can_focus=True):
     MessageLog > .message-log--pending { color: $warning; }
     MessageLog > .message-log--failed { color: $error; text-style: bold; }
     MessageLog > .message-log--sent { color: $success; }
+    MessageLog > .message-log--mention { background: $warning 25%; text-style: bold; }
+    MessageLog > .message-log--selected { background: $accent 35%; }
     """
 
     @dataclass
@@ -183,6 +191,7 @@ class MessageLog(ScrollView, can_focus=True):
         """Whether older history exists than what is loaded."""
         self._loading_older = False
         self._anchor: str | None = None
+        self._anchor_centred = False
         self._cache: LRUCache[tuple[int, int], Strip] = LRUCache(256)
 
     # ------------------------------------------------------------------ data
@@ -234,6 +243,7 @@ class MessageLog(ScrollView, can_focus=True):
         self.has_older = has_older
         self._loading_older = False
         self._anchor = anchor if anchor in self._by_key else None
+        self._anchor_centred = False
         if self._anchor is None:
             self.follow = True
             self.scroll_end(animate=False, immediate=True, force=True)
@@ -248,8 +258,10 @@ class MessageLog(ScrollView, can_focus=True):
         index = None if self._anchor is None else self._index(self._anchor)
         if index is None:
             return
-        # One row of context (the message before the marker) above it.
-        row = max(0, self._starts[index] - self._starts[0] - 1)
+        # Centred (a jump to a message), or one row of context above it (the
+        # "N new" marker).
+        above = self.size.height // 2 if self._anchor_centred else 1
+        row = max(0, self._starts[index] - self._starts[0] - above)
         self.scroll_to(y=row, animate=False, immediate=True, force=True)
 
     def scroll_to_newest(self) -> None:
@@ -368,6 +380,21 @@ class MessageLog(ScrollView, can_focus=True):
         """The message shown under ``key``."""
         index = self._index(key)
         return None if index is None else self._entries[index].item
+
+    def scroll_to_key(self, key: str) -> bool:
+        """Bring the message ``key`` to the middle of the view (False: not loaded)."""
+        if self._index(key) is None:
+            return False
+        self._anchor, self._anchor_centred = key, True
+        self.follow = False
+        self._scroll_to_anchor()
+        self.call_after_refresh(self._scroll_to_anchor)  # after a pending scroll_end
+        return True
+
+    def row_of(self, key: str) -> int | None:
+        """The content row where the message ``key`` starts (None: not loaded)."""
+        index = self._index(key)
+        return None if index is None else self._starts[index] - self._starts[0]
 
     def set_mark(self, key: str, mark: DeliveryMark) -> None:
         """Change the delivery glyph of one message."""
@@ -493,8 +520,13 @@ class MessageLog(ScrollView, can_focus=True):
                 Segment(f"   {pad}* ", system),
                 Segment(body, system),
             ]
+        body_style = base
+        if item.mention:
+            body_style = base + self.get_component_rich_style("message-log--mention")
+        if item.selected:
+            body_style = body_style + self.get_component_rich_style("message-log--selected")
         if line_no:
-            return [Segment(indent, base), Segment(body, base)]
+            return [Segment(indent, base), Segment(body, body_style)]
         time_style = base + self.get_component_rich_style("message-log--time")
         mark_style = base + self._mark_style(item.mark)
         if item.own:
@@ -512,7 +544,7 @@ class MessageLog(ScrollView, can_focus=True):
             Segment(" ", base),
             Segment(name, name_style),
             Segment(" ", base),
-            Segment(body, base),
+            Segment(body, body_style),
         ]
 
     def _mark_style(self, mark: DeliveryMark) -> Style:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 from rich.text import Text
 from textual.reactive import reactive
@@ -45,6 +46,9 @@ class StatusBar(Widget):
 
     COMPONENT_CLASSES = {"status-bar--ok", "status-bar--warn", "status-bar--bad"}
 
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+    """The countdown's clock (tests freeze it so a snapshot cannot depend on load)."""
+
     state: reactive[ConnectionState] = reactive(
         ConnectionState(status=ConnectionStatus.OFFLINE), layout=False
     )
@@ -66,12 +70,12 @@ class StatusBar(Widget):
     def _retry_left(self) -> float | None:
         if self.state.status is not ConnectionStatus.RECONNECTING:
             return None
-        return max(0.0, self._deadline - time.monotonic())
+        return max(0.0, self._deadline - self.clock())
 
     def watch_state(self, state: ConnectionState) -> None:
         """Start or stop the countdown."""
         if state.status is ConnectionStatus.RECONNECTING:
-            self._deadline = time.monotonic() + state.retry_in_s
+            self._deadline = self.clock() + state.retry_in_s
             if self._timer is None:
                 self._timer = self.set_interval(1.0, self.refresh)
         elif self._timer is not None:

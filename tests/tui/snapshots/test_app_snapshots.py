@@ -18,6 +18,7 @@ from tests.tui.fake_engine import FakeEngine, FakeFactory
 from tui.app import QpcApp, make_app
 from tui.client.api import ConnectionState
 from tui.settings import TuiSettings
+from tui.widgets.status_bar import StatusBar
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 Snap = Callable[..., bool]
@@ -46,7 +47,11 @@ def test_main_screen(snap_compare: Snap, size: tuple[int, int]) -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_main_screen_with_members_and_unread(snap_compare: Snap, size: tuple[int, int]) -> None:
+def test_main_screen_with_members_and_unread(
+    snap_compare: Snap, size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the "reconnecting in 7s" countdown must not tick while a loaded box renders
+    monkeypatch.setattr(StatusBar, "clock", staticmethod(lambda: 1000.0))
     engine, _general, random = populated_engine()
     earlier = engine.now_ms - 3_600_000  # older than #general's news: #general stays open
     engine.add_message(random.id, "bob", "unread one", time_ms=earlier)
