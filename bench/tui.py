@@ -13,10 +13,19 @@ same run, each in its own process:
 
 * **open**: from choosing the channel to the newest message in the log and
   a frame drawn;
-* **background load**: the app then loads older pages up to its history
-  limit; the longest gap between frames meanwhile (a stall the user feels);
-* **paging**: 300 PgUp from the newest message: median and longest frame;
-* **top**: Home repeatedly until 30,000 messages are loaded: longest frame.
+* **background load**: older pages the app loads by itself after opening
+  (none since the log pages in near its top), and the longest gap between
+  frames meanwhile (a stall the user feels);
+* **paging**: 300 PgUp from the newest message, older pages loading as the
+  view nears the top: median and longest frame;
+* **top**: Home repeatedly until 30,000 messages are loaded: longest frame;
+* **drag**: the scrollbar dragged from the newest message to the top of what
+  is loaded in 200 frames (``scroll_to``), pages loading meanwhile.
+
+The engine is the in-memory one with its history indexed like the profile's
+(a page costs its length) and yielding once per call as the real one does
+while SQLite reads in its thread; its 100,000 messages are frozen out of the
+garbage collector, as rows on disk would be.
 
 * **cold start**: spawn ``qpc`` in a fresh 80x24 tmux session (fresh data
   dir, so the welcome screen) and poll ``capture-pane`` every 5 ms until the
