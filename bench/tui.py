@@ -32,8 +32,8 @@ garbage collector, as rows on disk would be.
   form is drawn; also ``qpc`` resuming a logged-in profile until the main
   screen shows ``connected`` (engine open, QUIC handshake, channel list).
 * **10,000 messages**: headless app with an in-memory engine holding one
-  channel of 10,000 messages; time to open it (history -> log laid out ->
-  first frame), then paging from the newest to the oldest message.
+  channel of 10,000 messages; time to open it (newest page -> log laid out
+  -> first frame), then paging from the newest to the oldest message.
 * **idle CPU**: the real ``qpc`` logged in on the main screen, connected to
   a local node (fetchWait held, keepalives, ping pane every 5 s): CPU time of
   the TUI process over ``--idle-seconds`` from /proc.
@@ -192,13 +192,14 @@ async def big_channel(n: int) -> tuple[float, float, int]:
         engine.add_message(chan.id, sender, f"message {i} " + "lorem ipsum dolor " * (i % 6))
     engine.mark_read(chan.id)  # no "N new" marker: the log holds exactly n items
     app = make_app(FakeFactory(engine), TuiSettings(ping_interval_s=0))
+    last_key = str(engine._messages[chan.id][-1].id)
     async with app.run_test(size=(120, 40)) as pilot:
         t0 = time.perf_counter()
         deadline = t0 + 60
-        while time.perf_counter() < deadline:  # resume -> channels -> open: log filled
+        while time.perf_counter() < deadline:  # resume -> channels -> open: newest shown
             await pilot.pause()
             logs = list(app.screen.query(MessageLog))
-            if logs and logs[0].message_count >= n:
+            if logs and logs[0].item(last_key) is not None:
                 break
         else:
             raise RuntimeError("the channel never opened")
@@ -207,8 +208,8 @@ async def big_channel(n: int) -> tuple[float, float, int]:
         log = logs[0]
         pages = 0
         t1 = time.perf_counter()
-        while log.scroll_y > 0:
-            log.scroll_page_up(animate=False)
+        while (log.scroll_y > 0 or log.has_older) and time.perf_counter() - t1 < 600:
+            log.action_page_up()
             await pilot.pause()
             pages += 1
         per_page = (time.perf_counter() - t1) / max(1, pages) * 1000
@@ -401,10 +402,15 @@ def main() -> None:
         (
             f"open a {args.messages:,}-message channel (120x40)",
             f"{opened * 1000:.0f} ms",
-            "history -> wrapped -> first frame",
+            "newest page -> wrapped -> first frame",
             "-",
         ),
-        ("page up through it", f"{per_page:.1f} ms/page", f"{pages} pages", "-"),
+        (
+            "page up through it (older pages loading)",
+            f"{per_page:.1f} ms/page",
+            f"{pages} pages",
+            "-",
+        ),
         ("idle CPU on the main screen", f"{cpu:.2f} %", f"over {args.idle_seconds:.0f} s", "< 2 %"),
     ]
     lines = ["| measure | result | detail | target |", "|---|---|---|---|"]
