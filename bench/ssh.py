@@ -4,7 +4,7 @@ Run by hand from the repository root (needs the OpenSSH client, pyte from
 the dev extras; WeeChat for the comparison: ``apt-get install weechat``)::
 
     python3 bench/ssh.py sessions [--n 50] [--hold 20]
-    python3 bench/ssh.py bytes [--keys 30] [--messages 20]
+    python3 bench/ssh.py bytes [--keys 30] [--messages 20] [--before DIR]
 
 * **sessions**: one ``qpc serve-ssh`` (embedded node), ``--n`` real ``ssh
   -tt`` clients, each with its own key, each on its own PTY at 80x24; waits
@@ -44,6 +44,7 @@ import pyte
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.ssh import helpers  # noqa: E402
 from tests.ssh.helpers import SSH_OPTS, keygen, server_env, start_server  # noqa: E402
 
 
@@ -204,13 +205,24 @@ def _per_keystroke(term: Term, keys: int) -> list[int]:
 
 
 def bench_qpc_bytes(
-    keys: int, messages: int, *, damage: bool = True
+    keys: int, messages: int, *, damage: bool = True, root: Path | None = None
 ) -> tuple[list[int], list[int]]:
     """qpc over ssh: alice in a channel with bob; bob (CLI) sends.
 
     ``damage=False`` turns the TUI's damage tracking off (``tui/damage.py``):
-    Textual's own output, the baseline.
+    Textual's own output, the baseline. ``root`` runs the server and the
+    CLI from another checkout (``--before``).
     """
+    saved = helpers.ROOT
+    if root is not None:
+        helpers.ROOT = str(root)
+    try:
+        return _qpc_bytes(keys, messages, damage=damage)
+    finally:
+        helpers.ROOT = saved
+
+
+def _qpc_bytes(keys: int, messages: int, *, damage: bool) -> tuple[list[int], list[int]]:
     with tempfile.TemporaryDirectory(prefix="qpc-bench-ssh-") as tmp:
         base = Path(tmp)
         state = base / "state"
@@ -292,23 +304,22 @@ def bench_weechat_bytes(keys: int, messages: int) -> tuple[list[int], list[int]]
     return typed, incoming
 
 
-def bench_bytes(keys: int, messages: int) -> None:
-    """The comparison table."""
-    f_keys, f_msgs = bench_qpc_bytes(keys, messages, damage=False)
-    q_keys, q_msgs = bench_qpc_bytes(keys, messages)
+def bench_bytes(keys: int, messages: int, before: Path | None) -> None:
+    """The comparison table; ``before``: another checkout's damage tracking beside this one's."""
+    columns = [("qpc, Textual's full output", bench_qpc_bytes(keys, messages, damage=False))]
+    if before is not None:
+        label = f"qpc, damage tracking at {before.name}"
+        columns.append((label, bench_qpc_bytes(keys, messages, root=before)))
+    columns.append(("qpc, damage tracking", bench_qpc_bytes(keys, messages)))
     w_keys, w_msgs = bench_weechat_bytes(keys, messages)
     med = statistics.median
-    print(
-        "| bytes to the terminal (80x24, xterm-256color) | qpc, Textual's full output "
-        "| qpc, damage tracking | WeeChat 3.8 | qpc / WeeChat |"
-    )
-    print("|---|---|---|---|---|")
-    for label, f, q, w in (
-        ("per keystroke", f_keys, q_keys, w_keys),
-        ("per incoming message", f_msgs, q_msgs, w_msgs),
-    ):
-        cells = f"{med(f):.0f} ({max(f)}) | {med(q):.0f} ({max(q)}) | {med(w):.0f} ({max(w)})"
-        print(f"| {label}, median (max) | {cells} | {med(q) / med(w):.1f}x |")
+    heads = " | ".join(label for label, _ in columns)
+    print(f"| bytes to the terminal (80x24, xterm-256color) | {heads} | WeeChat | qpc / WeeChat |")
+    print("|---" * (len(columns) + 3) + "|")
+    for i, (label, w) in enumerate((("per keystroke", w_keys), ("per incoming message", w_msgs))):
+        cells = " | ".join(f"{med(c[i]):.0f} ({max(c[i])})" for _, c in columns)
+        ratio = med(columns[-1][1][i]) / med(w)
+        print(f"| {label}, median (max) | {cells} | {med(w):.0f} ({max(w)}) | {ratio:.1f}x |")
     print(f"({keys} keystrokes, {messages} messages each)")
 
 
@@ -322,11 +333,16 @@ def main() -> None:
     b = sub.add_parser("bytes")
     b.add_argument("--keys", type=int, default=30)
     b.add_argument("--messages", type=int, default=20)
+    b.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout (e.g. `git archive main | tar -x -C DIR`) measured beside this one",
+    )
     opts = parser.parse_args()
     if opts.what == "sessions":
         bench_sessions(opts.n, opts.hold)
     else:
-        bench_bytes(opts.keys, opts.messages)
+        bench_bytes(opts.keys, opts.messages, opts.before)
 
 
 if __name__ == "__main__":

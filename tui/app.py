@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.console import RenderableType
-from rich.control import Control
 from textual import on, work
 from textual._compositor import ChopsUpdate, LayoutUpdate
 from textual.binding import Binding, BindingType
 from textual.driver import Driver
+from textual.geometry import Offset
 from textual.screen import Screen
 
 from proto import files
@@ -92,26 +92,32 @@ class QpcApp(ChatApp):
         Textual's own path.
         """
         damage, driver = self._damage, self._driver
-        if (
-            damage is None
-            or driver is None
-            or driver.is_inline
-            or self.is_headless
-            or not self._running
-            or self._closed
-            or self._batch_count
-            or not isinstance(renderable, LayoutUpdate | ChopsUpdate)
-        ):
+        writes = (
+            renderable is not None
+            and driver is not None
+            and not self.is_headless
+            and self._running
+            and not self._closed
+            and not self._batch_count
+        )
+        if damage is None or driver is None or not writes:
+            super()._display(screen, renderable)
+            return
+        if driver.is_inline or not isinstance(renderable, LayoutUpdate | ChopsUpdate):
+            # Textual's own output: it assumes the default pen and moves the
+            # cursor; what it draws is not in the shadow.
+            driver.write(damage.release())
+            damage.reset()
             super()._display(screen, renderable)
             return
         try:
             self._begin_update()
             try:
-                cursor = self.screen.outer_size.clamp_offset(self.cursor_position)
+                damage.attribute_off = self.terminal.sgr_attribute_off
+                x, y = self.screen.outer_size.clamp_offset(self.cursor_position)
                 size = (self.size.width, self.size.height)
-                data = damage.render(renderable, self.console, size)
-                data += Control.move_to(*cursor).segment.text
-                self._previous_cursor_position = cursor
+                data = damage.render(renderable, self.console, size, cursor=(x, y))
+                self._previous_cursor_position = Offset(x, y)
                 driver.write(data)
             except Exception as error:  # as Textual's own _display
                 self._handle_exception(error)
@@ -121,9 +127,17 @@ class QpcApp(ChatApp):
         finally:
             self.post_display_hook()
 
+    async def _shutdown(self) -> None:
+        """Textual's shutdown, with the terminal's pen reset for the shell."""
+        if self._damage is not None and self._driver is not None:
+            self._driver.write(self._damage.release())
+        await super()._shutdown()
+
     @contextlib.contextmanager
     def suspend(self) -> Iterator[None]:
         """Textual's suspend; the terminal is redrawn in full afterwards."""
+        if self._damage is not None and self._driver is not None:
+            self._driver.write(self._damage.release())
         with super().suspend():
             yield
         if self._damage is not None:

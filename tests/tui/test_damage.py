@@ -46,16 +46,21 @@ def _line(rng: random.Random, width: int, text: str = TEXT) -> Strip:
     return Strip(segments, width)
 
 
-def _screen(screen: pyte.Screen) -> list[list[tuple[str, str, str, bool, bool, bool]]]:
+Shown = tuple[str, str | None, str, bool | None, bool, bool]
+
+
+def _screen(screen: pyte.Screen) -> list[list[Shown]]:
+    """What a person sees in every cell: a blank's foreground and boldness do not show."""
     rows = []
     for y in range(screen.lines):
         row = screen.buffer[y]
-        rows.append(
-            [
-                (c.data, c.fg, c.bg, c.bold, c.underscore, c.reverse)
-                for c in (row[x] for x in range(screen.columns))
-            ]
-        )
+        cells: list[Shown] = []
+        for c in (row[x] for x in range(screen.columns)):
+            if c.data == " " and not c.reverse:
+                cells.append((c.data, None, c.bg, None, c.underscore, c.reverse))
+            else:
+                cells.append((c.data, c.fg, c.bg, c.bold, c.underscore, c.reverse))
+        rows.append(cells)
     return rows
 
 
