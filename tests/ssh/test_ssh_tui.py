@@ -251,8 +251,8 @@ def _shown(pane: Pane) -> tuple[list[list[Shown]], tuple[int, int]]:
             else:
                 cells.append((c.data, c.fg, c.bg, c.bold, c.underscore, c.reverse))
         rows.append(cells)
-    x, y = where.strip().split(",")
-    return rows, (int(x), int(y))
+    cx, cy = where.strip().split(",")
+    return rows, (int(cx), int(cy))
 
 
 def _same_screen(full: Pane, tracked: Pane, after: str, timeout: float = 20.0) -> None:

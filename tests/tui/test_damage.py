@@ -66,6 +66,7 @@ def _screen(screen: pyte.Screen) -> list[list[Shown]]:
         row = screen.buffer[y]
         cells: list[Shown] = []
         for c in (row[x] for x in range(screen.columns)):
+            shown: Shown
             if c.data == " " and not c.reverse:
                 shown = (c.data, None, c.bg, None, None, c.underscore, c.strikethrough, c.reverse)
             else:
@@ -204,7 +205,7 @@ def test_a_keystroke_in_the_composer_is_a_few_bytes() -> None:
         line = _row(55, (typed[:k], text_style), (" ", cursor_style), ("", text_style))
         update = LayoutUpdate([[line]], Region(25, 20, 55, 1))
         if k == 0:  # the first frame: the whole screen
-            rows = [[_row(80, ("", log_style))] for _ in range(24)]
+            rows: list[Iterable[Strip]] = [[_row(80, ("", log_style))] for _ in range(24)]
             update = LayoutUpdate(rows, Region(0, 0, 80, 24))
             full.feed(update.render_segments(console))
             tracked.feed(tracker.render(update, console, (80, 24)))
