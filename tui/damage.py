@@ -83,6 +83,8 @@ _OFF = {
 """SGR code that turns an attribute off (22 turns off both bold and dim)."""
 _SEEN_ON_BLANK = frozenset({"4", "21", "7", "9", "53", "51", "52"})
 """Attributes that show on a blank cell (besides its background; reversed, its foreground)."""
+_SEEN_REVERSED = _SEEN_ON_BLANK | {"1", "2"}
+"""... and on a reversed one, whose colour bold or dim may change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,34 +384,82 @@ def _sgr(params: list[str]) -> str:
 def _pen_change(current: Pen | None, target: Pen, *, blank: bool, off: bool) -> tuple[str, Pen]:
     """The shortest SGR sequence from ``current`` (None: unknown) to a pen that draws ``target``.
 
-    For a blank run (spaces, not reversed) only the background and the
-    attributes seen on a blank must match.
+    For a blank run (spaces, not reversed) only the colour of the cell and
+    the attributes seen on a blank must match: its background, or reversed,
+    the same colour as foreground (a block cursor drawn in the text's colour
+    is then SGR 7 away from the text's pen).
     """
-    wanted = target.attrs & _SEEN_ON_BLANK if blank else target.attrs
+    if not blank:
+        return _change_to(current, target, fg_free=False, bg_free=False, off=off)
+    wanted = target.attrs & _SEEN_ON_BLANK
+    best = _change_to(
+        current, Pen(attrs=wanted, bg=target.bg), fg_free=True, bg_free=False, off=off
+    )
+    if target.bg is not None and "7" not in wanted:
+        fg = _as_foreground(target.bg)
+        if fg is not None:
+            reversed_pen = Pen(attrs=wanted | {"7"}, fg=fg)
+            # Bold or dim would change that colour on some terminals: off too.
+            other = _change_to(
+                current, reversed_pen, fg_free=False, bg_free=True, off=off, seen=_SEEN_REVERSED
+            )
+            if len(other[0]) < len(best[0]):
+                best = other
+    return best
+
+
+def _as_foreground(bg: str) -> str | None:
+    """The foreground SGR code of background colour ``bg`` (``48;5;235`` -> ``38;5;235``)."""
+    if bg.startswith("48;"):
+        return "38;" + bg[3:]
+    if len(bg) == 2 and bg.startswith("4"):
+        return "3" + bg[1]
+    if len(bg) == 3 and bg.startswith("10"):
+        return "9" + bg[2]
+    return None
+
+
+def _change_to(
+    current: Pen | None,
+    target: Pen,
+    *,
+    fg_free: bool,
+    bg_free: bool,
+    off: bool,
+    seen: frozenset[str] = _SEEN_ON_BLANK,
+) -> tuple[str, Pen]:
+    """SGR from ``current`` to ``target``'s attributes and its colours that are not free.
+
+    With a free colour (a blank), only the attributes in ``seen`` count.
+    """
     # From a reset: everything wanted.
-    reset_params = ["0", *sorted(wanted, key=int)]
-    if target.fg is not None and not blank:
+    reset_params = ["0", *sorted(target.attrs, key=int)]
+    if target.fg is not None and not fg_free:
         reset_params.append(target.fg)
-    if target.bg is not None:
+    if target.bg is not None and not bg_free:
         reset_params.append(target.bg)
-    after_reset = Pen(attrs=wanted, fg=None if blank else target.fg, bg=target.bg)
+    after_reset = Pen(
+        attrs=target.attrs,
+        fg=None if fg_free else target.fg,
+        bg=None if bg_free else target.bg,
+    )
     best = (_sgr(reset_params), after_reset)
     if current is None:
         return best
     # The difference from the current pen.
-    relevant = current.attrs & _SEEN_ON_BLANK if blank else current.attrs
-    remove = relevant - wanted
+    relevant = current.attrs & seen if fg_free or bg_free else current.attrs
+    remove = relevant - target.attrs
     if remove and (not off or any(a not in _OFF for a in remove)):
         return best
     offs = {_OFF[a] for a in remove}
     cleared = {a for a in current.attrs if _OFF.get(a) in offs}
-    add = (wanted - current.attrs) | (wanted & cleared)
+    add = (target.attrs - current.attrs) | (target.attrs & cleared)
     params = sorted(offs, key=int) + sorted(add, key=int)
     fg, bg = current.fg, current.bg
-    if not blank and current.fg != target.fg:
+    if not fg_free and current.fg != target.fg:
         fg = target.fg
         params.append(target.fg or "39")
-    if current.bg != target.bg:
+    if not bg_free and current.bg != target.bg:
         bg = target.bg
         params.append(target.bg or "49")
     diff = (_sgr(params), Pen(attrs=(current.attrs - cleared) | add, fg=fg, bg=bg))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.tmux import Pane, have_tmux
+from tests.e2e.tmux import Pane, Shown, have_tmux, visible_cells
 from tests.ssh.helpers import ROOT, SSH_OPTS, SshServer, have_ssh, keygen, server_env, start_server
 
 pytestmark = [
@@ -228,29 +228,15 @@ def test_idle_timeout_and_per_key_limit(tmp_path: Path, panes: list[Pane]) -> No
         srv.stop()
 
 
-Shown = tuple[str, str | None, str, bool | None, bool, bool]
-
-
 def _shown(pane: Pane) -> tuple[list[list[Shown]], tuple[int, int]]:
-    """What tmux shows (cells with colours, via pyte) and where its cursor is.
-
-    A blank's foreground and boldness do not show, so they are not compared.
-    """
+    """What tmux shows (cells as a person sees them, via pyte) and where its cursor is."""
     import pyte
 
     text = Pane._tmux("capture-pane", "-p", "-e", "-N", "-t", pane.name)
     where = Pane._tmux("display-message", "-p", "-t", pane.name, "#{cursor_x},#{cursor_y}")
     screen = pyte.Screen(80, 24)
     pyte.Stream(screen).feed(text.rstrip("\n").replace("\n", "\r\n"))
-    rows = []
-    for y in range(24):
-        cells: list[Shown] = []
-        for c in (screen.buffer[y][x] for x in range(80)):
-            if c.data == " " and not c.reverse:
-                cells.append((c.data, None, c.bg, None, c.underscore, c.reverse))
-            else:
-                cells.append((c.data, c.fg, c.bg, c.bold, c.underscore, c.reverse))
-        rows.append(cells)
+    rows = visible_cells(screen)
     cx, cy = where.strip().split(",")
     return rows, (int(cx), int(cy))
 

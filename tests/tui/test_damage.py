@@ -24,6 +24,7 @@ from textual._compositor import LayoutUpdate
 from textual.geometry import Region
 from textual.strip import Strip
 
+from tests.e2e.tmux import Shown, visible_cells
 from tui.damage import DamageTracker, Pen, _pen_change, move
 
 _OFF_CODES = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:2[2-9]|5[45])(?:;[0-9;]*)?m")
@@ -56,33 +57,8 @@ def _line(rng: random.Random, width: int, text: str = TEXT) -> Strip:
     return Strip(segments, width)
 
 
-Shown = tuple[str, str | None, str, bool | None, bool | None, bool, bool, bool]
-
-
 def _screen(screen: pyte.Screen) -> list[list[Shown]]:
-    """What a person sees in every cell: a blank's foreground and boldness do not show."""
-    rows = []
-    for y in range(screen.lines):
-        row = screen.buffer[y]
-        cells: list[Shown] = []
-        for c in (row[x] for x in range(screen.columns)):
-            shown: Shown
-            if c.data == " " and not c.reverse:
-                shown = (c.data, None, c.bg, None, None, c.underscore, c.strikethrough, c.reverse)
-            else:
-                shown = (
-                    c.data,
-                    c.fg,
-                    c.bg,
-                    c.bold,
-                    c.italics,
-                    c.underscore,
-                    c.strikethrough,
-                    c.reverse,
-                )
-            cells.append(shown)
-        rows.append(cells)
-    return rows
+    return visible_cells(screen)
 
 
 @pytest.mark.parametrize(
@@ -187,7 +163,7 @@ def _row(width: int, *parts: tuple[str, Style]) -> Strip:
 
 
 def test_a_keystroke_in_the_composer_is_a_few_bytes() -> None:
-    """Typed character + the composer's drawn cursor: ~16 B (WeeChat writes 7).
+    """Typed character + the composer's drawn cursor: ~10 B (WeeChat writes 7).
 
     Textual repaints the composer's line; reset + full colour pair per run and
     absolute moves made it 66 B over ssh.
@@ -216,8 +192,9 @@ def test_a_keystroke_in_the_composer_is_a_few_bytes() -> None:
         tracked.feed(b)
         assert _screen(tracked_screen) == _screen(full_screen), f"keystroke {k}"
         sizes.append(len(b.encode()))
-    # The first one also sets the text's foreground; then 14 and 18 B in turn.
-    assert max(sizes[2:]) <= 20 and statistics.median(sizes[1:]) <= 18, sizes
+    # The first one also sets the text's foreground; then 7 and 12 B in turn
+    # (the cursor cell is the text's colour reversed: SGR 7 / 27).
+    assert max(sizes[2:]) <= 12 and statistics.median(sizes[1:]) <= 12, sizes
     # An incoming message: time, nick and text on a log row, cursor back in the composer.
     line = _row(
         56,
@@ -252,6 +229,9 @@ def test_a_keystroke_in_the_composer_is_a_few_bytes() -> None:
         (Pen(fg="31", bg="42"), Pen(fg="33", bg="42"), False, True, "\x1b[33m"),
         (Pen(fg="31", bg="42"), Pen(fg="33", bg="42"), True, True, ""),  # a blank's fg
         (Pen(attrs=frozenset({"7"}), bg="42"), Pen(bg="42"), True, True, "\x1b[27m"),
+        # A blank in the pen's foreground colour: reversed.
+        (Pen(fg="38;5;253", bg="48;5;235"), Pen(bg="48;5;253"), True, True, "\x1b[7m"),
+        (Pen(attrs=frozenset({"1"}), fg="31", bg="42"), Pen(bg="41"), True, True, "\x1b[41m"),
         (Pen(fg="38;5;253", bg="48;5;235"), Pen(), False, True, "\x1b[0m"),
         (None, Pen(fg="31"), False, True, "\x1b[0;31m"),
         (Pen(fg="31"), Pen(fg="31"), False, True, ""),
@@ -262,7 +242,11 @@ def test_pen_changes_only_what_differs(
 ) -> None:
     sgr, after = _pen_change(current, target, blank=blank, off=off)
     assert sgr == expected
-    assert after.bg == target.bg
+    if blank and "7" in after.attrs - target.attrs:  # reversed: the colour is the foreground
+        assert after.fg == (target.bg or "").replace("48;", "38;")
+        assert not after.attrs & {"1", "2"}
+    else:
+        assert after.bg == target.bg
     assert blank or (after.fg, after.attrs) == (target.fg, target.attrs)
 
 
