@@ -257,7 +257,7 @@ def _same_screen(full: Pane, tracked: Pane, after: str, timeout: float = 20.0) -
     raise AssertionError(f"after {after}: (x, y, Textual's, tracked) {diff[:10]}, {cursors}")
 
 
-@pytest.mark.parametrize("term", ["xterm-256color", "vt100"])
+@pytest.mark.parametrize("term", ["xterm-256color", "linux", "vt100"])
 def test_damage_tracking_draws_what_textual_draws_in_tmux(
     tmp_path: Path, panes: list[Pane], term: str
 ) -> None:
