@@ -106,7 +106,7 @@ class QpcApp(ChatApp):
         if driver.is_inline or not isinstance(renderable, LayoutUpdate | ChopsUpdate):
             # Textual's own output: it assumes the default pen and moves the
             # cursor; what it draws is not in the shadow.
-            driver.write(damage.release())
+            self._release_pen()
             damage.reset()
             super()._display(screen, renderable)
             return
@@ -127,17 +127,26 @@ class QpcApp(ChatApp):
         finally:
             self.post_display_hook()
 
+    def _release_pen(self) -> None:
+        """Reset the terminal's pen if the damage tracker left it set (unless hung up)."""
+        if self._damage is None or self._driver is None or self.hung_up:
+            return
+        if reset := self._damage.release():
+            self._driver.write(reset)
+
     async def _shutdown(self) -> None:
-        """Textual's shutdown, with the terminal's pen reset for the shell."""
-        if self._damage is not None and self._driver is not None:
-            self._driver.write(self._damage.release())
+        """Textual's shutdown, with the terminal's pen reset for the shell.
+
+        Not after a hang-up: nobody reads the terminal, and Textual's output
+        queue, which no longer drains, would block the exit.
+        """
+        self._release_pen()
         await super()._shutdown()
 
     @contextlib.contextmanager
     def suspend(self) -> Iterator[None]:
         """Textual's suspend; the terminal is redrawn in full afterwards."""
-        if self._damage is not None and self._driver is not None:
-            self._driver.write(self._damage.release())
+        self._release_pen()
         with super().suspend():
             yield
         if self._damage is not None:
