@@ -5,6 +5,7 @@ the dev extras; WeeChat for the comparison: ``apt-get install weechat``)::
 
     python3 bench/ssh.py sessions [--n 50] [--hold 20]
     python3 bench/ssh.py bytes [--keys 30] [--messages 20] [--before DIR]
+    python3 bench/ssh.py render [--before DIR]
 
 * **sessions**: one ``qpc serve-ssh`` (embedded node), ``--n`` real ``ssh
   -tt`` clients, each with its own key, each on its own PTY at 80x24; waits
@@ -21,6 +22,9 @@ the dev extras; WeeChat for the comparison: ``apt-get install weechat``)::
   line would be); SSH
   adds the same framing per packet to both. Both at 80x24,
   ``TERM=xterm-256color``.
+* **render**: CPU the damage tracker (``tui/damage.py``) spends per frame:
+  a worst-case full frame (a style change at every cell) and a one-row
+  frame (a keystroke), beside another checkout's with ``--before``.
 """
 
 from __future__ import annotations
@@ -323,6 +327,63 @@ def bench_bytes(keys: int, messages: int, before: Path | None) -> None:
     print(f"({keys} keystrokes, {messages} messages each)")
 
 
+def bench_render(before: Path | None, frames: int = 20) -> None:
+    """CPU of the damage tracker per frame: a worst-case full frame and a one-row frame."""
+    import importlib.util
+    import random
+
+    from rich.console import Console
+    from rich.segment import Segment
+    from rich.style import Style
+    from textual._compositor import LayoutUpdate
+    from textual.geometry import Region
+    from textual.strip import Strip
+
+    trees = [("this checkout", ROOT)] + ([(before.name, before)] if before else [])
+    styles = [
+        Style(color=f"color({n})", bgcolor=f"color({n + 8})", bold=n % 2 == 0) for n in range(8)
+    ]
+    rng = random.Random(1)
+    # Worst case: a different style at every cell of an 80x24 screen.
+    full = [
+        LayoutUpdate(
+            [
+                [Strip([Segment(rng.choice("abc "), rng.choice(styles)) for _ in range(80)], 80)]
+                for _ in range(24)
+            ],
+            Region(0, 0, 80, 24),
+        )
+        for _ in range(frames)
+    ]
+    print("| damage tracker CPU per frame (80x24) | worst-case full frame | one-row frame |")
+    print("|---|---|---|")
+    for label, tree in trees:
+        spec = importlib.util.spec_from_file_location(f"damage_{label}", tree / "tui/damage.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        console = Console(color_system="256", width=80, height=24, force_terminal=True)
+        tracker = module.DamageTracker()
+        t0 = time.perf_counter()
+        for update in full:
+            tracker.render(update, console, (80, 24))
+        full_ms = (time.perf_counter() - t0) / frames * 1000
+        t0 = time.perf_counter()
+        for k in range(200):
+            row = Strip(
+                [
+                    Segment("x" * (k % 50), styles[0]),
+                    Segment(" ", styles[1]),
+                    Segment(" " * (79 - k % 50), styles[0]),
+                ],
+                80,
+            )
+            tracker.render(LayoutUpdate([[row]], Region(0, 20, 80, 1)), console, (80, 24))
+        row_ms = (time.perf_counter() - t0) / 200 * 1000
+        print(f"| {label} | {full_ms:.1f} ms | {row_ms:.3f} ms |")
+
+
 def main() -> None:
     """Parse and run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -338,9 +399,13 @@ def main() -> None:
         type=Path,
         help="another checkout (e.g. `git archive main | tar -x -C DIR`) measured beside this one",
     )
+    r = sub.add_parser("render")
+    r.add_argument("--before", type=Path, help="another checkout measured beside this one")
     opts = parser.parse_args()
     if opts.what == "sessions":
         bench_sessions(opts.n, opts.hold)
+    elif opts.what == "render":
+        bench_render(opts.before)
     else:
         bench_bytes(opts.keys, opts.messages, opts.before)
 

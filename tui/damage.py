@@ -44,7 +44,7 @@ rewrite the whole character.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from rich.cells import cell_len
 from rich.color import ColorSystem
@@ -87,8 +87,7 @@ _SEEN_REVERSED = _SEEN_ON_BLANK | {"1", "2"}
 """... and on a reversed one, whose colour bold or dim may change."""
 
 
-@dataclass(frozen=True, slots=True)
-class Pen:
+class Pen(NamedTuple):
     """The SGR state of the terminal: set attributes and colours as SGR codes."""
 
     attrs: frozenset[str] = frozenset()
@@ -100,8 +99,7 @@ class Pen:
 _DEFAULT = Pen()
 
 
-@dataclass(frozen=True, slots=True)
-class _Run:
+class _Run(NamedTuple):
     """Cells of one row in one style, to be written together."""
 
     x: int
@@ -306,34 +304,37 @@ class DamageTracker:
     def _write(self, runs: list[_Run], color_system: ColorSystem) -> str:
         """The runs as moves, pen changes and text, cheapest next run first."""
         out: list[str] = []
+        if len(runs) > _REORDER_LIMIT:
+            for run in runs:
+                self._emit(run, color_system, out)
+            return "".join(out)
         pending = runs
-        reorder = len(runs) <= _REORDER_LIMIT
         while pending:
-            if reorder:
-                best_i, best_cost = 0, -1
-                for i, run in enumerate(pending):
-                    cost = len(move(self._cursor, run.x, run.y))
-                    cost += len(self._change(run, color_system)[0])
-                    if best_cost < 0 or cost < best_cost:
-                        best_i, best_cost = i, cost
-                        if cost == 0:
-                            break
-                run = pending.pop(best_i)
-            else:
-                run, pending = pending[0], pending[1:]
-            out.append(move(self._cursor, run.x, run.y))
-            if run.style is not None and run.style.link:
-                # A hyperlink: Textual's own form (OSC 8 around a full SGR and a reset).
-                out.append(self.release())
-                out.append(Strip.render_style(run.style, run.text, color_system=color_system))
-            else:
-                sgr, self._pen = self._change(run, color_system)
-                out.append(sgr)
-                out.append(run.text)
-            end = run.x + run.width
-            # At the last column the cursor waits to wrap: where it is is not portable.
-            self._cursor = (end, run.y) if end < self._width else None
+            best_i, best_cost = 0, -1
+            for i, run in enumerate(pending):
+                cost = len(move(self._cursor, run.x, run.y))
+                cost += len(self._change(run, color_system)[0])
+                if best_cost < 0 or cost < best_cost:
+                    best_i, best_cost = i, cost
+                    if cost == 0:
+                        break
+            self._emit(pending.pop(best_i), color_system, out)
         return "".join(out)
+
+    def _emit(self, run: _Run, color_system: ColorSystem, out: list[str]) -> None:
+        """Move to ``run``, change the pen for it and write it."""
+        out.append(move(self._cursor, run.x, run.y))
+        if run.style is not None and run.style.link:
+            # A hyperlink: Textual's own form (OSC 8 around a full SGR and a reset).
+            out.append(self.release())
+            out.append(Strip.render_style(run.style, run.text, color_system=color_system))
+        else:
+            sgr, self._pen = self._change(run, color_system)
+            out.append(sgr)
+            out.append(run.text)
+        end = run.x + run.width
+        # At the last column the cursor waits to wrap: where it is is not portable.
+        self._cursor = (end, run.y) if end < self._width else None
 
     def _pen_of(self, style: Style | None, color_system: ColorSystem) -> Pen:
         key = (style, color_system)
