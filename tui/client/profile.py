@@ -959,8 +959,14 @@ class Profile:
                 return
             self._tail_ready = True
         if local_id - self.search_segments_through >= SEGMENT_ROWS:
-            while self._ix_seal(conn):
-                pass
+            try:
+                while self._ix_seal(conn):
+                    pass
+            except (DecryptionFailed, ProfileError):
+                # A damaged history record: the write itself must not fail. The
+                # search that meets the record reports it; stop sealing here.
+                _log.warning("search index: a stored message is damaged; not sealing")
+                self._tail_ready = False
 
     def _ix_set_text(self, conn: sqlite3.Connection, local_id: int, text: str) -> None:
         """Writer op: the row's text is now ``text`` (an edit; empty: deleted).
