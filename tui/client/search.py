@@ -91,17 +91,21 @@ def decode_segment(data: bytes) -> tuple[list[int], list[bytes], list[str]]:
         magic, n, n_tags = _HEAD.unpack_from(data)
         if magic != _MAGIC:
             raise SegmentDamaged("not a search segment")
+        view = memoryview(data)
         pos = _HEAD.size
         table = []
         for _ in range(n_tags):
             size = data[pos]
-            table.append(bytes(data[pos + 1 : pos + 1 + size]))
+            table.append(bytes(view[pos + 1 : pos + 1 + size]))
             pos += 1 + size
-        ids = _le(array("q", data[pos : pos + 8 * n]))
+        ids, idx = array("q"), array("H")
+        ids.frombytes(view[pos : pos + 8 * n])
+        _le(ids)
         pos += 8 * n
-        idx = _le(array("H", data[pos : pos + 2 * n]))
+        idx.frombytes(view[pos : pos + 2 * n])
+        _le(idx)
         pos += 2 * n
-        texts = data[pos:].decode().split("\n") if n else []
+        texts = str(view[pos:], "utf-8").split("\n") if n else []
         if len(ids) != n or len(idx) != n or len(texts) != n:
             raise SegmentDamaged("segment lengths disagree")
         tags = [table[i] for i in idx]
