@@ -262,13 +262,17 @@ async def run(n: int, n_channels: int, runs: int, cold_runs: int) -> None:
     for label, med, worst, hits in rows:
         print(f"| indexed: {label} | {med * 1000:.1f} ms | {worst * 1000:.1f} ms | {hits} |")
     print(f"| catch-up after 100 new messages | {catch_up_s * 1000:.1f} ms | | |")
-    print(f"| damaged segment: first search rebuilds | {rebuild_s * 1000:.0f} ms | | {len(healed)} |")
+    print(
+        f"| damaged segment: first search rebuilds | {rebuild_s * 1000:.0f} ms | | {len(healed)} |"
+    )
     print(f"| first search of a process after the rebuild | {cold_after * 1000:.1f} ms | | |")
     print()
     print("| cost | in-memory only | persistent segments |")
     print("|---|---|---|")
     print(f"| store a message (group commit, {n:,}) | {per_base:.1f} µs | {per_seg:.1f} µs |")
-    print(f"| delete a message (median of 20) | {del_base * 1000:.1f} ms | {del_seg * 1000:.1f} ms |")
+    print(
+        f"| delete a message (median of 20) | {del_base * 1000:.1f} ms | {del_seg * 1000:.1f} ms |"
+    )
     print(
         f"| on disk | {rec_bytes / 2**20:.1f} MiB records | "
         f"+{seg_bytes / 2**20:.1f} MiB in {n_segs} segments |"

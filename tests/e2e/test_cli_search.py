@@ -75,7 +75,9 @@ async def test_search_reads_sealed_segments_and_a_delete_leaves_them(cli: Cli) -
             )
         assert p.search_segments_through >= SEGMENT_ROWS
     with sqlite3.connect(path / CLIENT_DB) as db:
-        old_segments = [bytes(b) for (b,) in db.execute("SELECT blob FROM search_segments ORDER BY first_id")]
+        old_segments = [
+            bytes(b) for (b,) in db.execute("SELECT blob FROM search_segments ORDER BY first_id")
+        ]
     hits = await cli.ok("bob", "search", "walrus")
     assert [m["text"] for m in hits] == ["walrus phase two", "the Walrus plan, phase one"]
 

@@ -95,14 +95,20 @@ async def test_writes_seal_segments_and_a_new_process_decrypts_only_the_tail(
     async with await Profile.create(tmp_path, PASS, kdf=FAST_TEST_PARAMS) as p:
         await _fill(p, 1, n, special)
         assert p.search_segments_through == 3 * K
-    assert [(a, b) for a, b, _ in _segments(tmp_path)] == [(1, K), (K + 1, 2 * K), (2 * K + 1, 3 * K)]
+    assert [(a, b) for a, b, _ in _segments(tmp_path)] == [
+        (1, K),
+        (K + 1, 2 * K),
+        (2 * K + 1, 3 * K),
+    ]
     async with await Profile.open(tmp_path, PASS) as p:
         counter = _CountDecrypts(p, monkeypatch)
         found = await p.search_messages("zanzibar", [ONE, TWO])
         assert [m.text for m in found] == ["ZANZIBAR again", "the zanzibar photos", "Zanzibar trip"]
         assert counter.n == 10  # the unsealed tail only
         got = await p.search_messages("filler line 77", [ONE, TWO], limit=1000)
-        assert sorted(m.local_id for m in got) == [i for i in range(1, n + 1) if "77" in str(i) and i not in special]
+        assert sorted(m.local_id for m in got) == [
+            i for i in range(1, n + 1) if "77" in str(i) and i not in special
+        ]
 
 
 async def test_search_seals_the_tail_of_a_history_without_segments(
@@ -182,7 +188,9 @@ async def test_a_damaged_index_is_rebuilt_never_used(
         if damage == "flip":
             flipped = bytearray(blob)
             flipped[30] ^= 0x40
-            db.execute("UPDATE search_segments SET blob = ? WHERE first_id = ?", (bytes(flipped), first))
+            db.execute(
+                "UPDATE search_segments SET blob = ? WHERE first_id = ?", (bytes(flipped), first)
+            )
         elif damage == "gap":
             db.execute("DELETE FROM search_segments WHERE first_id = ?", (first,))
         elif damage == "garbage":  # authentic ciphertext of bytes that are not a segment
@@ -194,7 +202,9 @@ async def test_a_damaged_index_is_rebuilt_never_used(
             )
             db.execute("UPDATE search_segments SET blob = ? WHERE first_id = ?", (junk, first))
         else:  # another segment's (authentic) ciphertext copied over
-            db.execute("UPDATE search_segments SET blob = ? WHERE first_id = ?", (segs[2][2], first))
+            db.execute(
+                "UPDATE search_segments SET blob = ? WHERE first_id = ?", (segs[2][2], first)
+            )
     async with await Profile.open(tmp_path, PASS) as p:
         found = await p.search_messages("quokka", [ONE, TWO])
         assert [m.text for m in found] == ["quokka three", "quokka two", "quokka one"]
@@ -242,9 +252,13 @@ async def test_segments_hold_only_what_the_store_holds(tmp_path: Path) -> None:
 async def test_no_plaintext_on_disk_with_sealed_segments(tmp_path: Path) -> None:
     words = [b"quetzalcoatl", b"xylophone", b"marmalade"]
     async with await Profile.create(tmp_path, PASS, kdf=FAST_TEST_PARAMS) as p:
-        await _fill(p, 1, 2 * K + 7, {i: f"quetzalcoatl xylophone {i} marmalade" for i in range(1, 600)})
+        await _fill(
+            p, 1, 2 * K + 7, {i: f"quetzalcoatl xylophone {i} marmalade" for i in range(1, 600)}
+        )
         assert p.search_segments_through == 2 * K
-        assert len(await p.search_messages("xylophone marmalade", [ONE, TWO], limit=1000)) == 2 * K + 7
+        assert (
+            len(await p.search_messages("xylophone marmalade", [ONE, TWO], limit=1000)) == 2 * K + 7
+        )
         for f in tmp_path.rglob("*"):
             if f.is_file():
                 blob = f.read_bytes().lower()

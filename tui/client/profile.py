@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import contextlib
 import dataclasses
-import bisect
 import json
 import logging
 import os
@@ -886,9 +886,7 @@ class Profile:
             raise SegmentDamaged("segment ids outside its range")
         return ids, tags, texts
 
-    def _folded_rows(
-        self, rows: Sequence[sqlite3.Row]
-    ) -> tuple[list[int], list[bytes], list[str]]:
+    def _folded_rows(self, rows: Sequence[sqlite3.Row]) -> tuple[list[int], list[bytes], list[str]]:
         """Casefolded text of history rows ``(id, channel_tag, record)``: from the
         tail when the stored record is the one this process saw, else decrypted."""
         ids: list[int] = []
@@ -1003,8 +1001,7 @@ class Profile:
         except (DecryptionFailed, SegmentDamaged):
             _log.warning("search index segment %d-%d damaged; rebuilt", first_id, last_id)
             rows = conn.execute(
-                "SELECT id, channel_tag, record FROM messages WHERE id BETWEEN ? AND ? "
-                "ORDER BY id",
+                "SELECT id, channel_tag, record FROM messages WHERE id BETWEEN ? AND ? ORDER BY id",
                 (first_id, last_id),
             ).fetchall()
             ids, tags, texts = self._folded_rows(rows)
