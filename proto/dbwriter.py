@@ -1,0 +1,424 @@
+"""One batching SQLite writer, used by the node store and the client profile.
+
+A *unit* is a synchronous function of a raw :class:`sqlite3.Connection` that
+reads and writes the database and returns a value. Callers hand units to
+:meth:`BatchWriter.submit` (returns a future at once) or
+:meth:`BatchWriter.write` (awaits the result). The writer owns the one
+connection that writes the database and runs *group commit*: everything
+queued when it becomes free (up to :attr:`WriterConfig.max_batch` units) runs
+in one ``BEGIN IMMEDIATE`` … ``COMMIT``, so N concurrent units share one
+transaction and one fsync instead of queueing for N. The contract:
+
+* **Committed before answered.** A unit's future resolves only after the
+  transaction holding it committed.
+* **Order.** Units apply in the order they were queued.
+* **Isolation.** Each unit runs inside its own savepoint. A unit that raises
+  is rolled back alone and its caller gets the error; its batch neighbours
+  commit. Should the error abort the whole transaction (SQLite does so for
+  some I/O and memory errors) the batch is rolled back and its units retried
+  one transaction each, so a unit's effects outside the database must not
+  depend on it running once.
+* **Errors are typed.** What a unit raises reaches its caller unchanged,
+  except driver errors (``sqlite3.Error``, and ``OverflowError`` for an
+  integer SQLite cannot store), which become :class:`UnitFailed`. A commit
+  that fails gives every unit of the batch :class:`CommitFailed`; a closed
+  writer refuses with :class:`WriterClosed`; a full queue makes
+  :meth:`~BatchWriter.submit` raise :class:`WriterBusy`. All derive from
+  :class:`WriterError`; each user translates them into its own errors at its
+  module boundary.
+* **Durability per unit.** A *durable* unit (the default) commits with
+  ``synchronous=FULL`` (when so configured): the WAL is fsynced, the write
+  survives a power cut. A *crash-safe* unit (``durable=False``) needs only
+  ``NORMAL``: it survives the process being killed, not an OS crash, and
+  costs no fsync. A batch holding any durable unit commits FULL, and that
+  fsync also covers every crash-safe commit before it (same WAL file).
+* **Where commits run.** A batch that fsyncs runs on the writer's own
+  thread, in one hand-off, so the event loop keeps serving while the disk
+  syncs. A batch that does not fsync runs on the event loop
+  (:attr:`WriterConfig.inline_without_fsync`): its commit costs tens of
+  microseconds, less than the thread wake-ups of a hand-off. Batches never
+  overlap, so the connection is used by one thread at a time. SQLite's
+  automatic WAL checkpoint (which fsyncs inside a commit) is turned off; the
+  writer runs a passive checkpoint on its thread every
+  :attr:`WriterConfig.checkpoint_every` commits.
+* **Cancellation.** Once queued, a unit runs: cancelling the task awaiting
+  :meth:`~BatchWriter.write` does not withdraw it.
+* **Back-pressure.** At most :attr:`WriterConfig.max_pending` units wait.
+  :meth:`~BatchWriter.write` then waits for room before queueing;
+  :meth:`~BatchWriter.submit`, which must not wait, raises :class:`WriterBusy`.
+* **Shutdown.** :meth:`~BatchWriter.close` refuses new units, commits every
+  queued one, then closes the connection and the thread.
+
+Benchmark: ``bench/writer.py`` (figures in ``docs/perf/writer.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal, Protocol, TypeVar, cast
+
+__all__ = [
+    "BatchObserver",
+    "BatchWriter",
+    "CommitFailed",
+    "ManyUnit",
+    "UnitFailed",
+    "WriterBusy",
+    "WriterClosed",
+    "WriterConfig",
+    "WriterError",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Unit = Callable[[sqlite3.Connection], Any]
+Outcome = tuple[bool, Any]
+"""(True, value) or (False, exception), one per unit."""
+BatchObserver = Callable[[int, float], None]
+"""Called on the event loop with (units, seconds) after each commit."""
+
+_DRIVER_ERRORS = (sqlite3.Error, OverflowError)
+
+
+class WriterError(Exception):
+    """Base of the writer's own errors."""
+
+
+class WriterClosed(WriterError):
+    """The writer is closed (or closing): the unit was not queued, or never ran."""
+
+
+class WriterBusy(WriterError):
+    """:meth:`BatchWriter.submit` found :attr:`WriterConfig.max_pending` units waiting."""
+
+
+class UnitFailed(WriterError):
+    """The database refused this unit; it was rolled back alone (cause chained)."""
+
+
+class CommitFailed(WriterError):
+    """The batch's transaction could not commit; nothing of this unit was stored."""
+
+
+class OpenFailed(WriterError):
+    """The writer's connection could not be opened (cause chained)."""
+
+
+class ManyUnit(Protocol):
+    """A unit type that can run a consecutive run of its instances in fewer
+    statements than one by one (the node's ``EnqueueOp``)."""
+
+    def __call__(self, db: sqlite3.Connection) -> Any: ...
+
+    @staticmethod
+    def run_many(db: sqlite3.Connection, units: Sequence[Any]) -> list[Outcome]:
+        """The outcomes running ``units`` one after another would give."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WriterConfig:
+    """How a :class:`BatchWriter` commits (see the module docstring)."""
+
+    max_batch: int = 256
+    """Most units in one transaction."""
+    max_pending: int = 65_536
+    """Most units waiting to run (back-pressure beyond)."""
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    """``FULL``: durable units fsync; ``NORMAL``: nothing ever fsyncs at commit."""
+    checkpoint_every: int = 256
+    """Commits between passive WAL checkpoints (on the writer thread)."""
+    inline_without_fsync: bool = True
+    """Run batches that do not fsync on the event loop instead of the thread."""
+    run_many: bool = True
+    """Give runs of one :class:`ManyUnit` type to its ``run_many``."""
+    thread_name: str = "qpc-dbwriter"
+
+    def __post_init__(self) -> None:
+        """Reject nonsense at construction."""
+        if self.max_batch < 1 or self.max_pending < 1 or self.checkpoint_every < 1:
+            raise ValueError("max_batch, max_pending and checkpoint_every must be positive")
+        if self.synchronous not in ("FULL", "NORMAL"):
+            raise ValueError("synchronous must be FULL or NORMAL")
+
+
+@dataclasses.dataclass(slots=True)
+class _Queued:
+    unit: Unit
+    future: asyncio.Future[Any]
+    durable: bool
+
+
+class BatchWriter:
+    """The group-committing writer (see the module docstring). Create with :meth:`open`."""
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        executor: ThreadPoolExecutor,
+        config: WriterConfig,
+        observer: BatchObserver | None,
+    ) -> None:
+        """Use :meth:`open`."""
+        self._db = db
+        self._executor = executor
+        self._config = config
+        self._observer = observer
+        self._loop = asyncio.get_running_loop()
+        self._queue: collections.deque[_Queued] = collections.deque()
+        self._room: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._task: asyncio.Task[None] | None = None
+        self._mode = ""  # the connection's synchronous pragma as last set
+        self._commits = 0  # since the last checkpoint
+        self._closing = False
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        connect: Callable[[], sqlite3.Connection],
+        config: WriterConfig | None = None,
+        *,
+        observer: BatchObserver | None = None,
+    ) -> BatchWriter:
+        """Open the writer; ``connect`` runs on the writer thread and returns a
+        connection in manual-transaction mode (``isolation_level=None``,
+        ``check_same_thread=False``, WAL).
+
+        Raises:
+            OpenFailed: ``connect`` raised a driver error.
+        """
+        config = config or WriterConfig()
+        executor = ThreadPoolExecutor(1, thread_name_prefix=config.thread_name)
+        loop = asyncio.get_running_loop()
+        try:
+            db = await loop.run_in_executor(executor, _connect, connect)
+        except _DRIVER_ERRORS as exc:
+            executor.shutdown(wait=False)
+            raise OpenFailed(f"cannot open the database: {exc}") from exc
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(db, executor, config, observer)
+
+    @property
+    def config(self) -> WriterConfig:
+        """The configuration the writer was opened with."""
+        return self._config
+
+    @property
+    def pending(self) -> int:
+        """Units queued and not yet taken into a batch."""
+        return len(self._queue)
+
+    def submit(
+        self, unit: Callable[[sqlite3.Connection], T], *, durable: bool = True
+    ) -> asyncio.Future[T]:
+        """Queue ``unit`` now (order is call order); the future resolves once committed.
+
+        Raises:
+            WriterClosed: the writer is closed or closing.
+            WriterBusy: :attr:`WriterConfig.max_pending` units are waiting.
+        """
+        if self._closing:
+            raise WriterClosed("writer is closed")
+        if len(self._queue) >= self._config.max_pending:
+            raise WriterBusy("too many writes waiting")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.append(_Queued(unit, future, durable))
+        if self._task is None or self._task.done():
+            self._task = self._loop.create_task(self._run())
+        return future
+
+    async def write(self, unit: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Queue ``unit`` (waiting for room if the queue is full) and return its
+        result once committed.
+
+        Raises:
+            WriterClosed: the writer is closed or closing.
+            UnitFailed: the database refused the unit (rolled back alone).
+            CommitFailed: the batch's transaction did not commit.
+            Exception: whatever the unit itself raised (rolled back alone).
+        """
+        while len(self._queue) >= self._config.max_pending and not self._closing:
+            room: asyncio.Future[None] = self._loop.create_future()
+            self._room.append(room)
+            await room
+        # Shielded: a cancelled caller does not withdraw a queued unit.
+        return await asyncio.shield(self.submit(unit, durable=durable))
+
+    async def run_on_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """After every unit queued so far has committed, run ``fn`` on the writer
+        thread outside any transaction (a ``wal_checkpoint(TRUNCATE)``, say).
+
+        Raises:
+            WriterClosed: the writer is closed.
+        """
+        await self.write(_nothing)
+        if self._closed:
+            raise WriterClosed("writer is closed")
+        return await self._loop.run_in_executor(self._executor, fn, self._db)
+
+    async def close(self) -> None:
+        """Refuse new units, commit the queued ones, close the connection (idempotent)."""
+        if self._closed:
+            return
+        self._closing = True
+        self._wake_room()
+        if self._task is not None and not self._task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._task)
+        self._closed = True
+        with contextlib.suppress(sqlite3.Error):
+            await self._loop.run_in_executor(self._executor, self._db.close)
+        self._executor.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ internals
+
+    def _wake_room(self) -> None:
+        room = max(self._config.max_pending - len(self._queue), 0)
+        while self._room and (room > 0 or self._closing):
+            waiter = self._room.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                room -= 1
+
+    async def _run(self) -> None:
+        """The writer task: take a batch, commit it, answer its units; until the queue is empty."""
+        while self._queue:
+            n = min(len(self._queue), self._config.max_batch)
+            batch = [self._queue.popleft() for _ in range(n)]
+            self._wake_room()
+            started = time.perf_counter()
+            try:
+                mode = "NORMAL"
+                if self._config.synchronous == "FULL" and any(q.durable for q in batch):
+                    mode = "FULL"
+                units = [q.unit for q in batch]
+                if mode == "NORMAL" and self._config.inline_without_fsync:
+                    outcomes = self._commit(units, mode)
+                else:
+                    outcomes = await self._loop.run_in_executor(
+                        self._executor, self._commit, units, mode
+                    )
+            except BaseException as exc:  # a bug, or the task cancelled: nothing may hang
+                if isinstance(exc, Exception):
+                    log.exception("writer batch failed")
+                err = CommitFailed("store failure") if isinstance(exc, Exception) else None
+                for q in batch:
+                    if not q.future.done():
+                        q.future.set_exception(err or WriterClosed("writer stopped"))
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            if self._observer is not None:
+                self._observer(len(batch), time.perf_counter() - started)
+            for q, (ok, value) in zip(batch, outcomes, strict=True):
+                if q.future.done():
+                    continue
+                if ok:
+                    q.future.set_result(value)
+                else:
+                    q.future.set_exception(value)
+            self._commits += 1
+            if self._commits >= self._config.checkpoint_every:
+                self._commits = 0
+                await self._loop.run_in_executor(self._executor, _checkpoint, self._db)
+
+    def _commit(self, units: list[Unit], mode: str) -> list[Outcome]:
+        """Run ``units`` in one transaction (on the writer thread, or on the
+        loop while that thread is idle); fall back to one transaction each if
+        the transaction itself fails."""
+        db = self._db
+        try:
+            if mode != self._mode:  # a pragma flag, no I/O: set only on a change
+                db.execute(f"PRAGMA synchronous={mode}")
+                self._mode = mode
+            db.execute("BEGIN IMMEDIATE")
+            outcomes = self._run_units(db, units)
+            db.execute("COMMIT")
+            return outcomes
+        except _DRIVER_ERRORS as exc:
+            log.error("sqlite transaction failed (%s)", type(exc).__name__)
+            with contextlib.suppress(sqlite3.Error):
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            if len(units) == 1:
+                return [(False, CommitFailed(f"database error: {type(exc).__name__}"))]
+            return [self._commit([u], mode)[0] for u in units]
+
+    def _run_units(self, db: sqlite3.Connection, units: list[Unit]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        i = 0
+        while i < len(units):
+            kind = type(units[i])
+            run_many = getattr(kind, "run_many", None) if self._config.run_many else None
+            j = i + 1
+            if run_many is not None:
+                while j < len(units) and type(units[j]) is kind:
+                    j += 1
+            if j - i > 1:
+                run = units[i:j]
+                db.execute("SAVEPOINT w")
+                try:
+                    many = cast("list[Outcome]", run_many(db, run))  # type: ignore[misc]
+                except Exception:  # roll the run back; its units run one by one
+                    db.execute("ROLLBACK TO w")
+                    db.execute("RELEASE w")
+                    outcomes += [_run_one(db, u) for u in run]
+                else:
+                    db.execute("RELEASE w")
+                    outcomes += many
+            else:
+                outcomes.append(_run_one(db, units[i]))
+            i = j
+        return outcomes
+
+
+def _run_one(db: sqlite3.Connection, unit: Unit) -> Outcome:
+    """One unit in its own savepoint; its error rolls back only its writes."""
+    db.execute("SAVEPOINT w")
+    try:
+        value = unit(db)
+    except Exception as exc:  # handed to the unit's caller
+        db.execute("ROLLBACK TO w")  # raises if the error ended the transaction
+        db.execute("RELEASE w")
+        if isinstance(exc, _DRIVER_ERRORS):
+            err = UnitFailed(f"database error: {type(exc).__name__}: {exc}")
+            err.__cause__ = exc
+            return (False, err)
+        return (False, exc)
+    db.execute("RELEASE w")
+    return (True, value)
+
+
+def _nothing(db: sqlite3.Connection) -> None:
+    return None
+
+
+def _connect(connect: Callable[[], sqlite3.Connection]) -> sqlite3.Connection:
+    """On the writer thread: open, and turn off checkpoints inside commits."""
+    db = connect()
+    try:
+        db.execute("PRAGMA wal_autocheckpoint=0")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _checkpoint(db: sqlite3.Connection) -> None:
+    """On the writer thread: copy the WAL back into the database (never waits for readers)."""
+    try:
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.Error as exc:  # busy: the next one catches up
+        log.info("wal checkpoint skipped (%s)", type(exc).__name__)
