@@ -25,7 +25,9 @@ transaction and one fsync instead of queueing for N. The contract:
   writer refuses with :class:`WriterClosed`; a full queue makes
   :meth:`~BatchWriter.submit` raise :class:`WriterBusy`. All derive from
   :class:`WriterError`; each user translates them into its own errors at its
-  module boundary.
+  module boundary, by handing :meth:`~BatchWriter.open` an ``errors``
+  function that the writer applies before raising or answering (no wrapper
+  future per unit).
 * **Durability per unit.** A *durable* unit (the default) commits with
   ``synchronous=FULL`` (when so configured): the WAL is fsynced, the write
   survives a power cut. A *crash-safe* unit (``durable=False``) needs only
@@ -85,6 +87,8 @@ Outcome = tuple[bool, Any]
 """(True, value) or (False, exception), one per unit."""
 BatchObserver = Callable[[int, float], None]
 """Called on the event loop with (units, seconds) after each commit."""
+ErrorMap = Callable[["WriterError"], Exception]
+"""Turns the writer's own errors into the user's (set at :meth:`BatchWriter.open`)."""
 
 _DRIVER_ERRORS = (sqlite3.Error, OverflowError)
 
@@ -167,8 +171,10 @@ class BatchWriter:
         executor: ThreadPoolExecutor,
         config: WriterConfig,
         observer: BatchObserver | None,
+        errors: ErrorMap | None,
     ) -> None:
         """Use :meth:`open`."""
+        self._errors: ErrorMap = errors or _same
         self._db = db
         self._executor = executor
         self._config = config
@@ -189,10 +195,13 @@ class BatchWriter:
         config: WriterConfig | None = None,
         *,
         observer: BatchObserver | None = None,
+        errors: ErrorMap | None = None,
     ) -> BatchWriter:
         """Open the writer; ``connect`` runs on the writer thread and returns a
         connection in manual-transaction mode (``isolation_level=None``,
-        ``check_same_thread=False``, WAL).
+        ``check_same_thread=False``, WAL). ``errors`` maps every
+        :class:`WriterError` the writer later raises or answers with (not the
+        :class:`OpenFailed` of this call).
 
         Raises:
             OpenFailed: ``connect`` raised a driver error.
@@ -208,7 +217,7 @@ class BatchWriter:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(db, executor, config, observer)
+        return cls(db, executor, config, observer, errors)
 
     @property
     def config(self) -> WriterConfig:
@@ -230,9 +239,9 @@ class BatchWriter:
             WriterBusy: :attr:`WriterConfig.max_pending` units are waiting.
         """
         if self._closing:
-            raise WriterClosed("writer is closed")
+            raise self._errors(WriterClosed("writer is closed"))
         if len(self._queue) >= self._config.max_pending:
-            raise WriterBusy("too many writes waiting")
+            raise self._errors(WriterBusy("too many writes waiting"))
         future: asyncio.Future[T] = self._loop.create_future()
         self._queue.append(_Queued(unit, future, durable))
         if self._task is None or self._task.done():
@@ -265,7 +274,7 @@ class BatchWriter:
         """
         await self.write(_nothing)
         if self._closed:
-            raise WriterClosed("writer is closed")
+            raise self._errors(WriterClosed("writer is closed"))
         return await self._loop.run_in_executor(self._executor, fn, self._db)
 
     async def close(self) -> None:
@@ -285,6 +294,8 @@ class BatchWriter:
     # ------------------------------------------------------------------ internals
 
     def _wake_room(self) -> None:
+        if not self._room:
+            return
         room = max(self._config.max_pending - len(self._queue), 0)
         while self._room and (room > 0 or self._closing):
             waiter = self._room.popleft()
@@ -298,7 +309,7 @@ class BatchWriter:
             n = min(len(self._queue), self._config.max_batch)
             batch = [self._queue.popleft() for _ in range(n)]
             self._wake_room()
-            started = time.perf_counter()
+            started = time.perf_counter() if self._observer is not None else 0.0
             try:
                 mode = "NORMAL"
                 if self._config.synchronous == "FULL" and any(q.durable for q in batch):
@@ -313,10 +324,14 @@ class BatchWriter:
             except BaseException as exc:  # a bug, or the task cancelled: nothing may hang
                 if isinstance(exc, Exception):
                     log.exception("writer batch failed")
-                err = CommitFailed("store failure") if isinstance(exc, Exception) else None
+                err = self._errors(
+                    CommitFailed("store failure")
+                    if isinstance(exc, Exception)
+                    else WriterClosed("writer stopped")
+                )
                 for q in batch:
                     if not q.future.done():
-                        q.future.set_exception(err or WriterClosed("writer stopped"))
+                        q.future.set_exception(err)
                 if not isinstance(exc, Exception):
                     raise
                 continue
@@ -328,7 +343,9 @@ class BatchWriter:
                 if ok:
                     q.future.set_result(value)
                 else:
-                    q.future.set_exception(value)
+                    q.future.set_exception(
+                        self._errors(value) if isinstance(value, WriterError) else value
+                    )
             self._commits += 1
             if self._commits >= self._config.checkpoint_every:
                 self._commits = 0
@@ -399,6 +416,10 @@ def _run_one(db: sqlite3.Connection, unit: Unit) -> Outcome:
         return (False, exc)
     db.execute("RELEASE w")
     return (True, value)
+
+
+def _same(err: WriterError) -> Exception:
+    return err
 
 
 def _nothing(db: sqlite3.Connection) -> None:

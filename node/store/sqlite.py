@@ -74,6 +74,17 @@ _Op = Callable[[sqlite3.Connection], Any]
 CACHE_ENTRIES = 10_000
 
 
+def _unavailable(err: WriterError) -> Exception:
+    """The shared writer's errors as :class:`Unavailable` (module boundary)."""
+    if isinstance(err, WriterClosed):
+        mapped = Unavailable("store is closed")
+    else:
+        log.error("sqlite failure: %s", type(err.__cause__ or err).__name__)
+        mapped = Unavailable("store failure")
+    mapped.__cause__ = err
+    return mapped
+
+
 @contextlib.contextmanager
 def _map_errors() -> Iterator[None]:
     """Translate driver and writer exceptions into :class:`Unavailable` at the module boundary."""
@@ -137,6 +148,7 @@ class SqliteStore:
                 functools.partial(ops.connect_writer, path, synchronous),
                 config,
                 observer=batch_observer,
+                errors=_unavailable,
             )
             try:
                 reader = await aiosqlite.connect(path, isolation_level=None)
@@ -176,8 +188,9 @@ class SqliteStore:
         idempotent cleanups (see the module docstring)."""
         started = time.perf_counter()
         try:
-            with _map_errors():
-                return await self._writer.write(op, durable=durable)
+            return await self._writer.write(op, durable=durable)
+        except ValueError as exc:  # a value the driver refused before any SQL ran
+            raise Unavailable("store failure") from exc
         finally:
             self._observe(name, started)
 

@@ -346,3 +346,24 @@ def test_config_rejects_nonsense() -> None:
         WriterConfig(max_batch=0)
     with pytest.raises(ValueError, match="FULL or NORMAL"):
         WriterConfig(synchronous="OFF")  # type: ignore[arg-type]
+
+
+class _Mine(Exception):
+    pass
+
+
+async def test_errors_are_mapped_by_the_users_function(tmp_path: Path) -> None:
+    w = await BatchWriter.open(
+        functools.partial(_connect, tmp_path / "w.db"),
+        errors=lambda err: _Mine(type(err).__name__),
+    )
+    bad = w.submit(lambda db: db.execute("INSERT INTO nowhere VALUES (1)"))
+    good = w.submit(insert("a"))
+    with pytest.raises(_Mine, match="UnitFailed"):
+        await bad
+    assert await good > 0
+    with pytest.raises(KeyError):  # a unit's own error is not the writer's
+        await w.write(lambda db: {}["x"])
+    await w.close()
+    with pytest.raises(_Mine, match="WriterClosed"):
+        w.submit(insert("late"))

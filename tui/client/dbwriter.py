@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import functools
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -42,15 +42,14 @@ __all__ = ["GroupWriter"]
 T = TypeVar("T")
 
 
-@contextlib.contextmanager
-def _map_errors() -> Iterator[None]:
+def _profile_error(err: WriterError) -> Exception:
     """The shared writer's errors as :class:`ProfileError` (module boundary)."""
-    try:
-        yield
-    except WriterClosed as exc:
-        raise ProfileError("profile is closed") from exc
-    except WriterError as exc:
-        raise ProfileError(f"client database error: {exc.__cause__ or exc}") from exc
+    if isinstance(err, WriterClosed):
+        mapped = ProfileError("profile is closed")
+    else:
+        mapped = ProfileError(f"client database error: {err.__cause__ or err}")
+    mapped.__cause__ = err
+    return mapped
 
 
 class GroupWriter:
@@ -69,7 +68,9 @@ class GroupWriter:
         """
         config = config or WriterConfig(thread_name="qpc-dbwriter")
         try:
-            writer = await BatchWriter.open(functools.partial(_connect, db_path), config)
+            writer = await BatchWriter.open(
+                functools.partial(_connect, db_path), config, errors=_profile_error
+            )
         except WriterError as exc:
             raise ProfileError(f"client database unusable: {exc.__cause__}") from exc
         return cls(writer)
@@ -89,8 +90,7 @@ class GroupWriter:
             ProfileError: the writer is closed, or the database failed ``op`` or the commit.
             Exception: whatever ``op`` itself raised (its write is rolled back).
         """
-        with _map_errors():
-            return await self._writer.write(op, durable=durable)
+        return await self._writer.write(op, durable=durable)
 
     def submit(
         self, op: Callable[[sqlite3.Connection], T], *, durable: bool = True
@@ -99,42 +99,19 @@ class GroupWriter:
 
         Raises:
             ProfileError: the writer is closed or its queue is full (the future
-                carries the other errors :meth:`write` lists).
+                carries the errors :meth:`write` lists).
         """
-        with _map_errors():
-            inner = self._writer.submit(op, durable=durable)
-        outer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        inner.add_done_callback(functools.partial(_relay, outer))
-        return outer
+        return self._writer.submit(op, durable=durable)
 
     async def purge_wal(self) -> None:
         """Wait for the queued writes, then copy the WAL into the database and
         truncate it, so overwritten rows (a deleted message) leave no old copy
         in the WAL file. Best effort: a busy reader defers it to the next call."""
-        with _map_errors():
-            await self._writer.run_on_thread(_checkpoint_truncate)
+        await self._writer.run_on_thread(_checkpoint_truncate)
 
     async def close(self) -> None:
         """Refuse new writes, wait until the queued ones have committed, close (idempotent)."""
         await self._writer.close()
-
-
-def _relay(outer: asyncio.Future[T], inner: asyncio.Future[T]) -> None:
-    """Copy ``inner``'s outcome to ``outer``, writer errors as :class:`ProfileError`."""
-    if outer.done():
-        return
-    if inner.cancelled():
-        outer.cancel()
-        return
-    exc = inner.exception()
-    if exc is None:
-        outer.set_result(inner.result())
-        return
-    try:
-        with _map_errors():
-            raise exc
-    except BaseException as mapped:
-        outer.set_exception(mapped)
 
 
 def _connect(db_path: Path) -> sqlite3.Connection:
