@@ -17,7 +17,8 @@ and run in a child process with that directory first on ``PYTHONPATH``; the
 *new* code is this tree, in another child. Rounds alternate old/new and the
 table shows the best round of each (the box is shared and noisy). The *new*
 rows with a variant name measure the shared writer's optimisation seams turned
-off (``inline_without_fsync``, ``run_many``), so each one shows what it buys.
+off (``inline_without_fsync``, ``inline_lone_after_idle``, ``run_many``), so
+each one shows what it buys.
 Figures and their discussion: docs/perf/writer.md.
 """
 
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import functools
 import json
 import os
 import shutil
@@ -115,10 +115,15 @@ def _patch_variant(variant: str) -> None:
     from proto import dbwriter
 
     real = dbwriter.WriterConfig
-    off = {"no-inline": {"inline_without_fsync": False}, "no-run-many": {"run_many": False}}[
-        variant
-    ]
-    patched = functools.partial(real, **off)
+    off: dict[str, Any] = {
+        "no-inline": {"inline_without_fsync": False},
+        "no-idle-inline": {"inline_lone_after_idle": None},
+        "no-run-many": {"run_many": False},
+    }[variant]
+
+    def patched(**kw: Any) -> Any:
+        return real(**{**kw, **off})
+
     import node.store.sqlite as node_sqlite
     import tui.client.dbwriter as client_dbwriter
 
@@ -252,7 +257,13 @@ def main() -> None:
         print(json.dumps([dataclasses.asdict(r) for r in results]))
         return
 
-    runs = [("old", ""), ("new", ""), ("new", "no-inline"), ("new", "no-run-many")]
+    runs = [
+        ("old", ""),
+        ("new", ""),
+        ("new", "no-inline"),
+        ("new", "no-idle-inline"),
+        ("new", "no-run-many"),
+    ]
     best: dict[tuple[str, str], Result] = {}
     with tempfile.TemporaryDirectory(prefix="qpc-bench-writer-") as tmp:
         old = _old_tree(args.ref, Path(tmp))

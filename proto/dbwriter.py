@@ -38,7 +38,9 @@ transaction and one fsync instead of queueing for N. The contract:
   thread, in one hand-off, so the event loop keeps serving while the disk
   syncs. A batch that does not fsync runs on the event loop
   (:attr:`WriterConfig.inline_without_fsync`): its commit costs tens of
-  microseconds, less than the thread wake-ups of a hand-off. Batches never
+  microseconds, less than the thread wake-ups of a hand-off. Optionally
+  (:attr:`WriterConfig.inline_lone_after_idle`, the node) a lone unit on an
+  idle writer commits on the loop too, fsync included. Batches never
   overlap, so the connection is used by one thread at a time. SQLite's
   automatic WAL checkpoint (which fsyncs inside a commit) is turned off; the
   writer runs a passive checkpoint on its thread every
@@ -143,6 +145,14 @@ class WriterConfig:
     """Commits between passive WAL checkpoints (on the writer thread)."""
     inline_without_fsync: bool = True
     """Run batches that do not fsync on the event loop instead of the thread."""
+    inline_lone_after_idle: float | None = None
+    """Seconds: a *lone* unit (nothing else queued by the end of the event-loop
+    pass that queued it) arriving when no commit ended for this long commits
+    on the event loop even if it fsyncs; on an idle writer the thread
+    wake-ups cost more than the commit and nothing else waits meanwhile.
+    Under a steady stream the loop must keep serving while the disk syncs, so
+    recent commits send it to the thread. ``None``: off (the client: an fsync
+    on the loop is a UI hitch)."""
     run_many: bool = True
     """Give runs of one :class:`ManyUnit` type to its ``run_many``."""
     thread_name: str = "qpc-dbwriter"
@@ -185,6 +195,7 @@ class BatchWriter:
         self._task: asyncio.Task[None] | None = None
         self._mode = ""  # the connection's synchronous pragma as last set
         self._commits = 0  # since the last checkpoint
+        self._last_end = -float("inf")  # time.monotonic() when the last commit ended
         self._closing = False
         self._closed = False
 
@@ -315,7 +326,7 @@ class BatchWriter:
                 if self._config.synchronous == "FULL" and any(q.durable for q in batch):
                     mode = "FULL"
                 units = [q.unit for q in batch]
-                if mode == "NORMAL" and self._config.inline_without_fsync:
+                if self._inline(mode, n):
                     outcomes = self._commit(units, mode)
                 else:
                     outcomes = await self._loop.run_in_executor(
@@ -335,6 +346,7 @@ class BatchWriter:
                 if not isinstance(exc, Exception):
                     raise
                 continue
+            self._last_end = time.monotonic()
             if self._observer is not None:
                 self._observer(len(batch), time.perf_counter() - started)
             for q, (ok, value) in zip(batch, outcomes, strict=True):
@@ -350,6 +362,13 @@ class BatchWriter:
             if self._commits >= self._config.checkpoint_every:
                 self._commits = 0
                 await self._loop.run_in_executor(self._executor, _checkpoint, self._db)
+
+    def _inline(self, mode: str, units: int) -> bool:
+        """Whether this batch commits on the event loop (see :class:`WriterConfig`)."""
+        if mode == "NORMAL" and self._config.inline_without_fsync:
+            return True
+        idle = self._config.inline_lone_after_idle
+        return units == 1 and idle is not None and time.monotonic() - self._last_end >= idle
 
     def _commit(self, units: list[Unit], mode: str) -> list[Outcome]:
         """Run ``units`` in one transaction (on the writer thread, or on the

@@ -7,8 +7,12 @@ Layout:
   write is a unit queued on it; concurrent writes share one ``BEGIN
   IMMEDIATE`` … ``COMMIT`` and one fsync, each in its own savepoint so one
   failing write never fails its neighbours, and a write is answered only once
-  committed. Fsyncing commits run on the writer's thread; see that module for
-  the rules (order, isolation, back-pressure, shutdown). Since writes are
+  committed. Fsyncing commits run on the writer's thread, except a lone write
+  to an idle store (no other write queued in the same event-loop pass, no
+  commit for :data:`INLINE_AFTER_IDLE_S`), which commits on the event loop:
+  there the two thread wake-ups cost more than the commit and nothing else
+  waits. See that module for the rules (order, isolation, back-pressure,
+  shutdown). Since writes are
   serialised, read-check-write sequences (queue depth, epoch check,
   KeyPackage consumption) are atomic without locks. The operations themselves
   are in :mod:`node.store.sqlite_ops`; a run of plain enqueues shares
@@ -72,6 +76,9 @@ T = TypeVar("T")
 Observer = Callable[[str, float], None]
 _Op = Callable[[sqlite3.Connection], Any]
 CACHE_ENTRIES = 10_000
+INLINE_AFTER_IDLE_S = 0.005
+"""A lone write commits on the event loop when no commit ended this recently
+(``WriterConfig.inline_lone_after_idle``; measured in docs/perf/writer.md)."""
 
 
 def _unavailable(err: WriterError) -> Exception:
@@ -142,6 +149,7 @@ class SqliteStore:
             max_batch=write_batch,
             synchronous="FULL" if synchronous == "FULL" else "NORMAL",
             thread_name="qpc-sqlite-w",
+            inline_lone_after_idle=INLINE_AFTER_IDLE_S,
         )
         with _map_errors():
             writer = await BatchWriter.open(

@@ -367,3 +367,19 @@ async def test_errors_are_mapped_by_the_users_function(tmp_path: Path) -> None:
     await w.close()
     with pytest.raises(_Mine, match="WriterClosed"):
         w.submit(insert("late"))
+
+
+async def test_a_lone_unit_on_an_idle_writer_commits_on_the_loop(tmp_path: Path) -> None:
+    """``inline_lone_after_idle`` (the node's setting): a lone durable unit on
+    an idle writer commits on the loop; units queued together, or arriving
+    while commits are recent, go to the thread."""
+    loop_thread = threading.get_ident()
+    w, batches = await _open(tmp_path / "w.db", inline_lone_after_idle=60.0)
+    try:
+        assert await w.write(thread_id) == loop_thread  # never committed: idle
+        assert await w.write(thread_id) != loop_thread  # a commit ended < 60 s ago
+        w._last_end = -float("inf")  # as if 60 s had passed, without waiting for it
+        together = await asyncio.gather(*(w.submit(thread_id) for _ in range(5)))
+        assert loop_thread not in together and batches[-1] == 5
+    finally:
+        await w.close()
