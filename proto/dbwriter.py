@@ -12,7 +12,8 @@ transaction and one fsync instead of queueing for N. The contract:
 * **Committed before answered.** A unit's future resolves only after the
   transaction holding it committed.
 * **Order.** Units apply in the order they were queued.
-* **Isolation.** Each unit runs inside its own savepoint. A unit that raises
+* **Isolation.** Each unit runs inside its own savepoint (a unit alone in
+  its batch: its own transaction, two statements fewer). A unit that raises
   is rolled back alone and its caller gets the error; its batch neighbours
   commit. Should the error abort the whole transaction (SQLite does so for
   some I/O and memory errors) the batch is rolled back and its units retried
@@ -380,7 +381,14 @@ class BatchWriter:
                 db.execute(f"PRAGMA synchronous={mode}")
                 self._mode = mode
             db.execute("BEGIN IMMEDIATE")
-            outcomes = self._run_units(db, units)
+            if len(units) == 1:  # alone: its transaction is its savepoint
+                try:
+                    outcomes = [(True, units[0](db))]
+                except Exception as exc:  # handed to the unit's caller
+                    db.execute("ROLLBACK")  # raises if the error ended the transaction
+                    return [_unit_error(exc)]
+            else:
+                outcomes = self._run_units(db, units)
             db.execute("COMMIT")
             return outcomes
         except _DRIVER_ERRORS as exc:
@@ -428,13 +436,18 @@ def _run_one(db: sqlite3.Connection, unit: Unit) -> Outcome:
     except Exception as exc:  # handed to the unit's caller
         db.execute("ROLLBACK TO w")  # raises if the error ended the transaction
         db.execute("RELEASE w")
-        if isinstance(exc, _DRIVER_ERRORS):
-            err = UnitFailed(f"database error: {type(exc).__name__}: {exc}")
-            err.__cause__ = exc
-            return (False, err)
-        return (False, exc)
+        return _unit_error(exc)
     db.execute("RELEASE w")
     return (True, value)
+
+
+def _unit_error(exc: Exception) -> Outcome:
+    """A unit's failure as its outcome: driver errors typed, its own as they are."""
+    if isinstance(exc, _DRIVER_ERRORS):
+        err = UnitFailed(f"database error: {type(exc).__name__}: {exc}")
+        err.__cause__ = exc
+        return (False, err)
+    return (False, exc)
 
 
 def _same(err: WriterError) -> Exception:

@@ -383,3 +383,16 @@ async def test_a_lone_unit_on_an_idle_writer_commits_on_the_loop(tmp_path: Path)
         assert loop_thread not in together and batches[-1] == 5
     finally:
         await w.close()
+
+
+async def test_a_lone_failing_unit_is_rolled_back(writer: BatchWriter, tmp_path: Path) -> None:
+    def half(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO t (v) VALUES ('half')")
+        raise KeyError("no")
+
+    with pytest.raises(KeyError):
+        await writer.write(half)
+    with pytest.raises(UnitFailed):
+        await writer.write(lambda db: db.execute("INSERT INTO nowhere VALUES (1)"))
+    assert await writer.write(insert("after")) > 0
+    assert rows(tmp_path / "w.db") == ["after"]
