@@ -150,6 +150,7 @@ class SqliteStore:
             synchronous="FULL" if synchronous == "FULL" else "NORMAL",
             thread_name="qpc-sqlite-w",
             inline_lone_after_idle=INLINE_AFTER_IDLE_S,
+            savepoints="after_error",
         )
         with _map_errors():
             writer = await BatchWriter.open(
