@@ -284,8 +284,9 @@ class BatchWriter:
             room: asyncio.Future[None] = self._loop.create_future()
             self._room.append(room)
             await room
-        # Shielded: a cancelled caller does not withdraw a queued unit.
-        return await asyncio.shield(self.submit(unit, durable=durable))
+        # A cancelled caller cancels only this future: its unit still runs (the
+        # writer never filters a batch by its futures), no shield hop needed.
+        return await self.submit(unit, durable=durable)
 
     async def run_on_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """After every unit queued so far has committed, run ``fn`` on the writer

@@ -363,7 +363,7 @@ async def test_errors_are_mapped_by_the_users_function(tmp_path: Path) -> None:
         await bad
     assert await good > 0
     with pytest.raises(KeyError):  # a unit's own error is not the writer's
-        await w.write(lambda db: {}["x"])
+        await w.write(lambda db: dict[str, int]()["x"])
     await w.close()
     with pytest.raises(_Mine, match="WriterClosed"):
         w.submit(insert("late"))
