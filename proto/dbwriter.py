@@ -13,9 +13,7 @@ transaction and one fsync instead of queueing for N. The contract:
   transaction holding it committed.
 * **Order.** Units apply in the order they were queued.
 * **Isolation.** Each unit runs inside its own savepoint (a unit alone in
-  its batch: its own transaction, two statements fewer; with
-  :attr:`WriterConfig.savepoints` ``after_error`` only once a unit of the
-  batch raised, the batch then being rolled back and run again). A unit that raises
+  its batch: its own transaction, two statements fewer). A unit that raises
   is rolled back alone and its caller gets the error; its batch neighbours
   commit. Should the error abort the whole transaction (SQLite does so for
   some I/O and memory errors) the batch is rolled back and its units retried
@@ -158,12 +156,6 @@ class WriterConfig:
     on the loop is a UI hitch)."""
     run_many: bool = True
     """Give runs of one :class:`ManyUnit` type to its ``run_many``."""
-    savepoints: Literal["always", "after_error"] = "always"
-    """``after_error``: run a batch without savepoints first and, should any
-    unit raise, roll it back and run it again with one savepoint per unit
-    (the node: its operations raise rarely and a savepoint costs two
-    statements per unit; units must then tolerate running twice, which the
-    transaction-loss fallback asks of them anyway)."""
     thread_name: str = "qpc-dbwriter"
 
     def __post_init__(self) -> None:
@@ -172,8 +164,6 @@ class WriterConfig:
             raise ValueError("max_batch, max_pending and checkpoint_every must be positive")
         if self.synchronous not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
-        if self.savepoints not in ("always", "after_error"):
-            raise ValueError("savepoints must be always or after_error")
 
 
 @dataclasses.dataclass(slots=True)
@@ -398,15 +388,8 @@ class BatchWriter:
                 except Exception as exc:  # handed to the unit's caller
                     db.execute("ROLLBACK")  # raises if the error ended the transaction
                     return [_unit_error(exc)]
-            elif self._config.savepoints == "after_error":
-                try:
-                    outcomes = self._run_units(db, units, savepoints=False)
-                except Exception:  # roll back; run again, a savepoint per unit
-                    db.execute("ROLLBACK")
-                    db.execute("BEGIN IMMEDIATE")
-                    outcomes = self._run_units(db, units, savepoints=True)
             else:
-                outcomes = self._run_units(db, units, savepoints=True)
+                outcomes = self._run_units(db, units)
             db.execute("COMMIT")
             return outcomes
         except _DRIVER_ERRORS as exc:
@@ -418,10 +401,8 @@ class BatchWriter:
                 return [(False, CommitFailed(f"database error: {type(exc).__name__}"))]
             return [self._commit([u], mode)[0] for u in units]
 
-    def _run_units(
-        self, db: sqlite3.Connection, units: list[Unit], *, savepoints: bool
-    ) -> list[Outcome]:
-        """Every unit's outcome; without ``savepoints`` a raising unit raises."""
+    def _run_units(self, db: sqlite3.Connection, units: list[Unit]) -> list[Outcome]:
+        """Every unit's outcome, each unit (or ``run_many`` run) in its savepoint."""
         outcomes: list[Outcome] = []
         i = 0
         while i < len(units):
@@ -431,13 +412,7 @@ class BatchWriter:
             if run_many is not None:
                 while j < len(units) and type(units[j]) is kind:
                     j += 1
-            if not savepoints:
-                run = units[i:j]
-                if j - i > 1:
-                    outcomes += cast("list[Outcome]", run_many(db, run))  # type: ignore[misc]
-                else:
-                    outcomes.append((True, units[i](db)))
-            elif j - i > 1:
+            if j - i > 1:
                 run = units[i:j]
                 db.execute("SAVEPOINT w")
                 try:

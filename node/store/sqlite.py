@@ -150,7 +150,6 @@ class SqliteStore:
             synchronous="FULL" if synchronous == "FULL" else "NORMAL",
             thread_name="qpc-sqlite-w",
             inline_lone_after_idle=INLINE_AFTER_IDLE_S,
-            savepoints="after_error",
         )
         with _map_errors():
             writer = await BatchWriter.open(

@@ -396,32 +396,3 @@ async def test_a_lone_failing_unit_is_rolled_back(writer: BatchWriter, tmp_path:
         await writer.write(lambda db: db.execute("INSERT INTO nowhere VALUES (1)"))
     assert await writer.write(insert("after")) > 0
     assert rows(tmp_path / "w.db") == ["after"]
-
-
-async def test_savepoints_after_error_rerun_the_batch_with_isolation(tmp_path: Path) -> None:
-    w, batches = await _open(tmp_path / "w.db", savepoints="after_error")
-    ran: list[str] = []
-
-    def counted(v: str) -> dbwriter.Unit:
-        def unit(db: sqlite3.Connection) -> int:
-            ran.append(v)
-            return insert(v)(db)  # type: ignore[no-any-return]
-
-        return unit
-
-    def half(db: sqlite3.Connection) -> None:
-        db.execute("INSERT INTO t (v) VALUES ('half')")
-        raise KeyError("no")
-
-    try:
-        clean = await asyncio.gather(*(w.submit(counted(f"c{i}")) for i in range(3)))
-        assert len(clean) == 3 and ran == ["c0", "c1", "c2"]  # one pass, no savepoints
-        futures = [w.submit(counted("a")), w.submit(half), w.submit(counted("b"))]
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        assert isinstance(results[1], KeyError)
-        assert isinstance(results[0], int) and isinstance(results[2], int)
-        assert ran[3:] == ["a", "a", "b"]  # rolled back at the error, run again
-        assert rows(tmp_path / "w.db") == ["c0", "c1", "c2", "a", "b"]
-        assert batches == [3, 3]
-    finally:
-        await w.close()
