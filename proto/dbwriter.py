@@ -171,6 +171,7 @@ class _Queued:
     unit: Unit
     future: asyncio.Future[Any]
     durable: bool
+    outside: bool = False  # run alone on the thread, outside any transaction
 
 
 class BatchWriter:
@@ -279,16 +280,19 @@ class BatchWriter:
         return await self.submit(unit, durable=durable)
 
     async def run_on_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """After every unit queued so far has committed, run ``fn`` on the writer
-        thread outside any transaction (a ``wal_checkpoint(TRUNCATE)``, say).
+        """After every unit queued before it has committed, run ``fn`` on the
+        writer thread outside any transaction (a ``wal_checkpoint(TRUNCATE)``,
+        say); units queued after it wait for it.
 
         Raises:
-            WriterClosed: the writer is closed.
+            WriterClosed: the writer is closed or closing.
+            UnitFailed: ``fn`` raised a driver error.
+            Exception: whatever else ``fn`` raised.
         """
-        await self.write(_nothing)
-        if self._closed:
-            raise self._errors(WriterClosed("writer is closed"))
-        return await self._loop.run_in_executor(self._executor, fn, self._db)
+        # Queued like a unit, so no batch can use the connection meanwhile.
+        future = self.submit(fn)
+        self._queue[-1].outside = True
+        return await future
 
     async def close(self) -> None:
         """Refuse new units, commit the queued ones, close the connection (idempotent)."""
@@ -319,7 +323,12 @@ class BatchWriter:
     async def _run(self) -> None:
         """The writer task: take a batch, commit it, answer its units; until the queue is empty."""
         while self._queue:
-            n = min(len(self._queue), self._config.max_batch)
+            if self._queue[0].outside:
+                await self._run_outside(self._queue.popleft())
+                continue
+            n, limit = 0, min(len(self._queue), self._config.max_batch)
+            while n < limit and not self._queue[n].outside:
+                n += 1
             batch = [self._queue.popleft() for _ in range(n)]
             self._wake_room()
             started = time.perf_counter() if self._observer is not None else 0.0
@@ -364,6 +373,19 @@ class BatchWriter:
             if self._commits >= self._config.checkpoint_every:
                 self._commits = 0
                 await self._loop.run_in_executor(self._executor, _checkpoint, self._db)
+
+    async def _run_outside(self, q: _Queued) -> None:
+        """A :meth:`run_on_thread` function, alone on the thread."""
+        self._wake_room()
+        try:
+            value = await self._loop.run_in_executor(self._executor, q.unit, self._db)
+        except Exception as exc:  # handed to the caller
+            _ok, err = _unit_error(exc)
+            if not q.future.done():
+                q.future.set_exception(self._errors(err) if isinstance(err, WriterError) else err)
+            return
+        if not q.future.done():
+            q.future.set_result(value)
 
     def _inline(self, mode: str, units: int) -> bool:
         """Whether this batch commits on the event loop (see :class:`WriterConfig`)."""
@@ -454,10 +476,6 @@ def _unit_error(exc: Exception) -> Outcome:
 
 def _same(err: WriterError) -> Exception:
     return err
-
-
-def _nothing(db: sqlite3.Connection) -> None:
-    return None
 
 
 def _connect(connect: Callable[[], sqlite3.Connection]) -> sqlite3.Connection:

@@ -396,3 +396,27 @@ async def test_a_lone_failing_unit_is_rolled_back(writer: BatchWriter, tmp_path:
         await writer.write(lambda db: db.execute("INSERT INTO nowhere VALUES (1)"))
     assert await writer.write(insert("after")) > 0
     assert rows(tmp_path / "w.db") == ["after"]
+
+
+async def test_run_on_thread_runs_alone_between_batches(tmp_path: Path) -> None:
+    loop_thread = threading.get_ident()
+    w, batches = await _open(tmp_path / "w.db")
+    try:
+        before = [w.submit(insert(f"b{i}")) for i in range(3)]  # on the thread
+
+        def outside(db: sqlite3.Connection) -> tuple[bool, int, int]:
+            n = db.execute("SELECT COUNT(*) FROM t").fetchone()[0]
+            return db.in_transaction, n, threading.get_ident()
+
+        special = w.run_on_thread(outside)
+        task = asyncio.ensure_future(special)
+        await asyncio.sleep(0)  # queued behind the three
+        after = [w.submit(insert(f"a{i}"), durable=False) for i in range(2)]
+        in_tx, seen, thread = await task
+        await asyncio.gather(*before, *after)
+        assert (in_tx, seen) == (False, 3) and thread != loop_thread
+        assert batches == [3, 2]
+        with pytest.raises(UnitFailed):
+            await w.run_on_thread(lambda db: db.execute("SELECT * FROM nowhere"))
+    finally:
+        await w.close()
