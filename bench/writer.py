@@ -2,7 +2,7 @@
 
 Run by hand from the repository root (about a minute)::
 
-    python3 bench/writer.py [--ref main] [--rounds 2] [--scale 1.0]
+    python3 bench/writer.py [--ref d683e94] [--rounds 2] [--scale 1.0]
 
 Both sides are driven through the adapters that exist in every version, on a
 fresh database file each (the real disk, ``synchronous=FULL``):
@@ -12,13 +12,14 @@ fresh database file each (the real disk, ``synchronous=FULL``):
 * client: :class:`tui.client.dbwriter.GroupWriter` (durable writes, crash-safe
   history appends).
 
-The *old* code is ``git archive <ref>`` unpacked into a temporary directory
-and run in a child process with that directory first on ``PYTHONPATH``; the
-*new* code is this tree, in another child. Rounds alternate old/new and the
-table shows the best round of each (the box is shared and noisy). The *new*
-rows with a variant name measure the shared writer's optimisation seams turned
-off (``inline_without_fsync``, ``inline_lone_after_idle``, ``run_many``), so
-each one shows what it buys.
+The *old* code (default: d683e94, the last commit with the two separate
+writers; ``--ref HEAD`` measures the noise) is ``git archive <ref>``
+unpacked into a temporary directory and run in a child process with that
+directory first on ``PYTHONPATH``; the *new* code is this tree, in another
+child. Rounds alternate old/new and the table shows the best round of each
+(the box is shared and noisy). The *new* rows with a variant name measure the
+shared writer's optimisation seams turned off (``inline_without_fsync``,
+``inline_lone_after_idle``, ``run_many``), so each one shows what it buys.
 Figures and their discussion: docs/perf/writer.md.
 """
 
@@ -245,7 +246,9 @@ def _old_tree(ref: str, dest: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ref", default="main", help="git ref of the old writers")
+    parser.add_argument(
+        "--ref", default="d683e94", help="git ref of the old writers (the last with two)"
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply operation counts")
     parser.add_argument("--child", help=argparse.SUPPRESS)
