@@ -19,6 +19,7 @@ from textual import on, work
 from textual._compositor import ChopsUpdate, LayoutUpdate
 from textual.binding import Binding, BindingType
 from textual.driver import Driver
+from textual.drivers.linux_driver import LinuxDriver
 from textual.geometry import Offset
 from textual.screen import Screen
 
@@ -47,6 +48,7 @@ from tui.screens.search import SearchScreen
 from tui.screens.welcome import WelcomeScreen
 from tui.session import EngineFactory
 from tui.settings import TuiSettings
+from tui.terminal_out import TerminalDriver
 from tui.widgets.channel_list import ChannelList
 from tui.widgets.composer import Composer
 from tui.widgets.message_log import MessageLog
@@ -83,6 +85,12 @@ class QpcApp(ChatApp):
         """See :class:`tui.controller.ChatApp`; adds the output's damage tracking."""
         super().__init__(factory, settings)
         self._damage = DamageTracker() if settings.damage_tracking else None
+
+    def get_driver_class(self) -> type[Driver]:
+        """Textual's driver; on Linux with output a hang-up cannot wedge
+        (:mod:`tui.terminal_out`)."""
+        driver = super().get_driver_class()
+        return TerminalDriver if driver is LinuxDriver else driver
 
     def _display(self, screen: Screen[Any], renderable: RenderableType | None) -> None:
         """Textual's frame output, through :class:`tui.damage.DamageTracker`.
