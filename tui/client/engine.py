@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -415,23 +415,41 @@ class Engine:
         """On the existing device: open a link offer; returns the code to show."""
         return self.linker.open_offer()
 
-    async def link_wait(self, timeout: float) -> api.LinkResult:  # noqa: ASYNC109
+    async def link_wait(
+        self,
+        timeout: float,  # noqa: ASYNC109
+        *,
+        pump: bool = True,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> api.LinkResult:
         """On the existing device: wait for the new device to prove the code,
         then add it to every channel we are in.
+
+        ``pump``: process the inbox here (the CLI); False when an
+        :meth:`events` subscription already runs (the TUI). ``on_progress``
+        hears each step as a line of text.
 
         Raises:
             LinkFailed: the code was wrong too often, expired, or nobody came in time.
         """
         try:
-            device = await self._listen_until(self.linker.offer_result(), timeout)
+            device = await self._listen_until(self.linker.offer_result(), timeout, pump=pump)
         finally:
             self.linker.close_offer()
+        if on_progress is not None:
+            on_progress(f"device {device.hex()[:16]} proved the code; adding it to the channels")
         added = await self.channels_part.add_own_device(device)
         return api.LinkResult(device=device.hex(), channels=tuple(added))
 
-    async def link_join(self, code: str, timeout: float) -> api.LinkResult:  # noqa: ASYNC109
+    async def link_join(
+        self,
+        code: str,
+        timeout: float,  # noqa: ASYNC109
+        *,
+        pump: bool = True,
+    ) -> api.LinkResult:
         """On the new device: prove ``code`` to the existing device, then join
-        the channels it adds us to.
+        the channels it adds us to (``pump`` as for :meth:`link_wait`).
 
         Raises:
             LinkFailed: wrong code, refused, or no device answered in time.
@@ -439,22 +457,32 @@ class Engine:
         async with self.session.mutex:
             await self.inbox.drain()
             fut = await self.linker.start_join(code)
-        device = await self._listen_until(fut, timeout)
+        device = await self._listen_until(fut, timeout, pump=pump)
         return api.LinkResult(device=device.hex())
 
     async def _listen_until(
         self,
         fut: asyncio.Future[bytes],
         timeout: float,  # noqa: ASYNC109 (the pump must stop, not be timed out)
+        *,
+        pump: bool = True,
     ) -> bytes:
-        """Process the inbox live until ``fut`` resolves (or ``timeout`` passes)."""
+        """Process the inbox live until ``fut`` resolves (or ``timeout`` passes).
 
-        async def pump() -> None:
+        Without ``pump`` only wait: another :meth:`events` subscription feeds
+        the linker."""
+        if not pump:
+            alone, _ = await asyncio.wait({fut}, timeout=timeout)
+            if fut not in alone:
+                raise LinkFailed("no answer from the other device in time")
+            return fut.result()
+
+        async def drive() -> None:
             async for _ in self.events():
                 if fut.done():
                     return
 
-        task = asyncio.ensure_future(pump())
+        task = asyncio.ensure_future(drive())
         try:
             waited: set[asyncio.Future[Any]] = {fut, task}
             done, _ = await asyncio.wait(
