@@ -171,12 +171,18 @@ class DevicesScreen(ModalScreen[None]):
             )
 
     def on_mount(self) -> None:
-        """Focus the list."""
+        """Focus the list (filled if the devices came before the screen was up)."""
         self.query_one(OptionList).focus()
+        if self.devices:
+            self._fill()
 
     def show_devices(self, devices: tuple[OwnDevice, ...]) -> None:
         """Fill the list (this device first)."""
         self.devices = tuple(sorted(devices, key=lambda d: not d.this_device))
+        if self.is_mounted:
+            self._fill()
+
+    def _fill(self) -> None:
         options = self.query_one(OptionList)
         options.clear_options()
         options.add_options(
