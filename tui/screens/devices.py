@@ -1,4 +1,4 @@
-"""Linked devices: link a new device (``/link``, F9) and list or unlink ours (``/devices``).
+"""Linked devices: link a new device (``/link``, F9), list or unlink ours (``/devices``, F7).
 
 :class:`LinkScreen` runs on the existing device: it shows the one-off code
 (docs/PROTOCOL.md "Linked devices"), waits for the new device to prove it,
@@ -72,8 +72,9 @@ class LinkScreen(ModalScreen[bool]):
         self.query_one("#link-code", Static).update(f"[b]{format_code(code)}[/b]")
         minutes = int(CODE_TTL_S // 60)
         self.query_one("#link-help", Static).update(
-            "On the new device, log in to this account and choose “Link device” "
-            f"(or run `qpc link {format_code(code)}`). The code works once, for "
+            "On the new device, choose “Link to an existing account” on the welcome "
+            f"screen, or type `/link {format_code(code)}` (`qpc link {format_code(code)}` "
+            "in a shell). The code works once, for "
             f"{minutes} minutes; Escape cancels it."
         )
         self.show_progress("Waiting for the new device…")
