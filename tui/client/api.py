@@ -363,6 +363,10 @@ class DeviceKeyCheck:
     and marked it verified) or ``changed`` (not the pinned key)."""
     previous_device: str = ""
     """When ``changed``: hex of the key we had pinned before."""
+    linked_by: str = ""
+    """Hex id of the pinned device of the same account that certified this one
+    when it linked it (docs/PROTOCOL.md "Linked devices"): the status carries
+    over from that device (``verified`` if it is verified). Empty otherwise."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -38,8 +38,14 @@ from typing import Any
 
 from proto import mls
 from proto.crypto.envelope import HybridPrivateKey
-from proto.crypto.identity import IdentityKey, fingerprint, safety_number
-from proto.errors import KeyChangedSinceVerified, LocalError, ProfileError, QpcError
+from proto.crypto.identity import IdentityKey, fingerprint, safety_number, verify_device_cert
+from proto.errors import (
+    BadSignature,
+    KeyChangedSinceVerified,
+    LocalError,
+    ProfileError,
+    QpcError,
+)
 from proto.rpc_client import RpcClient
 from tui.client import api, appdata
 from tui.client.channels import Channels
@@ -320,8 +326,44 @@ class Engine:
             if member.is_self or member.user not in verified:
                 continue
             pinned = self.state.pins.get(member.user, [])
-            if any(d not in pinned for d in member.devices):
-                raise KeyChangedSinceVerified(member.user)
+            good = set(verified[member.user])
+            carried = self._certified(member.user, list(member.devices), set(pinned), good)
+            for d in member.devices:
+                if d not in pinned and not carried.get(d, ("", False))[1]:
+                    raise KeyChangedSinceVerified(member.user)
+
+    def _certified(
+        self, user: str, devices: list[str], pinned: set[str], verified: set[str]
+    ) -> dict[str, tuple[str, bool]]:
+        """Devices of ``user`` not pinned but certified (a valid device
+        certificate) by a pinned device of ``user``, transitively:
+        hex device -> (hex issuer, issuer verified). A missing, forged or
+        foreign certificate certifies nothing."""
+        out: dict[str, tuple[str, bool]] = {}
+        trusted = {d: d in verified for d in pinned}
+        progress = True
+        while progress:
+            progress = False
+            for dev in devices:
+                if dev in trusted:
+                    continue
+                cert = self.state.device_certs.get(dev)
+                if cert is None or cert.user != user or cert.issuer not in trusted:
+                    continue
+                try:
+                    verify_device_cert(
+                        bytes.fromhex(cert.issuer),
+                        user,
+                        bytes.fromhex(dev),
+                        cert.issued_ms,
+                        bytes.fromhex(cert.signature),
+                    )
+                except (BadSignature, ValueError):
+                    continue
+                trusted[dev] = trusted[cert.issuer]
+                out[dev] = (cert.issuer, trusted[dev])
+                progress = True
+        return out
 
     async def sync(self) -> list[api.Message]:
         """Fetch, process, persist and ack everything waiting; flush the outbox."""
@@ -564,23 +606,38 @@ class Engine:
             was_verified = set(self.state.verified.get(peer, []))
             devices = await session.user_devices(peer)
             listed = [d.hex() for d in devices]
+            carried = self._certified(peer, listed, set(had), was_verified) if had else {}
             checks = []
             for dev in devices:
                 number = safety_number(session.device_id, session.user, dev, peer)
+                linked_by = ""
                 if verify:
                     status = "verified"
                 elif not had:
                     status = "new"
                 elif dev.hex() in had:
                     status = "verified" if dev.hex() in was_verified else "unverified"
+                elif dev.hex() in carried:
+                    linked_by, good = carried[dev.hex()]
+                    status = "verified" if good else "unverified"
                 else:
                     status = "changed"
                 prev = next((h for h in had if h not in listed), "") if status == "changed" else ""
                 checks.append(
                     api.DeviceKeyCheck(
-                        device=dev.hex(), safety_number=number, status=status, previous_device=prev
+                        device=dev.hex(),
+                        safety_number=number,
+                        status=status,
+                        previous_device=prev,
+                        linked_by=linked_by,
                     )
                 )
+            if carried and not (accept or verify):
+                # Certified by a pinned device: pinned too, verified if it is.
+                self.state.pins[peer] = had + [d for d in carried if d not in had]
+                good_ones = [d for d, (_, good) in carried.items() if good]
+                if good_ones:
+                    self.state.verified[peer] = sorted(was_verified) + good_ones
             if accept or verify or not had:
                 self.state.pins[peer] = listed
             if verify:
