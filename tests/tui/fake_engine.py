@@ -51,6 +51,8 @@ class FakeEngine:
         self.now_ms = now_ms
         self.fail: dict[str, BaseException] = {}
         self.verified: set[str] = set()
+        self.linked: set[str] = set()
+        """Users ``check_key`` lists with a second, certified device."""
         self.calls: list[tuple[str, tuple[object, ...]]] = []
         self._channels: dict[str, ChannelInfo] = {}
         self._messages: dict[str, list[Message]] = {}
@@ -374,14 +376,19 @@ class FakeEngine:
         if verify:
             self.verified.add(user)
         status = "verified" if user in self.verified else "unverified"
-        return KeyCheck(
-            user=user,
-            devices=(
+        devices = [
+            DeviceKeyCheck(device="ab" * 32, safety_number="11111 22222 33333 44444", status=status)
+        ]
+        if user in self.linked:  # a second device the first one certified
+            devices.append(
                 DeviceKeyCheck(
-                    device="ab" * 32, safety_number="11111 22222 33333 44444", status=status
-                ),
-            ),
-        )
+                    device="cd" * 32,
+                    safety_number="55555 66666 77777 88888",
+                    status=status,
+                    linked_by="ab" * 32,
+                )
+            )
+        return KeyCheck(user=user, devices=tuple(devices))
 
     async def refresh_keypackages(self) -> KeyStock:
         self._check("refresh_keypackages")

@@ -190,3 +190,24 @@ async def test_slash_devices_and_palette_entries(
         await pilot.press("escape")
         await settle(app, pilot)
         assert isinstance(app.screen, DevicesScreen)
+
+
+async def test_verify_keys_names_the_device_that_linked_one(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    from proto.crypto.identity import fingerprint
+    from tui.screens.dialogs import KeyCheckDialog
+
+    engine.linked.add("bob")
+    engine.verified.add("bob")
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f6", *"bob", "enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, KeyCheckDialog)
+        blocks = [str(s.render()) for s in app.screen.query(".safety-number")]
+        assert len(blocks) == 2
+        assert "linked by" not in blocks[0]
+        assert f"linked by bob's device {fingerprint(bytes.fromhex('ab' * 32))}" in blocks[1]
+        assert "verified" in blocks[1] and "unverified" not in blocks[1]
