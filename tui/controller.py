@@ -225,6 +225,8 @@ class ChatApp(App[None]):
             raise
         log.info("logged in as %s", who.user)
         await self._start_session(engine, who)
+        if form.link:
+            self.call_next(self.run_action, "link_join")
 
     async def _start_session(self, engine: ClientEngine, who: WhoAmI) -> None:
         self._session_start_ms = self.wall_clock_ms()

@@ -317,6 +317,9 @@ class KeyCheckDialog(_Dialog[str | None]):
                 body.append(f"device {fingerprint(bytes.fromhex(device.device))}  ", "dim")
                 style = {"changed": "bold red", "verified": "green"}.get(device.status, "yellow")
                 body.append(device.status, style)
+                if device.linked_by:
+                    by = fingerprint(bytes.fromhex(device.linked_by))
+                    body.append(f"\nlinked by {self._check.user}'s device {by}", "dim")
                 body.append("\n" + device.safety_number)
                 yield Static(body, classes="safety-number")
             yield Static("Compare these numbers with the other person, in person or by call.")

@@ -76,6 +76,8 @@ class MainScreen(Screen[None]):
             "f6", "app.verify_keys", "Verify", show=False, priority=True, id="main.verify_keys"
         ),
         Binding("f8", "app.leave", "Leave", show=False, id="main.leave"),
+        Binding("f7", "app.devices", "Devices", show=False, priority=True, id="main.devices"),
+        Binding("f9", "app.link_device", "Link device", show=False, id="main.link_device"),
         Binding("f2", "app.info('whoami')", "Whoami", show=False, id="main.whoami"),
         Binding("f3", "app.info('health')", "Health", show=False, id="main.health"),
         Binding("f4", "app.info('ping')", "Ping", show=False, id="main.ping"),

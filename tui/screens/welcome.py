@@ -102,6 +102,7 @@ class WelcomeScreen(Screen[None]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Log in", variant="primary", id="login")
                 yield Button("Register", id="register")
+                yield Button("Link to an existing account", id="link")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -154,7 +155,7 @@ class WelcomeScreen(Screen[None]):
         target.focus()
         target.action_select_all()
 
-    def _form(self, register: bool) -> LoginForm | None:
+    def _form(self, register: bool, *, link: bool = False) -> LoginForm | None:
         values = {i.id: i.value for i in self.query(Input) if i.id}
         # With an existing profile, logging in without a password resumes its session.
         needed: tuple[str, ...] = ("user", "password", "passphrase")
@@ -171,12 +172,13 @@ class WelcomeScreen(Screen[None]):
             password=values["password"],
             passphrase=values["passphrase"],
             register=register,
+            link=link,
         )
 
-    def _submit(self, register: bool) -> None:
+    def _submit(self, register: bool, *, link: bool = False) -> None:
         if self.busy:
             return
-        form = self._form(register)
+        form = self._form(register, link=link)
         if form is None:
             return
         self.query_one("#welcome-error", Static).update("")
@@ -192,6 +194,11 @@ class WelcomeScreen(Screen[None]):
     def action_register(self) -> None:
         """Create the account with the form's values."""
         self._submit(register=True)
+
+    @on(Button.Pressed, "#link")
+    def action_link(self) -> None:
+        """Log in (the account exists on another device), then enter that device's link code."""
+        self._submit(register=False, link=True)
 
     @on(Input.Submitted)
     def _enter(self, event: Input.Submitted) -> None:
