@@ -24,7 +24,13 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 from textual.worker import Worker, WorkerState
 
-from proto.errors import ConfigError, LocalError, TransportError, WrongPassphrase
+from proto.errors import (
+    ConfigError,
+    KeyChangedSinceVerified,
+    LocalError,
+    TransportError,
+    WrongPassphrase,
+)
 from tui import slash
 from tui.client.api import (
     TYPING_TTL_S,
@@ -412,9 +418,34 @@ class ChatApp(App[None]):
         """Send ``text`` (not exclusive: messages queue in order of writing).
 
         ``action``: a ``/me`` action.
+
+        A send refused because a verified key changed
+        (:class:`~proto.errors.KeyChangedSinceVerified`) puts the line back in
+        the composer, warns loudly and opens the key dialog, where the user
+        compares safety numbers and accepts the new key (then Enter sends).
         """
-        message = await self._engine().send(channel, text, reply_to=reply_to, action=action)
+        try:
+            message = await self._engine().send(channel, text, reply_to=reply_to, action=action)
+        except KeyChangedSinceVerified as exc:
+            self._send_refused(channel, "/me " + text if action else text, exc)
+            return
         self._show_sent(message)
+
+    def _send_refused(self, channel: str, text: str, error: KeyChangedSinceVerified) -> None:
+        main = self._main()
+        if main.active_channel == channel:
+            composer = main.query_one(Composer)
+            if not composer.text:
+                self._restore_line(composer, text)
+        self.notify(
+            f"Not sent: {error.user}'s key changed since you verified it. Compare safety "
+            "numbers, then accept the new key to send.",
+            title="Safety number changed",
+            severity="error",
+            timeout=30,
+        )
+        self.last_error = f"send: {error}"
+        self.check_key(error.user)
 
     def _show_sent(self, message: Message) -> None:
         main = self._main()

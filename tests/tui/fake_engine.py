@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
-from proto.errors import LocalError
+from proto.errors import KeyChangedSinceVerified, LocalError
 from tui.client.api import (
     ChannelInfo,
     ChannelKind,
@@ -49,6 +49,9 @@ class FakeEngine:
         self.now_ms = now_ms
         self.fail: dict[str, BaseException] = {}
         self.verified: set[str] = set()
+        self.changed_keys: set[str] = set()
+        """Users with a key changed since verified: sends to their channels are
+        refused (:class:`~proto.errors.KeyChangedSinceVerified`) until accepted."""
         self.calls: list[tuple[str, tuple[object, ...]]] = []
         self._channels: dict[str, ChannelInfo] = {}
         self._messages: dict[str, list[Message]] = {}
@@ -228,6 +231,8 @@ class FakeEngine:
         self, channel: str, text: str, *, reply_to: str = "", action: bool = False
     ) -> Message:
         self._check("send", channel, text)
+        for user in sorted(self.changed_keys & set(self._channels[channel].members)):
+            raise KeyChangedSinceVerified(user)
         return self.add_message(
             channel, self.user, text, state=self.send_state, reply_to=reply_to, action=action
         )
@@ -354,7 +359,12 @@ class FakeEngine:
         self._check("check_key", user, accept, verify)
         if verify:
             self.verified.add(user)
-        status = "verified" if user in self.verified else "unverified"
+        if accept:
+            self.changed_keys.discard(user)
+        if user in self.changed_keys:
+            status = "changed"
+        else:
+            status = "verified" if user in self.verified else "unverified"
         return KeyCheck(
             user=user,
             devices=(
