@@ -16,7 +16,6 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -323,7 +322,7 @@ class ChatApp(App[None]):
         for message in arrived:
             if message.channel == channel_id:
                 main.add_message(message)
-        self._show_members(channel_id, members, announce=False)
+        self._show_members(channel_id, members)
         if has_older and history and len(history) < self.history_limit:
             self.load_older(channel_id, history[0].id, self.history_limit - len(history))
 
@@ -478,7 +477,7 @@ class ChatApp(App[None]):
         await self._after_channel_op(info, open_it=False)
         self.notify(note)
         if self._main().active_channel == channel:
-            self._show_members(channel, await self._engine().members(channel), announce=True)
+            self._show_members(channel, await self._engine().members(channel))
 
     @work(exclusive=True, group="channel-op", exit_on_error=False, name="direct message")
     async def start_dm(self, user: str) -> None:
@@ -665,11 +664,7 @@ class ChatApp(App[None]):
         elif isinstance(event, MessageChanged):
             self._show_changed(event.message)
         elif isinstance(event, TopicChanged):
-            self.load_channels()
-            if main.active_channel == event.channel:
-                main.add_notice(
-                    f"topic-{time.monotonic_ns()}", f"{event.by} set the topic: {event.topic}"
-                )
+            self.load_channels()  # the notice itself is a stored system entry
         elif isinstance(event, TypingChanged):
             if main.active_channel == event.channel:
                 main.set_typing(event.users, time.monotonic())
@@ -686,7 +681,7 @@ class ChatApp(App[None]):
             self._auto_open(event.channels)
         elif isinstance(event, MembersChanged):
             if main.active_channel == event.channel:
-                self._show_members(event.channel, event.members, announce=True)
+                self._show_members(event.channel, event.members)
         elif isinstance(event, ConnectionChanged):
             main.set_connection(event.state)
             if event.state.status is ConnectionStatus.CONNECTED:
@@ -702,6 +697,12 @@ class ChatApp(App[None]):
             self.load_channels()
         if self._opening == msg.channel:
             self._arrived_while_opening.append(msg)  # shown once the channel is open
+            return
+        if msg.system:
+            # A join/leave/topic notice: shown in its place, never unread,
+            # never a mention, no alert, no read receipt.
+            if main.active_channel == msg.channel:
+                main.add_message(msg)
             return
         if main.active_channel == msg.channel:
             main.add_message(msg)
@@ -771,18 +772,10 @@ class ChatApp(App[None]):
         if profile is not None and profile.is_dir():
             save_level(profile, channel, level)
 
-    def _show_members(self, channel: str, members: tuple[Member, ...], *, announce: bool) -> None:
-        main = self._main()
-        names = frozenset(m.user for m in members)
-        before = self._members.get(channel)
-        self._members[channel] = names
-        main.set_members(members)
-        if announce and before is not None:
-            now = datetime.now()
-            for user in sorted(names - before):
-                main.add_notice(f"join:{user}:{now.timestamp()}", f"{user} joined", now)
-            for user in sorted(before - names):
-                main.add_notice(f"left:{user}:{now.timestamp()}", f"{user} left", now)
+    def _show_members(self, channel: str, members: tuple[Member, ...]) -> None:
+        """The member pane and count (the join/leave notices are stored system entries)."""
+        self._members[channel] = frozenset(m.user for m in members)
+        self._main().set_members(members)
 
     @on(PingSampled)
     def _ping_sampled(self, message: PingSampled) -> None:

@@ -114,7 +114,8 @@ class PlainSession:
             name = self.names.get(m.channel, m.channel[:8])
             if m.channel == self.channel:
                 self.messages.append(m)
-            self.say(f"New in #{name} from {m.sender}: {m.text}")
+            said = f"#{name}: {m.text}" if m.system else f"New in #{name} from {m.sender}: {m.text}"
+            self.say(said)
         elif isinstance(ev, api.ChannelsChanged):
             for c in ev.channels:
                 if c.id not in self.names:

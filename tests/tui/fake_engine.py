@@ -32,6 +32,7 @@ from tui.client.api import (
     TopicChanged,
     WhoAmI,
 )
+from tui.client.notices import membership_texts, topic_text
 from tui.session import LoginForm, ServerKey
 
 FIXED_NOW_MS = 1_764_000_000_000  # 2025-11-24 16:00 UTC: snapshots never change
@@ -144,6 +145,21 @@ class FakeEngine:
         )
         return msg
 
+    async def add_notice(self, channel: str, text: str, *, by: str = "") -> Message:
+        """Store a system entry (as the engine does for joins, leaves, topics) and emit it."""
+        msg = Message(
+            id=self._next_id,
+            channel=channel,
+            sender=by,
+            text=text,
+            time_ms=self._tick(),
+            system=True,
+        )
+        self._next_id += 1
+        self._messages[channel].append(msg)
+        await self.emit(MessageReceived(message=msg))
+        return msg
+
     def clear_unread(self, channel: str) -> None:
         """Clear a channel's unread count (test setup; no call recorded)."""
         self._channels[channel] = replace(self._channels[channel], unread=0)
@@ -183,10 +199,14 @@ class FakeEngine:
     async def invite(self, channel: str, users: list[str]) -> ChannelInfo:
         self._check("invite", channel, tuple(users))
         members = sorted({*self._channels[channel].members, *users})
-        return await self._set_members(channel, members)
+        return await self._set_members(channel, members, by=self.user)
 
-    async def _set_members(self, channel: str, members: list[str]) -> ChannelInfo:
-        """A membership commit: new list, next epoch, MembersChanged."""
+    async def _set_members(self, channel: str, members: list[str], *, by: str = "") -> ChannelInfo:
+        """A membership commit by ``by``: new list, next epoch, the history's
+        notices (as the engine stores them), MembersChanged."""
+        before = {self.user, *self._channels[channel].members}
+        for text in membership_texts(before, {self.user, *members}, by=by):
+            await self.add_notice(channel, text, by=by)
         info = replace(self._channels[channel], members=tuple(members))
         info = replace(info, epoch=info.epoch + 1)
         self._channels[channel] = info
@@ -209,7 +229,7 @@ class FakeEngine:
     async def remove(self, channel: str, users: list[str]) -> ChannelInfo:
         self._check("remove", channel, tuple(users))
         members = [m for m in self._channels[channel].members if m not in users]
-        return await self._set_members(channel, members)
+        return await self._set_members(channel, members, by=self.user)
 
     async def self_update(self, channel: str) -> ChannelInfo:
         self._check("self_update", channel)
@@ -294,6 +314,7 @@ class FakeEngine:
         self._check("set_topic", channel, topic)
         info = replace(self._channels[channel], topic=topic)
         self._channels[channel] = info
+        await self.add_notice(channel, topic_text(self.user, topic), by=self.user)
         self._queue.put_nowait(TopicChanged(channel=channel, topic=topic, by=self.user))
         return info
 

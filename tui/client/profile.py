@@ -135,6 +135,10 @@ class ChatMessage:
     """The author deleted it: a tombstone, the text is gone."""
     reactions: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """``(emoji, usernames)`` pairs, in first-reaction order."""
+    system: bool = False
+    """A system entry written by this client ("carol added bob", a topic change):
+    ``text`` is the notice, ``sender_name`` who caused it; never unread, never
+    searched, no message id."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,6 +239,8 @@ def _encode_message(msg: ChatMessage) -> bytes:
         doc["del"] = True
     if msg.reactions:
         doc["rx"] = [[e, list(users)] for e, users in msg.reactions]
+    if msg.system:
+        doc["sys"] = True
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -255,6 +261,7 @@ def _decode_message(channel_id: bytes, local_id: int, data: bytes) -> ChatMessag
             edited=bool(d.get("ed", False)),
             deleted=bool(d.get("del", False)),
             reactions=tuple((str(e), tuple(str(u) for u in us)) for e, us in d.get("rx", [])),
+            system=bool(d.get("sys", False)),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ProfileError("a stored message is damaged") from exc
@@ -843,7 +850,9 @@ class Profile:
                 bytes(blob), table="messages", column="record", row=self._row(tag, int(local_id))
             )
             try:
-                text = str(json.loads(plain)["text"])
+                doc = json.loads(plain)
+                # A system entry is nobody's text: indexed empty, never found.
+                text = "" if doc.get("sys") else str(doc["text"])
             except (ValueError, KeyError, TypeError) as exc:
                 raise ProfileError("a stored message is damaged") from exc
             out.append(
