@@ -145,8 +145,11 @@ class FakeEngine:
         )
         return msg
 
-    async def add_notice(self, channel: str, text: str, *, by: str = "") -> Message:
-        """Store a system entry (as the engine does for joins, leaves, topics) and emit it."""
+    async def add_notice(
+        self, channel: str, text: str, *, by: str = "", emit: bool = True
+    ) -> Message:
+        """Store a system entry (as the engine does for joins, leaves, topics) and emit it
+        (``emit=False``: test setup, already in the history)."""
         msg = Message(
             id=self._next_id,
             channel=channel,
@@ -157,7 +160,8 @@ class FakeEngine:
         )
         self._next_id += 1
         self._messages[channel].append(msg)
-        await self.emit(MessageReceived(message=msg))
+        if emit:
+            await self.emit(MessageReceived(message=msg))
         return msg
 
     def clear_unread(self, channel: str) -> None:
