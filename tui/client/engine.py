@@ -355,7 +355,8 @@ class Engine:
         """Stored messages containing every word of ``query`` (any case), newest first.
 
         Searches every channel this profile has history for, or only
-        ``channel``. The index lives in memory (see :mod:`tui.client.search`).
+        ``channel``. The index is held in memory and kept in encrypted segments
+        in the store (see :mod:`tui.client.search`).
         """
         cid = None if channel is None else self.views.resolve(channel)
         channels = [bytes.fromhex(h) for h in self.session.state.channels]
