@@ -70,3 +70,10 @@ async def test_notices_are_stored_in_every_history(cli: Cli) -> None:
     assert await cli.ok("bob", "search", "welcome") != []
     plain = await cli.run("bob", "history", channel, json_out=False)
     assert plain.rc == 0 and "-- alice removed carol" in plain.out
+
+    # A leave: bob proposes his removal, alice's client commits it ("left").
+    await cli.ok("bob", "leave", channel)
+    await cli.ok("alice", "recv")
+    await cli.ok("dave", "recv")
+    assert _lines(await cli.ok("alice", "history", channel))[-1] == "-- bob left"
+    assert _lines(await cli.ok("dave", "history", channel))[-1] == "-- bob left"
