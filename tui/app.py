@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.console import RenderableType
-from rich.control import Control
 from textual import on, work
 from textual._compositor import ChopsUpdate, LayoutUpdate
 from textual.binding import Binding, BindingType
 from textual.driver import Driver
+from textual.drivers.linux_driver import LinuxDriver
+from textual.geometry import Offset
 from textual.screen import Screen
 
 from proto import files
@@ -47,6 +48,7 @@ from tui.screens.search import SearchScreen
 from tui.screens.welcome import WelcomeScreen
 from tui.session import EngineFactory
 from tui.settings import TuiSettings
+from tui.terminal_out import TerminalDriver
 from tui.widgets.channel_list import ChannelList
 from tui.widgets.composer import Composer
 from tui.widgets.message_log import MessageLog
@@ -84,6 +86,12 @@ class QpcApp(ChatApp):
         super().__init__(factory, settings)
         self._damage = DamageTracker() if settings.damage_tracking else None
 
+    def get_driver_class(self) -> type[Driver]:
+        """Textual's driver; on Linux with output a hang-up cannot wedge
+        (:mod:`tui.terminal_out`)."""
+        driver = super().get_driver_class()
+        return TerminalDriver if driver is LinuxDriver else driver
+
     def _display(self, screen: Screen[Any], renderable: RenderableType | None) -> None:
         """Textual's frame output, through :class:`tui.damage.DamageTracker`.
 
@@ -92,26 +100,32 @@ class QpcApp(ChatApp):
         Textual's own path.
         """
         damage, driver = self._damage, self._driver
-        if (
-            damage is None
-            or driver is None
-            or driver.is_inline
-            or self.is_headless
-            or not self._running
-            or self._closed
-            or self._batch_count
-            or not isinstance(renderable, LayoutUpdate | ChopsUpdate)
-        ):
+        writes = (
+            renderable is not None
+            and driver is not None
+            and not self.is_headless
+            and self._running
+            and not self._closed
+            and not self._batch_count
+        )
+        if damage is None or driver is None or not writes:
+            super()._display(screen, renderable)
+            return
+        if driver.is_inline or not isinstance(renderable, LayoutUpdate | ChopsUpdate):
+            # Textual's own output: it assumes the default pen and moves the
+            # cursor; what it draws is not in the shadow.
+            self._release_pen()
+            damage.reset()
             super()._display(screen, renderable)
             return
         try:
             self._begin_update()
             try:
-                cursor = self.screen.outer_size.clamp_offset(self.cursor_position)
+                damage.attribute_off = self.terminal.sgr_attribute_off
+                x, y = self.screen.outer_size.clamp_offset(self.cursor_position)
                 size = (self.size.width, self.size.height)
-                data = damage.render(renderable, self.console, size)
-                data += Control.move_to(*cursor).segment.text
-                self._previous_cursor_position = cursor
+                data = damage.render(renderable, self.console, size, cursor=(x, y))
+                self._previous_cursor_position = Offset(x, y)
                 driver.write(data)
             except Exception as error:  # as Textual's own _display
                 self._handle_exception(error)
@@ -121,9 +135,26 @@ class QpcApp(ChatApp):
         finally:
             self.post_display_hook()
 
+    def _release_pen(self) -> None:
+        """Reset the terminal's pen if the damage tracker left it set (unless hung up)."""
+        if self._damage is None or self._driver is None or self.hung_up:
+            return
+        if reset := self._damage.release():
+            self._driver.write(reset)
+
+    async def _shutdown(self) -> None:
+        """Textual's shutdown, with the terminal's pen reset for the shell.
+
+        Not after a hang-up: nobody reads the terminal, and Textual's output
+        queue, which no longer drains, would block the exit.
+        """
+        self._release_pen()
+        await super()._shutdown()
+
     @contextlib.contextmanager
     def suspend(self) -> Iterator[None]:
         """Textual's suspend; the terminal is redrawn in full afterwards."""
+        self._release_pen()
         with super().suspend():
             yield
         if self._damage is not None:

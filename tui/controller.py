@@ -123,6 +123,8 @@ class ChatApp(App[None]):
         """Bells rung for incoming messages."""
         self.exit_on_hangup = False
         """Quit cleanly on SIGHUP (the CLI sets it; a dropped ssh or closed window)."""
+        self.hung_up = False
+        """Whether the terminal is gone (SIGHUP): nothing more is written to it."""
         self.terminal = TerminalCaps()
         """What the terminal can draw (the CLI reads it from the environment)."""
         self.hosted = False
@@ -161,6 +163,7 @@ class ChatApp(App[None]):
     def _hang_up(self) -> None:
         """The terminal is gone: close the engine and the node use as on Ctrl+Q."""
         log.info("hang-up: closing the session")
+        self.hung_up = True
         self.exit(return_code=129)
 
     @work(exclusive=True, group="login", exit_on_error=False, name="resume")

@@ -22,6 +22,7 @@ from proto.crypto.identity import fingerprint
 from tui.client.api import KeyCheck
 from tui.session import ServerKey, ServerKeyStatus
 from tui.widgets.panes import group_hex
+from tui.widgets.steady import steady_input
 
 __all__ = [
     "ConfirmDialog",
@@ -97,7 +98,7 @@ class _PromptDialog(_Dialog[str | None]):
             if self._subtitle:
                 yield Label(self._subtitle, classes="dialog-subtitle")
             yield Label(self.LABEL_TEXT)
-            yield Input(self._value, placeholder=self.PLACEHOLDER, id="dialog-input")
+            yield steady_input(self._value, placeholder=self.PLACEHOLDER, id="dialog-input")
             yield Static(self._error, id="dialog-error", classes="dialog-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.OK_TEXT, variant="primary", id="ok")

@@ -17,6 +17,7 @@ from textual.timer import Timer
 from textual.widgets import Button, Footer, Input, Label, LoadingIndicator, Static
 
 from tui.session import LoginForm
+from tui.widgets.steady import steady_input
 
 __all__ = ["WelcomeScreen"]
 
@@ -85,16 +86,16 @@ class WelcomeScreen(Screen[None]):
                 intro += " This profile exists: Log in with its passphrase."
             yield Static(intro, id="welcome-intro")
             yield Label("Server (empty: a local node on this machine)")
-            yield Input(self._server, placeholder="host:port", id="server", compact=True)
+            yield steady_input(self._server, placeholder="host:port", id="server", compact=True)
             yield Label("Username")
-            yield Input(self._user, placeholder="your name", id="user", compact=True)
+            yield steady_input(self._user, placeholder="your name", id="user", compact=True)
             if self._profile_exists:
                 yield Label("Password (empty: resume this profile's session)")
             else:
                 yield Label("Password (for the server, never sent in clear)")
-            yield Input(password=True, id="password", compact=True)
+            yield steady_input(password=True, id="password", compact=True)
             yield Label("Passphrase (encrypts this profile on disk)")
-            yield Input(password=True, id="passphrase", compact=True)
+            yield steady_input(password=True, id="passphrase", compact=True)
             yield Static("", id="welcome-error", classes="dialog-error")
             yield Static("", id="welcome-wait")
             yield LoadingIndicator(id="welcome-busy")
