@@ -34,8 +34,8 @@ async def test_reply_react_edit_delete_topic_both_ways(cli: Cli) -> None:
     await cli.ok("alice", "recv")
     (chan,) = await cli.ok("alice", "channels")
     assert chan["seen"] == [["bob", mid]]
-    hist = [m for m in await cli.ok("alice", "history", channel) if not m["system"]]
-    assert [m["msg_id"] for m in hist] == [mid]
+    alice_hist = [m for m in await cli.ok("alice", "history", channel) if not m["system"]]
+    assert [m["msg_id"] for m in alice_hist] == [mid]
 
     # bob replies and reacts; alice sees both
     reply = await cli.ok("bob", "send", channel, "--reply-to", mid, "yes!")
@@ -71,8 +71,9 @@ async def test_reply_react_edit_delete_topic_both_ways(cli: Cli) -> None:
     await cli.ok("alice", "recv")
     chans = await cli.ok("alice", "channels")
     assert chans[0]["topic"] == "Friday plans"
-    hist = [m for m in await cli.ok("alice", "history", channel) if not m["system"]]
-    assert hist[-1]["action"] and hist[-1]["text"] == "waves" and hist[-1]["sender"] == "bob"
+    alice_hist = [m for m in await cli.ok("alice", "history", channel) if not m["system"]]
+    last = alice_hist[-1]
+    assert last["action"] and last["text"] == "waves" and last["sender"] == "bob"
 
     # receipts off: bob reads alice's next message, alice learns nothing
     assert (await cli.ok("bob", "privacy", "--receipts", "off")) == {
