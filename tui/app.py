@@ -554,6 +554,7 @@ class QpcApp(ChatApp):
         if main.active_channel != message.channel:
             await self.open_channel(message.channel).wait()
         self.workers.cancel_group(self, "older")
+        main.query_one(MessageLog).older_request_dropped()
         engine = self._engine()
         while not main.jump_to(message.id):
             oldest = main.oldest_id

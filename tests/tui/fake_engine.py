@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from bisect import bisect_left
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +38,10 @@ from tui.session import LoginForm, ServerKey
 
 FIXED_NOW_MS = 1_764_000_000_000  # 2025-11-24 16:00 UTC: snapshots never change
 FINGERPRINT = "5f" * 32
+
+
+def _msg_id(message: Message) -> int:
+    return message.id
 
 
 class FakeEngine:
@@ -334,10 +339,14 @@ class FakeEngine:
     ) -> list[Message]:
         self._check("history", channel)
         self._channels[channel] = replace(self._channels[channel], unread=0)
-        msgs = [m for m in self._messages[channel] if before_id is None or m.id < before_id]
+        # Like the profile's (channel, id) index: a page costs its own length,
+        # not the channel's (bench/tui.py opens 100,000-message channels).
+        msgs = self._messages[channel]
+        end = len(msgs) if before_id is None else bisect_left(msgs, before_id, key=_msg_id)
+        page = msgs[max(0, end - limit) : end]
         if self.history_gate is not None:
             await self.history_gate.wait()
-        return msgs[-limit:]
+        return page
 
     async def search(
         self, query: str, *, channel: str | None = None, limit: int = 50
