@@ -16,7 +16,6 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -24,7 +23,13 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 from textual.worker import Worker, WorkerState
 
-from proto.errors import ConfigError, LocalError, TransportError, WrongPassphrase
+from proto.errors import (
+    ConfigError,
+    KeyChangedSinceVerified,
+    LocalError,
+    TransportError,
+    WrongPassphrase,
+)
 from tui import slash
 from tui.client.api import (
     TYPING_TTL_S,
@@ -325,7 +330,7 @@ class ChatApp(App[None]):
         for message in arrived:
             if message.channel == channel_id:
                 main.add_message(message)
-        self._show_members(channel_id, members, announce=False)
+        self._show_members(channel_id, members)
 
     @on(MessageLog.ReachedTop)
     def _reached_top(self, event: MessageLog.ReachedTop) -> None:
@@ -412,9 +417,34 @@ class ChatApp(App[None]):
         """Send ``text`` (not exclusive: messages queue in order of writing).
 
         ``action``: a ``/me`` action.
+
+        A send refused because a verified key changed
+        (:class:`~proto.errors.KeyChangedSinceVerified`) puts the line back in
+        the composer, warns loudly and opens the key dialog, where the user
+        compares safety numbers and accepts the new key (then Enter sends).
         """
-        message = await self._engine().send(channel, text, reply_to=reply_to, action=action)
+        try:
+            message = await self._engine().send(channel, text, reply_to=reply_to, action=action)
+        except KeyChangedSinceVerified as exc:
+            self._send_refused(channel, "/me " + text if action else text, exc)
+            return
         self._show_sent(message)
+
+    def _send_refused(self, channel: str, text: str, error: KeyChangedSinceVerified) -> None:
+        main = self._main()
+        if main.active_channel == channel:
+            composer = main.query_one(Composer)
+            if not composer.text:
+                self._restore_line(composer, text)
+        self.notify(
+            f"Not sent: {error.user}'s key changed since you verified it. Compare safety "
+            "numbers, then accept the new key to send.",
+            title="Safety number changed",
+            severity="error",
+            timeout=30,
+        )
+        self.last_error = f"send: {error}"
+        self.check_key(error.user)
 
     def _show_sent(self, message: Message) -> None:
         main = self._main()
@@ -447,7 +477,7 @@ class ChatApp(App[None]):
         await self._after_channel_op(info, open_it=False)
         self.notify(note)
         if self._main().active_channel == channel:
-            self._show_members(channel, await self._engine().members(channel), announce=True)
+            self._show_members(channel, await self._engine().members(channel))
 
     @work(exclusive=True, group="channel-op", exit_on_error=False, name="direct message")
     async def start_dm(self, user: str) -> None:
@@ -634,11 +664,7 @@ class ChatApp(App[None]):
         elif isinstance(event, MessageChanged):
             self._show_changed(event.message)
         elif isinstance(event, TopicChanged):
-            self.load_channels()
-            if main.active_channel == event.channel:
-                main.add_notice(
-                    f"topic-{time.monotonic_ns()}", f"{event.by} set the topic: {event.topic}"
-                )
+            self.load_channels()  # the notice itself is a stored system entry
         elif isinstance(event, TypingChanged):
             if main.active_channel == event.channel:
                 main.set_typing(event.users, time.monotonic())
@@ -655,7 +681,7 @@ class ChatApp(App[None]):
             self._auto_open(event.channels)
         elif isinstance(event, MembersChanged):
             if main.active_channel == event.channel:
-                self._show_members(event.channel, event.members, announce=True)
+                self._show_members(event.channel, event.members)
         elif isinstance(event, ConnectionChanged):
             main.set_connection(event.state)
             if event.state.status is ConnectionStatus.CONNECTED:
@@ -671,6 +697,12 @@ class ChatApp(App[None]):
             self.load_channels()
         if self._opening == msg.channel:
             self._arrived_while_opening.append(msg)  # shown once the channel is open
+            return
+        if msg.system:
+            # A join/leave/topic notice: shown in its place, never unread,
+            # never a mention, no alert, no read receipt.
+            if main.active_channel == msg.channel:
+                main.add_message(msg)
             return
         if main.active_channel == msg.channel:
             main.add_message(msg)
@@ -740,18 +772,10 @@ class ChatApp(App[None]):
         if profile is not None and profile.is_dir():
             save_level(profile, channel, level)
 
-    def _show_members(self, channel: str, members: tuple[Member, ...], *, announce: bool) -> None:
-        main = self._main()
-        names = frozenset(m.user for m in members)
-        before = self._members.get(channel)
-        self._members[channel] = names
-        main.set_members(members)
-        if announce and before is not None:
-            now = datetime.now()
-            for user in sorted(names - before):
-                main.add_notice(f"join:{user}:{now.timestamp()}", f"{user} joined", now)
-            for user in sorted(before - names):
-                main.add_notice(f"left:{user}:{now.timestamp()}", f"{user} left", now)
+    def _show_members(self, channel: str, members: tuple[Member, ...]) -> None:
+        """The member pane and count (the join/leave notices are stored system entries)."""
+        self._members[channel] = frozenset(m.user for m in members)
+        self._main().set_members(members)
 
     @on(PingSampled)
     def _ping_sampled(self, message: PingSampled) -> None:

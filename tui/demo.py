@@ -134,7 +134,7 @@ class DemoFactory:
                 if not isinstance(event, MessageReceived):
                     continue
                 message = event.message
-                if message.outgoing or message.sender != "you":
+                if message.outgoing or message.system or message.sender != "you":
                     continue
                 await asyncio.sleep(delay)
                 await peer.send(message.channel, next(replies))

@@ -55,9 +55,12 @@ def format_message(m: api.Message, channel_label: str = "", *, with_id: bool = F
 
     A reply starts with ``re <parent id prefix>``; reactions follow the text;
     ``with_id`` appends the message id (what ``qpc react``/``edit``/``delete`` take).
+    A system entry (a join, leave or topic notice) is ``[time] #channel -- text``.
     """
     stamp = time.strftime("%H:%M:%S", time.localtime(m.time))
     where = f"{channel_label} " if channel_label else ""
+    if m.system:
+        return f"[{stamp}] {where}-- {m.text}"
     mark = (
         ""
         if m.state in (api.DeliveryState.SENT, api.DeliveryState.RECEIVED)

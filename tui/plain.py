@@ -80,7 +80,9 @@ class PlainSession:
         """Switch to ``channel`` and say where we are."""
         cid = self.engine.resolve(channel).hex()
         self.channel = cid
-        self.messages = await self.engine.history(cid, limit=HISTORY_LIMIT)
+        history = await self.engine.history(cid, limit=HISTORY_LIMIT)
+        # /p and /n walk the messages; join/leave/topic notices are announced live only.
+        self.messages = [m for m in history if not m.system]
         self.pos = len(self.messages) - 1
         name = self.names.get(cid) or self.engine.channel_info(bytes.fromhex(cid)).name
         self.names[cid] = name
@@ -112,9 +114,10 @@ class PlainSession:
         if isinstance(ev, api.MessageReceived) and not ev.message.outgoing:
             m = ev.message
             name = self.names.get(m.channel, m.channel[:8])
-            if m.channel == self.channel:
+            if m.channel == self.channel and not m.system:
                 self.messages.append(m)
-            self.say(f"New in #{name} from {m.sender}: {m.text}")
+            said = f"#{name}: {m.text}" if m.system else f"New in #{name} from {m.sender}: {m.text}"
+            self.say(said)
         elif isinstance(ev, api.ChannelsChanged):
             for c in ev.channels:
                 if c.id not in self.names:

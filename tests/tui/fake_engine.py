@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
-from proto.errors import LocalError
+from proto.errors import KeyChangedSinceVerified, LocalError
 from tui.client.api import (
     ChannelInfo,
     ChannelKind,
@@ -35,6 +35,7 @@ from tui.client.api import (
     TopicChanged,
     WhoAmI,
 )
+from tui.client.notices import membership_texts, topic_text
 from tui.session import LoginForm, ServerKey
 
 FIXED_NOW_MS = 1_764_000_000_000  # 2025-11-24 16:00 UTC: snapshots never change
@@ -58,6 +59,9 @@ class FakeEngine:
         self.verified: set[str] = set()
         self.linked: set[str] = set()
         """Users ``check_key`` lists with a second, certified device."""
+        self.changed_keys: set[str] = set()
+        """Users with a key changed since verified: sends to their channels are
+        refused (:class:`~proto.errors.KeyChangedSinceVerified`) until accepted."""
         self.calls: list[tuple[str, tuple[object, ...]]] = []
         self._channels: dict[str, ChannelInfo] = {}
         self._messages: dict[str, list[Message]] = {}
@@ -167,6 +171,25 @@ class FakeEngine:
         )
         return msg
 
+    async def add_notice(
+        self, channel: str, text: str, *, by: str = "", emit: bool = True
+    ) -> Message:
+        """Store a system entry (as the engine does for joins, leaves, topics) and emit it
+        (``emit=False``: test setup, already in the history)."""
+        msg = Message(
+            id=self._next_id,
+            channel=channel,
+            sender=by,
+            text=text,
+            time_ms=self._tick(),
+            system=True,
+        )
+        self._next_id += 1
+        self._messages[channel].append(msg)
+        if emit:
+            await self.emit(MessageReceived(message=msg))
+        return msg
+
     def clear_unread(self, channel: str) -> None:
         """Clear a channel's unread count (test setup; no call recorded)."""
         self._channels[channel] = replace(self._channels[channel], unread=0)
@@ -206,10 +229,14 @@ class FakeEngine:
     async def invite(self, channel: str, users: list[str]) -> ChannelInfo:
         self._check("invite", channel, tuple(users))
         members = sorted({*self._channels[channel].members, *users})
-        return await self._set_members(channel, members)
+        return await self._set_members(channel, members, by=self.user)
 
-    async def _set_members(self, channel: str, members: list[str]) -> ChannelInfo:
-        """A membership commit: new list, next epoch, MembersChanged."""
+    async def _set_members(self, channel: str, members: list[str], *, by: str = "") -> ChannelInfo:
+        """A membership commit by ``by``: new list, next epoch, the history's
+        notices (as the engine stores them), MembersChanged."""
+        before = {self.user, *self._channels[channel].members}
+        for text in membership_texts(before, {self.user, *members}, by=by):
+            await self.add_notice(channel, text, by=by)
         info = replace(self._channels[channel], members=tuple(members))
         info = replace(info, epoch=info.epoch + 1)
         self._channels[channel] = info
@@ -232,7 +259,7 @@ class FakeEngine:
     async def remove(self, channel: str, users: list[str]) -> ChannelInfo:
         self._check("remove", channel, tuple(users))
         members = [m for m in self._channels[channel].members if m not in users]
-        return await self._set_members(channel, members)
+        return await self._set_members(channel, members, by=self.user)
 
     async def self_update(self, channel: str) -> ChannelInfo:
         self._check("self_update", channel)
@@ -254,6 +281,8 @@ class FakeEngine:
         self, channel: str, text: str, *, reply_to: str = "", action: bool = False
     ) -> Message:
         self._check("send", channel, text)
+        for user in sorted(self.changed_keys & set(self._channels[channel].members)):
+            raise KeyChangedSinceVerified(user)
         return self.add_message(
             channel, self.user, text, state=self.send_state, reply_to=reply_to, action=action
         )
@@ -315,6 +344,7 @@ class FakeEngine:
         self._check("set_topic", channel, topic)
         info = replace(self._channels[channel], topic=topic)
         self._channels[channel] = info
+        await self.add_notice(channel, topic_text(self.user, topic), by=self.user)
         self._queue.put_nowait(TopicChanged(channel=channel, topic=topic, by=self.user))
         return info
 
@@ -384,7 +414,12 @@ class FakeEngine:
         self._check("check_key", user, accept, verify)
         if verify:
             self.verified.add(user)
-        status = "verified" if user in self.verified else "unverified"
+        if accept:
+            self.changed_keys.discard(user)
+        if user in self.changed_keys:
+            status = "changed"
+        else:
+            status = "verified" if user in self.verified else "unverified"
         devices = [
             DeviceKeyCheck(device="ab" * 32, safety_number="11111 22222 33333 44444", status=status)
         ]

@@ -92,8 +92,8 @@ async def test_invite_adds_members_and_announces(
         assert ("invite", (channel, ("dave", "erin"))) in engine.calls
         assert main.query_one(MemberList).users == ["alice", "bob", "carol", "dave", "erin"]
         log = main.query_one(MessageLog)
-        notices = [log.item(k) for k in list(log._by_key) if k.startswith("join:")]
-        assert sorted(i.text for i in notices if i) == ["dave joined", "erin joined"]
+        notices = [i for i in (log.item(k) for k in list(log._by_key)) if i and i.system]
+        assert [i.text for i in notices] == ["alice added dave, erin"]
 
 
 async def test_new_dm_opens_direct_channel(engine: FakeEngine, app_factory: AppFactory) -> None:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 
 import pytest
-from textual.widgets import Input, Static
+from textual.widgets import Button, Input, Static
 
 from proto.errors import (
     ConnectionLost,
@@ -17,13 +17,15 @@ from proto.errors import (
     RateLimited,
     WrongPassphrase,
 )
-from tests.tui.conftest import Recorder, settle
+from tests.tui.conftest import Recorder, main_screen, settle
 from tests.tui.fake_engine import FakeEngine, FakeFactory
 from tui.app import QpcApp
 from tui.client.api import SecurityWarning
+from tui.screens.dialogs import KeyCheckDialog
 from tui.screens.main import MainScreen
 from tui.screens.welcome import WelcomeScreen
 from tui.userfacing import describe_error
+from tui.widgets.composer import Composer
 from tui.widgets.panes import HealthPane
 from tui.widgets.status_bar import StatusBar
 
@@ -242,3 +244,38 @@ async def test_unknown_user_on_the_local_node_says_how_to_share_it(
         address = engine.server_info().address
         assert shown.startswith("User not found: bob."), shown
         assert f"qpc --server {address}" in shown.replace("\n", ""), shown
+
+
+async def test_send_refused_after_key_change_keeps_text_and_offers_accept(
+    engine: FakeEngine, app_factory: AppFactory, recorder: Recorder
+) -> None:
+    """A verified key changed: the send is refused loudly, the line stays in the
+    composer, the key dialog opens with "accept", and after accepting Enter sends."""
+    engine.verified.add("bob")
+    engine.changed_keys.add("bob")
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
+        await settle(app, pilot)
+        main = main_screen(app)
+        general = main.active_channel
+        assert general is not None
+        before = len(await engine.history(general))
+        await pilot.press(*"meet at 5", "enter")
+        await settle(app, pilot)
+        assert len(await engine.history(general)) == before  # nothing sent
+        errors = [text for severity, text in recorder.notifications() if severity == "error"]
+        assert any("bob's key changed since you verified it" in t for t in errors), errors
+        assert isinstance(app.screen, KeyCheckDialog)
+        assert app.screen.query_one("#accept", Button)  # the way to accept the new key
+        assert app.focused is not None and app.focused.id == "ok"  # Enter never accepts
+        assert main.query_one(Composer).text == "meet at 5"
+        app.screen.query_one("#accept", Button).press()
+        await settle(app, pilot)
+        assert ("check_key", ("bob", True, False)) in engine.calls
+        assert isinstance(app.screen, MainScreen)
+        main.query_one(Composer).focus()
+        await pilot.press("enter")
+        await settle(app, pilot)
+        history = await engine.history(general)
+        assert len(history) == before + 1 and history[-1].text == "meet at 5"
+        assert main.query_one(Composer).text == ""

@@ -552,3 +552,39 @@ async def test_restart_reopens_the_channel_left_off_in(
     async with again.run_test(size=(80, 24)) as pilot:
         await settle(again, pilot)
         assert main_screen(again).active_channel == ids[2]
+
+
+async def test_stored_notices_show_in_place_and_are_never_unread(
+    app_factory: AppFactory,
+) -> None:
+    """Notices from the history (a restart) sit between the messages of their
+    moment; a notice arriving in a background channel adds no unread count."""
+    from tests.tui.conftest import populated_engine
+
+    engine, general, random = populated_engine()
+    await engine.add_notice(general.id, "alice added dave", by="alice", emit=False)
+    engine.add_message(general.id, "dave", "hello, I'm new")
+    await engine.add_notice(general.id, "alice removed carol", by="alice", emit=False)
+    engine.clear_unread(general.id)
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(100, 24)) as pilot:
+        await settle(app, pilot)
+        main = main_screen(app)
+        assert main.active_channel == general.id
+        log = main.query_one(MessageLog)
+        items = [log._entries[n].item for n in range(len(log._entries))]
+        tail = [(i.text, i.system) for i in items if i][-3:]
+        assert tail == [
+            ("alice added dave", True),
+            ("hello, I'm new", False),
+            ("alice removed carol", True),
+        ]
+        await engine.add_notice(random.id, "bob set the topic: cats", by="bob")
+        await settle(app, pilot)
+        row = main._rows[random.id]
+        assert row.unread == 0 and row.mentions == 0
+        main.post_message(ChannelList.Opened(random.id))
+        await settle(app, pilot)
+        items = [log._entries[n].item for n in range(len(log._entries))]
+        assert [(i.text, i.system) for i in items if i][-1] == ("bob set the topic: cats", True)
+        assert all(i.key != "unread-marker" for i in items if i)

@@ -159,7 +159,15 @@ def test_future_epoch_is_held_then_released_after_the_commit(tmp_path: Path) -> 
     committed = _apply(
         bob, _step(state, bob, _envelope(alice, bob, 2, ContentType.MLS_COMMIT, commit.commit))
     )
-    assert committed.effects == (receive.CommitSeen(channel=CHANNEL, added=(), removed_self=False),)
+    assert committed.effects == (
+        receive.CommitSeen(
+            channel=CHANNEL,
+            added=(),
+            removed_self=False,
+            before_users=frozenset({"alice", "bob"}),
+            by="alice",
+        ),
+    )
     view = receive.GroupView.of(bob.client.load_group(CHANNEL))
     release = receive.releasable([hold.held], view, device_id=bob.id)
     assert release is not None

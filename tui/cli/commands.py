@@ -101,6 +101,8 @@ async def _listen(e: Engine, cfg: CliConfig) -> None:
                     emit(cfg, "", {"event": "message", **as_json(m)})
                 else:
                     emit(cfg, format_message(m, names.get(m.channel, "")), None)
+                if m.system:
+                    continue  # a notice is shown, not counted as a message
                 count += 1
                 if opts.count and count >= opts.count:
                     return

@@ -258,6 +258,10 @@ class Message:
     """The author deleted it (a tombstone: ``text`` is empty)."""
     reactions: tuple[Reaction, ...] = ()
     """Reactions, one per emoji, in first-reaction order."""
+    system: bool = False
+    """A membership or topic notice stored by this client ("carol added bob"):
+    ``text`` is the whole notice, ``sender`` who caused it (may be ""). Never
+    unread, never a mention, never searchable, no ``msg_id``."""
 
     @property
     def time(self) -> float:

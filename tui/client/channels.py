@@ -15,6 +15,7 @@ wait. An invite too large for one commit is split into several.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -31,7 +32,7 @@ from proto.errors import (
     QpcError,
     StaleEpoch,
 )
-from tui.client import api, appdata, receive
+from tui.client import api, appdata, notices, receive
 from tui.client.core import Session, normalize_user
 from tui.client.sending import KEY_WAIT_S, OFFLINE, Outbox, key_hash, post_key
 from tui.client.state import EngineState
@@ -121,6 +122,7 @@ class Channels:
         waits = iter(KEY_WAIT_S)
         for _attempt in range(MAX_COMMIT_ATTEMPTS + len(KEY_WAIT_S)):
             group = self._views.group(channel)
+            before = notices.users_of(group.members())
             members = [
                 m.signature_key
                 for m in group.members()
@@ -163,9 +165,24 @@ class Channels:
             rec = self._views.channel_record(channel)
             rec.last_ms = now_ms()
             await self._session.save()
+            await self._store_notices(channel, group, before)
             self._views.emit_members(channel, group)
             return group
         raise LocalError("the channel is too busy: gave up after repeated commit races")
+
+    async def _store_notices(
+        self, channel: bytes, group: mls.Group, before: frozenset[str]
+    ) -> None:
+        """Our own commit changed the members: system entries in the history."""
+        me = self._session.user
+        after = notices.users_of(group.members())
+        leavers = self._views.leavers.get(channel, set())
+        for text in notices.membership_texts(before, after, by=me, leavers=leavers):
+            entry = notices.notice(channel, text, by=me, now_ms=now_ms())
+            local_id = await self._session.profile.append_message(entry)
+            stored = self._views.to_api(dataclasses.replace(entry, local_id=local_id))
+            self._events.emit(api.MessageReceived(message=stored))
+        leavers.intersection_update(after)
 
     async def _set_key(self, channel: bytes, group: mls.Group) -> None:
         """As the committer of the group's epoch, set its post key on the node.

@@ -37,7 +37,7 @@ from proto.errors import (
     Unavailable,
     UnknownGroup,
 )
-from tui.client import api, receive
+from tui.client import api, notices, receive
 from tui.client.core import Session
 from tui.client.profile import ChatMessage, MessageChange
 from tui.client.state import STATE_SECRET, DeviceCertRecord, DeviceRecord, EngineState
@@ -226,7 +226,8 @@ class Inbox:
         for msg, local_id in zip(received, ids, strict=True):
             message = self._views.to_api(dataclasses.replace(msg, local_id=local_id))
             self._events.emit(api.MessageReceived(message=message))
-            out.append(message)
+            if not message.system:  # notices are in the history, not "new messages"
+                out.append(message)
         if any(m.deleted for m in changed):
             await self._session.profile.purge_wal()
         for msg in changed:
@@ -332,6 +333,10 @@ class Inbox:
                 rec = self._views.channel_record(channel)
                 rec.active, rec.last_ms, rec.updated_ms = True, now_ms(), now_ms()
                 self._follow.joined.append(channel)
+                me = self._state.user
+                self._received.append(
+                    notices.notice(channel, f"{me} joined", by=me, now_ms=now_ms())
+                )
                 log.info("joined channel %s", channel.hex()[:16])
                 self._views.emit_channels()
             case receive.LearnDevice(device=device, user=user, access_key=ak):
@@ -354,6 +359,8 @@ class Inbox:
                 self._changes.append(change)
             case receive.SetTopic(channel=channel, topic=topic, by=by):
                 self._views.channel_record(channel).topic = topic
+                text = notices.topic_text(by, topic)
+                self._received.append(notices.notice(channel, text, by=by, now_ms=now_ms()))
                 self._events.emit(api.TopicChanged(channel=channel.hex(), topic=topic, by=by))
                 self._views.emit_channels()
             case receive.CertifyDevice() as cert:
@@ -379,8 +386,10 @@ class Inbox:
                 rec = self._views.channel_record(channel)
                 rec.unread += 1
                 rec.last_ms = now_ms()
-            case receive.LeaveRequested(channel=channel):
+            case receive.LeaveRequested(channel=channel, user=user):
                 self._follow.leave_requests.add(channel)
+                if user:
+                    self._views.leavers.setdefault(channel, set()).add(user)
             case receive.CommitSeen():
                 await self._commit_seen(fx)
             case receive.LinkControl(sender=sender, body=body):
@@ -420,6 +429,15 @@ class Inbox:
         rec.last_ms = now_ms()
         for m in fx.added:
             self._state.devices.setdefault(m.signature_key.hex(), _device(m))
+        # Stored with the batch, in processing order among the messages.
+        me = self._session.device_id
+        after = notices.users_of(
+            m for m in group.members() if not (fx.removed_self and m.signature_key == me)
+        )
+        leavers = self._views.leavers.get(channel, set())
+        for text in notices.membership_texts(fx.before_users, after, by=fx.by, leavers=leavers):
+            self._received.append(notices.notice(channel, text, by=fx.by, now_ms=rec.last_ms))
+        leavers.intersection_update(after)
         if fx.removed_self or not group.is_active:
             rec.active = False
             log.info("removed from channel %s", channel.hex()[:16])

@@ -413,8 +413,9 @@ class Engine:
             if rec.unread:
                 rec.unread = 0
                 await self.session.save()
-            newest = await self.session.list_messages(cid, limit=1, before_id=None)
-            await self.kinds.read_up_to(cid, newest[-1] if newest else None)
+            newest = await self.session.list_messages(cid, limit=16, before_id=None)
+            real = [m for m in newest if not m.system]  # a receipt never names a notice
+            await self.kinds.read_up_to(cid, real[-1] if real else None)
 
     async def _after_batch(self) -> None:
         """Follow-ups of received batches (caller holds the mutex): say hello in

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 
 from proto.errors import LocalError, QpcError
-from tui.client import api, appdata
+from tui.client import api, appdata, notices
 from tui.client.core import Session
 from tui.client.profile import ChatMessage, MessageChange
 from tui.client.sending import OFFLINE, Outbox, parse_id
 from tui.client.state import EngineState
-from tui.client.views import Events, Views
+from tui.client.views import Events, Views, now_ms
 
 __all__ = ["Kinds"]
 
@@ -143,6 +144,11 @@ class Kinds:
                 raise LocalError("the node is unreachable; the topic was not changed")
             self._views.channel_record(cid).topic = topic
             await self._session.save()
+            me = self._session.user
+            entry = notices.notice(cid, notices.topic_text(me, topic), by=me, now_ms=now_ms())
+            local_id = await self._session.profile.append_message(entry)
+        stored = self._views.to_api(dataclasses.replace(entry, local_id=local_id))
+        self._events.emit(api.MessageReceived(message=stored))
         self._events.emit(api.TopicChanged(channel=cid.hex(), topic=topic, by=self._session.user))
         self._views.emit_channels()
         return self._views.channel_info(cid)

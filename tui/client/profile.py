@@ -150,6 +150,10 @@ class ChatMessage:
     """The author deleted it: a tombstone, the text is gone."""
     reactions: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """``(emoji, usernames)`` pairs, in first-reaction order."""
+    system: bool = False
+    """A system entry written by this client ("carol added bob", a topic change):
+    ``text`` is the notice, ``sender_name`` who caused it; never unread, never
+    searched, no message id."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -255,6 +259,8 @@ def _encode_message(msg: ChatMessage) -> bytes:
         doc["del"] = True
     if msg.reactions:
         doc["rx"] = [[e, list(users)] for e, users in msg.reactions]
+    if msg.system:
+        doc["sys"] = True
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -275,6 +281,7 @@ def _decode_message(channel_id: bytes, local_id: int, data: bytes) -> ChatMessag
             edited=bool(d.get("ed", False)),
             deleted=bool(d.get("del", False)),
             reactions=tuple((str(e), tuple(str(u) for u in us)) for e, us in d.get("rx", [])),
+            system=bool(d.get("sys", False)),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ProfileError("a stored message is damaged") from exc
@@ -620,7 +627,7 @@ class Profile:
         records = self._keys.records
 
         mid_tag = self._mid_tag(msg.msg_id) if msg.msg_id else None
-        folded = msg.text.casefold()
+        folded = "" if msg.system else msg.text.casefold()  # a notice is nobody's text
         persist = self._persist
 
         def insert(conn: sqlite3.Connection) -> int:
@@ -911,8 +918,10 @@ class Profile:
             blob, table="messages", column="record", row=self._row(tag, local_id)
         )
         try:
-            return str(json.loads(plain)["text"])
-        except (ValueError, KeyError, TypeError) as exc:
+            doc = json.loads(plain)
+            # A system entry ("alice added bob") is nobody's text: indexed empty.
+            return "" if doc.get("sys") else str(doc["text"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ProfileError("a stored message is damaged") from exc
 
     def _ix_seal(self, conn: sqlite3.Connection) -> bool:
@@ -1100,13 +1109,13 @@ class Profile:
                 row=self._row(row_tag, int(local_id)),
             )
             msg = _decode_message(by_tag[row_tag], int(local_id), plain)
-            folded = msg.text.casefold()
-            if all(t in folded for t in terms):
+            text = "" if msg.system else msg.text
+            if all(t in text.casefold() for t in terms):
                 found[int(local_id)] = msg
             else:
                 # Rewritten since it was indexed (an edit or a delete that did
                 # not tell the index): index what is stored now.
-                self._search.replace(int(local_id), msg.text)
+                self._search.replace(int(local_id), text)
         return [found[i] for i, _ in hits if i in found]
 
     async def _catch_up_index(self) -> None:

@@ -232,6 +232,8 @@ class LeaveRequested:
     """A member's remove proposal is stored in ``channel``: commit it."""
 
     channel: bytes
+    user: str = ""
+    """Who proposed it (a member leaving)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -253,6 +255,10 @@ class CommitSeen:
     channel: bytes
     added: tuple[mls.Member, ...]
     removed_self: bool
+    before_users: frozenset[str] = frozenset()
+    """The members' usernames before the commit (for the history's notices)."""
+    by: str = ""
+    """The committer's username."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -504,13 +510,19 @@ def on_processed(
     if isinstance(result, mls.ProposalStored):
         effects: tuple[Effect, ...] = ()
         if result.kind == "remove":
-            effects = (LeaveRequested(channel=channel),)
+            leaver = result.sender_identity.decode("utf-8", "replace")
+            effects = (LeaveRequested(channel=channel, user=leaver),)
         return Step(events=warn, effects=effects)
+    before_users = frozenset(m.identity.decode("utf-8", "replace") for m in before.members)
     return Step(
         events=warn,
         effects=(
             CommitSeen(
-                channel=channel, added=tuple(result.added), removed_self=result.self_removed
+                channel=channel,
+                added=tuple(result.added),
+                removed_self=result.self_removed,
+                before_users=before_users,
+                by=result.sender_identity.decode("utf-8", "replace"),
             ),
         ),
     )

@@ -72,6 +72,9 @@ class Views:
         self._session = session
         self._state = state
         self._events = events
+        self.leavers: dict[bytes, set[str]] = {}
+        """Per channel, users whose leave (own remove proposal) awaits a commit:
+        that commit's notice says "left", not "removed" (kept in memory)."""
 
     def to_api(self, msg: ChatMessage) -> api.Message:
         """A stored message as the API's :class:`~tui.client.api.Message`."""
@@ -96,6 +99,7 @@ class Views:
             action=msg.action,
             edited=msg.edited,
             deleted=msg.deleted,
+            system=msg.system,
             reactions=tuple(
                 api.Reaction(emoji=e, users=users, mine=self._state.user in users)
                 for e, users in msg.reactions

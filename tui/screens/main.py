@@ -51,7 +51,10 @@ def mark_for(state: DeliveryState) -> DeliveryMark:
 
 def log_item(message: Message, user: str = "", parent: Message | None = None) -> LogItem:
     """How the log shows an engine message (``user``: the reader, for mentions;
-    ``parent``: the message it replies to)."""
+    ``parent``: the message it replies to). A system entry is a notice line."""
+    if message.system:
+        when = datetime.fromtimestamp(message.time)
+        return LogItem(key=str(message.id), sender="", text=message.text, time=when, system=True)
     return LogItem(
         key=str(message.id),
         sender=message.sender,
@@ -109,7 +112,6 @@ class MainScreen(Screen[None]):
         super().__init__()
         self.user = user
         self._rows: dict[str, ChannelRow] = {}
-        self._notices: dict[str, list[tuple[int, LogItem]]] = {}
         self._newest_id = 0
         self.oldest_id: int | None = None
         """Local id of the oldest message loaded in the open channel."""
@@ -232,16 +234,17 @@ class MainScreen(Screen[None]):
         self._show_selection()
         self._show_activity()
         row = self._rows.get(channel_id)
-        unread = min(row.unread if row else 0, len(history))
+        real = [m for m in history if not m.system]  # notices are never unread
+        unread = min(row.unread if row else 0, len(real))
         self.active_channel = channel_id
         self.mark_read(channel_id)
         self.query_one(ChannelList).select_id(channel_id)
         self._show_channel_widgets(True)
         self._newest_id = history[-1].id if history else 0
-        items = self._merged(history, history[0].id if has_older and history else None, None)
+        items = [self._item(m) for m in history]
         if unread:
             # A marker above the first unread message, like other chat clients.
-            first = str(history[-unread].id)
+            first = str(real[-unread].id)
             at = next(n for n, i in enumerate(items) if i.key == first)
             marker = LogItem(
                 key="unread-marker",
@@ -264,7 +267,7 @@ class MainScreen(Screen[None]):
         self.messages[:0] = fresh  # parents for quotes
         self._ids.update(m.id for m in fresh)
         self._by_msg_id.update((m.msg_id, m) for m in reversed(fresh) if m.msg_id)
-        items = self._merged(older, older[0].id if more else None, self.oldest_id)
+        items = [self._item(m) for m in older]
         if older:
             self.oldest_id = older[0].id
         self.query_one(MessageLog).prepend_items(items, has_older=more)
@@ -407,37 +410,6 @@ class MainScreen(Screen[None]):
     def set_delivery(self, message_id: int, state: DeliveryState) -> None:
         """Update the delivery glyph of one of our messages."""
         self.query_one(MessageLog).set_mark(str(message_id), mark_for(state))
-
-    def add_notice(self, key: str, text: str, when: datetime | None = None) -> None:
-        """A system line in the open channel ("bob joined").
-
-        Kept for the session, after the newest message shown when it happened,
-        and shown there again whenever the channel is opened (the history
-        store holds only messages).
-        """
-        item = LogItem(key=key, sender="", text=text, time=when or datetime.now(), system=True)
-        if self.active_channel is not None:
-            notices = self._notices.setdefault(self.active_channel, [])
-            notices.append((self._newest_id, item))
-        self.query_one(MessageLog).add_item(item)
-
-    def _merged(self, history: list[Message], lo: int | None, hi: int | None) -> list[LogItem]:
-        """``history`` as log items with the open channel's notices whose anchor
-        message id is in ``[lo, hi)`` (``None``: unbounded) put after it."""
-        notices = [
-            (after, item)
-            for after, item in self._notices.get(self.active_channel or "", ())
-            if (lo is None or after >= lo) and (hi is None or after < hi)
-        ]
-        out: list[LogItem] = []
-        i = 0
-        for message in history:
-            while i < len(notices) and notices[i][0] < message.id:
-                out.append(notices[i][1])
-                i += 1
-            out.append(self._item(message))
-        out.extend(item for _, item in notices[i:])
-        return out
 
     def set_members(self, members: Iterable[Member]) -> None:
         """Replace the member list of the open channel (and its count in the title)."""
