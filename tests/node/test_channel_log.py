@@ -250,7 +250,7 @@ async def test_packed_recipients(backend_node: EmbeddedNode) -> None:
                     channel_id=CH,
                     post_key=K1,
                     payload=b"x",
-                    **bad,  # type: ignore[arg-type]
+                    **bad,
                 )
         for who in (bob, carol):  # nothing was stored by the refused posts
             got = await who.client.fetch(after_seq=0, limit=10)
