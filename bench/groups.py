@@ -137,6 +137,12 @@ async def _open(port: int, base: Path, name: str, kp: int) -> Engine:
         server=f"127.0.0.1:{port}",
         kdf=FAST_TEST_PARAMS,
         keypackage_batch=kp,
+        # Hundreds of devices share each worker's event loop, and the node,
+        # the owner and the workers share two cores: a device may hear
+        # nothing for several seconds while its loop runs another device's
+        # join. A real device has its own process and keeps the 6 s default.
+        dead_timeout_s=30.0,
+        reconnect_wait_s=30.0,
     )
     e = await Engine.open(cfg, PASS, create=True)
     for attempt in range(3):  # a busy shared loop may lose the connection
