@@ -1,8 +1,22 @@
-"""Benchmark the TUI: cold start, a 10,000-message channel, idle CPU.
+"""Benchmark the TUI: cold start, a 10,000-message channel, idle CPU; long histories.
 
 Run by hand from the repository root (needs tmux)::
 
     python3 bench/tui.py [--runs 5] [--idle-seconds 10] [--out docs/perf/tui.md]
+    python3 bench/tui.py --long 100000 [--code DIR ...]
+
+``--long N`` runs only the long-history scenario (no tmux): a headless app
+(120x40) around the in-memory engine with one channel of N messages, opened
+from another channel. It prints, for this checkout and each ``--code`` checkout
+(e.g. ``git archive main`` unpacked with the native module copied in) in the
+same run, each in its own process:
+
+* **open**: from choosing the channel to the newest message in the log and
+  a frame drawn;
+* **background load**: the app then loads older pages up to its history
+  limit; the longest gap between frames meanwhile (a stall the user feels);
+* **paging**: 300 PgUp from the newest message: median and longest frame;
+* **top**: Home repeatedly until 30,000 messages are loaded: longest frame.
 
 * **cold start**: spawn ``qpc`` in a fresh 80x24 tmux session (fresh data
   dir, so the welcome screen) and poll ``capture-pane`` every 5 ms until the
@@ -30,7 +44,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# --long-child runs on another checkout (QPC_BENCH_CODE) for a before/after table.
+sys.path.insert(0, os.environ.get("QPC_BENCH_CODE", str(ROOT)))
 
 from tests.tui.fake_engine import FakeEngine, FakeFactory  # noqa: E402
 from tui.app import make_app  # noqa: E402
@@ -189,13 +204,128 @@ async def big_channel(n: int) -> tuple[float, float, int]:
         return opened, per_page, pages
 
 
+async def long_history(n: int) -> dict[str, float]:
+    """The long-history figures (ms) for a channel of ``n`` messages."""
+    from tui.widgets.channel_list import ChannelList
+
+    engine = FakeEngine()
+    chan = engine.add_channel("big", ("bob", "carol"))
+    for i in range(n):
+        sender = ("bob", "carol", "alice")[i % 3]
+        engine.add_message(chan.id, sender, f"message {i} " + "lorem ipsum dolor " * (i % 6))
+    engine.clear_unread(chan.id)
+    other = engine.add_channel("small", ("bob",), activity_ms=engine.now_ms + 10**6)
+    engine.add_message(other.id, "bob", "hello")
+    engine.clear_unread(other.id)
+    app = make_app(FakeFactory(engine), TuiSettings(ping_interval_s=0))
+    out: dict[str, float] = {}
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(2000):
+            await pilot.pause()
+            if app.main is not None and app.main.active_channel == other.id:
+                break
+        main = app.main
+        assert main is not None
+        log = main.query_one(MessageLog)
+        await pilot.pause()
+        t0 = time.perf_counter()
+        main.post_message(ChannelList.Opened(chan.id))
+        last_key = str(engine._messages[chan.id][-1].id)
+        while True:
+            await pilot.pause()
+            if main.active_channel == chan.id and log.item(last_key) is not None:
+                await pilot.pause()  # and a frame with it
+                break
+            if time.perf_counter() - t0 > 120:
+                raise RuntimeError("the channel never opened")
+        out["open"] = (time.perf_counter() - t0) * 1000
+        # Background loading of older pages up to the history limit.
+        gaps = []
+        t_load = last = time.perf_counter()
+        while any(w.group == "older" and not w.is_finished for w in app.workers):
+            await pilot.pause()
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+            if now - t_load > 300:
+                break
+        out["loaded"] = log.message_count
+        out["load_total"] = (time.perf_counter() - t_load) * 1000
+        out["load_gap_max"] = max(gaps, default=0.0) * 1000
+        frames = []
+        for _ in range(300):
+            t = time.perf_counter()
+            await pilot.press("pageup")
+            frames.append(time.perf_counter() - t)
+        out["page_median"] = statistics.median(frames) * 1000
+        out["page_max"] = max(frames) * 1000
+        top = []
+        t_top = time.perf_counter()
+        while log.message_count < min(n, 30_000) and time.perf_counter() - t_top < 300:
+            t = time.perf_counter()
+            log.scroll_home(animate=False, immediate=True)
+            await pilot.pause()
+            top.append(time.perf_counter() - t)
+        out["top_max"] = max(top, default=0.0) * 1000
+        out["top_loaded"] = log.message_count
+    return out
+
+
+def _long_in(code: Path, n: int) -> dict[str, float]:
+    """Run :func:`long_history` in a child process on the checkout ``code``."""
+    import json
+
+    env = {**os.environ, "PYTHONPATH": str(code), "QPC_BENCH_CODE": str(code)}
+    res = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--long-child", str(n)],
+        env=env,
+        cwd=code,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+        timeout=1800,
+    )
+    doc: dict[str, float] = json.loads(res.stdout.strip().splitlines()[-1])
+    return doc
+
+
+def long_table(n: int, codes: list[Path]) -> str:
+    """The long-history table: this checkout first, then each of ``codes``."""
+    rows = [
+        "| checkout | open | older pages: longest frame gap (total) | PgUp median / longest "
+        "| Home to 30,000 loaded: longest frame |",
+        "|---|---|---|---|---|",
+    ]
+    for code in [ROOT, *codes]:
+        r = _long_in(code, n)
+        name = "this" if code == ROOT else code.name
+        rows.append(
+            f"| {name} | {r['open']:.0f} ms | {r['load_gap_max']:.0f} ms "
+            f"({r['loaded']:,.0f} msgs in {r['load_total']:.0f} ms) | "
+            f"{r['page_median']:.1f} / {r['page_max']:.1f} ms | "
+            f"{r['top_max']:.0f} ms ({r['top_loaded']:,.0f} loaded) |"
+        )
+    return "\n".join(rows)
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--long-child":
+        import json
+
+        print(json.dumps(asyncio.run(long_history(int(sys.argv[2])))))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--long", type=int, default=0, metavar="N")
+    parser.add_argument("--code", type=Path, action="append", default=[])
     args = parser.parse_args()
+    if args.long:
+        print(f"{args.long:,} messages, 120x40, in-memory engine")
+        print(long_table(args.long, args.code))
+        return
     with tempfile.TemporaryDirectory(prefix="qpc-bench-tui-") as tmp:
         base = Path(tmp)
         cold = cold_start(args.runs, base)

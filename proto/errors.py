@@ -35,6 +35,22 @@ class ConfigError(LocalError):
     """Configuration could not be parsed or is inconsistent."""
 
 
+class KeyChangedSinceVerified(LocalError):
+    """A user whose keys we verified has a device we have not accepted.
+
+    Sending to a channel with that user is refused until the user compares
+    safety numbers again and accepts the change (``qpc check-key USER
+    --accept`` or the TUI's key dialog), as Signal does.
+    """
+
+    def __init__(self, user: str) -> None:
+        super().__init__(
+            f"{user}'s key changed since you verified it: compare safety numbers, "
+            f"then accept the change (`qpc check-key {user} --accept`) to send again"
+        )
+        self.user = user
+
+
 # --------------------------------------------------------------------------- wire
 
 

@@ -57,6 +57,26 @@ async def shoot(
         print(path)
 
 
+def backlog_engine() -> FakeEngine:
+    """#general with 40 messages read earlier and 12 new ones."""
+    engine, general, _random = populated_engine()
+    for i in range(40):
+        engine.add_message(general.id, ("bob", "carol")[i % 2], f"earlier message {i}")
+    engine.clear_unread(general.id)
+    for i in range(12):
+        engine.add_message(general.id, ("bob", "carol", "dave")[i % 3], f"new message {i}")
+    return engine
+
+
+def failing_invite_engine() -> FakeEngine:
+    """An engine whose next invite fails: the dialog comes back filled in."""
+    from proto.errors import NotFound
+
+    engine = populated_engine()[0]
+    engine.fail["invite"] = NotFound("no such user: dvae")
+    return engine
+
+
 async def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     await shoot("main-80x24", size=(80, 24))
@@ -69,6 +89,8 @@ async def main() -> None:
     await shoot("verify-keys", ["f6", *"bob", "enter"])
     await shoot("palette", ["ctrl+p", *"channel"])
     await shoot("empty", engine=FakeEngine(), size=(80, 24))
+    await shoot("backlog", engine=backlog_engine(), size=(80, 24))
+    await shoot("invite-failed", ["ctrl+t", *"dvae", "enter"], engine=failing_invite_engine())
     mentions = [
         ("general", "bob", "@alice can you restart the node after lunch?"),
         ("random", "carol", "alice: the photos are up"),

@@ -254,6 +254,11 @@ class QpcApp(ChatApp):
 
     def _new_group_named(self, name: str | None) -> None:
         if name:
+            self.retry_form(
+                "create group",
+                lambda error: NewGroupDialog(value=name, error=error),
+                self._new_group_named,
+            )
             self.create_group(name)
 
     def _open_channel(self) -> tuple[str, str] | None:
@@ -272,6 +277,11 @@ class QpcApp(ChatApp):
 
         def invited(users: str | None) -> None:
             if users:
+                self.retry_form(
+                    "invite",
+                    lambda error: InviteDialog(value=users, subtitle=f"to {label}", error=error),
+                    invited,
+                )
                 self.invite(channel, parse_users(users))
 
         self.push_screen(InviteDialog(subtitle=f"to {label}"), invited)
@@ -353,6 +363,9 @@ class QpcApp(ChatApp):
 
     def _dm_user(self, user: str | None) -> None:
         if user:
+            self.retry_form(
+                "direct message", lambda error: NewDmDialog(value=user, error=error), self._dm_user
+            )
             self.start_dm(parse_users(user)[0])
 
     def action_leave(self) -> None:

@@ -20,6 +20,7 @@ from datetime import datetime
 
 from textual import on, work
 from textual.app import App, ComposeResult
+from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 from textual.worker import Worker, WorkerState
 
@@ -98,6 +99,9 @@ class ChatApp(App[None]):
         self._members: dict[str, frozenset[str]] = {}
         self._opening: str | None = None
         self._arrived_while_opening: list[Message] = []
+        self._form_retry: dict[
+            str, tuple[Callable[[str], ModalScreen[str | None]], Callable[[str | None], None]]
+        ] = {}
         self.history_limit = HISTORY_LIMIT
         """Messages loaded (page by page) after a channel opens, and per "load older" run."""
         self.history_page = HISTORY_PAGE
@@ -130,7 +134,14 @@ class ChatApp(App[None]):
         """Resume a logged-in engine (``qpc demo``) or show the welcome screen."""
         if self.settings.keymap:
             self.set_keymap(self.settings.keymap)
-        if self.settings.theme:
+        if self.settings.theme and self.settings.theme not in self.available_themes:
+            names = ", ".join(sorted(self.available_themes))
+            self.notify(
+                f"Unknown theme {self.settings.theme!r} in the config; themes: {names}.",
+                severity="warning",
+                timeout=15,
+            )
+        if self.settings.theme in self.available_themes:
             self.theme = self.settings.theme
         elif self.terminal.colors <= 16:
             # The terminal's own 16 colours: readable on linux, vt100, screen.
@@ -369,6 +380,7 @@ class ChatApp(App[None]):
             self.edit_message(channel, mode[1].msg_id, parsed.text)
             return
         reply_to = mode[1].msg_id if mode is not None else ""
+        main.query_one(MessageLog).scroll_to_newest()
         self.send(channel, parsed.text, reply_to=reply_to)
 
     @on(Composer.Changed)
@@ -422,13 +434,13 @@ class ChatApp(App[None]):
         """Create a group and open it."""
         info = await self._engine().create_group(name)
         await self._after_channel_op(info)
-        self.notify(f"Created #{info.name}. Ctrl+T invites people.")
+        self.notify(f"Created {info.label}. Ctrl+T invites people.")
 
     @work(exclusive=True, group="channel-op", exit_on_error=False, name="invite")
     async def invite(self, channel: str, users: list[str]) -> None:
         """Add ``users`` to ``channel``."""
         info = await self._engine().invite(channel, users)
-        await self._members_changed(channel, info, f"Invited {', '.join(users)} to #{info.name}.")
+        await self._members_changed(channel, info, f"Invited {', '.join(users)} to {info.label}.")
 
     async def _members_changed(self, channel: str, info: ChannelInfo, note: str) -> None:
         """After an invite or a removal: list, notification, member pane."""
@@ -458,19 +470,35 @@ class ChatApp(App[None]):
     async def remove_members(self, channel: str, users: list[str]) -> None:
         """Remove ``users`` from ``channel``."""
         info = await self._engine().remove(channel, users)
-        await self._members_changed(channel, info, f"Removed {', '.join(users)} from #{info.name}.")
+        await self._members_changed(channel, info, f"Removed {', '.join(users)} from {info.label}.")
 
     @work(exclusive=True, group="channel-op", exit_on_error=False, name="update keys")
     async def update_keys(self, channel: str) -> None:
         """Commit a fresh leaf key of this device in ``channel``."""
         info = await self._engine().self_update(channel)
-        self.notify(f"This device has a fresh key in #{info.name} (epoch {info.epoch}).")
+        self.notify(f"This device has a fresh key in {info.label} (epoch {info.epoch}).")
 
     @work(exclusive=True, group="keys", exit_on_error=False, name="verify keys")
     async def check_key(self, user: str) -> None:
-        """Show the safety numbers of ``user``'s devices."""
+        """Show the safety numbers of ``user``'s devices (the dialog can mark or accept)."""
         check = await self._engine().check_key(user)
-        await self.push_screen(KeyCheckDialog(check))
+
+        def chosen(choice: str | None) -> None:
+            if choice in ("verify", "accept"):
+                self.mark_key(check.user, choice)
+
+        await self.push_screen(KeyCheckDialog(check), chosen)
+
+    @work(exclusive=True, group="keys", exit_on_error=False, name="verify keys")
+    async def mark_key(self, user: str, choice: str) -> None:
+        """The user compared safety numbers: mark ``user``'s keys verified, or accept a change."""
+        engine = self._engine()
+        if choice == "verify":
+            await engine.check_key(user, verify=True)
+            self.notify(f"{user}'s keys are marked verified.")
+        else:
+            await engine.check_key(user, accept=True)
+            self.notify(f"Accepted {user}'s new key. Mark it verified once you compared numbers.")
 
     @work(exclusive=True, group="info", exit_on_error=False, name="info")
     async def refresh_info(self) -> None:
@@ -546,6 +574,8 @@ class ChatApp(App[None]):
             log.info("event subscription ended; resubscribing")
             self.set_timer(_RESUBSCRIBE_S, self._resubscribe)
             return
+        if event.state in (WorkerState.SUCCESS, WorkerState.CANCELLED):
+            self._form_retry.pop(worker.name, None)
         if event.state is not WorkerState.ERROR or worker.error is None:
             return
         error = worker.error
@@ -569,7 +599,23 @@ class ChatApp(App[None]):
             hint = local_node_hint(error, info.address) if info.embedded else None
             if hint is not None:
                 text = f"{text} {hint}"
+        retry = self._form_retry.pop(worker.name, None)
+        if retry is not None:
+            dialog, done = retry
+            self.push_screen(dialog(text), done)
+            return
         self.notify(text, title=worker.name.capitalize(), severity="error")
+
+    def retry_form(
+        self,
+        worker_name: str,
+        dialog: Callable[[str], ModalScreen[str | None]],
+        done: Callable[[str | None], None],
+    ) -> None:
+        """If the worker ``worker_name`` about to start fails, show ``dialog(error)``
+        again (filled in with what was typed) with ``done`` as its callback,
+        instead of a toast: the user fixes one character, not retypes it all."""
+        self._form_retry[worker_name] = (dialog, done)
 
     def _resubscribe(self) -> None:
         if self.engine is not None:

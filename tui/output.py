@@ -13,7 +13,7 @@ from typing import Any
 
 from tui.client import api
 
-__all__ = ["as_json", "format_message", "health_line", "ping_json", "ping_lines"]
+__all__ = ["as_json", "delivery_text", "format_message", "health_line", "ping_json", "ping_lines"]
 
 
 def as_json(value: object) -> Any:
@@ -48,14 +48,16 @@ def reactions_text(m: api.Message, *, mine_mark: tuple[str, str] = ("[", "]")) -
     return "  ".join(parts)
 
 
-def format_message(m: api.Message, channel_name: str = "", *, with_id: bool = False) -> str:
-    """One message as a line: ``[time] #channel sender: text``.
+def format_message(m: api.Message, channel_label: str = "", *, with_id: bool = False) -> str:
+    """One message as a line: ``[time] #channel sender: text`` (``@bob`` for a DM).
+
+    ``channel_label``: :attr:`tui.client.api.ChannelInfo.label`.
 
     A reply starts with ``re <parent id prefix>``; reactions follow the text;
     ``with_id`` appends the message id (what ``qpc react``/``edit``/``delete`` take).
     """
     stamp = time.strftime("%H:%M:%S", time.localtime(m.time))
-    where = f"#{channel_name} " if channel_name else ""
+    where = f"{channel_label} " if channel_label else ""
     mark = (
         ""
         if m.state in (api.DeliveryState.SENT, api.DeliveryState.RECEIVED)
@@ -74,6 +76,17 @@ def format_message(m: api.Message, channel_name: str = "", *, with_id: bool = Fa
     if with_id and m.msg_id:
         line += f"  id {m.msg_id}"
     return line + mark
+
+
+def delivery_text(state: api.DeliveryState) -> str:
+    """What ``qpc send`` says about a message it wrote."""
+    if state is api.DeliveryState.SENT:
+        return "sent"
+    if state is api.DeliveryState.PENDING:
+        return "queued: the node is not reachable; it goes out on the next connection"
+    if state is api.DeliveryState.FAILED:
+        return "failed: not delivered"
+    return str(state.value)
 
 
 def health_line(h: api.Health) -> str:

@@ -7,7 +7,7 @@ Example ``config.toml``::
 
     [tui]
     bell = true
-    theme = "textual-ansi"
+    theme = "ansi-dark"
     ping_interval_s = 5
 
     [tui.keys]            # binding id = key(s), see F1 for the ids

@@ -2,22 +2,21 @@
 
 Layout:
 
-* **One writer connection on one writer thread**, running group commit: every
-  write is queued; the writer thread takes all queued writes (up to
-  ``write_batch``), runs them in one ``BEGIN IMMEDIATE`` … ``COMMIT`` and
-  resolves their futures with a *single* callback on the event loop. One
-  fsync is shared by the batch. A *lone write to an idle store* (no other
-  write queued by the end of the event-loop pass that queued it, and no
-  commit for :data:`INLINE_AFTER_IDLE_S`) commits on the event loop instead:
-  on an idle node the two thread hand-offs cost more than the commit, and
-  nothing else waits meanwhile. Under a steady stream of writes the loop
-  must keep receiving while the disk syncs, so they go to the thread even
-  when they come one at a time (measured both ways: docs/perf/node.md,
-  "Third session"). The connection is used by one thread at a time: the
-  loop runs a batch only while the writer thread waits with nothing queued.
-  Since writes are serialised, read-check-write sequences (queue depth,
-  epoch check, KeyPackage consumption) are atomic without locks. The
-  operations themselves are in :mod:`node.store.sqlite_ops`.
+* **Writes go through the shared group-commit writer**
+  (:class:`proto.dbwriter.BatchWriter`, the one the client uses too): every
+  write is a unit queued on it; concurrent writes share one ``BEGIN
+  IMMEDIATE`` … ``COMMIT`` and one fsync, each in its own savepoint so one
+  failing write never fails its neighbours, and a write is answered only once
+  committed. Fsyncing commits run on the writer's thread, except a lone write
+  to an idle store (no other write queued in the same event-loop pass, no
+  commit for :data:`INLINE_AFTER_IDLE_S`), which commits on the event loop:
+  there the two thread wake-ups cost more than the commit and nothing else
+  waits. See that module for the rules (order, isolation, back-pressure,
+  shutdown). Since writes are
+  serialised, read-check-write sequences (queue depth, epoch check,
+  KeyPackage consumption) are atomic without locks. The operations themselves
+  are in :mod:`node.store.sqlite_ops`; a run of plain enqueues shares
+  statements (``EnqueueOp.run_many``).
 * **One aiosqlite reader connection** for queries; WAL lets it read the last
   committed state while the writer works.
 * **Caches of sessions and devices** (bounded LRU), exact because this store
@@ -25,46 +24,30 @@ Layout:
   drops it, and a generation counter keeps a read that raced such a write from
   re-caching the old row.
 
-Why the writer does not use aiosqlite: aiosqlite hands every statement to its
-thread separately. Under load the event loop thread holds the GIL and each
-hand-off waits for a GIL switch, so a batch of N enqueues (2N + 2 statements)
-paid 2N + 2 waits; measured, durable enqueue reached ~20% of the no-op call
-rate (docs/perf/node.md). One hand-off per batch removes that. The event
-loop appends to a locked deque and wakes the thread directly, and the
-thread answers a batch with one ``call_soon_threadsafe`` (no asyncio task,
-no executor future): fewer loop passes, though measured no faster by itself
-(the cost of a hand-off is the thread wake-ups); it is what lets the loop
-commit a lone write itself.
-
 Durability: ``synchronous=FULL`` in WAL mode fsyncs the WAL on every commit,
 so a returned seq survives a process kill *and* an OS crash or power loss;
 ``NORMAL`` survives only a process kill. Group commit amortises the fsync, so
 FULL is the default. With FULL, a batch made only of *idempotent cleanups*
-(``ack``, ``purge_messages``, ``purge_sessions``) commits NORMAL: losing one to
-a power cut only means it is redone (an un-acked message is delivered again
-and the client skips seqs at or below its saved cursor; an expired row is
-purged next time), so it need not cost an fsync, nor delay the enqueues
-queued behind it. Any other write in the batch makes it FULL, and that fsync
-covers the earlier NORMAL commits too (same WAL file). Logout
-(``delete_session``) stays durable: a revoked token must not come back.
+(``ack``, ``purge_messages``, ``purge_sessions``) commits NORMAL (the writer's
+crash-safe units): losing one to a power cut only means it is redone (an
+un-acked message is delivered again and the client skips seqs at or below its
+saved cursor; an expired row is purged next time), so it need not cost an
+fsync, nor delay the enqueues queued behind it. Any other write in the batch
+makes it FULL, and that fsync covers the earlier NORMAL commits too (same WAL
+file). Logout (``delete_session``) stays durable: a revoked token must not
+come back.
 
-Driver exceptions never leave this module: a failing batch is rolled back
-and its operations retried one transaction each (so one bad operation cannot
-fail its neighbours); what still fails is :class:`~proto.errors.Unavailable`.
+Driver and writer exceptions never leave this module: what fails in the
+database is :class:`~proto.errors.Unavailable`; domain errors raised by an
+operation (:class:`~proto.errors.QueueFull`, ...) reach the caller as they are.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import concurrent.futures
 import contextlib
-import dataclasses
 import functools
-import itertools
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -84,35 +67,39 @@ from node.store.base import (
     WelcomeParts,
 )
 from node.store.cache import LruCache
-from proto.errors import QpcError, Unavailable
+from proto.dbwriter import BatchObserver, BatchWriter, WriterClosed, WriterConfig, WriterError
+from proto.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Observer = Callable[[str, float], None]
-BatchObserver = Callable[[int, float], None]
 _Op = Callable[[sqlite3.Connection], Any]
 CACHE_ENTRIES = 10_000
 INLINE_AFTER_IDLE_S = 0.005
-"""A lone write commits on the event loop when no commit ended this recently."""
-CHECKPOINT_EVERY = 256
-"""Commits between WAL checkpoints, which run on the writer thread."""
+"""A lone write commits on the event loop when no commit ended this recently
+(``WriterConfig.inline_lone_after_idle``; measured in docs/perf/writer.md)."""
 
 
-@dataclasses.dataclass(slots=True)
-class _Write:
-    name: str
-    op: _Op
-    future: asyncio.Future[Any]
-    durable: bool = True
+def _unavailable(err: WriterError) -> Exception:
+    """The shared writer's errors as :class:`Unavailable` (module boundary)."""
+    if isinstance(err, WriterClosed):
+        mapped = Unavailable("store is closed")
+    else:
+        log.error("sqlite failure: %s", type(err.__cause__ or err).__name__)
+        mapped = Unavailable("store failure")
+    mapped.__cause__ = err
+    return mapped
 
 
 @contextlib.contextmanager
 def _map_errors() -> Iterator[None]:
-    """Translate driver exceptions into :class:`Unavailable` at the module boundary."""
+    """Translate driver and writer exceptions into :class:`Unavailable` at the module boundary."""
     try:
         yield
-    except (sqlite3.Error, ValueError, OverflowError) as exc:
+    except WriterClosed as exc:
+        raise Unavailable("store is closed") from exc
+    except (WriterError, sqlite3.Error, ValueError, OverflowError) as exc:
         log.error("sqlite failure: %s", type(exc).__name__)
         raise Unavailable("store failure") from exc
 
@@ -122,41 +109,18 @@ class SqliteStore:
 
     def __init__(
         self,
-        executor: concurrent.futures.ThreadPoolExecutor,
-        writer: sqlite3.Connection,
+        writer: BatchWriter,
         reader: aiosqlite.Connection,
         *,
-        write_batch: int,
-        synchronous: str,
         observer: Observer | None,
-        batch_observer: BatchObserver | None,
     ) -> None:
         """Use :meth:`open`."""
-        self._batch_observer = batch_observer
-        self._executor = executor
-        self._w = writer
+        self._writer = writer
         self._r = reader
-        self._batch = write_batch
-        self._full = synchronous == "FULL"
-        self._sync_mode = ""  # the writer connection's current synchronous pragma
         self._observer = observer
-        self._loop = asyncio.get_running_loop()
-        # Writes waiting for the writer thread; guarded by _wake's lock.
-        self._pending: collections.deque[_Write] = collections.deque()
-        self._wake = threading.Condition()
-        self._writer_idle = False  # the thread waits on _wake (needs a notify)
-        self._writer_dead = False
-        self._taken: list[_Write] = []  # the writer thread's batch in progress
-        self._commits = 0  # since the last WAL checkpoint
-        self._last_end = 0.0  # time.monotonic() when the last commit ended
-        self._checkpoint_due = False
-        self._stopping = False
-        self._flush_scheduled = False
         self._closed = False
         self._sessions: LruCache[bytes, SessionRecord] = LruCache(CACHE_ENTRIES)
         self._devices: LruCache[bytes, DeviceRecord] = LruCache(CACHE_ENTRIES)
-        # The writer runs on the executor's one thread, where the connection was made.
-        self._writer_done = asyncio.wrap_future(executor.submit(self._writer_main))
 
     @classmethod
     async def open(
@@ -181,30 +145,31 @@ class SqliteStore:
         """
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
-        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qpc-sqlite-w")
-        loop = asyncio.get_running_loop()
-        try:
-            with _map_errors():
-                writer = await loop.run_in_executor(executor, ops.connect_writer, path, synchronous)
+        config = WriterConfig(
+            max_batch=write_batch,
+            synchronous="FULL" if synchronous == "FULL" else "NORMAL",
+            thread_name="qpc-sqlite-w",
+            inline_lone_after_idle=INLINE_AFTER_IDLE_S,
+        )
+        with _map_errors():
+            writer = await BatchWriter.open(
+                functools.partial(ops.connect_writer, path, synchronous),
+                config,
+                observer=batch_observer,
+                errors=_unavailable,
+            )
+            try:
+                reader = await aiosqlite.connect(path, isolation_level=None)
                 try:
-                    reader = await aiosqlite.connect(path, isolation_level=None)
                     await reader.execute("PRAGMA busy_timeout=5000")
                     await reader.execute("PRAGMA query_only=ON")
                 except BaseException:
-                    await loop.run_in_executor(executor, writer.close)
+                    await reader.close()
                     raise
-        except BaseException:
-            executor.shutdown(wait=False)
-            raise
-        return cls(
-            executor,
-            writer,
-            reader,
-            write_batch=write_batch,
-            synchronous=synchronous,
-            observer=observer,
-            batch_observer=batch_observer,
-        )
+            except BaseException:
+                await writer.close()
+                raise
+        return cls(writer, reader, observer=observer)
 
     @property
     def backend(self) -> str:
@@ -216,15 +181,9 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-        await self._writer_done
-        loop = asyncio.get_running_loop()
         with _map_errors():
+            await self._writer.close()
             await self._r.close()
-            await loop.run_in_executor(self._executor, self._w.close)
-        self._executor.shutdown(wait=True)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -235,19 +194,11 @@ class SqliteStore:
     async def _write(self, name: str, op: _Op, *, durable: bool = True) -> Any:
         """Queue ``op`` for the next group commit; ``durable=False`` only for
         idempotent cleanups (see the module docstring)."""
-        if self._closed:
-            raise Unavailable("store is closed")
         started = time.perf_counter()
-        future: asyncio.Future[Any] = self._loop.create_future()
-        with self._wake:
-            if self._writer_dead:
-                raise Unavailable("store writer stopped")
-            self._pending.append(_Write(name, op, future, durable))
-            if self._writer_idle and not self._flush_scheduled:
-                self._flush_scheduled = True
-                self._loop.call_soon(self._flush)
         try:
-            return await future
+            return await self._writer.write(op, durable=durable)
+        except ValueError as exc:  # a value the driver refused before any SQL ran
+            raise Unavailable("store failure") from exc
         finally:
             self._observe(name, started)
 
@@ -258,164 +209,6 @@ class SqliteStore:
                 return list(await self._r.execute_fetchall(sql, params))
         finally:
             self._observe(name, started)
-
-    def _writer_main(self) -> None:
-        """The writer thread: take queued writes, commit them, answer; until close.
-
-        Should it ever die of something unexpected, every queued and later
-        write fails with :class:`Unavailable` instead of waiting forever.
-        """
-        try:
-            self._writer_run()
-        except BaseException:  # the thread ends here either way; nothing may hang
-            log.exception("store writer thread died")
-            with self._wake:
-                self._writer_dead = True
-                self._writer_idle = False
-                orphans = self._taken + list(self._pending)
-                self._pending.clear()
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-                self._loop.call_soon_threadsafe(self._fail, orphans)
-
-    def _writer_run(self) -> None:
-        while True:
-            with self._wake:
-                while not self._pending and not self._stopping and not self._checkpoint_due:
-                    self._writer_idle = True
-                    self._wake.wait()
-                checkpoint, self._checkpoint_due = self._checkpoint_due, False
-                n = min(len(self._pending), self._batch)
-                batch = self._taken = [self._pending.popleft() for _ in range(n)]
-            if checkpoint:
-                self._checkpoint()
-            if not batch:
-                if self._stopping:  # and every queued write is done
-                    return
-                continue
-            done = self._commit(batch)
-            if done is not None:
-                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-                    self._loop.call_soon_threadsafe(self._answer, *done)
-            self._taken = []
-
-    def _flush(self) -> None:
-        """On the event loop, after the pass that queued a write to the idle
-        thread: a lone write to an idle store commits here; otherwise the
-        thread is woken (see the module docstring)."""
-        self._flush_scheduled = False
-        with self._wake:
-            if not self._writer_idle or not self._pending:
-                return
-            busy = time.monotonic() - self._last_end < INLINE_AFTER_IDLE_S
-            if len(self._pending) > 1 or busy or self._stopping:
-                self._writer_idle = False
-                self._wake.notify()
-                return
-            batch = [self._pending.popleft()]
-        try:
-            done = self._commit(batch)
-        except Exception:  # nothing may hang, here either
-            log.exception("inline commit failed")
-            self._fail(batch)
-            done = None
-        if done is not None:
-            self._answer(*done)
-        with self._wake:
-            if self._checkpoint_due and self._writer_idle:
-                self._writer_idle = False
-                self._wake.notify()
-
-    def _commit(
-        self, batch: list[_Write]
-    ) -> tuple[list[_Write], list[tuple[bool, Any]], float] | None:
-        """Run one group commit; (writes run, their outcomes, seconds), or None
-        when every caller is gone. Runs on the writer thread, or on the loop
-        while that thread is idle."""
-        # A caller cancelled meanwhile is skipped (reading done() off the loop
-        # thread is a benign race: at worst a just-cancelled write still runs).
-        live = [w for w in batch if not w.future.done()]
-        if not live:
-            return None
-        started = time.perf_counter()
-        try:
-            durable = self._full and any(w.durable for w in live)
-            outcomes = self._run_batch([w.op for w in live], durable)
-        except Exception:  # keep the writer alive whatever happens
-            log.exception("writer batch failed")
-            outcomes = [(False, Unavailable("store failure"))] * len(live)
-        elapsed = time.perf_counter() - started
-        self._last_end = time.monotonic()
-        self._commits += 1
-        if self._commits >= CHECKPOINT_EVERY:
-            self._commits = 0
-            with self._wake:
-                self._checkpoint_due = True
-        return live, outcomes, elapsed
-
-    def _checkpoint(self) -> None:
-        """On the writer thread: a passive WAL checkpoint (busy: the next one catches up)."""
-        try:
-            ops.checkpoint(self._w)
-        except sqlite3.Error as exc:
-            log.info("wal checkpoint skipped (%s)", type(exc).__name__)
-
-    @staticmethod
-    def _fail(writes: list[_Write]) -> None:
-        """On the event loop: fail writes whose commit never ran to its end."""
-        for w in writes:
-            if not w.future.done():
-                w.future.set_exception(Unavailable("store writer stopped"))
-
-    def _answer(self, live: list[_Write], outcomes: list[tuple[bool, Any]], elapsed: float) -> None:
-        """On the event loop: resolve one batch's futures."""
-        if self._batch_observer is not None:
-            self._batch_observer(len(live), elapsed)
-        for w, (ok, value) in zip(live, outcomes, strict=True):
-            if w.future.done():
-                continue
-            if ok:
-                w.future.set_result(value)
-            else:
-                w.future.set_exception(value)
-
-    def _run_batch(self, batch: list[_Op], durable: bool = True) -> list[tuple[bool, Any]]:
-        """Run ``batch`` in one transaction (see module docstring); on the writer
-        thread, or on the event loop while that thread is idle.
-
-        ``durable``: commit with the configured ``synchronous`` (FULL: fsync);
-        otherwise NORMAL.
-        """
-        db = self._w
-        outcomes: list[tuple[bool, Any]] = []
-        mode = "FULL" if durable and self._full else "NORMAL"
-        try:
-            if mode != self._sync_mode:
-                db.execute(f"PRAGMA synchronous={mode}")
-                self._sync_mode = mode
-            db.execute("BEGIN IMMEDIATE")
-            for kind, group in itertools.groupby(batch, key=type):
-                run = list(group)
-                run_many = getattr(kind, "run_many", None)
-                if run_many is not None and len(run) > 1:
-                    # Ops that can share statements (ops.EnqueueOp): fewer C calls,
-                    # so fewer GIL hand-offs on this thread (docs/perf/node.md).
-                    outcomes += run_many(db, run)
-                    continue
-                for op in run:
-                    try:
-                        outcomes.append((True, op(db)))
-                    except QpcError as exc:
-                        outcomes.append((False, exc))
-            db.execute("COMMIT")
-            return outcomes
-        except Exception as exc:  # sqlite3.Error, or a bad value (OverflowError...)
-            log.error("sqlite write failed (%s)", type(exc).__name__)
-            with contextlib.suppress(sqlite3.Error):
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-            if len(batch) == 1:
-                return [(False, Unavailable("store failure"))]
-            return [self._run_batch([op], durable)[0] for op in batch]
 
     # ------------------------------------------------------------------ secrets
 

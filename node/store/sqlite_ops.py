@@ -65,7 +65,8 @@ def apply_migrations(db: sqlite3.Connection) -> list[str]:
 def connect_writer(path: Path, synchronous: str) -> sqlite3.Connection:
     """Open the writer connection (WAL, ``synchronous``) and apply pending migrations."""
     # Used by one thread at a time, but not always the one that opened it: the
-    # store commits a lone write on the event loop (node.store.sqlite).
+    # shared writer commits batches that need no fsync on the event loop
+    # (proto.dbwriter).
     # Created 0600 here: SQLite gives its -wal/-shm files the database's mode.
     files.ensure_private_file(path)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -75,8 +76,7 @@ def connect_writer(path: Path, synchronous: str) -> sqlite3.Connection:
             f"PRAGMA synchronous={synchronous}",
             "PRAGMA foreign_keys=ON",
             "PRAGMA busy_timeout=5000",
-            # no checkpoint inside a commit: the store runs them on its writer
-            # thread, also when the commit itself ran on the event loop
+            # no checkpoint inside a commit: the writer runs them on its thread
             "PRAGMA wal_autocheckpoint=0",
         ):
             db.execute(pragma)
@@ -85,11 +85,6 @@ def connect_writer(path: Path, synchronous: str) -> sqlite3.Connection:
         db.close()
         raise
     return db
-
-
-def checkpoint(db: sqlite3.Connection) -> None:
-    """Copy the WAL back into the database file (passive: never waits for readers)."""
-    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _one(db: sqlite3.Connection, sql: str, params: Sequence[object]) -> tuple[Any, ...] | None:

@@ -114,12 +114,72 @@ async def test_info_commands(cli: Cli) -> None:
     key = await cli.ok("alice", "check-key", "bob")
     assert key["devices"][0]["status"] == "new" and not key["changed"]
     again = await cli.ok("alice", "check-key", "bob")
-    assert again["devices"][0]["status"] == "verified"
+    assert again["devices"][0]["status"] == "unverified"  # pinned, never compared
     assert again["devices"][0]["safety_number"] == key["devices"][0]["safety_number"]
     # bob logs in from a second device: alice is told loudly
     await cli.ok("bob2", "login", "bob")
     changed = await cli.run("alice", "check-key", "bob", json_out=False)
     assert changed.rc == 0 and "KEY CHANGED" in changed.out and "WARNING" in changed.out
+
+
+async def test_channel_names_notify_levels_and_send_wording(cli: Cli) -> None:
+    await cli.ok("alice", "register", "alice")
+    await cli.ok("bob", "register", "bob")
+    group = await cli.ok("alice", "create-group", "bob")  # a group named like the DM peer
+    dm = (await cli.ok("alice", "dm", "bob"))["channel"]["id"]
+    # "#bob" is the group, "@bob" the DM; one name everywhere (the TUI's too).
+    sent = await cli.run("alice", "send", "@bob", "to the dm", json_out=False)
+    assert sent.rc == 0 and sent.out.startswith("sent; id "), sent.out
+    sent = await cli.ok("alice", "send", "#bob", "to the group")
+    assert sent["channel"] == group["id"]
+    ambiguous = await cli.run("alice", "send", "bob", "x")
+    assert ambiguous.rc == 1 and "ambiguous" in ambiguous.err
+    chans = await cli.run("alice", "channels", json_out=False)
+    assert f"{dm}  dm     @bob" in chans.out and f"{group['id']}  group  #bob" in chans.out
+    hist = await cli.run("alice", "history", "@bob", json_out=False)
+    assert "@bob alice: to the dm" in hist.out
+    # Notify levels: shown, set, kept in the profile the TUI reads.
+    assert (await cli.ok("alice", "notify", "@bob"))["level"] == "all"
+    muted = await cli.ok("alice", "notify", "#bob", "mute")
+    assert muted == {"channel": group["id"], "label": "#bob", "level": "mute"}
+    assert json.loads((cli.base / "alice" / "notify.json").read_text()) == {group["id"]: "mute"}
+    assert (cli.base / "alice" / "notify.json").stat().st_mode & 0o777 == 0o600
+    text = await cli.run("alice", "notify", "#bob", "mentions", json_out=False)
+    assert text.out.strip() == "#bob: notify mentions"
+    bad = await cli.run("alice", "notify", "#bob", "loud")
+    assert bad.rc == 2
+    assert (await cli.ok("alice", "notify", "#bob", "all"))["level"] == "all"
+    assert json.loads((cli.base / "alice" / "notify.json").read_text()) == {}
+
+
+async def test_verified_keys_and_a_change_after_verification_blocks_sending(cli: Cli) -> None:
+    await cli.ok("alice", "register", "alice")
+    who = await cli.ok("bob", "register", "bob")
+    first = await cli.run("alice", "check-key", "bob", json_out=False)
+    assert "not verified" in first.out and "VERIFIED" not in first.out
+    # Device ids print in whoami's format.
+    assert f"device:      {who['device_fingerprint']}  " in first.out
+    marked = await cli.ok("alice", "check-key", "bob", "--verify")
+    assert [d["status"] for d in marked["devices"]] == ["verified"]
+    shown = await cli.run("alice", "check-key", "bob", json_out=False)
+    assert "VERIFIED" in shown.out and "not verified" not in shown.out
+    # bob adds a device: a DM now includes a key alice never accepted.
+    await cli.ok("bob2", "login", "bob")
+    await cli.ok("alice", "dm", "bob")
+    refused = await cli.run("alice", "send", "@bob", "secret plans")
+    assert refused.rc == 1
+    assert "changed since you verified" in refused.err and refused.err.count("\n") == 1
+    hist = await cli.ok("alice", "history", "@bob")
+    assert hist == []  # nothing sent, nothing half-stored
+    changed = await cli.run("alice", "check-key", "bob", json_out=False)
+    assert "KEY CHANGED" in changed.out and "WARNING" in changed.out
+    accepted = await cli.ok("alice", "check-key", "bob", "--accept")
+    statuses = sorted(d["status"] for d in accepted["devices"])
+    assert statuses == ["changed", "verified"]
+    after = await cli.ok("alice", "check-key", "bob")
+    assert sorted(d["status"] for d in after["devices"]) == ["unverified", "verified"]
+    sent = await cli.ok("alice", "send", "@bob", "now it goes")
+    assert sent["state"] == "sent"
 
 
 async def test_health_and_ping_need_no_account_and_write_nothing(

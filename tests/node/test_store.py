@@ -1,16 +1,14 @@
 """The stores on their own: group commit isolation, caches, seq counters.
 
 Tests taking ``store`` or ``backend`` run on both backends (SQLite and, marked
-``postgres``, PostgreSQL); the rest test SQLite internals (writer thread,
-inline commits, fsync modes).
+``postgres``, PostgreSQL); the rest test the SQLite store's fsync modes (the
+shared writer itself is tested in ``tests/proto/test_dbwriter.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import sqlite3
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.store import DeviceRecord, FanoutItem, Store
-from node.store import sqlite as store_module
 from node.store import sqlite_ops as ops
 from node.store.cache import LruCache
 from node.store.sqlite import SqliteStore
@@ -68,131 +65,6 @@ async def test_domain_errors_inside_a_batch(store: Store) -> None:
     assert await store.ack(R, 2) == 2
     result = await store.enqueue_commit(b"g", 0, [FanoutItem(recipient=R, payload=b"x")] * 2, 1, 5)
     assert result.seqs == (6, 7)
-
-
-async def idle(s: SqliteStore) -> None:
-    """Until the writer thread is parked; then the last commit counts as long
-    past, so the next lone write commits on the event loop. (The same as
-    waiting out ``INLINE_AFTER_IDLE_S``, without depending on a timing window.)"""
-    while not s._writer_idle:
-        await asyncio.sleep(0.001)
-    s._last_end = -math.inf
-
-
-async def test_lone_write_commits_on_the_loop_and_concurrent_ones_on_the_writer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A lone write to an idle store skips the thread hand-offs; writes queued
-    together share one commit on the writer thread, and so do writes that come
-    one at a time but back to back (the loop keeps receiving while the disk syncs)."""
-    s = await SqliteStore.open(tmp_path / "n.db")
-    batches: list[tuple[int, bool]] = []  # (writes, ran on the event-loop thread)
-    run_batch = s._run_batch
-    loop_thread = threading.current_thread()
-
-    def spy(batch: list[Any], durable: bool = True) -> list[tuple[bool, Any]]:
-        batches.append((len(batch), threading.current_thread() is loop_thread))
-        return run_batch(batch, durable)
-
-    s._run_batch = spy  # type: ignore[method-assign]
-
-    try:
-        await idle(s)
-        assert await s.enqueue(R, b"c", b"m", 1, 1000) == 1
-        assert batches == [(1, True)]
-        seqs = await asyncio.gather(*(s.enqueue(R, b"c", b"m", 1, 1000) for _ in range(20)))
-        assert sorted(seqs) == list(range(2, 22))
-        assert sum(n for n, _ in batches[1:]) == 20 and len(batches) < 21
-        assert not any(on_loop for _, on_loop in batches[1:])
-        # sequential writes again after the burst: each its own commit, nothing lost
-        for expect in range(22, 27):
-            await idle(s)
-            assert await s.enqueue(R, b"c", b"m", 1, 1000) == expect
-            assert batches[-1] == (1, True)
-        # back to back (here: any commit within the last 60 s counts as recent),
-        # the store is busy, so the thread commits them
-        monkeypatch.setattr(store_module, "INLINE_AFTER_IDLE_S", 60.0)
-        del batches[:]
-        for expect in range(27, 32):
-            assert await s.enqueue(R, b"c", b"m", 1, 1000) == expect
-        assert [on_loop for _, on_loop in batches] == [False] * 5
-        assert [e.seq for e in await s.fetch(R, 0, 100)] == list(range(1, 32))
-    finally:
-        await s.close()
-
-
-async def test_wal_checkpoints_run_on_the_writer_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Lone writes commit on the event loop, but their WAL checkpoints (a copy
-    and an fsync of the database file) never do."""
-    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 3)
-    seen: list[bool] = []  # ran on the event-loop thread
-    real = ops.checkpoint
-    loop_thread = threading.current_thread()
-
-    def spy(db: sqlite3.Connection) -> None:
-        seen.append(threading.current_thread() is loop_thread)
-        real(db)
-
-    monkeypatch.setattr(ops, "checkpoint", spy)
-    monkeypatch.setattr(store_module, "INLINE_AFTER_IDLE_S", 0.0)  # every lone write inline
-    s = await SqliteStore.open(tmp_path / "n.db")
-    try:
-        assert int(s._w.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 0
-        for _ in range(9):
-            await idle(s)
-            await s.enqueue(R, b"c", b"m", 1, 1000)
-        while len(seen) < 3:  # the thread runs it after the answer
-            await asyncio.sleep(0.01)
-        assert seen == [False, False, False]
-        assert len(await s.fetch(R, 0, 100)) == 9
-    finally:
-        await s.close()
-
-
-async def test_a_dead_writer_thread_fails_writes_instead_of_hanging(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    s = await SqliteStore.open(tmp_path / "n.db")
-    try:
-        assert await s.enqueue(R, b"c", b"m", 1, 1000) == 1
-
-        def crash(batch: list[Any]) -> None:
-            raise MemoryError  # something no batch handler expects
-
-        monkeypatch.setattr(s, "_commit", crash)
-        results = await asyncio.wait_for(
-            asyncio.gather(
-                *(s.enqueue(R, b"c", b"m", 1, 1000) for _ in range(5)), return_exceptions=True
-            ),
-            timeout=10,
-        )
-        assert all(isinstance(r, Unavailable) for r in results)
-        with pytest.raises(Unavailable, match="writer stopped"):
-            await asyncio.wait_for(s.enqueue(R, b"c", b"m", 1, 1000), timeout=10)
-    finally:
-        await s.close()
-
-
-async def test_a_failing_inline_commit_fails_its_write_and_the_store_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    s = await SqliteStore.open(tmp_path / "n.db")
-    real = s._commit
-
-    def crash_once(batch: list[Any]) -> Any:
-        monkeypatch.setattr(s, "_commit", real)
-        raise MemoryError
-
-    try:
-        await idle(s)
-        monkeypatch.setattr(s, "_commit", crash_once)
-        with pytest.raises(Unavailable):
-            await asyncio.wait_for(s.enqueue(R, b"c", b"m", 1, 1000), timeout=10)
-        assert await s.enqueue(R, b"c", b"m", 1, 1000) == 1  # nothing was stored before
-    finally:
-        await s.close()
 
 
 async def test_writes_queued_at_close_are_committed(backend: Backend) -> None:

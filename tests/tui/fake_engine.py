@@ -48,6 +48,7 @@ class FakeEngine:
         self.user = user
         self.now_ms = now_ms
         self.fail: dict[str, BaseException] = {}
+        self.verified: set[str] = set()
         self.calls: list[tuple[str, tuple[object, ...]]] = []
         self._channels: dict[str, ChannelInfo] = {}
         self._messages: dict[str, list[Message]] = {}
@@ -349,13 +350,16 @@ class FakeEngine:
         self._check("ping", count)
         return PingResult(rtts_ms=tuple(0.5 + 0.1 * i for i in range(count)))
 
-    async def check_key(self, user: str) -> KeyCheck:
-        self._check("check_key", user)
+    async def check_key(self, user: str, *, accept: bool = False, verify: bool = False) -> KeyCheck:
+        self._check("check_key", user, accept, verify)
+        if verify:
+            self.verified.add(user)
+        status = "verified" if user in self.verified else "unverified"
         return KeyCheck(
             user=user,
             devices=(
                 DeviceKeyCheck(
-                    device="ab" * 32, safety_number="11111 22222 33333 44444", status="verified"
+                    device="ab" * 32, safety_number="11111 22222 33333 44444", status=status
                 ),
             ),
         )

@@ -179,6 +179,36 @@ async def test_bell_toggle_command(engine: FakeEngine, app_factory: AppFactory) 
         assert app.settings.bell
 
 
+async def test_the_documented_config_example_loads_and_its_theme_exists(
+    tmp_path: Path, app_factory: Callable[..., QpcApp]
+) -> None:
+    from tui.settings import load_settings
+
+    doc = (Path(__file__).parents[2] / "docs" / "TUI.md").read_text()
+    example = re.search(r"```toml\n(.*?)```", doc, re.S)
+    assert example is not None
+    (tmp_path / "config.toml").write_text(example.group(1))
+    settings = load_settings(tmp_path / "config.toml")
+    assert settings.theme
+    app = app_factory(FakeFactory(FakeEngine()), theme=settings.theme)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert app.theme == settings.theme
+
+
+async def test_an_unknown_theme_is_a_warning_not_a_crash(
+    app_factory: Callable[..., QpcApp],
+) -> None:
+    from tests.tui.conftest import Recorder
+
+    recorder = Recorder()
+    app = app_factory(FakeFactory(FakeEngine()), theme="textual-ansi")
+    async with app.run_test(size=(80, 24), message_hook=recorder) as pilot:
+        await pilot.pause()
+        assert any("Unknown theme 'textual-ansi'" in t for _, t in recorder.notifications())
+        assert app.theme != "textual-ansi"
+
+
 async def test_health_and_ping_panes_work_before_login(app_factory: AppFactory) -> None:
     """F3/F4 on the welcome screen ask the server typed in the form, no account."""
     from textual.widgets import Input, TabbedContent

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from textual.pilot import Pilot
+from textual.screen import Screen
 from textual.widgets import Input, Static
 
 from tests.tui.conftest import Recorder, main_screen, settle
@@ -128,9 +130,25 @@ async def test_verify_keys_shows_safety_numbers(
         await settle(app, pilot)
         assert isinstance(app.screen, KeyCheckDialog)
         texts = " ".join(str(s.render()) for s in app.screen.query(".safety-number"))
-        assert "11111 22222 33333 44444" in texts and "verified" in texts
+        assert "11111 22222 33333 44444" in texts and "unverified" in texts
+        # Enter (on Close) never marks anything verified.
         await pilot.press("enter")
+        await settle(app, pilot)
         assert isinstance(app.screen, MainScreen)
+        assert not engine.verified
+        # Compared the numbers: mark verified.
+        await pilot.press("f6", *"bob", "enter")
+        await settle(app, pilot)
+        await pilot.click("#verify")
+        await settle(app, pilot)
+        assert isinstance(app.screen, MainScreen)
+        assert ("check_key", ("bob", False, True)) in engine.calls
+        await pilot.press("f6", *"bob", "enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, KeyCheckDialog)
+        texts = " ".join(str(s.render()) for s in app.screen.query(".safety-number"))
+        assert "unverified" not in texts and "verified" in texts
+        assert not app.screen.query("#verify")
 
 
 async def _fill_welcome(pilot: object, app: QpcApp, *, register: bool) -> None:
@@ -321,3 +339,67 @@ async def test_resuming_as_someone_else_asks_for_the_password(
         assert "no session for mallory" in error
         assert app.focused is welcome.query_one("#password", Input)
         assert not [c for c in engine.calls if c[0] == "login"]
+
+
+@pytest.mark.parametrize(
+    ("keys", "method", "dialog", "typed"),
+    [
+        ("ctrl+t", "invite", InviteDialog, "dave, ghost"),
+        ("ctrl+o", "dm", NewDmDialog, "ghost"),
+        ("ctrl+n", "create_group", NewGroupDialog, "ops"),
+    ],
+)
+async def test_a_failed_form_comes_back_filled_in_with_the_error(
+    engine: FakeEngine,
+    app_factory: AppFactory,
+    keys: str,
+    method: str,
+    dialog: type[Screen[object]],
+    typed: str,
+) -> None:
+    from proto.errors import NotFound
+
+    engine.fail[method] = NotFound("no such user: ghost")
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press(keys, *typed, "enter")
+        await settle(app, pilot)
+        # The dialog is back with what was typed, the error, and the focus.
+        assert isinstance(app.screen, dialog)
+        field = app.screen.query_one("#dialog-input", Input)
+        assert field.value == typed
+        assert app.focused is field
+        assert "ghost" in str(app.screen.query_one("#dialog-error", Static).render())
+        # Fixing it and confirming again works.
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert not isinstance(app.screen, dialog)
+        assert sum(1 for name, _ in engine.calls if name == method) == 2
+
+
+async def test_welcome_keeps_the_form_after_an_error(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    from proto.errors import LoginFailed
+
+    engine.fail["login"] = LoginFailed("")
+    app = app_factory(FakeFactory(engine, resume=False))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        welcome = app.screen
+        assert isinstance(welcome, WelcomeScreen)
+        values = {"server": "127.0.0.1:7000", "user": "alice", "password": "nope"}
+        for field, value in {**values, "passphrase": "pp"}.items():
+            welcome.query_one(f"#{field}", Input).value = value
+        await pilot.press("ctrl+l")
+        await settle(app, pilot)
+        assert app.screen is welcome
+        for field, value in values.items():
+            assert welcome.query_one(f"#{field}", Input).value == value
+        assert welcome.query_one("#passphrase", Input).value == "pp"
+        assert app.focused is welcome.query_one("#password", Input)
+        # Enter moves on to the kept passphrase, Enter there retries.
+        await pilot.press("enter", "enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, MainScreen)

@@ -255,6 +255,10 @@ async def test_keys_arriving_in_a_burst_keep_their_order(
         assert main_screen(app).query_one(Composer).text == ""
 
 
+def _follows(log: MessageLog) -> bool:
+    return log.follow  # a call: mypy keeps no narrowing across key presses
+
+
 def _has_older(log: MessageLog) -> bool:
     return log.has_older  # a call: mypy keeps no narrowing across key presses
 
@@ -341,6 +345,134 @@ async def test_a_long_channel_opens_with_one_page_and_loads_the_rest_in_pages(
         await settle(app, pilot)
         assert log.message_count == 1000 and not _has_older(log)
         assert log.item("1") is not None and log.item("1000") is not None
+
+
+async def test_a_backlog_opens_at_the_new_marker(app_factory: AppFactory) -> None:
+    engine = FakeEngine()
+    chan = engine.add_channel("backlog", ("bob",))
+    for i in range(200):
+        if i == 140:
+            engine.clear_unread(chan.id)
+        engine.add_message(chan.id, "bob", f"message {i}")
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        log = main_screen(app).query_one(MessageLog)
+        marker = log.item("unread-marker")
+        assert marker is not None and marker.text == "60 new"
+        # The marker is on screen near the top; the newest message is below the fold.
+        top = [log.render_line(y).text for y in range(3)]
+        assert any("60 new" in line for line in top), top
+        assert not log.follow
+        assert "message 140" in "".join(log.render_line(y).text for y in range(4))
+
+
+async def test_sending_while_scrolled_up_jumps_to_the_bottom(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    chan = engine.add_channel("chatty", ("bob",), activity_ms=4_000_000_000_000)
+    for i in range(100):
+        engine.add_message(chan.id, "bob", f"message {i}")
+    engine.clear_unread(chan.id)
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        main = main_screen(app)
+        assert main.active_channel == chan.id
+        log = main.query_one(MessageLog)
+        assert isinstance(app.focused, Composer)
+        bottom = log.scroll_y
+        # PgUp / PgDn from the composer scroll the log.
+        await pilot.press("pageup")
+        await settle(app, pilot)
+        assert log.scroll_y < bottom and not _follows(log)
+        await pilot.press("pageup")
+        await settle(app, pilot)
+        up = log.scroll_y
+        await pilot.press("pagedown")
+        await settle(app, pilot)
+        assert up < log.scroll_y < bottom
+        assert isinstance(app.focused, Composer)
+        await pilot.press(*"hello", "enter")
+        await settle(app, pilot)
+        assert _follows(log) and round(log.scroll_y) == log.max_scroll_y
+        assert "hello" in log.render_line(log.size.height - 1).text
+
+
+async def test_member_count_follows_joins_and_leaves(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    from textual.widgets import Label
+
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(100, 24)) as pilot:
+        await settle(app, pilot)
+        main = main_screen(app)
+        channel = main.active_channel
+        assert channel is not None
+        title = main.query_one("#channel-title", Label)
+        before = len(engine._members[channel])
+        assert f"({before} members)" in str(title.render())
+        # Someone else's commit adds dave (no ChannelsChanged follows it).
+        await engine._set_members(channel, [m.user for m in engine._members[channel]] + ["dave"])
+        await settle(app, pilot)
+        assert f"({before + 1} members)" in str(title.render())
+        assert main.channel(channel) is not None
+        assert "dave" in main.channel(channel).members  # type: ignore[union-attr]
+        await engine._set_members(channel, [m.user for m in engine._members[channel]][:-1])
+        await settle(app, pilot)
+        assert f"({before} members)" in str(title.render())
+
+
+async def test_join_and_leave_notices_stay_in_the_log(
+    engine: FakeEngine, app_factory: AppFactory
+) -> None:
+    from tests.tui.conftest import populated_engine
+
+    engine, general, random = populated_engine()
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(100, 24)) as pilot:
+        await settle(app, pilot)
+        main = main_screen(app)
+        assert main.active_channel == general.id
+        users = [m.user for m in engine._members[general.id]]
+        await engine._set_members(general.id, [*users, "dave"])
+        await settle(app, pilot)
+        await engine.deliver(general.id, "dave", "hi all")
+        await settle(app, pilot)
+        log = main.query_one(MessageLog)
+
+        def texts() -> list[str]:
+            return [i.text for i in (log._entries[n].item for n in range(len(log._entries))) if i]
+
+        assert texts()[-2:] == ["dave joined", "hi all"]
+        main.post_message(ChannelList.Opened(random.id))
+        await settle(app, pilot)
+        main.post_message(ChannelList.Opened(general.id))
+        await settle(app, pilot)
+        assert texts()[-2:] == ["dave joined", "hi all"]
+
+
+async def test_a_long_channel_opened_from_a_short_one_shows_its_newest_message(
+    app_factory: AppFactory,
+) -> None:
+    engine = FakeEngine()
+    big = engine.add_channel("big", ("bob",))
+    for i in range(2000):
+        engine.add_message(big.id, ("bob", "alice")[i % 2], f"message {i}")
+    engine.clear_unread(big.id)
+    small = engine.add_channel("small", ("bob",), activity_ms=engine.now_ms + 10**6)
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        main = main_screen(app)
+        assert main.active_channel == small.id
+        main.post_message(ChannelList.Opened(big.id))
+        await settle(app, pilot)
+        log = main.query_one(MessageLog)
+        assert log.message_count == 2000
+        assert _follows(log) and round(log.scroll_y) == log.max_scroll_y > 0
+        assert "message 1999" in log.render_line(log.size.height - 1).text
 
 
 async def test_restart_reopens_the_channel_left_off_in(

@@ -236,7 +236,8 @@ async def test_search_screen_jumps_to_message(app_factory: AppFactory) -> None:
         log = main.query_one(MessageLog)
         item = log.item(str(target.id))
         assert item is not None and item.mention  # flashed
-        row = log._starts[log._by_key[str(target.id)]]
+        row = log.row_of(str(target.id))
+        assert row is not None
         assert log.scroll_y <= row < log.scroll_y + log.size.height
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from textual.app import App, ComposeResult
 
@@ -145,7 +146,8 @@ async def test_log_prepends_older_pages_like_one_load() -> None:
         assert [e.day for e in paged._entries if e.item is None] == [
             e.day for e in whole._entries if e.item is None
         ]
-        assert paged._starts == whole._starts
+        # Same rows (the paged log's row space starts below zero).
+        assert [r - paged._starts[0] for r in paged._starts] == whole._starts
 
 
 async def test_wrapped_lines_keep_their_last_character_when_the_scrollbar_appears() -> None:
@@ -174,3 +176,34 @@ async def test_wrapped_lines_keep_their_last_character_when_the_scrollbar_appear
         rows = [log.render_line(y).text for y in range(log.size.height)]
         assert any(r.rstrip().endswith("END") for r in rows), rows
         assert all(len(r) <= width for r in rows)
+
+
+async def test_prepending_a_page_leaves_the_shown_entries_alone() -> None:
+    app = LogApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        log = app.query_one(MessageLog)
+        start = datetime(2026, 1, 1, 9, 0)
+        items = _items(3_000, start)
+        log.set_items(items[2_000:], has_older=True)
+        await pilot.pause()
+        shown_starts = list(log._starts)
+        shown_entries = list(log._entries)
+        wrapped: list[object] = []
+        real_wrap = log._wrap
+
+        def counting_wrap(entry: Any) -> list[str]:
+            wrapped.append(entry)
+            return real_wrap(entry)
+
+        log._wrap = counting_wrap  # type: ignore[method-assign]
+        log.prepend_items(items[1_000:2_000], has_older=True)
+        await pilot.pause()
+        # Only the page was wrapped and laid out; the rows of what was shown
+        # did not move (no pass over the whole log per page).
+        assert len(wrapped) <= 1_000 + 2
+        tail = len(shown_entries)
+        assert log._entries[-tail + 1 :] == shown_entries[1:]
+        assert log._starts[-tail + 1 :] == shown_starts[1:]
+        assert log.message_count == 2_000
+        assert log.item(items[1_000].key) is not None
+        assert log.item(items[2_999].key) is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from proto.crypto.atrest import FAST_TEST_PARAMS
+from proto.dbwriter import BatchWriter
 from proto.errors import ProfileError
 from tui.client.dbwriter import GroupWriter
 from tui.client.profile import ChatMessage, Profile
@@ -26,17 +28,15 @@ def _msg(text: str) -> ChatMessage:
 async def test_concurrent_appends_share_commits_and_keep_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tui.client import dbwriter
-
     async with await Profile.create(tmp_path, "pp", kdf=FAST_TEST_PARAMS) as p:
         batches: list[int] = []
-        run = dbwriter._run_batch
+        run = BatchWriter._commit
 
-        def counting(raw: sqlite3.Connection, batch: list[Any]) -> list[tuple[bool, Any]]:
-            batches.append(len(batch))
-            return run(raw, batch)
+        def counting(self: BatchWriter, units: list[Any], mode: str) -> list[tuple[bool, Any]]:
+            batches.append(len(units))
+            return run(self, units, mode)
 
-        monkeypatch.setattr(dbwriter, "_run_batch", counting)
+        monkeypatch.setattr(BatchWriter, "_commit", counting)
         ids = await asyncio.gather(*(p.append_message(_msg(f"m{i}")) for i in range(40)))
         assert ids == sorted(ids) and len(set(ids)) == 40  # call order = history order
         assert sum(batches) == 40 and len(batches) < 40  # commits were shared
@@ -111,7 +111,7 @@ async def test_crash_safe_batches_run_inline_and_durable_ones_on_the_writer_thre
 ) -> None:
     import threading
 
-    from tui.client import dbwriter
+    from proto import dbwriter
 
     checkpoints: list[int] = []
     real_checkpoint = dbwriter._checkpoint
@@ -121,7 +121,6 @@ async def test_crash_safe_batches_run_inline_and_durable_ones_on_the_writer_thre
         real_checkpoint(raw)
 
     monkeypatch.setattr(dbwriter, "_checkpoint", counting_checkpoint)
-    monkeypatch.setattr(dbwriter, "CHECKPOINT_EVERY", 4)
 
     def thread_id(conn: sqlite3.Connection) -> int:
         return threading.get_ident()
@@ -129,8 +128,12 @@ async def test_crash_safe_batches_run_inline_and_durable_ones_on_the_writer_thre
     loop_thread = threading.get_ident()
     async with await Profile.create(tmp_path, "pp", kdf=FAST_TEST_PARAMS) as p:
         writer = p._write
+        shared = writer.shared
+        monkeypatch.setattr(
+            shared, "_config", dataclasses.replace(shared.config, checkpoint_every=4)
+        )
         # automatic checkpoints (which fsync) are off; the writer runs its own
-        assert writer._raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        assert shared._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
         assert await writer.write(thread_id, durable=False) == loop_thread
         assert await writer.write(thread_id) != loop_thread
         for i in range(8):

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from proto.crypto.identity import fingerprint
 from proto.errors import ConfigError, ProfileError
 from tui.cli.config import CliConfig, emit
 from tui.cli.demo import run_demo
@@ -30,7 +31,8 @@ from tui.client.localnode import ensure_local_node, stop_local_node
 from tui.client.passphrase import resolve_passphrase
 from tui.client.probe import node_health, node_ping
 from tui.client.profile import Profile
-from tui.output import as_json, format_message
+from tui.notifications import NotifyLevel, load_levels, save_level
+from tui.output import as_json, delivery_text, format_message
 
 __all__ = ["COMMANDS", "Command", "run_command", "run_plain_command"]
 
@@ -81,13 +83,13 @@ def _who_lines(w: api.WhoAmI) -> list[str]:
 def _channel_line(c: api.ChannelInfo) -> str:
     state = "" if c.active else " (left)"
     unread = f" [{c.unread} unread]" if c.unread else ""
-    return f"{c.id}  {c.kind.value:5}  {c.name}{state}{unread}  members: {', '.join(c.members)}"
+    return f"{c.id}  {c.kind.value:5}  {c.label}{state}{unread}  members: {', '.join(c.members)}"
 
 
 async def _listen(e: Engine, cfg: CliConfig) -> None:
     opts = cfg.args
     count = 0
-    names = {c.id: c.name for c in await e.channels()}
+    names = {c.id: c.label for c in await e.channels()}
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
 
     async def loop() -> None:
@@ -103,7 +105,7 @@ async def _listen(e: Engine, cfg: CliConfig) -> None:
                 if opts.count and count >= opts.count:
                     return
             elif isinstance(ev, api.ChannelsChanged):
-                names.update({c.id: c.name for c in ev.channels})
+                names.update({c.id: c.label for c in ev.channels})
             elif isinstance(ev, api.SecurityWarning):
                 emit(cfg, f"! {ev.reason}", {"event": "warning", "reason": ev.reason})
             elif isinstance(ev, api.ConnectionChanged) and not cfg.json:
@@ -177,11 +179,11 @@ def _print_ping(cfg: CliConfig, p: api.PingResult) -> None:
 
 async def _create_group(e: Engine, cfg: CliConfig) -> None:
     c = await e.create_group(cfg.args.name)
-    emit(cfg, f"created {c.name} {c.id}", as_json(c))
+    emit(cfg, f"created {c.label} {c.id}", as_json(c))
 
 
 def _members_line(c: api.ChannelInfo) -> str:
-    return f"{c.name}: members {', '.join(c.members)} (epoch {c.epoch})"
+    return f"{c.label}: members {', '.join(c.members)} (epoch {c.epoch})"
 
 
 async def _invite(e: Engine, cfg: CliConfig) -> None:
@@ -193,9 +195,9 @@ async def _sync(e: Engine, cfg: CliConfig) -> None:
     before = {c.id for c in await e.channels() if c.active}
     msgs = await e.sync()
     chans = await e.channels()
-    names = {c.id: c.name for c in chans}
+    names = {c.id: c.label for c in chans}
     joined = [c for c in chans if c.active and c.id not in before]
-    lines = [f"joined {c.name} {c.id}" for c in joined]
+    lines = [f"joined {c.label} {c.id}" for c in joined]
     lines += [format_message(m, names.get(m.channel, "")) for m in msgs]
     emit(cfg, lines, {"joined": as_json(joined), "messages": as_json(msgs)})
 
@@ -203,11 +205,11 @@ async def _sync(e: Engine, cfg: CliConfig) -> None:
 async def _dm(e: Engine, cfg: CliConfig) -> None:
     c = await e.dm(cfg.args.user)
     data: dict[str, Any] = {"channel": as_json(c)}
-    lines = [f"dm with {c.name}: {c.id}"]
+    lines = [f"dm {c.label}: {c.id}"]
     if cfg.args.text:
         m = await e.send(c.id, cfg.args.text)
         data["message"] = as_json(m)
-        lines.append(f"sent ({m.state.value})")
+        lines.append(delivery_text(m.state))
     emit(cfg, lines, data)
 
 
@@ -236,7 +238,7 @@ async def _send(e: Engine, cfg: CliConfig) -> None:
     m = await e.send(
         cfg.args.channel, cfg.args.text or "", reply_to=cfg.args.reply_to, action=cfg.args.me
     )
-    emit(cfg, f"sent ({m.state.value}) id {m.msg_id}", as_json(m))
+    emit(cfg, f"{delivery_text(m.state)}; id {m.msg_id}", as_json(m))
 
 
 async def _react(e: Engine, cfg: CliConfig) -> None:
@@ -282,36 +284,57 @@ async def _privacy(e: Engine, cfg: CliConfig) -> None:
 async def _history(e: Engine, cfg: CliConfig) -> None:
     cid = e.resolve(cfg.args.channel).hex()
     msgs = await e.history(cid, limit=cfg.args.limit)
-    name = e.channel_info(bytes.fromhex(cid)).name
-    emit(cfg, [format_message(m, name, with_id=True) for m in msgs], as_json(msgs))
+    label = e.channel_info(bytes.fromhex(cid)).label
+    emit(cfg, [format_message(m, label, with_id=True) for m in msgs], as_json(msgs))
 
 
 async def _search(e: Engine, cfg: CliConfig) -> None:
     channel = cfg.args.channel
     msgs = await e.search(str(cfg.args.text), channel=channel, limit=cfg.args.limit)
-    lines = [format_message(m, e.channel_info(bytes.fromhex(m.channel)).name) for m in msgs]
+    lines = [format_message(m, e.channel_info(bytes.fromhex(m.channel)).label) for m in msgs]
     emit(cfg, lines or ["no matches"], as_json(msgs))
 
 
 _KEY_FLAGS = {
     "changed": "!!! KEY CHANGED",
-    "new": "first seen (now pinned)",
-    "verified": "matches the pinned key",
+    "new": "first seen (pinned, not verified)",
+    "unverified": "matches the pinned key (not verified: compare the safety number)",
+    "verified": "VERIFIED (you compared the safety number)",
 }
 
 
 async def _check_key(e: Engine, cfg: CliConfig) -> None:
-    k = await e.check_key(cfg.args.user, accept=cfg.args.accept)
+    k = await e.check_key(cfg.args.user, accept=cfg.args.accept, verify=cfg.args.verify)
     lines = []
     for d in k.devices:
-        lines.append(f"{d.device[:16]}  {_KEY_FLAGS.get(d.status, d.status)}")
+        # The same fingerprint format as `qpc whoami` prints for our own device.
+        dev = fingerprint(bytes.fromhex(d.device))
+        lines.append(f"device:      {dev}  {_KEY_FLAGS.get(d.status, d.status)}")
         lines.append(f"  safety number: {d.safety_number}")
     if k.changed:
         lines.append(
             f"WARNING: {k.user}'s key changed. Compare safety numbers in person, "
             f"then run `qpc check-key {k.user} --accept`."
         )
+    elif any(d.status != "verified" for d in k.devices):
+        lines.append(
+            f"Not verified: compare the safety numbers with {k.user} (in person or by call); "
+            f"if they match, run `qpc check-key {k.user} --verify`."
+        )
     emit(cfg, lines or [f"{k.user} has no devices"], {**as_json(k), "changed": k.changed})
+
+
+async def _notify(e: Engine, cfg: CliConfig) -> None:
+    """Show or set a channel's notify level (the same ``notify.json`` the TUI uses)."""
+    info = e.channel_info(e.resolve(cfg.args.channel))
+    if cfg.args.level is not None:
+        save_level(cfg.profile_dir, info.id, NotifyLevel(cfg.args.level))
+    level = load_levels(cfg.profile_dir).get(info.id, NotifyLevel.ALL)
+    emit(
+        cfg,
+        f"{info.label}: notify {level.value}",
+        {"channel": info.id, "label": info.label, "level": level.value},
+    )
 
 
 async def _refresh_keypackages(e: Engine, cfg: CliConfig) -> None:
@@ -599,8 +622,22 @@ COMMANDS: dict[str, Command] = {
             arguments=(
                 _a("user"),
                 _a("--accept", action="store_true", help="re-pin after checking"),
+                _a(
+                    "--verify",
+                    action="store_true",
+                    help="mark the keys verified (after comparing the safety numbers)",
+                ),
             ),
             with_engine=_check_key,
+        ),
+        Command(
+            name="notify",
+            help="show or set a channel's notifications: all, mentions (and DMs), mute",
+            arguments=(
+                _CHANNEL,
+                _a("level", nargs="?", choices=[v.value for v in NotifyLevel]),
+            ),
+            with_engine=_notify,
         ),
         Command(
             name="link",

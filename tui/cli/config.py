@@ -46,6 +46,10 @@ class CommandArgs:
     timeout: float = 0.0
     limit: int = 50
     accept: bool = False
+    verify: bool = False
+    """``check-key --verify``."""
+    level: str | None = None
+    """``notify``: the new level (None: show the current one)."""
     id: str = ""
     emoji: str = ""
     reply_to: str = ""
@@ -120,6 +124,8 @@ def cli_config(ns: argparse.Namespace, environ: dict[str, str] | None = None) ->
         timeout=get("timeout", 0.0),
         limit=get("limit", 50),
         accept=get("accept", False),
+        verify=get("verify", False),
+        level=get("level", None),
         id=get("id", ""),
         emoji=get("emoji", ""),
         reply_to=get("reply_to", ""),

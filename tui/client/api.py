@@ -188,6 +188,14 @@ class ChannelInfo:
     seen: tuple[tuple[str, str], ...] = ()
     """``(username, hex message id)``: how far each other member has read (receipts)."""
 
+    @property
+    def label(self) -> str:
+        """How every client surface names the channel: ``@bob`` for a DM, ``#name`` for a group.
+
+        Both forms (and the bare name) are accepted wherever a channel is typed.
+        """
+        return ("@" if self.kind is ChannelKind.DM else "#") + self.name
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Privacy:
@@ -350,7 +358,9 @@ class DeviceKeyCheck:
     safety_number: str
     """Safety number of (our key, their key), groups of digits, order-independent."""
     status: str
-    """``new`` (first seen, now pinned), ``verified`` (matches pin) or ``changed``."""
+    """``new`` (first seen, now pinned), ``unverified`` (matches the pin, never
+    compared), ``verified`` (matches the pin; the user compared safety numbers
+    and marked it verified) or ``changed`` (not the pinned key)."""
     previous_device: str = ""
     """When ``changed``: hex of the key we had pinned before."""
 
@@ -655,8 +665,12 @@ class ClientEngine(Protocol):
         """Measure ``count`` round trips to the node."""
         ...
 
-    async def check_key(self, user: str) -> KeyCheck:
-        """Safety numbers for each of ``user``'s devices; flags changed keys."""
+    async def check_key(self, user: str, *, accept: bool = False, verify: bool = False) -> KeyCheck:
+        """Safety numbers for each of ``user``'s devices; flags changed keys.
+
+        ``accept``: pin the current devices (acknowledge a change);
+        ``verify``: the user compared the numbers: pin and mark them verified.
+        """
         ...
 
     async def refresh_keypackages(self) -> KeyStock:

@@ -39,7 +39,7 @@ from typing import Any
 from proto import mls
 from proto.crypto.envelope import HybridPrivateKey
 from proto.crypto.identity import IdentityKey, fingerprint, safety_number
-from proto.errors import LocalError, ProfileError, QpcError
+from proto.errors import KeyChangedSinceVerified, LocalError, ProfileError, QpcError
 from proto.rpc_client import RpcClient
 from tui.client import api, appdata
 from tui.client.channels import Channels
@@ -259,11 +259,17 @@ class Engine:
 
         ``reply_to``: the parent's hex message id. ``action``: an action
         message (``/me waves``, rendered ``* alice waves``).
+
+        Raises:
+            KeyChangedSinceVerified: a member we verified has a device we have
+                not accepted (the message is not sent; nothing is lost).
         """
+        self._refuse_changed_verified(channel)
         return await self.outbox.send(channel, text, reply_to=reply_to, action=action)
 
     async def send_action(self, channel: str, text: str) -> api.Message:
         """``/me``: send an action message (the slash-command parser calls this)."""
+        self._refuse_changed_verified(channel)
         return await self.outbox.send(channel, text, action=True)
 
     async def react(
@@ -300,6 +306,22 @@ class Engine:
             cid = self.views.resolve(channel)
             found = await self.profile.find_message(cid, parse_id(msg_id))
             return None if found is None else self.views.to_api(found)
+
+    def _refuse_changed_verified(self, channel: str) -> None:
+        """Refuse to send while a verified member has a device not pinned for them."""
+        verified = self.state.verified
+        if not verified:
+            return
+        try:
+            group = self.views.group(self.views.resolve(channel))
+        except LocalError:
+            return  # the send itself reports it
+        for member in self.views.member_list(group):
+            if member.is_self or member.user not in verified:
+                continue
+            pinned = self.state.pins.get(member.user, [])
+            if any(d not in pinned for d in member.devices):
+                raise KeyChangedSinceVerified(member.user)
 
     async def sync(self) -> list[api.Message]:
         """Fetch, process, persist and ack everything waiting; flush the outbox."""
@@ -494,25 +516,35 @@ class Engine:
 
     # ------------------------------------------------------------------ keys
 
-    async def check_key(self, user: str, *, accept: bool = False) -> api.KeyCheck:
+    async def check_key(
+        self, user: str, *, accept: bool = False, verify: bool = False
+    ) -> api.KeyCheck:
         """Safety numbers per device of ``user``; a device not pinned before is ``changed``.
 
+        Statuses: ``new`` (first seen, now pinned, not verified), ``unverified``
+        (matches the pin; the user never compared numbers), ``verified``
+        (matches the pin and the user marked it verified), ``changed``.
         With ``accept`` the current devices replace the pins (after the user
-        compared the safety numbers out of band).
+        compared the safety numbers out of band); devices verified before and
+        still listed stay verified. With ``verify`` the user says the numbers
+        match: the current devices are pinned and marked verified.
         """
         peer = normalize_user(user)
         session = self.session
         async with session.mutex:
             had = list(self.state.pins.get(peer, []))
+            was_verified = set(self.state.verified.get(peer, []))
             devices = await session.user_devices(peer)
             listed = [d.hex() for d in devices]
             checks = []
             for dev in devices:
                 number = safety_number(session.device_id, session.user, dev, peer)
-                if not had:
+                if verify:
+                    status = "verified"
+                elif not had:
                     status = "new"
                 elif dev.hex() in had:
-                    status = "verified"
+                    status = "verified" if dev.hex() in was_verified else "unverified"
                 else:
                     status = "changed"
                 prev = next((h for h in had if h not in listed), "") if status == "changed" else ""
@@ -521,8 +553,16 @@ class Engine:
                         device=dev.hex(), safety_number=number, status=status, previous_device=prev
                     )
                 )
-            if accept or not had:
+            if accept or verify or not had:
                 self.state.pins[peer] = listed
+            if verify:
+                self.state.verified[peer] = listed
+            elif accept:
+                kept = [d for d in listed if d in was_verified]
+                if kept:
+                    self.state.verified[peer] = kept
+                else:
+                    self.state.verified.pop(peer, None)
             await session.save()
             result = api.KeyCheck(user=peer, devices=tuple(checks))
             if result.changed:

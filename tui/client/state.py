@@ -139,6 +139,9 @@ class EngineState:
     """Hex device id -> peer device."""
     pins: dict[str, list[str]] = field(default_factory=dict)
     """Username -> hex device ids accepted for that user (check-key)."""
+    verified: dict[str, list[str]] = field(default_factory=dict)
+    """Username -> hex device ids the user marked verified after comparing
+    safety numbers (``check-key --verify``); a subset of ``pins``."""
     held: list[HeldEnvelope] = field(default_factory=list)
     """Future-epoch envelopes waiting for their commit."""
     outbox: list[OutboxEntry] = field(default_factory=list)

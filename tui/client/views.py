@@ -190,7 +190,11 @@ class Views:
             return bytes.fromhex(text.lower())
         hits = [c for c in channels if c.startswith(text.lower()) and len(text) >= 4]
         if not hits:
-            hits = [c for c in channels if self.channel_info(bytes.fromhex(c)).name == text]
+            # "#name" is a group, "@user" a DM, a bare name either.
+            kind = {"#": api.ChannelKind.GROUP, "@": api.ChannelKind.DM}.get(text[:1])
+            name = text[1:] if kind is not None else text
+            infos = [self.channel_info(bytes.fromhex(c)) for c in channels]
+            hits = [i.id for i in infos if i.name == name and (kind is None or i.kind is kind)]
             active = [c for c in hits if channels[c].active]
             hits = active or hits
         if len(hits) != 1:

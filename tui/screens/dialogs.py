@@ -18,6 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from proto.crypto.identity import fingerprint
 from tui.client.api import KeyCheck
 from tui.session import ServerKey, ServerKeyStatus
 from tui.widgets.panes import group_hex
@@ -78,11 +79,16 @@ class _PromptDialog(_Dialog[str | None]):
     PLACEHOLDER = ""
     OK_TEXT = "OK"
 
-    def __init__(self, *, value: str = "", subtitle: str = "") -> None:
-        """Prefill the field with ``value``; show ``subtitle`` under the title."""
+    def __init__(self, *, value: str = "", subtitle: str = "", error: str = "") -> None:
+        """Prefill the field with ``value``; show ``subtitle`` under the title.
+
+        ``error``: why the last try with ``value`` failed (the dialog comes
+        back filled in, with the error and the focus, after a failed call).
+        """
         super().__init__(None)
         self._value = value
         self._subtitle = subtitle
+        self._error = error
 
     def compose(self) -> ComposeResult:
         """Title, label, one field, OK/Cancel."""
@@ -92,10 +98,17 @@ class _PromptDialog(_Dialog[str | None]):
                 yield Label(self._subtitle, classes="dialog-subtitle")
             yield Label(self.LABEL_TEXT)
             yield Input(self._value, placeholder=self.PLACEHOLDER, id="dialog-input")
-            yield Static("", id="dialog-error", classes="dialog-error")
+            yield Static(self._error, id="dialog-error", classes="dialog-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.OK_TEXT, variant="primary", id="ok")
                 yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        """Focus the field (after an error, with its text selected for retyping)."""
+        field = self.query_one("#dialog-input", Input)
+        field.focus()
+        if self._error:
+            field.action_select_all()
 
     def validate(self, value: str) -> str:
         """An error message for ``value``, or "" when it is fine."""
@@ -275,8 +288,13 @@ class TrustServerDialog(ConfirmDialog):
         self.server_key = key
 
 
-class KeyCheckDialog(_Dialog[None]):
-    """Shows the safety numbers of a user's devices."""
+class KeyCheckDialog(_Dialog[str | None]):
+    """Shows the safety numbers of a user's devices.
+
+    Returns ``"verify"`` when the user says the numbers match (mark the keys
+    verified), ``"accept"`` when the user accepts a changed key after
+    comparing, ``None`` on Close.
+    """
 
     def __init__(self, check: KeyCheck) -> None:
         """Show ``check``."""
@@ -295,19 +313,33 @@ class KeyCheckDialog(_Dialog[None]):
                 yield Static("This user has no devices.")
             for device in self._check.devices:
                 body = Text()
-                body.append(f"device {group_hex(device.device[:16])}…  ", "dim")
+                body.append(f"device {fingerprint(bytes.fromhex(device.device))}  ", "dim")
                 style = {"changed": "bold red", "verified": "green"}.get(device.status, "yellow")
                 body.append(device.status, style)
                 body.append("\n" + device.safety_number)
                 yield Static(body, classes="safety-number")
             yield Static("Compare these numbers with the other person, in person or by call.")
             with Horizontal(classes="dialog-buttons"):
+                if self._check.changed:
+                    yield Button("Numbers match: accept", variant="error", id="accept")
+                elif self._check.devices and any(
+                    d.status != "verified" for d in self._check.devices
+                ):
+                    yield Button("Numbers match: mark verified", variant="success", id="verify")
                 yield Button("Close", variant="primary", id="ok")
 
     def on_mount(self) -> None:
-        """Focus Close."""
+        """Focus Close (marking verified is a deliberate choice, never Enter by habit)."""
         self.query_one("#ok", Button).focus()
 
     @on(Button.Pressed, "#ok")
     def _close(self) -> None:
         self.dismiss(None)
+
+    @on(Button.Pressed, "#verify")
+    def _verify(self) -> None:
+        self.dismiss("verify")
+
+    @on(Button.Pressed, "#accept")
+    def _accept(self) -> None:
+        self.dismiss("accept")

@@ -81,6 +81,8 @@ class MainScreen(Screen[None]):
         Binding("f4", "app.info('ping')", "Ping", show=False, id="main.ping"),
         Binding("alt+down", "cycle_channel(1)", "Next", show=False, id="main.next_channel"),
         Binding("alt+up", "cycle_channel(-1)", "Prev", show=False, id="main.prev_channel"),
+        Binding("pageup", "log_page(-1)", "Older", show=False, id="main.log_page_up"),
+        Binding("pagedown", "log_page(1)", "Newer", show=False, id="main.log_page_down"),
         Binding("alt+a", "hotlist", "Next active", show=False, id="main.hotlist"),
         # Priority: the composer (a TextArea) binds Ctrl+F to "delete word right".
         Binding("ctrl+f", "app.search", "Search", show=False, priority=True, id="main.search"),
@@ -105,6 +107,8 @@ class MainScreen(Screen[None]):
         super().__init__()
         self.user = user
         self._rows: dict[str, ChannelRow] = {}
+        self._notices: dict[str, list[tuple[int, LogItem]]] = {}
+        self._newest_id = 0
         self.oldest_id: int | None = None
         """Local id of the oldest message loaded in the open channel."""
         self.messages: list[Message] = []
@@ -203,9 +207,7 @@ class MainScreen(Screen[None]):
     def channel_label(self, channel_id: str) -> str:
         """``#name`` or ``@user`` for notifications and titles."""
         info = self.channel(channel_id)
-        if info is None:
-            return "#" + channel_id[:8]
-        return ("@" if info.kind is ChannelKind.DM else "#") + info.name
+        return "#" + channel_id[:8] if info is None else info.label
 
     # ------------------------------------------------------------ open one
 
@@ -227,27 +229,35 @@ class MainScreen(Screen[None]):
         self.mark_read(channel_id)
         self.query_one(ChannelList).select_id(channel_id)
         self._show_channel_widgets(True)
-        items = [self._item(m) for m in history]
+        self._newest_id = history[-1].id if history else 0
+        items = self._merged(history, history[0].id if has_older and history else None, None)
         if unread:
             # A marker above the first unread message, like other chat clients.
-            first = items[-unread]
+            first = str(history[-unread].id)
+            at = next(n for n, i in enumerate(items) if i.key == first)
             marker = LogItem(
-                key="unread-marker", sender="", text=f"{unread} new", time=first.time, system=True
+                key="unread-marker",
+                sender="",
+                text=f"{unread} new",
+                time=items[at].time,
+                system=True,
             )
-            items.insert(len(items) - unread, marker)
-        self.query_one(MessageLog).set_items(items, has_older=has_older)
+            items.insert(at, marker)
+        self.query_one(MessageLog).set_items(
+            items, has_older=has_older, anchor="unread-marker" if unread else None
+        )
         self._update_title()
         self.query_one(Composer).focus()
 
     def prepend_history(self, older: list[Message], *, has_older: bool) -> None:
         """Show ``older`` messages (oldest first) above what the open channel shows."""
+        more = has_older and bool(older)
+        known = {m.id for m in self.messages}
+        self.messages[:0] = [m for m in older if m.id not in known]  # parents for quotes
+        items = self._merged(older, older[0].id if more else None, self.oldest_id)
         if older:
             self.oldest_id = older[0].id
-        known = {m.id for m in self.messages}
-        self.messages[:0] = [m for m in older if m.id not in known]
-        self.query_one(MessageLog).prepend_items(
-            [self._item(m) for m in older], has_older=has_older and bool(older)
-        )
+        self.query_one(MessageLog).prepend_items(items, has_older=more)
 
     def close_channel(self) -> None:
         """Show nothing (after leaving the open channel)."""
@@ -259,6 +269,7 @@ class MainScreen(Screen[None]):
 
     def add_message(self, message: Message) -> None:
         """Append ``message`` to the open channel's log."""
+        self._newest_id = max(self._newest_id, message.id)
         if all(m.id != message.id for m in self.messages):
             self.messages.append(message)
         self.query_one(MessageLog).add_item(self._item(message))
@@ -383,13 +394,50 @@ class MainScreen(Screen[None]):
         self.query_one(MessageLog).set_mark(str(message_id), mark_for(state))
 
     def add_notice(self, key: str, text: str, when: datetime | None = None) -> None:
-        """A system line in the open channel ("bob joined")."""
+        """A system line in the open channel ("bob joined").
+
+        Kept for the session, after the newest message shown when it happened,
+        and shown there again whenever the channel is opened (the history
+        store holds only messages).
+        """
         item = LogItem(key=key, sender="", text=text, time=when or datetime.now(), system=True)
+        if self.active_channel is not None:
+            notices = self._notices.setdefault(self.active_channel, [])
+            notices.append((self._newest_id, item))
         self.query_one(MessageLog).add_item(item)
 
+    def _merged(self, history: list[Message], lo: int | None, hi: int | None) -> list[LogItem]:
+        """``history`` as log items with the open channel's notices whose anchor
+        message id is in ``[lo, hi)`` (``None``: unbounded) put after it."""
+        notices = [
+            (after, item)
+            for after, item in self._notices.get(self.active_channel or "", ())
+            if (lo is None or after >= lo) and (hi is None or after < hi)
+        ]
+        out: list[LogItem] = []
+        i = 0
+        for message in history:
+            while i < len(notices) and notices[i][0] < message.id:
+                out.append(notices[i][1])
+                i += 1
+            out.append(self._item(message))
+        out.extend(item for _, item in notices[i:])
+        return out
+
     def set_members(self, members: Iterable[Member]) -> None:
-        """Replace the member list of the open channel."""
+        """Replace the member list of the open channel (and its count in the title)."""
+        members = tuple(members)
         self.query_one(MemberList).set_members(members)
+        channel = self.active_channel
+        row = None if channel is None else self._rows.get(channel)
+        if row is not None:
+            users = tuple(sorted(m.user for m in members))
+            if users != row.info.members:
+                info = replace(row.info, members=users)
+                self._rows[info.id] = ChannelRow(
+                    info=info, unread=row.unread, last_activity_ms=row.last_activity_ms
+                )
+                self._update_title()
 
     def set_connection(self, state: ConnectionState) -> None:
         """Show the engine's connection state."""
@@ -414,6 +462,12 @@ class MainScreen(Screen[None]):
         index = ids.index(current) if current in ids else -step
         target = ids[(index + step) % len(ids)]
         self.post_message(ChannelList.Opened(target))
+
+    def action_log_page(self, step: int) -> None:
+        """Scroll the log a page up (-1) or down (1), wherever the focus is."""
+        log = self.query_one(MessageLog)
+        if log.display:
+            log.action_page_up() if step < 0 else log.action_page_down()
 
     def hotlist(self) -> list[str]:
         """Channels with unseen activity, WeeChat's hotlist order.

@@ -33,6 +33,9 @@ class Composer(TextArea):
         Binding("alt+enter,ctrl+j", "newline", "Newline", show=False, id="composer.newline"),
         Binding("ctrl+up", "history_prev", "Previous", show=False, id="composer.history_prev"),
         Binding("ctrl+down", "history_next", "Next", show=False, id="composer.history_next"),
+        # PgUp/PgDn scroll the message log (the screen's action), not the cursor.
+        Binding("pageup", "screen.log_page(-1)", "Older", show=False, id="composer.page_up"),
+        Binding("pagedown", "screen.log_page(1)", "Newer", show=False, id="composer.page_down"),
         Binding("tab", "complete", "Complete", show=False, id="composer.complete"),
     ]
 

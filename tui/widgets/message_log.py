@@ -177,13 +177,21 @@ class MessageLog(ScrollView, can_focus=True):
         """Create an empty log."""
         super().__init__(name=name, id=id)
         self._entries: list[_Entry] = []
-        self._starts: list[int] = []  # first row of each entry
+        # First row of each entry, in a row space whose origin stays put when
+        # older entries are put above (their rows are negative): prepending a
+        # page touches only that page, never the entries already shown.
+        self._starts: list[int] = []
+        self._end = 0  # row after the last entry
         self._rows = 0
+        # key -> sequence number; index in _entries = seq - _seq0.
         self._by_key: dict[str, int] = {}
+        self._seq0 = 0
         self._wrap_width = 0
         self.has_older = False
         """Whether older history exists than what is loaded."""
         self._loading_older = False
+        self._anchor: str | None = None
+        self._anchor_centred = False
         self._cache: LRUCache[tuple[int, int], Strip] = LRUCache(256)
 
     # ------------------------------------------------------------------ data
@@ -200,28 +208,77 @@ class MessageLog(ScrollView, can_focus=True):
 
     def clear(self) -> None:
         """Remove every message."""
+        self._anchor = None
         self.has_older = False
         self._loading_older = False
+        self._reset()
+        self._update_size()
+        self.refresh()
+
+    def _reset(self) -> None:
         self._entries.clear()
         self._starts.clear()
         self._by_key.clear()
         self._rows = 0
+        self._end = 0
+        self._seq0 = 0
         self._cache.clear()
-        self._update_size()
-        self.refresh()
 
-    def set_items(self, items: Iterable[LogItem], *, has_older: bool = False) -> None:
+    def _index(self, key: str) -> int | None:
+        seq = self._by_key.get(key)
+        return None if seq is None else seq - self._seq0
+
+    def set_items(
+        self, items: Iterable[LogItem], *, has_older: bool = False, anchor: str | None = None
+    ) -> None:
         """Replace the contents with ``items`` (oldest first) and show the newest.
 
         ``has_older``: more history exists; reaching the top posts
         :class:`ReachedTop` so the app can :meth:`prepend_items`.
+        ``anchor``: key of an item to show at the top instead (the "N new"
+        marker of a backlog); when everything after it fits, the view is at
+        the bottom anyway and follows new messages.
         """
         self._rebuild(list(items))
         self.has_older = has_older
         self._loading_older = False
-        self.follow = True
-        self.scroll_end(animate=False)
+        self._anchor = anchor if anchor in self._by_key else None
+        self._anchor_centred = False
+        if self._anchor is None:
+            self.follow = True
+            self.scroll_end(animate=False, immediate=True, force=True)
+            self.scroll_end(animate=False, force=True)
+        else:
+            self.follow = False
+            self._scroll_to_anchor()
+            self.call_after_refresh(self._scroll_to_anchor)
         self.call_after_refresh(self._check_top)
+
+    def _scroll_to_anchor(self) -> None:
+        index = None if self._anchor is None else self._index(self._anchor)
+        if index is None:
+            return
+        # Centred (a jump to a message), or one row of context above it (the
+        # "N new" marker).
+        above = self.size.height // 2 if self._anchor_centred else 1
+        row = max(0, self._starts[index] - self._starts[0] - above)
+        self.scroll_to(y=row, animate=False, immediate=True, force=True)
+
+    def scroll_to_newest(self) -> None:
+        """Show the newest message and follow new ones (after the user sends)."""
+        self._anchor = None
+        self.follow = True
+        self.scroll_end(animate=False, immediate=True, force=True)
+
+    def action_page_up(self) -> None:
+        """Scroll one page towards older messages."""
+        self._anchor = None
+        super().action_page_up()
+
+    def action_page_down(self) -> None:
+        """Scroll one page towards newer messages."""
+        self._anchor = None
+        super().action_page_down()
 
     def prepend_items(self, items: list[LogItem], *, has_older: bool) -> None:
         """Put older ``items`` above the current ones, keeping the view where it is.
@@ -231,30 +288,58 @@ class MessageLog(ScrollView, can_focus=True):
         fresh = [i for i in items if i.key not in self._by_key]
         before = self._rows
         if fresh:
-            shown = self._entries
-            self._entries, self._starts, self._by_key, self._rows = [], [], {}, 0
+            page: list[_Entry] = []
             for item in fresh:
-                self._append(item)
-            if shown and shown[0].item is None and shown[0].day == self._entries[-1].day:
-                shown = shown[1:]  # the same day continues: one separator
-            for entry in shown:
+                day = item.time.date()
+                if not page or page[-1].day != day:
+                    sep = _Entry(None, day, [])
+                    sep.lines = self._wrap(sep)
+                    page.append(sep)
+                entry = _Entry(item, day, [])
+                entry.lines = self._wrap(entry)
+                page.append(entry)
+            shown = self._entries
+            if shown and shown[0].item is None and shown[0].day == page[-1].day:
+                # The same day continues: one separator.
+                self._rows -= len(shown[0].lines)
+                del shown[0]
+                del self._starts[0]
+                self._seq0 += 1
+            top = self._starts[0] if self._starts else self._end
+            starts: list[int] = []
+            row = top - sum(len(e.lines) for e in page)
+            for entry in page:
+                starts.append(row)
+                row += len(entry.lines)
+            self._rows += top - starts[0]
+            if not shown:
+                self._end = top
+            self._entries[:0] = page
+            self._starts[:0] = starts
+            self._seq0 -= len(page)
+            for n, entry in enumerate(page):
                 if entry.item is not None:
-                    self._by_key[entry.item.key] = len(self._entries)
-                self._push(entry)
+                    self._by_key[entry.item.key] = self._seq0 + n
             self._cache.clear()
             self._update_size()
             self.refresh()
         self.has_older = has_older
         self._loading_older = False
-        self.scroll_to(y=self.scroll_y + (self._rows - before), animate=False, immediate=True)
+        if self.follow:
+            # At the newest message (or about to be: set_items scrolls after
+            # the next refresh): stay there.
+            self.scroll_end(animate=False, immediate=True, force=True)
+        else:
+            self.scroll_to(
+                y=self.scroll_y + (self._rows - before),
+                animate=False,
+                immediate=True,
+                force=True,
+            )
         self.call_after_refresh(self._check_top)
 
     def _rebuild(self, items: list[LogItem]) -> None:
-        self._entries.clear()
-        self._starts.clear()
-        self._by_key.clear()
-        self._rows = 0
-        self._cache.clear()
+        self._reset()
         for item in items:
             self._append(item)
         self._update_size()
@@ -268,13 +353,16 @@ class MessageLog(ScrollView, can_focus=True):
         self._append(item)
         self._cache.clear()  # rows past the old end were cached blank
         self._update_size()
+        if item.own:  # what the user just wrote is always shown
+            self._anchor = None
+            self.follow = True
         if self.follow:
-            self.scroll_end(animate=False)
+            self.scroll_end(animate=False, force=True)
         self.refresh()
 
     def update_item(self, item: LogItem) -> None:
         """Replace the message with ``item.key`` (e.g. a new delivery state)."""
-        index = self._by_key.get(item.key)
+        index = self._index(item.key)
         if index is None:
             return
         entry = self._entries[index]
@@ -290,17 +378,23 @@ class MessageLog(ScrollView, can_focus=True):
 
     def item(self, key: str) -> LogItem | None:
         """The message shown under ``key``."""
-        index = self._by_key.get(key)
+        index = self._index(key)
         return None if index is None else self._entries[index].item
 
     def scroll_to_key(self, key: str) -> bool:
         """Bring the message ``key`` to the middle of the view (False: not loaded)."""
-        index = self._by_key.get(key)
-        if index is None:
+        if self._index(key) is None:
             return False
-        row = self._starts[index]
-        self.scroll_to(y=max(0, row - self.size.height // 2), animate=False, immediate=True)
+        self._anchor, self._anchor_centred = key, True
+        self.follow = False
+        self._scroll_to_anchor()
+        self.call_after_refresh(self._scroll_to_anchor)  # after a pending scroll_end
         return True
+
+    def row_of(self, key: str) -> int | None:
+        """The content row where the message ``key`` starts (None: not loaded)."""
+        index = self._index(key)
+        return None if index is None else self._starts[index] - self._starts[0]
 
     def set_mark(self, key: str, mark: DeliveryMark) -> None:
         """Change the delivery glyph of one message."""
@@ -318,12 +412,13 @@ class MessageLog(ScrollView, can_focus=True):
             self._push(sep)
         entry = _Entry(item, day, [])
         entry.lines = self._wrap(entry)
-        self._by_key[item.key] = len(self._entries)
+        self._by_key[item.key] = self._seq0 + len(self._entries)
         self._push(entry)
 
     def _push(self, entry: _Entry) -> None:
-        self._starts.append(self._rows)
+        self._starts.append(self._end)
         self._entries.append(entry)
+        self._end += len(entry.lines)
         self._rows += len(entry.lines)
 
     def _body_width(self) -> int:
@@ -335,15 +430,18 @@ class MessageLog(ScrollView, can_focus=True):
         return wrap_cells(entry.item.text, self._body_width())
 
     def _relayout(self, from_index: int = 0) -> None:
+        base = self._starts[0] if self._starts else 0
         del self._starts[from_index:]
-        self._rows = (
-            0 if from_index == 0 else self._starts[-1] + len(self._entries[from_index - 1].lines)
+        row = (
+            base if from_index == 0 else self._starts[-1] + len(self._entries[from_index - 1].lines)
         )
         for entry in self._entries[from_index:]:
             if from_index == 0:
                 entry.lines = self._wrap(entry)
-            self._starts.append(self._rows)
-            self._rows += len(entry.lines)
+            self._starts.append(row)
+            row += len(entry.lines)
+        self._end = row
+        self._rows = row - base
         self._cache.clear()
         self._update_size()
         self.refresh()
@@ -358,8 +456,10 @@ class MessageLog(ScrollView, can_focus=True):
             at_end = self.follow
             self._wrap_width = width
             self._relayout()
-            if at_end:
-                self.scroll_end(animate=False)
+            if self._anchor is not None:
+                self._scroll_to_anchor()
+            elif at_end:
+                self.scroll_end(animate=False, force=True)
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         """Follow new messages only at the bottom; ask for older ones at the top."""
@@ -391,6 +491,7 @@ class MessageLog(ScrollView, can_focus=True):
         base = self.rich_style
         if row >= self._rows or not self._entries:
             return Strip.blank(width, base)
+        row += self._starts[0]
         index = bisect.bisect_right(self._starts, row) - 1
         entry = self._entries[index]
         line_no = row - self._starts[index]
