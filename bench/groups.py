@@ -141,8 +141,13 @@ async def _open(port: int, base: Path, name: str, kp: int) -> Engine:
         # the owner and the workers share two cores: a device may hear
         # nothing for several seconds while its loop runs another device's
         # join. A real device has its own process and keeps the 6 s default.
-        dead_timeout_s=30.0,
         reconnect_wait_s=30.0,
+        # (a baseline checkout may predate the setting)
+        **(
+            {"dead_timeout_s": 30.0}
+            if "dead_timeout_s" in EngineConfig.__dataclass_fields__
+            else {}
+        ),
     )
     e = await Engine.open(cfg, PASS, create=True)
     for attempt in range(3):  # a busy shared loop may lose the connection
