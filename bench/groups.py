@@ -409,7 +409,7 @@ async def run(sizes: list[int], n_workers: int, kp: int) -> None:
                 meter.stop()
                 up = meter.bytes
                 after_bytes, after_rows = _stored(db_path)
-                probe = workers[0].names[0]
+                probe = next(n for n in workers[0].names if n not in removed)
                 decrypt_s = await workers[0].ask("probe", (probe, cid))
                 got = await _all(workers, "recv", [(probe, set(removed))] * n_workers)
                 flat = [g for gs in got for g in gs]
