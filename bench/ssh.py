@@ -4,7 +4,8 @@ Run by hand from the repository root (needs the OpenSSH client, pyte from
 the dev extras; WeeChat for the comparison: ``apt-get install weechat``)::
 
     python3 bench/ssh.py sessions [--n 50] [--hold 20]
-    python3 bench/ssh.py bytes [--keys 30] [--messages 20]
+    python3 bench/ssh.py bytes [--keys 30] [--messages 20] [--before DIR]
+    python3 bench/ssh.py render [--before DIR]
 
 * **sessions**: one ``qpc serve-ssh`` (embedded node), ``--n`` real ``ssh
   -tt`` clients, each with its own key, each on its own PTY at 80x24; waits
@@ -21,6 +22,9 @@ the dev extras; WeeChat for the comparison: ``apt-get install weechat``)::
   line would be); SSH
   adds the same framing per packet to both. Both at 80x24,
   ``TERM=xterm-256color``.
+* **render**: CPU the damage tracker (``tui/damage.py``) spends per frame:
+  a worst-case full frame (a style change at every cell) and a one-row
+  frame (a keystroke), beside another checkout's with ``--before``.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import pyte
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.ssh import helpers  # noqa: E402
 from tests.ssh.helpers import SSH_OPTS, keygen, server_env, start_server  # noqa: E402
 
 
@@ -204,13 +209,24 @@ def _per_keystroke(term: Term, keys: int) -> list[int]:
 
 
 def bench_qpc_bytes(
-    keys: int, messages: int, *, damage: bool = True
+    keys: int, messages: int, *, damage: bool = True, root: Path | None = None
 ) -> tuple[list[int], list[int]]:
     """qpc over ssh: alice in a channel with bob; bob (CLI) sends.
 
     ``damage=False`` turns the TUI's damage tracking off (``tui/damage.py``):
-    Textual's own output, the baseline.
+    Textual's own output, the baseline. ``root`` runs the server and the
+    CLI from another checkout (``--before``).
     """
+    saved = helpers.ROOT
+    if root is not None:
+        helpers.ROOT = str(root)
+    try:
+        return _qpc_bytes(keys, messages, damage=damage)
+    finally:
+        helpers.ROOT = saved
+
+
+def _qpc_bytes(keys: int, messages: int, *, damage: bool) -> tuple[list[int], list[int]]:
     with tempfile.TemporaryDirectory(prefix="qpc-bench-ssh-") as tmp:
         base = Path(tmp)
         state = base / "state"
@@ -292,24 +308,80 @@ def bench_weechat_bytes(keys: int, messages: int) -> tuple[list[int], list[int]]
     return typed, incoming
 
 
-def bench_bytes(keys: int, messages: int) -> None:
-    """The comparison table."""
-    f_keys, f_msgs = bench_qpc_bytes(keys, messages, damage=False)
-    q_keys, q_msgs = bench_qpc_bytes(keys, messages)
+def bench_bytes(keys: int, messages: int, before: Path | None) -> None:
+    """The comparison table; ``before``: another checkout's damage tracking beside this one's."""
+    columns = [("qpc, Textual's full output", bench_qpc_bytes(keys, messages, damage=False))]
+    if before is not None:
+        label = f"qpc, damage tracking at {before.name}"
+        columns.append((label, bench_qpc_bytes(keys, messages, root=before)))
+    columns.append(("qpc, damage tracking", bench_qpc_bytes(keys, messages)))
     w_keys, w_msgs = bench_weechat_bytes(keys, messages)
     med = statistics.median
-    print(
-        "| bytes to the terminal (80x24, xterm-256color) | qpc, Textual's full output "
-        "| qpc, damage tracking | WeeChat 3.8 | qpc / WeeChat |"
-    )
-    print("|---|---|---|---|---|")
-    for label, f, q, w in (
-        ("per keystroke", f_keys, q_keys, w_keys),
-        ("per incoming message", f_msgs, q_msgs, w_msgs),
-    ):
-        cells = f"{med(f):.0f} ({max(f)}) | {med(q):.0f} ({max(q)}) | {med(w):.0f} ({max(w)})"
-        print(f"| {label}, median (max) | {cells} | {med(q) / med(w):.1f}x |")
+    heads = " | ".join(label for label, _ in columns)
+    print(f"| bytes to the terminal (80x24, xterm-256color) | {heads} | WeeChat | qpc / WeeChat |")
+    print("|---" * (len(columns) + 3) + "|")
+    for i, (label, w) in enumerate((("per keystroke", w_keys), ("per incoming message", w_msgs))):
+        cells = " | ".join(f"{med(c[i]):.0f} ({max(c[i])})" for _, c in columns)
+        ratio = med(columns[-1][1][i]) / med(w)
+        print(f"| {label}, median (max) | {cells} | {med(w):.0f} ({max(w)}) | {ratio:.1f}x |")
     print(f"({keys} keystrokes, {messages} messages each)")
+
+
+def bench_render(before: Path | None, frames: int = 20) -> None:
+    """CPU of the damage tracker per frame: a worst-case full frame and a one-row frame."""
+    import importlib.util
+    import random
+
+    from rich.console import Console
+    from rich.segment import Segment
+    from rich.style import Style
+    from textual._compositor import LayoutUpdate
+    from textual.geometry import Region
+    from textual.strip import Strip
+
+    trees = [("this checkout", ROOT)] + ([(before.name, before)] if before else [])
+    styles = [
+        Style(color=f"color({n})", bgcolor=f"color({n + 8})", bold=n % 2 == 0) for n in range(8)
+    ]
+    rng = random.Random(1)
+    # Worst case: a different style at every cell of an 80x24 screen.
+    full = [
+        LayoutUpdate(
+            [
+                [Strip([Segment(rng.choice("abc "), rng.choice(styles)) for _ in range(80)], 80)]
+                for _ in range(24)
+            ],
+            Region(0, 0, 80, 24),
+        )
+        for _ in range(frames)
+    ]
+    print("| damage tracker CPU per frame (80x24) | worst-case full frame | one-row frame |")
+    print("|---|---|---|")
+    for label, tree in trees:
+        spec = importlib.util.spec_from_file_location(f"damage_{label}", tree / "tui/damage.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        console = Console(color_system="256", width=80, height=24, force_terminal=True)
+        tracker = module.DamageTracker()
+        t0 = time.perf_counter()
+        for update in full:
+            tracker.render(update, console, (80, 24))
+        full_ms = (time.perf_counter() - t0) / frames * 1000
+        t0 = time.perf_counter()
+        for k in range(200):
+            row = Strip(
+                [
+                    Segment("x" * (k % 50), styles[0]),
+                    Segment(" ", styles[1]),
+                    Segment(" " * (79 - k % 50), styles[0]),
+                ],
+                80,
+            )
+            tracker.render(LayoutUpdate([[row]], Region(0, 20, 80, 1)), console, (80, 24))
+        row_ms = (time.perf_counter() - t0) / 200 * 1000
+        print(f"| {label} | {full_ms:.1f} ms | {row_ms:.3f} ms |")
 
 
 def main() -> None:
@@ -322,11 +394,20 @@ def main() -> None:
     b = sub.add_parser("bytes")
     b.add_argument("--keys", type=int, default=30)
     b.add_argument("--messages", type=int, default=20)
+    b.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout (e.g. `git archive main | tar -x -C DIR`) measured beside this one",
+    )
+    r = sub.add_parser("render")
+    r.add_argument("--before", type=Path, help="another checkout measured beside this one")
     opts = parser.parse_args()
     if opts.what == "sessions":
         bench_sessions(opts.n, opts.hold)
+    elif opts.what == "render":
+        bench_render(opts.before)
     else:
-        bench_bytes(opts.keys, opts.messages)
+        bench_bytes(opts.keys, opts.messages, opts.before)
 
 
 if __name__ == "__main__":

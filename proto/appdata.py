@@ -44,6 +44,7 @@ __all__ = [
     "AppData",
     "ChatText",
     "Delete",
+    "DeviceCert",
     "Edit",
     "Hello",
     "Known",
@@ -179,6 +180,18 @@ class Topic:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceCert:
+    """The sender's account linked ``device``: signed by the sender's device key."""
+
+    device: bytes
+    """The certified device's id."""
+    issued_ms: int
+    """When it was linked (issuer's clock, Unix ms)."""
+    signature: bytes
+    """Ed25519 over :func:`proto.crypto.identity.device_cert_message`."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Unknown:
     """A record kind this version does not know (shown as a placeholder)."""
 
@@ -186,7 +199,7 @@ class Unknown:
     """What is known of the kind (``future`` for an unknown union member)."""
 
 
-Known = ChatText | Meta | Hello | Reaction | Edit | Delete | Receipt | Typing | Topic
+Known = ChatText | Meta | Hello | Reaction | Edit | Delete | Receipt | Typing | Topic | DeviceCert
 AppData = Known | Unknown
 
 
@@ -242,6 +255,11 @@ def encode(item: Known) -> bytes:
             body.typing = None
         case Topic():
             body.init("topic").text = item.text
+        case DeviceCert():
+            c = body.init("deviceCert")
+            c.device = item.device
+            c.issuedMs = item.issued_ms
+            c.signature = item.signature
     return bytes(rec.to_bytes())
 
 
@@ -317,6 +335,12 @@ def _read(reader: Any) -> AppData:
         return Typing()
     if which == "topic":
         return Topic(text=_text(body.topic.text, MAX_TOPIC_CHARS, "topic"))
+    if which == "deviceCert":
+        c = body.deviceCert
+        device, sig = bytes(c.device), bytes(c.signature)
+        if len(device) != 32 or len(sig) != 64 or c.issuedMs < 0:
+            raise MalformedInput("bad device certificate")
+        return DeviceCert(device=device, issued_ms=int(c.issuedMs), signature=sig)
     return Unknown(kind=str(which))  # pragma: no cover - every member of this schema is handled
 
 

@@ -57,6 +57,24 @@ async def shoot(
         print(path)
 
 
+async def shoot_link(name: str, *, finish: bool) -> None:
+    """The link screen (F9): waiting with the code, or finished with the channels."""
+    engine = populated_engine()[0]
+    app = make_app(FakeFactory(engine), TuiSettings(ping_interval_s=0))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f9")
+        await engine.link_waiting.wait()
+        if finish and engine.link_arrival is not None:
+            engine.link_arrival.set_result("e7" * 32)
+            await settle(app, pilot)
+        for _ in range(5):
+            await pilot.pause()
+        path = app.save_screenshot(filename=f"{name}.svg", path=str(OUT))
+        print(path)
+        await pilot.press("escape")
+
+
 def backlog_engine() -> FakeEngine:
     """#general with 40 messages read earlier and 12 new ones."""
     engine, general, _random = populated_engine()
@@ -101,6 +119,10 @@ async def main() -> None:
     await shoot("search", ["ctrl+f", *"node"], size=(100, 30))
     await shoot("slash-complete", [*"/in", "tab"], size=(100, 30))
     await shoot("links", ["alt+a", "ctrl+l"], arrive=mentions, size=(100, 30))
+    await shoot_link("link-waiting", finish=False)
+    await shoot_link("link-done", finish=True)
+    await shoot("devices", ["f7"], size=(100, 30))
+    await shoot("devices-unlink", ["f7", "down", "u"], size=(100, 30))
 
 
 if __name__ == "__main__":

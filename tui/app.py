@@ -15,21 +15,25 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.console import RenderableType
-from rich.control import Control
 from textual import on, work
 from textual._compositor import ChopsUpdate, LayoutUpdate
 from textual.binding import Binding, BindingType
 from textual.driver import Driver
+from textual.drivers.linux_driver import LinuxDriver
+from textual.geometry import Offset
 from textual.screen import Screen
 
 from proto import files
+from proto.errors import QpcError
 from tui import slash
 from tui.client.api import Message
+from tui.client.linking import CODE_TTL_S, parse_code
 from tui.commands import ChatCommands
 from tui.controller import ChatApp
 from tui.damage import DamageTracker
 from tui.links import urls_newest_first
 from tui.notifications import NotifyLevel
+from tui.screens.devices import DevicesScreen, LinkCodeDialog, LinkScreen, describe_link
 from tui.screens.dialogs import (
     ConfirmDialog,
     InviteDialog,
@@ -47,6 +51,8 @@ from tui.screens.search import SearchScreen
 from tui.screens.welcome import WelcomeScreen
 from tui.session import EngineFactory
 from tui.settings import TuiSettings
+from tui.terminal_out import TerminalDriver
+from tui.userfacing import describe_error
 from tui.widgets.channel_list import ChannelList
 from tui.widgets.composer import Composer
 from tui.widgets.message_log import MessageLog
@@ -84,6 +90,12 @@ class QpcApp(ChatApp):
         super().__init__(factory, settings)
         self._damage = DamageTracker() if settings.damage_tracking else None
 
+    def get_driver_class(self) -> type[Driver]:
+        """Textual's driver; on Linux with output a hang-up cannot wedge
+        (:mod:`tui.terminal_out`)."""
+        driver = super().get_driver_class()
+        return TerminalDriver if driver is LinuxDriver else driver
+
     def _display(self, screen: Screen[Any], renderable: RenderableType | None) -> None:
         """Textual's frame output, through :class:`tui.damage.DamageTracker`.
 
@@ -92,26 +104,32 @@ class QpcApp(ChatApp):
         Textual's own path.
         """
         damage, driver = self._damage, self._driver
-        if (
-            damage is None
-            or driver is None
-            or driver.is_inline
-            or self.is_headless
-            or not self._running
-            or self._closed
-            or self._batch_count
-            or not isinstance(renderable, LayoutUpdate | ChopsUpdate)
-        ):
+        writes = (
+            renderable is not None
+            and driver is not None
+            and not self.is_headless
+            and self._running
+            and not self._closed
+            and not self._batch_count
+        )
+        if damage is None or driver is None or not writes:
+            super()._display(screen, renderable)
+            return
+        if driver.is_inline or not isinstance(renderable, LayoutUpdate | ChopsUpdate):
+            # Textual's own output: it assumes the default pen and moves the
+            # cursor; what it draws is not in the shadow.
+            self._release_pen()
+            damage.reset()
             super()._display(screen, renderable)
             return
         try:
             self._begin_update()
             try:
-                cursor = self.screen.outer_size.clamp_offset(self.cursor_position)
+                damage.attribute_off = self.terminal.sgr_attribute_off
+                x, y = self.screen.outer_size.clamp_offset(self.cursor_position)
                 size = (self.size.width, self.size.height)
-                data = damage.render(renderable, self.console, size)
-                data += Control.move_to(*cursor).segment.text
-                self._previous_cursor_position = cursor
+                data = damage.render(renderable, self.console, size, cursor=(x, y))
+                self._previous_cursor_position = Offset(x, y)
                 driver.write(data)
             except Exception as error:  # as Textual's own _display
                 self._handle_exception(error)
@@ -121,9 +139,26 @@ class QpcApp(ChatApp):
         finally:
             self.post_display_hook()
 
+    def _release_pen(self) -> None:
+        """Reset the terminal's pen if the damage tracker left it set (unless hung up)."""
+        if self._damage is None or self._driver is None or self.hung_up:
+            return
+        if reset := self._damage.release():
+            self._driver.write(reset)
+
+    async def _shutdown(self) -> None:
+        """Textual's shutdown, with the terminal's pen reset for the shell.
+
+        Not after a hang-up: nobody reads the terminal, and Textual's output
+        queue, which no longer drains, would block the exit.
+        """
+        self._release_pen()
+        await super()._shutdown()
+
     @contextlib.contextmanager
     def suspend(self) -> Iterator[None]:
         """Textual's suspend; the terminal is redrawn in full afterwards."""
+        self._release_pen()
         with super().suspend():
             yield
         if self._damage is not None:
@@ -197,6 +232,13 @@ class QpcApp(ChatApp):
             self.action_notify_level(words[0])
         elif name == "search":
             self.action_search(invocation.args)
+        elif name == "link":
+            if invocation.args:
+                self.action_link_join(invocation.args)
+            else:
+                self.action_link_device()
+        elif name == "devices":
+            self.action_devices()
         elif name == "me":
             if not invocation.args:
                 return usage
@@ -523,6 +565,7 @@ class QpcApp(ChatApp):
         if main.active_channel != message.channel:
             await self.open_channel(message.channel).wait()
         self.workers.cancel_group(self, "older")
+        main.query_one(MessageLog).older_request_dropped()
         engine = self._engine()
         while not main.jump_to(message.id):
             oldest = main.oldest_id
@@ -563,6 +606,133 @@ class QpcApp(ChatApp):
         else:
             self.open_url(url)
             self.notify(f"Opening {url}")
+
+    # ------------------------------------------------------------ devices
+
+    def action_link_device(self) -> None:
+        """F9 / ``/link``: show a code for a new device and wait for it."""
+        if not self._need_login():
+            return
+        screen = LinkScreen()
+
+        def closed(_linked: bool | None) -> None:
+            # Cancelling the worker closes the offer: the code stops working.
+            self.workers.cancel_group(self, "link")
+
+        self.push_screen(screen, closed)
+        self.run_link(screen)
+
+    @work(exclusive=True, group="link", exit_on_error=False, name="link")
+    async def run_link(self, screen: LinkScreen) -> None:
+        """Open the offer, wait for the new device, add it to every channel."""
+        engine = self._engine()
+        await screen.wait_for_refresh()
+        screen.show_code(engine.link_offer())
+        try:
+            result = await engine.link_wait(
+                CODE_TTL_S, pump=False, on_progress=screen.show_progress
+            )
+        except QpcError as exc:
+            if screen.is_attached:
+                screen.show_error(describe_error(exc))
+            return
+        if screen.is_attached:
+            screen.show_result(describe_link(result, self._main().channel_label))
+        else:
+            self.notify(describe_link(result, self._main().channel_label))
+
+    def action_link_join(self, code: str = "") -> None:
+        """On a new device: ask for the code another device of the account shows."""
+        if not self._need_login():
+            return
+
+        def chosen(value: str | None) -> None:
+            if value is not None:
+                self.action_link_join(value)
+
+        if not code:
+            self.push_screen(LinkCodeDialog(), chosen)
+            return
+        try:
+            parse_code(code)
+        except QpcError as exc:
+            self.push_screen(LinkCodeDialog(value=code, error=str(exc)), chosen)
+            return
+        screen = LinkScreen(title="Link to an existing account")
+
+        def closed(_linked: bool | None) -> None:
+            self.workers.cancel_group(self, "link")
+
+        self.push_screen(screen, closed)
+        self.run_link_join(screen, code)
+
+    @work(exclusive=True, group="link", exit_on_error=False, name="link")
+    async def run_link_join(self, screen: LinkScreen, code: str) -> None:
+        """Prove the code to the other device; it then adds us to its channels."""
+        await screen.wait_for_refresh()
+        screen.show_progress("Proving the code to your other device…")
+        try:
+            result = await self._engine().link_join(code, CODE_TTL_S, pump=False)
+        except QpcError as exc:
+            if screen.is_attached:
+                screen.show_error(describe_error(exc))
+            return
+        text = (
+            f"Linked to device {result.device[:16]}. It adds this device to its "
+            "channels now; they appear in the channel list as they arrive."
+        )
+        if screen.is_attached:
+            screen.show_result(text)
+        else:
+            self.notify(text)
+
+    def action_devices(self) -> None:
+        """F7 / ``/devices``: this account's devices."""
+        if not self._need_login():
+            return
+        current = self.screen
+        if isinstance(current, DevicesScreen):
+            self.load_devices(current)
+            return
+        screen = DevicesScreen()
+        self.push_screen(screen)
+        self.load_devices(screen)
+
+    @work(exclusive=True, group="devices", exit_on_error=False, name="devices")
+    async def load_devices(self, screen: DevicesScreen) -> None:
+        """Fetch the device list into ``screen``."""
+        devices = await self._engine().devices()
+        if screen.is_attached:
+            screen.show_devices(devices)
+
+    @on(DevicesScreen.UnlinkRequested)
+    def _unlink_requested(self, event: DevicesScreen.UnlinkRequested) -> None:
+        device, screen = event.device, event.screen
+        question = (
+            f"Unlink device {device.device[:16]} (fingerprint {device.fingerprint})? "
+            f"It is removed from the {device.channels} channel(s) it is in and from "
+            "the account; it can only come back by being linked again."
+        )
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.unlink_device(screen, device.device)
+            else:
+                self.notify("Not unlinked.")
+
+        dialog = ConfirmDialog(
+            "Unlink device", question, yes="Unlink", danger=True, focus_yes=False
+        )
+        self.push_screen(dialog, answered)
+
+    @work(exclusive=True, group="devices", exit_on_error=False, name="unlink")
+    async def unlink_device(self, screen: DevicesScreen, device: str) -> None:
+        """Remove ``device`` from every channel and the account, then relist."""
+        removed = await self._engine().unlink(device)
+        self.notify(f"Unlinked device {device[:16]}; removed it from {len(removed)} channel(s).")
+        devices = await self._engine().devices()
+        if screen.is_attached:
+            screen.show_devices(devices)
 
     def action_compose_command(self, name: str) -> None:
         """Start ``/name `` in the composer (the palette's way to a slash command)."""

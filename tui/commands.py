@@ -71,6 +71,15 @@ COMMANDS: tuple[PaletteCommand, ...] = (
         "Give this device a fresh key in the open channel (heals after a compromise)",
         "update_keys",
     ),
+    PaletteCommand(
+        "devices: link", "Link a new device to this account: shows a code (F9)", "link_device"
+    ),
+    PaletteCommand(
+        "devices: join",
+        "Link this device to the account with the code another device shows",
+        "link_join",
+    ),
+    PaletteCommand("devices: list", "Your devices; unlink one (F7)", "devices"),
     PaletteCommand("account: whoami", "User, device and server fingerprints", "info('whoami')"),
     PaletteCommand("server: health", "Node status, version, uptime", "info('health')"),
     PaletteCommand("server: ping", "Live round-trip times", "info('ping')"),

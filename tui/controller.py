@@ -69,7 +69,9 @@ __all__ = ["HISTORY_LIMIT", "HISTORY_PAGE", "ChatApp"]
 log = logging.getLogger("tui")
 
 HISTORY_LIMIT = 10_000
-"""Messages loaded in the background after a channel opens (the log is virtualised)."""
+"""Most messages a channel opens with (when that many are unread, for the "N new"
+marker); otherwise it opens with one page and older pages load as the view
+nears the top (:attr:`MessageLog.PREFETCH_SCREENS`)."""
 HISTORY_PAGE = 500
 """Messages per history call: the first screenful shows at once, and the UI
 never waits long for one page (decrypting 10,000 stored messages takes ~0.17 s
@@ -103,7 +105,7 @@ class ChatApp(App[None]):
             str, tuple[Callable[[str], ModalScreen[str | None]], Callable[[str | None], None]]
         ] = {}
         self.history_limit = HISTORY_LIMIT
-        """Messages loaded (page by page) after a channel opens, and per "load older" run."""
+        """Most messages a channel opens with (an unread backlog), and most per older page."""
         self.history_page = HISTORY_PAGE
         """Messages per history call."""
         self.wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)
@@ -118,6 +120,8 @@ class ChatApp(App[None]):
         """Bells rung for incoming messages."""
         self.exit_on_hangup = False
         """Quit cleanly on SIGHUP (the CLI sets it; a dropped ssh or closed window)."""
+        self.hung_up = False
+        """Whether the terminal is gone (SIGHUP): nothing more is written to it."""
         self.terminal = TerminalCaps()
         """What the terminal can draw (the CLI reads it from the environment)."""
         self.hosted = False
@@ -156,6 +160,7 @@ class ChatApp(App[None]):
     def _hang_up(self) -> None:
         """The terminal is gone: close the engine and the node use as on Ctrl+Q."""
         log.info("hang-up: closing the session")
+        self.hung_up = True
         self.exit(return_code=129)
 
     @work(exclusive=True, group="login", exit_on_error=False, name="resume")
@@ -220,6 +225,8 @@ class ChatApp(App[None]):
             raise
         log.info("logged in as %s", who.user)
         await self._start_session(engine, who)
+        if form.link:
+            self.call_next(self.run_action, "link_join")
 
     async def _start_session(self, engine: ClientEngine, who: WhoAmI) -> None:
         self._session_start_ms = self.wall_clock_ms()
@@ -287,12 +294,13 @@ class ChatApp(App[None]):
 
     @work(exclusive=True, group="open", exit_on_error=False, name="open")
     async def open_channel(self, channel_id: str) -> None:
-        """Show a channel's newest page of history and its members; load older pages after.
+        """Show a channel's newest page of history and its members.
 
         The first page also covers every unread message (for the "N new"
-        marker). Older pages, up to :attr:`history_limit` messages, follow in
-        :meth:`load_older`, one short engine call at a time, so the UI keeps
-        drawing and reading keys meanwhile.
+        marker), up to :attr:`history_limit`. Nothing else is read: the cost
+        of opening does not grow with the channel's length. Older pages follow
+        in :meth:`load_older` when the log asks for them (its view nears the
+        top).
         """
         engine = self._engine()
         self.workers.cancel_group(self, "older")
@@ -318,34 +326,26 @@ class ChatApp(App[None]):
             if message.channel == channel_id:
                 main.add_message(message)
         self._show_members(channel_id, members, announce=False)
-        if has_older and history and len(history) < self.history_limit:
-            self.load_older(channel_id, history[0].id, self.history_limit - len(history))
 
     @on(MessageLog.ReachedTop)
     def _reached_top(self, event: MessageLog.ReachedTop) -> None:
         main = self._main()
         if main.active_channel is not None and main.oldest_id is not None:
-            self.load_older(main.active_channel, main.oldest_id, self.history_limit)
+            self.load_older(main.active_channel, main.oldest_id)
 
     @work(exclusive=True, group="older", exit_on_error=False, name="load older messages")
-    async def load_older(self, channel: str, before_id: int, count: int) -> None:
-        """Load up to ``count`` messages before ``before_id``, page by page, above the log.
+    async def load_older(self, channel: str, before_id: int) -> None:
+        """Put the page of history before ``before_id`` above the log.
 
-        Each page is one short engine call; the log keeps the view on the same
-        message while pages are put above it.
+        One short engine call; the log keeps the view on the same message and,
+        while its view is still near the top, asks for the next page (so a
+        user paging up finds the older messages already there).
         """
         engine, main = self._engine(), self._main()
         page = max(1, min(self.history_page, self.history_limit))
-        while count > 0 and main.active_channel == channel:
-            older = await engine.history(channel, limit=min(page, count), before_id=before_id)
-            if main.active_channel != channel:
-                return
-            more = len(older) >= min(page, count)
-            main.prepend_history(older, has_older=more)
-            if not more or not older:
-                return
-            count -= len(older)
-            before_id = older[0].id
+        older = await engine.history(channel, limit=page, before_id=before_id)
+        if main.active_channel == channel and main.oldest_id == before_id:
+            main.prepend_history(older, has_older=len(older) >= page)
 
     @on(ChannelList.Opened)
     def _channel_chosen(self, event: ChannelList.Opened) -> None:

@@ -65,6 +65,9 @@ class LoginForm:
     """Profile passphrase (encrypts keys and history at rest)."""
     register: bool
     """True to create the account, False to log in."""
+    link: bool = False
+    """After logging in, ask for the code of another device of the account
+    ("Link to an existing account"): that device adds this one to its channels."""
 
     def __repr__(self) -> str:
         return f"LoginForm(server={self.server!r}, user={self.user!r}, register={self.register})"

@@ -78,6 +78,12 @@ SLASH_COMMANDS: tuple[SlashCommand, ...] = (
     SlashCommand(
         name="verify", usage="user", help="Compare safety numbers with a user", args="users"
     ),
+    SlashCommand(
+        name="link",
+        usage="[code]",
+        help="Link a new device (shows a code); with a code: link this device to the account",
+    ),
+    SlashCommand(name="devices", usage="", help="Your devices: list, link, unlink"),
     SlashCommand(name="whoami", usage="", help="User, device and server fingerprints"),
     SlashCommand(name="health", usage="", help="Node status, version, uptime"),
     SlashCommand(name="ping", usage="", help="Live round-trip times"),

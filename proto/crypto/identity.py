@@ -158,6 +158,29 @@ def device_registration_message(hybrid_public_key: bytes) -> bytes:
     return DEVICE_SIGNATURE_DOMAIN + hybrid_public_key
 
 
+DEVICE_CERT_DOMAIN = b"qpc-device-cert-v1\0"
+"""Domain of a device certificate (docs/PROTOCOL.md "Linked devices")."""
+
+
+def device_cert_message(user: str, device: bytes, issued_ms: int) -> bytes:
+    """The bytes an account's device signs when it links ``device`` to ``user``:
+    ``"qpc-device-cert-v1\0" ‖ user ‖ "\0" ‖ device ‖ issued_ms (u64 BE)``."""
+    return DEVICE_CERT_DOMAIN + user.encode() + b"\0" + device + issued_ms.to_bytes(8, "big")
+
+
+def verify_device_cert(
+    issuer: bytes, user: str, device: bytes, issued_ms: int, signature: bytes
+) -> None:
+    """Check that ``issuer`` (a device of ``user``) certified ``device`` for ``user``.
+
+    Raises:
+        BadSignature: it does not verify.
+    """
+    if not 0 <= issued_ms < 1 << 64:
+        raise BadSignature("bad certificate time")
+    verify(issuer, signature, device_cert_message(user, device, issued_ms))
+
+
 def verify_device_registration(
     device_id: bytes, hybrid_public_key: bytes, signature: bytes
 ) -> None:

@@ -21,6 +21,7 @@ struct AppRecord {
     receipt @7 :Receipt;
     typing @8 :Void;
     topic @9 :Topic;
+    deviceCert @10 :DeviceCert;
   }
 }
 
@@ -77,4 +78,16 @@ struct Receipt {
 
 struct Topic {
   text @0 :Text;
+}
+
+struct DeviceCert {
+  # Sent by the device that linked a new device of the same account, to every
+  # channel it added it to (docs/PROTOCOL.md "Linked devices"). The sender
+  # (MLS-authenticated) is the issuer; its account is the account certified.
+  device @0 :Data;
+  # The new device's id (Ed25519 public key).
+  issuedMs @1 :Int64;
+  signature @2 :Data;
+  # Ed25519 by the issuer over "qpc-device-cert-v1\0" || user || "\0" ||
+  # device || issuedMs (u64 big-endian).
 }

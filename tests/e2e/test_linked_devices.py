@@ -87,6 +87,74 @@ async def test_link_both_devices_receive_safety_number_unlink(
     assert "after unlink" not in [m.text for m in await laptop.history(chan)]
 
 
+async def test_linked_device_is_certified_to_the_other_members(
+    node: EmbeddedNode, tmp_path: Path, engines: list[Engine]
+) -> None:
+    """bob verified alice, carol only pinned her: the laptop alice's device links
+    carries each one's state ("linked by"); a device without a valid
+    certificate stays ``changed`` and a verified member's send is refused."""
+    from dataclasses import replace
+
+    from proto.crypto.identity import device_cert_message
+    from proto.errors import KeyChangedSinceVerified
+    from tui.client.state import DeviceCertRecord
+
+    members, chan = await group_of(node, tmp_path, ["alice", "bob", "carol"])
+    engines += members
+    alice, bob, carol = members
+    assert (await bob.check_key("alice", verify=True)).devices[0].status == "verified"
+    assert (await carol.check_key("alice")).devices[0].status == "new"
+    laptop = await _new_device(node, tmp_path, "alice-laptop", "alice")
+    engines.append(laptop)
+    code = alice.link_offer()
+    await asyncio.gather(alice.link_wait(30), laptop.link_join(code, 30))
+    await bob.sync()
+    await carol.sync()
+    desk, lap = alice.device_id.hex(), laptop.device_id.hex()
+
+    # The certificate arrived in the channel, signed by alice's desk device.
+    cert = bob.state.device_certs[lap]
+    assert cert.user == "alice" and cert.issuer == desk
+
+    # Without it (missing) bob's client treats the laptop as a changed key.
+    del bob.state.device_certs[lap]
+    with pytest.raises(KeyChangedSinceVerified):
+        await bob.send(chan, "refused")
+    # A forged one (signed by the laptop itself, claiming the desk) is no better.
+    forged = laptop.session.identity.sign(
+        device_cert_message("alice", bytes.fromhex(lap), cert.issued_ms)
+    )
+    bob.state.device_certs[lap] = replace(cert, signature=forged.hex())
+    with pytest.raises(KeyChangedSinceVerified):
+        await bob.send(chan, "refused")
+    check = {d.device: d for d in (await bob.check_key("alice")).devices}
+    assert check[lap].status == "changed" and not check[lap].linked_by
+
+    # With the real certificate: verified, linked by the desk; bob can send.
+    bob.state.device_certs[lap] = DeviceCertRecord(
+        user=cert.user, issuer=cert.issuer, issued_ms=cert.issued_ms, signature=cert.signature
+    )
+    await bob.send(chan, "to both devices")
+    check = {d.device: d for d in (await bob.check_key("alice")).devices}
+    assert check[lap].status == "verified" and check[lap].linked_by == desk
+    assert check[desk].status == "verified" and not check[desk].linked_by
+    assert lap in bob.state.verified["alice"]
+    assert [m.text for m in await laptop.sync()] == ["to both devices"]
+
+    # carol pinned without verifying: the laptop is pinned, still unverified.
+    check = {d.device: d for d in (await carol.check_key("alice")).devices}
+    assert check[lap].status == "unverified" and check[lap].linked_by == desk
+    assert not check[lap].previous_device
+
+    # A device that logs in to alice's account but is never linked has no
+    # certificate: a changed key for the members who pinned alice.
+    rogue = await _new_device(node, tmp_path, "alice-rogue", "alice")
+    engines.append(rogue)
+    check = {d.device: d for d in (await bob.check_key("alice")).devices}
+    assert check[rogue.device_id.hex()].status == "changed"
+    assert not check[rogue.device_id.hex()].linked_by
+
+
 async def test_wrong_code_fails_and_is_rate_limited(
     node: EmbeddedNode, tmp_path: Path, engines: list[Engine]
 ) -> None:

@@ -201,7 +201,9 @@ async def test_tui_notices_a_killed_node_and_resumes(base: Path) -> None:
         assert node is not None
         os.kill(node.pid, signal.SIGKILL)
         noticed = await until(lambda: status() is not ConnectionStatus.CONNECTED)
-        assert noticed < 3.0  # the QUIC silence alone takes 6 s
+        # Noticed by the node lock (checked every 0.5 s), not by the QUIC
+        # silence, which alone takes 6 s; the margin is for a loaded box.
+        assert noticed < 5.0
         await until(lambda: status() is ConnectionStatus.CONNECTED, 60)
         again = read_local_node(base)
         assert again is not None and again.pid != node.pid

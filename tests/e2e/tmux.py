@@ -7,8 +7,9 @@ import shutil
 import subprocess
 import time
 from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["Pane", "have_tmux"]
+__all__ = ["Pane", "Shown", "have_tmux", "visible_cells"]
 
 
 def have_tmux() -> bool:
@@ -89,3 +90,39 @@ class Pane:
         subprocess.run(
             ["tmux", "kill-session", "-t", self.name], capture_output=True, check=False, timeout=10
         )
+
+
+Shown = tuple[str, str | None, str, bool | None, bool | None, bool, bool, bool]
+"""A cell as a person sees it: text, colours, bold, italics, underline, strike, reverse."""
+
+
+def visible_cells(screen: Any) -> list[list[Shown]]:
+    """What a person sees in every cell of a ``pyte.Screen``.
+
+    A blank shows only its colour (the background, or reversed, the
+    foreground) and its lines (underline, strike-through): its foreground,
+    boldness and italics do not show, so they are not compared.
+    """
+    rows = []
+    for y in range(screen.lines):
+        row = screen.buffer[y]
+        cells: list[Shown] = []
+        for c in (row[x] for x in range(screen.columns)):
+            shown: Shown
+            if c.data == " ":
+                colour = ("fg:" + c.fg if c.fg == "default" else c.fg) if c.reverse else c.bg
+                shown = (c.data, None, colour, None, None, c.underscore, c.strikethrough, False)
+            else:
+                shown = (
+                    c.data,
+                    c.fg,
+                    c.bg,
+                    c.bold,
+                    c.italics,
+                    c.underscore,
+                    c.strikethrough,
+                    c.reverse,
+                )
+            cells.append(shown)
+        rows.append(cells)
+    return rows

@@ -28,6 +28,9 @@ def _all() -> list[appdata.Known]:
         appdata.Receipt(up_to=ID),
         appdata.Typing(),
         appdata.Topic(text="Friday plans"),
+        appdata.DeviceCert(
+            device=bytes(range(32)), issued_ms=1_700_000_000_000, signature=b"s" * 64
+        ),
     ]
 
 
@@ -47,7 +50,10 @@ def _future_schema() -> object:
     tmp_path = Path(tempfile.mkdtemp(prefix="qpc-appdata-"))
     text = appdata.SCHEMA_PATH.read_text()
     text = text.replace("@0xac59253604b9a388;", "@0xd1f2e3a4b5c6d7e9;")  # pycapnp: unique ids
-    text = text.replace("    topic @9 :Topic;\n", "    topic @9 :Topic;\n    poll @10 :Poll;\n")
+    text = text.replace(
+        "    deviceCert @10 :DeviceCert;\n",
+        "    deviceCert @10 :DeviceCert;\n    poll @11 :Poll;\n",
+    )
     text += "\nstruct Poll {\n  question @0 :Text;\n  options @1 :List(Text);\n}\n"
     path = tmp_path / "future.capnp"
     path.write_text(text)
@@ -55,7 +61,7 @@ def _future_schema() -> object:
 
 
 def future_record() -> bytes:
-    """A record of a kind this version does not know (a poll, union member 10)."""
+    """A record of a kind this version does not know (a poll, union member 11)."""
     future: object = _future_schema()
     rec = future.AppRecord.new_message(version=7)  # type: ignore[attr-defined]
     poll = rec.body.init("poll")
@@ -92,6 +98,8 @@ def test_legacy_json_records_still_decode() -> None:
         appdata.Topic(text="t" * (appdata.MAX_TOPIC_CHARS + 1)),
         appdata.Meta(name="team", kind="other"),
         appdata.Hello(access_key=b"\1" * 31),
+        appdata.DeviceCert(device=b"\1" * 31, issued_ms=1, signature=b"s" * 64),
+        appdata.DeviceCert(device=b"\1" * 32, issued_ms=1, signature=b"s" * 63),
     ],
     ids=lambda i: type(i).__name__,
 )

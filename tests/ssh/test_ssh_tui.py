@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.tmux import Pane, have_tmux
+from tests.e2e.tmux import Pane, Shown, have_tmux, visible_cells
 from tests.ssh.helpers import ROOT, SSH_OPTS, SshServer, have_ssh, keygen, server_env, start_server
 
 pytestmark = [
@@ -226,3 +226,70 @@ def test_idle_timeout_and_per_key_limit(tmp_path: Path, panes: list[Pane]) -> No
         assert srv.run(key, ["health"]).returncode == 0
     finally:
         srv.stop()
+
+
+def _shown(pane: Pane) -> tuple[list[list[Shown]], tuple[int, int]]:
+    """What tmux shows (cells as a person sees them, via pyte) and where its cursor is."""
+    import pyte
+
+    text = Pane._tmux("capture-pane", "-p", "-e", "-N", "-t", pane.name)
+    where = Pane._tmux("display-message", "-p", "-t", pane.name, "#{cursor_x},#{cursor_y}")
+    screen = pyte.Screen(80, 24)
+    pyte.Stream(screen).feed(text.rstrip("\n").replace("\n", "\r\n"))
+    rows = visible_cells(screen)
+    cx, cy = where.strip().split(",")
+    return rows, (int(cx), int(cy))
+
+
+def _same_screen(full: Pane, tracked: Pane, after: str, timeout: float = 20.0) -> None:
+    """Wait until both panes show the same cells and cursor."""
+    deadline = time.monotonic() + timeout
+    diff: list[tuple[int, int, Shown, Shown]] = []
+    while time.monotonic() < deadline:
+        (a, cursor_a), (b, cursor_b) = _shown(full), _shown(tracked)
+        diff = [
+            (x, y, a[y][x], b[y][x]) for y in range(24) for x in range(80) if a[y][x] != b[y][x]
+        ]
+        if not diff and cursor_a == cursor_b:
+            return
+        time.sleep(0.1)
+    cursors = f"cursors {cursor_a} {cursor_b}"
+    raise AssertionError(f"after {after}: (x, y, Textual's, tracked) {diff[:10]}, {cursors}")
+
+
+@pytest.mark.parametrize("term", ["xterm-256color", "linux", "vt100"])
+def test_damage_tracking_draws_what_textual_draws_in_tmux(
+    tmp_path: Path, panes: list[Pane], term: str
+) -> None:
+    """The same session with and without damage tracking ends up with the same screen.
+
+    tmux is the terminal: every keystroke's bytes (pen changes, relative
+    moves, reordered runs) land where Textual's full output puts them, with
+    the same colours; on VT100 too (attributes turned off by SGR 0 only).
+    """
+    servers: list[SshServer] = []
+    try:
+        for name in ("full", "tracked"):
+            state = tmp_path / name
+            state.mkdir(mode=0o700)
+            if name == "full":
+                (state / "tui.toml").write_text("[tui]\ndamage_tracking = false\n")
+            servers.append(start_server(state))
+        full, tracked = (
+            _ssh_pane(srv, keygen(tmp_path / f"id-{i}"), f"dmg-{term}-{i}", term=term)
+            for i, srv in enumerate(servers)
+        )
+        panes += [full, tracked]
+        for pane in (full, tracked):
+            pane.wait_for("Passphrase (encrypts", timeout=60)
+        _same_screen(full, tracked, "start")
+        for step in ("alice", "Tab", "pw", "BSpace", "Tab", "Tab", "BTab", "x", "Left", "y"):
+            for pane in (full, tracked):
+                if step[0].isupper():
+                    pane.keys(step)
+                else:
+                    pane.type(step)
+            _same_screen(full, tracked, step)
+    finally:
+        for srv in servers:
+            srv.stop()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from bisect import bisect_left
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,11 +21,13 @@ from tui.client.api import (
     Health,
     KeyCheck,
     KeyStock,
+    LinkResult,
     Member,
     MembersChanged,
     Message,
     MessageChanged,
     MessageReceived,
+    OwnDevice,
     PingResult,
     RateLimitWait,
     Reaction,
@@ -38,6 +41,10 @@ FIXED_NOW_MS = 1_764_000_000_000  # 2025-11-24 16:00 UTC: snapshots never change
 FINGERPRINT = "5f" * 32
 
 
+def _msg_id(message: Message) -> int:
+    return message.id
+
+
 class FakeEngine:
     """Implements :class:`tui.client.api.ClientEngine` in memory.
 
@@ -49,6 +56,8 @@ class FakeEngine:
         self.now_ms = now_ms
         self.fail: dict[str, BaseException] = {}
         self.verified: set[str] = set()
+        self.linked: set[str] = set()
+        """Users ``check_key`` lists with a second, certified device."""
         self.calls: list[tuple[str, tuple[object, ...]]] = []
         self._channels: dict[str, ChannelInfo] = {}
         self._messages: dict[str, list[Message]] = {}
@@ -67,6 +76,23 @@ class FakeEngine:
         """Set by a test to end the simulated rate-limit waits."""
         self.rate_limit_waiting = asyncio.Event()
         """Set once ``on_wait`` was told about a wait."""
+        self.link_code = "0123456789"
+        """The code ``link_offer`` shows."""
+        self.link_arrival: asyncio.Future[str] | None = None
+        """Made by ``link_wait``; a test resolves it with the new device's hex id
+        (or an exception) after ``link_waiting`` is set."""
+        self.link_gate = asyncio.Event()
+        """Set by a test to let ``link_wait`` finish adding the device."""
+        self.link_gate.set()
+        self.link_waiting = asyncio.Event()
+        """Set once ``link_wait`` waits for the new device."""
+        self.link_cancelled = False
+        """True once ``link_wait`` was cancelled."""
+        self.own_devices: list[OwnDevice] = [
+            OwnDevice(device="d1" * 32, fingerprint="12345 67890", this_device=True, channels=2),
+            OwnDevice(device="c2" * 32, fingerprint="98765 43210", this_device=False, channels=2),
+        ]
+        """What ``devices`` lists."""
 
     # -------------------------------------------------------------- helpers
 
@@ -304,10 +330,14 @@ class FakeEngine:
     ) -> list[Message]:
         self._check("history", channel)
         self._channels[channel] = replace(self._channels[channel], unread=0)
-        msgs = [m for m in self._messages[channel] if before_id is None or m.id < before_id]
+        # Like the profile's (channel, id) index: a page costs its own length,
+        # not the channel's (bench/tui.py opens 100,000-message channels).
+        msgs = self._messages[channel]
+        end = len(msgs) if before_id is None else bisect_left(msgs, before_id, key=_msg_id)
+        page = msgs[max(0, end - limit) : end]
         if self.history_gate is not None:
             await self.history_gate.wait()
-        return msgs[-limit:]
+        return page
 
     async def search(
         self, query: str, *, channel: str | None = None, limit: int = 50
@@ -355,18 +385,72 @@ class FakeEngine:
         if verify:
             self.verified.add(user)
         status = "verified" if user in self.verified else "unverified"
-        return KeyCheck(
-            user=user,
-            devices=(
+        devices = [
+            DeviceKeyCheck(device="ab" * 32, safety_number="11111 22222 33333 44444", status=status)
+        ]
+        if user in self.linked:  # a second device the first one certified
+            devices.append(
                 DeviceKeyCheck(
-                    device="ab" * 32, safety_number="11111 22222 33333 44444", status=status
-                ),
-            ),
-        )
+                    device="cd" * 32,
+                    safety_number="55555 66666 77777 88888",
+                    status=status,
+                    linked_by="ab" * 32,
+                )
+            )
+        return KeyCheck(user=user, devices=tuple(devices))
 
     async def refresh_keypackages(self) -> KeyStock:
         self._check("refresh_keypackages")
         return KeyStock(count=100, has_last_resort=True)
+
+    def link_offer(self) -> str:
+        self._check("link_offer")
+        return self.link_code
+
+    async def link_wait(
+        self,
+        timeout: float,
+        *,
+        pump: bool = True,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> LinkResult:
+        self._check("link_wait", timeout, pump)
+        self.link_arrival = asyncio.get_running_loop().create_future()
+        self.link_waiting.set()
+        try:
+            device = await self.link_arrival
+        except asyncio.CancelledError:
+            self.link_cancelled = True
+            raise
+        if on_progress is not None:
+            on_progress(f"device {device[:16]} proved the code; adding it to the channels")
+        await self.link_gate.wait()
+        channels = tuple(c for c, info in self._channels.items() if info.active)
+        self.own_devices.append(
+            OwnDevice(
+                device=device, fingerprint="5" * 20, this_device=False, channels=len(channels)
+            )
+        )
+        return LinkResult(device=device, channels=channels)
+
+    async def link_join(
+        self,
+        code: str,
+        timeout: float,
+        *,
+        pump: bool = True,
+    ) -> LinkResult:
+        self._check("link_join", code, pump)
+        return LinkResult(device="e1" * 32)
+
+    async def devices(self) -> tuple[OwnDevice, ...]:
+        self._check("devices")
+        return tuple(self.own_devices)
+
+    async def unlink(self, device: str) -> tuple[str, ...]:
+        self._check("unlink", device)
+        self.own_devices = [d for d in self.own_devices if not d.device.startswith(device)]
+        return tuple(self._channels)
 
     def connection_state(self) -> ConnectionState:
         return self.state

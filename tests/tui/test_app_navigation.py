@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.tui.conftest import Recorder, main_screen, settle, shown, wait_for_alerts
 from tests.tui.fake_engine import FakeEngine, FakeFactory
 from tui.app import QpcApp
@@ -263,7 +265,10 @@ def _has_older(log: MessageLog) -> bool:
     return log.has_older  # a call: mypy keeps no narrowing across key presses
 
 
-async def test_scrolling_to_the_top_loads_older_history(app_factory: AppFactory) -> None:
+async def test_scrolling_to_the_top_loads_older_history(
+    app_factory: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(MessageLog, "PREFETCH_SCREENS", 0)  # only at the very top
     engine = FakeEngine()
     chan = engine.add_channel("long", ("bob",))
     for i in range(75):
@@ -320,7 +325,22 @@ async def test_message_arriving_while_a_channel_opens_is_shown_once(
         assert recorder.notifications() == []  # not "another channel"
 
 
-async def test_a_long_channel_opens_with_one_page_and_loads_the_rest_in_pages(
+def _keys(log: MessageLog) -> list[int]:
+    """The message keys the log holds, top to bottom."""
+    return [int(e.item.key) for e in log._entries if e.item is not None]
+
+
+def _top_key(log: MessageLog) -> int:
+    """The message at the top of the view (its first row, or a later one)."""
+    for y in range(log.size.height):
+        index = log._entry_at(round(log.scroll_y) + y)
+        item = log._entries[index].item
+        if item is not None:
+            return int(item.key)
+    raise AssertionError("no message in view")
+
+
+async def test_a_long_channel_opens_with_one_page_and_pages_in_near_the_top(
     app_factory: AppFactory,
 ) -> None:
     engine = FakeEngine()
@@ -330,21 +350,57 @@ async def test_a_long_channel_opens_with_one_page_and_loads_the_rest_in_pages(
     engine.clear_unread(chan.id)
     app = app_factory(FakeFactory(engine))
     app.history_page = 100
-    app.history_limit = 450
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         log = main_screen(app).query_one(MessageLog)
-        assert log.message_count == 450 and _has_older(log)
-        assert sum(1 for name, _ in engine.calls if name == "history") == 5  # 100*4 + 50
-        assert log.follow  # still at the newest message
+        # One page, nothing read in the background: the view is far from its top.
+        assert log.message_count == 100 and _has_older(log)
+        assert sum(1 for name, _ in engine.calls if name == "history") == 1
+        assert log.follow
         assert "message 999" in log.render_line(log.size.height - 1).text
+        # Within PREFETCH_SCREENS of the top, the next page is asked for.
+        log.scroll_to(y=log.PREFETCH_SCREENS * log.size.height, animate=False, immediate=True)
+        await settle(app, pilot)
+        assert log.message_count == 200
+        assert sum(1 for name, _ in engine.calls if name == "history") == 2
         log.scroll_home(animate=False, immediate=True)
         await settle(app, pilot)
-        assert log.message_count == 900
-        log.scroll_home(animate=False, immediate=True)
+        assert log.message_count == 300  # one page per approach, the view moved down
+        while _has_older(log):
+            log.scroll_home(animate=False, immediate=True)
+            await settle(app, pilot)
+        assert _keys(log) == list(range(1, 1001))
+
+
+async def test_paging_up_through_history_finds_each_message_once_in_order(
+    app_factory: AppFactory,
+) -> None:
+    engine = FakeEngine()
+    chan = engine.add_channel("long", ("bob", "carol"))
+    day_ms = 86_400_000
+    for i in range(700):
+        # Several days (separators at page edges) and wrapped lines.
+        text = f"message {i} " + "lorem ipsum " * (i % 9)
+        engine.add_message(chan.id, ("bob", "carol")[i % 2], text, time_ms=i * day_ms // 150)
+    engine.clear_unread(chan.id)
+    app = app_factory(FakeFactory(engine))
+    app.history_page = 64
+    async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
-        assert log.message_count == 1000 and not _has_older(log)
-        assert log.item("1") is not None and log.item("1000") is not None
+        log = main_screen(app).query_one(MessageLog)
+        tops = [_top_key(log)]
+        while round(log.scroll_y) > 0 or _has_older(log):
+            await pilot.press("pageup")
+            await settle(app, pilot)
+            tops.append(_top_key(log))
+            # Each page up shows older messages; a page put above never moves the view.
+            assert tops[-1] < tops[-2] or round(log.scroll_y) == 0
+        assert tops[-1] == 1
+        assert _keys(log) == list(range(1, 701))  # no gap, no duplicate, in order
+        pages = [p for name, p in engine.calls if name == "history"]
+        assert len(pages) == 700 // 64 + 1  # each page read once
+        days = [e.day for e in log._entries if e.item is None]
+        assert days == sorted(set(days))  # one separator a day, across page edges
 
 
 async def test_a_backlog_opens_at_the_new_marker(app_factory: AppFactory) -> None:
@@ -470,7 +526,7 @@ async def test_a_long_channel_opened_from_a_short_one_shows_its_newest_message(
         main.post_message(ChannelList.Opened(big.id))
         await settle(app, pilot)
         log = main.query_one(MessageLog)
-        assert log.message_count == 2000
+        assert log.message_count == app.history_page  # the newest page
         assert _follows(log) and round(log.scroll_y) == log.max_scroll_y > 0
         assert "message 1999" in log.render_line(log.size.height - 1).text
 

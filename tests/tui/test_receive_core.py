@@ -251,3 +251,30 @@ def test_new_kinds_become_effects_and_a_future_kind_a_placeholder(tmp_path: Path
     _, placeholder = step.effects
     assert isinstance(placeholder, receive.StoreMessage)
     assert placeholder.message.text == receive.UNKNOWN_PLACEHOLDER
+
+
+def test_a_device_certificate_is_checked_against_its_sender(tmp_path: Path) -> None:
+    from proto.crypto.identity import device_cert_message
+
+    alice, bob, group = _pair(tmp_path)
+    laptop = IdentityKey.generate().public_key
+
+    def step_of(seq: int, cert: appdata.DeviceCert) -> receive.Step:
+        data = group.encrypt(appdata.encode(cert))
+        env = _envelope(alice, bob, seq, ContentType.MLS_APPLICATION, data)
+        return _apply(bob, _step(EngineState(), bob, env))
+
+    good = alice.ident.sign(device_cert_message("alice", laptop, 7))
+    _, certify = step_of(1, appdata.DeviceCert(device=laptop, issued_ms=7, signature=good)).effects
+    assert certify == receive.CertifyDevice(
+        user="alice", issuer=alice.id, device=laptop, issued_ms=7, signature=good
+    )
+    # Signed by another key, or for another time: a warning, nothing stored.
+    forged = IdentityKey.generate().sign(device_cert_message("alice", laptop, 7))
+    for seq, item in (
+        (2, appdata.DeviceCert(device=laptop, issued_ms=7, signature=forged)),
+        (3, appdata.DeviceCert(device=laptop, issued_ms=8, signature=good)),
+    ):
+        step = step_of(seq, item)
+        assert step.effects == ()
+        assert [type(e).__name__ for e in step.events] == ["SecurityWarning"]

@@ -26,7 +26,10 @@ _BLOCKS = "▔▁▏▕"
     ],
 )
 def test_caps_from_environment(env: dict[str, str], colors: int, blocks: bool) -> None:
-    assert terminal_caps(env) == TerminalCaps(colors=colors, unicode_blocks=blocks)
+    off = env["TERM"] != "vt100"  # VT100 turns attributes off only by SGR 0
+    assert terminal_caps(env) == TerminalCaps(
+        colors=colors, unicode_blocks=blocks, sgr_attribute_off=off
+    )
 
 
 async def _welcome_text(app: QpcApp) -> str:

@@ -310,6 +310,9 @@ async def _check_key(e: Engine, cfg: CliConfig) -> None:
         # The same fingerprint format as `qpc whoami` prints for our own device.
         dev = fingerprint(bytes.fromhex(d.device))
         lines.append(f"device:      {dev}  {_KEY_FLAGS.get(d.status, d.status)}")
+        if d.linked_by:
+            by = fingerprint(bytes.fromhex(d.linked_by))
+            lines.append(f"  linked by:     {by} (certified by that device of {k.user})")
         lines.append(f"  safety number: {d.safety_number}")
     if k.changed:
         lines.append(

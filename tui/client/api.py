@@ -363,6 +363,10 @@ class DeviceKeyCheck:
     and marked it verified) or ``changed`` (not the pinned key)."""
     previous_device: str = ""
     """When ``changed``: hex of the key we had pinned before."""
+    linked_by: str = ""
+    """Hex id of the pinned device of the same account that certified this one
+    when it linked it (docs/PROTOCOL.md "Linked devices"): the status carries
+    over from that device (``verified`` if it is verified). Empty otherwise."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -675,6 +679,41 @@ class ClientEngine(Protocol):
 
     async def refresh_keypackages(self) -> KeyStock:
         """Upload KeyPackages until the stock is full (and a last resort exists)."""
+        ...
+
+    def link_offer(self) -> str:
+        """On the existing device: open a link offer; returns the code to show (no I/O)."""
+        ...
+
+    async def link_wait(
+        self,
+        timeout: float,  # noqa: ASYNC109
+        *,
+        pump: bool = True,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> LinkResult:
+        """On the existing device: wait for the new device to prove the code,
+        then add it to every channel (``pump=False``: an :meth:`events`
+        subscription already runs). Cancelling closes the offer."""
+        ...
+
+    async def link_join(
+        self,
+        code: str,
+        timeout: float,  # noqa: ASYNC109
+        *,
+        pump: bool = True,
+    ) -> LinkResult:
+        """On the new device: prove ``code`` to the existing device; it adds us
+        to its channels."""
+        ...
+
+    async def devices(self) -> tuple[OwnDevice, ...]:
+        """Our account's devices, this one marked."""
+        ...
+
+    async def unlink(self, device: str) -> tuple[str, ...]:
+        """Remove one of our other devices from every channel and from the account."""
         ...
 
     def connection_state(self) -> ConnectionState:

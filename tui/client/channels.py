@@ -22,6 +22,7 @@ from typing import Any
 
 from proto import mls
 from proto.crypto.envelope import ContentType
+from proto.crypto.identity import device_cert_message
 from proto.errors import (
     LocalError,
     MlsError,
@@ -298,6 +299,14 @@ class Channels:
         """
         user = self._session.user
         added: list[str] = []
+        # The certificate members check: this (existing) device vouches that
+        # ``device`` belongs to the account (docs/PROTOCOL.md "Linked devices").
+        issued = now_ms()
+        cert = appdata.DeviceCert(
+            device=device,
+            issued_ms=issued,
+            signature=self._session.identity.sign(device_cert_message(user, device, issued)),
+        )
         async with self._session.mutex:
             await self._catch_up()
             for hexid, rec in list(self._state.channels.items()):
@@ -321,6 +330,7 @@ class Channels:
 
                 await self.run_commit(cid, make, joining, {device: info.hash_ref})
                 await self._send_meta(cid)
+                await self._outbox.send_app(cid, cert)
                 added.append(hexid)
             await self._session.save()
             self._views.emit_channels()

@@ -40,7 +40,7 @@ from proto.errors import (
 from tui.client import api, receive
 from tui.client.core import Session
 from tui.client.profile import ChatMessage, MessageChange
-from tui.client.state import STATE_SECRET, DeviceRecord, EngineState
+from tui.client.state import STATE_SECRET, DeviceCertRecord, DeviceRecord, EngineState
 from tui.client.views import Events, Views, now_ms
 
 __all__ = ["CRASH_ENV", "CRASH_POINTS", "FollowUps", "Inbox"]
@@ -360,6 +360,13 @@ class Inbox:
                 self._views.channel_record(channel).topic = topic
                 self._events.emit(api.TopicChanged(channel=channel.hex(), topic=topic, by=by))
                 self._views.emit_channels()
+            case receive.CertifyDevice() as cert:
+                state.device_certs[cert.device.hex()] = DeviceCertRecord(
+                    user=cert.user,
+                    issuer=cert.issuer.hex(),
+                    issued_ms=cert.issued_ms,
+                    signature=cert.signature.hex(),
+                )
             case receive.SawTyping(channel=channel, user=user):
                 if user != self._state.user:
                     self._events.emit(api.TypingChanged(channel=channel.hex(), users=(user,)))

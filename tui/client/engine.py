@@ -32,14 +32,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from proto import mls
 from proto.crypto.envelope import HybridPrivateKey
-from proto.crypto.identity import IdentityKey, fingerprint, safety_number
-from proto.errors import KeyChangedSinceVerified, LocalError, ProfileError, QpcError
+from proto.crypto.identity import IdentityKey, fingerprint, safety_number, verify_device_cert
+from proto.errors import (
+    BadSignature,
+    KeyChangedSinceVerified,
+    LocalError,
+    ProfileError,
+    QpcError,
+)
 from proto.rpc_client import RpcClient
 from tui.client import api, appdata
 from tui.client.channels import Channels
@@ -320,8 +326,44 @@ class Engine:
             if member.is_self or member.user not in verified:
                 continue
             pinned = self.state.pins.get(member.user, [])
-            if any(d not in pinned for d in member.devices):
-                raise KeyChangedSinceVerified(member.user)
+            good = set(verified[member.user])
+            carried = self._certified(member.user, list(member.devices), set(pinned), good)
+            for d in member.devices:
+                if d not in pinned and not carried.get(d, ("", False))[1]:
+                    raise KeyChangedSinceVerified(member.user)
+
+    def _certified(
+        self, user: str, devices: list[str], pinned: set[str], verified: set[str]
+    ) -> dict[str, tuple[str, bool]]:
+        """Devices of ``user`` not pinned but certified (a valid device
+        certificate) by a pinned device of ``user``, transitively:
+        hex device -> (hex issuer, issuer verified). A missing, forged or
+        foreign certificate certifies nothing."""
+        out: dict[str, tuple[str, bool]] = {}
+        trusted = {d: d in verified for d in pinned}
+        progress = True
+        while progress:
+            progress = False
+            for dev in devices:
+                if dev in trusted:
+                    continue
+                cert = self.state.device_certs.get(dev)
+                if cert is None or cert.user != user or cert.issuer not in trusted:
+                    continue
+                try:
+                    verify_device_cert(
+                        bytes.fromhex(cert.issuer),
+                        user,
+                        bytes.fromhex(dev),
+                        cert.issued_ms,
+                        bytes.fromhex(cert.signature),
+                    )
+                except (BadSignature, ValueError):
+                    continue
+                trusted[dev] = trusted[cert.issuer]
+                out[dev] = (cert.issuer, trusted[dev])
+                progress = True
+        return out
 
     async def sync(self) -> list[api.Message]:
         """Fetch, process, persist and ack everything waiting; flush the outbox."""
@@ -355,7 +397,8 @@ class Engine:
         """Stored messages containing every word of ``query`` (any case), newest first.
 
         Searches every channel this profile has history for, or only
-        ``channel``. The index lives in memory (see :mod:`tui.client.search`).
+        ``channel``. The index is held in memory and kept in encrypted segments
+        in the store (see :mod:`tui.client.search`).
         """
         cid = None if channel is None else self.views.resolve(channel)
         channels = [bytes.fromhex(h) for h in self.session.state.channels]
@@ -415,23 +458,41 @@ class Engine:
         """On the existing device: open a link offer; returns the code to show."""
         return self.linker.open_offer()
 
-    async def link_wait(self, timeout: float) -> api.LinkResult:  # noqa: ASYNC109
+    async def link_wait(
+        self,
+        timeout: float,  # noqa: ASYNC109
+        *,
+        pump: bool = True,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> api.LinkResult:
         """On the existing device: wait for the new device to prove the code,
         then add it to every channel we are in.
+
+        ``pump``: process the inbox here (the CLI); False when an
+        :meth:`events` subscription already runs (the TUI). ``on_progress``
+        hears each step as a line of text.
 
         Raises:
             LinkFailed: the code was wrong too often, expired, or nobody came in time.
         """
         try:
-            device = await self._listen_until(self.linker.offer_result(), timeout)
+            device = await self._listen_until(self.linker.offer_result(), timeout, pump=pump)
         finally:
             self.linker.close_offer()
+        if on_progress is not None:
+            on_progress(f"device {device.hex()[:16]} proved the code; adding it to the channels")
         added = await self.channels_part.add_own_device(device)
         return api.LinkResult(device=device.hex(), channels=tuple(added))
 
-    async def link_join(self, code: str, timeout: float) -> api.LinkResult:  # noqa: ASYNC109
+    async def link_join(
+        self,
+        code: str,
+        timeout: float,  # noqa: ASYNC109
+        *,
+        pump: bool = True,
+    ) -> api.LinkResult:
         """On the new device: prove ``code`` to the existing device, then join
-        the channels it adds us to.
+        the channels it adds us to (``pump`` as for :meth:`link_wait`).
 
         Raises:
             LinkFailed: wrong code, refused, or no device answered in time.
@@ -439,22 +500,32 @@ class Engine:
         async with self.session.mutex:
             await self.inbox.drain()
             fut = await self.linker.start_join(code)
-        device = await self._listen_until(fut, timeout)
+        device = await self._listen_until(fut, timeout, pump=pump)
         return api.LinkResult(device=device.hex())
 
     async def _listen_until(
         self,
         fut: asyncio.Future[bytes],
         timeout: float,  # noqa: ASYNC109 (the pump must stop, not be timed out)
+        *,
+        pump: bool = True,
     ) -> bytes:
-        """Process the inbox live until ``fut`` resolves (or ``timeout`` passes)."""
+        """Process the inbox live until ``fut`` resolves (or ``timeout`` passes).
 
-        async def pump() -> None:
+        Without ``pump`` only wait: another :meth:`events` subscription feeds
+        the linker."""
+        if not pump:
+            alone, _ = await asyncio.wait({fut}, timeout=timeout)
+            if fut not in alone:
+                raise LinkFailed("no answer from the other device in time")
+            return fut.result()
+
+        async def drive() -> None:
             async for _ in self.events():
                 if fut.done():
                     return
 
-        task = asyncio.ensure_future(pump())
+        task = asyncio.ensure_future(drive())
         try:
             waited: set[asyncio.Future[Any]] = {fut, task}
             done, _ = await asyncio.wait(
@@ -536,23 +607,38 @@ class Engine:
             was_verified = set(self.state.verified.get(peer, []))
             devices = await session.user_devices(peer)
             listed = [d.hex() for d in devices]
+            carried = self._certified(peer, listed, set(had), was_verified) if had else {}
             checks = []
             for dev in devices:
                 number = safety_number(session.device_id, session.user, dev, peer)
+                linked_by = ""
                 if verify:
                     status = "verified"
                 elif not had:
                     status = "new"
                 elif dev.hex() in had:
                     status = "verified" if dev.hex() in was_verified else "unverified"
+                elif dev.hex() in carried:
+                    linked_by, good = carried[dev.hex()]
+                    status = "verified" if good else "unverified"
                 else:
                     status = "changed"
                 prev = next((h for h in had if h not in listed), "") if status == "changed" else ""
                 checks.append(
                     api.DeviceKeyCheck(
-                        device=dev.hex(), safety_number=number, status=status, previous_device=prev
+                        device=dev.hex(),
+                        safety_number=number,
+                        status=status,
+                        previous_device=prev,
+                        linked_by=linked_by,
                     )
                 )
+            if carried and not (accept or verify):
+                # Certified by a pinned device: pinned too, verified if it is.
+                self.state.pins[peer] = had + [d for d in carried if d not in had]
+                good_ones = [d for d, (_, good) in carried.items() if good]
+                if good_ones:
+                    self.state.verified[peer] = sorted(was_verified) + good_ones
             if accept or verify or not had:
                 self.state.pins[peer] = listed
             if verify:

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import sqlite3
 import struct
@@ -54,7 +56,15 @@ from proto.crypto.envelope import HybridPrivateKey
 from proto.crypto.identity import IdentityKey
 from proto.errors import DecryptionFailed, ProfileError
 from tui.client.dbwriter import GroupWriter
-from tui.client.search import IndexedMessage, SearchIndex, query_terms
+from tui.client.search import (
+    SEGMENT_ROWS,
+    IndexedMessage,
+    SearchIndex,
+    SegmentDamaged,
+    decode_segment,
+    encode_segment,
+    query_terms,
+)
 
 __all__ = [
     "CLIENT_DB",
@@ -91,6 +101,11 @@ CREATE TABLE IF NOT EXISTS messages (
     record      BLOB NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS messages_by_channel ON messages (channel_tag, id);
+CREATE TABLE IF NOT EXISTS search_segments (
+    first_id INTEGER PRIMARY KEY,
+    last_id  INTEGER NOT NULL,
+    blob     BLOB NOT NULL
+) STRICT;
 """
 _MIGRATIONS: tuple[str, ...] = (
     # 1: message ids shared by every member (blind index, for edits/reactions/deletes)
@@ -157,6 +172,11 @@ class MessageChange:
 
 ScrubHook = Callable[[sqlite3.Connection, bytes, int], None]
 """Called inside the transaction that scrubs a message: (connection, channel tag, local id)."""
+
+_log = logging.getLogger(__name__)
+
+_TailEntry = tuple[bytes, str, bytes]
+"""An unsealed history row this process knows: (channel tag, casefolded text, record)."""
 
 
 def _b64(data: bytes) -> str:
@@ -290,7 +310,14 @@ def _react(
 class Profile:
     """An unlocked profile. Create with :meth:`create` or :meth:`open`; close when done."""
 
-    def __init__(self, path: Path, meta: dict[str, object], keys: StorageKeys) -> None:
+    def __init__(
+        self,
+        path: Path,
+        meta: dict[str, object],
+        keys: StorageKeys,
+        *,
+        persist_search_index: bool = True,
+    ) -> None:
         """Internal: use :meth:`create` or :meth:`open`."""
         self._path = path
         self._meta = meta
@@ -300,6 +327,15 @@ class Profile:
         self._search = SearchIndex()
         self._search_lock = asyncio.Lock()
         self._scrub_hooks: list[ScrubHook] = [self.forget_indexed]
+        # The persistent search index (see "search" below). Segment bounds are
+        # mutated only inside writer ops; the tail is a cache of unsealed rows.
+        self._persist = persist_search_index
+        self._seg_through = 0
+        """Highest id the segments cover, as last seen (the database is authoritative)."""
+        self._tail: dict[int, _TailEntry] = {}
+        self._tail_ready = False
+        self._tail_checked = False
+        self._segments_loaded = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -310,9 +346,17 @@ class Profile:
 
     @classmethod
     async def create(
-        cls, path: Path, passphrase: str | bytes, *, kdf: KdfParams = DEFAULT_PARAMS
+        cls,
+        path: Path,
+        passphrase: str | bytes,
+        *,
+        kdf: KdfParams = DEFAULT_PARAMS,
+        persist_search_index: bool = True,
     ) -> Profile:
         """Create a new, empty profile in ``path`` and return it unlocked.
+
+        ``persist_search_index=False`` keeps the search index in memory only
+        (the benchmark's baseline; see :meth:`search_messages`).
 
         Raises:
             ProfileError: a profile (or a stray client database) already exists there.
@@ -334,12 +378,16 @@ class Profile:
             "wrapped_root": _b64(master.wrap(root)),
         }
         await asyncio.to_thread(_write_private, path / META_FILE, json.dumps(meta).encode())
-        profile = cls(path, meta, StorageKeys.from_root(root))
+        profile = cls(
+            path, meta, StorageKeys.from_root(root), persist_search_index=persist_search_index
+        )
         await profile._connect()
         return profile
 
     @classmethod
-    async def open(cls, path: Path, passphrase: str | bytes) -> Profile:
+    async def open(
+        cls, path: Path, passphrase: str | bytes, *, persist_search_index: bool = True
+    ) -> Profile:
         """Unlock an existing profile.
 
         Raises:
@@ -353,7 +401,9 @@ class Profile:
             root = master.unwrap(_unb64(meta, "wrapped_root"))
         except DecryptionFailed as exc:
             raise ProfileError("profile root key is damaged") from exc
-        profile = cls(path, meta, StorageKeys.from_root(root))
+        profile = cls(
+            path, meta, StorageKeys.from_root(root), persist_search_index=persist_search_index
+        )
         await profile._connect()
         return profile
 
@@ -380,10 +430,15 @@ class Profile:
             await db.executescript(_SCHEMA)
             await db.commit()
             await _migrate(db)
+            async with db.execute(
+                "SELECT first_id, last_id FROM search_segments ORDER BY first_id"
+            ) as cur:
+                bounds = list(await cur.fetchall())
         except sqlite3.Error as exc:
             await db.close()
             raise ProfileError(f"client database unusable: {exc}") from exc
         self._db = db
+        self._seg_through = max((int(b[1]) for b in bounds), default=0)
         try:
             self._writer = await GroupWriter.open(db_path)
         except ProfileError:
@@ -565,6 +620,8 @@ class Profile:
         records = self._keys.records
 
         mid_tag = self._mid_tag(msg.msg_id) if msg.msg_id else None
+        folded = msg.text.casefold()
+        persist = self._persist
 
         def insert(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
@@ -580,6 +637,9 @@ class Profile:
                 plain, table="messages", column="record", row=self._row(tag, local_id)
             )
             conn.execute("UPDATE messages SET record = ? WHERE id = ?", (record, local_id))
+            if persist:
+                self._tail[local_id] = (tag, folded, record)
+                self._ix_after_insert(conn, local_id)
             return local_id
 
         return insert
@@ -632,6 +692,7 @@ class Profile:
         gone = dataclasses.replace(msg, text="", deleted=True, edited=False, reactions=())
         self._rewrite(conn, gone)
         tag = self._channel_tag(msg.channel_id)
+        self._ix_set_text(conn, msg.local_id, "")
         for hook in self._scrub_hooks:
             hook(conn, tag, msg.local_id)
         return gone
@@ -667,10 +728,12 @@ class Profile:
             if change.kind == "edit":
                 new = dataclasses.replace(msg, text=change.text, edited=True)
                 self._search.replace(msg.local_id, change.text)
-            else:
-                new = dataclasses.replace(
-                    msg, reactions=_react(msg.reactions, change.emoji, change.actor, change.kind)
-                )
+                self._rewrite(conn, new)
+                self._ix_set_text(conn, msg.local_id, change.text)
+                return new
+            new = dataclasses.replace(
+                msg, reactions=_react(msg.reactions, change.emoji, change.actor, change.kind)
+            )
             self._rewrite(conn, new)
             return new
 
@@ -752,6 +815,17 @@ class Profile:
         return out
 
     # ------------------------------------------------------------------ search
+    #
+    # The search index (tui.client.search) is held in memory and kept on disk
+    # as encrypted segments (table search_segments): segment (first_id,
+    # last_id) holds the casefolded text of every history row with an id in
+    # that range, except rows without text; the segments tile 1..covered
+    # without gaps. Rows above ``covered`` are the tail: a new process
+    # decrypts them one by one, and once there are SEGMENT_ROWS of them the
+    # write that stores the last one seals them into a new segment (from the
+    # plaintext this process already has, checked against the stored record).
+    # A delete or edit rewrites the segment holding the row in its own
+    # transaction, so the text leaves the index when it leaves the history.
 
     @property
     def search_index(self) -> SearchIndex:
@@ -762,13 +836,224 @@ class Profile:
         """
         return self._search
 
-    def forget_indexed(self, conn: sqlite3.Connection, tag: bytes, local_id: int) -> None:
-        """Scrub hook (runs in the writer's transaction): a deleted message leaves the index.
+    @property
+    def search_segments_through(self) -> int:
+        """Highest local id covered by the sealed segments (0: none)."""
+        return self._seg_through
 
-        ``conn`` and ``tag`` are unused: the index holds nothing in the database.
+    @staticmethod
+    def _covered(conn: sqlite3.Connection) -> int:
+        """Writer op: highest id the stored segments cover (0: none)."""
+        row = conn.execute(
+            "SELECT last_id FROM search_segments ORDER BY first_id DESC LIMIT 1"
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def forget_indexed(self, conn: sqlite3.Connection, tag: bytes, local_id: int) -> None:
+        """Scrub hook (runs in the writer's transaction): a deleted message leaves the
+        in-memory index (its segment was rewritten by :meth:`_scrub` already).
+
+        ``conn`` and ``tag`` are unused.
         """
         del conn, tag
         self._search.forget(local_id)
+
+    @staticmethod
+    def _segment_row(first_id: int, last_id: int) -> bytes:
+        return struct.pack(">QQ", first_id, last_id)
+
+    def _seal_blob(self, first_id: int, last_id: int, payload: bytes) -> bytes:
+        return self._keys.records.encrypt(
+            payload,
+            table="search_segments",
+            column="blob",
+            row=self._segment_row(first_id, last_id),
+        )
+
+    def _open_segment(
+        self, first_id: int, last_id: int, blob: bytes
+    ) -> tuple[list[int], list[bytes], list[str]]:
+        """Decrypt and decode one segment.
+
+        Raises:
+            DecryptionFailed, SegmentDamaged: the stored segment is damaged.
+        """
+        plain = self._keys.records.decrypt(
+            blob, table="search_segments", column="blob", row=self._segment_row(first_id, last_id)
+        )
+        ids, tags, texts = decode_segment(plain)
+        if ids and (ids[0] < first_id or ids[-1] > last_id):
+            raise SegmentDamaged("segment ids outside its range")
+        return ids, tags, texts
+
+    def _folded_rows(self, rows: Sequence[sqlite3.Row]) -> tuple[list[int], list[bytes], list[str]]:
+        """Casefolded text of history rows ``(id, channel_tag, record)``: from the
+        tail when the stored record is the one this process saw, else decrypted."""
+        ids: list[int] = []
+        tags: list[bytes] = []
+        texts: list[str] = []
+        tail = self._tail
+        for local_id, tag, blob in rows:
+            local_id, tag, blob = int(local_id), bytes(tag), bytes(blob)
+            known = tail.get(local_id)
+            if known is not None and known[2] == blob and known[0] == tag:
+                text = known[1]
+            else:
+                text = self._decrypt_text(local_id, tag, blob).casefold()
+            if text:
+                ids.append(local_id)
+                tags.append(tag)
+                texts.append(text)
+        return ids, tags, texts
+
+    def _decrypt_text(self, local_id: int, tag: bytes, blob: bytes) -> str:
+        plain = self._keys.records.decrypt(
+            blob, table="messages", column="record", row=self._row(tag, local_id)
+        )
+        try:
+            return str(json.loads(plain)["text"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProfileError("a stored message is damaged") from exc
+
+    def _ix_seal(self, conn: sqlite3.Connection) -> bool:
+        """Writer op: seal the next SEGMENT_ROWS tail rows into a segment, if there are
+        that many. Reads the rows in this transaction, so the segment is what is stored."""
+        covered = self._covered(conn)
+        self._seg_through = covered
+        rows = conn.execute(
+            "SELECT id, channel_tag, record FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+            (covered, SEGMENT_ROWS),
+        ).fetchall()
+        if len(rows) < SEGMENT_ROWS:
+            return False
+        first_id, last_id = covered + 1, int(rows[-1][0])
+        ids, tags, texts = self._folded_rows(rows)
+        blob = self._seal_blob(first_id, last_id, encode_segment(ids, tags, texts))
+        conn.execute(
+            "INSERT INTO search_segments (first_id, last_id, blob) VALUES (?, ?, ?)",
+            (first_id, last_id, blob),
+        )
+        self._seg_through = last_id
+        for row in rows:
+            self._tail.pop(int(row[0]), None)
+        return True
+
+    def _ix_after_insert(self, conn: sqlite3.Connection, local_id: int) -> None:
+        """Writer op tail: seal a segment once the tail is SEGMENT_ROWS long.
+
+        Sealing decrypts the tail rows this process did not store itself; a
+        profile with a long unindexed history (one from before the index, or
+        whose segments were dropped as damaged) is sealed by the next search
+        instead, so a write never stalls on a rebuild.
+        """
+        if not self._tail_ready:
+            if self._tail_checked:
+                return
+            self._tail_checked = True
+            (count,) = conn.execute(
+                "SELECT count(*) FROM messages WHERE id > ?", (self.search_segments_through,)
+            ).fetchone()
+            if int(count) > 2 * SEGMENT_ROWS:
+                return
+            self._tail_ready = True
+        if local_id - self.search_segments_through >= SEGMENT_ROWS:
+            try:
+                while self._ix_seal(conn):
+                    pass
+            except (DecryptionFailed, ProfileError):
+                # A damaged history record: the write itself must not fail. The
+                # search that meets the record reports it; stop sealing here.
+                _log.warning("search index: a stored message is damaged; not sealing")
+                self._tail_ready = False
+
+    def _ix_set_text(self, conn: sqlite3.Connection, local_id: int, text: str) -> None:
+        """Writer op: the row's text is now ``text`` (an edit; empty: deleted).
+
+        Rewrites the segment holding the row (a fresh nonce; ``secure_delete``
+        overwrites the old bytes). A damaged segment is rebuilt from the
+        history rows, which already hold the new text.
+        """
+        self._tail.pop(local_id, None)
+        seg = conn.execute(
+            "SELECT first_id, last_id, blob FROM search_segments WHERE first_id <= ? "
+            "ORDER BY first_id DESC LIMIT 1",
+            (local_id,),
+        ).fetchone()
+        if seg is None or int(seg[1]) < local_id:
+            return
+        first_id, last_id = int(seg[0]), int(seg[1])
+        try:
+            ids, tags, texts = self._open_segment(first_id, last_id, bytes(seg[2]))
+            at = bisect.bisect_left(ids, local_id)
+            present = at < len(ids) and ids[at] == local_id
+            folded = text.casefold()
+            if present and folded:
+                texts[at] = folded
+            elif present:
+                del ids[at], tags[at], texts[at]
+            elif folded:
+                (tag,) = conn.execute(
+                    "SELECT channel_tag FROM messages WHERE id = ?", (local_id,)
+                ).fetchone()
+                ids.insert(at, local_id)
+                tags.insert(at, bytes(tag))
+                texts.insert(at, folded)
+        except (DecryptionFailed, SegmentDamaged):
+            _log.warning("search index segment %d-%d damaged; rebuilt", first_id, last_id)
+            rows = conn.execute(
+                "SELECT id, channel_tag, record FROM messages WHERE id BETWEEN ? AND ? ORDER BY id",
+                (first_id, last_id),
+            ).fetchall()
+            ids, tags, texts = self._folded_rows(rows)
+        blob = self._seal_blob(first_id, last_id, encode_segment(ids, tags, texts))
+        conn.execute("UPDATE search_segments SET blob = ? WHERE first_id = ?", (blob, first_id))
+
+    def _ix_drop_segments(self, conn: sqlite3.Connection) -> None:
+        """Writer op: forget every segment (damaged index; the next search rebuilds)."""
+        conn.execute("DELETE FROM search_segments")
+        self._seg_through = 0
+        self._tail_ready = False
+        self._tail_checked = True
+
+    def _decode_segments(
+        self, rows: Sequence[sqlite3.Row]
+    ) -> list[tuple[list[int], list[bytes], list[str], int]] | None:
+        """Decrypt the stored segments (in a thread); None if any is damaged or
+        they do not tile the history from id 1 without gaps."""
+        out = []
+        expect = 1
+        try:
+            for first_id, last_id, blob in rows:
+                first_id, last_id = int(first_id), int(last_id)
+                if first_id != expect or last_id < first_id:
+                    return None
+                ids, tags, texts = self._open_segment(first_id, last_id, bytes(blob))
+                out.append((ids, tags, texts, last_id))
+                expect = last_id + 1
+        except (DecryptionFailed, SegmentDamaged):
+            return None
+        return out
+
+    async def _load_segments(self) -> None:
+        """Fill the in-memory index from the stored segments (once per process).
+
+        A damaged index (a segment that fails to decrypt or parse, or a gap)
+        is dropped whole and rebuilt by the catch-up that follows: a search
+        never fails and never uses it.
+        """
+        self._segments_loaded = True
+        if not self._persist:
+            return
+        rows = await self._query(
+            "SELECT first_id, last_id, blob FROM search_segments ORDER BY first_id", ()
+        )
+        segments = await asyncio.to_thread(self._decode_segments, rows)
+        if segments is None:
+            _log.warning("search index damaged; rebuilding it from the history")
+            await self._write.write(self._ix_drop_segments)
+            return
+        for ids, tags, texts, last_id in segments:
+            self._search.extend(ids, tags, texts, through=last_id)
 
     async def search_messages(
         self,
@@ -780,8 +1065,9 @@ class Profile:
     ) -> list[ChatMessage]:
         """Stored messages of ``channels`` containing every word of ``query``, newest first.
 
-        ``channel_id`` limits the search to one channel. The index is caught up
-        first (rows stored since the last search are decrypted in a thread).
+        ``channel_id`` limits the search to one channel. The first search of
+        a process loads the index from its encrypted segments; every search
+        first catches up with the rows stored since (decrypted in a thread).
 
         Raises:
             DecryptionFailed: a stored message was tampered with or moved.
@@ -824,29 +1110,40 @@ class Profile:
         return [found[i] for i, _ in hits if i in found]
 
     async def _catch_up_index(self) -> None:
-        """Index every stored row above the index's last id."""
+        """Load the segments (first time), index every stored row above the index's
+        last id, and seal full segments of the rows that are not in one yet."""
         async with self._search_lock:
+            if not self._segments_loaded:
+                await self._load_segments()
             rows = await self._query(
                 "SELECT id, channel_tag, record FROM messages WHERE id > ? ORDER BY id",
                 (self._search.last_id,),
             )
-            if rows:
-                entries = await asyncio.to_thread(self._index_entries, rows)
-                self._search.add(entries)
+            if not rows:
+                return
+            entries = await asyncio.to_thread(self._index_entries, rows)
+            self._search.add(entries)
+            if not self._persist:
+                return
+            covered = self._seg_through
+            for e, row in zip(entries, rows, strict=True):
+                if e.local_id > covered:
+                    self._tail.setdefault(e.local_id, (e.channel_tag, e.folded, bytes(row[2])))
+            if entries[-1].local_id - covered >= SEGMENT_ROWS:
+                # Each segment in its own transaction: other writes interleave.
+                while await self._write.write(self._ix_seal):
+                    pass
+            self._tail_ready = True
 
     def _index_entries(self, rows: list[sqlite3.Row]) -> list[IndexedMessage]:
-        records = self._keys.records
+        tail = self._tail
         out = []
         for local_id, tag, blob in rows:
-            tag = bytes(tag)
-            plain = records.decrypt(
-                bytes(blob), table="messages", column="record", row=self._row(tag, int(local_id))
-            )
-            try:
-                text = str(json.loads(plain)["text"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ProfileError("a stored message is damaged") from exc
-            out.append(
-                IndexedMessage(local_id=int(local_id), channel_tag=tag, folded=text.casefold())
-            )
+            local_id, tag, blob = int(local_id), bytes(tag), bytes(blob)
+            known = tail.get(local_id)
+            if known is not None and known[2] == blob and known[0] == tag:
+                folded = known[1]
+            else:
+                folded = self._decrypt_text(local_id, tag, blob).casefold()
+            out.append(IndexedMessage(local_id=local_id, channel_tag=tag, folded=folded))
         return out

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from proto import mls
 from proto.codec import Envelope
 from proto.crypto.envelope import ContentType, HybridPrivateKey, OpenedEnvelope, open_envelope
-from proto.errors import CryptoError, InvalidMessage, MalformedInput, MlsError
+from proto.crypto.identity import verify_device_cert
+from proto.errors import BadSignature, CryptoError, InvalidMessage, MalformedInput, MlsError
 from tui.client import api, appdata
 from tui.client.profile import ChatMessage, MessageChange
 from tui.client.state import EngineState, HeldEnvelope
@@ -48,6 +49,7 @@ __all__ = [
     "AddUnread",
     "ApplyChange",
     "ApplyMls",
+    "CertifyDevice",
     "CommitSeen",
     "DeleteGroup",
     "Effect",
@@ -233,6 +235,18 @@ class LeaveRequested:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CertifyDevice:
+    """``issuer`` (a device of ``user``, the MLS sender) certified ``device`` for ``user``;
+    the signature was checked."""
+
+    user: str
+    issuer: bytes
+    device: bytes
+    issued_ms: int
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CommitSeen:
     """A commit was merged in ``channel`` (added devices are in ``added``)."""
 
@@ -262,6 +276,7 @@ Effect = (
     | StoreMessage
     | ApplyChange
     | SetTopic
+    | CertifyDevice
     | SawTyping
     | SawReceipt
     | AddUnread
@@ -540,6 +555,21 @@ def _on_app(channel: bytes, sender: mls.Member, plaintext: bytes, *, now_ms: int
         return Step(effects=(learn, ApplyChange(change=change)))
     if isinstance(item, appdata.Topic):
         return Step(effects=(learn, SetTopic(channel=channel, topic=item.text, by=user)))
+    if isinstance(item, appdata.DeviceCert):
+        try:
+            verify_device_cert(
+                sender.signature_key, user, item.device, item.issued_ms, item.signature
+            )
+        except BadSignature:
+            return _warn("device certificate does not verify", channel)
+        cert = CertifyDevice(
+            user=user,
+            issuer=sender.signature_key,
+            device=item.device,
+            issued_ms=item.issued_ms,
+            signature=item.signature,
+        )
+        return Step(effects=(learn, cert))
     if isinstance(item, appdata.Typing):
         return Step(effects=(learn, SawTyping(channel=channel, user=user)))
     if isinstance(item, appdata.Receipt):

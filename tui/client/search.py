@@ -1,13 +1,17 @@
-"""Search over the local history: an index that lives in memory only.
+"""Search over the local history: an in-memory index and its encrypted segments.
 
 The client database stores every message as an AEAD record (see
 :mod:`tui.client.profile`); SQLite sees ciphertext only. An on-disk full-text
 index (FTS5) would write every word of every message in plaintext into
 ``client.db`` and its WAL, and a keyed token index would still leak which
-messages share words and how often. So the index is built in memory from the
-decrypted records, the first time a search runs, and caught up
-incrementally (only rows newer than the last indexed id are decrypted) on
-every later search. Nothing about it touches the disk.
+messages share words and how often. So a search runs over casefolded text
+held in memory (:class:`SearchIndex`), and what is kept on disk is that same
+text in **segments**: the casefolded text of :data:`SEGMENT_ROWS` consecutive
+history rows packed into one value (:func:`encode_segment`) that the profile
+encrypts like any other record (table ``search_segments``). Loading the index
+in a new process decrypts a few hundred segments instead of every message;
+rows above the last segment are decrypted one by one (fewer than
+:data:`SEGMENT_ROWS` in the steady state).
 
 Matching is case-insensitive substring search on every word of the query
 (all words must occur, in any order), which works the same for every script
@@ -18,15 +22,98 @@ per channel, so a search is one ``in`` test per message.
 
 Deletes and edits rewrite a stored record: whoever does that calls
 :meth:`SearchIndex.forget` (or :meth:`SearchIndex.replace`) for the local id
-so the index never returns text that is gone from the store.
+so the index never returns text that is gone from the store, and rewrites the
+segment holding the row in the same transaction (see
+:meth:`tui.client.profile.Profile.search_messages`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import struct
+import sys
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["IndexedMessage", "SearchIndex", "query_terms"]
+__all__ = [
+    "SEGMENT_ROWS",
+    "IndexedMessage",
+    "SearchIndex",
+    "SegmentDamaged",
+    "decode_segment",
+    "encode_segment",
+    "query_terms",
+]
+
+SEGMENT_ROWS = 256
+"""History rows per sealed segment: a delete or edit rewrites one segment
+(~15 KiB), and a new process decrypts at most this many rows one by one."""
+
+_MAGIC = b"QSI1"
+_HEAD = struct.Struct("<4sIH")
+
+
+class SegmentDamaged(ValueError):
+    """A decrypted segment does not parse (a bug or a format from elsewhere)."""
+
+
+def _le(a: array) -> array:  # type: ignore[type-arg]
+    if sys.byteorder == "big":  # pragma: no cover (little-endian hosts only in CI)
+        a.byteswap()
+    return a
+
+
+def encode_segment(ids: Sequence[int], tags: Sequence[bytes], texts: Sequence[str]) -> bytes:
+    """Pack parallel lists (ascending local ids, channel tags, casefolded text).
+
+    A newline inside a text becomes a space: query words never contain
+    whitespace, so no match changes, and the texts can be joined by newlines.
+    """
+    table: dict[bytes, int] = {}
+    idx = array("H", (table.setdefault(t, len(table)) for t in tags))
+    if len(table) > 0xFFFF:  # pragma: no cover (at most SEGMENT_ROWS rows)
+        raise ValueError("too many channels in one segment")
+    out = [_HEAD.pack(_MAGIC, len(ids), len(table))]
+    out.extend(bytes([len(t)]) + t for t in table)
+    out.append(_le(array("q", ids)).tobytes())
+    out.append(_le(idx).tobytes())
+    out.append("\n".join(t.replace("\n", " ") for t in texts).encode())
+    return b"".join(out)
+
+
+def decode_segment(data: bytes) -> tuple[list[int], list[bytes], list[str]]:
+    """The inverse of :func:`encode_segment`.
+
+    Raises:
+        SegmentDamaged: the bytes are not a segment of this format.
+    """
+    try:
+        magic, n, n_tags = _HEAD.unpack_from(data)
+        if magic != _MAGIC:
+            raise SegmentDamaged("not a search segment")
+        view = memoryview(data)
+        pos = _HEAD.size
+        table = []
+        for _ in range(n_tags):
+            size = data[pos]
+            table.append(bytes(view[pos + 1 : pos + 1 + size]))
+            pos += 1 + size
+        ids, idx = array("q"), array("H")
+        ids.frombytes(view[pos : pos + 8 * n])
+        _le(ids)
+        pos += 8 * n
+        idx.frombytes(view[pos : pos + 2 * n])
+        _le(idx)
+        pos += 2 * n
+        texts = str(view[pos:], "utf-8").split("\n") if n else []
+        if len(ids) != n or len(idx) != n or len(texts) != n:
+            raise SegmentDamaged("segment lengths disagree")
+        tags = [table[i] for i in idx]
+    except (struct.error, IndexError, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, SegmentDamaged):
+            raise
+        raise SegmentDamaged("damaged search segment") from exc
+    return ids.tolist(), tags, texts
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +156,18 @@ class SearchIndex:
             self._tags.append(m.channel_tag)
             self._texts.append(m.folded)
             self.last_id = m.local_id
+
+    def extend(
+        self, ids: Sequence[int], tags: Sequence[bytes], texts: Sequence[str], *, through: int
+    ) -> None:
+        """Index a decoded segment: ascending ``ids`` above :attr:`last_id`, covering
+        every stored row up to ``through`` (rows without text are not listed)."""
+        if ids and ids[0] <= self.last_id:
+            raise ValueError("segment overlaps the index")
+        self._ids.extend(ids)
+        self._tags.extend(tags)
+        self._texts.extend(texts)
+        self.last_id = max(self.last_id, through)
 
     def forget(self, local_id: int) -> None:
         """Drop a message (deleted): it is never returned again."""

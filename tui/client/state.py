@@ -23,6 +23,7 @@ from tui.client.profile import Profile
 __all__ = [
     "STATE_SECRET",
     "ChannelRecord",
+    "DeviceCertRecord",
     "DeviceRecord",
     "EngineState",
     "HeldEnvelope",
@@ -57,6 +58,20 @@ class ChannelRecord:
     """Username -> hex id of the newest message that member read (read receipts)."""
     read_sent: str = ""
     """Hex id of the newest message our last read receipt named (one per read position)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class DeviceCertRecord:
+    """A device certificate received in a channel (docs/PROTOCOL.md "Linked devices")."""
+
+    user: str
+    """The account the device was linked to (the issuer's MLS identity)."""
+    issuer: str
+    """Hex id of the device that linked it and signed."""
+    issued_ms: int
+    """When (issuer's clock)."""
+    signature: str
+    """Hex Ed25519 signature, re-checked whenever it is used."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -142,6 +157,8 @@ class EngineState:
     verified: dict[str, list[str]] = field(default_factory=dict)
     """Username -> hex device ids the user marked verified after comparing
     safety numbers (``check-key --verify``); a subset of ``pins``."""
+    device_certs: dict[str, DeviceCertRecord] = field(default_factory=dict)
+    """Hex certified device id -> the certificate a device of its account sent."""
     held: list[HeldEnvelope] = field(default_factory=list)
     """Future-epoch envelopes waiting for their commit."""
     outbox: list[OutboxEntry] = field(default_factory=list)
@@ -172,6 +189,9 @@ class EngineState:
                 raise ProfileError("engine state has an unsupported version")
             doc["channels"] = {k: ChannelRecord(**v) for k, v in doc["channels"].items()}
             doc["devices"] = {k: DeviceRecord(**v) for k, v in doc["devices"].items()}
+            doc["device_certs"] = {
+                k: DeviceCertRecord(**v) for k, v in doc.get("device_certs", {}).items()
+            }
             doc["held"] = [HeldEnvelope(**h) for h in doc["held"]]
             doc["outbox"] = [OutboxEntry(**o) for o in doc["outbox"]]
             return cls(**doc)

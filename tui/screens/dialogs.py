@@ -22,6 +22,7 @@ from proto.crypto.identity import fingerprint
 from tui.client.api import KeyCheck
 from tui.session import ServerKey, ServerKeyStatus
 from tui.widgets.panes import group_hex
+from tui.widgets.steady import steady_input
 
 __all__ = [
     "ConfirmDialog",
@@ -97,7 +98,7 @@ class _PromptDialog(_Dialog[str | None]):
             if self._subtitle:
                 yield Label(self._subtitle, classes="dialog-subtitle")
             yield Label(self.LABEL_TEXT)
-            yield Input(self._value, placeholder=self.PLACEHOLDER, id="dialog-input")
+            yield steady_input(self._value, placeholder=self.PLACEHOLDER, id="dialog-input")
             yield Static(self._error, id="dialog-error", classes="dialog-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.OK_TEXT, variant="primary", id="ok")
@@ -316,6 +317,9 @@ class KeyCheckDialog(_Dialog[str | None]):
                 body.append(f"device {fingerprint(bytes.fromhex(device.device))}  ", "dim")
                 style = {"changed": "bold red", "verified": "green"}.get(device.status, "yellow")
                 body.append(device.status, style)
+                if device.linked_by:
+                    by = fingerprint(bytes.fromhex(device.linked_by))
+                    body.append(f"\nlinked by {self._check.user}'s device {by}", "dim")
                 body.append("\n" + device.safety_number)
                 yield Static(body, classes="safety-number")
             yield Static("Compare these numbers with the other person, in person or by call.")

@@ -76,6 +76,8 @@ class MainScreen(Screen[None]):
             "f6", "app.verify_keys", "Verify", show=False, priority=True, id="main.verify_keys"
         ),
         Binding("f8", "app.leave", "Leave", show=False, id="main.leave"),
+        Binding("f7", "app.devices", "Devices", show=False, priority=True, id="main.devices"),
+        Binding("f9", "app.link_device", "Link device", show=False, id="main.link_device"),
         Binding("f2", "app.info('whoami')", "Whoami", show=False, id="main.whoami"),
         Binding("f3", "app.info('health')", "Health", show=False, id="main.health"),
         Binding("f4", "app.info('ping')", "Ping", show=False, id="main.ping"),
@@ -112,6 +114,10 @@ class MainScreen(Screen[None]):
         self.oldest_id: int | None = None
         """Local id of the oldest message loaded in the open channel."""
         self.messages: list[Message] = []
+        # Indexes of ``messages`` (by local id; by message id, for the quoted
+        # parents of replies): a page of history costs its own length.
+        self._ids: set[int] = set()
+        self._by_msg_id: dict[str, Message] = {}
         """The open channel's loaded messages, oldest first."""
         self.selected: int | None = None
         """Local id of the selected message (the reply/react/edit/delete target)."""
@@ -217,6 +223,8 @@ class MainScreen(Screen[None]):
         """Show ``channel_id`` with ``history`` (oldest first; ``has_older``: more exists)."""
         self.oldest_id = history[0].id if history else None
         self.messages = list(history)
+        self._ids = {m.id for m in history}
+        self._by_msg_id = {m.msg_id: m for m in reversed(history) if m.msg_id}
         self.selected = None
         self.composing = None
         self.typing.clear()
@@ -252,8 +260,10 @@ class MainScreen(Screen[None]):
     def prepend_history(self, older: list[Message], *, has_older: bool) -> None:
         """Show ``older`` messages (oldest first) above what the open channel shows."""
         more = has_older and bool(older)
-        known = {m.id for m in self.messages}
-        self.messages[:0] = [m for m in older if m.id not in known]  # parents for quotes
+        fresh = [m for m in older if m.id not in self._ids]
+        self.messages[:0] = fresh  # parents for quotes
+        self._ids.update(m.id for m in fresh)
+        self._by_msg_id.update((m.msg_id, m) for m in reversed(fresh) if m.msg_id)
         items = self._merged(older, older[0].id if more else None, self.oldest_id)
         if older:
             self.oldest_id = older[0].id
@@ -270,8 +280,11 @@ class MainScreen(Screen[None]):
     def add_message(self, message: Message) -> None:
         """Append ``message`` to the open channel's log."""
         self._newest_id = max(self._newest_id, message.id)
-        if all(m.id != message.id for m in self.messages):
+        if message.id not in self._ids:
             self.messages.append(message)
+            self._ids.add(message.id)
+            if message.msg_id:
+                self._by_msg_id.setdefault(message.msg_id, message)
         self.query_one(MessageLog).add_item(self._item(message))
         if message.sender in self.typing:
             del self.typing[message.sender]
@@ -280,6 +293,8 @@ class MainScreen(Screen[None]):
     def update_message(self, message: Message) -> None:
         """A shown message changed (edit, delete, reaction): redraw it and its replies."""
         self.messages = [message if m.id == message.id else m for m in self.messages]
+        if message.id in self._ids and message.msg_id:
+            self._by_msg_id[message.msg_id] = message
         log = self.query_one(MessageLog)
         log.update_item(self._item(message))
         for m in self.messages:
@@ -289,7 +304,7 @@ class MainScreen(Screen[None]):
 
     def by_msg_id(self, msg_id: str) -> Message | None:
         """The loaded message with this message id."""
-        return next((m for m in self.messages if msg_id and m.msg_id == msg_id), None)
+        return self._by_msg_id.get(msg_id) if msg_id else None
 
     def _item(self, message: Message) -> LogItem:
         parent = self.by_msg_id(message.reply_to) if message.reply_to else None

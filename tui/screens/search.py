@@ -23,6 +23,7 @@ from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from tui.client.api import Message
+from tui.widgets.steady import steady_input
 
 __all__ = ["SearchScreen"]
 
@@ -63,7 +64,9 @@ class SearchScreen(ModalScreen[Message | None]):
         """Title, query, results, status line."""
         with Vertical(id="search-box", classes="dialog-box"):
             yield Label(f"Search {self._scope}", classes="dialog-title")
-            yield Input(value=self._initial, placeholder="words to find (any case)", id="query")
+            yield steady_input(
+                value=self._initial, placeholder="words to find (any case)", id="query"
+            )
             yield OptionList(id="results")
             yield Static("", id="search-status", classes="dialog-footnote")
 

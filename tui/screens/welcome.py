@@ -17,6 +17,7 @@ from textual.timer import Timer
 from textual.widgets import Button, Footer, Input, Label, LoadingIndicator, Static
 
 from tui.session import LoginForm
+from tui.widgets.steady import steady_input
 
 __all__ = ["WelcomeScreen"]
 
@@ -85,22 +86,23 @@ class WelcomeScreen(Screen[None]):
                 intro += " This profile exists: Log in with its passphrase."
             yield Static(intro, id="welcome-intro")
             yield Label("Server (empty: a local node on this machine)")
-            yield Input(self._server, placeholder="host:port", id="server", compact=True)
+            yield steady_input(self._server, placeholder="host:port", id="server", compact=True)
             yield Label("Username")
-            yield Input(self._user, placeholder="your name", id="user", compact=True)
+            yield steady_input(self._user, placeholder="your name", id="user", compact=True)
             if self._profile_exists:
                 yield Label("Password (empty: resume this profile's session)")
             else:
                 yield Label("Password (for the server, never sent in clear)")
-            yield Input(password=True, id="password", compact=True)
+            yield steady_input(password=True, id="password", compact=True)
             yield Label("Passphrase (encrypts this profile on disk)")
-            yield Input(password=True, id="passphrase", compact=True)
+            yield steady_input(password=True, id="passphrase", compact=True)
             yield Static("", id="welcome-error", classes="dialog-error")
             yield Static("", id="welcome-wait")
             yield LoadingIndicator(id="welcome-busy")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Log in", variant="primary", id="login")
                 yield Button("Register", id="register")
+                yield Button("Link to an existing account", id="link")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -153,7 +155,7 @@ class WelcomeScreen(Screen[None]):
         target.focus()
         target.action_select_all()
 
-    def _form(self, register: bool) -> LoginForm | None:
+    def _form(self, register: bool, *, link: bool = False) -> LoginForm | None:
         values = {i.id: i.value for i in self.query(Input) if i.id}
         # With an existing profile, logging in without a password resumes its session.
         needed: tuple[str, ...] = ("user", "password", "passphrase")
@@ -170,12 +172,13 @@ class WelcomeScreen(Screen[None]):
             password=values["password"],
             passphrase=values["passphrase"],
             register=register,
+            link=link,
         )
 
-    def _submit(self, register: bool) -> None:
+    def _submit(self, register: bool, *, link: bool = False) -> None:
         if self.busy:
             return
-        form = self._form(register)
+        form = self._form(register, link=link)
         if form is None:
             return
         self.query_one("#welcome-error", Static).update("")
@@ -191,6 +194,11 @@ class WelcomeScreen(Screen[None]):
     def action_register(self) -> None:
         """Create the account with the form's values."""
         self._submit(register=True)
+
+    @on(Button.Pressed, "#link")
+    def action_link(self) -> None:
+        """Log in (the account exists on another device), then enter that device's link code."""
+        self._submit(register=False, link=True)
 
     @on(Input.Submitted)
     def _enter(self, event: Input.Submitted) -> None:

@@ -86,13 +86,16 @@ def wrap_cells(text: str, width: int) -> list[str]:
     width = max(1, width)
     out: list[str] = []
     for para in text.split("\n"):
-        if cell_len(para) <= width:
+        # Printable ASCII is one cell a character: len() instead of cell_len(),
+        # the larger part of wrapping a page of history.
+        measure = len if para.isascii() and para.isprintable() else cell_len
+        if measure(para) <= width:
             out.append(para)
             continue
         line = ""
         line_w = 0
         for word in para.split(" "):
-            word_w = cell_len(word)
+            word_w = measure(word)
             sep = 1 if line else 0
             if line_w + sep + word_w <= width:
                 line = f"{line} {word}" if line else word
@@ -105,7 +108,7 @@ def wrap_cells(text: str, width: int) -> list[str]:
                 cut = _cut_at_cells(word, width)
                 out.append(word[:cut])
                 word = word[cut:]
-                word_w = cell_len(word)
+                word_w = measure(word)
             line, line_w = word, word_w
         out.append(line)
     return out or [""]
@@ -165,10 +168,14 @@ class MessageLog(ScrollView, can_focus=True):
 
     @dataclass
     class ReachedTop(Message):
-        """The view reached the oldest loaded message and older history exists."""
+        """The view nears the oldest loaded message and older history exists."""
 
         log: MessageLog
         """The log that wants older messages."""
+
+    PREFETCH_SCREENS = 2
+    """Ask for older history (:class:`ReachedTop`) when the view is this many
+    screens or fewer from the top of what is loaded."""
 
     follow: reactive[bool] = reactive(True, init=False)
     """Keep the newest message in view as messages arrive (off while scrolled up)."""
@@ -468,10 +475,21 @@ class MessageLog(ScrollView, can_focus=True):
         self._check_top()
 
     def _check_top(self) -> None:
-        """Ask for older history when the top is in view (also when all of it fits)."""
-        if round(self.scroll_y) == 0 and self.has_older and not self._loading_older and self._rows:
+        """Ask for older history when the view nears the top (also when all of it fits).
+
+        "Near" is within :attr:`PREFETCH_SCREENS` screens, so a page is
+        usually loaded before someone paging up gets there.
+        """
+        if not self.has_older or self._loading_older or not self._rows:
+            return
+        if round(self.scroll_y) <= self.PREFETCH_SCREENS * max(1, self.size.height):
             self._loading_older = True
             self.post_message(self.ReachedTop(self))
+
+    def older_request_dropped(self) -> None:
+        """The app dropped the older page asked for: ask again when near the top."""
+        self._loading_older = False
+        self.call_after_refresh(self._check_top)
 
     # ---------------------------------------------------------------- render
 
@@ -487,14 +505,17 @@ class MessageLog(ScrollView, can_focus=True):
         self._cache[key] = strip
         return strip
 
+    def _entry_at(self, row: int) -> int:
+        """Index of the entry on content row ``row`` (0: the top of the log)."""
+        return bisect.bisect_right(self._starts, row + self._starts[0]) - 1
+
     def _render_row(self, row: int, width: int) -> Strip:
         base = self.rich_style
         if row >= self._rows or not self._entries:
             return Strip.blank(width, base)
-        row += self._starts[0]
-        index = bisect.bisect_right(self._starts, row) - 1
+        index = self._entry_at(row)
         entry = self._entries[index]
-        line_no = row - self._starts[index]
+        line_no = row + self._starts[0] - self._starts[index]
         segments: list[Segment]
         if entry.item is None:
             label = f" {entry.day.strftime('%A %-d %B %Y')} "
