@@ -330,6 +330,7 @@ class NodeDispatcher:
                 params.post_key,
                 params.recipients,
                 params.payload,
+                recipient_ids=params.recipient_ids,
             )
             return PostChannelResult(stored=stored)
 

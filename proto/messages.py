@@ -442,8 +442,11 @@ class PostChannelParams(Params):
 
     channel_id: bytes
     post_key: bytes
-    recipients: tuple[bytes, ...]
+    recipients: tuple[bytes, ...] = ()
     payload: bytes
+    recipient_ids: bytes = b""
+    """The recipients packed: 32-byte deviceIds concatenated (32 B each on
+    the wire instead of 40 B for a ``List(Data)`` element)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -503,15 +503,20 @@ class NodeCalls(abc.ABC, Generic[S]):
         *,
         channel_id: bytes,
         post_key: bytes,
-        recipients: Sequence[bytes],
+        recipients: Sequence[bytes] = (),
         payload: bytes,
+        recipient_ids: bytes = b"",
         auth: bytes | None = None,
     ) -> PostChannelResult:
         """``postChannel``: One MLS message stored once for a channel, referenced from each
         recipient's inbox.
         """
         params = PostChannelParams(
-            channel_id=channel_id, post_key=post_key, recipients=tuple(recipients), payload=payload
+            channel_id=channel_id,
+            post_key=post_key,
+            recipients=tuple(recipients),
+            payload=payload,
+            recipient_ids=recipient_ids,
         )
         return expect_result(await self.call(params, auth=auth), PostChannelResult)
 

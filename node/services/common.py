@@ -162,6 +162,13 @@ def check_device_id(value: bytes, what: str = "deviceId") -> bytes:
     return value
 
 
+def unpack_device_ids(packed: bytes, what: str) -> list[bytes]:
+    """32-byte deviceIds concatenated, split; a length that is not a multiple is BadRequest."""
+    if len(packed) % DEVICE_ID_BYTES:
+        raise BadRequest(f"{what} must be a multiple of {DEVICE_ID_BYTES} bytes")
+    return [packed[i : i + DEVICE_ID_BYTES] for i in range(0, len(packed), DEVICE_ID_BYTES)]
+
+
 def check_channel_id(value: bytes) -> bytes:
     """A channelId is 1-64 bytes."""
     if not 1 <= len(value) <= MAX_CHANNEL_ID_BYTES:

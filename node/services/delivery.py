@@ -16,6 +16,7 @@ from node.services.common import (
     check_u64,
     key_hash,
     same_secret_hash,
+    unpack_device_ids,
 )
 from node.store import CommitResult, FanoutItem, StoredEnvelope, WelcomeParts
 from proto.errors import BadRequest, LimitExceeded, NotFound, PermissionDenied
@@ -155,13 +156,17 @@ class DeliveryService:
         post_key: bytes,
         recipients: Sequence[bytes],
         payload: bytes,
+        *,
+        recipient_ids: bytes = b"",
     ) -> int:
         """Store one channel message once, referenced from each recipient inbox.
 
         Authorised by ``post_key`` alone (the token, if any, is ignored), so
         the node does not learn which member posts. Unknown recipients are
         skipped like full inboxes (the poster learns nothing about devices
-        from it). Returns how many inboxes took the message.
+        from it). The recipients come as a list or packed (``recipient_ids``:
+        32-byte deviceIds concatenated), not both. Returns how many inboxes
+        took the message.
 
         Raises:
             PermissionDenied: not the channel's current post key.
@@ -171,6 +176,10 @@ class DeliveryService:
         check_blob(payload, self._ctx.config.max_payload_bytes, "payload")
         if len(post_key) != ACCESS_KEY_BYTES:
             raise PermissionDenied("not the channel's current post key")
+        if recipient_ids:
+            if recipients:
+                raise BadRequest("recipients and recipientIds are exclusive")
+            recipients = unpack_device_ids(recipient_ids, "recipientIds")
         devices = self._check_members(recipients, "recipients")
         self._ctx.limit_write(caller, None)
         known = [d for d in devices if await self._ctx.store.get_device(d) is not None]

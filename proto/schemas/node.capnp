@@ -200,8 +200,11 @@ struct PostChannelParams {
   # recipient's inbox. Sent without a session token: postKey authorises.
   channelId @0 :Data;
   postKey @1 :Data;        # 32 bytes: the channel's post capability this epoch
-  recipients @2 :List(Data); # deviceIds
+  recipients @2 :List(Data); # deviceIds (or, packed, in recipientIds)
   payload @3 :Data;        # the MLS message (not sealed per device)
+  recipientIds @4 :Data;   # deviceIds, 32 bytes each, concatenated: 32 B per recipient
+                           # on the wire (a List(Data) adds an 8 B pointer per element);
+                           # at most one of recipients / recipientIds is non-empty
 }
 struct PostChannelResult {
   stored @0 :UInt32;       # recipients whose inbox took it (full inboxes are skipped)

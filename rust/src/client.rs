@@ -284,6 +284,15 @@ impl Client {
         run_write(py, &self.shared, |c| c.flush())
     }
 
+    /// Flush, then free what the client holds in memory: the groups it
+    /// keeps loaded (they reload from storage on next use) and SQLite's
+    /// page cache (16 MiB at most per client). For a process that runs many
+    /// clients (bench/groups.py: hundreds of devices per worker) or a
+    /// client going idle; the next operation is slower by one group load.
+    fn release_memory(&self, py: Python<'_>) -> PyResult<()> {
+        run_write(py, &self.shared, |c| c.release_memory())
+    }
+
     /// Flush, then close the state file. Later calls on this client or its
     /// groups raise StorageFailure. Closing a closed client does nothing.
     fn close(&self, py: Python<'_>) -> PyResult<()> {

@@ -613,6 +613,19 @@ impl ClientCore {
         Ok(())
     }
 
+    /// Flush, drop the groups held in memory (each reloads from storage on
+    /// its next use, as after `open`; a send reservation ends: the stored
+    /// sender ratchet is ahead, so the reloaded group skips, never reuses, a
+    /// generation) and hand SQLite's page cache back (`shrink_memory`).
+    pub fn release_memory(&mut self) -> Result<()> {
+        self.flush()?;
+        self.groups.clear();
+        self.deferred.clear();
+        self.reserve.clear();
+        self.db.execute_batch("PRAGMA shrink_memory")?;
+        Ok(())
+    }
+
     pub fn has_group(&mut self, group_id: &[u8]) -> Result<bool> {
         if self.groups.contains_key(group_id) {
             return Ok(true);

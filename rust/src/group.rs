@@ -343,12 +343,17 @@ impl Group {
     /// Add members from their KeyPackages (commit + Welcome + sealed
     /// ratchet tree). `ratchet_tree_in_welcome=True` puts the tree into the
     /// Welcome instead (small groups, peers that cannot fetch it).
-    #[pyo3(signature = (key_packages, *, ratchet_tree_in_welcome=false))]
+    /// `update_path=False` builds an add-only commit without an UpdatePath
+    /// (RFC 9420 §12.4: a path is optional when only Adds are committed):
+    /// the commit is the Add proposals only, a few KB at any group size,
+    /// instead of one HPKE ciphertext per resolution node of the tree.
+    #[pyo3(signature = (key_packages, *, ratchet_tree_in_welcome=false, update_path=true))]
     fn add_members(
         &self,
         py: Python<'_>,
         key_packages: Vec<Vec<u8>>,
         ratchet_tree_in_welcome: bool,
+        update_path: bool,
     ) -> PyResult<Py<CommitOutput>> {
         self.with_commit(py, |g, p, s| {
             tree_in_welcome(g, p, ratchet_tree_in_welcome)?;
@@ -360,7 +365,11 @@ impl Group {
                 .map(|kp| validate_key_package(p.crypto(), kp))
                 .collect::<Result<Vec<_>>>()?;
             let epoch = g.epoch().as_u64();
-            let (commit, welcome, gi) = g.add_members(p, s, &kps).map_err(local)?;
+            let (commit, welcome, gi) = if update_path {
+                g.add_members(p, s, &kps).map_err(local)?
+            } else {
+                g.add_members_without_update(p, s, &kps).map_err(local)?
+            };
             commit_data(g, p, commit, Some(welcome), gi, epoch)
         })
     }

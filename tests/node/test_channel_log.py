@@ -15,7 +15,7 @@ import pytest
 
 from node.embedded import EmbeddedNode
 from node.store import Store, WelcomeParts
-from proto.errors import PermissionDenied, StaleEpoch
+from proto.errors import BadRequest, PermissionDenied, StaleEpoch
 from tests.node.backends import Backend
 from tests.node.helpers import make_account
 
@@ -213,6 +213,61 @@ async def test_removed_member_can_neither_post_nor_read(backend_node: EmbeddedNo
         assert [e.data for e in got.envelopes] == [b"w", b"hi", b"remove"]
         got = await alice.client.fetch(after_seq=0, limit=10)
         assert [e.data for e in got.envelopes] == [b"hi", b"after"]
+    finally:
+        for a in (alice, bob, carol):
+            await a.client.close()
+
+
+async def test_packed_recipients(backend_node: EmbeddedNode) -> None:
+    """recipientIds (32-byte deviceIds concatenated) reach the same inboxes as
+    the list, cost 32 B per recipient on the wire, and bad packing is refused."""
+    from proto import codec
+    from proto.messages import PostChannelParams, Request
+
+    alice = await make_account(backend_node, "alice")
+    bob = await make_account(backend_node, "bob")
+    carol = await make_account(backend_node, "carol")
+    try:
+        devs = [bob.device_id, carol.device_id]
+        await alice.client.commit_channel(
+            channel_id=CH, epoch=0, post_key=b"", commit=b"add", members=[], welcome=b"w",
+            joiners=devs,
+        )  # fmt: skip
+        await alice.client.set_channel_key(channel_id=CH, epoch=1, key_hash=h(K1))
+        res = await alice.client.post_channel(
+            channel_id=CH, post_key=K1, recipient_ids=b"".join(devs), payload=b"packed"
+        )
+        assert res.stored == 2
+        for who in (bob, carol):
+            got = await who.client.fetch(after_seq=0, limit=10)
+            assert [e.data for e in got.envelopes] == [b"w", b"packed"]
+        for bad in (
+            {"recipient_ids": bob.device_id + b"x"},  # not a multiple of 32
+            {"recipient_ids": bob.device_id, "recipients": [carol.device_id]},  # both
+        ):
+            with pytest.raises(BadRequest):
+                await alice.client.post_channel(
+                    channel_id=CH,
+                    post_key=K1,
+                    payload=b"x",
+                    **bad,
+                )
+        for who in (bob, carol):  # nothing was stored by the refused posts
+            got = await who.client.fetch(after_seq=0, limit=10)
+            assert [e.data for e in got.envelopes] == [b"w", b"packed"]
+
+        def size(n: int, packed: bool) -> int:
+            ids = [bytes([i % 256, i // 256]) * 16 for i in range(n)]
+            p = PostChannelParams(
+                channel_id=CH,
+                post_key=K1,
+                payload=b"m",
+                **({"recipient_ids": b"".join(ids)} if packed else {"recipients": tuple(ids)}),
+            )
+            return len(codec.encode_request(Request(auth=b"", call=p)))
+
+        assert size(100, packed=True) - size(0, packed=True) == 100 * 32
+        assert size(100, packed=False) - size(0, packed=False) == 100 * 40
     finally:
         for a in (alice, bob, carol):
             await a.client.close()

@@ -111,3 +111,25 @@ def test_deferred_send_errors_like_a_send(tmp_path: Path) -> None:
     alice.g.process(prop)
     with pytest.raises(errors.PendingCommit):
         alice.g.encrypt(b"y", defer_write=True)
+
+
+def test_release_memory_keeps_sending_and_receiving(tmp_path: Path) -> None:
+    """``Client.release_memory`` between deferred sends and receives (a group
+    of 16, so sends run under a reservation): the groups reload from storage,
+    nothing deferred is lost, no generation is reused (the receiver would
+    refuse it), and the group goes on as before."""
+    alice, bob = _pair(tmp_path, mls.Ciphersuite.CLASSICAL, big=True)
+    for i in range(40):
+        plain = f"r{i}".encode()
+        msg = alice.g.encrypt(plain, defer_write=True)
+        res = bob.g.process(msg, defer_write=True)
+        assert isinstance(res, mls.ApplicationMessage) and res.plaintext == plain
+        if i % 9 == 4:
+            alice.client.release_memory()
+            bob.client.release_memory()
+    bob.client.release_memory()  # what bob deferred is on disk: a reopen sees it
+    bob.client.close()
+    bob.client = mls.Client.open(str(bob.path), bob.key)
+    bob.group = bob.client.load_group(b"test-group")
+    res = bob.g.process(alice.g.encrypt(b"after reopen", defer_write=True))
+    assert isinstance(res, mls.ApplicationMessage) and res.plaintext == b"after reopen"

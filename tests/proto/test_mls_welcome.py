@@ -140,3 +140,43 @@ def test_commit_without_welcome(tmp_path: Path) -> None:
     assert up.welcome is None and up.ratchet_tree is None
     with pytest.raises(errors.MalformedInput):
         up.welcome_parts()
+
+
+def test_add_without_update_path(tmp_path: Path, suite: int) -> None:
+    """``add_members(update_path=False)``: an add-only commit without an
+    UpdatePath (RFC 9420 §12.4) at tens of members. Its size does not grow
+    with the group (the Add proposal only), every member and the joiner
+    reach the same epoch, and a later remove (always with a path) still
+    locks the removed member out."""
+    alice = new_party(tmp_path, "alice", suite)
+    create_group(alice)
+    members = [new_party(tmp_path, f"m{i}", suite) for i in range(30)]
+    add(alice, members, [])
+    with_path, without = new_party(tmp_path, "p", suite), new_party(tmp_path, "q", suite)
+    # The same add built both ways (the first one's pending commit is dropped).
+    probe = alice.g.add_members([with_path.client.key_package()])
+    alice.g.clear_pending_commit()
+    out = alice.g.add_members([without.client.key_package()], update_path=False)
+    assert out.welcome is not None and out.ratchet_tree is not None
+    kp_len = len(without.client.key_package())
+    assert len(out.commit) < min(kp_len + 600, len(probe.commit))
+    alice.g.merge_pending_commit()
+    for p in members:
+        assert isinstance(p.g.process(out.commit), mls.CommitMerged)
+        assert p.g.epoch == alice.g.epoch
+    common, secrets = out.welcome_parts()
+    (part,) = secrets.values()
+    without.group = without.client.join_from_welcome_parts(common, part, out.ratchet_tree)
+    assert len(without.g.members()) == 32
+    everyone = [alice, *members, without]
+    send(without, [p for p in everyone if p is not without], b"added without a path")
+    send(members[3], [p for p in everyone if p is not members[3]], b"and back")
+    # a removal after a path-less add: the removed member cannot follow
+    gone = members[0]
+    rm = alice.g.remove_members([gone.g.own_leaf_index])
+    alice.g.merge_pending_commit()
+    for p in [*members[1:], without]:
+        p.g.process(rm.commit)
+    msg = send(alice, [*members[1:], without], b"after the removal")
+    with pytest.raises(errors.WrongEpoch):
+        gone.g.process(msg)

@@ -288,7 +288,7 @@ class Channels:
                 if not todo:
                     return None
                 # The Welcome leaves the tree out: it goes by reference.
-                return g.add_members([packages[d][1] for d in todo])
+                return g.add_members([packages[d][1] for d in todo], update_path=False)
 
             # An invite too big for one commit is split into several: the
             # batch halves whenever the node finds the commit or Welcome too large.
@@ -340,7 +340,7 @@ class Channels:
                 def make(g: mls.Group, kp: bytes = res.package) -> mls.CommitOutput | None:
                     if _member(g, device) is not None:
                         return None
-                    return g.add_members([kp])  # the Welcome goes by reference, as in invite
+                    return g.add_members([kp], update_path=False)  # Welcome by reference
 
                 def joining(g: mls.Group) -> dict[bytes, str]:
                     return {} if _member(g, device) is not None else {device: user}

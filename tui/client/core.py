@@ -112,6 +112,10 @@ class EngineConfig:
     """Commit a self-update in a channel when our last one is older than this."""
     reconnect_wait_s: float = 3.0
     """How long a call waits for the node before the message goes to the outbox."""
+    dead_timeout_s: float = 6.0
+    """Declare the node dead after this long without a packet from it (the
+    keepalive; ``ClientConfig.dead_timeout``). bench/groups.py runs hundreds
+    of devices on one event loop per worker and gives them longer."""
     lock_wait_s: float = 30.0
     """How long to wait for another engine holding the profile."""
     data_dir: Path | None = None
@@ -324,6 +328,7 @@ class Session:
             trust=trust,
             reconnect_wait=self.config.reconnect_wait_s,
             connect_timeout=min(5.0, self.config.reconnect_wait_s),
+            dead_timeout=self.config.dead_timeout_s,
         )
         self._rpc = RpcClient(cfg, token=bytes.fromhex(self.state.token))
         return self._rpc

@@ -312,11 +312,15 @@ class Inbox:
                         return
                     parts = (res.group_info, secrets, res.ratchet_tree)
                 try:
-                    joined: receive.GroupView | MlsError = receive.GroupView.of(
-                        client.join_from_welcome(opened.body, receipt=seq)
+                    # Off the event loop: at 1,000 hybrid members a join
+                    # (tree check, signatures, storage) takes a second or
+                    # more, and the connection's keepalive must go on.
+                    group = await (
+                        asyncio.to_thread(client.join_from_welcome, opened.body, receipt=seq)
                         if parts is None
-                        else client.join_from_welcome_parts(*parts, receipt=seq)
+                        else asyncio.to_thread(client.join_from_welcome_parts, *parts, receipt=seq)
                     )
+                    joined: receive.GroupView | MlsError = receive.GroupView.of(group)
                 except MlsError as exc:
                     joined = exc
                 self._must_sync |= not isinstance(joined, MlsError)

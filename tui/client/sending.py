@@ -49,6 +49,8 @@ POST_KEY_LABEL = "qpc channel post key v1"
 """MLS exporter label of a channel's post capability (docs/PROTOCOL.md)."""
 KEY_WAIT_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
 """Waits for the committer of a new epoch to set its post key."""
+DEVICE_ID_BYTES = 32
+"""A deviceId is its Ed25519 signature key: 32 bytes (the node checks the same)."""
 
 
 def post_key(group: mls.Group) -> bytes:
@@ -118,6 +120,9 @@ class Outbox:
             m.signature_key
             for m in group.members()
             if m.signature_key != self._session.device_id
+            # deviceIds are 32 bytes (Ed25519 keys): any other member key is
+            # not a device the node knows, and would misalign the packed list
+            and len(m.signature_key) == DEVICE_ID_BYTES
             and (only is None or m.signature_key.hex() in only)
         ]
         return ciphertext, targets, post_key(group)
@@ -142,7 +147,7 @@ class Outbox:
                 await rpc.post_channel(
                     channel_id=channel,
                     post_key=key,
-                    recipients=targets,
+                    recipient_ids=b"".join(targets),  # packed: 32 B per device
                     payload=ciphertext,
                     auth=b"",
                 )
