@@ -19,6 +19,7 @@ from datetime import date, datetime
 from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
+from textual.actions import SkipAction
 from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.geometry import Size
@@ -278,14 +279,18 @@ class MessageLog(ScrollView, can_focus=True):
         self.scroll_end(animate=False, immediate=True, force=True)
 
     def action_page_up(self) -> None:
-        """Scroll one page towards older messages."""
+        """Scroll one page towards older messages (at once: one frame, no animation)."""
         self._anchor = None
-        super().action_page_up()
+        if not self.allow_vertical_scroll:
+            raise SkipAction()
+        self.scroll_page_up(animate=False)
 
     def action_page_down(self) -> None:
-        """Scroll one page towards newer messages."""
+        """Scroll one page towards newer messages (at once: one frame, no animation)."""
         self._anchor = None
-        super().action_page_down()
+        if not self.allow_vertical_scroll:
+            raise SkipAction()
+        self.scroll_page_down(animate=False)
 
     def prepend_items(self, items: list[LogItem], *, has_older: bool) -> None:
         """Put older ``items`` above the current ones, keeping the view where it is.
