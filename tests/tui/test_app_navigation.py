@@ -423,6 +423,29 @@ async def test_a_backlog_opens_at_the_new_marker(app_factory: AppFactory) -> Non
         assert "message 140" in "".join(log.render_line(y).text for y in range(4))
 
 
+async def test_page_keys_scroll_a_page_at_once(engine: FakeEngine, app_factory: AppFactory) -> None:
+    # Like other terminal chat clients: PgUp moves a full page in one frame
+    # (no scroll animation repainting the log for half a second per key).
+    chan = engine.add_channel("chatty", ("bob",), activity_ms=4_000_000_000_000)
+    for i in range(100):
+        engine.add_message(chan.id, "bob", f"message {i}")
+    engine.clear_unread(chan.id)
+    app = app_factory(FakeFactory(engine))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        log = main_screen(app).query_one(MessageLog)
+        bottom = round(log.scroll_y)
+        page = log.scrollable_content_region.height
+        assert bottom > 2 * page
+        log.action_page_up()
+        assert round(log.scroll_y) == bottom - page
+        assert not app.animator.is_being_animated(log, "scroll_y")
+        log.action_page_down()
+        assert round(log.scroll_y) == bottom
+        await settle(app, pilot)
+        assert _follows(log)
+
+
 async def test_sending_while_scrolled_up_jumps_to_the_bottom(
     engine: FakeEngine, app_factory: AppFactory
 ) -> None:
