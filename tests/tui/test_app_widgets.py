@@ -191,7 +191,7 @@ async def test_prepending_a_page_leaves_the_shown_entries_alone() -> None:
         wrapped: list[object] = []
         real_wrap = log._wrap
 
-        def counting_wrap(entry: Any) -> list[str]:
+        def counting_wrap(entry: Any) -> tuple[str, ...]:
             wrapped.append(entry)
             return real_wrap(entry)
 
