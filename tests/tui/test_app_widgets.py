@@ -207,3 +207,21 @@ async def test_prepending_a_page_leaves_the_shown_entries_alone() -> None:
         assert log.message_count == 2_000
         assert log.item(items[1_000].key) is not None
         assert log.item(items[2_999].key) is not None
+
+
+async def test_loaded_lines_are_not_walked_by_the_garbage_collector() -> None:
+    # A full collection walks every tracked object; the wrapped lines of a
+    # loaded message are a tuple of str, which the collector stops tracking.
+    import gc
+
+    app = LogApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        log = app.query_one(MessageLog)
+        items = _items(1_000, datetime(2026, 1, 1, 9, 0))
+        log.set_items(items[500:], has_older=True)
+        await pilot.pause()
+        log.prepend_items(items[:500], has_older=False)
+        await pilot.pause()
+        gc.collect()
+        assert log.message_count == 1_000
+        assert not any(gc.is_tracked(e.lines) for e in log._entries)
