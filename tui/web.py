@@ -12,9 +12,12 @@ trusts the host with: ``docs/THREAT_MODEL.md``, "Hosted sessions".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
+import signal
 import sys
+import time
 from pathlib import Path
 
 from proto import files
@@ -60,4 +63,48 @@ def serve_web(opts: argparse.Namespace) -> int:
     print(f"listening: http://{host}:{port}/", flush=True)
     server = Server(_command(state, opts.server), host=host, port=port, title="quicnprotochat")
     server.serve()
+    _reap_sessions(grace=_SESSION_GRACE_S)
     return 0
+
+
+_SESSION_GRACE_S = 20.0
+"""How long a session process may take to close its engine after the server stops."""
+
+
+def _children() -> list[int]:
+    """Pids of this process's living children (the session processes)."""
+    me = str(os.getpid())
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # "pid (comm) state ppid ...": comm may hold spaces; split after the last ")"
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[1] == me and fields[0] != "Z":
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _reap_sessions(*, grace: float) -> None:
+    """Wait for the session processes to close (each releases its profile and
+    the node); SIGTERM, then SIGKILL, whatever is left after ``grace``.
+
+    textual-serve asks each session to close when it stops but does not wait:
+    without this the server's exit would leave sessions still closing behind it.
+    """
+    deadline = time.monotonic() + grace
+    signalled = False
+    while True:
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        left = _children()
+        if not left:
+            return
+        if time.monotonic() >= deadline:
+            sig = signal.SIGKILL if signalled else signal.SIGTERM
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            signalled = True
+            deadline = time.monotonic() + 5.0
+        time.sleep(0.05)

@@ -61,7 +61,7 @@ async def test_sealed_sender_rows_hold_no_sender_and_forgery_is_rejected(
     monkeypatch.setattr(RpcClient, "post_channel", spy)
     await bob.send(chan, "sealed hello")
     assert len(calls) == 1 and calls[0]["auth"] == b"" and len(calls[0]["post_key"]) == 32
-    assert calls[0]["recipients"] == [alice.device_id]
+    assert calls[0]["recipient_ids"] == alice.device_id  # packed: 32 B per device
 
     with sqlite3.connect(tmp_path / "node" / "node.db") as db:
         for table in ("messages", "channel_payloads"):

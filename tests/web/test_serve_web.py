@@ -212,4 +212,9 @@ async def test_browser_registers_and_chats_with_a_plain_client(
             server.stdout.close()
     # Nothing of the session outlives the server: no TUI process, no node.
     leftover = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True)
-    assert leftover.stdout == ""
+    left = {
+        pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        for pid in leftover.stdout.split()
+        if Path(f"/proc/{pid}").exists()
+    }
+    assert left == {}, "processes left after the server stopped"
