@@ -330,6 +330,8 @@ class Session:
             connect_timeout=min(5.0, self.config.reconnect_wait_s),
             dead_timeout=self.config.dead_timeout_s,
         )
+        if self._rpc is not None:  # another caller made one while we awaited the node
+            return self._rpc
         self._rpc = RpcClient(cfg, token=bytes.fromhex(self.state.token))
         return self._rpc
 
