@@ -330,9 +330,14 @@ class Session:
             connect_timeout=min(5.0, self.config.reconnect_wait_s),
             dead_timeout=self.config.dead_timeout_s,
         )
-        if self._rpc is not None:  # another caller made one while we awaited the node
-            return self._rpc
+        made = self._made_rpc()
+        if made is not None:  # another caller made one while we awaited the node
+            return made
         self._rpc = RpcClient(cfg, token=bytes.fromhex(self.state.token))
+        return self._rpc
+
+    def _made_rpc(self) -> RpcClient | None:
+        """The connection object as it is now (read again after an await)."""
         return self._rpc
 
     async def _watch_local_node(self) -> None:
