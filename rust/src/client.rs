@@ -168,39 +168,46 @@ impl Client {
 
     /// Join from a Welcome. `ratchet_tree` is the sealed tree
     /// (`CommitOutput.ratchet_tree` / `Group.export_ratchet_tree`) unless
-    /// the Welcome carries the tree. Raises NoWelcomeForUs if it holds no
-    /// secrets for any of our KeyPackages.
+    /// the Welcome carries the tree: of the Welcome's epoch, or of an
+    /// earlier epoch Eb (a base) with `tree_deltas` the sealed deltas
+    /// (`CommitOutput.tree_delta`) of epochs Eb+1 .. the Welcome's, in
+    /// order. A wrong, tampered, reordered, missing or extra part raises
+    /// InvalidMessage (garbage MalformedInput) and consumes nothing.
+    /// Raises NoWelcomeForUs if it holds no secrets for any of our
+    /// KeyPackages.
     /// `receipt=seq` records the join under the caller's delivery sequence
     /// number in the same transaction; the same Welcome under the same seq
     /// then returns the group again instead of failing (docs/MLS.md,
     /// "Receipts").
-    #[pyo3(signature = (welcome, ratchet_tree=None, *, receipt=None))]
+    #[pyo3(signature = (welcome, ratchet_tree=None, *, tree_deltas=Vec::new(), receipt=None))]
     fn join_from_welcome(
         &self,
         py: Python<'_>,
         welcome: &[u8],
         ratchet_tree: Option<&[u8]>,
+        tree_deltas: Vec<Vec<u8>>,
         receipt: Option<u64>,
     ) -> PyResult<Group> {
         let gid = run_write(py, &self.shared, |c| {
             join_with_receipt(c, receipt, welcome, |c| {
                 let w = crate::welcome::parse_welcome(welcome)?;
-                c.join_from_welcome(w, ratchet_tree)
+                c.join_from_welcome(w, ratchet_tree, &tree_deltas)
             })
         })?;
         Ok(self.group(gid))
     }
 
     /// Join from a split Welcome (`split_welcome`): the common part, our
-    /// own secrets part, and the sealed ratchet tree; `receipt` as for
-    /// `join_from_welcome`.
-    #[pyo3(signature = (common, secrets, ratchet_tree=None, *, receipt=None))]
+    /// own secrets part, and the sealed ratchet tree (with `tree_deltas`);
+    /// `tree_deltas` and `receipt` as for `join_from_welcome`.
+    #[pyo3(signature = (common, secrets, ratchet_tree=None, *, tree_deltas=Vec::new(), receipt=None))]
     fn join_from_welcome_parts(
         &self,
         py: Python<'_>,
         common: &[u8],
         secrets: &[u8],
         ratchet_tree: Option<&[u8]>,
+        tree_deltas: Vec<Vec<u8>>,
         receipt: Option<u64>,
     ) -> PyResult<Group> {
         // What the receipt is bound to: both parts, length-prefixed.
@@ -211,7 +218,7 @@ impl Client {
         let gid = run_write(py, &self.shared, |c| {
             join_with_receipt(c, receipt, &bound, |c| {
                 let w = crate::welcome::assemble(common, secrets)?;
-                c.join_from_welcome(w, ratchet_tree)
+                c.join_from_welcome(w, ratchet_tree, &tree_deltas)
             })
         })?;
         Ok(self.group(gid))

@@ -404,12 +404,20 @@ impl ClientCore {
 
     /// Join from a Welcome. `ratchet_tree` is the sealed tree
     /// ([`crate::welcome::seal_tree`]) for Welcomes without the
-    /// ratchet_tree extension.
+    /// ratchet_tree extension: of the Welcome's epoch, or of an earlier
+    /// epoch (a base) followed by `tree_deltas`, the sealed deltas
+    /// ([`crate::tree_delta`]) of the epochs after it up to the Welcome's.
     pub fn join_from_welcome(
         &mut self,
         welcome: Welcome,
         ratchet_tree: Option<&[u8]>,
+        tree_deltas: &[Vec<u8>],
     ) -> Result<Vec<u8>> {
+        if ratchet_tree.is_none() && !tree_deltas.is_empty() {
+            return Err(Error::Malformed(
+                "tree deltas need a base ratchet tree".into(),
+            ));
+        }
         let code: u16 = welcome.ciphersuite().into();
         ciphersuite(code)?;
         let mut builder =
@@ -423,7 +431,7 @@ impl ClientCore {
                 pw.export_secret(self.provider.crypto(), crate::welcome::TREE_LABEL, &[], 32)
                     .map_err(local)?,
             );
-            let tree = crate::welcome::open_tree(sealed, &key, &gid, epoch)?;
+            let tree = crate::tree_delta::open_chain(sealed, tree_deltas, &key, &gid, epoch)?;
             builder = builder.with_ratchet_tree(tree);
         }
         let staged = builder.build().map_err(remote)?;
@@ -466,8 +474,21 @@ impl ClientCore {
             .finalize(&self.provider)
             .map_err(local)?;
         let (commit, _welcome, gi) = bundle.into_contents();
+        // The new epoch's whole tree (no delta: we hold no earlier epoch).
+        let key = Zeroizing::new(
+            group
+                .export_secret(self.provider.crypto(), crate::welcome::TREE_LABEL, &[], 32)
+                .map_err(local)?,
+        );
+        let ratchet_tree = crate::welcome::seal_tree(
+            &group.export_ratchet_tree(),
+            &key,
+            group.group_id().as_slice(),
+            group.epoch().as_u64(),
+        )?;
         let parts = CommitParts {
-            ratchet_tree: None,
+            ratchet_tree: Some(ratchet_tree),
+            tree_delta: None,
             commit: commit.to_bytes()?,
             welcome: None,
             group_info: gi.map(|g| MlsMessageOut::from(g).to_bytes()).transpose()?,

@@ -13,6 +13,7 @@ use crate::core::{
 use crate::error::{local, remote, Error, Result};
 use crate::provider::QpcProvider;
 use crate::receipt::{self, Processed};
+use crate::tree_delta::seal_delta;
 use crate::types::{
     members_into_py, pybytes, ApplicationMessage, CommitData, CommitMerged, CommitOutput, Member,
     MemberData, OwnMessage, ProposalStored,
@@ -96,27 +97,33 @@ fn tree_in_welcome(g: &mut MlsGroup, p: &QpcProvider, on: bool) -> Result<()> {
         .map_err(|e| Error::Storage(e.to_string()))
 }
 
-/// The ratchet tree of the epoch our pending commit moves to, sealed under
-/// that epoch's exporter (see `welcome.rs`).
-fn pending_tree(g: &MlsGroup, p: &QpcProvider) -> Result<Vec<u8>> {
+/// The tree parts of the epoch our pending commit moves to: the whole
+/// tree sealed under that epoch's exporter (`welcome.rs`) and the delta
+/// from the current tree (`tree_delta.rs`); `None` if the commit removes us.
+fn pending_tree_parts(g: &MlsGroup, p: &QpcProvider) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
     let staged = g
         .pending_commit()
         .ok_or_else(|| Error::Crypto("no pending commit".into()))?;
-    let tree = staged
-        .export_ratchet_tree(p.crypto(), g.export_ratchet_tree())
+    let before = g.export_ratchet_tree();
+    let Some(after) = staged
+        .export_ratchet_tree(p.crypto(), before.clone())
         .map_err(local)?
-        .ok_or_else(|| Error::NotAMember("the commit removes us".into()))?;
+    else {
+        return Ok(None);
+    };
     let key = zeroize::Zeroizing::new(
         staged
             .export_secret(p.crypto(), TREE_LABEL, &[], 32)
             .map_err(local)?,
     );
-    seal_tree(
-        &tree,
-        &key,
-        g.group_id().as_slice(),
-        staged.epoch().as_u64(),
-    )
+    let prev_key = zeroize::Zeroizing::new(
+        g.export_secret(p.crypto(), TREE_LABEL, &[], 32)
+            .map_err(local)?,
+    );
+    let (gid, epoch) = (g.group_id().as_slice(), staged.epoch().as_u64());
+    let whole = seal_tree(&after, &key, gid, epoch)?;
+    let delta = seal_delta(&before, &after, &prev_key, &key, gid, epoch)?;
+    Ok(Some((whole, delta)))
 }
 
 /// The current ratchet tree, sealed under the current epoch's exporter.
@@ -141,12 +148,10 @@ fn commit_data(
     group_info: Option<GroupInfo>,
     epoch: u64,
 ) -> Result<CommitData> {
-    let ratchet_tree = match welcome {
-        Some(_) => Some(pending_tree(g, p)?),
-        None => None,
-    };
+    let (ratchet_tree, tree_delta) = pending_tree_parts(g, p)?.unzip();
     Ok(CommitData {
         ratchet_tree,
+        tree_delta,
         commit: commit.to_bytes()?,
         welcome: welcome.map(|w| w.to_bytes()).transpose()?,
         group_info: group_info

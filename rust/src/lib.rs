@@ -12,6 +12,7 @@ mod group;
 mod parse;
 mod provider;
 mod receipt;
+mod tree_delta;
 mod types;
 mod welcome;
 mod wire;

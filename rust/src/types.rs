@@ -72,9 +72,17 @@ pub struct CommitOutput {
     /// GroupInfo for external joins, if produced (without the ratchet tree
     /// unless the commit put it into the Welcome).
     pub group_info: Option<Py<PyBytes>>,
-    /// The new epoch's ratchet tree, sealed under its exporter, when the
-    /// commit has a Welcome; joiners pass it to `join_from_welcome`.
+    /// The new epoch's whole ratchet tree, sealed under its exporter (a
+    /// *base*), for every commit after which we are still a member; joiners
+    /// pass it to `join_from_welcome`.
     pub ratchet_tree: Option<Py<PyBytes>>,
+    /// What the commit changed in the tree, sealed under the new epoch's
+    /// exporter (a *delta*, a few KB at any size; `tree_delta.rs`); with the
+    /// base of an earlier epoch and the deltas after it a joiner rebuilds
+    /// the tree (`join_from_welcome(..., tree_deltas=)`). Set when
+    /// `ratchet_tree` is, except after an external commit (no previous
+    /// epoch: `None`).
+    pub tree_delta: Option<Py<PyBytes>>,
     /// The epoch the commit was made in (what `enqueueCommit` must name).
     pub epoch: u64,
 }
@@ -124,6 +132,7 @@ impl CommitOutput {
 
 pub struct CommitData {
     pub ratchet_tree: Option<Vec<u8>>,
+    pub tree_delta: Option<Vec<u8>>,
     pub commit: Vec<u8>,
     pub welcome: Option<Vec<u8>>,
     pub group_info: Option<Vec<u8>>,
@@ -139,6 +148,7 @@ impl CommitData {
                 welcome: self.welcome.map(|w| pybytes(py, &w)),
                 group_info: self.group_info.map(|g| pybytes(py, &g)),
                 ratchet_tree: self.ratchet_tree.map(|t| pybytes(py, &t)),
+                tree_delta: self.tree_delta.map(|t| pybytes(py, &t)),
                 epoch: self.epoch,
             },
         )

@@ -29,7 +29,8 @@ use crate::parse::{check_size, parse_message};
 
 /// Exporter label of the ratchet-tree sealing key.
 pub const TREE_LABEL: &str = "quicnprotochat ratchet tree v1";
-const TREE_FORMAT: u8 = 1;
+/// Format byte of a sealed whole tree (a delta is `0x02`, `tree_delta.rs`).
+pub const TREE_FORMAT: u8 = 1;
 const NONCE_LEN: usize = 24;
 /// `version (2) || wire_format (2) || cipher_suite (2)`.
 const WELCOME_HEADER_LEN: usize = 6;
@@ -95,7 +96,8 @@ pub fn assemble(common: &[u8], secrets: &[u8]) -> Result<Welcome> {
     parse_welcome(&data)
 }
 
-fn tree_aad(group_id: &[u8], epoch: u64) -> Result<Vec<u8>> {
+/// AAD of a sealed whole tree.
+pub fn tree_aad(group_id: &[u8], epoch: u64) -> Result<Vec<u8>> {
     let mut aad = TREE_LABEL.as_bytes().to_vec();
     aad.extend_from_slice(&VLBytes::new(group_id.to_vec()).tls_serialize_detached()?);
     aad.extend_from_slice(&epoch.to_be_bytes());
@@ -107,52 +109,52 @@ fn cipher(key: &[u8]) -> Result<XChaCha20Poly1305> {
         .map_err(|_| Error::Crypto("ratchet tree key length".into()))
 }
 
-/// Seal a ratchet tree of `(group_id, epoch)` under `key` (the epoch's
-/// exporter secret for [`TREE_LABEL`]).
-pub fn seal_tree(tree: &RatchetTree, key: &[u8], group_id: &[u8], epoch: u64) -> Result<Vec<u8>> {
-    let plain = Zeroizing::new(tree.tls_serialize_detached()?);
+/// `format || nonce || XChaCha20-Poly1305(key, nonce, aad, plain)`.
+pub fn seal(format: u8, plain: &[u8], key: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
     let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-    let aad = tree_aad(group_id, epoch)?;
     let ct = cipher(key)?
-        .encrypt(
-            &nonce,
-            Payload {
-                msg: &plain,
-                aad: &aad,
-            },
-        )
+        .encrypt(&nonce, Payload { msg: plain, aad })
         .map_err(|_| Error::Crypto("ratchet tree encryption failed".into()))?;
     let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
-    out.push(TREE_FORMAT);
+    out.push(format);
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&ct);
     Ok(out)
 }
 
-/// Open a sealed ratchet tree; any mismatch (wrong group, epoch, key,
-/// tampering, garbage) is `InvalidMessage` / `MalformedInput`.
-pub fn open_tree(sealed: &[u8], key: &[u8], group_id: &[u8], epoch: u64) -> Result<RatchetTreeIn> {
-    check_size(sealed)?;
-    if sealed.len() < 1 + NONCE_LEN + 16 || sealed[0] != TREE_FORMAT {
-        return Err(Error::Malformed("not a sealed ratchet tree".into()));
+/// Open what [`seal`] made; `what` names it in errors. A wrong format byte
+/// or a too short input is `MalformedInput`, a wrong key, AAD (group,
+/// epoch) or tampering `InvalidMessage`.
+pub fn open_sealed(
+    format: u8,
+    sealed: &[u8],
+    key: &[u8],
+    aad: &[u8],
+    what: &str,
+) -> Result<Zeroizing<Vec<u8>>> {
+    if sealed.len() < 1 + NONCE_LEN + 16 || sealed[0] != format {
+        return Err(Error::Malformed(format!("not {what} (sealed)")));
     }
     let nonce = XNonce::from_slice(&sealed[1..1 + NONCE_LEN]);
-    let aad = tree_aad(group_id, epoch)?;
-    let plain = Zeroizing::new(
-        cipher(key)?
-            .decrypt(
-                nonce,
-                Payload {
-                    msg: &sealed[1 + NONCE_LEN..],
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| {
-                Error::Invalid(
-                    "the ratchet tree does not open for this Welcome (other group or epoch, or tampered)"
-                        .into(),
-                )
-            })?,
-    );
-    Ok(RatchetTreeIn::tls_deserialize_exact(plain.as_slice())?)
+    let plain = cipher(key)?
+        .decrypt(
+            nonce,
+            Payload {
+                msg: &sealed[1 + NONCE_LEN..],
+                aad,
+            },
+        )
+        .map_err(|_| {
+            Error::Invalid(format!(
+                "{what} does not open for this Welcome (other group or epoch, out of order, or tampered)"
+            ))
+        })?;
+    Ok(Zeroizing::new(plain))
+}
+
+/// Seal a ratchet tree of `(group_id, epoch)` under `key` (the epoch's
+/// exporter secret for [`TREE_LABEL`]).
+pub fn seal_tree(tree: &RatchetTree, key: &[u8], group_id: &[u8], epoch: u64) -> Result<Vec<u8>> {
+    let plain = Zeroizing::new(tree.tls_serialize_detached()?);
+    seal(TREE_FORMAT, &plain, key, &tree_aad(group_id, epoch)?)
 }
