@@ -1,6 +1,7 @@
 # Hand-written stub of the native module built from rust/ (checked by
 # `python3 -m mypy.stubtest proto._mls`). Import proto.mls, not this module.
 
+from collections.abc import Sequence
 from typing import Final, final
 
 __all__ = [
@@ -59,6 +60,8 @@ class CommitOutput:
     def group_info(self) -> bytes | None: ...
     @property
     def ratchet_tree(self) -> bytes | None: ...
+    @property
+    def tree_delta(self) -> bytes | None: ...
     @property
     def epoch(self) -> int: ...
     def welcome_parts(self) -> tuple[bytes, dict[bytes, bytes]]: ...
@@ -205,7 +208,12 @@ class Client:
     ) -> bytes: ...
     def create_group(self, group_id: bytes, ciphersuite: int | None = None) -> Group: ...
     def join_from_welcome(
-        self, welcome: bytes, ratchet_tree: bytes | None = None, *, receipt: int | None = None
+        self,
+        welcome: bytes,
+        ratchet_tree: bytes | None = None,
+        *,
+        tree_deltas: Sequence[bytes] = ...,
+        receipt: int | None = None,
     ) -> Group: ...
     def join_from_welcome_parts(
         self,
@@ -213,6 +221,7 @@ class Client:
         secrets: bytes,
         ratchet_tree: bytes | None = None,
         *,
+        tree_deltas: Sequence[bytes] = ...,
         receipt: int | None = None,
     ) -> Group: ...
     def sync(self) -> None: ...

@@ -19,10 +19,14 @@ Model:
   :meth:`Group.clear_pending_commit` after it was rejected (``staleEpoch``),
   so a group never wedges. Incoming commits are validated, staged and merged
   by :meth:`Group.process`.
-* Welcomes do not carry the ratchet tree: a commit with a Welcome also
-  returns :attr:`CommitOutput.ratchet_tree`, the new epoch's tree sealed under
-  that epoch's MLS exporter (the node storing it cannot read it), which
-  joiners pass to :meth:`Client.join_from_welcome`. For many joiners,
+* Welcomes do not carry the ratchet tree: every commit after which we are
+  still a member returns :attr:`CommitOutput.ratchet_tree`, the new epoch's
+  tree sealed under that epoch's MLS exporter (the node storing it cannot
+  read it), and :attr:`CommitOutput.tree_delta`, what the commit changed in
+  it, sealed the same way (a few KB at any group size). Joiners pass to
+  :meth:`Client.join_from_welcome` the tree of their epoch, or the tree of an
+  earlier epoch (a *base*) with ``tree_deltas=`` the deltas of the epochs
+  after it (docs/MLS.md, "Tree deltas"). For many joiners,
   :func:`split_welcome` / :meth:`CommitOutput.welcome_parts` give the part all
   joiners share once and each joiner's small secrets part, keyed by its
   KeyPackageRef; :meth:`Client.join_from_welcome_parts` joins from them.

@@ -53,10 +53,10 @@ fn delta_aad(group_id: &[u8], epoch: u64) -> Result<Vec<u8>> {
 /// The per-slot byte ranges of an encoded tree (`None`: blank slot), given
 /// the encoded lengths of its present nodes in order. `encoded` must be a
 /// whole TLS `optional<Node> nodes<V>`.
-fn split_slots(
-    encoded: &[u8],
-    mut node_lens: impl Iterator<Item = usize>,
-) -> Result<Vec<Option<Range<usize>>>> {
+/// Byte ranges of a tree's vector slots in its encoding (`None`: blank).
+type Slots = Vec<Option<Range<usize>>>;
+
+fn split_slots(encoded: &[u8], mut node_lens: impl Iterator<Item = usize>) -> Result<Slots> {
     let (content, rest) = VLBytes::tls_deserialize_bytes(encoded)?;
     if !rest.is_empty() {
         return Err(Error::Malformed("bytes after the ratchet tree".into()));
@@ -91,7 +91,7 @@ fn split_slots(
     Ok(slots)
 }
 
-fn tree_slots(tree: &RatchetTree) -> Result<(Vec<u8>, Vec<Option<Range<usize>>>)> {
+fn tree_slots(tree: &RatchetTree) -> Result<(Vec<u8>, Slots)> {
     let encoded = tree.tls_serialize_detached()?;
     let slots = split_slots(&encoded, tree.nodes().map(|n| n.tls_serialized_len()))?;
     Ok((encoded, slots))
@@ -382,60 +382,39 @@ mod tests {
         assert_eq!(&d.plain[d.entries[1].1.clone().expect("present")], b"abc");
     }
 
+    fn be(n: u32) -> Vec<u8> {
+        n.to_be_bytes().to_vec()
+    }
+
     #[test]
     fn refuses_bad_layouts() {
-        let key = [0u8; KEY_LEN];
-        let cases: Vec<Vec<&[u8]>> = vec![
-            vec![&key[..31]],
-            vec![&key, &0u32.to_be_bytes(), &0u32.to_be_bytes()],
+        let key = vec![0u8; KEY_LEN];
+        let cases: Vec<Vec<Vec<u8>>> = vec![
+            vec![key[..31].to_vec()],
+            // node count 0 and above the limit, more entries than nodes
+            vec![key.clone(), be(0), be(0)],
+            vec![key.clone(), be(MAX_TREE_NODES + 1), be(0)],
+            vec![key.clone(), be(2), be(3)],
+            // index out of range, not increasing
+            vec![key.clone(), be(2), be(1), be(2), vec![0]],
+            vec![key.clone(), be(4), be(2), be(1), vec![0], be(1), vec![0]],
+            // bad presence, empty node, node past the end, trailing bytes
+            vec![key.clone(), be(2), be(1), be(0), vec![2]],
+            vec![key.clone(), be(2), be(1), be(0), vec![1], be(0)],
             vec![
-                &key,
-                &(MAX_TREE_NODES + 1).to_be_bytes(),
-                &0u32.to_be_bytes(),
+                key.clone(),
+                be(2),
+                be(1),
+                be(0),
+                vec![1],
+                be(9),
+                b"abc".to_vec(),
             ],
-            vec![&key, &2u32.to_be_bytes(), &3u32.to_be_bytes()],
-            // index out of range
-            vec![
-                &key,
-                &2u32.to_be_bytes(),
-                &1u32.to_be_bytes(),
-                &2u32.to_be_bytes(),
-                &[0],
-            ],
-            // not increasing
-            vec![
-                &key,
-                &4u32.to_be_bytes(),
-                &2u32.to_be_bytes(),
-                &1u32.to_be_bytes(),
-                &[0],
-                &1u32.to_be_bytes(),
-                &[0],
-            ],
-            // bad presence, node past the end, trailing bytes
-            vec![
-                &key,
-                &2u32.to_be_bytes(),
-                &1u32.to_be_bytes(),
-                &0u32.to_be_bytes(),
-                &[2],
-            ],
-            vec![
-                &key,
-                &2u32.to_be_bytes(),
-                &1u32.to_be_bytes(),
-                &0u32.to_be_bytes(),
-                &[1],
-                &9u32.to_be_bytes(),
-                b"abc",
-            ],
-            vec![&key, &2u32.to_be_bytes(), &0u32.to_be_bytes(), b"x"],
+            vec![key.clone(), be(2), be(0), b"x".to_vec()],
         ];
         for parts in cases {
-            assert!(matches!(
-                parse_delta(plain(&parts)),
-                Err(Error::Malformed(_))
-            ));
+            let p = Zeroizing::new(parts.concat());
+            assert!(matches!(parse_delta(p), Err(Error::Malformed(_))));
         }
     }
 
