@@ -20,7 +20,9 @@ Printed per size:
 - ``node B/msg``: payload bytes the node stores for it, and inbox ``rows``;
 - ``send CPU ms``: CPU of the sender's encrypt step (MLS encrypt + post key);
 - ``recv p100 ms``: from the send until the last member has the message;
-- ``decrypt ms``: one receiver's MLS ``process`` of the message;
+- ``decrypt ms``: one receiver's MLS ``process`` of the message, the way
+  the client's inbox calls it (``defer_write=True``: the message-secrets
+  write is left to every 64th message, docs/MLS.md "Receivers");
 - ``join ms``: the slowest new member's first sync after the big invite;
 - ``add1 up B``: bytes the adder uploads to add one member (the whole
   ``invite`` call); ``add1 ready ms``: that joiner's first sync (fetch of the
@@ -258,7 +260,7 @@ def _worker_main(conn: Connection) -> None:
                     raw = await (await e.rpc()).fetch(after_seq=e.state.cursor, limit=10)
                     group = e.mls.load_group(cid)
                     t = time.perf_counter()
-                    group.process(raw.envelopes[-1].data)
+                    group.process(raw.envelopes[-1].data, defer_write=True)
                     conn.send(time.perf_counter() - t)
                 elif cmd == "recv":  # every device syncs; wall time when each has it
                     skip, gone = arg  # the probe; removed devices must get nothing
