@@ -14,8 +14,12 @@ same run:
   medians, interleaved so load affects both alike;
 * adding one member: commit bytes, Welcome bytes (no ratchet tree), the
   Welcome's common part and the joiner's secrets part (what a joiner
-  downloads besides the tree), the sealed tree, the Welcome with the tree
-  inside (for comparison), and the joiner's join time from the parts.
+  downloads besides the tree), the sealed tree, the sealed tree delta of the
+  same commit (what the adder uploads instead of the tree when the epoch
+  before has a stored tree part), the Welcome with the tree inside (for
+  comparison), and the joiner's join time from the parts with the whole
+  tree and with the previous epoch's tree plus the delta (two joiners of
+  the same commit).
 
 Joiners' state files are deleted right after their KeyPackage is made (only
 the creator, the measured member and the new joiner keep state).
@@ -97,7 +101,7 @@ def run(n: int, rounds: int) -> dict[str, float]:
         bg.process(m, defer_write=True)
     amortised = (time.perf_counter() - t) * 1000 / len(burst)
     # Adding one member at this size.
-    carol = _client(work, "carol")
+    carol, dave = _client(work, "carol"), _client(work, "dave")
     kp = carol.key_package()
     ref = mls.parse_key_package(kp).hash_ref
     add_tree = group.add_members([kp], ratchet_tree_in_welcome=True)
@@ -105,12 +109,27 @@ def run(n: int, rounds: int) -> dict[str, float]:
     add = group.add_members([kp])
     group.merge_pending_commit()
     assert add.welcome is not None and add.ratchet_tree is not None
+    assert add.tree_delta is not None
     assert add_tree.welcome is not None
     common, secrets = add.welcome_parts()
     t = time.perf_counter()
     cg = carol.join_from_welcome_parts(common, secrets[ref], add.ratchet_tree)
     join_ms = (time.perf_counter() - t) * 1000
     assert cg.epoch == group.epoch
+    # Second joiner of the next add: from the tree before that add + its delta.
+    kp2 = dave.key_package()
+    ref2 = mls.parse_key_package(kp2).hash_ref
+    before2 = add.ratchet_tree
+    add2 = group.add_members([kp2])
+    group.merge_pending_commit()
+    assert add2.tree_delta is not None
+    common2, secrets2 = add2.welcome_parts()
+    t = time.perf_counter()
+    dg = dave.join_from_welcome_parts(
+        common2, secrets2[ref2], before2, tree_deltas=[add2.tree_delta]
+    )
+    join_delta_ms = (time.perf_counter() - t) * 1000
+    assert dg.epoch_authenticator() == group.epoch_authenticator()
     # Sender: 100 B encrypt writing the message secrets each time (OpenMLS)
     # against defer_write=True (one write per SEND_RESERVE sends), the
     # latter as the mean of 2 x SEND_RESERVE sends in a row, reservations
@@ -123,6 +142,7 @@ def run(n: int, rounds: int) -> dict[str, float]:
     bob.close()
     alice.close()
     carol.close()
+    dave.close()
     return {
         "dec_deferred": statistics.median(deferred),
         "dec_direct": statistics.median(direct),
@@ -135,6 +155,8 @@ def run(n: int, rounds: int) -> dict[str, float]:
         "common": len(common),
         "secrets": len(secrets[ref]),
         "tree": len(add.ratchet_tree),
+        "delta": len(add.tree_delta),
+        "join_delta": join_delta_ms,
         "welcome_tree": len(add_tree.welcome),
         "join": join_ms,
     }
@@ -152,9 +174,10 @@ def main() -> None:
         "| client receive step ms (deferred + receipt + forget) "
         "| encrypt 100 B ms (write per message) | encrypt 100 B ms (deferred, mean of 256) "
         "| add-1 commit B | Welcome B (no tree) | common part B | joiner secrets B "
-        "| joiner download besides tree B | sealed tree B | Welcome with tree B | join ms |"
+        "| joiner download besides tree B | sealed tree B | add-1 tree delta B "
+        "| Welcome with tree B | join ms | join from base + delta ms |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.sizes:
         r = run(n, args.rounds)
         print(
@@ -162,8 +185,9 @@ def main() -> None:
             f"| {r['dec_direct']:.2f} | {r['dec_client']:.3f} "
             f"| {r['enc_direct']:.2f} | {r['enc_deferred']:.3f} | {r['commit']:.0f} "
             f"| {r['welcome']:.0f} | {r['common']:.0f} | {r['secrets']:.0f} "
-            f"| {r['common'] + r['secrets']:.0f} | {r['tree']:.0f} | {r['welcome_tree']:.0f} "
-            f"| {r['join']:.1f} |",
+            f"| {r['common'] + r['secrets']:.0f} | {r['tree']:.0f} "
+            f"| {r['delta']:.0f} | {r['welcome_tree']:.0f} "
+            f"| {r['join']:.1f} | {r['join_delta']:.1f} |",
             flush=True,
         )
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
