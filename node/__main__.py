@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from node.app import Node
 from node.config import NodeConfig, format_hostport, load_config
-from proto import event_loop, files, tls
+from proto import event_loop, files, memory, tls
 from proto.errors import ConfigError, QpcError
 
 RESTART_DELAY_S = 1.0
@@ -237,6 +237,7 @@ class _Supervisor:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qpc-node`` console script; returns the exit status."""
     files.set_program_umask()  # second line behind proto.files (docs/THREAT_MODEL.md)
+    memory.cap_mmap_threshold()  # freed KDF and tree buffers go back (proto/memory.py)
     try:
         config = load_config(argv)
     except ConfigError as exc:

@@ -19,12 +19,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import ctypes
-import ctypes.util
 import dataclasses
 import logging
 import secrets
-from collections.abc import Callable
 
 from node.services.common import (
     Caller,
@@ -34,6 +31,7 @@ from node.services.common import (
     key_hash,
     normalize_username,
 )
+from proto import memory
 from proto.crypto import opaque
 from proto.errors import (
     AlreadyExists,
@@ -54,29 +52,6 @@ MAX_OPAQUE_MESSAGE = 1024
 MAX_PENDING_LOGINS = 10_000
 MAX_PENDING_REGISTRATIONS = 10_000
 DECOY_CACHE = 4096
-
-
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return trim
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def _trim_heap() -> None:
-    """Give freed memory back to the OS (glibc only; elsewhere a no-op).
-
-    Making a decoy runs OPAQUE's key-stretching function, whose large buffers
-    glibc keeps on the heap after they are freed (its mmap threshold adapts
-    upwards): without this, each new decoy grew the node by ~15 MiB.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -121,7 +96,9 @@ class AuthService:
         before = len(self._decoys)
         decoy = self._decoys.get(name)
         if len(self._decoys) != before or before >= DECOY_CACHE:
-            _trim_heap()  # a decoy was made
+            # OPAQUE's key stretching just freed large buffers (~15 MiB per
+            # decoy would otherwise stay on the heap): proto/memory.py
+            memory.trim_heap()  # a decoy was made
         return decoy
 
     @staticmethod

@@ -121,9 +121,9 @@ class DeliveryService:
             check_blob(payload, limits.max_payload_bytes, "payload")
             items.append(FanoutItem(recipient=recipient, payload=payload))
         self._ctx.limit_write(caller, session.username)
-        for recipient in {item.recipient for item in items}:
-            if await self._ctx.store.get_device(recipient) is None:
-                raise NotFound("no such recipient device")
+        recipients = {item.recipient for item in items}
+        if await self._ctx.store.known_devices(list(recipients)) != recipients:
+            raise NotFound("no such recipient device")
         result = await self._ctx.store.enqueue_commit(
             channel_id, epoch, items, self._ctx.now_ms(), limits.max_queue_depth
         )
@@ -189,7 +189,8 @@ class DeliveryService:
             recipients = unpack_device_ids(recipient_ids, "recipientIds")
         devices = self._check_members(recipients, "recipients")
         self._ctx.limit_write(caller, None)
-        known = [d for d in devices if await self._ctx.store.get_device(d) is not None]
+        found = await self._ctx.store.known_devices(devices)
+        known = [d for d in devices if d in found]
         seqs = await self._ctx.store.post_channel(
             channel_id,
             key_hash(post_key),
@@ -265,9 +266,9 @@ class DeliveryService:
         if parts is not None and len(parts.entries) != len(joiner_ids):
             raise BadRequest("joinerEntries must match joiners one to one")
         self._ctx.limit_write(caller, session.username)
-        for d in {*member_ids, *joiner_ids}:
-            if await self._ctx.store.get_device(d) is None:
-                raise NotFound("no such recipient device")
+        wanted = {*member_ids, *joiner_ids}
+        if await self._ctx.store.known_devices(list(wanted)) != wanted:
+            raise NotFound("no such recipient device")
         result = await self._ctx.store.commit_channel(
             channel_id,
             epoch,

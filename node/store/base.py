@@ -180,6 +180,10 @@ class KeyPackageCount:
     """Whether a last-resort KeyPackage is on file."""
 
 
+DEVICE_LOOKUP_CHUNK = 500
+"""Ids per query in :meth:`Store.known_devices` (below SQLite's parameter limit)."""
+
+
 class Store(Protocol):
     """Persistent state of a node. Implementations are safe for concurrent use."""
 
@@ -243,6 +247,12 @@ class Store(Protocol):
 
     async def get_device(self, device_id: bytes) -> DeviceRecord | None:
         """A device by id."""
+        ...
+
+    async def known_devices(self, device_ids: Sequence[bytes]) -> set[bytes]:
+        """Which of ``device_ids`` are registered devices (one lookup for a
+        whole fan-out: cached ones from memory, the rest in one query per
+        ``DEVICE_LOOKUP_CHUNK`` ids)."""
         ...
 
     async def list_devices(self, username: str) -> list[DeviceRecord]:

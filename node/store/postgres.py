@@ -59,6 +59,7 @@ import asyncpg
 
 import migrations
 from node.store.base import (
+    DEVICE_LOOKUP_CHUNK,
     FETCH_WELCOME_SQL,
     MAX_TREE_DELTAS,
     MIN_DELTA_BUDGET,
@@ -722,6 +723,27 @@ class PostgresStore:
         if listening and self._listening:
             self._devices.put(device_id, record, generation)
         return record
+
+    async def known_devices(self, device_ids: Sequence[bytes]) -> set[bytes]:
+        """Which of ``device_ids`` are registered devices."""
+        listening = self._listening
+        known = {d for d in device_ids if listening and self._devices.get(d) is not None}
+        missing = list(dict.fromkeys(d for d in device_ids if d not in known))
+        for start in range(0, len(missing), DEVICE_LOOKUP_CHUNK):
+            chunk = missing[start : start + DEVICE_LOOKUP_CHUNK]
+            generation = self._devices.generation
+            rows = await self._fetch(
+                "known_devices",
+                "SELECT device_id, username, hybrid_key, signature, access_key_hash"
+                " FROM devices WHERE device_id = ANY($1::bytea[])",
+                chunk,
+            )
+            for row in rows:
+                record = self._device(row)
+                if listening and self._listening:
+                    self._devices.put(record.device_id, record, generation)
+                known.add(record.device_id)
+        return known
 
     async def list_devices(self, username: str) -> list[DeviceRecord]:
         """An account's devices, oldest first."""

@@ -57,6 +57,7 @@ import aiosqlite
 
 from node.store import sqlite_ops as ops
 from node.store.base import (
+    DEVICE_LOOKUP_CHUNK,
     FETCH_WELCOME_SQL,
     ChannelCommitResult,
     CommitResult,
@@ -342,6 +343,28 @@ class SqliteStore:
         record = self._device(rows[0])
         self._devices.put(device_id, record, generation)
         return record
+
+    async def known_devices(self, device_ids: Sequence[bytes]) -> set[bytes]:
+        """Which of ``device_ids`` are registered devices."""
+        known = {d for d in device_ids if self._devices.get(d) is not None}
+        missing = list(dict.fromkeys(d for d in device_ids if d not in known))
+        for start in range(0, len(missing), DEVICE_LOOKUP_CHUNK):
+            chunk = missing[start : start + DEVICE_LOOKUP_CHUNK]
+            generation = self._devices.generation
+            marks = ",".join("?" * len(chunk))  # placeholders only, never values
+            rows = await self._read(
+                "known_devices",
+                (  # placeholders only
+                    "SELECT device_id, username, hybrid_key, signature, access_key_hash"  # noqa: S608
+                    f" FROM devices WHERE device_id IN ({marks})"
+                ),
+                chunk,
+            )
+            for row in rows:
+                record = self._device(row)
+                self._devices.put(record.device_id, record, generation)
+                known.add(record.device_id)
+        return known
 
     async def list_devices(self, username: str) -> list[DeviceRecord]:
         """An account's devices, oldest first."""

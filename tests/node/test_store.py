@@ -422,3 +422,21 @@ async def test_delete_device_takes_its_keys_sessions_and_inbox(store: Store) -> 
     assert await store.consume_key_package(two) is None
     assert await store.fetch(two, 0, 10) == []
     assert not await store.delete_device("alice", two)
+
+
+async def test_known_devices_in_one_lookup(store: Store) -> None:
+    """A fan-out's recipients are checked in one call: cached and uncached
+    ids, duplicates, unknown ids, more ids than one query takes, and an
+    unlinked device that must no longer count."""
+    ids = [i.to_bytes(2, "big") * 16 for i in range(1, 1_203)]
+    for d in ids[:1_100]:
+        await _device(store, d)
+    unknown = [b"\xff" * 32, b"\xfe" * 32]
+    # one device read once (cached), the rest not
+    assert await store.get_device(ids[0]) is not None
+    asked = [*ids, ids[5], *unknown]
+    assert await store.known_devices(asked) == set(ids[:1_100])
+    assert await store.known_devices([]) == set()
+    assert await store.known_devices(unknown) == set()
+    assert await store.delete_device("alice", ids[7])
+    assert await store.known_devices(ids[:10]) == set(ids[:10]) - {ids[7]}

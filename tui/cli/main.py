@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from proto import files
+from proto import files, memory
 from proto.errors import (
     Expired,
     FingerprintMismatch,
@@ -120,6 +120,7 @@ def _run_tui(cfg: CliConfig) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qpc`` console script; returns the exit status."""
     files.set_program_umask()  # second line behind proto.files (docs/THREAT_MODEL.md)
+    memory.cap_mmap_threshold()  # freed KDF and tree buffers go back (proto/memory.py)
     ns = build_parser().parse_args(argv)
     cfg = cli_config(ns)
     command = None if cfg.command is None else COMMANDS[cfg.command]
