@@ -54,9 +54,12 @@ def tree_args(out: mls.CommitOutput, *, whole: bool) -> dict[str, Any]:
     "Tree deltas"): the sealed delta from the previous epoch's tree, or with
     ``whole`` (a new channel, or the node answered ``treeBaseRequired``), or
     without a delta, the whole sealed tree; nothing when the commit has no
-    tree (we are no longer a member)."""
+    tree (we are no longer a member). A delta no smaller than the whole tree
+    (a big invite into a small group) goes whole: it saves nothing and would
+    only lengthen the node's chain."""
     delta: bytes | None = getattr(out, "tree_delta", None)
-    if delta is not None and not whole:
+    small = out.ratchet_tree is None or (delta is not None and len(delta) < len(out.ratchet_tree))
+    if delta is not None and small and not whole:
         return {"tree_delta": delta}
     if out.ratchet_tree is not None:
         return {"ratchet_tree": out.ratchet_tree}
