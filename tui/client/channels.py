@@ -39,7 +39,14 @@ from tui.client.sending import KEY_WAIT_S, OFFLINE, Outbox, key_hash, post_key
 from tui.client.state import EngineState
 from tui.client.views import Events, Views, now_ms
 
-__all__ = ["INVITE_BATCH", "MAX_COMMIT_ATTEMPTS", "Channels", "tree_args", "welcome_args"]
+__all__ = [
+    "INVITE_BATCH",
+    "LARGE_DELTA_BYTES",
+    "MAX_COMMIT_ATTEMPTS",
+    "Channels",
+    "tree_args",
+    "welcome_args",
+]
 
 log = logging.getLogger("tui.client.engine")
 
@@ -47,22 +54,32 @@ MAX_COMMIT_ATTEMPTS = 8
 """Commit attempts before giving up on a channel that keeps racing."""
 INVITE_BATCH = 256
 """Most devices one invite commit adds; halved while the node finds it too large."""
+LARGE_DELTA_BYTES = 256 * 1024
+"""A tree delta over this size that is half the tree or more goes whole
+(:func:`tree_args`): the node's default budget for the deltas after a base
+is max(base bytes, 256 KiB) (docs/PROTOCOL.md, "Tree deltas")."""
 
 
-def tree_args(out: mls.CommitOutput, *, whole: bool) -> dict[str, Any]:
+def tree_args(
+    out: mls.CommitOutput, *, whole: bool, large: int = LARGE_DELTA_BYTES
+) -> dict[str, Any]:
     """The tree part of a ``commitChannel`` call for ``out`` (docs/PROTOCOL.md,
     "Tree deltas"): the sealed delta from the previous epoch's tree, or with
     ``whole`` (a new channel, or the node answered ``treeBaseRequired``), or
     without a delta, the whole sealed tree; nothing when the commit has no
-    tree (we are no longer a member). A delta no smaller than the whole tree
-    (a big invite into a small group) goes whole: it saves nothing and would
-    only lengthen the node's chain."""
+    tree (we are no longer a member). A delta over ``large`` bytes that is
+    half the tree or more (a big invite into a small group) goes whole: the
+    node would refuse it past its delta budget, and it saves little anyway.
+    """
     delta: bytes | None = getattr(out, "tree_delta", None)
-    small = out.ratchet_tree is None or (delta is not None and len(delta) < len(out.ratchet_tree))
+    tree = out.ratchet_tree
+    small = delta is not None and (
+        tree is None or len(delta) <= large or 2 * len(delta) < len(tree)
+    )
     if delta is not None and small and not whole:
         return {"tree_delta": delta}
-    if out.ratchet_tree is not None:
-        return {"ratchet_tree": out.ratchet_tree}
+    if tree is not None:
+        return {"ratchet_tree": tree}
     return {}
 
 
