@@ -13,9 +13,11 @@ Printed per size:
 
 - ``invite s``: the owner's big ``invite`` call (KeyPackage fetches, commit(s),
   upload); ``commits``: how many commits the engine split it into;
-- ``commit B``: the largest commit uploaded; ``tree B``: the sealed ratchet
-  tree uploaded with the last commit; ``welcome B``: what the add-one joiner
-  downloads besides the tree (its inbox entry + the shared GroupInfo);
+- ``commit B``: the largest commit uploaded; ``tree B``: the sealed tree
+  part uploaded with the add-one commit (its delta, docs/PROTOCOL.md "Tree
+  deltas", or the whole tree when the node asked for it or before deltas);
+  ``welcome B``: what the add-one joiner downloads besides the tree (its
+  inbox entry + the shared GroupInfo);
 - ``up B/msg``: bytes of the requests one send uploads (encoded, all calls);
 - ``node B/msg``: payload bytes the node stores for it, and inbox ``rows``;
 - ``send CPU ms``: CPU of the sender's encrypt step (MLS encrypt + post key);
@@ -90,7 +92,7 @@ class Meter:
                 meter.bytes += n
                 name = type(params).__name__
                 meter.count[name] = meter.count.get(name, 0) + 1
-                for field in ("commit", "welcome", "ratchet_tree", "group_info"):
+                for field in ("commit", "welcome", "ratchet_tree", "tree_delta", "group_info"):
                     v = getattr(params, field, None)
                     if isinstance(v, bytes) and v:
                         meter.largest[field] = max(meter.largest.get(field, 0), len(v))
@@ -394,7 +396,8 @@ async def run(sizes: list[int], n_workers: int, kp: int, limit_mib: int = 0) -> 
                 meter.stop()
                 add1_up = meter.bytes
                 commit_b = max(commit_b, meter.largest.get("commit", 0))
-                tree_b = meter.last.get("ratchet_tree", 0)
+                # the add-one commit's tree part: its delta, or the whole tree
+                tree_b = meter.last.get("tree_delta", meter.last.get("ratchet_tree", 0))
                 # by reference: the entry + shared part; else the whole Welcome
                 welcome_b = meter.last.get("group_info", 0) + meter.last.get(
                     "entry", meter.last.get("welcome", 0)

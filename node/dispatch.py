@@ -348,13 +348,11 @@ class NodeDispatcher:
                 params.members,
                 params.welcome,
                 params.joiners,
-                WelcomeParts(
-                    group_info=params.group_info,
-                    ratchet_tree=params.ratchet_tree,
-                    entries=params.joiner_entries,
-                )
+                WelcomeParts(group_info=params.group_info, entries=params.joiner_entries)
                 if params.group_info
                 else None,
+                ratchet_tree=params.ratchet_tree,
+                tree_delta=params.tree_delta,
             )
             return CommitChannelResult(new_epoch=new_epoch)
 
@@ -373,10 +371,14 @@ class NodeDispatcher:
     ) -> FetchWelcomeResult:
         """A joiner fetches the shared parts of its Welcome (by reference)."""
         with self._observe("fetchWelcome"):
-            group_info, tree = await self.delivery.fetch_welcome(
+            found = await self.delivery.fetch_welcome(
                 self._caller(ctx), params.channel_id, params.epoch
             )
-            return FetchWelcomeResult(group_info=group_info, ratchet_tree=tree)
+            return FetchWelcomeResult(
+                group_info=found.group_info,
+                ratchet_tree=found.ratchet_tree,
+                tree_deltas=found.tree_deltas,
+            )
 
     async def unlink_device(
         self, ctx: CallContext, params: UnlinkDeviceParams

@@ -73,6 +73,7 @@ class ErrorCode(enum.IntEnum):
     LIMIT_EXCEEDED = 13
     LOGIN_FAILED = 14
     EXPIRED = 15
+    TREE_BASE_REQUIRED = 16
 
 
 class RpcError(RemoteError):
@@ -188,6 +189,13 @@ class Expired(RpcError):
     code = ErrorCode.EXPIRED
 
 
+class TreeBaseRequired(RpcError):
+    """The node holds no unbroken, bounded tree chain for this commit's delta:
+    send the same commit again with the whole ratchet tree (nothing was stored)."""
+
+    code = ErrorCode.TREE_BASE_REQUIRED
+
+
 _BY_CODE: dict[ErrorCode, type[RpcError]] = {
     cls.code: cls
     for cls in (
@@ -207,6 +215,7 @@ _BY_CODE: dict[ErrorCode, type[RpcError]] = {
         LimitExceeded,
         LoginFailed,
         Expired,
+        TreeBaseRequired,
     )
 }
 

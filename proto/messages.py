@@ -470,6 +470,7 @@ class CommitChannelParams(Params):
     group_info: bytes = b""
     ratchet_tree: bytes = b""
     joiner_entries: tuple[bytes, ...] = ()
+    tree_delta: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -503,10 +504,12 @@ class FetchWelcomeParams(Params):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FetchWelcomeResult(Result):
-    """The split Welcome's shared part and the epoch's sealed ratchet tree."""
+    """The split Welcome's shared part, the latest sealed tree base at or
+    before the epoch and the sealed deltas after it up to the epoch."""
 
     group_info: bytes
     ratchet_tree: bytes
+    tree_deltas: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -533,6 +533,7 @@ class NodeCalls(abc.ABC, Generic[S]):
         group_info: bytes = b"",
         ratchet_tree: bytes = b"",
         joiner_entries: Sequence[bytes] = (),
+        tree_delta: bytes = b"",
         auth: bytes | None = None,
     ) -> CommitChannelResult:
         """``commitChannel``: Epoch-checked commit (and Welcome) stored once, referenced per
@@ -549,6 +550,7 @@ class NodeCalls(abc.ABC, Generic[S]):
             group_info=group_info,
             ratchet_tree=ratchet_tree,
             joiner_entries=tuple(joiner_entries),
+            tree_delta=tree_delta,
         )
         return expect_result(await self.call(params, auth=auth), CommitChannelResult)
 

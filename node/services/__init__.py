@@ -28,4 +28,9 @@ Where docs/PROTOCOL.md leaves a choice open, the services answer as follows:
   ``epoch`` of 2^63 - 1 or more is ``badRequest``.
 * ``fetchWait`` always answers at once, with the waiting envelopes or with
   none; that first answer also tells the client the subscription is live.
+* ``commitChannel`` with both ``ratchetTree`` and ``treeDelta``, or a Welcome
+  by reference without either, is ``badRequest``; a ``treeDelta`` the
+  channel's tree chain cannot take (no part of the commit's epoch, or past
+  64 deltas / max(base, 256 KiB) delta bytes since the base) is
+  ``treeBaseRequired`` and stores nothing (docs/PROTOCOL.md, "Tree deltas").
 """

@@ -18,7 +18,14 @@ from node.services.common import (
     same_secret_hash,
     unpack_device_ids,
 )
-from node.store import CommitResult, FanoutItem, StoredEnvelope, WelcomeParts
+from node.store import (
+    CommitResult,
+    FanoutItem,
+    StoredEnvelope,
+    TreePart,
+    WelcomeParts,
+    WelcomeTree,
+)
 from proto.errors import BadRequest, LimitExceeded, NotFound, PermissionDenied
 
 log = logging.getLogger(__name__)
@@ -207,16 +214,24 @@ class DeliveryService:
         welcome: bytes,
         joiners: Sequence[bytes],
         parts: WelcomeParts | None = None,
+        *,
+        ratchet_tree: bytes = b"",
+        tree_delta: bytes = b"",
     ) -> int:
         """Sequence a commit: key and epoch check, epoch bump, commit and Welcome
         each stored once; return the new epoch.
 
         With ``parts`` the Welcome goes by reference: its shared parts are
-        stored once and each joiner gets only its own entry.
+        stored once and each joiner gets only its own entry. The new epoch's
+        tree part (``ratchet_tree``, a base, or ``tree_delta``; at most one,
+        and one is required with ``parts``) joins the channel's tree chain
+        (docs/PROTOCOL.md, "Tree deltas").
 
         Raises:
             StaleEpoch, PermissionDenied, NotFound (unknown member or joiner,
-            nothing stored), QueueFull, LimitExceeded, PayloadTooLarge, BadRequest.
+            nothing stored), QueueFull, LimitExceeded, PayloadTooLarge,
+            BadRequest, TreeBaseRequired (a delta the chain cannot take,
+            nothing stored: send the whole tree).
         """
         session, device = await self._ctx.authenticate_device(caller)
         check_channel_id(channel_id)
@@ -227,11 +242,21 @@ class DeliveryService:
         check_blob(commit, limits.max_commit_bytes, "commit")
         if welcome:
             check_blob(welcome, limits.max_commit_bytes, "welcome")
+        if ratchet_tree and tree_delta:
+            raise BadRequest("a tree part goes either whole or as a delta, not both")
+        tree: TreePart | None = None
+        if ratchet_tree:
+            check_blob(ratchet_tree, limits.max_commit_bytes, "ratchetTree")
+            tree = TreePart(data=ratchet_tree, base=True)
+        elif tree_delta:
+            check_blob(tree_delta, limits.max_commit_bytes, "treeDelta")
+            tree = TreePart(data=tree_delta, base=False)
         if parts is not None:
             if welcome:
                 raise BadRequest("a Welcome goes either whole or by reference, not both")
+            if tree is None:
+                raise BadRequest("a Welcome by reference needs ratchetTree or treeDelta")
             check_blob(parts.group_info, limits.max_commit_bytes, "groupInfo")
-            check_blob(parts.ratchet_tree, limits.max_commit_bytes, "ratchetTree")
             for entry in parts.entries:
                 check_blob(entry, limits.max_payload_bytes, "joinerEntries")
         if post_key and len(post_key) != ACCESS_KEY_BYTES:
@@ -256,6 +281,7 @@ class DeliveryService:
             self._ctx.now_ms(),
             limits.max_queue_depth,
             parts=parts,
+            tree=tree,
         )
         self._ctx.metrics.enqueued.inc(len(result.commit_seqs) + len(result.welcome_seqs))
         self._announce(channel_id, commit, member_ids, result.commit_seqs)
@@ -267,10 +293,10 @@ class DeliveryService:
                 self._announce(channel_id, entry, [joiner], [seq])
         return result.new_epoch
 
-    async def fetch_welcome(
-        self, caller: Caller, channel_id: bytes, epoch: int
-    ) -> tuple[bytes, bytes]:
-        """(groupInfo, ratchetTree) of a Welcome by reference, for one of its joiners.
+    async def fetch_welcome(self, caller: Caller, channel_id: bytes, epoch: int) -> WelcomeTree:
+        """The shared part and tree chain (the latest base at or before
+        ``epoch`` and the deltas after it) of a Welcome by reference, for one
+        of its joiners.
 
         Only a device whose inbox still holds a Welcome entry referring to
         them may fetch them (until it acks it, or retention ends).

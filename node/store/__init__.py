@@ -11,7 +11,9 @@ from node.store.base import (
     SessionRecord,
     Store,
     StoredEnvelope,
+    TreePart,
     WelcomeParts,
+    WelcomeTree,
 )
 
 __all__ = [
@@ -23,5 +25,7 @@ __all__ = [
     "SessionRecord",
     "Store",
     "StoredEnvelope",
+    "TreePart",
     "WelcomeParts",
+    "WelcomeTree",
 ]

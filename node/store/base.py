@@ -14,7 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Final, Protocol
+
+MAX_TREE_DELTAS: Final = 64
+"""A channel's tree chain holds at most this many deltas after its base
+(docs/PROTOCOL.md, "Tree deltas"); the next commit then sends a base."""
+MIN_DELTA_BUDGET: Final = 256 * 1024
+"""The deltas after a base may together be as large as the base, and at least
+this many bytes; past that a whole tree is cheaper for joiners to fetch."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,10 +102,72 @@ class WelcomeParts:
 
     group_info: bytes
     """The split Welcome's shared part (encrypted GroupInfo), stored once."""
-    ratchet_tree: bytes
-    """The new epoch's sealed ratchet tree, stored once (the node cannot open it)."""
     entries: tuple[bytes, ...]
     """Each joiner's own inbox entry, in ``joiners`` order."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TreePart:
+    """The new epoch's sealed ratchet tree part of a commit (docs/PROTOCOL.md,
+    "Tree deltas"); the node cannot open it."""
+
+    data: bytes
+    """The sealed bytes."""
+    base: bool
+    """True: the whole tree (a base); False: a delta from the previous epoch's tree."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WelcomeTree:
+    """What a joiner fetches for a Welcome by reference."""
+
+    group_info: bytes
+    """The split Welcome's shared part."""
+    ratchet_tree: bytes
+    """The latest tree base at or before the Welcome's epoch."""
+    tree_deltas: tuple[bytes, ...]
+    """The deltas of the epochs after the base up to the Welcome's epoch, in order."""
+
+
+FETCH_WELCOME_SQL: Final = """
+SELECT 0, w.epoch, w.group_info, w.ratchet_tree FROM channel_welcomes AS w
+WHERE w.channel_id = $1 AND w.epoch = $2
+AND EXISTS (SELECT 1 FROM messages AS m WHERE m.recipient = $3 AND m.welcome_id = w.id)
+UNION ALL
+SELECT 1 + p.base, p.epoch, p.data, NULL FROM channel_tree_parts AS p
+WHERE p.channel_id = $1 AND p.epoch <= $2
+AND p.epoch >= (SELECT max(b.epoch) FROM channel_tree_parts AS b
+                WHERE b.channel_id = $1 AND b.base = 1 AND b.epoch <= $2)
+AND EXISTS (SELECT 1 FROM channel_welcomes AS w JOIN messages AS m ON m.welcome_id = w.id
+            WHERE w.channel_id = $1 AND w.epoch = $2 AND m.recipient = $3
+            AND length(w.ratchet_tree) = 0)
+"""
+"""One statement (one snapshot) for :meth:`Store.fetch_welcome`, both backends:
+rows (0, epoch, group_info, ratchet_tree) for the Welcome, then (1 delta / 2
+base, epoch, data, NULL) for its tree chain; read by :func:`welcome_tree`."""
+
+
+def welcome_tree(rows: Sequence[Any], epoch: int) -> WelcomeTree | None:
+    """The :class:`WelcomeTree` from the rows of :data:`FETCH_WELCOME_SQL`;
+    None without the Welcome or when its chain is not whole (never expected:
+    parts live while a Welcome needs them)."""
+    welcome = [r for r in rows if int(r[0]) == 0]
+    if not welcome:
+        return None
+    group_info, whole = bytes(welcome[0][2]), bytes(welcome[0][3])
+    if whole:  # stored whole, before tree chains
+        return WelcomeTree(group_info=group_info, ratchet_tree=whole, tree_deltas=())
+    parts = sorted((r for r in rows if int(r[0]) != 0), key=lambda r: int(r[1]))
+    if not parts or int(parts[0][0]) != 2 or int(parts[-1][1]) != epoch:
+        return None
+    first = int(parts[0][1])
+    if any(int(r[0]) != 1 or int(r[1]) != first + i for i, r in enumerate(parts) if i):
+        return None
+    return WelcomeTree(
+        group_info=group_info,
+        ratchet_tree=bytes(parts[0][2]),
+        tree_deltas=tuple(bytes(r[2]) for r in parts[1:]),
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -310,6 +379,7 @@ class Store(Protocol):
         max_depth: int,
         *,
         parts: WelcomeParts | None = None,
+        tree: TreePart | None = None,
     ) -> ChannelCommitResult:
         """Sequence a commit of a channel with capabilities, atomically.
 
@@ -323,8 +393,16 @@ class Store(Protocol):
         its shared parts are stored once for epoch ``epoch + 1`` and each
         joiner's inbox gets its own entry, referring to them.
 
+        ``tree`` is the tree part of epoch ``epoch + 1``, stored in the
+        channel's tree chain. A delta is accepted only if the chain holds the
+        part of ``epoch`` and, with it, stays within :data:`MAX_TREE_DELTAS`
+        deltas and max(base bytes, :data:`MIN_DELTA_BUDGET`) delta bytes
+        after its base. A base, or a commit without a part (which breaks the
+        chain), drops the older parts no stored Welcome needs.
+
         Raises:
             StaleEpoch: ``epoch`` is not current (nothing stored).
+            TreeBaseRequired: a delta the chain cannot take (nothing stored).
             PermissionDenied: wrong or missing key, or a channel made by
                 :meth:`enqueue_commit` (nothing stored).
             QueueFull: a recipient inbox is full (nothing stored).
@@ -345,8 +423,8 @@ class Store(Protocol):
 
     async def fetch_welcome(
         self, channel_id: bytes, epoch: int, recipient: bytes
-    ) -> tuple[bytes, bytes] | None:
-        """(group_info, ratchet_tree) of the Welcome of ``channel_id`` at
+    ) -> WelcomeTree | None:
+        """The shared part and tree chain of the Welcome of ``channel_id`` at
         ``epoch``, if ``recipient``'s inbox still holds an entry referring to
         it; None otherwise (unknown, acked, purged, or not its joiner)."""
         ...

@@ -60,6 +60,9 @@ import asyncpg
 import migrations
 from node.store.base import (
     DEVICE_LOOKUP_CHUNK,
+    FETCH_WELCOME_SQL,
+    MAX_TREE_DELTAS,
+    MIN_DELTA_BUDGET,
     ChannelCommitResult,
     CommitResult,
     DeviceRecord,
@@ -67,7 +70,10 @@ from node.store.base import (
     KeyPackageCount,
     SessionRecord,
     StoredEnvelope,
+    TreePart,
     WelcomeParts,
+    WelcomeTree,
+    welcome_tree,
 )
 from node.store.cache import LruCache
 from proto.errors import (
@@ -77,6 +83,7 @@ from proto.errors import (
     QpcError,
     QueueFull,
     StaleEpoch,
+    TreeBaseRequired,
     Unavailable,
 )
 
@@ -106,6 +113,7 @@ _DOMAIN = {
     "QP002": QueueFull,
     "QP003": LimitExceeded,
     "QP004": PermissionDenied,
+    "QP005": TreeBaseRequired,
 }
 _DRIVER_ERRORS = (
     asyncpg.PostgresError,
@@ -999,24 +1007,14 @@ class PostgresStore:
         max_depth: int,
         *,
         parts: WelcomeParts | None = None,
+        tree: TreePart | None = None,
     ) -> ChannelCommitResult:
-        """Epoch and key check, epoch bump, commit and Welcome each stored once."""
-        if parts is not None:
-            return await self._commit_channel_parts(
-                channel_id,
-                epoch,
-                key_hash,
-                committer,
-                commit,
-                members,
-                joiners,
-                now_ms,
-                max_depth,
-                parts,
-            )
+        """Epoch and key check, epoch bump, commit and Welcome each stored once,
+        the tree part in the channel's chain (migrations 002-004)."""
         rows = await self._fetch(
             "commit_channel",
-            "SELECT qpc_commit_channel($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "SELECT qpc_commit_channel_tree($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
+            " $13, $14, $15, $16, $17, $18)",
             channel_id,
             epoch,
             key_hash,
@@ -1025,6 +1023,13 @@ class PostgresStore:
             list(members),
             welcome,
             list(joiners),
+            parts is not None,
+            b"" if parts is None else parts.group_info,
+            [] if parts is None else list(parts.entries),
+            b"" if tree is None else tree.data,
+            -1 if tree is None else int(tree.base),
+            MAX_TREE_DELTAS,
+            MIN_DELTA_BUDGET,
             now_ms,
             max_depth,
             self.origin,
@@ -1050,60 +1055,12 @@ class PostgresStore:
             key_hash,
         )
 
-    async def _commit_channel_parts(
-        self,
-        channel_id: bytes,
-        epoch: int,
-        key_hash: bytes | None,
-        committer: bytes,
-        commit: bytes,
-        members: Sequence[bytes],
-        joiners: Sequence[bytes],
-        now_ms: int,
-        max_depth: int,
-        parts: WelcomeParts,
-    ) -> ChannelCommitResult:
-        """:meth:`commit_channel` with the Welcome by reference (migration 003)."""
-        rows = await self._fetch(
-            "commit_channel",
-            "SELECT qpc_commit_channel_parts($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
-            " $13)",
-            channel_id,
-            epoch,
-            key_hash,
-            committer,
-            commit,
-            list(members),
-            parts.group_info,
-            parts.ratchet_tree,
-            list(joiners),
-            list(parts.entries),
-            now_ms,
-            max_depth,
-            self.origin,
-        )
-        seqs = [int(s) for s in rows[0][0]]
-        n_commit = len(members)
-        return ChannelCommitResult(
-            new_epoch=epoch + 1,
-            commit_seqs=tuple(seqs[:n_commit]),
-            welcome_seqs=tuple(seqs[n_commit:]),
-        )
-
     async def fetch_welcome(
         self, channel_id: bytes, epoch: int, recipient: bytes
-    ) -> tuple[bytes, bytes] | None:
-        """Shared Welcome parts for a joiner whose inbox refers to them."""
-        rows = await self._fetch(
-            "fetch_welcome",
-            "SELECT w.group_info, w.ratchet_tree FROM channel_welcomes AS w"
-            " WHERE w.channel_id = $1 AND w.epoch = $2 AND EXISTS"
-            " (SELECT 1 FROM messages AS m WHERE m.recipient = $3 AND m.welcome_id = w.id)",
-            channel_id,
-            epoch,
-            recipient,
-        )
-        return (bytes(rows[0][0]), bytes(rows[0][1])) if rows else None
+    ) -> WelcomeTree | None:
+        """Shared Welcome parts and tree chain for a joiner whose inbox refers to them."""
+        rows = await self._fetch("fetch_welcome", FETCH_WELCOME_SQL, channel_id, epoch, recipient)
+        return welcome_tree(rows, epoch)
 
     async def queued_total(self) -> int:
         """Messages waiting in all inboxes."""

@@ -58,6 +58,7 @@ import aiosqlite
 from node.store import sqlite_ops as ops
 from node.store.base import (
     DEVICE_LOOKUP_CHUNK,
+    FETCH_WELCOME_SQL,
     ChannelCommitResult,
     CommitResult,
     DeviceRecord,
@@ -65,7 +66,10 @@ from node.store.base import (
     KeyPackageCount,
     SessionRecord,
     StoredEnvelope,
+    TreePart,
     WelcomeParts,
+    WelcomeTree,
+    welcome_tree,
 )
 from node.store.cache import LruCache
 from proto.dbwriter import BatchObserver, BatchWriter, WriterClosed, WriterConfig, WriterError
@@ -481,6 +485,7 @@ class SqliteStore:
         max_depth: int,
         *,
         parts: WelcomeParts | None = None,
+        tree: TreePart | None = None,
     ) -> ChannelCommitResult:
         """Capability and epoch check, epoch bump, commit and Welcome stored once."""
         op = functools.partial(
@@ -496,22 +501,21 @@ class SqliteStore:
             now_ms=now_ms,
             max_depth=max_depth,
             parts=parts,
+            tree=tree,
         )
         result: ChannelCommitResult = await self._write("commit_channel", op)
         return result
 
     async def fetch_welcome(
         self, channel_id: bytes, epoch: int, recipient: bytes
-    ) -> tuple[bytes, bytes] | None:
-        """Shared Welcome parts for a joiner whose inbox refers to them."""
+    ) -> WelcomeTree | None:
+        """Shared Welcome parts and tree chain for a joiner whose inbox refers to them."""
         rows = await self._read(
             "fetch_welcome",
-            "SELECT w.group_info, w.ratchet_tree FROM channel_welcomes AS w"
-            " WHERE w.channel_id = ? AND w.epoch = ? AND EXISTS"
-            " (SELECT 1 FROM messages AS m WHERE m.recipient = ? AND m.welcome_id = w.id)",
+            FETCH_WELCOME_SQL.replace("$1", "?1").replace("$2", "?2").replace("$3", "?3"),
             (channel_id, epoch, recipient),
         )
-        return (bytes(rows[0][0]), bytes(rows[0][1])) if rows else None
+        return welcome_tree(rows, epoch)
 
     async def set_channel_key(
         self, channel_id: bytes, epoch: int, committer: bytes, key_hash: bytes

@@ -20,14 +20,24 @@ from typing import Any
 
 import migrations
 from node.store.base import (
+    MAX_TREE_DELTAS,
+    MIN_DELTA_BUDGET,
     ChannelCommitResult,
     CommitResult,
     DeviceRecord,
     FanoutItem,
+    TreePart,
     WelcomeParts,
 )
 from proto import files
-from proto.errors import AlreadyExists, LimitExceeded, PermissionDenied, QueueFull, StaleEpoch
+from proto.errors import (
+    AlreadyExists,
+    LimitExceeded,
+    PermissionDenied,
+    QueueFull,
+    StaleEpoch,
+    TreeBaseRequired,
+)
 
 log = logging.getLogger(__name__)
 
@@ -446,12 +456,16 @@ def ack(db: sqlite3.Connection, recipient: bytes, upto_seq: int) -> int:
             " AND NOT EXISTS (SELECT 1 FROM messages WHERE payload_id = ?)",
             (payload_id, payload_id),
         )
+    channels: set[bytes] = set()
     for welcome_id in {int(r[1]) for r in rows if r[1] is not None}:
-        db.execute(
+        gone = db.execute(
             "DELETE FROM channel_welcomes WHERE id = ?"
-            " AND NOT EXISTS (SELECT 1 FROM messages WHERE welcome_id = ?)",
+            " AND NOT EXISTS (SELECT 1 FROM messages WHERE welcome_id = ?) RETURNING channel_id",
             (welcome_id, welcome_id),
-        )
+        ).fetchall()
+        channels.update(bytes(g[0]) for g in gone)
+    for channel_id in channels:
+        _prune_tree_parts(db, channel_id)
     return len(rows)
 
 
@@ -460,7 +474,86 @@ def purge_messages(db: sqlite3.Connection, before_ms: int) -> int:
     n = db.execute("DELETE FROM messages WHERE created_ms < ?", (before_ms,)).rowcount
     db.execute("DELETE FROM channel_payloads WHERE created_ms < ?", (before_ms,))
     db.execute("DELETE FROM channel_welcomes WHERE created_ms < ?", (before_ms,))
+    _prune_tree_parts(db, None, idle_before_ms=before_ms)
     return n
+
+
+# ------------------------------------------------------------- tree chains
+# docs/PROTOCOL.md, "Tree deltas". A part is *live* while it is in its
+# channel's current chain (from the latest base on, and the chain reaches the
+# channel's epoch; with ``idle_before_ms`` also: the channel committed since)
+# or a stored Welcome by reference needs it (its epoch lies between the
+# latest base at or before the Welcome's epoch and that epoch).
+_PRUNE_TREE_PARTS = """
+DELETE FROM channel_tree_parts AS p WHERE {where}
+AND NOT coalesce(
+    p.epoch >= (SELECT max(b.epoch) FROM channel_tree_parts AS b
+                WHERE b.channel_id = p.channel_id AND b.base = 1)
+    AND EXISTS (SELECT 1 FROM channels AS c JOIN channel_tree_parts AS t
+                ON t.channel_id = c.channel_id AND t.epoch = c.epoch
+                WHERE c.channel_id = p.channel_id AND c.updated_ms >= ?),
+    0
+)
+AND NOT EXISTS (
+    SELECT 1 FROM channel_welcomes AS w
+    WHERE w.channel_id = p.channel_id AND w.epoch >= p.epoch AND length(w.ratchet_tree) = 0
+    AND NOT EXISTS (SELECT 1 FROM channel_tree_parts AS b
+                    WHERE b.channel_id = p.channel_id AND b.base = 1
+                    AND b.epoch > p.epoch AND b.epoch <= w.epoch)
+)
+"""
+
+
+def _prune_tree_parts(
+    db: sqlite3.Connection, channel_id: bytes | None, *, idle_before_ms: int = 0
+) -> int:
+    """Delete the tree parts of ``channel_id`` (None: of every channel) that
+    are no longer live (see above); return how many."""
+    if channel_id is None:
+        sql = _PRUNE_TREE_PARTS.format(where="p.created_ms < ?")
+        params: tuple[object, ...] = (idle_before_ms, idle_before_ms)
+    else:
+        sql = _PRUNE_TREE_PARTS.format(where="p.channel_id = ?")
+        params = (channel_id, idle_before_ms)
+    return db.execute(sql, params).rowcount
+
+
+def _check_delta(db: sqlite3.Connection, channel_id: bytes, epoch: int, size: int) -> None:
+    """:class:`TreeBaseRequired` unless the chain holds the part of ``epoch``
+    and takes one more delta of ``size`` bytes within the bounds."""
+    base = _one(
+        db,
+        "SELECT epoch, size FROM channel_tree_parts WHERE channel_id = ? AND base = 1"
+        " AND epoch <= ? ORDER BY epoch DESC LIMIT 1",
+        (channel_id, epoch),
+    )
+    if base is None:
+        raise TreeBaseRequired("no tree base for this channel: send the whole tree")
+    row = _one(
+        db,
+        "SELECT count(*), coalesce(sum(size), 0) FROM channel_tree_parts"
+        " WHERE channel_id = ? AND base = 0 AND epoch > ? AND epoch <= ?",
+        (channel_id, int(base[0]), epoch),
+    )
+    assert row is not None
+    n, total = int(row[0]), int(row[1])
+    if n != epoch - int(base[0]):
+        raise TreeBaseRequired("the tree chain is broken: send the whole tree")
+    if n + 1 > MAX_TREE_DELTAS or total + size > max(int(base[1]), MIN_DELTA_BUDGET):
+        raise TreeBaseRequired("the tree chain is long: send the whole tree")
+
+
+def _store_tree_part(
+    db: sqlite3.Connection, channel_id: bytes, epoch: int, tree: TreePart, now_ms: int
+) -> None:
+    """Store ``tree`` as the chain's part of ``epoch``."""
+    db.execute(
+        "INSERT INTO channel_tree_parts (channel_id, epoch, base, size, data, created_ms)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (channel_id, epoch) DO UPDATE SET"
+        " base = excluded.base, size = excluded.size, data = excluded.data,"
+        " created_ms = excluded.created_ms",
+        (channel_id, epoch, int(tree.base), len(tree.data), tree.data, now_ms),
+    )
 
 
 # ------------------------------------------------------------- channel logs
@@ -570,10 +663,13 @@ def commit_channel(
     now_ms: int,
     max_depth: int,
     parts: WelcomeParts | None = None,
+    tree: TreePart | None = None,
 ) -> ChannelCommitResult:
     """Capability and epoch check, epoch bump, commit and Welcome each stored once.
 
-    With ``parts`` the Welcome goes by reference (:func:`_store_welcome_parts`).
+    With ``parts`` the Welcome goes by reference (:func:`_store_welcome_parts`);
+    ``tree`` joins the channel's tree chain as the part of ``epoch + 1``
+    (:class:`TreeBaseRequired` for a delta the chain cannot take).
 
     All or nothing: :class:`StaleEpoch` (wrong epoch), :class:`PermissionDenied`
     (not the current post key of a keyed channel, or a channel without
@@ -593,6 +689,8 @@ def commit_channel(
     for recipient, n in extra.items():
         if depth(db, recipient) + n > max_depth:
             raise QueueFull("a recipient inbox is full")
+    if tree is not None and not tree.base:
+        _check_delta(db, channel_id, epoch, len(tree.data))
     db.execute(
         "INSERT INTO channels (channel_id, epoch, updated_ms, key_hash, key_epoch, committer)"
         " VALUES (?, ?, ?, NULL, NULL, ?)"
@@ -609,6 +707,10 @@ def commit_channel(
         _, welcome_seqs = _store_shared(db, channel_id, welcome, joiners, now_ms, None)
     elif parts is not None and joiners:
         welcome_seqs = _store_welcome_parts(db, channel_id, epoch + 1, parts, joiners, now_ms)
+    if tree is not None:
+        _store_tree_part(db, channel_id, epoch + 1, tree, now_ms)
+    if tree is None or tree.base:
+        _prune_tree_parts(db, channel_id)
     return ChannelCommitResult(
         new_epoch=epoch + 1, commit_seqs=tuple(commit_seqs), welcome_seqs=tuple(welcome_seqs)
     )
@@ -630,7 +732,7 @@ def _store_welcome_parts(
         " VALUES (?, ?, ?, ?, ?) ON CONFLICT (channel_id, epoch) DO UPDATE SET"
         " group_info = excluded.group_info, ratchet_tree = excluded.ratchet_tree,"
         " created_ms = excluded.created_ms RETURNING id",
-        (channel_id, epoch, parts.group_info, parts.ratchet_tree, now_ms),
+        (channel_id, epoch, parts.group_info, b"", now_ms),
     )
     assert row is not None
     welcome_id = int(row[0])

@@ -59,6 +59,7 @@ enum ErrorCode {
   limitExceeded @13;
   loginFailed @14;
   expired @15;
+  treeBaseRequired @16; # commitChannel: send the whole ratchet tree, not a delta
 }
 
 struct Error {
@@ -225,6 +226,10 @@ struct CommitChannelParams {
   groupInfo @7 :Data;      # split Welcome's shared part (encrypted GroupInfo); empty = none
   ratchetTree @8 :Data;    # the new epoch's sealed ratchet tree (node cannot open it)
   joinerEntries @9 :List(Data); # per joiner, same order: 0x02 || epoch || EncryptedGroupSecrets
+  # The new epoch's tree part goes either whole (`ratchetTree`, a base) or as a
+  # delta from the previous epoch's tree (`treeDelta`), never both; with
+  # joiners by reference one of them is required (docs/PROTOCOL.md, "Tree deltas").
+  treeDelta @10 :Data;     # the new epoch's sealed tree delta (node cannot open it)
 }
 struct CommitChannelResult { newEpoch @0 :UInt64; }
 
@@ -243,7 +248,8 @@ struct FetchWelcomeParams {
 }
 struct FetchWelcomeResult {
   groupInfo @0 :Data;      # split Welcome's shared part
-  ratchetTree @1 :Data;    # sealed ratchet tree of that epoch
+  ratchetTree @1 :Data;    # sealed ratchet tree: the latest base at or before that epoch
+  treeDeltas @2 :List(Data); # sealed deltas of the epochs after the base, up to that epoch, in order
 }
 struct UnlinkDeviceParams {
   # Remove another device of the caller's account: its directory entry,

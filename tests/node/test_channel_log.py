@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from node.embedded import EmbeddedNode
-from node.store import Store, WelcomeParts
+from node.store import Store, TreePart, WelcomeParts, WelcomeTree
 from proto.errors import BadRequest, PermissionDenied, StaleEpoch
 from tests.node.backends import Backend
 from tests.node.helpers import make_account
@@ -52,28 +52,36 @@ async def _keyed(store: Store, *, members: list[bytes]) -> None:
     await store.set_channel_key(CH, 1, A, h(K1))
 
 
+WHOLE = WelcomeTree(group_info=b"gi", ratchet_tree=b"tree", tree_deltas=())
+
+
 async def test_welcome_parts_stored_once_until_acked_or_purged(store: Store) -> None:
     """Welcomes by reference: the shared parts once per epoch, each joiner its
     own entry; readable only by a joiner holding an entry; deleted with the
     last joiner's ack, or by retention."""
     await _keyed(store, members=[B])
-    parts = WelcomeParts(group_info=b"gi", ratchet_tree=b"tree", entries=(b"\x02eC", b"\x02eD"))
-    r = await store.commit_channel(CH, 1, h(K1), A, b"add", [B], b"", [C, D], 2, 100, parts=parts)
+    parts = WelcomeParts(group_info=b"gi", entries=(b"\x02eC", b"\x02eD"))
+    tree = TreePart(data=b"tree", base=True)
+    r = await store.commit_channel(
+        CH, 1, h(K1), A, b"add", [B], b"", [C, D], 2, 100, parts=parts, tree=tree
+    )
     assert r.new_epoch == 2 and len(r.welcome_seqs) == 2
     assert [e.data for e in await store.fetch(C, 0, 10)] == [b"\x02eC"]
-    assert await store.fetch_welcome(CH, 2, C) == (b"gi", b"tree")
+    assert await store.fetch_welcome(CH, 2, C) == WHOLE
     assert await store.fetch_welcome(CH, 2, B) is None  # not a joiner
     assert await store.fetch_welcome(CH, 1, C) is None  # another epoch
     await store.ack(C, 10)
     assert await store.fetch_welcome(CH, 2, C) is None
-    assert await store.fetch_welcome(CH, 2, D) == (b"gi", b"tree")  # D has not acked
+    assert await store.fetch_welcome(CH, 2, D) == WHOLE  # D has not acked
     await store.ack(D, 10)
     assert await store.fetch_welcome(CH, 2, D) is None
     # retention: a Welcome nobody acked is purged with its entries
     await store.set_channel_key(CH, 2, A, h(K2))
-    one = WelcomeParts(group_info=b"gi", ratchet_tree=b"tree", entries=(b"\x02eE",))
-    await store.commit_channel(CH, 2, h(K2), A, b"add2", [B], b"", [E], 3, 100, parts=one)
-    assert await store.fetch_welcome(CH, 3, E) == (b"gi", b"tree")
+    one = WelcomeParts(group_info=b"gi", entries=(b"\x02eE",))
+    await store.commit_channel(
+        CH, 2, h(K2), A, b"add2", [B], b"", [E], 3, 100, parts=one, tree=tree
+    )
+    assert await store.fetch_welcome(CH, 3, E) == WHOLE
     await store.purge_messages(10)
     assert await store.fetch_welcome(CH, 3, E) is None
 

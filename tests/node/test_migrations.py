@@ -40,6 +40,7 @@ async def test_empty_database(tmp_path: Path) -> None:
         (2, "002_add_seq.sql"),
         (3, "003_channel_log.sql"),
         (4, "004_channel_welcomes.sql"),
+        (5, "005_tree_parts.sql"),
     ]
     with sqlite3.connect(path) as db:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -56,10 +57,11 @@ async def test_empty_database(tmp_path: Path) -> None:
         "delivery_seq_counters",
         "node_secrets",
         "channel_payloads",
+        "channel_tree_parts",
     } <= tables
     store = await SqliteStore.open(path)  # re-opening applies nothing new
     await store.close()
-    assert len(_ledger(path)) == 4
+    assert len(_ledger(path)) == 5
 
 
 async def test_version_one_database_with_data(tmp_path: Path) -> None:
@@ -95,6 +97,7 @@ async def test_version_one_database_with_data(tmp_path: Path) -> None:
             (2, "002_add_seq.sql"),
             (3, "003_channel_log.sql"),
             (4, "004_channel_welcomes.sql"),
+            (5, "005_tree_parts.sql"),
         ]
         got_a = await store.fetch(A, 0, 10)
         got_b = await store.fetch(B, 0, 10)

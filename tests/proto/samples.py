@@ -99,7 +99,9 @@ RESULTS: dict[str, c.Result] = {
     "postChannel": c.PostChannelResult(stored=2),
     "commitChannel": c.CommitChannelResult(new_epoch=8),
     "setChannelKey": c.SetChannelKeyResult(),
-    "fetchWelcome": c.FetchWelcomeResult(group_info=b"gi", ratchet_tree=b"\x01tree"),
+    "fetchWelcome": c.FetchWelcomeResult(
+        group_info=b"gi", ratchet_tree=b"\x01tree", tree_deltas=(b"\x02d1", b"\x02d2")
+    ),
     "unlinkDevice": c.UnlinkDeviceResult(),
 }
 

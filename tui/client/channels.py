@@ -31,6 +31,7 @@ from proto.errors import (
     PermissionDenied,
     QpcError,
     StaleEpoch,
+    TreeBaseRequired,
 )
 from tui.client import api, appdata, notices, receive
 from tui.client.core import Session, normalize_user
@@ -38,7 +39,14 @@ from tui.client.sending import KEY_WAIT_S, OFFLINE, Outbox, key_hash, post_key
 from tui.client.state import EngineState
 from tui.client.views import Events, Views, now_ms
 
-__all__ = ["INVITE_BATCH", "MAX_COMMIT_ATTEMPTS", "Channels", "welcome_args"]
+__all__ = [
+    "INVITE_BATCH",
+    "LARGE_DELTA_BYTES",
+    "MAX_COMMIT_ATTEMPTS",
+    "Channels",
+    "tree_args",
+    "welcome_args",
+]
 
 log = logging.getLogger("tui.client.engine")
 
@@ -46,20 +54,53 @@ MAX_COMMIT_ATTEMPTS = 8
 """Commit attempts before giving up on a channel that keeps racing."""
 INVITE_BATCH = 256
 """Most devices one invite commit adds; halved while the node finds it too large."""
+LARGE_DELTA_BYTES = 256 * 1024
+"""A tree delta over this size that is half the tree or more goes whole
+(:func:`tree_args`): the node's default budget for the deltas after a base
+is max(base bytes, 256 KiB) (docs/PROTOCOL.md, "Tree deltas")."""
+
+
+def tree_args(
+    out: mls.CommitOutput, *, whole: bool, large: int = LARGE_DELTA_BYTES
+) -> dict[str, Any]:
+    """The tree part of a ``commitChannel`` call for ``out`` (docs/PROTOCOL.md,
+    "Tree deltas"): the sealed delta from the previous epoch's tree, or with
+    ``whole`` (a new channel, or the node answered ``treeBaseRequired``), or
+    without a delta, the whole sealed tree; nothing when the commit has no
+    tree (we are no longer a member). A delta over ``large`` bytes that is
+    half the tree or more (a big invite into a small group) goes whole: the
+    node would refuse it past its delta budget, and it saves little anyway.
+    """
+    delta: bytes | None = getattr(out, "tree_delta", None)
+    tree = out.ratchet_tree
+    small = delta is not None and (
+        tree is None or len(delta) <= large or 2 * len(delta) < len(tree)
+    )
+    if delta is not None and small and not whole:
+        return {"tree_delta": delta}
+    if tree is not None:
+        return {"ratchet_tree": tree}
+    return {}
 
 
 def welcome_args(
-    out: mls.CommitOutput, joining: list[bytes], refs: Mapping[bytes, bytes]
+    out: mls.CommitOutput,
+    joining: list[bytes],
+    refs: Mapping[bytes, bytes],
+    *,
+    whole_tree: bool = False,
 ) -> dict[str, Any]:
-    """The Welcome part of a ``commitChannel`` call for ``out``.
+    """The Welcome and tree part of a ``commitChannel`` call for ``out``.
 
     A Welcome without the ratchet tree goes by reference (docs/PROTOCOL.md,
     "Welcomes by reference"): the split Welcome's shared part (encrypted
-    GroupInfo) and the sealed tree once, each joiner only its own
-    ``EncryptedGroupSecrets`` behind a reference to the new epoch.
+    GroupInfo) once, each joiner only its own ``EncryptedGroupSecrets``
+    behind a reference to the new epoch, and the tree as a delta or whole
+    (:func:`tree_args`).
     """
+    tree = tree_args(out, whole=whole_tree)
     if out.welcome is None or not joining:
-        return {"welcome": b"", "joiners": []}
+        return {"welcome": b"", "joiners": [], **tree}
     if out.ratchet_tree is None:  # the tree is in the Welcome: store it whole
         return {"welcome": out.welcome, "joiners": joining}
     common, secrets = out.welcome_parts()
@@ -73,8 +114,8 @@ def welcome_args(
         "welcome": b"",
         "joiners": joining,
         "group_info": common,
-        "ratchet_tree": out.ratchet_tree,
         "joiner_entries": entries,
+        **tree,
     }
 
 
@@ -117,7 +158,8 @@ class Channels:
         ``make`` builds the commit from the current group (None: nothing to do);
         ``new_devices`` names the devices (id -> user) that get the Welcome;
         ``refs`` maps each to its KeyPackageRef. A Welcome without the tree
-        goes by reference (:func:`welcome_args`). Caller holds :attr:`mutex`.
+        goes by reference (:func:`welcome_args`); the tree goes as a delta, or
+        whole when the node answers ``treeBaseRequired``. Caller holds :attr:`mutex`.
         """
         waits = iter(KEY_WAIT_S)
         for _attempt in range(MAX_COMMIT_ATTEMPTS + len(KEY_WAIT_S)):
@@ -134,14 +176,28 @@ class Channels:
             if out is None:
                 return group
             try:
-                await (await self._session.rpc()).commit_channel(
-                    channel_id=channel,
-                    epoch=out.epoch,
-                    post_key=key,
-                    commit=out.commit,
-                    members=members,
-                    **welcome_args(out, list(joining), refs or {}),
-                )
+                # A new channel has no tree chain yet: its first commit
+                # carries the whole tree; later ones a delta, and the whole
+                # tree once more if the node asks for it (same commit).
+                whole = out.epoch == 0
+                while True:
+                    args = welcome_args(out, list(joining), refs or {}, whole_tree=whole)
+                    try:
+                        await (await self._session.rpc()).commit_channel(
+                            channel_id=channel,
+                            epoch=out.epoch,
+                            post_key=key,
+                            commit=out.commit,
+                            members=members,
+                            **args,
+                        )
+                    except TreeBaseRequired:
+                        if "tree_delta" not in args:
+                            raise
+                        log.info("the node asks for the whole tree; sending it")
+                        whole = True
+                        continue
+                    break
             except StaleEpoch:
                 group.clear_pending_commit()
                 log.info("commit raced another one; catching up and retrying")
