@@ -353,6 +353,7 @@ class NodeDispatcher:
                 else None,
                 ratchet_tree=params.ratchet_tree,
                 tree_delta=params.tree_delta,
+                member_ids=params.member_ids,
             )
             return CommitChannelResult(new_epoch=new_epoch)
 

@@ -464,13 +464,16 @@ class CommitChannelParams(Params):
     epoch: int
     post_key: bytes
     commit: bytes
-    members: tuple[bytes, ...]
+    members: tuple[bytes, ...] = ()
     welcome: bytes = b""
     joiners: tuple[bytes, ...] = ()
     group_info: bytes = b""
     ratchet_tree: bytes = b""
     joiner_entries: tuple[bytes, ...] = ()
     tree_delta: bytes = b""
+    member_ids: bytes = b""
+    """The members packed: 32-byte deviceIds concatenated (32 B each on the
+    wire instead of 40 B for a ``List(Data)`` element)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

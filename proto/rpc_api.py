@@ -527,13 +527,14 @@ class NodeCalls(abc.ABC, Generic[S]):
         epoch: int,
         post_key: bytes,
         commit: bytes,
-        members: Sequence[bytes],
+        members: Sequence[bytes] = (),
         welcome: bytes = b"",
         joiners: Sequence[bytes] = (),
         group_info: bytes = b"",
         ratchet_tree: bytes = b"",
         joiner_entries: Sequence[bytes] = (),
         tree_delta: bytes = b"",
+        member_ids: bytes = b"",
         auth: bytes | None = None,
     ) -> CommitChannelResult:
         """``commitChannel``: Epoch-checked commit (and Welcome) stored once, referenced per
@@ -551,6 +552,7 @@ class NodeCalls(abc.ABC, Generic[S]):
             ratchet_tree=ratchet_tree,
             joiner_entries=tuple(joiner_entries),
             tree_delta=tree_delta,
+            member_ids=member_ids,
         )
         return expect_result(await self.call(params, auth=auth), CommitChannelResult)
 

@@ -217,6 +217,7 @@ class DeliveryService:
         *,
         ratchet_tree: bytes = b"",
         tree_delta: bytes = b"",
+        member_ids: bytes = b"",
     ) -> int:
         """Sequence a commit: key and epoch check, epoch bump, commit and Welcome
         each stored once; return the new epoch.
@@ -225,7 +226,8 @@ class DeliveryService:
         stored once and each joiner gets only its own entry. The new epoch's
         tree part (``ratchet_tree``, a base, or ``tree_delta``; at most one,
         and one is required with ``parts``) joins the channel's tree chain
-        (docs/PROTOCOL.md, "Tree deltas").
+        (docs/PROTOCOL.md, "Tree deltas"). The members come as a list or
+        packed (``member_ids``: 32-byte deviceIds concatenated), not both.
 
         Raises:
             StaleEpoch, PermissionDenied, NotFound (unknown member or joiner,
@@ -261,12 +263,16 @@ class DeliveryService:
                 check_blob(entry, limits.max_payload_bytes, "joinerEntries")
         if post_key and len(post_key) != ACCESS_KEY_BYTES:
             raise PermissionDenied("not the channel's current post key")
-        member_ids = self._check_members(members, "members")
+        if member_ids:
+            if members:
+                raise BadRequest("members and memberIds are exclusive")
+            members = unpack_device_ids(member_ids, "memberIds")
+        member_list = self._check_members(members, "members")
         joiner_ids = self._check_members(joiners, "joiners")
         if parts is not None and len(parts.entries) != len(joiner_ids):
             raise BadRequest("joinerEntries must match joiners one to one")
         self._ctx.limit_write(caller, session.username)
-        wanted = {*member_ids, *joiner_ids}
+        wanted = {*member_list, *joiner_ids}
         if await self._ctx.store.known_devices(list(wanted)) != wanted:
             raise NotFound("no such recipient device")
         result = await self._ctx.store.commit_channel(
@@ -275,7 +281,7 @@ class DeliveryService:
             key_hash(post_key) if post_key else None,
             device.device_id,
             commit,
-            member_ids,
+            member_list,
             welcome,
             joiner_ids if welcome or parts is not None else [],
             self._ctx.now_ms(),
@@ -284,7 +290,7 @@ class DeliveryService:
             tree=tree,
         )
         self._ctx.metrics.enqueued.inc(len(result.commit_seqs) + len(result.welcome_seqs))
-        self._announce(channel_id, commit, member_ids, result.commit_seqs)
+        self._announce(channel_id, commit, member_list, result.commit_seqs)
         if welcome:
             self._announce(channel_id, welcome, joiner_ids, result.welcome_seqs)
         elif parts is not None:

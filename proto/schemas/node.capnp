@@ -230,6 +230,8 @@ struct CommitChannelParams {
   # delta from the previous epoch's tree (`treeDelta`), never both; with
   # joiners by reference one of them is required (docs/PROTOCOL.md, "Tree deltas").
   treeDelta @10 :Data;     # the new epoch's sealed tree delta (node cannot open it)
+  memberIds @11 :Data;     # `members` packed: deviceIds, 32 bytes each, concatenated
+                           # (32 B per member; at most one of members / memberIds is non-empty)
 }
 struct CommitChannelResult { newEpoch @0 :UInt64; }
 

@@ -279,3 +279,52 @@ async def test_packed_recipients(backend_node: EmbeddedNode) -> None:
     finally:
         for a in (alice, bob, carol):
             await a.client.close()
+
+
+async def test_packed_members(backend_node: EmbeddedNode) -> None:
+    """commitChannel's memberIds (deviceIds concatenated) reach the same
+    inboxes as the members list, cost 32 B per member on the wire, and bad
+    packing is refused with nothing stored."""
+    from proto import codec
+    from proto.messages import CommitChannelParams, Request
+
+    alice = await make_account(backend_node, "alice")
+    bob = await make_account(backend_node, "bob")
+    carol = await make_account(backend_node, "carol")
+    try:
+        devs = [bob.device_id, carol.device_id]
+        await alice.client.commit_channel(
+            channel_id=CH, epoch=0, post_key=b"", commit=b"c0", welcome=b"w", joiners=devs
+        )
+        await alice.client.set_channel_key(channel_id=CH, epoch=1, key_hash=h(K1))
+        for bad in (
+            {"member_ids": bob.device_id + b"x"},  # not a multiple of 32
+            {"member_ids": bob.device_id, "members": [carol.device_id]},  # both
+        ):
+            with pytest.raises(BadRequest):
+                await alice.client.commit_channel(
+                    channel_id=CH, epoch=1, post_key=K1, commit=b"bad", **bad
+                )
+        await alice.client.commit_channel(
+            channel_id=CH, epoch=1, post_key=K1, commit=b"c1", member_ids=b"".join(devs)
+        )
+        for who in (bob, carol):
+            got = await who.client.fetch(after_seq=0, limit=10)
+            assert [e.data for e in got.envelopes] == [b"w", b"c1"]
+
+        def size(n: int, packed: bool) -> int:
+            ids = [bytes([i % 256, i // 256]) * 16 for i in range(n)]
+            p = CommitChannelParams(
+                channel_id=CH,
+                epoch=1,
+                post_key=K1,
+                commit=b"c",
+                **({"member_ids": b"".join(ids)} if packed else {"members": tuple(ids)}),
+            )
+            return len(codec.encode_request(Request(auth=b"", call=p)))
+
+        assert size(100, packed=True) - size(0, packed=True) == 100 * 32
+        assert size(100, packed=False) - size(0, packed=False) == 100 * 40
+    finally:
+        for a in (alice, bob, carol):
+            await a.client.close()

@@ -35,7 +35,14 @@ from proto.errors import (
 )
 from tui.client import api, appdata, notices, receive
 from tui.client.core import Session, normalize_user
-from tui.client.sending import KEY_WAIT_S, OFFLINE, Outbox, key_hash, post_key
+from tui.client.sending import (
+    DEVICE_ID_BYTES,
+    KEY_WAIT_S,
+    OFFLINE,
+    Outbox,
+    key_hash,
+    post_key,
+)
 from tui.client.state import EngineState
 from tui.client.views import Events, Views, now_ms
 
@@ -169,6 +176,8 @@ class Channels:
                 m.signature_key
                 for m in group.members()
                 if m.signature_key != self._session.device_id
+                # only deviceIds (32 B) can be packed: see Outbox._prepare
+                and len(m.signature_key) == DEVICE_ID_BYTES
             ]
             key = post_key(group)
             joining = new_devices(group)
@@ -188,7 +197,7 @@ class Channels:
                             epoch=out.epoch,
                             post_key=key,
                             commit=out.commit,
-                            members=members,
+                            member_ids=b"".join(members),  # packed: 32 B per device
                             **args,
                         )
                     except TreeBaseRequired:
@@ -346,6 +355,7 @@ class Channels:
                 # The Welcome leaves the tree out: it goes by reference.
                 return g.add_members([packages[d][1] for d in todo], update_path=False)
 
+            had = {m.signature_key.hex() for m in self._views.group(cid).members()}
             # An invite too big for one commit is split into several: the
             # batch halves whenever the node finds the commit or Welcome too large.
             while pending(self._views.group(cid)):
@@ -358,7 +368,8 @@ class Channels:
                         ) from None
                     batch = max(1, batch // 2)
                     log.info("invite too large for one commit; %d devices per commit", batch)
-            await self._send_meta(cid)
+            now = {m.signature_key.hex() for m in self._views.group(cid).members()}
+            await self._send_meta(cid, joiners=now - had)
             await self._session.save()
             self._views.emit_channels()
             return self._views.channel_info(cid)
@@ -402,7 +413,7 @@ class Channels:
                     return {} if _member(g, device) is not None else {device: user}
 
                 await self.run_commit(cid, make, joining, {device: info.hash_ref})
-                await self._send_meta(cid)
+                await self._send_meta(cid, joiners={device.hex()})
                 await self._outbox.send_app(cid, cert)
                 added.append(hexid)
             await self._session.save()
@@ -433,7 +444,13 @@ class Channels:
             self._views.emit_channels()
         return removed
 
-    async def _send_meta(self, cid: bytes) -> None:
+    async def _send_meta(self, cid: bytes, *, joiners: set[str]) -> None:
+        """The channel's name, kind and the members' access keys, to the
+        devices just added (hex ids) only: the other members have them from
+        their own join or a Hello, and a meta message to every member would
+        make an add cost 32 B per member (the packed recipients)."""
+        if not joiners:
+            return
         rec = self._views.channel_record(cid)
         aks = {k: d.access_key for k, d in self._state.devices.items() if d.access_key}
         aks[self._session.device_id.hex()] = self._state.access_key
@@ -441,7 +458,7 @@ class Channels:
         members = {m.signature_key.hex() for m in group.members()}
         aks = {k: v for k, v in aks.items() if k in members}
         item = appdata.Meta(name=rec.name, kind=rec.kind, access_keys=aks)
-        await self._outbox.send_app(cid, item)
+        await self._outbox.send_app(cid, item, only=joiners)
 
     async def dm(self, user: str) -> api.ChannelInfo:
         """The DM channel with ``user`` (created and the user invited on first use)."""
