@@ -17,7 +17,7 @@ def test_delta_unless_whole_is_asked_for_or_large(tmp_path: Path) -> None:
     kps = [new_party(tmp_path, f"m{i}", mls.Ciphersuite.CLASSICAL).client.key_package()
            for i in range(8)]  # fmt: skip
     big = group.add_members(kps, update_path=False)
-    big_delta: bytes | None = getattr(big, "tree_delta", None)  # proto._mls with tree deltas
+    big_delta = big.tree_delta
     assert big_delta is not None and big.ratchet_tree is not None
     assert 2 * len(big_delta) >= len(big.ratchet_tree)
     assert tree_args(big, whole=False, large=1000) == {"ratchet_tree": big.ratchet_tree}
@@ -28,7 +28,7 @@ def test_delta_unless_whole_is_asked_for_or_large(tmp_path: Path) -> None:
         [new_party(tmp_path, "n", mls.Ciphersuite.CLASSICAL).client.key_package()],
         update_path=False,
     )
-    one_delta: bytes | None = getattr(one, "tree_delta", None)
+    one_delta = one.tree_delta
     assert one_delta is not None and one.ratchet_tree is not None
     assert len(one_delta) < len(one.ratchet_tree) // 2
     assert tree_args(one, whole=False) == {"tree_delta": one_delta}

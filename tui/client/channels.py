@@ -78,7 +78,7 @@ def tree_args(
     half the tree or more (a big invite into a small group) goes whole: the
     node would refuse it past its delta budget, and it saves little anyway.
     """
-    delta: bytes | None = getattr(out, "tree_delta", None)
+    delta = out.tree_delta
     tree = out.ratchet_tree
     small = delta is not None and (
         tree is None or len(delta) <= large or 2 * len(delta) < len(tree)

@@ -24,7 +24,6 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from proto import mls
 from proto.codec import Envelope
@@ -301,7 +300,7 @@ class Inbox:
                 await self._apply_mls(opened, seq)
             case receive.JoinWelcome(opened=opened):
                 parts = None
-                kw: dict[str, Any] = {}
+                deltas: tuple[bytes, ...] = ()
                 if opened.body[:1] == receive.WELCOME_REF_FIRST_BYTE:
                     # A Welcome by reference: fetch its shared parts first.
                     epoch, secrets = receive.parse_welcome_ref(opened.body)
@@ -316,8 +315,7 @@ class Inbox:
                     # The tree: the node's latest base at or before our
                     # epoch and the deltas after it (docs/PROTOCOL.md,
                     # "Tree deltas"); the binding rebuilds and checks it.
-                    if res.tree_deltas:
-                        kw["tree_deltas"] = res.tree_deltas
+                    deltas = res.tree_deltas
                 try:
                     # Off the event loop: at 1,000 hybrid members a join
                     # (tree check, signatures, storage) takes a second or
@@ -326,7 +324,7 @@ class Inbox:
                         asyncio.to_thread(client.join_from_welcome, opened.body, receipt=seq)
                         if parts is None
                         else asyncio.to_thread(
-                            client.join_from_welcome_parts, *parts, receipt=seq, **kw
+                            client.join_from_welcome_parts, *parts, tree_deltas=deltas, receipt=seq
                         )
                     )
                     joined: receive.GroupView | MlsError = receive.GroupView.of(group)
