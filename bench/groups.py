@@ -24,7 +24,10 @@ Printed per size:
 - ``recv p100 ms``: from the send until the last member has the message;
 - ``decrypt ms``: one receiver's MLS ``process`` of the message, the way
   the client's inbox calls it (``defer_write=True``: the message-secrets
-  write is left to every 64th message, docs/MLS.md "Receivers");
+  write is left to every 64th message, docs/MLS.md "Receivers"), *cold*:
+  the harness has released the device's MLS memory, so this includes
+  loading the group from its database (as after a restart); a running
+  client keeps it loaded (``bench/mls_receive.py`` times that);
 - ``join ms``: the slowest new member's first sync after the big invite;
 - ``add1 up B``: bytes the adder uploads to add one member (the whole
   ``invite`` call); ``add1 ready ms``: that joiner's first sync (fetch of the
