@@ -3,21 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.embedded import EmbeddedNode
+from node.embedded import EmbeddedNode, start_embedded_node
 from proto.crypto.atrest import FAST_TEST_PARAMS
+from tests.node.backends import backend_for
+from tests.node.helpers import node_config
 from tui.client.core import EngineConfig
 from tui.client.engine import Engine
 
 PASSPHRASE = "test passphrase"
 PASSWORD = "test password"
+
+
+@contextlib.asynccontextmanager
+async def node_on_backend(
+    backend_name: str, tmp_path: Path, **overrides: object
+) -> AsyncIterator[EmbeddedNode]:
+    """A running node on the store backend ``backend_name`` (PostgreSQL: a
+    fresh schema), data in ``tmp_path/node``; stopped afterwards."""
+    async with backend_for(backend_name, tmp_path) as backend:
+        store = backend.target if backend.name == "postgres" else ""
+        handle = await start_embedded_node(node_config(tmp_path / "node", store=store, **overrides))
+        try:
+            yield handle
+        finally:
+            await handle.stop()
 
 
 def cli_env(base: Path, **extra: str) -> dict[str, str]:

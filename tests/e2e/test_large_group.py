@@ -18,8 +18,8 @@ import pytest
 from node.embedded import EmbeddedNode, start_embedded_node
 from proto.errors import MlsError, PermissionDenied
 from proto.rpc_client import RpcClient
-from tests.e2e.helpers import new_user
-from tests.node.backends import BACKENDS, backend_for
+from tests.e2e.helpers import new_user, node_on_backend
+from tests.node.backends import BACKENDS
 from tests.node.helpers import node_config
 from tui.client.engine import Engine
 from tui.client.sending import post_key
@@ -33,15 +33,10 @@ SIZE = 66
 async def big_node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EmbeddedNode]:
     """A node on each store backend with default limits except connections
     per address: every device of this test connects from 127.0.0.1."""
-    async with backend_for(request.param, tmp_path) as backend:
-        store = backend.target if backend.name == "postgres" else ""
-        handle = await start_embedded_node(
-            node_config(tmp_path / "node", max_connections_per_address=4 * SIZE, store=store)
-        )
-        try:
-            yield handle
-        finally:
-            await handle.stop()
+    async with node_on_backend(
+        request.param, tmp_path, max_connections_per_address=4 * SIZE
+    ) as handle:
+        yield handle
 
 
 @pytest.mark.slow

@@ -19,8 +19,8 @@ import pytest
 from node.embedded import EmbeddedNode, start_embedded_node
 from proto.errors import NotFound, Unauthenticated
 from proto.rpc_client import RpcClient
-from tests.e2e.helpers import new_user
-from tests.node.backends import BACKENDS, backend_for
+from tests.e2e.helpers import new_user, node_on_backend
+from tests.node.backends import BACKENDS
 from tests.node.helpers import node_config
 from tui.client.engine import Engine
 from tui.client.receive import WELCOME_REF_FIRST_BYTE, parse_welcome_ref
@@ -31,13 +31,8 @@ pytestmark = [pytest.mark.network]
 @pytest.fixture(params=BACKENDS)
 async def node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EmbeddedNode]:
     """A node on each store backend."""
-    async with backend_for(request.param, tmp_path) as backend:
-        store = backend.target if backend.name == "postgres" else ""
-        handle = await start_embedded_node(node_config(tmp_path / "node", store=store))
-        try:
-            yield handle
-        finally:
-            await handle.stop()
+    async with node_on_backend(request.param, tmp_path) as handle:
+        yield handle
 
 
 def _spy(monkeypatch: pytest.MonkeyPatch, change: Any = None) -> list[dict[str, Any]]:

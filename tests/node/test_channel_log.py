@@ -15,7 +15,9 @@ import pytest
 
 from node.embedded import EmbeddedNode
 from node.store import Store, TreePart, WelcomeParts, WelcomeTree
+from proto import codec
 from proto.errors import BadRequest, PermissionDenied, StaleEpoch
+from proto.messages import Params, Request
 from tests.node.backends import Backend
 from tests.node.helpers import make_account
 
@@ -31,6 +33,16 @@ def h(key: bytes) -> bytes:
 @pytest.fixture
 async def store(any_store: Store) -> AsyncIterator[Store]:
     yield any_store
+
+
+def _ids(n: int) -> tuple[bytes, ...]:
+    """``n`` distinct 32-byte deviceIds."""
+    return tuple(bytes([i % 256, i // 256]) * 16 for i in range(n))
+
+
+def _request_bytes(params: Params) -> int:
+    """Encoded size of a request carrying ``params``."""
+    return len(codec.encode_request(Request(auth=b"", call=params)))
 
 
 async def scalar(backend: Backend, sql: str) -> int:
@@ -229,8 +241,7 @@ async def test_removed_member_can_neither_post_nor_read(backend_node: EmbeddedNo
 async def test_packed_recipients(backend_node: EmbeddedNode) -> None:
     """recipientIds (32-byte deviceIds concatenated) reach the same inboxes as
     the list, cost 32 B per recipient on the wire, and bad packing is refused."""
-    from proto import codec
-    from proto.messages import PostChannelParams, Request
+    from proto.messages import PostChannelParams
 
     alice = await make_account(backend_node, "alice")
     bob = await make_account(backend_node, "bob")
@@ -265,14 +276,15 @@ async def test_packed_recipients(backend_node: EmbeddedNode) -> None:
             assert [e.data for e in got.envelopes] == [b"w", b"packed"]
 
         def size(n: int, packed: bool) -> int:
-            ids = [bytes([i % 256, i // 256]) * 16 for i in range(n)]
-            p = PostChannelParams(
-                channel_id=CH,
-                post_key=K1,
-                payload=b"m",
-                **({"recipient_ids": b"".join(ids)} if packed else {"recipients": tuple(ids)}),
+            ids = _ids(n)
+            return _request_bytes(
+                PostChannelParams(
+                    channel_id=CH,
+                    post_key=K1,
+                    payload=b"m",
+                    **({"recipient_ids": b"".join(ids)} if packed else {"recipients": ids}),
+                )
             )
-            return len(codec.encode_request(Request(auth=b"", call=p)))
 
         assert size(100, packed=True) - size(0, packed=True) == 100 * 32
         assert size(100, packed=False) - size(0, packed=False) == 100 * 40
@@ -285,8 +297,7 @@ async def test_packed_members(backend_node: EmbeddedNode) -> None:
     """commitChannel's memberIds (deviceIds concatenated) reach the same
     inboxes as the members list, cost 32 B per member on the wire, and bad
     packing is refused with nothing stored."""
-    from proto import codec
-    from proto.messages import CommitChannelParams, Request
+    from proto.messages import CommitChannelParams
 
     alice = await make_account(backend_node, "alice")
     bob = await make_account(backend_node, "bob")
@@ -313,15 +324,16 @@ async def test_packed_members(backend_node: EmbeddedNode) -> None:
             assert [e.data for e in got.envelopes] == [b"w", b"c1"]
 
         def size(n: int, packed: bool) -> int:
-            ids = [bytes([i % 256, i // 256]) * 16 for i in range(n)]
-            p = CommitChannelParams(
-                channel_id=CH,
-                epoch=1,
-                post_key=K1,
-                commit=b"c",
-                **({"member_ids": b"".join(ids)} if packed else {"members": tuple(ids)}),
+            ids = _ids(n)
+            return _request_bytes(
+                CommitChannelParams(
+                    channel_id=CH,
+                    epoch=1,
+                    post_key=K1,
+                    commit=b"c",
+                    **({"member_ids": b"".join(ids)} if packed else {"members": ids}),
+                )
             )
-            return len(codec.encode_request(Request(auth=b"", call=p)))
 
         assert size(100, packed=True) - size(0, packed=True) == 100 * 32
         assert size(100, packed=False) - size(0, packed=False) == 100 * 40
